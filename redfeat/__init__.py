@@ -1,0 +1,38 @@
+"""redfeat: a feature store for machine learning on Redis."""
+
+from . import types
+from .errors import (
+    BackendError,
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    Problem,
+    RedfeatError,
+    ValidationError,
+)
+from .history import Version
+from .online import Record, Status, WriteReport
+from .schema import Entity, FeatureView, Field
+from .store import FeatureStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "ConfigurationError",
+    "ConflictError",
+    "Entity",
+    "FeatureStore",
+    "FeatureView",
+    "Field",
+    "NotFoundError",
+    "Problem",
+    "Record",
+    "RedfeatError",
+    "Status",
+    "ValidationError",
+    "Version",
+    "WriteReport",
+    "__version__",
+    "types",
+]

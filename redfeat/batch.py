@@ -1,0 +1,260 @@
+"""Bulk encoding for write_many: columns in, one payload per valid row out.
+
+Validation runs a column at a time. The common case (a column of one Python type with no
+nulls) is checked with C-level builtins and numpy; any column that fails the quick check is
+re-checked value by value so that every problem is reported with its row and entity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import types as t
+from ._time import now_us, to_us
+from .codec import INT64_MAX, INT64_MIN, Refuse, ViewCodec, _short, encode, normalize_id
+from .errors import Problem, ValidationError
+from .keys import escape_id
+from .schema import Field
+
+_MISSING = object()
+
+
+@dataclass(slots=True)
+class Columns:
+    """Rows as columns: ``n`` rows, each column a list of length ``n``."""
+
+    n: int
+    data: dict[str, list[Any]]
+    # Per-row column names, only for list-of-dicts input (to report unknown fields).
+    row_keys: list[Any] | None = None
+    # From pandas/Arrow: an int column with a missing value arrives as floats (1.0, NaN).
+    from_frame: bool = False
+
+
+def columns_of(rows: Any) -> Columns:
+    """A list of dicts, a pandas.DataFrame or a pyarrow.Table, as columns."""
+    mod = type(rows).__module__
+    if mod.startswith("pandas"):
+        import pyarrow as pa
+
+        # pandas' missing values (NaN, None, NaT, pd.NA) become nulls on the way.
+        rows = pa.Table.from_pandas(rows, preserve_index=False)
+        mod = "pyarrow"
+    if mod.startswith("pyarrow"):
+        return Columns(
+            rows.num_rows,
+            {name: rows.column(name).to_pylist() for name in rows.column_names},
+            from_frame=True,
+        )
+    if not isinstance(rows, list):
+        rows = list(rows)
+    if all(type(r) is dict for r in rows):
+        names: dict[Any, None] = dict.fromkeys(set().union(*rows)) if rows else {}
+        return Columns(len(rows), {name: [r.get(name) for r in rows] for name in names}, rows)
+    names = {}
+    for r in rows:
+        if isinstance(r, Mapping):
+            names.update(dict.fromkeys(r))
+    data = {
+        name: [r.get(name, None) if isinstance(r, Mapping) else None for r in rows]
+        for name in names
+    }
+    return Columns(len(rows), data, rows)
+
+
+def _int_if_whole(v: Any) -> Any:
+    return int(v) if type(v) is float and v.is_integer() else v
+
+
+def _fast(f: Field, col: list[Any]) -> list[Any] | None:
+    """The column unchanged if it passes quick whole-column checks, else None."""
+    if not col:
+        return col
+    dt = f.dtype
+    if dt is t.Float:
+        if not all(type(v) is float for v in col):
+            return None
+        arr = np.fromiter(col, dtype=np.float64, count=len(col))
+        if not np.isfinite(arr).all():
+            return None
+        if (f.min is not None and arr.min() < f.min) or (f.max is not None and arr.max() > f.max):
+            return None
+        return col
+    if dt is t.Int:
+        if not all(type(v) is int for v in col):
+            return None
+        lo, hi = min(col), max(col)
+        if lo < INT64_MIN or hi > INT64_MAX:
+            return None
+        if (f.min is not None and lo < f.min) or (f.max is not None and hi > f.max):
+            return None
+        return col
+    if dt is t.Bool:
+        return col if all(type(v) is bool for v in col) else None
+    if dt is t.String or isinstance(dt, t.Category):
+        if f.pattern is not None or not all(type(v) is str for v in col):
+            return None
+        allowed = dt.categories if isinstance(dt, t.Category) else f.categories
+        if allowed is not None and not set(col) <= set(allowed):
+            return None
+        if f.max_length is not None and max(map(len, col)) > f.max_length:
+            return None
+        if not all(v.isascii() for v in col):
+            return None  # the slow path checks for unencodable (surrogate) strings
+        return col
+    return None
+
+
+def encode_columns(
+    codec: ViewCodec,
+    cols: Columns,
+    *,
+    entity_column: str,
+    event_time_column: str | None,
+) -> tuple[Iterator[tuple[str, int, bytes, None]], int, dict[int, list[Problem]]]:
+    """Validate every row, then return a lazy stream of write items for the valid rows (so
+    that encoding overlaps with the server's work), their count, and problems by row."""
+    view = codec.name
+    n = cols.n
+    problems: dict[int, list[Problem]] = {}
+
+    def refuse(i: int, p: Problem) -> None:
+        problems.setdefault(i, []).append(p)
+
+    if cols.from_frame:
+        ints = [f for f in codec.fields.values() if f.dtype is t.Int] + [entity_column]
+        for f in ints:
+            name = f if isinstance(f, str) else f.name
+            col = cols.data.get(name)
+            if col and any(type(v) is float for v in col):
+                cols.data[name] = [_int_if_whole(v) for v in col]
+    raw_ids = cols.data.get(entity_column)
+    ids: list[str] = [""] * n
+    if raw_ids is None:
+        for i in range(n):
+            refuse(
+                i,
+                Problem(
+                    view,
+                    None,
+                    entity_column,
+                    "entity_column",
+                    None,
+                    f"row has no {entity_column!r} (the entity id column)",
+                    i,
+                ),
+            )
+    elif all(type(e) is str and e.isascii() and 0 < len(e) <= 1024 for e in raw_ids):
+        ids = raw_ids
+    else:
+        for i, e in enumerate(raw_ids):
+            try:
+                ids[i] = normalize_id(view, e, i)
+            except ValidationError as exc:
+                problems.setdefault(i, []).extend(exc.problems)
+
+    if event_time_column is None:
+        ets: list[int] = [now_us()] * n
+    else:
+        raw_ets = cols.data.get(event_time_column, [None] * n)
+        ets = [0] * n
+        for i, v in enumerate(raw_ets):
+            try:
+                ets[i] = to_us(v, what="event_time")
+            except ValueError as exc:
+                refuse(
+                    i,
+                    Problem(
+                        view,
+                        ids[i] or None,
+                        event_time_column,
+                        "event_time",
+                        _short(v),
+                        str(exc),
+                        i,
+                    ),
+                )
+
+    skip = {entity_column, event_time_column}
+    unknown = [c for c in cols.data if c not in codec.fields and c not in skip]
+    for name in unknown:
+        for i, v in enumerate(cols.data[name]):
+            present = v is not None or (
+                cols.row_keys is not None
+                and isinstance(cols.row_keys[i], Mapping)
+                and name in cols.row_keys[i]
+            )
+            if present:
+                refuse(
+                    i,
+                    Problem(
+                        view,
+                        ids[i] or None,
+                        name,
+                        "unknown_field",
+                        _short(v),
+                        f"view {view!r} has no field {name!r}; known: {sorted(codec.fields)}",
+                        i,
+                    ),
+                )
+    if cols.row_keys is not None:
+        for i, r in enumerate(cols.row_keys):
+            if not isinstance(r, Mapping):
+                refuse(
+                    i,
+                    Problem(
+                        view,
+                        None,
+                        None,
+                        "row_type",
+                        type(r).__name__,
+                        "a row must be a mapping of field name to value",
+                        i,
+                    ),
+                )
+
+    none_col = [None] * n
+    slot_cols: list[list[Any]] = [none_col] * codec.n_slots
+    for fname, slot, nullable, check in codec.checks:
+        f = codec.fields[fname]
+        col = cols.data.get(fname, none_col)
+        good = _fast(f, col) if col is not none_col else None
+        if good is None:
+            good = [None] * n
+            for i, v in enumerate(col):
+                if v is None:
+                    if not nullable:
+                        refuse(
+                            i,
+                            Problem(
+                                view,
+                                ids[i] or None,
+                                fname,
+                                "not_null",
+                                None,
+                                "value is required (field is not nullable)",
+                                i,
+                            ),
+                        )
+                    continue
+                try:
+                    good[i] = check(v)
+                except Refuse as r:
+                    refuse(i, Problem(view, ids[i] or None, fname, r.rule, _short(v), r.message, i))
+        slot_cols[slot] = good
+
+    def items() -> Iterator[tuple[str, int, bytes, None]]:
+        rows = zip(map(escape_id, ids), ets, map(encode, zip(*slot_cols, strict=True)), strict=True)
+        if not problems:
+            for esc, et, payload in rows:
+                yield esc, et, payload, None
+        else:
+            for i, (esc, et, payload) in enumerate(rows):
+                if i not in problems:
+                    yield esc, et, payload, None
+
+    return items(), n - len(problems), problems

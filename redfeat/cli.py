@@ -1,0 +1,163 @@
+"""The ``redfeat`` command line. Environment variables are read here, at the edge:
+
+REDFEAT_URL          use this server instead of the embedded one (redis://, rediss://, unix://)
+REDFEAT_PROJECT      project name (default "default")
+REDFEAT_HOME         data dir of the embedded server (default ./.redfeat)
+REDFEAT_SERVER_BIN   a redis-server/valkey-server binary for the embedded server
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .embedded import EmbeddedServer
+from .errors import RedfeatError
+from .store import FeatureStore
+
+app = typer.Typer(help="redfeat: a feature store on Redis.", no_args_is_help=True)
+server_app = typer.Typer(help="The embedded server.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+console = Console()
+
+Home = Annotated[str, typer.Option(envvar="REDFEAT_HOME", help="embedded server data dir")]
+Bin = Annotated[str | None, typer.Option(envvar="REDFEAT_SERVER_BIN", help="server binary to run")]
+Url = Annotated[str | None, typer.Option(envvar="REDFEAT_URL", help="use this server instead")]
+Project = Annotated[str, typer.Option(envvar="REDFEAT_PROJECT", help="project name")]
+
+
+def _open(url: str | None, project: str, home: str, server_bin: str | None) -> FeatureStore:
+    if url:
+        return FeatureStore.from_url(url, project=project)
+    return FeatureStore(project=project, data_dir=home, server_bin=server_bin)
+
+
+@server_app.command("start")
+def server_start(
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+    durability: Annotated[str, typer.Option(help="everysec or always")] = "everysec",
+) -> None:
+    """Start the embedded server and keep it running until `redfeat server stop`."""
+    info = EmbeddedServer(home, server_bin=server_bin, durability=durability).ensure(
+        keep_running=True
+    )
+    console.print(f"running: pid {info.pid}, {info.url()}, durability {info.durability}")
+
+
+@server_app.command("stop")
+def server_stop(home: Home = ".redfeat") -> None:
+    """Stop the embedded server (the append-only file is flushed first)."""
+    stopped = EmbeddedServer(home).stop()
+    console.print("stopped" if stopped else "not running")
+
+
+@server_app.command("status")
+def server_status(home: Home = ".redfeat") -> None:
+    """Show whether the embedded server runs, and where."""
+    info = EmbeddedServer(home).status()
+    if info is None:
+        console.print("not running")
+        raise typer.Exit(1)
+    console.print(
+        f"running: pid {info.pid}, {info.url()}, durability {info.durability}, "
+        f"{'kept running' if info.keep_running else 'stops with its last user'}"
+    )
+
+
+@app.command("views")
+def views(
+    url: Url = None, project: Project = "default", home: Home = ".redfeat", server_bin: Bin = None
+) -> None:
+    """List the registered feature views."""
+    with _open(url, project, home, server_bin) as store:
+        table = Table("view", "entity", "fields", "ttl", "history", "schema")
+        for v in store.views():
+            h = v.history
+            hist = str(h.count) if h.count is not None else f"{(h.duration_us or 0) / 86.4e9:g}d"
+            table.add_row(
+                v.name,
+                v.entity,
+                ", ".join(f"{f.name}:{f.dtype!r}" for f in v.fields),
+                str(v.ttl or "-"),
+                hist,
+                str(v.schema_version),
+            )
+        console.print(table)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+@app.command("get")
+def get(
+    view: str,
+    entity_id: str,
+    url: Url = None,
+    project: Project = "default",
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+) -> None:
+    """Print the latest values of one entity as JSON."""
+    with _open(url, project, home, server_bin) as store:
+        row = store.get(view, entity_id)
+        if row is None:
+            console.print(f"no values for {entity_id!r} in {view!r}")
+            raise typer.Exit(1)
+        print(json.dumps({k: _jsonable(v) for k, v in row.items()}, indent=2))
+
+
+@app.command("history")
+def history(
+    view: str,
+    entity_id: str,
+    limit: int = 10,
+    url: Url = None,
+    project: Project = "default",
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+) -> None:
+    """Show the stored versions of one entity, newest first."""
+    with _open(url, project, home, server_bin) as store:
+        versions = store.history(view, entity_id, limit=limit)
+        if not versions:
+            console.print(f"no versions for {entity_id!r} in {view!r}")
+            raise typer.Exit(1)
+        table = Table("version", "event time", "written at", *versions[0].values)
+        for v in versions:
+            table.add_row(
+                str(v.id),
+                v.event_time.isoformat(),
+                v.written_at.isoformat(),
+                *(str(_jsonable(x)) for x in v.values.values()),
+            )
+        console.print(table)
+
+
+@app.command("demo")
+def demo(home: Home = ".redfeat", server_bin: Bin = None, url: Url = None) -> None:
+    """Run the end-to-end demo (embedded server unless REDFEAT_URL is set)."""
+    from .demo import run
+
+    run(console, _open(url, "demo", home, server_bin))
+
+
+def main() -> None:
+    try:
+        app()
+    except RedfeatError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

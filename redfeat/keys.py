@@ -1,0 +1,91 @@
+"""Every Redis key redfeat uses, built in one place.
+
+Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
+
+    rf:<project>:registry                 hash: definitions (views, entities)
+    rf:<project>:{<view>|<entity id>}     latest version of one entity (string)
+    rf:<project>:{<view>|<entity id>}:h   history of one entity (sorted set by event time)
+
+All keys of one (view, entity) share one hash tag, so the atomic write step and the
+time-travel read stay on one cluster slot. Entity ids are percent-escaped so that no id can
+end a tag, forge a separator, or act as a glob in a SCAN pattern.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ConfigurationError
+
+MAX_ID_BYTES = 1024
+
+# Characters that would change the key's structure or SCAN MATCH semantics, plus whitespace
+# and controls (kept readable in redis-cli). Everything else, unicode included, passes as is.
+_UNSAFE = frozenset("%{}|:*?[]\\") | frozenset(chr(c) for c in range(0x21)) | {"\x7f"}
+_ESCAPE = str.maketrans({c: f"%{ord(c):02X}" for c in _UNSAFE})
+_NEEDS_ESCAPE = re.compile("[" + re.escape("".join(sorted(_UNSAFE))) + "]")
+
+
+def escape_id(entity_id: str) -> str:
+    """Escape an entity id for use inside a key (injective: distinct ids, distinct keys)."""
+    if _NEEDS_ESCAPE.search(entity_id) is None:
+        return entity_id
+    return entity_id.translate(_ESCAPE)
+
+
+def unescape_id(escaped: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(escaped):
+        c = escaped[i]
+        if c == "%":
+            out.append(chr(int(escaped[i + 1 : i + 3], 16)))
+            i += 3
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def check_project(project: object) -> str:
+    if (
+        not isinstance(project, str)
+        or not project
+        or len(project) > 64
+        or not all(c.isascii() and (c.isalnum() or c in "_-.") for c in project)
+    ):
+        raise ConfigurationError(
+            f"project {project!r} is not allowed: use 1-64 ASCII letters, digits, '_', '-' or '.'"
+        )
+    return project
+
+
+class Keys:
+    """Key builder for one project."""
+
+    __slots__ = ("project", "prefix")
+
+    def __init__(self, project: str) -> None:
+        self.project = check_project(project)
+        self.prefix = f"rf:{project}:"
+
+    @property
+    def registry(self) -> str:
+        return self.prefix + "registry"
+
+    def tag(self, view: str, escaped_id: str) -> str:
+        return f"{self.prefix}{{{view}|{escaped_id}}}"
+
+    def latest(self, view: str, escaped_id: str) -> str:
+        return self.tag(view, escaped_id)
+
+    def history(self, view: str, escaped_id: str) -> str:
+        return self.tag(view, escaped_id) + ":h"
+
+    def view_pattern(self, view: str) -> str:
+        """SCAN MATCH pattern covering every key of one view ('{' is not special to MATCH)."""
+        return f"{self.prefix}{{{view}|*"
+
+    def entity_from_key(self, key: str) -> str:
+        inner = key[key.index("{") + 1 : key.index("}")]
+        return unescape_id(inner.split("|", 1)[1])

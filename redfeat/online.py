@@ -1,0 +1,442 @@
+"""The online store: writes (one atomic server step per entity) and latest-value reads."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+import redis
+from hiredis import pack_command
+
+from . import scripts
+from ._conn import Direct
+from ._time import from_us, now_us, to_us
+from .batch import columns_of, encode_columns
+from .codec import encode, normalize_id
+from .errors import BackendError, ConflictError, Problem, ValidationError
+from .history import _HEAD, Version, from_latest, ttl_ok
+from .keys import Keys, escape_id
+from .registry import Resolved
+from .schema import Field
+
+CHUNK = 256  # entities per server-side step: keeps each script call short (<1 ms)
+WINDOW = 8  # calls in flight: the client encodes the next chunk while the server runs one
+CAS_RETRIES = 200
+
+Progress = Callable[[int, int], None]
+
+
+class Status(enum.StrEnum):
+    PRESENT = "PRESENT"
+    EXPIRED = "EXPIRED"
+    MISSING = "MISSING"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A read with metadata (``get_many(..., with_meta=True)``)."""
+
+    entity_id: str
+    status: Status
+    event_time: datetime | None
+    values: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class WriteReport:
+    """What ``write_many`` did: rows written, rows refused (row index, error), and why."""
+
+    written: int = 0
+    duplicates: int = 0
+    late: int = 0
+    refused: list[tuple[int, ValidationError]] = field(default_factory=list)
+
+
+# One entity's write: (escaped id, event_time_us, payload, expected latest or None).
+_Item = tuple[str, int, bytes, bytes | None]
+
+
+class Writer:
+    """Runs the WRITE script, chunked and pipelined, and reloads it if the server forgot it."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, direct: Direct) -> None:
+        self.client = client
+        self.keys = keys
+        self.direct = direct
+        self.sha = hashlib.sha1(scripts.WRITE.encode()).hexdigest()
+        self._loaded = False
+
+    def _calls(
+        self, res: Resolved, items: Iterable[_Item], cas: bool
+    ) -> Iterator[tuple[list[str], list[Any]]]:
+        head = [res.keys_per_entity, res.hist_mode, res.hist_value, res.ttl_ms, 1 if cas else 0]
+        keys: list[str] = []
+        args: list[Any] = list(head)
+        pre = self.keys.tag(res.name, "")[:-1]  # "rf:<project>:{<view>|"
+        two = res.keys_per_entity == 2
+        n = 0
+        for esc, et_us, payload, expected in items:
+            key = pre + esc + "}"
+            keys.append(key)
+            if two:
+                keys.append(key + ":h")
+            args.append(et_us)
+            args.append(payload)
+            if cas:
+                args.append(expected or b"")
+            n += 1
+            if n == CHUNK:
+                yield keys, args
+                keys, args, n = [], list(head), 0
+        if n:
+            yield keys, args
+
+    def run(
+        self,
+        res: Resolved,
+        items: Iterable[_Item],
+        *,
+        cas: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[int]:
+        """Returns a flat list: id, status, id, status... in input order."""
+        calls = self._calls(res, items, cas)
+        out: list[int] = []
+        conn = self.direct.conn()
+        try:
+            self._stream(conn, calls, out, progress)
+        except redis.ConnectionError as exc:
+            conn.disconnect()
+            raise BackendError(
+                f"view {res.name!r}: connection lost during a write; versions are idempotent, "
+                f"so retrying the same write is safe: {exc}"
+            ) from exc
+        except redis.RedisError as exc:
+            conn.disconnect()  # replies may still be in flight: start clean
+            raise BackendError(f"view {res.name!r}: write failed on the server: {exc}") from exc
+        return out
+
+    def _stream(
+        self,
+        conn: Any,
+        calls: Iterator[tuple[list[str], list[Any]]],
+        out: list[int],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        if not self._loaded:
+            conn.send_command("SCRIPT", "LOAD", scripts.WRITE)
+            conn.read_response()
+            self._loaded = True
+        sent: list[tuple[list[str], list[Any]]] = []
+        results: list[Any] = []
+
+        def read_one() -> None:
+            try:
+                reply = conn.read_response()
+            except redis.exceptions.NoScriptError as exc:
+                reply = exc
+            else:
+                if progress is not None:
+                    progress(len(reply) // 2)
+            results.append(reply)
+
+        for keys, args in calls:
+            # Packed by hiredis directly: redis-py's generic packing costs more than the
+            # encoding of the rows themselves.
+            conn.send_packed_command([pack_command(("EVALSHA", self.sha, len(keys), *keys, *args))])
+            sent.append((keys, args))
+            if len(sent) - len(results) > WINDOW:
+                read_one()
+        while len(results) < len(sent):
+            read_one()
+        failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+        if failed:
+            # The server lost its script cache (restart, SCRIPT FLUSH): none of these calls
+            # ran, so load the script and run them again, in order.
+            conn.send_command("SCRIPT", "LOAD", scripts.WRITE)
+            conn.read_response()
+            for i in failed:
+                keys, args = sent[i]
+                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+                results[i] = conn.read_response()
+                if progress is not None:
+                    progress(len(results[i]) // 2)
+        for r in results:
+            out.extend(r)
+
+
+def _event_us(view: str, entity: str | None, value: Any, row: int | None) -> int:
+    try:
+        return to_us(value, what="event_time")
+    except ValueError as exc:
+        raise ValidationError(
+            [Problem(view, entity, None, "event_time", value, str(exc), row)]
+        ) from None
+
+
+def _prepare(
+    res: Resolved, entity_id: Any, values: Any, event_time: Any, partial: bool = False
+) -> tuple[str, bytes, int]:
+    """Check id, values and event time together, so one error lists every problem."""
+    problems: list[Problem] = []
+    ent: str | None = None
+    try:
+        ent = normalize_id(res.name, entity_id)
+    except ValidationError as exc:
+        problems.extend(exc.problems)
+    arr, probs = res.codec.problems_for(ent if ent is not None else "?", values, partial=partial)
+    problems.extend(probs)
+    et = 0
+    try:
+        et = now_us() if event_time is None else _event_us(res.name, ent, event_time, None)
+    except ValidationError as exc:
+        problems.extend(exc.problems)
+    if problems or ent is None or arr is None:
+        raise ValidationError(problems)
+    return ent, encode(arr), et
+
+
+def _version(res: Resolved, vid: int, et: int, payload: bytes) -> Version:
+    # Values as stored (decoded from the payload), i.e. exactly what a read returns.
+    return Version(vid, from_us(et), from_us(vid), res.codec.decode(payload))
+
+
+class Online:
+    """Writes and latest reads for one project."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self.direct = Direct(client)
+        self.writer = Writer(client, keys, self.direct)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def write(
+        self, res: Resolved, entity_id: Any, values: Mapping[str, Any], event_time: Any
+    ) -> Version:
+        ent, payload, et = _prepare(res, entity_id, values, event_time)
+        vid, _status = self.writer.run(res, [(escape_id(ent), et, payload, None)])
+        return _version(res, vid, et, payload)
+
+    def write_many(
+        self,
+        res: Resolved,
+        rows: Any,
+        *,
+        entity_column: str,
+        event_time_column: str | None,
+        on_error: str,
+        progress: Progress | None,
+    ) -> WriteReport:
+        cols = columns_of(rows)
+        items, total, problems = encode_columns(
+            res.codec, cols, entity_column=entity_column, event_time_column=event_time_column
+        )
+        report = WriteReport()
+        if problems:
+            if on_error == "raise":
+                raise ValidationError([p for i in sorted(problems) for p in problems[i]])
+            report.refused = [(i, ValidationError(problems[i])) for i in sorted(problems)]
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        flat = self.writer.run(res, items, progress=step)
+        statuses = flat[1::2]
+        report.late = statuses.count(1)
+        report.duplicates = statuses.count(2)
+        report.written = len(statuses) - report.duplicates
+        return report
+
+    def _cas(
+        self,
+        res: Resolved,
+        entity_id: Any,
+        event_time: Any,
+        merge: Callable[[dict[str, Any] | None], dict[str, Any]],
+    ) -> Version:
+        """Read latest, compute new values, write only if latest did not change meanwhile."""
+        ent = normalize_id(res.name, entity_id)
+        esc = escape_id(ent)
+        key = self.keys.latest(res.name, esc)
+        for _ in range(CAS_RETRIES):
+            try:
+                cur = cast(bytes | None, self.client.get(key))
+            except redis.RedisError as exc:
+                raise BackendError(f"view {res.name!r}: read failed: {exc}") from exc
+            current = from_latest(res, cur).values if cur else None
+            if cur and not ttl_ok(res, _HEAD.unpack_from(cur)[0]):
+                current = None
+            _, payload, et = _prepare(res, ent, merge(current), event_time)
+            vid, status = self.writer.run(res, [(esc, et, payload, cur or b"")], cas=True)
+            if status != 3:
+                return _version(res, vid, et, payload)
+        raise ConflictError(
+            f"view {res.name!r}, entity {ent!r}: the latest value kept changing during "
+            f"{CAS_RETRIES} attempts; retry later or reduce contention on this entity"
+        )
+
+    def update(
+        self, res: Resolved, entity_id: Any, values: Mapping[str, Any], event_time: Any
+    ) -> Version:
+        # Check the partial row on its own first, so its problems are reported as given.
+        _prepare(res, entity_id, values, event_time, partial=True)
+
+        def merge(current: dict[str, Any] | None) -> dict[str, Any]:
+            return {**(current or {}), **values}
+
+        return self._cas(res, entity_id, event_time, merge)
+
+    def increment(
+        self, res: Resolved, entity_id: Any, deltas: Mapping[str, Any], event_time: Any
+    ) -> Version:
+        problems: list[Problem] = []
+        ent: str | None = None
+        try:
+            ent = normalize_id(res.name, entity_id)
+        except ValidationError as exc:
+            problems.extend(exc.problems)
+        for name, d in deltas.items():
+            fld: Field | None = res.codec.fields.get(name)
+            if fld is None or name not in res.codec.numeric:
+                rule = "unknown_field" if fld is None else "not_numeric"
+                msg = (
+                    f"view {res.name!r} has no field {name!r}"
+                    if fld is None
+                    else f"field {name!r} is {fld.dtype!r}; increment needs Int or Float"
+                )
+                problems.append(Problem(res.name, ent, name, rule, d, msg))
+            elif isinstance(d, bool) or not isinstance(d, int | float) or not math.isfinite(d):
+                problems.append(
+                    Problem(
+                        res.name, ent, name, "type", d, "increment must be a finite int or float"
+                    )
+                )
+            elif isinstance(d, float) and fld.dtype.kind == "Int":
+                problems.append(
+                    Problem(res.name, ent, name, "type", d, "Int fields take int increments")
+                )
+        if problems:
+            raise ValidationError(problems)
+
+        def merge(current: dict[str, Any] | None) -> dict[str, Any]:
+            new = dict(current or {})
+            for name, d in deltas.items():
+                new[name] = (new.get(name) or 0) + d
+            return new
+
+        return self._cas(res, entity_id, event_time, merge)
+
+    # -- deletes ------------------------------------------------------------------------
+
+    def delete(self, res: Resolved, entity_id: Any) -> bool:
+        esc = escape_id(normalize_id(res.name, entity_id))
+        try:
+            n = self.client.unlink(
+                self.keys.latest(res.name, esc), self.keys.history(res.name, esc)
+            )
+        except redis.RedisError as exc:
+            raise BackendError(f"view {res.name!r}: delete failed: {exc}") from exc
+        return bool(n)
+
+    def delete_view_data(self, view: str, progress: Callable[[int], None] | None = None) -> int:
+        """UNLINK every key of a view in bounded SCAN batches (never KEYS, never blocking)."""
+        removed = 0
+        try:
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=self.keys.view_pattern(view), count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    removed += self.client.unlink(*batch)
+                    batch.clear()
+                    if progress is not None:
+                        progress(removed)
+            if batch:
+                removed += self.client.unlink(*batch)
+        except redis.RedisError as exc:
+            raise BackendError(f"view {view!r}: deleting its data failed: {exc}") from exc
+        return removed
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get_many(
+        self,
+        res: Resolved,
+        entity_ids: list[Any],
+        features: list[str] | None,
+        with_meta: bool,
+    ) -> list[Any]:
+        readers = res.codec.select(features)
+        ents = [normalize_id(res.name, e, i) for i, e in enumerate(entity_ids)]
+        latest, name = self.keys.latest, res.name
+        keys = [latest(name, escape_id(e)) for e in ents]
+        if not keys:
+            return []
+        try:
+            if len(keys) == 1:
+                blobs = [self.direct.call("GET", keys[0])]
+            else:
+                blobs = self.direct.call("MGET", *keys)
+        except redis.RedisError as exc:
+            raise BackendError(f"view {name!r}: read failed: {exc}") from exc
+        return self.decode_latest(res, ents, blobs, readers, with_meta)
+
+    def decode_latest(
+        self,
+        res: Resolved,
+        ents: list[str],
+        blobs: list[bytes | None],
+        readers: Any,
+        with_meta: bool = False,
+    ) -> list[Any]:
+        """Typed values (or Records) from the latest blobs of ``ents``; ttl applied."""
+        ttl = res.view.ttl_us
+        limit = now_us() - ttl if ttl is not None else None
+        decode = res.codec.decode
+        unpack = _HEAD.unpack_from
+        if not with_meta:
+            out: list[Any] = []
+            for blob in blobs:
+                if blob is None or (limit is not None and unpack(blob)[0] < limit):
+                    out.append(None)
+                else:
+                    out.append(decode(memoryview(blob)[16:], readers))
+            return out
+        records: list[Record] = []
+        missing: list[int] = []
+        for i, blob in enumerate(blobs):
+            if blob is None:
+                records.append(Record(ents[i], Status.MISSING, None, None))
+                missing.append(i)
+                continue
+            et = unpack(blob)[0]
+            if limit is not None and et < limit:
+                records.append(Record(ents[i], Status.EXPIRED, from_us(et), None))
+            else:
+                values = decode(memoryview(blob)[16:], readers)
+                records.append(Record(ents[i], Status.PRESENT, from_us(et), values))
+        if missing and ttl is not None and res.hist_mode != "n":
+            # The latest key expired with its ttl; history still says the entity existed.
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for i in missing:
+                    pipe.zrevrange(
+                        self.keys.history(res.name, escape_id(ents[i])), 0, 0, withscores=True
+                    )
+                replies = pipe.execute()
+            except redis.RedisError as exc:
+                raise BackendError(f"view {res.name!r}: read failed: {exc}") from exc
+            for i, rows in zip(missing, replies, strict=True):
+                if rows:
+                    records[i] = Record(ents[i], Status.EXPIRED, from_us(int(rows[0][1])), None)
+        return records

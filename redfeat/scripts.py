@@ -1,0 +1,109 @@
+"""Server-side Lua steps. Each one is atomic on the server; each documents its KEYS and ARGV.
+
+Stored forms (see keys.py for names):
+
+    latest key   string  = int64 BE event_time_us .. uint64 BE version_id .. payload
+    history key  zset    score = event_time_us, member = uint64 BE version_id .. payload
+
+Version ids are the server clock in microseconds at write time (so they also give
+``written_at``), bumped past the entity's previous id so that they only grow. In a history
+zset, versions with equal event time sort by member, i.e. by id: the last written wins ties.
+"""
+
+from __future__ import annotations
+
+# WRITE: write versions of one or more entities, each as one atomic step.
+#
+# KEYS: per entity, its latest key, then (when the view keeps history) its history key.
+# ARGV[1] keys per entity (1 or 2)
+# ARGV[2] history mode: "n" none, "c" keep the newest COUNT, "d" keep DURATION back from newest
+# ARGV[3] COUNT or DURATION_US (ignored for "n")
+# ARGV[4] ttl in ms, 0 = none (latest key expires at event_time + ttl)
+# ARGV[5] "1" = compare-and-set: each entity carries the latest value it expects
+# ARGV[6..] per entity: event_time_us, payload[, expected latest ("" = expect none)]
+#
+# Returns, per entity, {version id, status}: 0 written and latest moved, 1 written to history
+# only (late data), 2 duplicate of an existing version (id of that version), 3 CAS mismatch.
+WRITE = r"""
+local per = tonumber(ARGV[1])
+local hmode = ARGV[2]
+local hval = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local cas = ARGV[5] == '1'
+local stride = cas and 3 or 2
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+local a = 6
+for k = 1, #KEYS, per do
+  local lkey = KEYS[k]
+  local hkey = nil
+  if per == 2 then hkey = KEYS[k + 1] end
+  local et_s = ARGV[a]
+  local et = tonumber(et_s)
+  local payload = ARGV[a + 1]
+  local cur = redis.call('GET', lkey)
+  local id, status = nil, nil
+  if cas and (cur or '') ~= ARGV[a + 2] then
+    status = 3
+    id = 0
+  end
+  local cur_et = nil
+  if not status and cur then
+    cur_et = struct.unpack('>l', cur)
+    if cur_et == et and string.sub(cur, 17) == payload then
+      id = struct.unpack('>L', cur, 9)
+      status = 2
+    end
+  end
+  if not status and hkey and ((cur_et ~= nil and et <= cur_et) or (cur == nil and ttl > 0)) then
+    -- A retried write can only match a version at or before the latest, or one left in
+    -- history after the latest key expired with the ttl.
+    local same = redis.call('ZRANGEBYSCORE', hkey, et_s, et_s)
+    for _, m in ipairs(same) do
+      if string.sub(m, 9) == payload then
+        id = struct.unpack('>L', m)
+        status = 2
+        break
+      end
+    end
+  end
+  if not status then
+    id = now
+    if cur then
+      local last = struct.unpack('>L', cur, 9)
+      if last >= id then id = last + 1 end
+    end
+    if cur_et == nil or et >= cur_et then
+      status = 0
+      local value = struct.pack('>lL', et, id) .. payload
+      if ttl > 0 then
+        local exp = math.floor(et / 1000) + ttl
+        if exp * 1000 > now then
+          redis.call('SET', lkey, value, 'PXAT', exp)
+        else
+          redis.call('DEL', lkey)
+        end
+      else
+        redis.call('SET', lkey, value)
+      end
+    else
+      status = 1
+    end
+    if hkey then
+      redis.call('ZADD', hkey, et_s, struct.pack('>L', id) .. payload)
+      if hmode == 'c' then
+        redis.call('ZREMRANGEBYRANK', hkey, 0, -hval - 1)
+      else
+        local newest = redis.call('ZRANGE', hkey, -1, -1, 'WITHSCORES')
+        local cutoff = string.format('%.0f', tonumber(newest[2]) - hval)
+        redis.call('ZREMRANGEBYSCORE', hkey, '-inf', '(' .. cutoff)
+      end
+    end
+  end
+  out[#out + 1] = id
+  out[#out + 1] = status
+  a = a + stride
+end
+return out
+"""

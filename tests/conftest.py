@@ -1,0 +1,99 @@
+"""Test fixtures: a real embedded server per test session, plus REDFEAT_TEST_URL if set.
+
+Every test gets its own project name, so tests never see each other's keys, and the keys
+of that project are removed afterwards (bounded SCAN + UNLINK; nothing is flushed).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from redfeat import FeatureStore, FeatureView, Field
+from redfeat import types as t
+from redfeat.embedded import EmbeddedServer, ServerInfo
+
+BACKENDS = ["embedded"] + (["url"] if os.environ.get("REDFEAT_TEST_URL") else [])
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    server = EmbeddedServer(tmp_path_factory.mktemp("server"))
+    info = server.ensure(keep_running=True)
+    yield info
+    server.stop()
+
+
+@pytest.fixture
+def embedded_url(embedded: ServerInfo) -> str:
+    return embedded.url()
+
+
+def _client(backend: str, embedded: ServerInfo) -> redis.Redis:
+    if backend == "url":
+        return redis.Redis.from_url(os.environ["REDFEAT_TEST_URL"])
+    return embedded.client()
+
+
+def _cleanup(client: redis.Redis, project: str) -> None:
+    batch = list(client.scan_iter(match=f"rf:{project}:*", count=1000))
+    for i in range(0, len(batch), 500):
+        client.unlink(*batch[i : i + 500])
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def project() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def client(backend: str, embedded: ServerInfo) -> Iterator[redis.Redis]:
+    c = _client(backend, embedded)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def store(client: redis.Redis, project: str) -> Iterator[FeatureStore]:
+    s = FeatureStore(client=client, project=project)
+    yield s
+    s.close()
+    _cleanup(client, project)
+
+
+@pytest.fixture
+def profile_view(store: FeatureStore) -> FeatureView:
+    """A view with one field of every scalar kind, applied to the store."""
+    view = FeatureView(
+        "user_profile",
+        entity="user",
+        fields=[
+            Field("age", t.Int, min=0, max=150),
+            Field("income", t.Float, min=0),
+            Field("zip_code", t.String, max_length=10, pattern=r"\d{5}"),
+            Field("segment", t.Category(["basic", "premium"])),
+            Field("active", t.Bool),
+            Field("signup", t.Timestamp),
+            Field("embedding", t.Vector(4)),
+            Field("tags", t.List(t.String)),
+            Field("scores", t.List(t.Float)),
+        ],
+        history=50,
+    )
+    store.apply(view)
+    return view
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "home"

@@ -8,6 +8,7 @@ So any row ever written decodes with the current layout: short arrays read as nu
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -294,13 +295,29 @@ def _decoder_for(dtype: t.DType) -> Callable[[Any], Any] | None:
     """Conversion from the msgpack value to the Python value (None: use as is)."""
     if dtype is t.Timestamp:
         return from_us
-    if dtype is t.Float:
-        return float  # a Float written by another client may arrive as an int
     if isinstance(dtype, t.Vector):
         return lambda b: np.frombuffer(b, dtype="<f4").copy()
-    if isinstance(dtype, t.List) and dtype.element is t.Float:
-        return lambda xs: [float(x) for x in xs]
-    return None
+    return None  # msgpack keeps int, float, bool, str and lists apart: nothing to convert
+
+
+class Reader:
+    """Compiled read of some fields: one C-level itemgetter, then the few conversions."""
+
+    __slots__ = ("names", "getter", "convs", "width")
+
+    def __init__(self, readers: list[tuple[str, int, Any]]) -> None:
+        self.names = tuple(r[0] for r in readers)
+        slots = [r[1] for r in readers]
+        get = operator.itemgetter(*slots)
+        self.getter: Callable[[list[Any]], Any] | None = (
+            None  # fields in slot order from 0: zip over the array itself
+            if slots == list(range(len(slots)))
+            else get
+            if len(slots) > 1
+            else (lambda arr: (get(arr),))
+        )
+        self.convs = [(r[0], r[2]) for r in readers if r[2] is not None]
+        self.width = max(slots) + 1
 
 
 class ViewCodec:
@@ -314,6 +331,7 @@ class ViewCodec:
         self.fields = {f.name: f for f in view.fields}
         self.checks = [(f.name, slots[f.name], f.nullable, field_check(f)) for f in view.fields]
         self.readers = [(f.name, slots[f.name], _decoder_for(f.dtype)) for f in view.fields]
+        self.reader = Reader(self.readers)
         self.numeric = {f.name for f in view.fields if f.dtype in (t.Int, t.Float)}
 
     def problems_for(
@@ -386,10 +404,10 @@ class ViewCodec:
             raise ValidationError(problems)
         return encode(arr)
 
-    def select(self, features: list[str] | None) -> list[tuple[str, int, Any]]:
+    def select(self, features: list[str] | None) -> Reader:
         """Readers for a subset of fields, in the order asked (all fields when None)."""
         if features is None:
-            return self.readers
+            return self.reader
         by_name = {r[0]: r for r in self.readers}
         unknown = [f for f in features if f not in by_name]
         if unknown:
@@ -407,19 +425,18 @@ class ViewCodec:
                 ],
                 outcome="nothing was read",
             )
-        return [by_name[f] for f in features]
+        return Reader([by_name[f] for f in features])
 
-    def decode(
-        self, payload: bytes | memoryview, readers: list[tuple[str, int, Any]] | None = None
-    ) -> dict[str, Any]:
+    def decode(self, payload: bytes | memoryview, reader: Reader | None = None) -> dict[str, Any]:
         arr = decode(payload)
-        n = len(arr)
-        out: dict[str, Any] = {}
-        for fname, slot, conv in readers if readers is not None else self.readers:
-            v = arr[slot] if slot < n else None
-            if v is not None and conv is not None:
-                v = conv(v)
-            out[fname] = v
+        r = reader if reader is not None else self.reader
+        if len(arr) < r.width:  # written before later fields were added
+            arr.extend([None] * (r.width - len(arr)))
+        out = dict(zip(r.names, arr if r.getter is None else r.getter(arr), strict=False))
+        for name, conv in r.convs:
+            v = out[name]
+            if v is not None:
+                out[name] = conv(v)
         return out
 
 

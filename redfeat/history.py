@@ -10,6 +10,7 @@ from typing import Any, cast
 import redis
 
 from ._time import from_us, now_us, to_us
+from .codec import Reader
 from .errors import BackendError, Problem, ValidationError
 from .keys import Keys, escape_id
 from .registry import Resolved
@@ -37,7 +38,9 @@ def as_of_us(view: str, as_of: Any) -> int:
         ) from None
 
 
-def from_member(res: Resolved, member: bytes, score: float, readers: Any = None) -> Version:
+def from_member(
+    res: Resolved, member: bytes, score: float, readers: Reader | None = None
+) -> Version:
     (vid,) = _ID.unpack_from(member)
     return Version(
         vid,
@@ -47,7 +50,7 @@ def from_member(res: Resolved, member: bytes, score: float, readers: Any = None)
     )
 
 
-def from_latest(res: Resolved, blob: bytes, readers: Any = None) -> Version:
+def from_latest(res: Resolved, blob: bytes, readers: Reader | None = None) -> Version:
     et, vid = _HEAD.unpack_from(blob)
     return Version(vid, from_us(et), from_us(vid), res.codec.decode(memoryview(blob)[16:], readers))
 
@@ -83,7 +86,7 @@ def get_many_as_of(
     res: Resolved,
     entities: list[str],
     at_us: int,
-    readers: Any,
+    readers: Reader,
 ) -> list[Version | None]:
     """For each entity, the version with the greatest event time <= at_us (ttl applies)."""
     out: list[Version | None] = []

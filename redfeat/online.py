@@ -17,7 +17,7 @@ from . import scripts
 from ._conn import Direct
 from ._time import from_us, now_us, to_us
 from .batch import columns_of, encode_columns
-from .codec import encode, normalize_id
+from .codec import Reader, encode, normalize_id
 from .errors import BackendError, ConflictError, Problem, ValidationError
 from .history import _HEAD, Version, from_latest, ttl_ok
 from .keys import Keys, escape_id
@@ -396,7 +396,7 @@ class Online:
         res: Resolved,
         ents: list[str],
         blobs: list[bytes | None],
-        readers: Any,
+        readers: Reader,
         with_meta: bool = False,
     ) -> list[Any]:
         """Typed values (or Records) from the latest blobs of ``ents``; ttl applied."""

@@ -33,6 +33,17 @@ local cas = ARGV[5] == '1'
 local stride = cas and 3 or 2
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- Read every latest value with one MGET and, without a ttl, write them back with one MSET:
+-- one call per chunk instead of two per entity. The table keeps each key's current value
+-- so that an entity appearing twice in a chunk sees its own earlier version.
+local lkeys = {}
+for k = 1, #KEYS, per do lkeys[#lkeys + 1] = KEYS[k] end
+local fetched = redis.call('MGET', unpack(lkeys))
+local latest = {}
+for i, key in ipairs(lkeys) do
+  if latest[key] == nil then latest[key] = fetched[i] end
+end
+local dirty, dirty_order = {}, {}
 local out = {}
 local a = 6
 for k = 1, #KEYS, per do
@@ -42,7 +53,7 @@ for k = 1, #KEYS, per do
   local et_s = ARGV[a]
   local et = tonumber(et_s)
   local payload = ARGV[a + 1]
-  local cur = redis.call('GET', lkey)
+  local cur = latest[lkey]
   local id, status = nil, nil
   if cas and (cur or '') ~= ARGV[a + 2] then
     status = 3
@@ -56,7 +67,7 @@ for k = 1, #KEYS, per do
       status = 2
     end
   end
-  if not status and hkey and ((cur_et ~= nil and et <= cur_et) or (cur == nil and ttl > 0)) then
+  if not status and hkey and ((cur_et ~= nil and et <= cur_et) or (not cur and ttl > 0)) then
     -- A retried write can only match a version at or before the latest, or one left in
     -- history after the latest key expired with the ttl.
     local same = redis.call('ZRANGEBYSCORE', hkey, et_s, et_s)
@@ -81,18 +92,24 @@ for k = 1, #KEYS, per do
         local exp = math.floor(et / 1000) + ttl
         if exp * 1000 > now then
           redis.call('SET', lkey, value, 'PXAT', exp)
+          latest[lkey] = value
         else
           redis.call('DEL', lkey)
+          latest[lkey] = false
         end
       else
-        redis.call('SET', lkey, value)
+        if not dirty[lkey] then dirty_order[#dirty_order + 1] = lkey end
+        dirty[lkey] = value
+        latest[lkey] = value
       end
     else
       status = 1
     end
     if hkey then
       redis.call('ZADD', hkey, et_s, struct.pack('>L', id) .. payload)
-      if hmode == 'c' then
+      if not cur and ttl == 0 then
+        -- first version of a view without ttl: the history was empty, nothing to trim
+      elseif hmode == 'c' then
         redis.call('ZREMRANGEBYRANK', hkey, 0, -hval - 1)
       else
         local newest = redis.call('ZRANGE', hkey, -1, -1, 'WITHSCORES')
@@ -104,6 +121,14 @@ for k = 1, #KEYS, per do
   out[#out + 1] = id
   out[#out + 1] = status
   a = a + stride
+end
+if #dirty_order > 0 then
+  local kv = {}
+  for _, key in ipairs(dirty_order) do
+    kv[#kv + 1] = key
+    kv[#kv + 1] = dirty[key]
+  end
+  redis.call('MSET', unpack(kv))
 end
 return out
 """

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 
-from ._time import from_us, now_us, to_us
-from .codec import Reader
+from . import scripts
+from ._conn import Direct, Script
+from ._time import MAX_US, MIN_US, from_us, now_us, to_us
+from .arrowio import versions_table
+from .codec import Reader, decode
 from .errors import BackendError, Problem, ValidationError
 from .keys import Keys, escape_id
 from .registry import Resolved
@@ -87,6 +94,8 @@ def get_many_as_of(
     entities: list[str],
     at_us: int,
     readers: Reader,
+    *,
+    apply_ttl: bool = True,
 ) -> list[Version | None]:
     """For each entity, the version with the greatest event time <= at_us (ttl applies)."""
     out: list[Version | None] = []
@@ -100,7 +109,7 @@ def get_many_as_of(
                 v = None
                 if blob:
                     et, _ = _HEAD.unpack_from(blob)
-                    if et <= at_us and ttl_ok(res, et, at_us):
+                    if et <= at_us and (not apply_ttl or ttl_ok(res, et, at_us)):
                         v = from_latest(res, blob, readers)
                 out.append(v)
             return out
@@ -116,7 +125,105 @@ def get_many_as_of(
         v = None
         if rows:
             member, score = rows[0]
-            if ttl_ok(res, int(score), at_us):
+            if not apply_ttl or ttl_ok(res, int(score), at_us):
                 v = from_member(res, member, score, readers)
         out.append(v)
     return out
+
+
+DUMP_CHUNK = 500  # entities per DUMP call
+
+
+class Dumper:
+    """Bulk reads of stored versions, one msgpack blob per chunk of entities."""
+
+    def __init__(self, keys: Keys, direct: Direct) -> None:
+        self.keys = keys
+        self.direct = direct
+        self.script = Script(scripts.DUMP)
+
+    def versions(
+        self,
+        res: Resolved,
+        entities: Sequence[str],
+        *,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> pa.Table:
+        """Every stored version of ``entities`` (event time in [start, end]) as an Arrow table."""
+        name = res.name
+        latest_only = res.hist_mode == "n"
+        key = self.keys.latest if latest_only else self.keys.history
+        lo = "-inf" if start_us is None else str(start_us)
+        hi = "+inf" if end_us is None else str(end_us)
+        chunks = [entities[i : i + DUMP_CHUNK] for i in range(0, len(entities), DUMP_CHUNK)]
+        calls = (
+            ([key(name, escape_id(e)) for e in chunk], ["l" if latest_only else "h", lo, hi])
+            for chunk in chunks
+        )
+        done = 0
+
+        def step(_reply: Any) -> None:
+            nonlocal done
+            done = min(done + DUMP_CHUNK, len(entities))
+            if progress is not None:
+                progress(done, len(entities))
+
+        try:
+            blobs = self.script.stream(self.direct.conn(), calls, step)
+        except redis.RedisError as exc:
+            self.direct.conn().disconnect()
+            raise BackendError(f"view {name!r}: reading versions failed: {exc}") from exc
+        ent_idx: list[int] = []
+        ets: list[int] = []
+        vids: list[int] = []
+        payloads: list[list[Any]] = []
+        base = 0
+        for chunk, blob in zip(chunks, blobs, strict=True):
+            rows = decode(blob)
+            if rows:
+                idx, et, vid, vals = zip(*rows, strict=True)
+                ent_idx.extend(i + base - 1 for i in idx)
+                ets.extend(et)
+                vids.extend(vid)
+                payloads.extend(vals)
+            base += len(chunk)
+        ids = pa.array(entities, pa.string()).take(pa.array(ent_idx, pa.int64()))
+        table = versions_table(res.view, res.codec.slots, ids, ets, vids, payloads)
+        if latest_only and (start_us is not None or end_us is not None):
+            et_us = pc.cast(table["event_time"], pa.int64())
+            keep = pc.and_(
+                pc.greater_equal(et_us, start_us if start_us is not None else MIN_US),
+                pc.less_equal(et_us, end_us if end_us is not None else MAX_US),
+            )
+            table = table.filter(keep)
+        return table
+
+
+def find_version(
+    client: redis.Redis, keys: Keys, res: Resolved, entity: str, version_id: int
+) -> Version | None:
+    """One version by id (a scan of the entity's history, which is bounded by the view)."""
+    for v in history(client, keys, res, entity, limit=1 << 30):
+        if v.id == version_id:
+            return v
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    return bool(a == b)
+
+
+def diff_values(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Fields set only in new (added), only in old (removed), or set in both but different."""
+    added = {k: v for k, v in new.items() if v is not None and old.get(k) is None}
+    removed = {k: v for k, v in old.items() if v is not None and new.get(k) is None}
+    modified = {
+        k: (old[k], v)
+        for k, v in new.items()
+        if v is not None and old.get(k) is not None and not _same(old[k], v)
+    }
+    return {"added": added, "removed": removed, "modified": modified}

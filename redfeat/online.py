@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -11,24 +10,25 @@ from datetime import datetime
 from typing import Any, cast
 
 import redis
-from hiredis import pack_command
 
 from . import scripts
-from ._conn import Direct
+from ._conn import Direct, Script
 from ._time import from_us, now_us, to_us
 from .batch import columns_of, encode_columns
 from .codec import Reader, encode, normalize_id
 from .errors import BackendError, ConflictError, Problem, ValidationError
 from .history import _HEAD, Version, from_latest, ttl_ok
-from .keys import Keys, escape_id
+from .keys import Keys, escape_id, unescape_id
 from .registry import Resolved
 from .schema import Field
 
 CHUNK = 256  # entities per server-side step: keeps each script call short (<1 ms)
-WINDOW = 8  # calls in flight: the client encodes the next chunk while the server runs one
 CAS_RETRIES = 200
 
 Progress = Callable[[int, int], None]
+# Receives new versions once the server has them: (view, entity ids, event times in us,
+# version ids, payloads). The offline log is one.
+LogHook = Callable[[Resolved, list[str], list[int], list[int], list[bytes]], None]
 
 
 class Status(enum.StrEnum):
@@ -57,8 +57,9 @@ class WriteReport:
     refused: list[tuple[int, ValidationError]] = field(default_factory=list)
 
 
-# One entity's write: (escaped id, event_time_us, payload, expected latest or None).
-_Item = tuple[str, int, bytes, bytes | None]
+# One entity's write: (escaped id, event_time_us, payload, extra) where extra is the
+# expected latest value (compare-and-set), the written_at in us (backfill) or None.
+_Item = tuple[str, int, bytes, bytes | int | None]
 
 
 class Writer:
@@ -68,13 +69,12 @@ class Writer:
         self.client = client
         self.keys = keys
         self.direct = direct
-        self.sha = hashlib.sha1(scripts.WRITE.encode()).hexdigest()
-        self._loaded = False
+        self.script = Script(scripts.WRITE)
 
     def _calls(
-        self, res: Resolved, items: Iterable[_Item], cas: bool
+        self, res: Resolved, items: Iterable[_Item], mode: int
     ) -> Iterator[tuple[list[str], list[Any]]]:
-        head = [res.keys_per_entity, res.hist_mode, res.hist_value, res.ttl_ms, 1 if cas else 0]
+        head = [res.keys_per_entity, res.hist_mode, res.hist_value, res.ttl_ms, mode]
         keys: list[str] = []
         args: list[Any] = list(head)
         pre = self.keys.tag(res.name, "")[:-1]  # "rf:<project>:{<view>|"
@@ -87,8 +87,10 @@ class Writer:
                 keys.append(key + ":h")
             args.append(et_us)
             args.append(payload)
-            if cas:
+            if mode == 1:
                 args.append(expected or b"")
+            elif mode == 2:
+                args.append(expected)
             n += 1
             if n == CHUNK:
                 yield keys, args
@@ -101,15 +103,23 @@ class Writer:
         res: Resolved,
         items: Iterable[_Item],
         *,
-        cas: bool = False,
+        mode: int = 0,
         progress: Callable[[int], None] | None = None,
     ) -> list[int]:
-        """Returns a flat list: id, status, id, status... in input order."""
-        calls = self._calls(res, items, cas)
+        """Run WRITE (mode 0 plain, 1 compare-and-set, 2 backfill with given written_at).
+
+        Returns a flat list: id, status, id, status... in input order."""
+        calls = self._calls(res, items, mode)
         out: list[int] = []
         conn = self.direct.conn()
+
+        def step(reply: Any) -> None:
+            if progress is not None:
+                progress(len(reply) // 2)
+
         try:
-            self._stream(conn, calls, out, progress)
+            for reply in self.script.stream(conn, calls, step):
+                out.extend(reply)
         except redis.ConnectionError as exc:
             conn.disconnect()
             raise BackendError(
@@ -120,54 +130,6 @@ class Writer:
             conn.disconnect()  # replies may still be in flight: start clean
             raise BackendError(f"view {res.name!r}: write failed on the server: {exc}") from exc
         return out
-
-    def _stream(
-        self,
-        conn: Any,
-        calls: Iterator[tuple[list[str], list[Any]]],
-        out: list[int],
-        progress: Callable[[int], None] | None,
-    ) -> None:
-        if not self._loaded:
-            conn.send_command("SCRIPT", "LOAD", scripts.WRITE)
-            conn.read_response()
-            self._loaded = True
-        sent: list[tuple[list[str], list[Any]]] = []
-        results: list[Any] = []
-
-        def read_one() -> None:
-            try:
-                reply = conn.read_response()
-            except redis.exceptions.NoScriptError as exc:
-                reply = exc
-            else:
-                if progress is not None:
-                    progress(len(reply) // 2)
-            results.append(reply)
-
-        for keys, args in calls:
-            # Packed by hiredis directly: redis-py's generic packing costs more than the
-            # encoding of the rows themselves.
-            conn.send_packed_command([pack_command(("EVALSHA", self.sha, len(keys), *keys, *args))])
-            sent.append((keys, args))
-            if len(sent) - len(results) > WINDOW:
-                read_one()
-        while len(results) < len(sent):
-            read_one()
-        failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
-        if failed:
-            # The server lost its script cache (restart, SCRIPT FLUSH): none of these calls
-            # ran, so load the script and run them again, in order.
-            conn.send_command("SCRIPT", "LOAD", scripts.WRITE)
-            conn.read_response()
-            for i in failed:
-                keys, args = sent[i]
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                results[i] = conn.read_response()
-                if progress is not None:
-                    progress(len(results[i]) // 2)
-        for r in results:
-            out.extend(r)
 
 
 def _event_us(view: str, entity: str | None, value: Any, row: int | None) -> int:
@@ -214,6 +176,38 @@ class Online:
         self.keys = keys
         self.direct = Direct(client)
         self.writer = Writer(client, keys, self.direct)
+        self.log: LogHook | None = None
+
+    def run_logged(
+        self,
+        res: Resolved,
+        items: Iterable[_Item],
+        *,
+        mode: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[int]:
+        """Writer.run, then hand the new versions to the log (if any)."""
+        log = self.log
+        if log is None:
+            return self.writer.run(res, items, mode=mode, progress=progress)
+        seen: list[_Item] = []
+
+        def recording(it: Iterable[_Item]) -> Iterator[_Item]:
+            for x in it:
+                seen.append(x)
+                yield x
+
+        flat = self.writer.run(res, recording(items), mode=mode, progress=progress)
+        new = [i for i, s in enumerate(flat[1::2]) if s in (0, 1)]
+        if new:
+            log(
+                res,
+                [unescape_id(seen[i][0]) for i in new],
+                [seen[i][1] for i in new],
+                [flat[2 * i] for i in new],
+                [seen[i][2] for i in new],
+            )
+        return flat
 
     # -- writes -------------------------------------------------------------------------
 
@@ -221,7 +215,7 @@ class Online:
         self, res: Resolved, entity_id: Any, values: Mapping[str, Any], event_time: Any
     ) -> Version:
         ent, payload, et = _prepare(res, entity_id, values, event_time)
-        vid, _status = self.writer.run(res, [(escape_id(ent), et, payload, None)])
+        vid, _status = self.run_logged(res, [(escape_id(ent), et, payload, None)])
         return _version(res, vid, et, payload)
 
     def write_many(
@@ -251,7 +245,7 @@ class Online:
             if progress is not None:
                 progress(done, total)
 
-        flat = self.writer.run(res, items, progress=step)
+        flat = self.run_logged(res, items, progress=step)
         statuses = flat[1::2]
         report.late = statuses.count(1)
         report.duplicates = statuses.count(2)
@@ -278,7 +272,7 @@ class Online:
             if cur and not ttl_ok(res, _HEAD.unpack_from(cur)[0]):
                 current = None
             _, payload, et = _prepare(res, ent, merge(current), event_time)
-            vid, status = self.writer.run(res, [(esc, et, payload, cur or b"")], cas=True)
+            vid, status = self.run_logged(res, [(esc, et, payload, cur or b"")], mode=1)
             if status != 3:
                 return _version(res, vid, et, payload)
         raise ConflictError(

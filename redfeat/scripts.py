@@ -19,8 +19,9 @@ from __future__ import annotations
 # ARGV[2] history mode: "n" none, "c" keep the newest COUNT, "d" keep DURATION back from newest
 # ARGV[3] COUNT or DURATION_US (ignored for "n")
 # ARGV[4] ttl in ms, 0 = none (latest key expires at event_time + ttl)
-# ARGV[5] "1" = compare-and-set: each entity carries the latest value it expects
-# ARGV[6..] per entity: event_time_us, payload[, expected latest ("" = expect none)]
+# ARGV[5] "0" plain; "1" compare-and-set: each entity carries the latest value it expects;
+#         "2" backfill: each entity carries its written_at (us), used as the version id
+# ARGV[6..] per entity: event_time_us, payload[, expected latest ("" = none) | written_at]
 #
 # Returns, per entity, {version id, status}: 0 written and latest moved, 1 written to history
 # only (late data), 2 duplicate of an existing version (id of that version), 3 CAS mismatch.
@@ -30,7 +31,8 @@ local hmode = ARGV[2]
 local hval = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local cas = ARGV[5] == '1'
-local stride = cas and 3 or 2
+local backfill = ARGV[5] == '2'
+local stride = (cas or backfill) and 3 or 2
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- Read every latest value with one MGET and, without a ttl, write them back with one MSET:
@@ -44,6 +46,9 @@ for i, key in ipairs(lkeys) do
   if latest[key] == nil then latest[key] = fetched[i] end
 end
 local dirty, dirty_order = {}, {}
+-- the last id given to each entity in this call: a late write does not move the latest
+-- value, so the id it got must be remembered for the next write of the same entity
+local lastid = {}
 local out = {}
 local a = 6
 for k = 1, #KEYS, per do
@@ -80,11 +85,15 @@ for k = 1, #KEYS, per do
     end
   end
   if not status then
-    id = now
-    if cur then
-      local last = struct.unpack('>L', cur, 9)
-      if last >= id then id = last + 1 end
+    if backfill then
+      id = tonumber(ARGV[a + 2])
+    else
+      id = now
+      local last = lastid[lkey]
+      if not last and cur then last = struct.unpack('>L', cur, 9) end
+      if last and last >= id then id = last + 1 end
     end
+    lastid[lkey] = id
     if cur_et == nil or et >= cur_et then
       status = 0
       local value = struct.pack('>lL', et, id) .. payload
@@ -131,4 +140,39 @@ if #dirty_order > 0 then
   redis.call('MSET', unpack(kv))
 end
 return out
+"""
+
+# DUMP: every version of a chunk of entities of one view, as ONE msgpack array, so that the
+# client decodes a whole chunk with a single call instead of one per version.
+#
+# KEYS: per entity, its history key (mode "h") or its latest key (mode "l")
+# ARGV[1] mode; ARGV[2], ARGV[3] event time bounds in us for mode "h" ("-inf"/"+inf" ok)
+#
+# Returns msgpack: [[entity index (1-based), event_time_us, version_id, [values...]], ...]
+# (the stored payload is already a msgpack array, so it is spliced in unchanged).
+DUMP = r"""
+local parts = {''}
+local n = 0
+local lo, hi = ARGV[2], ARGV[3]
+for i, key in ipairs(KEYS) do
+  local idx = '\206' .. struct.pack('>I4', i)
+  if ARGV[1] == 'l' then
+    local b = redis.call('GET', key)
+    if b then
+      n = n + 1
+      parts[#parts + 1] = '\148' .. idx .. '\211' .. string.sub(b, 1, 8) .. '\207'
+        .. string.sub(b, 9)
+    end
+  else
+    local rows = redis.call('ZRANGEBYSCORE', key, lo, hi, 'WITHSCORES')
+    for j = 1, #rows, 2 do
+      local m = rows[j]
+      n = n + 1
+      parts[#parts + 1] = '\148' .. idx .. '\211' .. struct.pack('>l', tonumber(rows[j + 1]))
+        .. '\207' .. m
+    end
+  end
+end
+parts[1] = '\221' .. struct.pack('>I4', n)
+return table.concat(parts)
 """

@@ -6,19 +6,24 @@ import contextlib
 import os
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 
 from . import history as _history
+from . import offline as _offline
+from . import transfer as _transfer
 from .codec import normalize_id
 from .embedded import EmbeddedServer, ServerInfo
 from .errors import BackendError, ConfigurationError, NotFoundError, Problem, ValidationError
 from .history import Version
 from .keys import Keys, escape_id
+from .offlinelog import OfflineLog
 from .online import Online, Progress, Record, WriteReport
-from .registry import Registry
+from .registry import Registry, Resolved
 from .schema import Entity, FeatureView
 
 
@@ -46,6 +51,7 @@ class FeatureStore:
         server_bin: str | None = None,
         durability: str = "everysec",
         client: redis.Redis | None = None,
+        offline_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.keys = Keys(project)
         self.project = project
@@ -67,10 +73,22 @@ class FeatureStore:
             raise BackendError(f"cannot reach the server: {exc}") from exc
         self.registry = Registry(client, self.keys)
         self.online = Online(client, self.keys)
+        self.dumper = _history.Dumper(self.keys, self.online.direct)
         self._caps: dict[str, Any] | None = None
+        self.offline: OfflineLog | None = None
+        if offline_dir is not None:
+            self.offline = OfflineLog(offline_dir)
+            self.online.log = self._log_versions
 
     @classmethod
-    def from_url(cls, url: str, *, project: str = "default", **redis_kwargs: Any) -> FeatureStore:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        project: str = "default",
+        offline_dir: str | os.PathLike[str] | None = None,
+        **redis_kwargs: Any,
+    ) -> FeatureStore:
         """Connect to redis://, rediss:// or unix:// (extra keywords go to redis-py)."""
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(
@@ -80,14 +98,17 @@ class FeatureStore:
             client = redis.Redis.from_url(url, **redis_kwargs)
         except ValueError as exc:
             raise ConfigurationError(f"cannot use URL {url!r}: {exc}") from exc
-        store = cls(project=project, client=client)
+        store = cls(project=project, client=client, offline_dir=offline_dir)
         store._owns_client = True
         return store
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close connections this store opened; an embedded server stops with its last user."""
+        """Flush the offline log; close connections this store opened (an embedded server
+        stops with its last user)."""
+        if getattr(self, "offline", None) is not None:
+            self.offline.close()  # type: ignore[union-attr]
         if hasattr(self, "online"):
             self.online.direct.close()
         if self._finalizer is not None:
@@ -329,6 +350,160 @@ class FeatureStore:
             f"view {view!r}, entity {entity_id!r}: no version {version_id} "
             "(never written, or trimmed by the view's history setting)"
         )
+
+    # -- versions, training data, export and backfill --------------------------------
+
+    def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
+        """What changed between two versions (ids, or datetimes read as-of):
+        ``{"added": {f: new}, "removed": {f: old}, "modified": {f: (old, new)}}``."""
+        res = self.registry.get(view)
+        ent = normalize_id(view, entity_id)
+        old, new = self._version_at(res, ent, a), self._version_at(res, ent, b)
+        return _history.diff_values(old.values, new.values)
+
+    def _version_at(self, res: Resolved, ent: str, ref: Any) -> Version:
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            found = _history.find_version(self.client, self.keys, res, ent, ref)
+            if found is None:
+                raise NotFoundError(
+                    f"view {res.name!r}, entity {ent!r}: no version {ref} (never written, or "
+                    "trimmed by the view's history setting)"
+                )
+            return found
+        at = _history.as_of_us(res.name, ref)
+        (found_at,) = _history.get_many_as_of(
+            self.client, self.keys, res, [ent], at, res.codec.reader, apply_ttl=False
+        )
+        if found_at is None:
+            raise NotFoundError(f"view {res.name!r}, entity {ent!r}: no version as of {ref!r}")
+        return found_at
+
+    def training_frame(
+        self,
+        entity_df: Any,
+        features: Sequence[str],
+        *,
+        entity_column: str = "entity_id",
+        event_time_column: str = "event_time",
+        full_feature_names: bool = False,
+        filter_by_written_at: bool = False,
+        as_arrow: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> Any:
+        """Point-in-time correct features for each (entity, timestamp) row of entity_df.
+
+        For each row and view: the version with the greatest event_time <= the row's time
+        (and >= time - ttl when the view has one), ties to the last written; with
+        ``filter_by_written_at`` only versions written by then. Every input row and column is
+        kept in order; no match gives null. Returns pandas (or Arrow with ``as_arrow``).
+        ``progress(view, done, total)`` reports the bulk read of versions.
+        """
+        wanted = _offline.plan(features, self.registry.get, full_feature_names)
+
+        def fetch(w: _offline.Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
+            step = None if progress is None else (lambda d, n: progress(w.res.name, d, n))
+            return self.versions(w.res.name, ents, start=lo, end=hi, _us=True, progress=step)
+
+        return _offline.training_frame(
+            entity_df,
+            wanted,
+            fetch,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            filter_by_written_at=filter_by_written_at,
+            as_arrow=as_arrow,
+        )
+
+    def versions(
+        self,
+        view: str,
+        entity_ids: Iterable[str | int] | None = None,
+        *,
+        start: Any = None,
+        end: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+        _us: bool = False,
+    ) -> Any:
+        """Every stored version (Redis history, plus the offline log when configured) of some
+        entities (all when None) with event time in [start, end], as a pyarrow.Table."""
+        res = self.registry.get(view)
+        lo = start if _us or start is None else _history.as_of_us(view, start)
+        hi = end if _us or end is None else _history.as_of_us(view, end)
+        if entity_ids is None:
+            ents = _transfer.entities_of(self.client, self.keys, res)
+        else:
+            ents = [normalize_id(view, e, i) for i, e in enumerate(entity_ids)]
+        table = self.dumper.versions(res, ents, start_us=lo, end_us=hi, progress=progress)
+        if self.offline is not None:
+            logged = self.offline.scan(res.view, start_us=lo, end_us=hi)
+            if entity_ids is not None and logged.num_rows:
+                logged = logged.filter(pc.is_in(logged["entity_id"], pa.array(ents, pa.string())))
+            table = _transfer.dedupe(pa.concat_tables([table, logged]))
+        return table
+
+    def export(
+        self,
+        view: str,
+        path: str | os.PathLike[str],
+        *,
+        start: Any = None,
+        end: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Write every version of a view with event time in [start, end] to one Parquet file
+        (atomically). Returns the number of versions written."""
+        table = _transfer.dedupe(self.versions(view, start=start, end=end, progress=progress))
+        _transfer.write_parquet(table, path)
+        return int(table.num_rows)
+
+    def import_frame(
+        self,
+        view: str,
+        frame: Any,
+        *,
+        entity_column: str = "entity_id",
+        event_time_column: str = "event_time",
+        written_at_column: str | None = None,
+        progress: Progress | None = None,
+    ) -> WriteReport:
+        """Backfill historical versions (history and offline log). Latest values only move
+        forward: a row older than an entity's latest lands in history. All or nothing."""
+        res = self.registry.get(view)
+        items, total = _transfer.backfill_items(
+            res,
+            frame,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            written_at_column=written_at_column,
+        )
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        mode = 0 if written_at_column is None else 2
+        flat = self.online.run_logged(res, items, mode=mode, progress=step)
+        return _transfer.report_from(flat, [])
+
+    def _log_versions(
+        self,
+        res: Resolved,
+        entities: list[str],
+        ets: list[int],
+        ids: list[int],
+        payloads: list[bytes],
+    ) -> None:
+        from .arrowio import versions_table
+        from .codec import decode
+
+        assert self.offline is not None
+        table = versions_table(
+            res.view, res.codec.slots, entities, ets, ids, [decode(p) for p in payloads]
+        )
+        self.offline.append(res.view, table)
 
 
 def _detect(client: redis.Redis) -> dict[str, Any]:

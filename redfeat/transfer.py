@@ -1,0 +1,117 @@
+"""Moving versions in and out: Parquet export and historical backfill (import)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import redis
+
+from ._time import to_us
+from .batch import columns_of, encode_columns
+from .errors import BackendError, ConfigurationError, Problem, ValidationError
+from .keys import Keys, unescape_id
+from .online import WriteReport
+from .registry import Resolved
+
+
+def entities_of(
+    client: redis.Redis, keys: Keys, res: Resolved, progress: Callable[[int], None] | None = None
+) -> list[str]:
+    """Every entity id of a view that has stored versions (bounded SCAN batches)."""
+    pattern = keys.view_pattern(res.name)
+    suffix = ":h" if res.hist_mode != "n" else "}"
+    out: list[str] = []
+    try:
+        for raw in client.scan_iter(match=pattern, count=2000):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if key.endswith(suffix):
+                out.append(unescape_id(key[key.index("|") + 1 : key.rindex("}")]))
+                if progress is not None and len(out) % 10_000 == 0:
+                    progress(len(out))
+    except redis.RedisError as exc:
+        raise BackendError(f"view {res.name!r}: listing entities failed: {exc}") from exc
+    return sorted(set(out))
+
+
+def dedupe(table: pa.Table) -> pa.Table:
+    """One row per (entity_id, version_id), sorted by entity, event time, written_at."""
+    if table.num_rows == 0:
+        return table
+    table = table.sort_by(
+        [("entity_id", "ascending"), ("event_time", "ascending"), ("version_id", "ascending")]
+    )
+    same = pc.and_(
+        pc.equal(table["entity_id"][1:], table["entity_id"][:-1]),
+        pc.equal(table["version_id"][1:], table["version_id"][:-1]),
+    )
+    keep = pa.concat_arrays([pa.array([True]), pc.invert(same.combine_chunks())])
+    return table.filter(keep)
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> Path:
+    """Write atomically: a temporary file in the same directory, then a rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{target.name}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def backfill_items(
+    res: Resolved,
+    frame: Any,
+    *,
+    entity_column: str,
+    event_time_column: str,
+    written_at_column: str | None,
+) -> tuple[Iterator[tuple[str, int, bytes, int | None]], int]:
+    """Validated write items for historical rows (event time required, written_at optional).
+
+    All or nothing: any bad row raises ValidationError listing every problem."""
+    cols = columns_of(frame)
+    if event_time_column not in cols.data:
+        raise ConfigurationError(
+            f"import needs an event time per row: no column {event_time_column!r} "
+            f"(columns: {sorted(cols.data)})"
+        )
+    written: list[Any] | None = None
+    if written_at_column is not None:
+        if written_at_column not in cols.data:
+            raise ConfigurationError(f"no column {written_at_column!r} for written_at")
+        written = cols.data.pop(written_at_column)
+    items, total, problems = encode_columns(
+        res.codec, cols, entity_column=entity_column, event_time_column=event_time_column
+    )
+    was: list[int] = []
+    for i, v in enumerate(written or ()):
+        try:
+            was.append(to_us(v, what="written_at"))
+        except ValueError as exc:
+            problems.setdefault(i, []).append(
+                Problem(res.name, None, written_at_column, "written_at", v, str(exc), i)
+            )
+    if problems:
+        raise ValidationError([p for i in sorted(problems) for p in problems[i]])
+    if written is None:
+        return ((e, et, p, None) for e, et, p, _ in items), total
+    return ((e, et, p, wa) for (e, et, p, _), wa in zip(items, was, strict=True)), total
+
+
+def report_from(flat: list[int], refused: list[tuple[int, ValidationError]]) -> WriteReport:
+    statuses = flat[1::2]
+    report = WriteReport(refused=refused)
+    report.late = statuses.count(1)
+    report.duplicates = statuses.count(2)
+    report.written = len(statuses) - report.duplicates
+    return report

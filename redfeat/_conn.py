@@ -11,13 +11,32 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 from hiredis import pack_command
 
+
+def pack(*args: Any) -> bytes:
+    """One command in RESP, packed by hiredis (much cheaper than redis-py's packer)."""
+    packed: bytes = pack_command(args)
+    return packed
+
+
 WINDOW = 8  # script calls in flight: the client prepares the next while the server runs one
+
+
+class _Held:
+    """A thread's connection; closed when the thread ends (its thread-local storage goes)."""
+
+    __slots__ = ("conn", "pid", "__weakref__")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+        weakref.finalize(self, conn.disconnect)
 
 
 class Direct:
@@ -27,18 +46,17 @@ class Direct:
         self._pool = client.connection_pool
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list[Any] = []
+        self._all: weakref.WeakSet[_Held] = weakref.WeakSet()
 
     def conn(self) -> Any:
-        local = self._local
-        c = getattr(local, "conn", None)
-        if c is None or local.pid != os.getpid():
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None or held.pid != os.getpid():
             pool = self._pool
-            c = pool.connection_class(**pool.connection_kwargs)
-            local.conn, local.pid = c, os.getpid()
+            held = _Held(pool.connection_class(**pool.connection_kwargs))
+            self._local.held = held
             with self._lock:
-                self._all.append(c)
-        return c
+                self._all.add(held)
+        return held.conn
 
     def call(self, *args: Any) -> Any:
         """Send one command and read its reply; reconnects once after a dropped connection."""
@@ -50,11 +68,16 @@ class Direct:
             c.disconnect()
             c.send_command(*args)
             return c.read_response()
+        except redis.ResponseError:
+            raise
+        except BaseException:
+            c.disconnect()  # never leave a reply unread on a shared connection
+            raise
 
     def close(self) -> None:
         with self._lock:
-            for c in self._all:
-                c.disconnect()
+            for held in list(self._all):
+                held.conn.disconnect()
             self._all.clear()
         self._local = threading.local()
 
@@ -77,8 +100,9 @@ class Script:
         self,
         conn: Any,
         calls: Iterable[tuple[list[str], list[Any]]],
-        on_reply: Callable[[Any], None] | None = None,
+        on_reply: Callable[[int, Any], None] | None = None,
     ) -> list[Any]:
+        """Run every call; ``on_reply(call index, reply)`` as each reply arrives."""
         if id(conn) not in self._loaded:
             conn.send_command("SCRIPT", "LOAD", self.source)
             conn.read_response()
@@ -93,13 +117,24 @@ class Script:
                 reply = exc
             else:
                 if on_reply is not None:
-                    on_reply(reply)
+                    on_reply(len(results), reply)
             results.append(reply)
 
         for keys, args in calls:
             # Packed by hiredis directly: redis-py's generic packing costs more than the
             # encoding of the rows themselves.
-            conn.send_packed_command([pack_command(("EVALSHA", self.sha, len(keys), *keys, *args))])
+            packed = pack("EVALSHA", self.sha, len(keys), *keys, *args)
+            try:
+                conn.send_packed_command([packed])
+            except (redis.ConnectionError, redis.TimeoutError):
+                if results or len(sent) > WINDOW:
+                    raise
+                # The server dropped an idle connection: nothing was answered yet, so
+                # reconnect and send again what was sent (writes are idempotent).
+                conn.disconnect()
+                for k, a in sent:
+                    conn.send_packed_command([pack("EVALSHA", self.sha, len(k), *k, *a)])
+                conn.send_packed_command([packed])
             sent.append((keys, args))
             if len(sent) - len(results) > WINDOW:
                 read_one()
@@ -114,5 +149,5 @@ class Script:
                 conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
                 results[i] = conn.read_response()
                 if on_reply is not None:
-                    on_reply(results[i])
+                    on_reply(i, results[i])
         return results

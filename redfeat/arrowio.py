@@ -52,12 +52,24 @@ def version_schema(view: FeatureView) -> pa.Schema:
 
 def _column(dtype: t.DType, values: Sequence[Any]) -> pa.Array:
     if isinstance(dtype, t.Vector):
+        size = 4 * dtype.dim
+        if any(v is not None and len(v) != size for v in values):
+            raise ValueError(f"stored vector with the wrong size for {dtype!r}")
         mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
         zero = b"\0" * (4 * dtype.dim)
         flat = np.frombuffer(b"".join(zero if v is None else v for v in values), dtype="<f4")
         return pa.FixedSizeListArray.from_arrays(
             pa.array(flat, pa.float32()), dtype.dim, mask=pa.array(mask) if mask.any() else None
         )
+    if (dtype is t.Float or dtype is t.Int) and None not in values:
+        # numpy converts a list of numbers ~1.5x faster than pa.array; a null falls back
+        try:
+            arr = np.array(values, dtype=np.float64 if dtype is t.Float else np.int64)
+        except (TypeError, OverflowError):
+            pass
+        else:
+            if arr.ndim == 1:
+                return pa.array(arr)
     return pa.array(values, arrow_type(dtype))
 
 
@@ -69,7 +81,11 @@ def versions_table(
     version_ids: Sequence[int] | np.ndarray,
     payloads: Sequence[Sequence[Any]],
 ) -> pa.Table:
-    """Build a versions table from decoded payload arrays (slot-indexed lists)."""
+    """Build a versions table from stored payload arrays (slot-indexed lists as msgpack
+    decodes them: a Vector is float32 bytes, a Timestamp int microseconds). ``written_at`` is
+    the version id, which is the server clock in microseconds at write time."""
+    if not len(entity_ids) == len(event_us) == len(version_ids) == len(payloads):
+        raise ValueError("versions_table: columns of different lengths")
     by_slot = list(zip_longest(*payloads)) if payloads else []
     n = len(payloads)
     cols: list[pa.Array] = [

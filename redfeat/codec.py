@@ -408,6 +408,20 @@ class ViewCodec:
         """Readers for a subset of fields, in the order asked (all fields when None)."""
         if features is None:
             return self.reader
+        if isinstance(features, str) or not features:
+            raise ValidationError(
+                [
+                    Problem(
+                        self.name,
+                        None,
+                        None,
+                        "features",
+                        features,
+                        "features must be a non-empty list of field names (or None for all)",
+                    )
+                ],
+                outcome="nothing was read",
+            )
         by_name = {r[0]: r for r in self.readers}
         unknown = [f for f in features if f not in by_name]
         if unknown:

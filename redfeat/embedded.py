@@ -41,6 +41,7 @@ from .errors import BackendError, ConfigurationError
 DURABILITY = {"everysec": "everysec", "always": "always"}
 _SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 START_TIMEOUT = 20.0
+LOAD_TIMEOUT = 600.0  # a large append-only file can take minutes to load
 
 
 def default_binary() -> str:
@@ -131,14 +132,30 @@ class EmbeddedServer:
         except (OSError, ValueError, TypeError):
             return None
 
-    def _answers(self, info: ServerInfo) -> bool:
+    def _state(self, info: ServerInfo) -> str:
+        """ "up", "loading" (alive, still reading its append-only file) or "down"."""
         if not _pid_alive(info.pid):
-            return False
+            return "down"
         try:
             with contextlib.closing(_admin(info, timeout=2)) as c:
-                return bool(c.ping())
+                return "up" if c.ping() else "down"
+        except redis.BusyLoadingError:
+            return "loading"
         except redis.RedisError:
-            return False
+            return "down"
+
+    def _answers(self, info: ServerInfo) -> bool:
+        return self._state(info) == "up"
+
+    def _wait_loaded(self, info: ServerInfo) -> bool:
+        """Wait while the server loads a large append-only file; False if it died."""
+        deadline = time.monotonic() + LOAD_TIMEOUT
+        while time.monotonic() < deadline:
+            state = self._state(info)
+            if state != "loading":
+                return state == "up"
+            time.sleep(0.05)
+        return False
 
     def status(self) -> ServerInfo | None:
         """The running server, or None."""
@@ -148,19 +165,39 @@ class EmbeddedServer:
     def ensure(self, *, keep_running: bool = False) -> ServerInfo:
         """Attach to the running server, or start one (recovering from a stale pid file)."""
         with self._locked():
-            info = self._read_info()
-            if info is not None and self._answers(info):
-                if keep_running and not info.keep_running:
-                    info = dataclasses.replace(info, keep_running=True)
-                    self._write_info(info)
-                if self.durability == "always" and info.durability != "always":
-                    with contextlib.closing(_admin(info, timeout=5)) as c:
-                        c.config_set("appendfsync", "always")
-                    info = dataclasses.replace(info, durability="always")
-                    self._write_info(info)
-                return info
-            self._clear_stale()
-            return self._start(keep_running)
+            return self._ensure_locked(keep_running)
+
+    def open(
+        self, client_name: str, *, keep_running: bool = False
+    ) -> tuple[ServerInfo, redis.Redis]:
+        """ensure(), then connect while still holding the lock: a store closing at the same
+        moment sees this connection and leaves the server running."""
+        with self._locked():
+            info = self._ensure_locked(keep_running)
+            client = info.client(client_name=client_name)
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                client.close()
+                raise BackendError(f"cannot reach the embedded server: {exc}") from exc
+            return info, client
+
+    def _ensure_locked(self, keep_running: bool) -> ServerInfo:
+        info = self._read_info()
+        if info is not None and self._state(info) == "loading":
+            self._wait_loaded(info)
+        if info is not None and self._answers(info):
+            if keep_running and not info.keep_running:
+                info = dataclasses.replace(info, keep_running=True)
+                self._write_info(info)
+            if self.durability == "always" and info.durability != "always":
+                with contextlib.closing(_admin(info, timeout=5)) as c:
+                    c.config_set("appendfsync", "always")
+                info = dataclasses.replace(info, durability="always")
+                self._write_info(info)
+            return info
+        self._clear_stale()
+        return self._start(keep_running)
 
     def _clear_stale(self) -> None:
         for name in ("server.json", "server.pid"):
@@ -232,10 +269,18 @@ class EmbeddedServer:
                     durability=self.durability,
                     binary=binary,
                 )
-                if self._answers(info):
+                state = self._state(info)
+                if state == "loading" and self._wait_loaded(info):
+                    state = "up"
+                if state == "up":
                     self._write_info(info)
                     return info
             time.sleep(0.02)
+        # Never leave a server running that no server.json points to: the next start would
+        # launch a second one on the same files.
+        pid = self._pidfile()
+        if pid is not None:
+            self._wait_exit(pid)
         raise BackendError(
             f"the embedded server did not answer within {START_TIMEOUT:.0f}s; "
             f"see {self.dir / 'server.log'}"

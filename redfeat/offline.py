@@ -125,6 +125,23 @@ def entity_table(
     return table, join
 
 
+def last_written(vers: pa.Table) -> pa.Table:
+    """Per (entity, event time) keep only the last written version, since an ASOF join takes
+    one inequality and would pick among ties arbitrarily. Rows arrive grouped by entity and
+    sorted by (event time, version id) within it, so a tie's winner is its group's last row.
+    """
+    n = vers.num_rows
+    if n < 2:
+        return vers
+    ent = vers["entity_id"]
+    et = vers["et"]
+    same_as_next = pc.and_(
+        pc.equal(ent.slice(0, n - 1), ent.slice(1)), pc.equal(et.slice(0, n - 1), et.slice(1))
+    )
+    keep = pa.concat_arrays([pc.invert(same_as_next).combine_chunks(), pa.array([True])])
+    return vers.filter(keep)
+
+
 def join_view(
     con: Any,
     join: pa.Table,
@@ -138,23 +155,20 @@ def join_view(
     vers = versions.select(["entity_id", "event_time", "written_at", *wanted.features])
     vers = vers.set_column(1, "et", pc.cast(vers["event_time"], pa.int64()))
     vers = vers.set_column(2, "wa", pc.cast(vers["written_at"], pa.int64()))
+    if not filter_by_written_at:
+        vers = last_written(vers)
     con.register("edf", join)
     con.register("vers", vers)
     try:
         if not filter_by_written_at:
-            # ASOF takes one inequality: first keep, per (entity, event time), the last written.
             ttl_cond = "" if ttl is None else f" AND v.et >= e.__ts - {int(ttl)}"
             cols = ", ".join(
                 f'CASE WHEN v.et IS NOT NULL{ttl_cond} THEN v."{f}" END AS "{f}"'
                 for f in wanted.features
             )
             sql = f"""
-                WITH v AS (
-                    SELECT * FROM vers
-                    QUALIFY row_number() OVER (PARTITION BY entity_id, et ORDER BY wa DESC) = 1
-                )
                 SELECT e.__rid, {cols}
-                FROM edf e ASOF LEFT JOIN v ON e.entity_id = v.entity_id AND e.__ts >= v.et
+                FROM edf e ASOF LEFT JOIN vers v ON e.entity_id = v.entity_id AND e.__ts >= v.et
                 ORDER BY e.__rid
             """
         else:

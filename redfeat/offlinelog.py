@@ -294,12 +294,15 @@ class OfflineLog:
                 if len(parts) < 2:
                     continue
                 # Newest file first: its column order wins and its copy of a duplicate is kept.
-                tables = [pq.read_table(p) for p in reversed(parts)]
+                try:
+                    tables = [pq.read_table(p) for p in reversed(parts)]
+                except FileNotFoundError:
+                    continue  # another process is compacting this partition
                 try:
                     merged = pa.concat_tables(tables, promote_options="default")
                 except (pa.ArrowInvalid, pa.ArrowTypeError):
                     continue  # a field changed type without a schema bump: leave as is
-                _write_atomic(directory, _dedup(merged))
+                _write_atomic(directory, _dedup(merged).sort_by(_ORDER))
                 for p in parts:
                     try:
                         p.unlink()
@@ -397,7 +400,11 @@ def _fsync_dir(directory: Path) -> None:
 
 def _remove_stale_tmp(directory: Path) -> None:
     cutoff = time.time() - STALE_TMP_SECONDS
-    for n in os.listdir(directory):
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for n in names:
         if not n.startswith(TMP_PREFIX):
             continue
         p = directory / n

@@ -17,7 +17,7 @@ from ._time import from_us, now_us, to_us
 from .batch import columns_of, encode_columns
 from .codec import Reader, encode, normalize_id
 from .errors import BackendError, ConflictError, Problem, ValidationError
-from .history import _HEAD, Version, from_latest, ttl_ok
+from .history import _HEAD, Version, from_latest, get_many_as_of, ttl_ok
 from .keys import Keys, escape_id, unescape_id
 from .registry import Resolved
 from .schema import Field
@@ -49,11 +49,15 @@ class Record:
 
 @dataclass(slots=True)
 class WriteReport:
-    """What ``write_many`` did: rows written, rows refused (row index, error), and why."""
+    """What ``write_many`` did. ``written``: new versions; ``duplicates``: retries of versions
+    already stored; ``late``: rows older than the entity's latest (kept in history only);
+    ``dropped``: late rows for a view without history (nothing keeps them);
+    ``refused``: (row index, ValidationError) for rows that failed validation."""
 
     written: int = 0
     duplicates: int = 0
     late: int = 0
+    dropped: int = 0
     refused: list[tuple[int, ValidationError]] = field(default_factory=list)
 
 
@@ -113,7 +117,7 @@ class Writer:
         out: list[int] = []
         conn = self.direct.conn()
 
-        def step(reply: Any) -> None:
+        def step(_i: int, reply: Any) -> None:
             if progress is not None:
                 progress(len(reply) // 2)
 
@@ -129,7 +133,22 @@ class Writer:
         except redis.RedisError as exc:
             conn.disconnect()  # replies may still be in flight: start clean
             raise BackendError(f"view {res.name!r}: write failed on the server: {exc}") from exc
+        except BaseException:
+            # An error from the caller's progress callback, or Ctrl-C: unread replies would
+            # be taken as answers to the next commands on this connection.
+            conn.disconnect()
+            raise
         return out
+
+
+def tally(report: WriteReport, flat: list[int]) -> WriteReport:
+    """Count the WRITE script's statuses into a report."""
+    statuses = flat[1::2]
+    report.written = statuses.count(0) + statuses.count(1)
+    report.late = statuses.count(1)
+    report.duplicates = statuses.count(2)
+    report.dropped = statuses.count(4)
+    return report
 
 
 def _event_us(view: str, entity: str | None, value: Any, row: int | None) -> int:
@@ -142,7 +161,12 @@ def _event_us(view: str, entity: str | None, value: Any, row: int | None) -> int
 
 
 def _prepare(
-    res: Resolved, entity_id: Any, values: Any, event_time: Any, partial: bool = False
+    res: Resolved,
+    entity_id: Any,
+    values: Any,
+    event_time: Any,
+    partial: bool = False,
+    et_us: int | None = None,
 ) -> tuple[str, bytes, int]:
     """Check id, values and event time together, so one error lists every problem."""
     problems: list[Problem] = []
@@ -155,7 +179,10 @@ def _prepare(
     problems.extend(probs)
     et = 0
     try:
-        et = now_us() if event_time is None else _event_us(res.name, ent, event_time, None)
+        if et_us is not None:
+            et = et_us
+        else:
+            et = now_us() if event_time is None else _event_us(res.name, ent, event_time, None)
     except ValidationError as exc:
         problems.extend(exc.problems)
     if problems or ent is None or arr is None:
@@ -246,11 +273,7 @@ class Online:
                 progress(done, total)
 
         flat = self.run_logged(res, items, progress=step)
-        statuses = flat[1::2]
-        report.late = statuses.count(1)
-        report.duplicates = statuses.count(2)
-        report.written = len(statuses) - report.duplicates
-        return report
+        return tally(report, flat)
 
     def _cas(
         self,
@@ -259,19 +282,33 @@ class Online:
         event_time: Any,
         merge: Callable[[dict[str, Any] | None], dict[str, Any]],
     ) -> Version:
-        """Read latest, compute new values, write only if latest did not change meanwhile."""
+        """Read, compute new values, write only if the latest did not change meanwhile.
+
+        Without an event time the new version is stamped now, or at the latest's event time
+        if that is later (a clock behind the data must not turn an increment into late data).
+        With one, the values are merged into the version as of that time, so that a
+        correction of the past never carries values from its future."""
         ent = normalize_id(res.name, entity_id)
         esc = escape_id(ent)
         key = self.keys.latest(res.name, esc)
+        at = None if event_time is None else _event_us(res.name, ent, event_time, None)
         for _ in range(CAS_RETRIES):
             try:
                 cur = cast(bytes | None, self.client.get(key))
             except redis.RedisError as exc:
                 raise BackendError(f"view {res.name!r}: read failed: {exc}") from exc
-            current = from_latest(res, cur).values if cur else None
-            if cur and not ttl_ok(res, _HEAD.unpack_from(cur)[0]):
-                current = None
-            _, payload, et = _prepare(res, ent, merge(current), event_time)
+            cur_et = _HEAD.unpack_from(cur)[0] if cur else None
+            if at is not None and cur_et is not None and at < cur_et:
+                # a correction of the past: merge into the version as of then
+                (past,) = get_many_as_of(self.client, self.keys, res, [ent], at, res.codec.reader)
+                current = None if past is None else past.values
+                et = at
+            else:
+                fresh = cur is not None and cur_et is not None and ttl_ok(res, cur_et)
+                current = from_latest(res, cur).values if fresh and cur else None
+                now = now_us()
+                et = at if at is not None else now if cur_et is None else max(now, cur_et)
+            _, payload, et = _prepare(res, ent, merge(current), None, et_us=et)
             vid, status = self.run_logged(res, [(esc, et, payload, cur or b"")], mode=1)
             if status != 3:
                 return _version(res, vid, et, payload)
@@ -343,12 +380,16 @@ class Online:
             raise BackendError(f"view {res.name!r}: delete failed: {exc}") from exc
         return bool(n)
 
-    def delete_view_data(self, view: str, progress: Callable[[int], None] | None = None) -> int:
-        """UNLINK every key of a view in bounded SCAN batches (never KEYS, never blocking)."""
+    def delete_view_data(
+        self, view: str, progress: Callable[[int], None] | None = None, suffix: str = ""
+    ) -> int:
+        """UNLINK every key of a view (or only those ending in ``suffix``) in bounded SCAN
+        batches (never KEYS, never blocking)."""
         removed = 0
         try:
             batch: list[bytes] = []
-            for key in self.client.scan_iter(match=self.keys.view_pattern(view), count=1000):
+            pattern = self.keys.view_pattern(view) + suffix
+            for key in self.client.scan_iter(match=pattern, count=1000):
                 batch.append(key)
                 if len(batch) >= 500:
                     removed += self.client.unlink(*batch)

@@ -54,6 +54,16 @@ def _resolve(stored: dict[str, Any]) -> Resolved:
     return Resolved(view, codec, mode, value, ttl_ms, 1 if mode == "n" else 2)
 
 
+def _same_storage(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether stored values of the old type read correctly as the new one: the same type,
+    a Category with other values (still strings), a Vector with another metric."""
+    if old == new:
+        return True
+    if old["kind"] == new["kind"] == "Category":
+        return True
+    return bool(old["kind"] == new["kind"] == "Vector" and old["dim"] == new["dim"])
+
+
 def _plan(
     old: dict[str, Any] | None, view: FeatureView, allow_breaking: bool
 ) -> tuple[dict[str, Any] | None, str]:
@@ -82,7 +92,7 @@ def _plan(
     retyped = sorted(
         n
         for n in new_fields
-        if n in old_fields and new_fields[n]["dtype"] != old_fields[n]["dtype"]
+        if n in old_fields and not _same_storage(old_fields[n]["dtype"], new_fields[n]["dtype"])
     )
     if retyped:
         breaking.append(f"changes the type of {retyped}")
@@ -157,6 +167,11 @@ class Registry:
         self._checked = time.monotonic()
         if int(gen or 0) != self._gen:
             self.load()
+
+    def refresh(self) -> None:
+        """Re-check the change counter now (instead of at most once per REFRESH_SECONDS)."""
+        self._checked = 0.0
+        self._maybe_refresh()
 
     def get(self, name: str) -> Resolved:
         """The view ``name``; re-reads the registry once before giving up."""

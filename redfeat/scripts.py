@@ -24,7 +24,8 @@ from __future__ import annotations
 # ARGV[6..] per entity: event_time_us, payload[, expected latest ("" = none) | written_at]
 #
 # Returns, per entity, {version id, status}: 0 written and latest moved, 1 written to history
-# only (late data), 2 duplicate of an existing version (id of that version), 3 CAS mismatch.
+# only (late data), 2 duplicate of an existing version (id of that version), 3 CAS mismatch,
+# 4 late data for a view without history: dropped (id 0).
 WRITE = r"""
 local per = tonumber(ARGV[1])
 local hmode = ARGV[2]
@@ -65,16 +66,29 @@ for k = 1, #KEYS, per do
     id = 0
   end
   local cur_et = nil
+  local newest_et = nil  -- newest event time kept: the latest's, or history's once it expired
   if not status and cur then
     cur_et = struct.unpack('>l', cur)
+    newest_et = cur_et
     if cur_et == et and string.sub(cur, 17) == payload then
       id = struct.unpack('>L', cur, 9)
       status = 2
     end
+  elseif not status and hkey and ttl > 0 then
+    -- The latest key expired with the ttl: history still knows the newest version, so an
+    -- older write stays late instead of becoming the latest.
+    local top = redis.call('ZRANGE', hkey, -1, -1, 'WITHSCORES')
+    if top[1] then
+      newest_et = tonumber(top[2])
+      local top_id = struct.unpack('>L', top[1])
+      if not lastid[lkey] or lastid[lkey] < top_id then lastid[lkey] = top_id end
+    end
   end
-  if not status and hkey and ((cur_et ~= nil and et <= cur_et) or (not cur and ttl > 0)) then
-    -- A retried write can only match a version at or before the latest, or one left in
-    -- history after the latest key expired with the ttl.
+  if not status and hkey and newest_et ~= nil and et <= newest_et
+      and not (cur_et ~= nil and et == cur_et) then
+    -- A retry of a write older than the newest version is found in history. At the same
+    -- event time as the latest, a different payload is a new write (last written wins),
+    -- not the retry of an earlier one: A, B, A at one timestamp ends on A.
     local same = redis.call('ZRANGEBYSCORE', hkey, et_s, et_s)
     for _, m in ipairs(same) do
       if string.sub(m, 9) == payload then
@@ -94,7 +108,7 @@ for k = 1, #KEYS, per do
       if last and last >= id then id = last + 1 end
     end
     lastid[lkey] = id
-    if cur_et == nil or et >= cur_et then
+    if newest_et == nil or et >= newest_et then
       status = 0
       local value = struct.pack('>lL', et, id) .. payload
       if ttl > 0 then
@@ -111,10 +125,14 @@ for k = 1, #KEYS, per do
         dirty[lkey] = value
         latest[lkey] = value
       end
-    else
+    elseif hkey then
       status = 1
+    else
+      -- late data for a latest-only view: nothing keeps it
+      status = 4
+      id = 0
     end
-    if hkey then
+    if hkey and status ~= 4 then
       redis.call('ZADD', hkey, et_s, struct.pack('>L', id) .. payload)
       if not cur and ttl == 0 then
         -- first version of a view without ttl: the history was empty, nothing to trim
@@ -140,39 +158,4 @@ if #dirty_order > 0 then
   redis.call('MSET', unpack(kv))
 end
 return out
-"""
-
-# DUMP: every version of a chunk of entities of one view, as ONE msgpack array, so that the
-# client decodes a whole chunk with a single call instead of one per version.
-#
-# KEYS: per entity, its history key (mode "h") or its latest key (mode "l")
-# ARGV[1] mode; ARGV[2], ARGV[3] event time bounds in us for mode "h" ("-inf"/"+inf" ok)
-#
-# Returns msgpack: [[entity index (1-based), event_time_us, version_id, [values...]], ...]
-# (the stored payload is already a msgpack array, so it is spliced in unchanged).
-DUMP = r"""
-local parts = {''}
-local n = 0
-local lo, hi = ARGV[2], ARGV[3]
-for i, key in ipairs(KEYS) do
-  local idx = '\206' .. struct.pack('>I4', i)
-  if ARGV[1] == 'l' then
-    local b = redis.call('GET', key)
-    if b then
-      n = n + 1
-      parts[#parts + 1] = '\148' .. idx .. '\211' .. string.sub(b, 1, 8) .. '\207'
-        .. string.sub(b, 9)
-    end
-  else
-    local rows = redis.call('ZRANGEBYSCORE', key, lo, hi, 'WITHSCORES')
-    for j = 1, #rows, 2 do
-      local m = rows[j]
-      n = n + 1
-      parts[#parts + 1] = '\148' .. idx .. '\211' .. struct.pack('>l', tonumber(rows[j + 1]))
-        .. '\207' .. m
-    end
-  end
-end
-parts[1] = '\221' .. struct.pack('>I4', n)
-return table.concat(parts)
 """

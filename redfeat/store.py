@@ -61,11 +61,15 @@ class FeatureStore:
         self._finalizer: weakref.finalize[Any, FeatureStore] | None = None
         if client is None:
             self.server = EmbeddedServer(data_dir, server_bin=server_bin, durability=durability)
-            self.server_info = self.server.ensure()
             name = f"redfeat-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-            client = self.server_info.client(client_name=name)
+            self.server_info, client = self.server.open(name)
             self._finalizer = weakref.finalize(self, _close_embedded, self.server, client, name)
         self.client = client
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            self.close()
+            raise ConfigurationError(
+                "FeatureStore needs a client with decode_responses=False: values are binary"
+            )
         try:
             self.client.ping()
         except redis.RedisError as exc:
@@ -132,8 +136,20 @@ class FeatureStore:
     # -- definitions --------------------------------------------------------------------
 
     def apply(self, *objects: Entity | FeatureView, allow_breaking: bool = False) -> dict[str, str]:
-        """Register entities and views; returns what happened to each (created, unchanged...)."""
-        return self.registry.apply(objects, allow_breaking=allow_breaking)
+        """Register entities and views; returns what happened to each (created, unchanged...).
+
+        A view that stops keeping history (``history=0``) has its history keys removed, so
+        that turning history on again later never serves versions from before."""
+        before = {v.name: v.history.keeps_versions for v in self.registry.views()}
+        result = self.registry.apply(objects, allow_breaking=allow_breaking)
+        for obj in objects:
+            if (
+                isinstance(obj, FeatureView)
+                and before.get(obj.name)
+                and not obj.history.keeps_versions
+            ):
+                self.online.delete_view_data(obj.name, suffix=":h")
+        return result
 
     def views(self) -> list[FeatureView]:
         return self.registry.views()
@@ -169,6 +185,14 @@ class FeatureStore:
         """
         if on_error not in ("raise", "skip"):
             raise ConfigurationError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if rows is None or isinstance(rows, str | bytes | Mapping):
+            raise ConfigurationError(
+                "write_many takes a list of dicts, a pandas.DataFrame or a pyarrow.Table, "
+                f"got {type(rows).__name__}"
+            )
+        # A bulk write checks for definitions changed elsewhere first (one cheap read), so
+        # that it never encodes rows with a layout another process has just replaced.
+        self.registry.refresh()
         res = self.registry.get(view)
         return self.online.write_many(
             res,

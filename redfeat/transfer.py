@@ -17,7 +17,7 @@ from ._time import to_us
 from .batch import columns_of, encode_columns
 from .errors import BackendError, ConfigurationError, Problem, ValidationError
 from .keys import Keys, unescape_id
-from .online import WriteReport
+from .online import WriteReport, tally
 from .registry import Resolved
 
 
@@ -109,9 +109,4 @@ def backfill_items(
 
 
 def report_from(flat: list[int], refused: list[tuple[int, ValidationError]]) -> WriteReport:
-    statuses = flat[1::2]
-    report = WriteReport(refused=refused)
-    report.late = statuses.count(1)
-    report.duplicates = statuses.count(2)
-    report.written = len(statuses) - report.duplicates
-    return report
+    return tally(WriteReport(refused=refused), flat)

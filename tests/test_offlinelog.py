@@ -368,6 +368,50 @@ def test_scan_retries_when_compaction_removes_files(
     assert len(calls) == 2
 
 
+def test_rows_being_written_stay_visible_to_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = OfflineLog(tmp_path)
+    log.append(SMALL, table(SMALL, small_rows(3)))
+    entered, release = threading.Event(), threading.Event()
+    real = offlinelog._write_atomic
+
+    def slow(directory: Path, tbl: pa.Table) -> Path:
+        entered.set()
+        assert release.wait(5)
+        return real(directory, tbl)
+
+    monkeypatch.setattr(offlinelog, "_write_atomic", slow)
+    flusher = threading.Thread(target=log.flush)
+    flusher.start()
+    try:
+        assert entered.wait(5)
+        assert log.files("small") == []  # out of the buffer, not on disk yet...
+        assert len(log.scan(SMALL)) == 3  # ...and still scanned
+    finally:
+        release.set()
+        flusher.join()
+    assert len(log.files("small")) == 1
+    assert len(log.scan(SMALL)) == 3
+
+
+def test_failed_write_keeps_rows_buffered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = OfflineLog(tmp_path)
+    log.append(SMALL, table(SMALL, small_rows(4)))
+
+    def full(directory: Path, tbl: pa.Table) -> Path:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(offlinelog, "_write_atomic", full)
+        with pytest.raises(OSError, match="No space"):
+            log.flush()
+    assert log.files("small") == []
+    assert len(log.scan(SMALL)) == 4
+    assert log.flush() == 4
+    assert len(OfflineLog(tmp_path).scan(SMALL)) == 4
+
+
 def test_threads_appending_concurrently(tmp_path: Path) -> None:
     log = OfflineLog(tmp_path, max_rows=97, max_age_seconds=0.01)
     n_threads, appends, per = 8, 40, 13

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import types as t
-from ._time import now_us, to_us
+from ._time import MAX_US, MIN_US, from_us, now_us, to_us
 from .codec import INT64_MAX, INT64_MIN, Refuse, ViewCodec, _short, encode, normalize_id
 from .errors import Problem, ValidationError
 from .keys import escape_id
@@ -33,6 +33,9 @@ class Columns:
     row_keys: list[Any] | None = None
     # From pandas/Arrow: an int column with a missing value arrives as floats (1.0, NaN).
     from_frame: bool = False
+    # Arrow timestamp columns, already as int microseconds since the epoch (UTC): turning
+    # a million of them into datetimes and back would cost more than the write itself.
+    micros: frozenset[str] = frozenset()
 
 
 def columns_of(rows: Any) -> Columns:
@@ -45,11 +48,21 @@ def columns_of(rows: Any) -> Columns:
         rows = pa.Table.from_pandas(rows, preserve_index=False)
         mod = "pyarrow"
     if mod.startswith("pyarrow"):
-        return Columns(
-            rows.num_rows,
-            {name: rows.column(name).to_pylist() for name in rows.column_names},
-            from_frame=True,
-        )
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        data: dict[str, list[Any]] = {}
+        micros: set[str] = set()
+        for name in rows.column_names:
+            col = rows.column(name)
+            if pa.types.is_timestamp(col.type):
+                # naive timestamps are UTC; aware ones are instants already
+                utc = pc.cast(col, pa.timestamp("us", tz=col.type.tz or "UTC"))
+                data[name] = pc.cast(utc, pa.int64()).to_pylist()
+                micros.add(name)
+            else:
+                data[name] = col.to_pylist()
+        return Columns(rows.num_rows, data, from_frame=True, micros=frozenset(micros))
     if not isinstance(rows, list):
         rows = list(rows)
     if all(type(r) is dict for r in rows):
@@ -162,9 +175,14 @@ def encode_columns(
     else:
         raw_ets = cols.data.get(event_time_column, [None] * n)
         ets = [0] * n
+        exact = event_time_column in cols.micros
+        if exact and None not in raw_ets and min(raw_ets, default=0) >= MIN_US and (
+            max(raw_ets, default=0) < MAX_US
+        ):
+            ets, raw_ets = raw_ets, []
         for i, v in enumerate(raw_ets):
             try:
-                ets[i] = to_us(v, what="event_time")
+                ets[i] = to_us(v if not exact or v is None else from_us(v), what="event_time")
             except ValueError as exc:
                 refuse(
                     i,
@@ -222,6 +240,10 @@ def encode_columns(
     for fname, slot, nullable, check in codec.checks:
         f = codec.fields[fname]
         col = cols.data.get(fname, none_col)
+        if fname in cols.micros and col is not none_col:
+            # int microseconds from an Arrow timestamp column: back to datetimes for the
+            # checks (a Timestamp field is rare enough not to need a faster path)
+            col = [None if v is None else from_us(v) for v in col]
         good = _fast(f, col) if col is not none_col else None
         if good is None:
             good = [None] * n

@@ -23,7 +23,7 @@ from .keys import Keys, escape_id
 from .registry import Resolved
 
 _HEAD = struct.Struct(">qQ")  # latest value: event_time_us, version id
-_ID = struct.Struct(">Q")  # history member: version id
+_ID = struct.Struct(">xQ")  # history member: 0xCF, version id (see scripts.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ def from_member(
         vid,
         from_us(int(score)),
         from_us(vid),
-        res.codec.decode(memoryview(member)[8:], readers),
+        res.codec.decode(memoryview(member)[9:], readers),
     )
 
 
@@ -244,8 +244,7 @@ class Dumper:
             res.codec.slots,
             pa.array(chunk, pa.string()).take(pa.array(owner)),
             np.asarray(scores, dtype=np.float64).astype(np.int64),
-            np.frombuffer(b"".join([m[:8] for m in members]), dtype=">u8").astype(np.int64),
-            _decode_many([m[8:] for m in members]),
+            *_ids_and_payloads(members),
         )
 
 
@@ -267,6 +266,12 @@ def read_replies(conn: Any, n: int) -> list[Any]:
         else:
             out.append(reply)
     return out
+
+
+def _ids_and_payloads(members: list[bytes]) -> tuple[np.ndarray, list[Any]]:
+    """History members are msgpack (uint64 id, array of values) pairs: one decode for all."""
+    flat: list[Any] = decode(b"\xdd" + (2 * len(members)).to_bytes(4, "big") + b"".join(members))
+    return np.array(flat[0::2], dtype=np.int64), flat[1::2]
 
 
 def _decode_many(parts: list[bytes]) -> list[Any]:

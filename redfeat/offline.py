@@ -9,6 +9,7 @@ at or before t count. These are Feast's get_historical_features semantics.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +146,7 @@ def last_written(vers: pa.Table) -> pa.Table:
 def join_view(
     con: Any,
     join: pa.Table,
+    codes: pa.Table,
     versions: pa.Table,
     wanted: Wanted,
     filter_by_written_at: bool,
@@ -157,6 +159,10 @@ def join_view(
     vers = vers.set_column(2, "wa", pc.cast(vers["written_at"], pa.int64()))
     if not filter_by_written_at:
         vers = last_written(vers)
+    # Join on integer codes rather than strings: ASOF partitions on them much faster.
+    vers = vers.set_column(
+        0, "entity_id", pc.index_in(vers["entity_id"], value_set=codes.column("entity_id"))
+    )
     con.register("edf", join)
     con.register("vers", vers)
     try:
@@ -208,12 +214,19 @@ def training_frame(
         raise ConfigurationError(
             f"entity_df already has column(s) {clash}; rename them or pass full_feature_names=True"
         )
-    entities = pc.unique(join["entity_id"].drop_null()).to_pylist()
+    unique = pc.unique(join["entity_id"].drop_null())
+    entities = unique.to_pylist()
+    codes = pa.table({"entity_id": unique})
+    coded = join.set_column(1, "entity_id", pc.index_in(join["entity_id"], value_set=unique))
     ts = join["__ts"]
     hi = pc.max(ts).as_py() if join.num_rows else None
     lo_all = pc.min(ts).as_py() if join.num_rows else None
     columns: dict[str, pa.ChunkedArray] = {}
     con = duckdb.connect()
+    # DuckDB releases the GIL: view k is joined on a worker thread while this thread reads
+    # the versions of view k+1 from Redis.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redfeat-join")
+    joins: list[tuple[Wanted, Future[pa.Table]]] = []
     try:
         for w in wanted:
             ttl = w.res.view.ttl_us
@@ -225,11 +238,17 @@ def training_frame(
                 for f, out in zip(w.features, w.outputs, strict=True):
                     columns[out] = pa.chunked_array([pa.nulls(join.num_rows, _type(w, f))])
                 continue
-            result = join_view(con, join, versions, w, filter_by_written_at)
+            job = pool.submit(join_view, con, coded, codes, versions, w, filter_by_written_at)
+            joins.append((w, job))
+        for w, job in joins:
+            result = job.result()
             for f, out in zip(w.features, w.outputs, strict=True):
                 columns[out] = result[f]
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         con.close()
+    # keep the caller's order of features
+    columns = {o: columns[o] for w in wanted for o in w.outputs}
     if as_arrow:
         for name, col in columns.items():
             table = table.append_column(name, col)

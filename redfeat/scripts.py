@@ -3,7 +3,11 @@
 Stored forms (see keys.py for names):
 
     latest key   string  = int64 BE event_time_us .. uint64 BE version_id .. payload
-    history key  zset    score = event_time_us, member = uint64 BE version_id .. payload
+    history key  zset    score = event_time_us,
+                         member = 0xCF .. uint64 BE version_id .. payload
+
+A history member is two msgpack values back to back (0xCF is msgpack's uint64 marker, the
+payload a msgpack array), so many members joined decode in one call (history.Dumper).
 
 Version ids are the server clock in microseconds at write time (so they also give
 ``written_at``), bumped past the entity's previous id so that they only grow. In a history
@@ -80,7 +84,7 @@ for k = 1, #KEYS, per do
     local top = redis.call('ZRANGE', hkey, -1, -1, 'WITHSCORES')
     if top[1] then
       newest_et = tonumber(top[2])
-      local top_id = struct.unpack('>L', top[1])
+      local top_id = struct.unpack('>L', top[1], 2)
       if not lastid[lkey] or lastid[lkey] < top_id then lastid[lkey] = top_id end
     end
   end
@@ -91,8 +95,8 @@ for k = 1, #KEYS, per do
     -- not the retry of an earlier one: A, B, A at one timestamp ends on A.
     local same = redis.call('ZRANGEBYSCORE', hkey, et_s, et_s)
     for _, m in ipairs(same) do
-      if string.sub(m, 9) == payload then
-        id = struct.unpack('>L', m)
+      if string.sub(m, 10) == payload then
+        id = struct.unpack('>L', m, 2)
         status = 2
         break
       end
@@ -133,7 +137,7 @@ for k = 1, #KEYS, per do
       id = 0
     end
     if hkey and status ~= 4 then
-      redis.call('ZADD', hkey, et_s, struct.pack('>L', id) .. payload)
+      redis.call('ZADD', hkey, et_s, '\207' .. struct.pack('>L', id) .. payload)
       if not cur and ttl == 0 then
         -- first version of a view without ttl: the history was empty, nothing to trim
       elseif hmode == 'c' then

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import redis
 
-from ._time import to_us
+from ._time import from_us, to_us
 from .batch import columns_of, encode_columns
 from .errors import BackendError, ConfigurationError, Problem, ValidationError
 from .keys import Keys, unescape_id
@@ -94,9 +94,10 @@ def backfill_items(
         res.codec, cols, entity_column=entity_column, event_time_column=event_time_column
     )
     was: list[int] = []
+    exact = written_at_column in cols.micros  # Arrow timestamps arrive as int microseconds
     for i, v in enumerate(written or ()):
         try:
-            was.append(to_us(v, what="written_at"))
+            was.append(to_us(from_us(v) if exact and v is not None else v, what="written_at"))
         except ValueError as exc:
             problems.setdefault(i, []).append(
                 Problem(res.name, None, written_at_column, "written_at", v, str(exc), i)

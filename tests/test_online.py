@@ -363,3 +363,21 @@ def test_capabilities_are_detected(store: FeatureStore) -> None:
     assert caps["server"] in ("redis", "valkey")
     assert int(caps["version"].split(".")[0]) >= 7
     assert isinstance(caps["hash_field_expiry"], bool)
+
+
+def test_write_many_from_pandas_with_timestamps(store: FeatureStore) -> None:
+    apply(store, fields=[Field("seen", t.Timestamp), Field("x", t.Int)])
+    df = pd.DataFrame(
+        {
+            "entity_id": ["a", "b"],
+            "seen": [datetime(2020, 1, 2, 3, 4, 5, 6), None],
+            "x": [1, 2],
+            "et": pd.to_datetime(
+                ["2021-01-01T00:00:00+02:00", "2021-01-02T00:00:00+00:00"], utc=True
+            ),
+        }
+    )
+    assert store.write_many("v", df, event_time_column="et").written == 2
+    assert store.get("v", "a") == {"seen": datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=UTC), "x": 1}
+    assert store.history("v", "a")[0].event_time == datetime(2020, 12, 31, 22, tzinfo=UTC)
+    assert store.history("v", "b")[0].event_time == datetime(2021, 1, 2, tzinfo=UTC)

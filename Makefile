@@ -28,8 +28,9 @@ pytest: $(BIN)/.installed  ## the test suite only
 
 test: lint pytest  ## lint, type-check and run the test suite
 
-bench: $(BIN)/.installed  ## the online-store benchmark (prints ratios against raw redis-py)
+bench: $(BIN)/.installed  ## the benchmarks (each prints its ratio against a baseline run beside it)
 	$(BIN)/python bench/online.py
+	$(BIN)/python bench/training.py
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -9,10 +9,13 @@ REDFEAT_SERVER_BIN   a redis-server/valkey-server binary for the embedded server
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from .embedded import EmbeddedServer
@@ -141,6 +144,89 @@ def history(
                 *(str(_jsonable(x)) for x in v.values.values()),
             )
         console.print(table)
+
+
+def _when(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO date or datetime") from None
+
+
+@app.command("export")
+def export(
+    view: str,
+    out: Path,
+    start: Annotated[str | None, typer.Option(help="ISO time, inclusive")] = None,
+    end: Annotated[str | None, typer.Option(help="ISO time, inclusive")] = None,
+    url: Url = None,
+    project: Project = "default",
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+) -> None:
+    """Write every version of VIEW (event time in [start, end]) to a Parquet file."""
+    with _open(url, project, home, server_bin) as store, _progress() as bar:
+        task = bar.add_task(f"reading {view}", total=None)
+        n = store.export(
+            view,
+            out,
+            start=_when(start),
+            end=_when(end),
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    console.print(f"{n:,} versions of {view!r} written to {out}")
+
+
+@app.command("training-frame")
+def training_frame_cmd(
+    entities: Annotated[Path, typer.Argument(help="Parquet or CSV with entity_id, event_time")],
+    features: Annotated[str, typer.Option(help="comma-separated view:feature list")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write")],
+    entity_column: str = "entity_id",
+    event_time_column: str = "event_time",
+    full_feature_names: bool = False,
+    filter_by_written_at: bool = False,
+    url: Url = None,
+    project: Project = "default",
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+) -> None:
+    """Point-in-time correct features for each (entity, time) row of ENTITIES."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from .transfer import write_parquet
+
+    table = pacsv.read_csv(entities) if entities.suffix == ".csv" else pq.read_table(entities)
+    refs = [f.strip() for f in features.split(",") if f.strip()]
+    with _open(url, project, home, server_bin) as store, _progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def step(view: str, done: int, total: int) -> None:
+            if view not in tasks:
+                tasks[view] = bar.add_task(f"reading {view}", total=total)
+            bar.update(tasks[view], completed=done)
+
+        result = store.training_frame(
+            table,
+            refs,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            full_feature_names=full_feature_names,
+            filter_by_written_at=filter_by_written_at,
+            as_arrow=True,
+            progress=step,
+        )
+    write_parquet(result, out)
+    console.print(f"{result.num_rows:,} rows x {len(refs)} features written to {out}")
+
+
+def _progress() -> Progress:
+    return Progress(
+        *Progress.get_default_columns(), MofNCompleteColumn(), console=console, transient=True
+    )
 
 
 @app.command("demo")

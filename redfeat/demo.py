@@ -147,7 +147,26 @@ def _run(console: Console, store: FeatureStore) -> None:
     assert now_row is not None
     console.print(f"   now: income {now_row['income']}")
 
-    console.print("\n[bold]8. A hostile entity id stays inside its own keys[/bold]")
+    console.print("\n[bold]8. A point-in-time training frame at two past times[/bold]")
+    import pandas as pd
+
+    entity_df = pd.DataFrame(
+        {
+            "entity_id": ["user123", "user123", "user456"],
+            "event_time": [t0 + timedelta(hours=1), datetime.now(UTC), t0 + timedelta(hours=1)],
+            "label": [0, 1, 0],
+        }
+    )
+    training = store.training_frame(
+        entity_df, ["user_profile:income", "user_profile:purchase_history_length"]
+    )
+    console.print(_frame_table(training))
+    console.print(
+        "   [green]the earlier row sees the income before the update; the later one sees "
+        "the new value (no leakage from the future)[/green]"
+    )
+
+    console.print("\n[bold]9. A hostile entity id stays inside its own keys[/bold]")
     hostile = "evil}{user123|:*?[x]\n🙂"
     store.write("user_profile", hostile, {**USERS["user456"], "age": 99})
     console.print(f"   wrote {hostile!r}", markup=False)
@@ -160,7 +179,7 @@ def _run(console: Console, store: FeatureStore) -> None:
         f"   read back: age {hostile_row['age']}; user123 untouched: age {user123['age']}"
     )
 
-    console.print("\n[bold]9. A bad row is refused, nothing is written[/bold]")
+    console.print("\n[bold]10. A bad row is refused, nothing is written[/bold]")
     try:
         store.write(
             "user_profile",
@@ -171,7 +190,7 @@ def _run(console: Console, store: FeatureStore) -> None:
         console.print(f"   ValidationError: {exc}", style="red", markup=False)
     console.print(f"   user999 exists: {store.get('user_profile', 'user999') is not None}")
 
-    console.print("\n[bold]10. Bulk load 50,000 users with write_many[/bold]")
+    console.print("\n[bold]11. Bulk load 50,000 users with write_many[/bold]")
     rng = random.Random(42)
     bulk = [
         {
@@ -200,8 +219,15 @@ def _run(console: Console, store: FeatureStore) -> None:
         ["user_profile:age", "user_profile:credit_score", "user_profile:zip_code"],
         as_frame=True,
     )
-    console.print(frame.to_string(index=False))
+    console.print(_frame_table(frame))
     console.print("\n[bold green]done.[/bold green]")
+
+
+def _frame_table(frame: Any) -> Table:
+    table = Table(*[str(c) for c in frame.columns])
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_fmt(v) for v in row))
+    return table
 
 
 def _esc(entity_id: str) -> str:

@@ -321,3 +321,44 @@ def test_diff(store: FeatureStore) -> None:
         store.diff("v", "u", a.id, 12345)
     with pytest.raises(NotFoundError):
         store.diff("v", "u", T0 - H, a.id)
+
+
+def test_cli_export_and_training_frame(data_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from redfeat.cli import app
+
+    with FeatureStore(data_dir=data_dir) as store:
+        store.apply(FeatureView("v", entity="user", fields=[Field("x", t.Int)], history=10))
+        for i in range(3):
+            store.write("v", "u", {"x": i}, event_time=T0 + i * H)
+        pq.write_table(
+            pa.table({"entity_id": ["u", "u"], "event_time": [T0 + H, T0 + 5 * H]}),
+            tmp_path / "entities.parquet",
+        )
+        runner = CliRunner()
+        env = {"REDFEAT_HOME": str(data_dir)}
+        res = runner.invoke(app, ["export", "v", str(tmp_path / "v.parquet")], env=env)
+        assert res.exit_code == 0, res.output
+        assert "3 versions" in res.output
+        assert pq.read_table(tmp_path / "v.parquet").num_rows == 3
+        res = runner.invoke(
+            app,
+            ["export", "v", str(tmp_path / "w.parquet"), "--start", "2026-01-01T01:00:00"],
+            env=env,
+        )
+        assert res.exit_code == 0 and pq.read_table(tmp_path / "w.parquet").num_rows == 2
+        res = runner.invoke(
+            app,
+            [
+                "training-frame",
+                str(tmp_path / "entities.parquet"),
+                "--features",
+                "v:x",
+                "-o",
+                str(tmp_path / "tf.parquet"),
+            ],
+            env=env,
+        )
+        assert res.exit_code == 0, res.output
+        assert pq.read_table(tmp_path / "tf.parquet").column("x").to_pylist() == [1, 2]

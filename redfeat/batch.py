@@ -176,8 +176,11 @@ def encode_columns(
         raw_ets = cols.data.get(event_time_column, [None] * n)
         ets = [0] * n
         exact = event_time_column in cols.micros
-        if exact and None not in raw_ets and min(raw_ets, default=0) >= MIN_US and (
-            max(raw_ets, default=0) < MAX_US
+        if (
+            exact
+            and None not in raw_ets
+            and min(raw_ets, default=0) >= MIN_US
+            and max(raw_ets, default=0) < MAX_US
         ):
             ets, raw_ets = raw_ets, []
         for i, v in enumerate(raw_ets):

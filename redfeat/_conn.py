@@ -109,12 +109,29 @@ class Script:
             self._loaded.add(id(conn))
         sent: list[tuple[list[str], list[Any]]] = []
         results: list[Any] = []
+        retried = False
+
+        def resend_after_drop() -> None:
+            # The server dropped an idle connection before answering anything: reconnect
+            # and send again what was sent (a replay is idempotent: same event times and
+            # values). Only once, and only before the first reply.
+            nonlocal retried
+            if retried or results:
+                raise
+            retried = True
+            conn.disconnect()
+            for k, a in sent:
+                conn.send_packed_command([pack("EVALSHA", self.sha, len(k), *k, *a)])
 
         def read_one() -> None:
             try:
                 reply = conn.read_response()
             except redis.exceptions.NoScriptError as exc:
                 reply = exc
+            except (redis.ConnectionError, redis.TimeoutError):
+                resend_after_drop()
+                read_one()
+                return
             else:
                 if on_reply is not None:
                     on_reply(len(results), reply)
@@ -127,13 +144,7 @@ class Script:
             try:
                 conn.send_packed_command([packed])
             except (redis.ConnectionError, redis.TimeoutError):
-                if results or len(sent) > WINDOW:
-                    raise
-                # The server dropped an idle connection: nothing was answered yet, so
-                # reconnect and send again what was sent (writes are idempotent).
-                conn.disconnect()
-                for k, a in sent:
-                    conn.send_packed_command([pack("EVALSHA", self.sha, len(k), *k, *a)])
+                resend_after_drop()
                 conn.send_packed_command([packed])
             sent.append((keys, args))
             if len(sent) - len(results) > WINDOW:

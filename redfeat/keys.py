@@ -5,6 +5,8 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:registry                 hash: definitions (views, entities)
     rf:<project>:{<view>|<entity id>}     latest version of one entity (string)
     rf:<project>:{<view>|<entity id>}:h   history of one entity (sorted set by event time)
+    rf:<project>:feed:<view>              change feed: capped stream of change events
+    rf:<project>:events:<view>            pub/sub channel of live change events
 
 All keys of one (view, entity) share one hash tag, so the atomic write step and the
 time-travel read stay on one cluster slot. Entity ids are percent-escaped so that no id can
@@ -81,6 +83,18 @@ class Keys:
 
     def history(self, view: str, escaped_id: str) -> str:
         return self.tag(view, escaped_id) + ":h"
+
+    def feed(self, view: str) -> str:
+        """The view's change feed (a capped stream of change events)."""
+        return f"{self.prefix}feed:{view}"
+
+    def channel(self, view: str) -> str:
+        """Where change events of a view are published live."""
+        return f"{self.prefix}events:{view}"
+
+    @property
+    def channel_pattern(self) -> str:
+        return f"{self.prefix}events:*"
 
     def view_pattern(self, view: str) -> str:
         """SCAN MATCH pattern covering every key of one view ('{' is not special to MATCH)."""

@@ -69,16 +69,29 @@ _Item = tuple[str, int, bytes, bytes | int | None]
 class Writer:
     """Runs the WRITE script, chunked and pipelined, and reloads it if the server forgot it."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, direct: Direct) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, direct: Direct, feed_cap: int) -> None:
         self.client = client
         self.keys = keys
         self.direct = direct
+        self.feed_cap = feed_cap  # 0: no change events
         self.script = Script(scripts.WRITE)
 
     def _calls(
-        self, res: Resolved, items: Iterable[_Item], mode: int
+        self, res: Resolved, items: Iterable[_Item], mode: int, fields: str
     ) -> Iterator[tuple[list[str], list[Any]]]:
-        head = [res.keys_per_entity, res.hist_mode, res.hist_value, res.ttl_ms, mode]
+        channel = self.keys.channel(res.name) if self.feed_cap else ""
+        feed = self.keys.feed(res.name)
+        head = [
+            res.keys_per_entity,
+            res.hist_mode,
+            res.hist_value,
+            res.ttl_ms,
+            mode,
+            channel,
+            self.feed_cap,
+            "w",
+            fields,
+        ]
         keys: list[str] = []
         args: list[Any] = list(head)
         pre = self.keys.tag(res.name, "")[:-1]  # "rf:<project>:{<view>|"
@@ -97,9 +110,11 @@ class Writer:
                 args.append(expected)
             n += 1
             if n == CHUNK:
+                keys.append(feed)
                 yield keys, args
                 keys, args, n = [], list(head), 0
         if n:
+            keys.append(feed)
             yield keys, args
 
     def run(
@@ -109,11 +124,13 @@ class Writer:
         *,
         mode: int = 0,
         progress: Callable[[int], None] | None = None,
+        fields: Iterable[str] = (),
     ) -> list[int]:
         """Run WRITE (mode 0 plain, 1 compare-and-set, 2 backfill with given written_at).
+        ``fields``: the field names the write sets (for change events).
 
         Returns a flat list: id, status, id, status... in input order."""
-        calls = self._calls(res, items, mode)
+        calls = self._calls(res, items, mode, ",".join(f for f in fields))
         out: list[int] = []
         conn = self.direct.conn()
 
@@ -139,6 +156,13 @@ class Writer:
             conn.disconnect()
             raise
         return out
+
+
+def _set_fields(res: Resolved, values: Any) -> list[str]:
+    """The fields a write sets, in schema order (for change events)."""
+    if not isinstance(values, Mapping):
+        return []
+    return [f for f in res.codec.fields if values.get(f) is not None]
 
 
 def tally(report: WriteReport, flat: list[int]) -> WriteReport:
@@ -198,11 +222,12 @@ def _version(res: Resolved, vid: int, et: int, payload: bytes) -> Version:
 class Online:
     """Writes and latest reads for one project."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, feed_cap: int = 100_000) -> None:
         self.client = client
         self.keys = keys
         self.direct = Direct(client)
-        self.writer = Writer(client, keys, self.direct)
+        self.writer = Writer(client, keys, self.direct, feed_cap)
+        self.delete_script = Script(scripts.DELETE)
         self.log: LogHook | None = None
 
     def run_logged(
@@ -212,11 +237,12 @@ class Online:
         *,
         mode: int = 0,
         progress: Callable[[int], None] | None = None,
+        fields: Iterable[str] = (),
     ) -> list[int]:
         """Writer.run, then hand the new versions to the log (if any)."""
         log = self.log
         if log is None:
-            return self.writer.run(res, items, mode=mode, progress=progress)
+            return self.writer.run(res, items, mode=mode, progress=progress, fields=fields)
         seen: list[_Item] = []
 
         def recording(it: Iterable[_Item]) -> Iterator[_Item]:
@@ -224,7 +250,7 @@ class Online:
                 seen.append(x)
                 yield x
 
-        flat = self.writer.run(res, recording(items), mode=mode, progress=progress)
+        flat = self.writer.run(res, recording(items), mode=mode, progress=progress, fields=fields)
         new = [i for i, s in enumerate(flat[1::2]) if s in (0, 1)]
         if new:
             log(
@@ -242,7 +268,9 @@ class Online:
         self, res: Resolved, entity_id: Any, values: Mapping[str, Any], event_time: Any
     ) -> Version:
         ent, payload, et = _prepare(res, entity_id, values, event_time)
-        vid, _status = self.run_logged(res, [(escape_id(ent), et, payload, None)])
+        vid, _status = self.run_logged(
+            res, [(escape_id(ent), et, payload, None)], fields=_set_fields(res, values)
+        )
         return _version(res, vid, et, payload)
 
     def write_many(
@@ -272,7 +300,9 @@ class Online:
             if progress is not None:
                 progress(done, total)
 
-        flat = self.run_logged(res, items, progress=step)
+        flat = self.run_logged(
+            res, items, progress=step, fields=[f for f in res.codec.fields if f in cols.data]
+        )
         return tally(report, flat)
 
     def _cas(
@@ -281,6 +311,7 @@ class Online:
         entity_id: Any,
         event_time: Any,
         merge: Callable[[dict[str, Any] | None], dict[str, Any]],
+        fields: Iterable[str],
     ) -> Version:
         """Read, compute new values, write only if the latest did not change meanwhile.
 
@@ -309,7 +340,9 @@ class Online:
                 now = now_us()
                 et = at if at is not None else now if cur_et is None else max(now, cur_et)
             _, payload, et = _prepare(res, ent, merge(current), None, et_us=et)
-            vid, status = self.run_logged(res, [(esc, et, payload, cur or b"")], mode=1)
+            vid, status = self.run_logged(
+                res, [(esc, et, payload, cur or b"")], mode=1, fields=fields
+            )
             if status != 3:
                 return _version(res, vid, et, payload)
         raise ConflictError(
@@ -326,7 +359,9 @@ class Online:
         def merge(current: dict[str, Any] | None) -> dict[str, Any]:
             return {**(current or {}), **values}
 
-        return self._cas(res, entity_id, event_time, merge)
+        return self._cas(
+            res, entity_id, event_time, merge, [f for f in res.codec.fields if f in values]
+        )
 
     def increment(
         self, res: Resolved, entity_id: Any, deltas: Mapping[str, Any], event_time: Any
@@ -366,18 +401,30 @@ class Online:
                 new[name] = (new.get(name) or 0) + d
             return new
 
-        return self._cas(res, entity_id, event_time, merge)
+        return self._cas(
+            res, entity_id, event_time, merge, [f for f in res.codec.fields if f in deltas]
+        )
 
     # -- deletes ------------------------------------------------------------------------
 
     def delete(self, res: Resolved, entity_id: Any) -> bool:
+        """Remove an entity's keys and record a delete event, in one server step."""
         esc = escape_id(normalize_id(res.name, entity_id))
+        keys = [
+            self.keys.latest(res.name, esc),
+            self.keys.history(res.name, esc),
+            self.keys.feed(res.name),
+        ]
+        channel = self.keys.channel(res.name) if self.writer.feed_cap else ""
+        conn = self.direct.conn()
         try:
-            n = self.client.unlink(
-                self.keys.latest(res.name, esc), self.keys.history(res.name, esc)
-            )
+            (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_cap])])
         except redis.RedisError as exc:
+            conn.disconnect()
             raise BackendError(f"view {res.name!r}: delete failed: {exc}") from exc
+        except BaseException:
+            conn.disconnect()
+            raise
         return bool(n)
 
     def delete_view_data(

@@ -18,19 +18,32 @@ from __future__ import annotations
 
 # WRITE: write versions of one or more entities, each as one atomic step.
 #
-# KEYS: per entity, its latest key, then (when the view keeps history) its history key.
+# KEYS: per entity, its latest key, then (when the view keeps history) its history key;
+#       last, the view's change-feed stream.
 # ARGV[1] keys per entity (1 or 2)
 # ARGV[2] history mode: "n" none, "c" keep the newest COUNT, "d" keep DURATION back from newest
 # ARGV[3] COUNT or DURATION_US (ignored for "n")
 # ARGV[4] ttl in ms, 0 = none (latest key expires at event_time + ttl)
 # ARGV[5] "0" plain; "1" compare-and-set: each entity carries the latest value it expects;
 #         "2" backfill: each entity carries its written_at (us), used as the version id
-# ARGV[6..] per entity: event_time_us, payload[, expected latest ("" = none) | written_at]
+# ARGV[6] change feed: "" = no events, else the channel to PUBLISH to
+# ARGV[7] stream cap (XADD MAXLEN ~), ARGV[8] event kind ("w"), ARGV[9] changed fields
+#         (comma-joined names)
+# ARGV[10..] per entity: event_time_us, payload[, expected latest ("" = none) | written_at]
+#
+# Events: every new version of the call goes into ONE stream entry and ONE message (a chunk
+# of up to 256 entities), so the feed costs two commands per call, not two per entity:
+#   stream entry {k: kind, f: fields, e: escaped entity ids joined by "\n",
+#                 v: int64 BE (version id, event_time_us) pairs}
+#   message      msgpack [entry id, kind, fields, ids, pairs], each as bin
+# Escaped ids never contain a newline (keys.py), so the join is unambiguous.
 #
 # Returns, per entity, {version id, status}: 0 written and latest moved, 1 written to history
 # only (late data), 2 duplicate of an existing version (id of that version), 3 CAS mismatch,
 # 4 late data for a view without history: dropped (id 0).
 WRITE = r"""
+-- msgpack bin32: the ids and pairs are bytes, not text
+local function bin(s) return '\198' .. struct.pack('>I4', #s) .. s end
 local per = tonumber(ARGV[1])
 local hmode = ARGV[2]
 local hval = tonumber(ARGV[3])
@@ -40,11 +53,14 @@ local backfill = ARGV[5] == '2'
 local stride = (cas or backfill) and 3 or 2
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local channel = ARGV[6]
+local nkeys = #KEYS - 1  -- the stream key comes last
+local ev_ids, ev_pairs = {}, {}
 -- Read every latest value with one MGET and, without a ttl, write them back with one MSET:
 -- one call per chunk instead of two per entity. The table keeps each key's current value
 -- so that an entity appearing twice in a chunk sees its own earlier version.
 local lkeys = {}
-for k = 1, #KEYS, per do lkeys[#lkeys + 1] = KEYS[k] end
+for k = 1, nkeys, per do lkeys[#lkeys + 1] = KEYS[k] end
 local fetched = redis.call('MGET', unpack(lkeys))
 local latest = {}
 for i, key in ipairs(lkeys) do
@@ -55,8 +71,8 @@ local dirty, dirty_order = {}, {}
 -- value, so the id it got must be remembered for the next write of the same entity
 local lastid = {}
 local out = {}
-local a = 6
-for k = 1, #KEYS, per do
+local a = 10
+for k = 1, nkeys, per do
   local lkey = KEYS[k]
   local hkey = nil
   if per == 2 then hkey = KEYS[k + 1] end
@@ -149,6 +165,12 @@ for k = 1, #KEYS, per do
       end
     end
   end
+  if channel ~= '' and (status == 0 or status == 1) then
+    local open = string.find(lkey, '{', 1, true)
+    local bar = string.find(lkey, '|', open, true)
+    ev_ids[#ev_ids + 1] = string.sub(lkey, bar + 1, -2)
+    ev_pairs[#ev_pairs + 1] = struct.pack('>ll', id, et)
+  end
   out[#out + 1] = id
   out[#out + 1] = status
   a = a + stride
@@ -161,5 +183,46 @@ if #dirty_order > 0 then
   end
   redis.call('MSET', unpack(kv))
 end
+if #ev_ids > 0 then
+  local ids, pairs = table.concat(ev_ids, '\n'), table.concat(ev_pairs)
+  local entry = redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[7], '*',
+    'k', ARGV[8], 'f', ARGV[9], 'e', ids, 'v', pairs)
+  redis.call('PUBLISH', channel, '\149' .. bin(entry) .. bin(ARGV[8]) .. bin(ARGV[9])
+    .. bin(ids) .. bin(pairs))
+end
 return out
+"""
+
+
+# DELETE: remove entities (latest and history) and record one delete event per call.
+#
+# KEYS: per entity its latest and history keys; last, the view's change-feed stream
+# ARGV[1] channel ("" = no events), ARGV[2] stream cap
+# Returns the number of entities that had any key.
+DELETE = r"""
+-- msgpack bin32: the ids and pairs are bytes, not text
+local function bin(s) return '\198' .. struct.pack('>I4', #s) .. s end
+local nkeys = #KEYS - 1
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local ids, pairs = {}, {}
+local gone = 0
+for k = 1, nkeys, 2 do
+  if redis.call('UNLINK', KEYS[k], KEYS[k + 1]) > 0 then
+    gone = gone + 1
+    local lkey = KEYS[k]
+    local open = string.find(lkey, '{', 1, true)
+    local bar = string.find(lkey, '|', open, true)
+    ids[#ids + 1] = string.sub(lkey, bar + 1, -2)
+    pairs[#pairs + 1] = struct.pack('>ll', 0, now)
+  end
+end
+if ARGV[1] ~= '' and #ids > 0 then
+  local joined, packed = table.concat(ids, '\n'), table.concat(pairs)
+  local entry = redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[2], '*',
+    'k', 'd', 'f', '', 'e', joined, 'v', packed)
+  redis.call('PUBLISH', ARGV[1], '\149' .. bin(entry) .. bin('d') .. bin('')
+    .. bin(joined) .. bin(packed))
+end
+return gone
 """

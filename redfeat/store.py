@@ -13,12 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
+from . import events as _events
 from . import history as _history
 from . import offline as _offline
 from . import transfer as _transfer
 from .codec import normalize_id
 from .embedded import EmbeddedServer, ServerInfo
 from .errors import BackendError, ConfigurationError, NotFoundError, Problem, ValidationError
+from .events import ChangeEvent, Subscription
 from .history import Version
 from .keys import Keys, escape_id
 from .offlinelog import OfflineLog
@@ -52,6 +54,7 @@ class FeatureStore:
         durability: str = "everysec",
         client: redis.Redis | None = None,
         offline_dir: str | os.PathLike[str] | None = None,
+        feed_cap: int = 100_000,
     ) -> None:
         self.keys = Keys(project)
         self.project = project
@@ -76,7 +79,11 @@ class FeatureStore:
             self.close()
             raise BackendError(f"cannot reach the server: {exc}") from exc
         self.registry = Registry(client, self.keys)
-        self.online = Online(client, self.keys)
+        if isinstance(feed_cap, bool) or not isinstance(feed_cap, int) or feed_cap < 0:
+            raise ConfigurationError(
+                f"feed_cap must be an int >= 0 (0: no events), got {feed_cap!r}"
+            )
+        self.online = Online(client, self.keys, feed_cap)
         self.dumper = _history.Dumper(self.keys, self.online.direct)
         self._caps: dict[str, Any] | None = None
         self.offline: OfflineLog | None = None
@@ -229,6 +236,7 @@ class FeatureStore:
         definition. Returns the number of keys removed."""
         self.registry.get(view)
         removed = self.online.delete_view_data(view)
+        removed += int(self.client.unlink(self.keys.feed(view)))
         if not keep_definition:
             self.registry.remove_view(view)
         return removed
@@ -375,6 +383,30 @@ class FeatureStore:
             "(never written, or trimmed by the view's history setting)"
         )
 
+    # -- change events ------------------------------------------------------------------
+
+    def changes(
+        self, view: str, *, since: str | None = None, limit: int = 1000
+    ) -> tuple[list[ChangeEvent], str | None]:
+        """Change events of a view after the cursor ``since`` (None: the oldest kept), and
+        the cursor to resume from. The feed lives in Redis, so the cursor survives
+        restarts; it keeps about ``feed_cap`` write calls."""
+        self.registry.get(view)
+        return _events.changes(self.client, self.keys, view, since, limit)
+
+    def subscribe(
+        self,
+        view: str | Iterable[str] | None = None,
+        entity_ids: Iterable[str | int] | None = None,
+    ) -> Subscription:
+        """Live change events of one view, several, or all (None), optionally only for
+        some entities. Iterate it, ``async for`` it, or ``sub.on_event(callback)``."""
+        views = None if view is None else [view] if isinstance(view, str) else list(view)
+        for v in views or []:
+            self.registry.get(v)
+        ids = None if entity_ids is None else [str(e) for e in entity_ids]
+        return Subscription(self.client, self.keys, views, ids)
+
     # -- versions, training data, export and backfill --------------------------------
 
     def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
@@ -509,7 +541,9 @@ class FeatureStore:
                 progress(done, total)
 
         mode = 0 if written_at_column is None else 2
-        flat = self.online.run_logged(res, items, mode=mode, progress=step)
+        flat = self.online.run_logged(
+            res, items, mode=mode, progress=step, fields=list(res.codec.fields)
+        )
         return _transfer.report_from(flat, [])
 
     def _log_versions(

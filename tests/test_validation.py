@@ -75,13 +75,14 @@ def pairs(exc: ValidationError) -> set[tuple[str | None, str]]:
 
 
 def data_keys(client: redis.Redis, project: str) -> list[str]:
-    """Every key of the project except the registry."""
+    """Every entity key of the project (not the registry, not the change feeds)."""
     registry = f"rf:{project}:registry"
+    feeds = f"rf:{project}:feed:"
     keys = [
         k.decode() if isinstance(k, bytes) else str(k)
         for k in client.scan_iter(match=f"rf:{project}:*", count=1000)
     ]
-    return sorted(k for k in keys if k != registry)
+    return sorted(k for k in keys if k != registry and not k.startswith(feeds))
 
 
 def assert_absent(store: FeatureStore, entity_id: Any) -> None:

@@ -1,0 +1,160 @@
+"""Change events: recorded by every write kind, resumable from the feed, pushed live."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+
+from redfeat import FeatureStore, FeatureView, Field
+from redfeat import types as t
+from redfeat.events import ChangeEvent
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def apply(store: FeatureStore, name: str = "v") -> None:
+    store.apply(FeatureView(name, entity="user", fields=[Field("x", t.Int), Field("y", t.Float)]))
+
+
+def test_every_write_kind_records_an_event(store: FeatureStore) -> None:
+    apply(store)
+    a = store.write("v", "a", {"x": 1}, event_time=T0)
+    store.write("v", "a", {"x": 1}, event_time=T0)  # a retry: no new version, no event
+    store.write_many("v", [{"entity_id": "b", "x": 2}, {"entity_id": "c{:}", "x": 3, "y": 1.5}])
+    u = store.update("v", "a", {"y": 2.5})
+    i = store.increment("v", "a", {"x": 1})
+    store.delete("v", "b")
+    store.delete("v", "nobody")  # nothing there: no event
+    events, cursor = store.changes("v")
+    assert [(e.kind, e.entity_id) for e in events] == [
+        ("write", "a"),
+        ("write", "b"),
+        ("write", "c{:}"),
+        ("write", "a"),
+        ("write", "a"),
+        ("delete", "b"),
+    ]
+    assert events[0].version_id == a.id and events[0].event_time == T0
+    assert events[0].fields == ("x",)
+    assert events[1].fields == ("x", "y")  # write_many: the columns given
+    assert events[3].version_id == u.id and events[3].fields == ("y",)
+    assert events[4].version_id == i.id and events[4].fields == ("x",)
+    assert events[0].written_at == a.written_at
+    assert cursor == events[-1].cursor
+    assert store.changes("v", since=cursor) == ([], cursor)
+    later, _ = store.changes("v", since=events[2].cursor)
+    assert [e.entity_id for e in later] == ["a", "a", "b"]
+
+
+def test_feed_is_capped_and_can_be_off(client: redis.Redis, project: str) -> None:
+    capped = FeatureStore(client=client, project=project, feed_cap=10)
+    apply(capped)
+    for i in range(200):
+        capped.write("v", f"e{i}", {"x": i})
+    assert client.xlen(capped.keys.feed("v")) < 200
+    off = FeatureStore(client=client, project=project + "off", feed_cap=0)
+    apply(off)
+    off.write("v", "a", {"x": 1})
+    assert client.exists(off.keys.feed("v")) == 0
+    for s in (capped, off):
+        s.delete_view("v")
+        client.delete(s.keys.registry)
+
+
+def test_subscription_receives_live_events(store: FeatureStore) -> None:
+    apply(store)
+    got: list[ChangeEvent] = []
+    with store.subscribe("v", entity_ids=["a"]) as sub:
+        sub.on_event(got.append)
+        time.sleep(0.1)
+        for k in range(5):
+            store.write("v", "a", {"x": k})
+            store.write("v", "other", {"x": k})
+        deadline = time.time() + 5
+        while len(got) < 5 and time.time() < deadline:
+            time.sleep(0.01)
+    assert [e.entity_id for e in got] == ["a"] * 5
+    xs = [e.version_id for e in got]
+    assert xs == sorted(xs)
+
+
+def test_subscription_iterates_and_covers_all_views(store: FeatureStore) -> None:
+    apply(store, "v1")
+    apply(store, "v2")
+    sub = store.subscribe()
+    try:
+        threading.Timer(0.2, lambda: store.write("v2", "z", {"x": 9})).start()
+        for ev in sub:
+            assert (ev.view, ev.entity_id, ev.kind) == ("v2", "z", "write")
+            break
+    finally:
+        sub.close()
+
+
+def test_subscription_reports_a_gap_and_replays_after_reconnect(
+    store: FeatureStore, client: redis.Redis
+) -> None:
+    apply(store)
+    sub = store.subscribe("v")
+    try:
+        store.write("v", "a", {"x": 1})
+        first = sub.poll(2.0)
+        assert [e.entity_id for e in first] == ["a"]
+        client.client_kill_filter(_type="pubsub")
+        store.write("v", "b", {"x": 2})  # published while the subscriber is disconnected
+        seen: list[ChangeEvent] = []
+        deadline = time.time() + 10
+        while not any(e.entity_id == "b" for e in seen) and time.time() < deadline:
+            seen.extend(sub.poll(0.5))
+        kinds = [e.kind for e in seen]
+        assert "gap" in kinds
+        assert [e.entity_id for e in seen if e.kind == "write"] == ["b"]
+    finally:
+        sub.close()
+
+
+def _listen(url_kwargs: dict[str, Any], project: str, out: Any, ready: Any) -> None:
+    store = FeatureStore(client=redis.Redis(**url_kwargs), project=project)
+    sub = store.subscribe("v")
+    ready.set()
+    got: list[tuple[str, int]] = []
+    deadline = time.time() + 20
+    while len(got) < 100 and time.time() < deadline:
+        got.extend((e.entity_id, e.version_id) for e in sub.poll(0.5) if e.kind == "write")
+    out.put(got)
+    sub.close()
+
+
+def test_subscriber_in_another_process_sees_each_entity_in_order(
+    store: FeatureStore, client: redis.Redis
+) -> None:
+    apply(store)
+    kwargs = {
+        k: v
+        for k, v in client.connection_pool.connection_kwargs.items()
+        if k in ("host", "port", "db", "password")
+    }
+    if "path" in client.connection_pool.connection_kwargs:
+        kwargs["unix_socket_path"] = client.connection_pool.connection_kwargs["path"]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    ready = ctx.Event()
+    proc = ctx.Process(target=_listen, args=(kwargs, store.project, out, ready))
+    proc.start()
+    assert ready.wait(30)
+    time.sleep(0.3)
+    written: dict[str, list[int]] = {"a": [], "b": []}
+    for k in range(50):
+        for ent in ("a", "b"):
+            written[ent].append(
+                store.write("v", ent, {"x": k}, event_time=T0 + timedelta(seconds=k)).id
+            )
+    got = out.get(timeout=30)
+    proc.join(30)
+    for ent in ("a", "b"):
+        assert [v for e, v in got if e == ent] == written[ent]

@@ -55,6 +55,8 @@ def _decode(
     out = []
     deleted = kind == "d"
     for esc, (vid, t) in zip(ents, nums.tolist(), strict=True):
+        if vid == 0 and not deleted:
+            continue  # that write made no new version
         out.append(
             ChangeEvent(
                 view=view,

@@ -91,13 +91,16 @@ class Writer:
             self.feed_cap,
             "w",
             fields,
+            "",  # the escaped ids of the call, filled in per call
         ]
+        ids: list[str] = []
         keys: list[str] = []
         args: list[Any] = list(head)
         pre = self.keys.tag(res.name, "")[:-1]  # "rf:<project>:{<view>|"
         two = res.keys_per_entity == 2
         n = 0
         for esc, et_us, payload, expected in items:
+            ids.append(esc)
             key = pre + esc + "}"
             keys.append(key)
             if two:
@@ -111,10 +114,12 @@ class Writer:
             n += 1
             if n == CHUNK:
                 keys.append(feed)
+                args[9] = "\n".join(ids)
                 yield keys, args
-                keys, args, n = [], list(head), 0
+                keys, args, n, ids = [], list(head), 0, []
         if n:
             keys.append(feed)
+            args[9] = "\n".join(ids)
             yield keys, args
 
     def run(

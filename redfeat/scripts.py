@@ -28,13 +28,14 @@ from __future__ import annotations
 #         "2" backfill: each entity carries its written_at (us), used as the version id
 # ARGV[6] change feed: "" = no events, else the channel to PUBLISH to
 # ARGV[7] stream cap (XADD MAXLEN ~), ARGV[8] event kind ("w"), ARGV[9] changed fields
-#         (comma-joined names)
-# ARGV[10..] per entity: event_time_us, payload[, expected latest ("" = none) | written_at]
+#         (comma-joined names), ARGV[10] the call's escaped entity ids joined by "\n"
+# ARGV[11..] per entity: event_time_us, payload[, expected latest ("" = none) | written_at]
 #
 # Events: every new version of the call goes into ONE stream entry and ONE message (a chunk
 # of up to 256 entities), so the feed costs two commands per call, not two per entity:
 #   stream entry {k: kind, f: fields, e: escaped entity ids joined by "\n",
-#                 v: int64 BE (version id, event_time_us) pairs}
+#                 v: int64 BE (version id, event_time_us) per id; version id 0: the write
+#                 made no new version (a retry, or late data dropped)}
 #   message      msgpack [entry id, kind, fields, ids, pairs], each as bin
 # Escaped ids never contain a newline (keys.py), so the join is unambiguous.
 #
@@ -54,8 +55,10 @@ local stride = (cas or backfill) and 3 or 2
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local channel = ARGV[6]
+local ZERO16 = string.rep('\0', 16)
+local ev_new = 0
 local nkeys = #KEYS - 1  -- the stream key comes last
-local ev_ids, ev_pairs = {}, {}
+local ev_pairs = {}
 -- Read every latest value with one MGET and, without a ttl, write them back with one MSET:
 -- one call per chunk instead of two per entity. The table keeps each key's current value
 -- so that an entity appearing twice in a chunk sees its own earlier version.
@@ -71,7 +74,7 @@ local dirty, dirty_order = {}, {}
 -- value, so the id it got must be remembered for the next write of the same entity
 local lastid = {}
 local out = {}
-local a = 10
+local a = 11
 for k = 1, nkeys, per do
   local lkey = KEYS[k]
   local hkey = nil
@@ -165,11 +168,14 @@ for k = 1, nkeys, per do
       end
     end
   end
-  if channel ~= '' and (status == 0 or status == 1) then
-    local open = string.find(lkey, '{', 1, true)
-    local bar = string.find(lkey, '|', open, true)
-    ev_ids[#ev_ids + 1] = string.sub(lkey, bar + 1, -2)
-    ev_pairs[#ev_pairs + 1] = struct.pack('>ll', id, et)
+  if channel ~= '' then
+    -- one (version id, event time) pair per entity of the call; id 0: no new version
+    if status == 0 or status == 1 then
+      ev_pairs[#ev_pairs + 1] = struct.pack('>ll', id, et)
+      ev_new = ev_new + 1
+    else
+      ev_pairs[#ev_pairs + 1] = ZERO16
+    end
   end
   out[#out + 1] = id
   out[#out + 1] = status
@@ -183,8 +189,8 @@ if #dirty_order > 0 then
   end
   redis.call('MSET', unpack(kv))
 end
-if #ev_ids > 0 then
-  local ids, pairs = table.concat(ev_ids, '\n'), table.concat(ev_pairs)
+if ev_new > 0 then
+  local ids, pairs = ARGV[10], table.concat(ev_pairs)
   local entry = redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[7], '*',
     'k', ARGV[8], 'f', ARGV[9], 'e', ids, 'v', pairs)
   redis.call('PUBLISH', channel, '\149' .. bin(entry) .. bin(ARGV[8]) .. bin(ARGV[9])

@@ -80,7 +80,8 @@ def _plan(
             "created_at_us": now,
             "updated_at_us": now,
         }, "created"
-    old_spec = {k: old[k] for k in spec}
+    defaults: dict[str, Any] = {"source": None, "transforms": [], "on_read": False}
+    old_spec = {k: old.get(k, defaults.get(k)) for k in spec}
     if old_spec == spec:
         return None, "unchanged"
     old_fields = {f["name"]: f for f in old["fields"]}
@@ -187,6 +188,22 @@ class Registry:
                 "define it with FeatureView(...) and store.apply(view)"
             )
         return res
+
+    def dependents(self, source: str) -> list[Resolved]:
+        """Materialised derived views computed from ``source`` (from the cached registry)."""
+        self._maybe_refresh()
+        return [r for r in self._views.values() if r.view.source == source and not r.view.on_read]
+
+    def record_transform(self, spec: dict[str, Any]) -> None:
+        """Keep a custom transform's spec (name, inputs, outputs, code hash, created_at)."""
+        field = "transform:" + spec["name"]
+        try:
+            old = self._client.hget(self._key, field)
+            if old and msgspec.json.decode(old).get("code_hash") == spec.get("code_hash"):
+                return  # same code: keep the first created_at
+            self._client.hset(self._key, field, msgspec.json.encode(spec))
+        except redis.RedisError as exc:
+            raise BackendError(f"cannot write the registry {self._key!r}: {exc}") from exc
 
     def views(self) -> list[FeatureView]:
         self.load()

@@ -183,21 +183,49 @@ class FeatureView:
     description: str
     tags: dict[str, str]
     schema_version: int
+    source: str | None
+    transforms: tuple[Any, ...]
+    transform_specs: tuple[dict[str, Any], ...]
+    on_read: bool
 
     def __init__(
         self,
         name: str,
         *,
         entity: Entity | str,
-        fields: Iterable[Field],
+        fields: Iterable[Field] | None = None,
         ttl: Duration | None = None,
         history: int | Duration = 10,
         description: str = "",
         tags: dict[str, str] | None = None,
         schema_version: int = 1,
+        source: str | None = None,
+        transforms: Iterable[Any] = (),
+        on_read: bool = False,
+        transform_specs: Iterable[dict[str, Any]] | None = None,
     ) -> None:
         check_name("view", name)
         ent = entity.name if isinstance(entity, Entity) else check_name("entity", entity)
+        tfs = tuple(transforms)
+        if source is not None:
+            check_name("view", source)
+            from .derived import spec_of
+
+            specs = tuple(transform_specs or (spec_of(x) for x in tfs))
+            if not specs:
+                raise ConfigurationError(f"view {name!r}: a derived view needs transforms=[...]")
+            if fields is None:
+                fields = [Field.from_spec(o) for s in specs for o in s["outputs"]]
+        else:
+            if tfs or on_read:
+                raise ConfigurationError(
+                    f"view {name!r}: transforms= and on_read= need source='<view>'"
+                )
+            specs = ()
+        if fields is None:
+            raise ConfigurationError(
+                f"view {name!r}: needs fields=[...] (or source= and transforms=)"
+            )
         flds = tuple(fields)
         if not flds:
             raise ConfigurationError(f"view {name!r}: needs at least one field")
@@ -218,6 +246,10 @@ class FeatureView:
         set_(self, "description", description)
         set_(self, "tags", dict(tags or {}))
         set_(self, "schema_version", schema_version)
+        set_(self, "source", source)
+        set_(self, "transforms", tfs)
+        set_(self, "transform_specs", specs)
+        set_(self, "on_read", bool(on_read))
 
     @property
     def ttl(self) -> timedelta | None:
@@ -240,6 +272,9 @@ class FeatureView:
             "history": self.history.spec(),
             "description": self.description,
             "tags": self.tags,
+            "source": self.source,
+            "transforms": list(self.transform_specs),
+            "on_read": self.on_read,
         }
 
     @classmethod
@@ -260,4 +295,7 @@ class FeatureView:
             description=spec.get("description", ""),
             tags=spec.get("tags") or {},
             schema_version=spec.get("schema_version", 1),
+            source=spec.get("source"),
+            on_read=spec.get("on_read", False),
+            transform_specs=spec.get("transforms") or None,
         )

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
+from . import derived as _derived
 from . import events as _events
 from . import history as _history
 from . import offline as _offline
@@ -26,7 +29,8 @@ from .keys import Keys, escape_id
 from .offlinelog import OfflineLog
 from .online import Online, Progress, Record, WriteReport
 from .registry import Registry, Resolved
-from .schema import Entity, FeatureView
+from .schema import Entity, FeatureView, Field
+from .transforms import TransformRegistry
 
 
 def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> None:
@@ -85,6 +89,8 @@ class FeatureStore:
             )
         self.online = Online(client, self.keys, feed_cap)
         self.dumper = _history.Dumper(self.keys, self.online.direct)
+        self.transforms = TransformRegistry()
+        self.deriver = _derived.Deriver(self.transforms)
         self._caps: dict[str, Any] | None = None
         self.offline: OfflineLog | None = None
         if offline_dir is not None:
@@ -148,6 +154,17 @@ class FeatureStore:
         A view that stops keeping history (``history=0``) has its history keys removed, so
         that turning history on again later never serves versions from before."""
         before = {v.name: v.history.keeps_versions for v in self.registry.views()}
+        known = {v.name: v for v in self.registry.views()}
+        known.update({o.name: o for o in objects if isinstance(o, FeatureView)})
+        for obj in objects:
+            if isinstance(obj, FeatureView) and obj.source is not None:
+                if obj.source not in known:
+                    raise NotFoundError(
+                        f"view {obj.name!r} derives from {obj.source!r}, which is not defined; "
+                        "apply the source view first (or in the same call)"
+                    )
+                _derived.check_source(obj, known[obj.source])
+                self.deriver.transforms(obj)  # custom transforms must be registered here
         result = self.registry.apply(objects, allow_breaking=allow_breaking)
         for obj in objects:
             if (
@@ -157,6 +174,27 @@ class FeatureStore:
             ):
                 self.online.delete_view_data(obj.name, suffix=":h")
         return result
+
+    def transform(
+        self,
+        name: str,
+        *,
+        inputs: list[str],
+        outputs: list[Field],
+        vectorized: bool = False,
+    ) -> Callable[[Any], Any]:
+        """Register a custom transform (row -> dict, or frame -> frame with ``vectorized``).
+        The registry records its name, inputs, outputs and a hash of its code."""
+        register = self.transforms.register(
+            name, inputs=inputs, outputs=outputs, vectorized=vectorized
+        )
+
+        def decorate(fn: Any) -> Any:
+            out = register(fn)
+            self.registry.record_transform(self.transforms.get(name).spec())
+            return out
+
+        return decorate
 
     def views(self) -> list[FeatureView]:
         return self.registry.views()
@@ -173,7 +211,10 @@ class FeatureStore:
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Write one version of an entity's features (event_time: datetime or epoch s; now)."""
-        return self.online.write(self.registry.get(view), entity_id, values, event_time)
+        res = self._writable(view)
+        version = self.online.write(res, entity_id, values, event_time)
+        self._derive(res, entity_id, version)
+        return version
 
     def write_many(
         self,
@@ -200,8 +241,12 @@ class FeatureStore:
         # A bulk write checks for definitions changed elsewhere first (one cheap read), so
         # that it never encodes rows with a layout another process has just replaced.
         self.registry.refresh()
-        res = self.registry.get(view)
-        return self.online.write_many(
+        res = self._writable(view)
+        deps = self.registry.dependents(view)
+        if deps and event_time_column is None:
+            # derived views get the same event time as their source rows
+            rows, event_time_column = _with_event_time(rows), "__redfeat_event_time"
+        report = self.online.write_many(
             res,
             rows,
             entity_column=entity_column,
@@ -209,12 +254,64 @@ class FeatureStore:
             on_error=on_error,
             progress=progress,
         )
+        if deps and event_time_column is not None:
+            self._derive_many(deps, rows, entity_column, event_time_column, report)
+        return report
+
+    def _writable(self, view: str) -> Resolved:
+        """The view, once its derived views are known to be computable in this process
+        (a missing custom transform fails before anything is written)."""
+        res = self.registry.get(view)
+        if res.view.on_read:
+            raise ConfigurationError(
+                f"view {view!r} is computed on read from {res.view.source!r}; write that instead"
+            )
+        for dep in self.registry.dependents(view):
+            self.deriver.transforms(dep.view)
+        return res
+
+    def _derive(self, res: Resolved, entity_id: Any, version: Version) -> None:
+        """Materialise the derived views of ``res`` for one new version."""
+        if version.id == 0:
+            return  # late data a latest-only view dropped: nothing to derive from
+        for dep in self.registry.dependents(res.name):
+            values = self.deriver.values(dep.view, version.values)
+            self.online.write(dep, entity_id, values, version.event_time)
+
+    def _derive_many(
+        self,
+        deps: list[Resolved],
+        rows: Any,
+        entity_column: str,
+        event_time_column: str,
+        report: WriteReport,
+    ) -> None:
+        import pandas as pd
+
+        frame = _frame(rows)
+        if report.refused:
+            frame = frame.drop(index=frame.index[[i for i, _ in report.refused]])
+        for dep in deps:
+            derived = self.deriver.frame(dep.view, frame)
+            derived.insert(0, entity_column, frame[entity_column].to_numpy())
+            derived.insert(1, event_time_column, frame[event_time_column].to_numpy())
+            self.online.write_many(
+                dep,
+                pd.DataFrame(derived),
+                entity_column=entity_column,
+                event_time_column=event_time_column,
+                on_error="raise",
+                progress=None,
+            )
 
     def update(
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
-        return self.online.update(self.registry.get(view), entity_id, values, event_time)
+        res = self._writable(view)
+        version = self.online.update(res, entity_id, values, event_time)
+        self._derive(res, entity_id, version)
+        return version
 
     def increment(
         self,
@@ -225,11 +322,18 @@ class FeatureStore:
         event_time: Any = None,
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
-        return self.online.increment(self.registry.get(view), entity_id, deltas, event_time)
+        res = self._writable(view)
+        version = self.online.increment(res, entity_id, deltas, event_time)
+        self._derive(res, entity_id, version)
+        return version
 
     def delete(self, view: str, entity_id: str | int) -> bool:
-        """Remove an entity's latest value and history. True if anything was there."""
-        return self.online.delete(self.registry.get(view), entity_id)
+        """Remove an entity's latest value and history (and its derived views' values).
+        True if anything was there."""
+        res = self.registry.get(view)
+        for dep in self.registry.dependents(view):
+            self.online.delete(dep, entity_id)
+        return self.online.delete(res, entity_id)
 
     def delete_view(self, view: str, *, keep_definition: bool = False) -> int:
         """Remove every key of a view (SCAN batches, non-blocking) and, unless asked, its
@@ -271,6 +375,8 @@ class FeatureStore:
         res = self.registry.get(view)
         ids = list(entity_ids)
         feats = None if features is None else list(features)
+        if res.view.on_read:
+            return self._read_derived(res, ids, feats, as_of, with_meta)
         if as_of is None:
             return self.online.get_many(res, ids, feats, with_meta)
         at = _history.as_of_us(view, as_of)
@@ -287,6 +393,30 @@ class FeatureStore:
             else Record(e, Status.PRESENT, v.event_time, v.values)
             for e, v in zip(ents, versions, strict=True)
         ]
+
+    def _read_derived(
+        self,
+        res: Resolved,
+        ids: list[Any],
+        feats: list[str] | None,
+        as_of: Any,
+        with_meta: bool,
+    ) -> list[Any]:
+        """An on_read view: read its source, compute the transforms now."""
+        src = res.view.source
+        assert src is not None
+        res.codec.select(feats)  # unknown features: ValidationError
+        rows = self.get_many(src, ids, as_of=as_of, with_meta=with_meta)
+        out: list[Any] = []
+        for row in rows:
+            values = row.values if with_meta else row
+            derived = None
+            if values is not None:
+                derived = self.deriver.values(res.view, values)
+                if feats is not None:
+                    derived = {f: derived[f] for f in feats}
+            out.append(dataclasses.replace(row, values=derived) if with_meta else derived)
+        return out
 
     def get_features(
         self,
@@ -562,6 +692,30 @@ class FeatureStore:
             res.view, res.codec.slots, entities, ets, ids, [decode(p) for p in payloads]
         )
         self.offline.append(res.view, table)
+
+
+def _with_event_time(rows: Any) -> Any:
+    """rows plus a column holding one event time (now) for all of them."""
+    now = datetime.now(UTC)
+    mod = type(rows).__module__
+    if mod.startswith("pandas"):
+        return rows.assign(__redfeat_event_time=now)
+    if mod.startswith("pyarrow"):
+        return rows.append_column(
+            "__redfeat_event_time", pa.array([now] * rows.num_rows, pa.timestamp("us", tz="UTC"))
+        )
+    return [{**r, "__redfeat_event_time": now} if isinstance(r, Mapping) else r for r in rows]
+
+
+def _frame(rows: Any) -> Any:
+    import pandas as pd
+
+    mod = type(rows).__module__
+    if mod.startswith("pandas"):
+        return rows.reset_index(drop=True)
+    if mod.startswith("pyarrow"):
+        return rows.to_pandas()
+    return pd.DataFrame(list(rows))
 
 
 def _detect(client: redis.Redis) -> dict[str, Any]:

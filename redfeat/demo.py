@@ -16,6 +16,7 @@ from . import types as t
 from .errors import ValidationError
 from .schema import Entity, FeatureView, Field
 from .store import FeatureStore
+from .transforms import bucketize, min_max
 
 USERS = {
     "user123": {
@@ -91,10 +92,46 @@ def _run(console: Console, store: FeatureStore) -> None:
         history=10,
         description="who the user is and how they buy",
     )
-    if any(v.name == "user_profile" for v in store.views()):
-        store.delete_view("user_profile")  # start every demo run from a clean view
-    console.print("\n[bold]1. Define and apply a feature view[/bold]")
-    console.print(f"   {store.apply(user, profile)}")
+    derived = FeatureView(
+        "user_derived",
+        entity=user,
+        source="user_profile",
+        transforms=[
+            bucketize(
+                "age", [25, 35, 55], ["young", "young_adult", "adult", "senior"], output="age_group"
+            ),
+            bucketize(
+                "income", [30000, 70000], ["low", "medium", "high"], output="income_category"
+            ),
+            bucketize(
+                "credit_score",
+                [580, 670, 740],
+                ["poor", "fair", "good", "excellent"],
+                output="credit_category",
+            ),
+            bucketize(
+                "purchase_history_length",
+                [12, 24],
+                ["occasional", "regular", "frequent"],
+                right=True,
+                output="purchase_frequency",
+            ),
+            bucketize(
+                "avg_order_value",
+                [50, 100],
+                ["low", "medium", "high"],
+                right=True,
+                output="spending_level",
+            ),
+            min_max("income", 30000, 200000, output="normalized_income"),
+        ],
+    )
+    activity = FeatureView("user_activity", entity=user, fields=[Field("clicks", t.Int)])
+    for name in ("user_derived", "user_profile", "user_activity"):
+        if any(v.name == name for v in store.views()):
+            store.delete_view(name)  # start every demo run from clean views
+    console.print("\n[bold]1. Define and apply feature views (one derived by transforms)[/bold]")
+    console.print(f"   {store.apply(user, profile, derived, activity)}")
 
     console.print("\n[bold]2. Write three users (event time: two days ago)[/bold]")
     t0 = datetime.now(UTC) - timedelta(days=2)
@@ -166,7 +203,35 @@ def _run(console: Console, store: FeatureStore) -> None:
         "the new value (no leakage from the future)[/green]"
     )
 
-    console.print("\n[bold]9. A hostile entity id stays inside its own keys[/bold]")
+    console.print("\n[bold]9. Derived features, computed on every write of the source[/bold]")
+    rows = store.get_many("user_derived", list(USERS))
+    table = Table("user_derived", *USERS)
+    for feature in rows[0] or {}:
+        table.add_row(feature, *(_fmt((r or {}).get(feature)) for r in rows))
+    console.print(table)
+
+    console.print("\n[bold]10. Live change events while clicks are incremented[/bold]")
+    seen: list[str] = []
+    with store.subscribe("user_activity", entity_ids=["user123"]) as sub:
+        sub.on_event(
+            lambda ev: seen.append(
+                f"   event: {ev.kind} {ev.entity_id} version {ev.version_id} fields {ev.fields}"
+            )
+        )
+        time.sleep(0.1)
+        for _ in range(3):
+            v = store.increment("user_activity", "user123", {"clicks": 1})
+            console.print(f"   increment -> clicks {v.values['clicks']}")
+            time.sleep(0.05)
+        deadline = time.time() + 2
+        while len(seen) < 3 and time.time() < deadline:
+            time.sleep(0.01)
+    for line in seen:
+        console.print(line)
+    events, cursor = store.changes("user_activity")
+    console.print(f"   the change feed kept {len(events)} events; resume after cursor {cursor}")
+
+    console.print("\n[bold]11. A hostile entity id stays inside its own keys[/bold]")
     hostile = "evil}{user123|:*?[x]\n🙂"
     store.write("user_profile", hostile, {**USERS["user456"], "age": 99})
     console.print(f"   wrote {hostile!r}", markup=False)
@@ -179,7 +244,7 @@ def _run(console: Console, store: FeatureStore) -> None:
         f"   read back: age {hostile_row['age']}; user123 untouched: age {user123['age']}"
     )
 
-    console.print("\n[bold]10. A bad row is refused, nothing is written[/bold]")
+    console.print("\n[bold]12. A bad row is refused, nothing is written[/bold]")
     try:
         store.write(
             "user_profile",
@@ -190,7 +255,9 @@ def _run(console: Console, store: FeatureStore) -> None:
         console.print(f"   ValidationError: {exc}", style="red", markup=False)
     console.print(f"   user999 exists: {store.get('user_profile', 'user999') is not None}")
 
-    console.print("\n[bold]11. Bulk load 50,000 users with write_many[/bold]")
+    console.print(
+        "\n[bold]13. Bulk load 50,000 users with write_many (and their derived views)[/bold]"
+    )
     rng = random.Random(42)
     bulk = [
         {

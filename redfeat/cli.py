@@ -223,6 +223,38 @@ def training_frame_cmd(
     console.print(f"{result.num_rows:,} rows x {len(refs)} features written to {out}")
 
 
+@app.command("worker")
+def worker_cmd(
+    views: Annotated[str | None, typer.Option(help="comma-separated views (default: all)")] = None,
+    group: str = "redfeat",
+    url: Url = None,
+    project: Project = "default",
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+) -> None:
+    """Consume the ingest streams (store.push): validate, transform, write; Ctrl-C stops."""
+    from rich.live import Live
+
+    names = None if views is None else [v.strip() for v in views.split(",") if v.strip()]
+    with _open(url, project, home, server_bin) as store:
+        worker = store.worker(names, group=group)
+        console.print(f"worker {worker.consumer} on {', '.join(worker.views) or 'no views'}")
+        with Live(console=console, refresh_per_second=4) as live:
+
+            def show(stats: Any) -> None:
+                lag = ", ".join(f"{v}: {n}" for v, n in stats.lag.items()) or "-"
+                live.update(
+                    f"rows {stats.rows:,}  ({stats.rows_per_second:,.0f}/s)  batches "
+                    f"{stats.batches:,}  dead letters {stats.dead:,}  claimed {stats.claimed:,}"
+                    f"  lag {lag}"
+                )
+
+            try:
+                worker.run(on_progress=show)
+            except KeyboardInterrupt:
+                worker.stop()
+
+
 def _progress() -> Progress:
     return Progress(
         *Progress.get_default_columns(), MofNCompleteColumn(), console=console, transient=True

@@ -18,6 +18,7 @@ import redis
 from . import derived as _derived
 from . import events as _events
 from . import history as _history
+from . import ingest as _ingest
 from . import offline as _offline
 from . import transfer as _transfer
 from .codec import normalize_id
@@ -536,6 +537,32 @@ class FeatureStore:
             self.registry.get(v)
         ids = None if entity_ids is None else [str(e) for e in entity_ids]
         return Subscription(self.client, self.keys, views, ids)
+
+    # -- stream ingestion ---------------------------------------------------------------
+
+    def push(
+        self,
+        view: str,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        event_time_column: str | None = None,
+    ) -> int:
+        """Append raw rows (dicts with an ``entity_id``) to the view's ingest stream, for
+        workers to validate and write. Rows without an event time get the push time."""
+        return _ingest.push(self, view, rows, event_time_column)
+
+    def worker(self, views: Iterable[str] | None = None, **options: Any) -> _ingest.Worker:
+        """A consumer-group worker for the ingest streams of ``views`` (all when None)."""
+        return _ingest.Worker(self, views, **options)
+
+    def run_worker(self, views: Iterable[str] | None = None, **options: Any) -> Any:
+        """Run a worker in this thread until it is stopped (see ``worker``)."""
+        run_opts = {k: options.pop(k) for k in ("max_batches", "until_idle") if k in options}
+        return self.worker(views, **options).run(**run_opts)
+
+    def dead_letters(self, view: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Rows workers refused, with the error."""
+        return _ingest.dead_letters(self, view, limit)
 
     # -- versions, training data, export and backfill --------------------------------
 

@@ -31,6 +31,7 @@ test: lint pytest  ## lint, type-check and run the test suite
 bench: $(BIN)/.installed  ## the benchmarks (each prints its ratio against a baseline run beside it)
 	$(BIN)/python bench/online.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/realtime.py
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -21,6 +21,8 @@ from . import history as _history
 from . import ingest as _ingest
 from . import offline as _offline
 from . import transfer as _transfer
+from .cache import _MISSING as _CACHE_MISSING
+from .cache import Cache
 from .codec import normalize_id
 from .embedded import EmbeddedServer, ServerInfo
 from .errors import BackendError, ConfigurationError, NotFoundError, Problem, ValidationError
@@ -60,6 +62,7 @@ class FeatureStore:
         client: redis.Redis | None = None,
         offline_dir: str | os.PathLike[str] | None = None,
         feed_cap: int = 100_000,
+        cache: Cache | None = None,
     ) -> None:
         self.keys = Keys(project)
         self.project = project
@@ -93,6 +96,12 @@ class FeatureStore:
         self.transforms = TransformRegistry()
         self.deriver = _derived.Deriver(self.transforms)
         self._caps: dict[str, Any] | None = None
+        self.cache: Cache | None = None
+        if cache is not None:
+            if not feed_cap:
+                raise ConfigurationError("a near cache needs change events (feed_cap > 0)")
+            self.cache = cache
+            cache.bind(self)
         self.offline: OfflineLog | None = None
         if offline_dir is not None:
             self.offline = OfflineLog(offline_dir)
@@ -127,6 +136,8 @@ class FeatureStore:
         stops with its last user)."""
         if getattr(self, "offline", None) is not None:
             self.offline.close()  # type: ignore[union-attr]
+        if getattr(self, "cache", None) is not None:
+            self.cache.close()  # type: ignore[union-attr]
         if hasattr(self, "online"):
             self.online.direct.close()
         if self._finalizer is not None:
@@ -214,6 +225,7 @@ class FeatureStore:
         """Write one version of an entity's features (event_time: datetime or epoch s; now)."""
         res = self._writable(view)
         version = self.online.write(res, entity_id, values, event_time)
+        self._forget(res, [entity_id])
         self._derive(res, entity_id, version)
         return version
 
@@ -257,6 +269,10 @@ class FeatureStore:
         )
         if deps and event_time_column is not None:
             self._derive_many(deps, rows, entity_column, event_time_column, report)
+        if self.cache is not None:
+            self.cache.clear(view)  # cheaper than finding each written id here
+            for dep in deps:
+                self.cache.clear(dep.name)
         return report
 
     def _writable(self, view: str) -> Resolved:
@@ -270,6 +286,13 @@ class FeatureStore:
         for dep in self.registry.dependents(view):
             self.deriver.transforms(dep.view)
         return res
+
+    def _forget(self, res: Resolved, entity_ids: Iterable[Any]) -> None:
+        """Drop this store's cached values of entities it just wrote (no waiting for the
+        event to come back)."""
+        if self.cache is not None:
+            for e in entity_ids:
+                self.cache.invalidate(res.name, str(e))
 
     def _derive(self, res: Resolved, entity_id: Any, version: Version) -> None:
         """Materialise the derived views of ``res`` for one new version."""
@@ -311,6 +334,7 @@ class FeatureStore:
         """Merge some fields into the latest values and write the result as a new version."""
         res = self._writable(view)
         version = self.online.update(res, entity_id, values, event_time)
+        self._forget(res, [entity_id])
         self._derive(res, entity_id, version)
         return version
 
@@ -325,6 +349,7 @@ class FeatureStore:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
         res = self._writable(view)
         version = self.online.increment(res, entity_id, deltas, event_time)
+        self._forget(res, [entity_id])
         self._derive(res, entity_id, version)
         return version
 
@@ -334,7 +359,10 @@ class FeatureStore:
         res = self.registry.get(view)
         for dep in self.registry.dependents(view):
             self.online.delete(dep, entity_id)
-        return self.online.delete(res, entity_id)
+            self._forget(dep, [entity_id])
+        gone = self.online.delete(res, entity_id)
+        self._forget(res, [entity_id])
+        return gone
 
     def delete_view(self, view: str, *, keep_definition: bool = False) -> int:
         """Remove every key of a view (SCAN batches, non-blocking) and, unless asked, its
@@ -357,6 +385,13 @@ class FeatureStore:
         as_of: Any = None,
     ) -> dict[str, Any] | None:
         """Latest values of one entity (or as of a past time), typed by the schema."""
+        if self.cache is not None and features is None and as_of is None:
+            hit = self.cache.lookup(view, str(entity_id))
+            if hit is not _CACHE_MISSING:
+                return hit  # type: ignore[no-any-return]
+            res = self.registry.get(view)
+            if not res.view.on_read:
+                return self._fill(res, [entity_id])[0]  # type: ignore[no-any-return]
         return self.get_many(view, [entity_id], features=features, as_of=as_of)[0]  # type: ignore[no-any-return]
 
     def get_many(
@@ -378,6 +413,8 @@ class FeatureStore:
         feats = None if features is None else list(features)
         if res.view.on_read:
             return self._read_derived(res, ids, feats, as_of, with_meta)
+        if as_of is None and self.cache is not None and feats is None and not with_meta:
+            return self._cached_many(res, ids)
         if as_of is None:
             return self.online.get_many(res, ids, feats, with_meta)
         at = _history.as_of_us(view, as_of)
@@ -394,6 +431,35 @@ class FeatureStore:
             else Record(e, Status.PRESENT, v.event_time, v.values)
             for e, v in zip(ents, versions, strict=True)
         ]
+
+    def _cached_many(self, res: Resolved, ids: list[Any]) -> list[Any]:
+        assert self.cache is not None
+        out: list[Any] = []
+        missing: list[int] = []
+        for i, e in enumerate(ids):
+            hit = self.cache.lookup(res.name, str(e))
+            out.append(hit)
+            if hit is _CACHE_MISSING:
+                missing.append(i)
+        if missing:
+            for i, values in zip(missing, self._fill(res, [ids[i] for i in missing]), strict=True):
+                out[i] = values
+        return out
+
+    def _fill(self, res: Resolved, ids: list[Any]) -> list[Any]:
+        """Read from Redis and cache (values, or None for a miss) until the view's ttl."""
+        assert self.cache is not None
+        epoch = self.cache.epoch
+        records = self.online.get_many(res, ids, None, True)
+        ttl = res.view.ttl_us
+        out: list[Any] = []
+        for rec in records:
+            expires = 2**62
+            if ttl is not None and rec.event_time is not None:
+                expires = _history.as_of_us(res.name, rec.event_time) + ttl
+            self.cache.put(res.name, rec.entity_id, rec.values, expires, epoch)
+            out.append(None if rec.values is None else dict(rec.values))  # callers get copies
+        return out
 
     def _read_derived(
         self,

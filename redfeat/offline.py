@@ -50,6 +50,12 @@ def plan(
     for view, feats in by_view.items():
         res = resolve(view)
         res.codec.select(feats)  # unknown features: ValidationError naming them
+        if res.view.on_read:
+            raise ConfigurationError(
+                f"view {view!r} is computed on read and keeps no versions; for training "
+                "frames define it materialised (on_read=False), or ask for its source's "
+                "features and apply the transforms to the frame"
+            )
         outs = []
         for f in feats:
             out = f"{view}__{f}" if full_feature_names else f

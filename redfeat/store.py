@@ -545,6 +545,9 @@ class FeatureStore:
         except redis.RedisError as exc:
             raise BackendError(f"get_features: read failed: {exc}") from exc
         for (view, res), blobs in zip(resolved.items(), replies, strict=True):
+            if res.view.on_read:  # computed now from its source
+                per_view[view] = self._read_derived(res, ents, by_view[view], None, False)
+                continue
             readers = res.codec.select(by_view[view])
             per_view[view] = self.online.decode_latest(res, ents, blobs, readers)
         rows: list[dict[str, Any]] = []

@@ -191,3 +191,14 @@ def test_missing_custom_transform_fails_before_writing(
     with pytest.raises(ConfigurationError, match="computed on read"):
         setup(store, on_read=True)
         store.write("user_derived", "u", {"age_group": "young"})
+
+
+def test_on_read_views_in_get_features_and_training_frames(store: FeatureStore) -> None:
+    setup(store, on_read=True)
+    store.write("user_profile", "u1", ROW, event_time=T0)
+    rows = store.get_features(["u1", "u2"], ["user_derived:age_group", "user_profile:age"])
+    assert rows == [{"age_group": "young_adult", "age": 25}, {"age_group": None, "age": None}]
+    with pytest.raises(ConfigurationError, match="computed on read"):
+        store.training_frame(
+            pd.DataFrame({"entity_id": ["u1"], "event_time": [T0]}), ["user_derived:age_group"]
+        )

@@ -158,3 +158,22 @@ def test_subscriber_in_another_process_sees_each_entity_in_order(
     proc.join(30)
     for ent in ("a", "b"):
         assert [v for e, v in got if e == ent] == written[ent]
+
+
+def test_subscription_as_async_iterator(store: FeatureStore) -> None:
+    import asyncio
+
+    apply(store)
+
+    async def main() -> ChangeEvent:
+        sub = store.subscribe("v")
+        try:
+            threading.Timer(0.2, lambda: store.write("v", "async", {"x": 1})).start()
+            async for ev in sub:
+                return ev
+        finally:
+            sub.close()
+        raise AssertionError("no event")
+
+    ev = asyncio.run(asyncio.wait_for(main(), timeout=10))
+    assert (ev.entity_id, ev.kind) == ("async", "write")

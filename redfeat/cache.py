@@ -40,6 +40,7 @@ class Cache:
         # stale, so put() skips it.
         self.epoch = 0
         self._invalidated: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._forgotten = 0  # newest epoch dropped from _invalidated (its memory is bounded)
         self._cleared: dict[str | None, int] = {}
         self._store: FeatureStore | None = None
         self._sub: Subscription | None = None
@@ -59,7 +60,7 @@ class Cache:
 
     def _on_event(self, ev: ChangeEvent) -> None:
         if ev.kind == "gap":
-            self.clear(ev.view)  # events may have been missed: nothing here can be trusted
+            self.clear()  # events may have been missed, of any view: trust nothing cached
         else:
             self.invalidate(ev.view, ev.entity_id)
 
@@ -80,7 +81,7 @@ class Cache:
                 return _MISSING
             self._data.move_to_end(key)
             self.hits += 1
-        return None if values is None else dict(values)
+        return None if values is None else _copy(values)
 
     def put(
         self,
@@ -96,7 +97,8 @@ class Cache:
         key = (view, entity_id)
         with self._lock:
             if (
-                self._invalidated.get(key, -1) > epoch
+                self._forgotten > epoch  # an invalidation since may have been forgotten
+                or self._invalidated.get(key, -1) > epoch
                 or self._cleared.get(view, -1) > epoch
                 or self._cleared.get(None, -1) > epoch
             ):
@@ -114,7 +116,8 @@ class Cache:
             self._invalidated[key] = self.epoch
             self._invalidated.move_to_end(key)
             if len(self._invalidated) > self.max_entries:
-                self._invalidated.popitem(last=False)
+                _, dropped = self._invalidated.popitem(last=False)
+                self._forgotten = max(self._forgotten, dropped)
             if self._data.pop(key, None) is not None:
                 self.invalidations += 1
 
@@ -149,6 +152,13 @@ class Cache:
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def _copy(values: dict[str, Any]) -> dict[str, Any]:
+    # vectors are numpy arrays: a caller writing into one must not change the cache
+    return {
+        k: v.copy() if hasattr(v, "copy") and hasattr(v, "dtype") else v for k, v in values.items()
+    }
 
 
 def wait_quiet(seconds: float = 0.05) -> None:

@@ -76,6 +76,11 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _stream_id(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _raw(v: Any) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
 
@@ -119,6 +124,7 @@ class Subscription:
         keys: Keys,
         views: Iterable[str] | None,
         entity_ids: Iterable[str] | None,
+        all_views: Iterable[str] = (),
     ) -> None:
         self._client = client
         self._keys = keys
@@ -129,6 +135,9 @@ class Subscription:
         self._queue: queue.Queue[ChangeEvent | None] = queue.Queue()
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self._reconnected = False
+        # Where each feed ends now: after a lost connection, replay from the last event
+        # delivered (or from here). With views=None, the views known at subscribe time.
+        self._cursors = {v: self._feed_end(v) for v in (self._views or list(all_views))}
         self._subscribe()
         self._thread: threading.Thread | None = None
         self.errors: list[Exception] = []  # what the on_event callback raised
@@ -147,10 +156,6 @@ class Subscription:
 
     def _on_connect(self, _conn: Any) -> None:
         self._reconnected = True
-        # Remember where each feed ends now: after a lost connection, replay from there.
-        for view in self._views or []:
-            if view not in self._cursors:
-                self._cursors[view] = self._feed_end(view)
 
     def _feed_end(self, view: str) -> str | None:
         try:
@@ -171,12 +176,17 @@ class Subscription:
                 break
             if time.monotonic() >= deadline:
                 return []
+        if self._reconnected:
+            return []  # read after a silent reconnect: the replay delivers it, in order
         channel = _text(msg["channel"])
         view = channel[len(self._keys.channel("")) :]
         try:
             entry, kind, fields, ids, pairs = msgspec.msgpack.decode(msg["data"])
         except (msgspec.DecodeError, ValueError, TypeError):
             return []  # not one of ours: ignore
+        last = self._cursors.get(view)
+        if last is not None and _stream_id(_text(entry)) <= _stream_id(last):
+            return []  # already delivered by a replay
         self._cursors[view] = _text(entry)
         events = _decode(view, _text(entry), _text(kind), _text(fields), _raw(ids), _raw(pairs))
         return [ev for ev in events if self._wanted(ev)]
@@ -194,12 +204,14 @@ class Subscription:
                 break
             except redis.RedisError:
                 self._closed.wait(0.2)
-        self._reconnected = False
-        return out + self._replay()
+        self._reconnected = True
+        return out + self._replay_now()
 
     def _replay(self) -> list[ChangeEvent]:
         """A "gap" marker per view, then what the feed recorded after the last event seen."""
         out: list[ChangeEvent] = []
+        if self._views is None:  # views created after subscribing have no cursor: say so
+            out.append(ChangeEvent("*", "", "gap", 0, None, None, (), "0-0"))
         for view, cursor in list(self._cursors.items()):
             out.append(ChangeEvent(view, "", "gap", 0, None, None, (), cursor or "0-0"))
             events, new_cursor = changes(self._client, self._keys, view, cursor, 1_000_000)
@@ -212,13 +224,25 @@ class Subscription:
         if self._closed.is_set():
             return []
         try:
-            events = self._messages(timeout)
+            if not self._reconnected:
+                events = self._messages(timeout)
+                if not self._reconnected:
+                    return events
+            return self._replay_now()
         except (redis.ConnectionError, redis.TimeoutError):
             return self._recover()
-        if self._reconnected:
-            self._reconnected = False
-            return events + self._replay()
-        return events
+
+    def _replay_now(self) -> list[ChangeEvent]:
+        """After a reconnect: gap markers and the feed's events since the last delivered.
+        If the server cannot answer yet (restarting, loading), try again on the next poll."""
+        try:
+            out = self._replay()
+        except (redis.RedisError, BackendError):
+            self._reconnected = True
+            self._closed.wait(0.2)
+            return []
+        self._reconnected = False
+        return out
 
     def __iter__(self) -> Iterator[ChangeEvent]:
         while not self._closed.is_set():
@@ -235,7 +259,14 @@ class Subscription:
 
         def run() -> None:
             while not self._closed.is_set():
-                for ev in self.poll(0.5):
+                try:
+                    events = self.poll(0.5)
+                except Exception as exc:  # never let the thread die: retry, then replay
+                    self.errors.append(exc)
+                    self._reconnected = True
+                    self._closed.wait(0.5)
+                    continue
+                for ev in events:
                     try:
                         callback(ev)
                     except Exception as exc:  # the subscription outlives a bad callback

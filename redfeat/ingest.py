@@ -58,7 +58,9 @@ def push(
             raise ConfigurationError(f"push takes dicts, got {type(row).__name__}")
         item = {k: v for k, v in row.items() if k != event_time_column}
         et = row.get(event_time_column) if event_time_column else None
-        item[ET] = now if et is None else to_us(et)
+        # one microsecond apart: two rows of one entity in a push stay two versions when
+        # a crashed batch is replayed (equal times would look like new writes, not retries)
+        item[ET] = now + n if et is None else to_us(et)
         if isinstance(item.get("entity_id"), bytes):
             raise ConfigurationError("entity ids are str or int")
         batch.append(item)
@@ -196,24 +198,38 @@ class Worker:
 
     def _process(self, view: str, entry_id: Any, data: Mapping[Any, Any]) -> None:
         raw = data.get(b"rows") if b"rows" in data else data.get("rows")
-        rows: list[dict[str, Any]] = msgspec.msgpack.decode(raw) if raw else []
-        for row in rows:
-            row[ET] = datetime.fromtimestamp(row[ET] / 1e6, UTC)
-        report = self.store.write_many(view, rows, event_time_column=ET, on_error="skip")
-        if report.refused:
+        refused: list[tuple[dict[str, Any], str]] = []
+        written = 0
+        try:
+            rows: list[dict[str, Any]] = msgspec.msgpack.decode(raw) if raw else []
+            for row in rows:
+                row[ET] = datetime.fromtimestamp(row[ET] / 1e6, UTC)
+            report = self.store.write_many(view, rows, event_time_column=ET, on_error="skip")
+            refused = [(rows[i], str(err)) for i, err in report.refused]
+            written = report.written + report.duplicates
+        except BackendError:
+            raise  # the server is unreachable: leave the batch pending for a later claim
+        except Exception as exc:
+            # A batch that fails as a whole (e.g. a derived view's transform) must not block
+            # the group: every row goes to the dead letters with the error, then it is acked.
+            rows = msgspec.msgpack.decode(raw) if raw else []
+            refused = [(r, f"{type(exc).__name__}: {exc}") for r in rows]
+        try:
             pipe = self.store.client.pipeline(transaction=False)
-            for i, err in report.refused:
-                bad = {k: v for k, v in rows[i].items() if k != ET}
+            for row, error in refused:
+                bad = {k: v for k, v in row.items() if k != ET}
                 pipe.xadd(
                     self._dead(view),
-                    {"row": _encode(bad), "error": str(err), "entry": entry_id},
+                    {"row": _encode(bad), "error": error, "entry": entry_id},
                     maxlen=100_000,
                     approximate=True,
                 )
+            pipe.xack(self._stream(view), self.group, entry_id)
             pipe.execute()
-        self.store.client.xack(self._stream(view), self.group, entry_id)
-        self.stats.rows += report.written + report.duplicates
-        self.stats.dead += len(report.refused)
+        except redis.RedisError as exc:
+            raise BackendError(f"worker: acknowledging a batch of {view!r} failed: {exc}") from exc
+        self.stats.rows += written
+        self.stats.dead += len(refused)
         self.stats.batches += 1
 
     def _measure_lag(self) -> None:
@@ -233,7 +249,11 @@ def dead_letters(store: FeatureStore, view: str, limit: int = 100) -> list[dict[
     """Rows refused by workers, newest last: {"row": ..., "error": ..., "entry": ...}."""
     out = []
     client: Any = store.client
-    for _id, data in client.xrange(store.keys.prefix + "dead:" + view, count=limit):
+    try:
+        entries = client.xrange(store.keys.prefix + "dead:" + view, count=limit)
+    except redis.RedisError as exc:
+        raise BackendError(f"view {view!r}: reading dead letters failed: {exc}") from exc
+    for _id, data in entries:
         d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in (data or {}).items()}
         out.append(
             {

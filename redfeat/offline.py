@@ -112,9 +112,11 @@ def entity_table(
     ts = table[event_time_column]
     if pa.types.is_timestamp(ts.type):
         # naive timestamps are UTC; aware ones are converted (Arrow stores UTC instants)
-        ts_us = pc.cast(pc.cast(ts, pa.timestamp("us", tz=ts.type.tz or "UTC")), pa.int64())
+        # nanosecond timestamps are truncated to microseconds, the store's precision
+        utc = pc.cast(ts, pa.timestamp("us", tz=ts.type.tz or "UTC"), safe=False)
+        ts_us = pc.cast(utc, pa.int64())
     elif pa.types.is_integer(ts.type) or pa.types.is_floating(ts.type):
-        ts_us = pc.cast(pc.multiply(pc.cast(ts, pa.float64()), 1e6), pa.int64())
+        ts_us = pc.cast(pc.floor(pc.multiply(pc.cast(ts, pa.float64()), 1e6)), pa.int64())
     elif pa.types.is_date(ts.type):
         ts_us = pc.cast(pc.cast(pc.cast(ts, pa.timestamp("us")), TS), pa.int64())
     else:

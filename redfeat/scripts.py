@@ -73,6 +73,7 @@ local dirty, dirty_order = {}, {}
 -- the last id given to each entity in this call: a late write does not move the latest
 -- value, so the id it got must be remembered for the next write of the same entity
 local lastid = {}
+local used = {}  -- backfill ids given out in this call, per entity
 local out = {}
 local a = 11
 for k = 1, nkeys, per do
@@ -123,7 +124,15 @@ for k = 1, nkeys, per do
   end
   if not status then
     if backfill then
+      -- written_at is the version id: rows backfilled with the same written_at get ids a
+      -- microsecond apart, so that every version stays distinct
       id = tonumber(ARGV[a + 2])
+      local ukey = lkey .. '@' .. string.format('%.0f', id)
+      while used[ukey] do
+        id = id + 1
+        ukey = lkey .. '@' .. string.format('%.0f', id)
+      end
+      used[ukey] = true
     else
       id = now
       local last = lastid[lkey]
@@ -142,6 +151,10 @@ for k = 1, nkeys, per do
         else
           redis.call('DEL', lkey)
           latest[lkey] = false
+          if not hkey then
+            status = 4  -- already past the ttl and no history: nothing keeps it
+            id = 0
+          end
         end
       else
         if not dirty[lkey] then dirty_order[#dirty_order + 1] = lkey end

@@ -23,6 +23,7 @@ from . import offline as _offline
 from . import transfer as _transfer
 from .cache import _MISSING as _CACHE_MISSING
 from .cache import Cache
+from .cache import _copy as _cache_copy
 from .codec import normalize_id
 from .embedded import EmbeddedServer, ServerInfo
 from .errors import BackendError, ConfigurationError, NotFoundError, Problem, ValidationError
@@ -256,6 +257,9 @@ class FeatureStore:
         self.registry.refresh()
         res = self._writable(view)
         deps = self.registry.dependents(view)
+        frame_like = type(rows).__module__.split(".")[0] in ("pandas", "pyarrow")
+        if deps and not isinstance(rows, list) and not frame_like:
+            rows = list(rows)  # read twice: for the source, then for its derived views
         if deps and event_time_column is None:
             # derived views get the same event time as their source rows
             rows, event_time_column = _with_event_time(rows), "__redfeat_event_time"
@@ -291,8 +295,10 @@ class FeatureStore:
         """Drop this store's cached values of entities it just wrote (no waiting for the
         event to come back)."""
         if self.cache is not None:
-            for e in entity_ids:
-                self.cache.invalidate(res.name, str(e))
+            ids = [str(e) for e in entity_ids]
+            for name in [res.name, *(d.name for d in self.registry.dependents(res.name))]:
+                for e in ids:
+                    self.cache.invalidate(name, e)
 
     def _derive(self, res: Resolved, entity_id: Any, version: Version) -> None:
         """Materialise the derived views of ``res`` for one new version."""
@@ -369,7 +375,14 @@ class FeatureStore:
         definition. Returns the number of keys removed."""
         self.registry.get(view)
         removed = self.online.delete_view_data(view)
-        removed += int(self.client.unlink(self.keys.feed(view)))
+        # the feed, and pushed rows not yet ingested (a view re-created under this name
+        # must not ingest them)
+        p = self.keys.prefix
+        removed += int(
+            self.client.unlink(self.keys.feed(view), p + "ingest:" + view, p + "dead:" + view)
+        )
+        if self.cache is not None:
+            self.cache.clear(view)
         if not keep_definition:
             self.registry.remove_view(view)
         return removed
@@ -458,7 +471,7 @@ class FeatureStore:
             if ttl is not None and rec.event_time is not None:
                 expires = _history.as_of_us(res.name, rec.event_time) + ttl
             self.cache.put(res.name, rec.entity_id, rec.values, expires, epoch)
-            out.append(None if rec.values is None else dict(rec.values))  # callers get copies
+            out.append(None if rec.values is None else _cache_copy(rec.values))  # copies
         return out
 
     def _read_derived(
@@ -605,7 +618,8 @@ class FeatureStore:
         for v in views or []:
             self.registry.get(v)
         ids = None if entity_ids is None else [str(e) for e in entity_ids]
-        return Subscription(self.client, self.keys, views, ids)
+        known = [v.name for v in self.registry.views()] if views is None else []
+        return Subscription(self.client, self.keys, views, ids, known)
 
     # -- stream ingestion ---------------------------------------------------------------
 
@@ -770,7 +784,15 @@ class FeatureStore:
         flat = self.online.run_logged(
             res, items, mode=mode, progress=step, fields=list(res.codec.fields)
         )
-        return _transfer.report_from(flat, [])
+        report = _transfer.report_from(flat, [])
+        deps = self.registry.dependents(view)
+        if deps:
+            self._derive_many(deps, frame, entity_column, event_time_column, report)
+        if self.cache is not None:
+            self.cache.clear(view)
+            for dep in deps:
+                self.cache.clear(dep.name)
+        return report
 
     def _log_versions(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -141,3 +142,83 @@ def test_bad_clients_and_arguments_raise_redfeat_errors(
         store.get("v", "a", features=[])
     with pytest.raises(ConfigurationError):
         store.write_many("v", None)
+
+
+# -- found in the second review (events, ingestion, cache, derived views) -----------------
+
+
+def test_pushed_rows_of_one_entity_replay_without_duplicates(store: FeatureStore) -> None:
+    apply(store, history=10)
+    store.push("v", [{"entity_id": "a", "x": 1}, {"entity_id": "a", "x": 2}])
+    first = store.run_worker(["v"], until_idle=True)
+    assert first.rows == 2
+    # replay the same batch, as a second worker does after a crash before the ack
+    import msgspec
+
+    client: Any = store.client
+    ((_, data),) = client.xrange(store.keys.prefix + "ingest:v")
+    rows = msgspec.msgpack.decode(data[b"rows"])
+    for row in rows:
+        row["__event_time_us"] = datetime.fromtimestamp(row["__event_time_us"] / 1e6, UTC)
+    report = store.write_many("v", rows, event_time_column="__event_time_us")
+    assert report.duplicates == 2 and report.written == 0
+    assert [h.values["x"] for h in store.history("v", "a")] == [2, 1]
+
+
+def test_a_batch_failing_whole_is_dead_lettered_and_acknowledged(store: FeatureStore) -> None:
+    from redfeat.transforms import ratio
+
+    apply(store)
+    store.apply(FeatureView("d", entity="user", source="v", transforms=[ratio("x", "y")]))
+    store.push("v", [{"entity_id": "a", "x": 1, "y": 1e-320}])  # ratio -> inf: refused
+    store.push("v", [{"entity_id": "b", "x": 2, "y": 1.0}])
+    stats = store.run_worker(["v"], until_idle=True)
+    assert stats.dead == 1 and store.get("d", "b") == {"x_per_y": 2.0}
+    assert "finite" in store.dead_letters("v")[0]["error"]
+
+
+def test_backfilled_versions_with_one_written_at_stay_distinct(store: FeatureStore) -> None:
+    import pandas as pd
+
+    apply(store, history=10)
+    store.import_frame(
+        "v",
+        pd.DataFrame(
+            {
+                "entity_id": ["a", "a", "a"],
+                "event_time": [T0, T0 + H, T0 + 2 * H],
+                "x": [1, 2, 3],
+                "written_at": [T0, T0, T0],
+            }
+        ),
+        written_at_column="written_at",
+    )
+    assert store.versions("v", ["a"]).num_rows == 3
+    ids = [h.id for h in store.history("v", "a")]
+    assert len(set(ids)) == 3
+
+
+def test_cached_vectors_are_copies_and_delete_view_clears_everything(
+    client: redis.Redis, project: str
+) -> None:
+    from redfeat.cache import Cache
+
+    store = FeatureStore(client=client, project=project, cache=Cache())
+    try:
+        store.apply(FeatureView("v", entity="user", fields=[Field("e", t.Vector(2))]))
+        store.write("v", "a", {"e": [1, 2]})
+        import time as _time
+
+        _time.sleep(0.2)
+        got = store.get("v", "a")
+        assert got is not None
+        got["e"][0] = 99
+        again = store.get("v", "a")
+        assert again is not None and list(again["e"]) == [1.0, 2.0]
+        store.push("v", [{"entity_id": "b", "e": [3, 4]}])
+        store.delete_view("v")
+        left = list(client.scan_iter(match=f"rf:{project}:*"))
+        assert [k for k in left if not k.endswith(b"registry")] == []
+    finally:
+        store.close()
+        client.delete(f"rf:{project}:registry")

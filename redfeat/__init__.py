@@ -14,6 +14,7 @@ from .history import Version
 from .online import Record, Status, WriteReport
 from .schema import Entity, FeatureView, Field
 from .store import FeatureStore
+from .vectors import Match
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "FeatureStore",
     "FeatureView",
     "Field",
+    "Match",
     "NotFoundError",
     "Problem",
     "Record",

@@ -35,6 +35,7 @@ from .online import Online, Progress, Record, WriteReport
 from .registry import Registry, Resolved
 from .schema import Entity, FeatureView, Field
 from .transforms import TransformRegistry
+from .vectors import Match, VectorIndex
 
 
 def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> None:
@@ -97,6 +98,7 @@ class FeatureStore:
         self.transforms = TransformRegistry()
         self.deriver = _derived.Deriver(self.transforms)
         self._caps: dict[str, Any] | None = None
+        self._indexes: dict[tuple[str, str, str], VectorIndex] = {}
         self.cache: Cache | None = None
         if cache is not None:
             if not feed_cap:
@@ -139,6 +141,8 @@ class FeatureStore:
             self.offline.close()  # type: ignore[union-attr]
         if getattr(self, "cache", None) is not None:
             self.cache.close()  # type: ignore[union-attr]
+        for idx in getattr(self, "_indexes", {}).values():
+            idx.close()
         if hasattr(self, "online"):
             self.online.direct.close()
         if self._finalizer is not None:
@@ -620,6 +624,33 @@ class FeatureStore:
         ids = None if entity_ids is None else [str(e) for e in entity_ids]
         known = [v.name for v in self.registry.views()] if views is None else []
         return Subscription(self.client, self.keys, views, ids, known)
+
+    # -- similarity search -------------------------------------------------------------
+
+    def similar(
+        self,
+        view: str,
+        field: str,
+        query: Any,
+        *,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        include_values: bool = False,
+        index: str = "exact",
+    ) -> list[Match]:
+        """Nearest entities to ``query`` by a Vector field, best first (ties by entity id).
+
+        ``where`` filters on other fields: ``{"segment": "premium"}``, ``{"segment": ["a",
+        "b"]}``, ``{"age": (25, 40)}`` (inclusive, None = open). The first call builds an
+        in-process index (``index="exact"`` or ``"hnsw"``) from Redis; change events keep
+        it current (a write is searchable within milliseconds)."""
+        key = (view, field, index)
+        idx = self._indexes.get(key)
+        if idx is None:
+            idx = VectorIndex(self, view, field, index=index)
+            idx.build()
+            self._indexes[key] = idx
+        return idx.search(query, k=k, where=where, include_values=include_values)
 
     # -- stream ingestion ---------------------------------------------------------------
 

@@ -40,6 +40,7 @@ def test_public_surface_is_pinned() -> None:
             "FeatureStore",
             "FeatureView",
             "Field",
+            "Match",
             "NotFoundError",
             "Problem",
             "Record",

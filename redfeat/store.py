@@ -35,6 +35,7 @@ from .online import Online, Progress, Record, WriteReport
 from .registry import Registry, Resolved
 from .schema import Entity, FeatureView, Field
 from .transforms import TransformRegistry
+from .types import Vector
 from .vectors import Match, VectorIndex
 
 
@@ -509,11 +510,15 @@ class FeatureStore:
         *,
         as_frame: bool = False,
         full_feature_names: bool = False,
+        flatten_vectors: bool = False,
+        as_numpy: bool = False,
     ) -> Any:
         """One feature vector per entity across views of the same entity ("view:feature").
 
         All views are read in one round trip. Returns a list of dicts, or a pandas.DataFrame
-        (with an ``entity_id`` column) when ``as_frame=True``.
+        (with an ``entity_id`` column) when ``as_frame=True``. ``flatten_vectors`` expands a
+        Vector feature into ``name_0 .. name_{d-1}``; ``as_numpy`` returns one float64 2-D
+        array (rows: entities, columns: features, vectors flattened; missing = NaN).
         """
         ids = list(entity_ids)
         by_view: dict[str, list[str]] = {}
@@ -574,11 +579,33 @@ class FeatureStore:
                 vals = per_view[view][i]
                 row[out] = None if vals is None else vals[f]
             rows.append(row)
+        names = [c[2] for c in columns]
+        if flatten_vectors or as_numpy:
+            dims: dict[str, int] = {}
+            for view, f, out in columns:
+                dtype = resolved[view].codec.fields[f].dtype
+                if isinstance(dtype, Vector):
+                    dims[out] = dtype.dim
+            names = [
+                n
+                for out in names
+                for n in ([f"{out}_{i}" for i in range(dims[out])] if out in dims else [out])
+            ]
+            rows = [_flatten(row, dims) for row in rows]
+        if as_numpy:
+            import numpy as np
+
+            def num(v: Any) -> float:
+                return float("nan") if v is None or isinstance(v, str) else float(v)
+
+            return np.array([[num(r[n]) for n in names] for r in rows], dtype=np.float64).reshape(
+                len(rows), len(names)
+            )
         if not as_frame:
             return rows
         import pandas as pd
 
-        frame = pd.DataFrame(rows, columns=[c[2] for c in columns])
+        frame = pd.DataFrame(rows, columns=names)
         frame.insert(0, "entity_id", ents)
         return frame
 
@@ -841,6 +868,17 @@ class FeatureStore:
             res.view, res.codec.slots, entities, ets, ids, [decode(p) for p in payloads]
         )
         self.offline.append(res.view, table)
+
+
+def _flatten(row: dict[str, Any], dims: dict[str, int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k in dims:
+            for i in range(dims[k]):
+                out[f"{k}_{i}"] = None if v is None else float(v[i])
+        else:
+            out[k] = v
+    return out
 
 
 def _with_event_time(rows: Any) -> Any:

@@ -558,3 +558,19 @@ def test_store_similar_builds_once_and_follows_writes(store: FeatureStore) -> No
         time.sleep(0.005)
     assert [m.entity_id for m in store.similar("emb", "v", [1, 0, 0], k=2)] == ["x", "w"]
     assert len(store._indexes) == 1
+
+
+def test_get_features_flattens_vectors_and_returns_numpy(store: FeatureStore) -> None:
+    from redfeat import types as tt
+
+    store.apply(
+        FeatureView("fv", entity="user", fields=[Field("v", tt.Vector(2)), Field("n", tt.Int)])
+    )
+    store.write("fv", "a", {"v": [1.5, -2], "n": 3})
+    rows = store.get_features(["a", "b"], ["fv:v", "fv:n"], flatten_vectors=True)
+    assert rows == [{"v_0": 1.5, "v_1": -2.0, "n": 3}, {"v_0": None, "v_1": None, "n": None}]
+    arr = store.get_features(["a", "b"], ["fv:v", "fv:n"], as_numpy=True)
+    assert arr.shape == (2, 3) and arr[0].tolist() == [1.5, -2.0, 3.0]
+    assert np.isnan(arr[1]).all()
+    frame = store.get_features(["a"], ["fv:v"], flatten_vectors=True, as_frame=True)
+    assert list(frame.columns) == ["entity_id", "v_0", "v_1"]

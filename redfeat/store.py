@@ -664,17 +664,20 @@ class FeatureStore:
         where: Mapping[str, Any] | None = None,
         include_values: bool = False,
         index: str = "exact",
+        **index_options: int,
     ) -> list[Match]:
         """Nearest entities to ``query`` by a Vector field, best first (ties by entity id).
 
         ``where`` filters on other fields: ``{"segment": "premium"}``, ``{"segment": ["a",
         "b"]}``, ``{"age": (25, 40)}`` (inclusive, None = open). The first call builds an
         in-process index (``index="exact"`` or ``"hnsw"``) from Redis; change events keep
-        it current (a write is searchable within milliseconds)."""
+        it current (a write is searchable within milliseconds). ``index_options`` (M,
+        ef_construction, ef_search) tune hnsw when its index is first built: a lower
+        ef_search is faster and less exact (see bench/RESULTS.md)."""
         key = (view, field, index)
         idx = self._indexes.get(key)
         if idx is None:
-            idx = VectorIndex(self, view, field, index=index)
+            idx = VectorIndex(self, view, field, index=index, **index_options)
             idx.build()
             self._indexes[key] = idx
         return idx.search(query, k=k, where=where, include_values=include_values)

@@ -20,6 +20,7 @@ from . import events as _events
 from . import history as _history
 from . import ingest as _ingest
 from . import offline as _offline
+from . import texts as _texts
 from . import transfer as _transfer
 from .cache import _MISSING as _CACHE_MISSING
 from .cache import Cache
@@ -66,6 +67,7 @@ class FeatureStore:
         offline_dir: str | os.PathLike[str] | None = None,
         feed_cap: int = 100_000,
         cache: Cache | None = None,
+        embedder: Any = None,
     ) -> None:
         self.keys = Keys(project)
         self.project = project
@@ -100,6 +102,7 @@ class FeatureStore:
         self.deriver = _derived.Deriver(self.transforms)
         self._caps: dict[str, Any] | None = None
         self._indexes: dict[tuple[str, str, str], VectorIndex] = {}
+        self.embedder = embedder  # texts -> vectors, for put_text / similar_texts
         self.cache: Cache | None = None
         if cache is not None:
             if not feed_cap:
@@ -681,6 +684,34 @@ class FeatureStore:
             idx.build()
             self._indexes[key] = idx
         return idx.search(query, k=k, where=where, include_values=include_values)
+
+    def put_text(
+        self,
+        text: str,
+        *,
+        embedding: Any = None,
+        model: str = "default",
+        metadata: Mapping[str, Any] | None = None,
+        max_chars: int = 500,
+    ) -> str:
+        """Store a text (its first ``max_chars`` characters), metadata and embedding (given,
+        or from the store's ``embedder``); returns its id, the sha256 of the text. Storing
+        the same text again keeps one entry."""
+        return _texts.put_text(
+            self, text, embedding=embedding, model=model, metadata=metadata, max_chars=max_chars
+        )
+
+    def similar_texts(
+        self,
+        *,
+        text: str | None = None,
+        embedding: Any = None,
+        k: int = 5,
+        model: str = "default",
+    ) -> list[Match]:
+        """Stored texts nearest to ``text`` (embedded by the store's embedder) or to
+        ``embedding``, best first; values hold text, metadata and embedding."""
+        return _texts.similar_texts(self, text=text, embedding=embedding, k=k, model=model)
 
     # -- stream ingestion ---------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import Progress
@@ -127,7 +128,7 @@ def _run(console: Console, store: FeatureStore) -> None:
         ],
     )
     activity = FeatureView("user_activity", entity=user, fields=[Field("clicks", t.Int)])
-    for name in ("user_derived", "user_profile", "user_activity"):
+    for name in ("user_derived", "user_profile", "user_activity", "user_embedding", "texts_demo"):
         if any(v.name == name for v in store.views()):
             store.delete_view(name)  # start every demo run from clean views
     console.print("\n[bold]1. Define and apply feature views (one derived by transforms)[/bold]")
@@ -231,7 +232,47 @@ def _run(console: Console, store: FeatureStore) -> None:
     events, cursor = store.changes("user_activity")
     console.print(f"   the change feed kept {len(events)} events; resume after cursor {cursor}")
 
-    console.print("\n[bold]11. A hostile entity id stays inside its own keys[/bold]")
+    console.print("\n[bold]11. Similar users (embeddings, with a filter) and similar texts[/bold]")
+    rng_e = np.random.default_rng(5)
+    basis = rng_e.normal(size=(4, 16))
+    store.apply(
+        FeatureView(
+            "user_embedding",
+            entity=user,
+            fields=[Field("emb", t.Vector(16)), Field("segment", t.Category(["basic", "premium"]))],
+            history=0,
+        )
+    )
+    people = [f"user{i}" for i in range(2000)] + list(USERS)
+    store.write_many(
+        "user_embedding",
+        [
+            {
+                "entity_id": p,
+                "emb": rng_e.normal(size=4) @ basis,
+                "segment": "premium" if i % 3 == 0 else "basic",
+            }
+            for i, p in enumerate(people)
+        ],
+    )
+    me = store.get("user_embedding", "user123")
+    assert me is not None
+    for m in store.similar("user_embedding", "emb", me["emb"], k=4, where={"segment": "premium"}):
+        console.print(f"   {m.entity_id:<10} cosine {m.score:.3f}")
+
+    def letters(texts: Any) -> Any:  # a toy bag-of-letters embedder standing in for a model
+        return np.array([[s.count(c) + 0.01 for c in "aeiourst"] for s in texts], dtype=float)
+
+    store.embedder = letters
+    for doc in ["red running shoes", "a blue rain jacket", "trail running shoes", "wool socks"]:
+        store.put_text(doc, model="demo")
+    hits = store.similar_texts(text="running shoes", model="demo", k=2)
+    console.print(
+        "   texts nearest 'running shoes': "
+        + ", ".join(repr((h.values or {}).get("text")) for h in hits)
+    )
+
+    console.print("\n[bold]12. A hostile entity id stays inside its own keys[/bold]")
     hostile = "evil}{user123|:*?[x]\n🙂"
     store.write("user_profile", hostile, {**USERS["user456"], "age": 99})
     console.print(f"   wrote {hostile!r}", markup=False)
@@ -244,7 +285,7 @@ def _run(console: Console, store: FeatureStore) -> None:
         f"   read back: age {hostile_row['age']}; user123 untouched: age {user123['age']}"
     )
 
-    console.print("\n[bold]12. A bad row is refused, nothing is written[/bold]")
+    console.print("\n[bold]13. A bad row is refused, nothing is written[/bold]")
     try:
         store.write(
             "user_profile",
@@ -256,7 +297,7 @@ def _run(console: Console, store: FeatureStore) -> None:
     console.print(f"   user999 exists: {store.get('user_profile', 'user999') is not None}")
 
     console.print(
-        "\n[bold]13. Bulk load 50,000 users with write_many (and their derived views)[/bold]"
+        "\n[bold]14. Bulk load 50,000 users with write_many (and their derived views)[/bold]"
     )
     rng = random.Random(42)
     bulk = [

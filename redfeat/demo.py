@@ -17,7 +17,7 @@ from . import types as t
 from .errors import ValidationError
 from .schema import Entity, FeatureView, Field
 from .store import FeatureStore
-from .transforms import bucketize, min_max
+from .transforms import seed_scenario
 
 USERS = {
     "user123": {
@@ -97,35 +97,7 @@ def _run(console: Console, store: FeatureStore) -> None:
         "user_derived",
         entity=user,
         source="user_profile",
-        transforms=[
-            bucketize(
-                "age", [25, 35, 55], ["young", "young_adult", "adult", "senior"], output="age_group"
-            ),
-            bucketize(
-                "income", [30000, 70000], ["low", "medium", "high"], output="income_category"
-            ),
-            bucketize(
-                "credit_score",
-                [580, 670, 740],
-                ["poor", "fair", "good", "excellent"],
-                output="credit_category",
-            ),
-            bucketize(
-                "purchase_history_length",
-                [12, 24],
-                ["occasional", "regular", "frequent"],
-                right=True,
-                output="purchase_frequency",
-            ),
-            bucketize(
-                "avg_order_value",
-                [50, 100],
-                ["low", "medium", "high"],
-                right=True,
-                output="spending_level",
-            ),
-            min_max("income", 30000, 200000, output="normalized_income"),
-        ],
+        transforms=seed_scenario(),
     )
     activity = FeatureView("user_activity", entity=user, fields=[Field("clicks", t.Int)])
     for name in ("user_derived", "user_profile", "user_activity", "user_embedding", "texts_demo"):

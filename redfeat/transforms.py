@@ -609,3 +609,36 @@ def derive_frame(transforms: Sequence[Transform], frame: pd.DataFrame) -> pd.Dat
         for col in got.columns:
             out[col] = got[col]
     return out
+
+
+def seed_scenario(*, purchases: str = "purchase_history_length") -> list[Transform]:
+    """The customer segments of redfeat's original prototype, as built-ins: age_group,
+    income_category, credit_category, purchase_frequency, spending_level (bucketized) and
+    normalized_income (min-max). Used by the demo; also a worked example."""
+    return [
+        bucketize(
+            "age", [25, 35, 55], ["young", "young_adult", "adult", "senior"], output="age_group"
+        ),
+        bucketize("income", [30000, 70000], ["low", "medium", "high"], output="income_category"),
+        bucketize(
+            "credit_score",
+            [580, 670, 740],
+            ["poor", "fair", "good", "excellent"],
+            output="credit_category",
+        ),
+        bucketize(
+            purchases,
+            [12, 24],
+            ["occasional", "regular", "frequent"],
+            right=True,
+            output="purchase_frequency",
+        ),
+        bucketize(
+            "avg_order_value",
+            [50, 100],
+            ["low", "medium", "high"],
+            right=True,
+            output="spending_level",
+        ),
+        min_max("income", 30000, 200000, output="normalized_income"),
+    ]

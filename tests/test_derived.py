@@ -11,35 +11,11 @@ import redis
 
 from redfeat import ConfigurationError, FeatureStore, FeatureView, Field, NotFoundError
 from redfeat import types as t
-from redfeat.transforms import bucketize, min_max
+from redfeat.transforms import bucketize, seed_scenario
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
-SEED = [
-    bucketize("age", [25, 35, 55], ["young", "young_adult", "adult", "senior"], output="age_group"),
-    bucketize("income", [30000, 70000], ["low", "medium", "high"], output="income_category"),
-    bucketize(
-        "credit_score",
-        [580, 670, 740],
-        ["poor", "fair", "good", "excellent"],
-        output="credit_category",
-    ),
-    bucketize(
-        "purchase_history_length",
-        [12, 24],
-        ["occasional", "regular", "frequent"],
-        right=True,
-        output="purchase_frequency",
-    ),
-    bucketize(
-        "avg_order_value",
-        [50, 100],
-        ["low", "medium", "high"],
-        right=True,
-        output="spending_level",
-    ),
-    min_max("income", 30000, 200000, output="normalized_income"),
-]
+SEED = seed_scenario()
 
 PROFILE = FeatureView(
     "user_profile",

@@ -672,3 +672,11 @@ def test_spec_is_json() -> None:
     assert cm["params"] == {"mapping": [[1, "one"], [None, "none"]], "default": "other"}
     assert days_since("s", now=NOW).spec()["params"] == {"now": NOW.isoformat()}
     assert _custom().get("amount_x2").spec()["params"] == {"vectorized": True}
+
+
+def test_seed_scenario_helper_matches_the_spec() -> None:
+    from redfeat.transforms import seed_scenario
+
+    assert [t.spec() for t in seed_scenario(purchases="purchase_count")] == [
+        t.spec() for t in seed()
+    ]

@@ -345,7 +345,7 @@ class VectorIndex:
         index: str = "exact",
         M: int = 16,
         ef_construction: int = 200,
-        ef_search: int = 100,
+        ef_search: int = 32,
     ) -> None:
         res = store.registry.get(view)
         fields = {f.name: f for f in res.view.fields}

@@ -1,6 +1,7 @@
 """redfeat: a feature store for machine learning on Redis."""
 
 from . import types
+from .batch import ValidationReport
 from .errors import (
     BackendError,
     ConfigurationError,
@@ -33,6 +34,7 @@ __all__ = [
     "RedfeatError",
     "Status",
     "ValidationError",
+    "ValidationReport",
     "Version",
     "WriteReport",
     "__version__",

@@ -283,3 +283,55 @@ def encode_columns(
                     yield esc, et, payload, None
 
     return items(), n - len(problems), problems
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """What ``store.validate`` found, without writing: every problem, and counts."""
+
+    rows: int
+    valid: int
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self, by: str = "rule") -> dict[str, int]:
+        """Problems counted by "rule", "field" or "row"."""
+        out: dict[str, int] = {}
+        for p in self.problems:
+            key = str(getattr(p, by))
+            out[key] = out.get(key, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "valid": self.valid,
+            "refused": self.rows - self.valid,
+            "by_rule": self.counts("rule"),
+            "by_field": self.counts("field"),
+            "problems": [
+                {
+                    "row": p.row,
+                    "entity": p.entity,
+                    "field": p.field,
+                    "rule": p.rule,
+                    "message": p.message,
+                }
+                for p in self.problems
+            ],
+        }
+
+
+def validate(
+    codec: ViewCodec, rows: Any, *, entity_column: str, event_time_column: str | None
+) -> ValidationReport:
+    """Check rows as write_many would, and report instead of writing."""
+    cols = columns_of(rows)
+    _items, _total, problems = encode_columns(
+        codec, cols, entity_column=entity_column, event_time_column=event_time_column
+    )
+    flat = [p for i in sorted(problems) for p in problems[i]]
+    return ValidationReport(cols.n, cols.n - len(problems), flat)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
+from . import batch as _batch
 from . import derived as _derived
 from . import events as _events
 from . import history as _history
@@ -22,6 +23,7 @@ from . import ingest as _ingest
 from . import offline as _offline
 from . import texts as _texts
 from . import transfer as _transfer
+from .batch import ValidationReport
 from .cache import _MISSING as _CACHE_MISSING
 from .cache import Cache
 from .cache import _copy as _cache_copy
@@ -341,6 +343,21 @@ class FeatureStore:
                 on_error="raise",
                 progress=None,
             )
+
+    def validate(
+        self,
+        view: str,
+        rows: Any,
+        *,
+        entity_column: str = "entity_id",
+        event_time_column: str | None = None,
+    ) -> ValidationReport:
+        """Dry run of write_many: every problem of every row (view, entity, field, rule,
+        value, message), nothing written."""
+        res = self.registry.get(view)
+        return _batch.validate(
+            res.codec, rows, entity_column=entity_column, event_time_column=event_time_column
+        )
 
     def update(
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None

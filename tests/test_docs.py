@@ -47,6 +47,7 @@ def test_public_surface_is_pinned() -> None:
             "RedfeatError",
             "Status",
             "ValidationError",
+            "ValidationReport",
             "Version",
             "WriteReport",
             "__version__",

@@ -12,10 +12,10 @@ from .errors import (
     ValidationError,
 )
 from .history import Version
-from .online import Record, Status, WriteReport
 from .schema import Entity, FeatureView, Field
 from .store import FeatureStore
 from .vectors import Match
+from .writer import Record, Status, WriteReport
 
 __version__ = "0.1.0"
 

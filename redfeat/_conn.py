@@ -18,6 +18,8 @@ from typing import Any
 import redis
 from hiredis import pack_command
 
+from .errors import BackendError
+
 
 def pack(*args: Any) -> bytes:
     """One command in RESP, packed by hiredis (much cheaper than redis-py's packer)."""
@@ -162,3 +164,29 @@ class Script:
                 if on_reply is not None:
                     on_reply(i, results[i])
         return results
+
+
+def detect_capabilities(client: redis.Redis) -> dict[str, Any]:
+    """Server name and version, and which optional commands it has (no module required)."""
+    try:
+        info = client.info("server")
+    except redis.RedisError as exc:
+        raise BackendError(f"cannot read server info: {exc}") from exc
+    name = str(info.get("server_name") or "redis")
+    version = str(info.get("valkey_version") or info.get("redis_version") or "0")
+    caps: dict[str, Any] = {"server": name, "version": version}
+
+    def has(cmd: str) -> bool:
+        # Called without arguments, a known command answers "wrong number of arguments".
+        try:
+            client.execute_command(cmd)  # type: ignore[no-untyped-call]
+        except redis.ResponseError as exc:
+            return "unknown command" not in str(exc).lower()
+        except redis.RedisError:
+            return False
+        return True
+
+    caps["hash_field_expiry"] = has("HEXPIRE")
+    caps["vector_search"] = has("FT.CREATE")
+    caps["timeseries"] = has("TS.ADD")
+    return caps

@@ -12,14 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._time import Duration, duration_us, now_us
+from ._time import Duration, duration_us, now_us, to_us
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .events import ChangeEvent, Subscription
     from .store import FeatureStore
+    from .writer import Record
 
 _MISSING = object()
 
@@ -108,6 +110,41 @@ class Cache:
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
                 self.evictions += 1
+
+    def read_many(
+        self,
+        view: str,
+        ids: list[Any],
+        fetch: Callable[[list[Any]], list[Record]],
+        ttl_us: int | None,
+    ) -> list[Any]:
+        """Values of ``ids``: hits from memory, the rest fetched (one call) and cached, as
+        values or as a known miss, until the view's ttl runs out for them."""
+        out = [self.lookup(view, str(e)) for e in ids]
+        missing = [i for i, hit in enumerate(out) if hit is _MISSING]
+        if missing:
+            filled = self.fill(view, [ids[i] for i in missing], fetch, ttl_us)
+            for i, values in zip(missing, filled, strict=True):
+                out[i] = values
+        return out
+
+    def fill(
+        self,
+        view: str,
+        ids: list[Any],
+        fetch: Callable[[list[Any]], list[Record]],
+        ttl_us: int | None,
+    ) -> list[Any]:
+        """Fetch ``ids`` (known misses) with one call, cache and return copies."""
+        epoch = self.epoch
+        out: list[Any] = []
+        for rec in fetch(ids):
+            expires = 2**62
+            if ttl_us is not None and rec.event_time is not None:
+                expires = to_us(rec.event_time) + ttl_us
+            self.put(view, rec.entity_id, rec.values, expires, epoch)
+            out.append(None if rec.values is None else _copy(rec.values))
+        return out
 
     def invalidate(self, view: str, entity_id: str) -> None:
         key = (view, entity_id)

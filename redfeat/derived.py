@@ -10,12 +10,23 @@ its own registry by name. Code is never stored or executed from data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
 
 from . import transforms as tr
 from .errors import ConfigurationError, NotFoundError
+from .registry import Resolved
 from .schema import FeatureView
+
+if TYPE_CHECKING:
+    from .store import FeatureStore
+
+EVENT_TIME = "__redfeat_event_time"
 
 
 def _out(spec: dict[str, Any]) -> str:
@@ -129,3 +140,102 @@ class Deriver:
         """Derived columns (outputs only) for a pandas frame of source values."""
         outs = [f.name for f in tr.output_fields(self.transforms(view))]
         return tr.derive_frame(self.transforms(view), frame)[outs]
+
+
+# -- how the store keeps derived views in step with their sources ------------------------
+
+
+def writable(store: FeatureStore, view: str) -> tuple[Resolved, list[Resolved]]:
+    """The view and its materialised derived views, once those are known to be computable
+    in this process (a missing custom transform fails before anything is written)."""
+    res = store.registry.get(view)
+    if res.view.on_read:
+        raise ConfigurationError(
+            f"view {view!r} is computed on read from {res.view.source!r}; write that instead"
+        )
+    deps = store.registry.dependents(view)
+    for dep in deps:
+        store.deriver.transforms(dep.view)
+    return res, deps
+
+
+def after_write(store: FeatureStore, deps: list[Resolved], entity_id: Any, version: Any) -> None:
+    """Write the derived views of one new version, with its event time."""
+    if version.id == 0:
+        return  # late data a latest-only view dropped: nothing to derive from
+    for dep in deps:
+        values = store.deriver.values(dep.view, version.values)
+        store.online.write(dep, entity_id, values, version.event_time)
+
+
+def with_event_time(rows: Any) -> tuple[Any, str]:
+    """rows plus a column holding one event time (now) for all of them, and its name: a
+    bulk write and its derived views get the same event time."""
+    now = datetime.now(UTC)
+    mod = type(rows).__module__
+    if mod.startswith("pandas"):
+        return rows.assign(**{EVENT_TIME: now}), EVENT_TIME
+    if mod.startswith("pyarrow"):
+        return rows.append_column(
+            EVENT_TIME, pa.array([now] * rows.num_rows, pa.timestamp("us", tz="UTC"))
+        ), EVENT_TIME
+    return [{**r, EVENT_TIME: now} if isinstance(r, Mapping) else r for r in rows], EVENT_TIME
+
+
+def after_bulk(
+    store: FeatureStore,
+    deps: list[Resolved],
+    rows: Any,
+    entity_column: str,
+    event_time_column: str,
+    report: Any,
+) -> None:
+    """Write the derived views of the rows a bulk write accepted."""
+    frame = _frame(rows)
+    if report.refused:
+        frame = frame.drop(index=frame.index[[i for i, _ in report.refused]])
+    for dep in deps:
+        derived = store.deriver.frame(dep.view, frame)
+        derived.insert(0, entity_column, frame[entity_column].to_numpy())
+        derived.insert(1, event_time_column, frame[event_time_column].to_numpy())
+        store.online.write_many(
+            dep,
+            derived,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            on_error="raise",
+            progress=None,
+        )
+
+
+def read(
+    store: FeatureStore,
+    res: Resolved,
+    ids: list[Any],
+    feats: list[str] | None,
+    as_of: Any,
+    with_meta: bool,
+) -> list[Any]:
+    """An on_read view: read its source, compute the transforms now."""
+    assert res.view.source is not None
+    res.codec.select(feats)  # unknown features: ValidationError
+    rows = store.get_many(res.view.source, ids, as_of=as_of, with_meta=with_meta)
+    out: list[Any] = []
+    for row in rows:
+        values = row.values if with_meta else row
+        derived = None
+        if values is not None:
+            derived = store.deriver.values(res.view, values)
+            if feats is not None:
+                derived = {f: derived[f] for f in feats}
+        out.append(dataclasses.replace(row, values=derived) if with_meta else derived)
+    return out
+
+
+def _frame(rows: Any) -> Any:
+    mod = type(rows).__module__
+    if mod.startswith("pandas"):
+        return rows.reset_index(drop=True)
+    if mod.startswith("pyarrow"):
+        return rows.to_pandas()
+    return pd.DataFrame(list(rows))

@@ -18,7 +18,7 @@ from ._conn import Direct, pack
 from ._time import MAX_US, MIN_US, from_us, now_us, to_us
 from .arrowio import empty_versions, versions_table
 from .codec import Reader, decode
-from .errors import BackendError, Problem, ValidationError
+from .errors import BackendError, NotFoundError, Problem, ValidationError
 from .keys import Keys, escape_id
 from .registry import Resolved
 
@@ -306,3 +306,20 @@ def diff_values(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         if v is not None and old.get(k) is not None and not _same(old[k], v)
     }
     return {"added": added, "removed": removed, "modified": modified}
+
+
+def version_at(client: redis.Redis, keys: Keys, res: Resolved, entity: str, ref: Any) -> Version:
+    """A version by id (int), or the one in force at a time (as-of, ttl not applied)."""
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        found = find_version(client, keys, res, entity, ref)
+        if found is None:
+            raise NotFoundError(
+                f"view {res.name!r}, entity {entity!r}: no version {ref} (never written, or "
+                "trimmed by the view's history setting)"
+            )
+        return found
+    at = as_of_us(res.name, ref)
+    (found_at,) = get_many_as_of(client, keys, res, [entity], at, res.codec.reader, apply_ttl=False)
+    if found_at is None:
+        raise NotFoundError(f"view {res.name!r}, entity {entity!r}: no version as of {ref!r}")
+    return found_at

@@ -33,9 +33,15 @@ class Wanted:
 
 
 def plan(
-    features: Sequence[str], resolve: Callable[[str], Resolved], full_feature_names: bool
+    features: Sequence[str],
+    resolve: Callable[[str], Resolved],
+    full_feature_names: bool,
+    *,
+    purpose: str = "a training frame",
+    on_read_ok: bool = False,
 ) -> list[Wanted]:
-    """Group "view:feature" references by view and name the output columns."""
+    """Group "view:feature" references by view and name the output columns (shared by
+    training frames and store.get_features)."""
     if isinstance(features, str) or not features:
         raise ConfigurationError("features must be a non-empty list like ['view:feature', ...]")
     by_view: dict[str, list[str]] = {}
@@ -44,13 +50,19 @@ def plan(
         if not sep or not feat:
             raise ConfigurationError(f"feature reference {ref!r} must look like 'view:feature'")
         by_view.setdefault(view, []).append(feat)
+    resolved = {view: resolve(view) for view in by_view}
+    entities = {res.view.entity for res in resolved.values()}
+    if len(entities) > 1:
+        raise ConfigurationError(
+            f"{purpose} reads views of one entity; these views mix entities {sorted(entities)}"
+        )
     wanted: list[Wanted] = []
     seen: dict[str, str] = {}
     problems: list[Problem] = []
     for view, feats in by_view.items():
-        res = resolve(view)
+        res = resolved[view]
         res.codec.select(feats)  # unknown features: ValidationError naming them
-        if res.view.on_read:
+        if res.view.on_read and not on_read_ok:
             raise ConfigurationError(
                 f"view {view!r} is computed on read and keeps no versions; for training "
                 "frames define it materialised (on_read=False), or ask for its source's "
@@ -76,11 +88,6 @@ def plan(
         wanted.append(Wanted(res, feats, outs))
     if problems:
         raise ValidationError(problems, outcome="nothing was read")
-    entities = {w.res.view.entity for w in wanted}
-    if len(entities) > 1:
-        raise ConfigurationError(
-            f"a training frame joins views of one entity; these views mix {sorted(entities)}"
-        )
     return wanted
 
 

@@ -3,43 +3,41 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import functools
 import os
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import redis
 
 from . import batch as _batch
 from . import derived as _derived
 from . import events as _events
+from . import features as _features
 from . import history as _history
 from . import ingest as _ingest
 from . import offline as _offline
 from . import texts as _texts
 from . import transfer as _transfer
+from ._conn import detect_capabilities
 from .batch import ValidationReport
 from .cache import _MISSING as _CACHE_MISSING
 from .cache import Cache
-from .cache import _copy as _cache_copy
 from .codec import normalize_id
 from .embedded import EmbeddedServer, ServerInfo
-from .errors import BackendError, ConfigurationError, NotFoundError, Problem, ValidationError
+from .errors import BackendError, ConfigurationError, NotFoundError
 from .events import ChangeEvent, Subscription
 from .history import Version
-from .keys import Keys, escape_id
+from .keys import Keys
 from .offlinelog import OfflineLog
-from .online import Online, Progress, Record, WriteReport
+from .online import Online, Progress
 from .registry import Registry, Resolved
 from .schema import Entity, FeatureView, Field
 from .transforms import TransformRegistry
-from .types import Vector
 from .vectors import Match, VectorIndex
+from .writer import Record, Status, WriteReport
 
 
 def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> None:
@@ -114,7 +112,7 @@ class FeatureStore:
         self.offline: OfflineLog | None = None
         if offline_dir is not None:
             self.offline = OfflineLog(offline_dir)
-            self.online.log = self._log_versions
+            self.online.log = functools.partial(_transfer.log_versions, self.offline)
 
     @classmethod
     def from_url(
@@ -166,7 +164,7 @@ class FeatureStore:
     def capabilities(self) -> dict[str, Any]:
         """What the server offers (server name and version, optional commands, modules)."""
         if self._caps is None:
-            self._caps = _detect(self.client)
+            self._caps = detect_capabilities(self.client)
         return self._caps
 
     # -- definitions --------------------------------------------------------------------
@@ -234,10 +232,9 @@ class FeatureStore:
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Write one version of an entity's features (event_time: datetime or epoch s; now)."""
-        res = self._writable(view)
+        res, deps = _derived.writable(self, view)
         version = self.online.write(res, entity_id, values, event_time)
-        self._forget(res, [entity_id])
-        self._derive(res, entity_id, version)
+        self._after_write(res, deps, entity_id, version)
         return version
 
     def write_many(
@@ -265,14 +262,12 @@ class FeatureStore:
         # A bulk write checks for definitions changed elsewhere first (one cheap read), so
         # that it never encodes rows with a layout another process has just replaced.
         self.registry.refresh()
-        res = self._writable(view)
-        deps = self.registry.dependents(view)
+        res, deps = _derived.writable(self, view)
         frame_like = type(rows).__module__.split(".")[0] in ("pandas", "pyarrow")
         if deps and not isinstance(rows, list) and not frame_like:
             rows = list(rows)  # read twice: for the source, then for its derived views
         if deps and event_time_column is None:
-            # derived views get the same event time as their source rows
-            rows, event_time_column = _with_event_time(rows), "__redfeat_event_time"
+            rows, event_time_column = _derived.with_event_time(rows)
         report = self.online.write_many(
             res,
             rows,
@@ -282,67 +277,25 @@ class FeatureStore:
             progress=progress,
         )
         if deps and event_time_column is not None:
-            self._derive_many(deps, rows, entity_column, event_time_column, report)
-        if self.cache is not None:
-            self.cache.clear(view)  # cheaper than finding each written id here
-            for dep in deps:
-                self.cache.clear(dep.name)
+            _derived.after_bulk(self, deps, rows, entity_column, event_time_column, report)
+        self._clear_cached(view, deps)
         return report
 
-    def _writable(self, view: str) -> Resolved:
-        """The view, once its derived views are known to be computable in this process
-        (a missing custom transform fails before anything is written)."""
-        res = self.registry.get(view)
-        if res.view.on_read:
-            raise ConfigurationError(
-                f"view {view!r} is computed on read from {res.view.source!r}; write that instead"
-            )
-        for dep in self.registry.dependents(view):
-            self.deriver.transforms(dep.view)
-        return res
-
-    def _forget(self, res: Resolved, entity_ids: Iterable[Any]) -> None:
-        """Drop this store's cached values of entities it just wrote (no waiting for the
-        event to come back)."""
-        if self.cache is not None:
-            ids = [str(e) for e in entity_ids]
-            for name in [res.name, *(d.name for d in self.registry.dependents(res.name))]:
-                for e in ids:
-                    self.cache.invalidate(name, e)
-
-    def _derive(self, res: Resolved, entity_id: Any, version: Version) -> None:
-        """Materialise the derived views of ``res`` for one new version."""
-        if version.id == 0:
-            return  # late data a latest-only view dropped: nothing to derive from
-        for dep in self.registry.dependents(res.name):
-            values = self.deriver.values(dep.view, version.values)
-            self.online.write(dep, entity_id, values, version.event_time)
-
-    def _derive_many(
-        self,
-        deps: list[Resolved],
-        rows: Any,
-        entity_column: str,
-        event_time_column: str,
-        report: WriteReport,
+    def _after_write(
+        self, res: Resolved, deps: list[Resolved], entity_id: Any, version: Version
     ) -> None:
-        import pandas as pd
+        """Forget cached values of the entity (here and in derived views) and write the
+        derived views."""
+        if self.cache is not None:
+            for name in [res.name, *(d.name for d in deps)]:
+                self.cache.invalidate(name, str(entity_id))
+        _derived.after_write(self, deps, entity_id, version)
 
-        frame = _frame(rows)
-        if report.refused:
-            frame = frame.drop(index=frame.index[[i for i, _ in report.refused]])
-        for dep in deps:
-            derived = self.deriver.frame(dep.view, frame)
-            derived.insert(0, entity_column, frame[entity_column].to_numpy())
-            derived.insert(1, event_time_column, frame[event_time_column].to_numpy())
-            self.online.write_many(
-                dep,
-                pd.DataFrame(derived),
-                entity_column=entity_column,
-                event_time_column=event_time_column,
-                on_error="raise",
-                progress=None,
-            )
+    def _clear_cached(self, view: str, deps: list[Resolved]) -> None:
+        # after a bulk write: cheaper than finding each written id
+        if self.cache is not None:
+            for name in [view, *(d.name for d in deps)]:
+                self.cache.clear(name)
 
     def validate(
         self,
@@ -363,10 +316,9 @@ class FeatureStore:
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
-        res = self._writable(view)
+        res, deps = _derived.writable(self, view)
         version = self.online.update(res, entity_id, values, event_time)
-        self._forget(res, [entity_id])
-        self._derive(res, entity_id, version)
+        self._after_write(res, deps, entity_id, version)
         return version
 
     def increment(
@@ -378,21 +330,22 @@ class FeatureStore:
         event_time: Any = None,
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
-        res = self._writable(view)
+        res, deps = _derived.writable(self, view)
         version = self.online.increment(res, entity_id, deltas, event_time)
-        self._forget(res, [entity_id])
-        self._derive(res, entity_id, version)
+        self._after_write(res, deps, entity_id, version)
         return version
 
     def delete(self, view: str, entity_id: str | int) -> bool:
         """Remove an entity's latest value and history (and its derived views' values).
         True if anything was there."""
         res = self.registry.get(view)
-        for dep in self.registry.dependents(view):
+        deps = self.registry.dependents(view)
+        for dep in deps:
             self.online.delete(dep, entity_id)
-            self._forget(dep, [entity_id])
         gone = self.online.delete(res, entity_id)
-        self._forget(res, [entity_id])
+        if self.cache is not None:
+            for name in [view, *(d.name for d in deps)]:
+                self.cache.invalidate(name, str(entity_id))
         return gone
 
     def delete_view(self, view: str, *, keep_definition: bool = False) -> int:
@@ -428,8 +381,9 @@ class FeatureStore:
             if hit is not _CACHE_MISSING:
                 return hit  # type: ignore[no-any-return]
             res = self.registry.get(view)
-            if not res.view.on_read:
-                return self._fill(res, [entity_id])[0]  # type: ignore[no-any-return]
+            if not res.view.on_read:  # a known miss: fetch and cache it
+                fetch = self._fetch_records(res)
+                return self.cache.fill(view, [entity_id], fetch, res.view.ttl_us)[0]  # type: ignore[no-any-return]
         return self.get_many(view, [entity_id], features=features, as_of=as_of)[0]  # type: ignore[no-any-return]
 
     def get_many(
@@ -450,9 +404,9 @@ class FeatureStore:
         ids = list(entity_ids)
         feats = None if features is None else list(features)
         if res.view.on_read:
-            return self._read_derived(res, ids, feats, as_of, with_meta)
+            return _derived.read(self, res, ids, feats, as_of, with_meta)
         if as_of is None and self.cache is not None and feats is None and not with_meta:
-            return self._cached_many(res, ids)
+            return self._cached_read(res, ids)
         if as_of is None:
             return self.online.get_many(res, ids, feats, with_meta)
         at = _history.as_of_us(view, as_of)
@@ -461,7 +415,6 @@ class FeatureStore:
         versions = _history.get_many_as_of(self.client, self.keys, res, ents, at, readers)
         if not with_meta:
             return [None if v is None else v.values for v in versions]
-        from .online import Status
 
         return [
             Record(e, Status.MISSING, None, None)
@@ -470,58 +423,12 @@ class FeatureStore:
             for e, v in zip(ents, versions, strict=True)
         ]
 
-    def _cached_many(self, res: Resolved, ids: list[Any]) -> list[Any]:
-        assert self.cache is not None
-        out: list[Any] = []
-        missing: list[int] = []
-        for i, e in enumerate(ids):
-            hit = self.cache.lookup(res.name, str(e))
-            out.append(hit)
-            if hit is _CACHE_MISSING:
-                missing.append(i)
-        if missing:
-            for i, values in zip(missing, self._fill(res, [ids[i] for i in missing]), strict=True):
-                out[i] = values
-        return out
+    def _fetch_records(self, res: Resolved) -> Callable[[list[Any]], list[Record]]:
+        return lambda ids: self.online.get_many(res, ids, None, True)
 
-    def _fill(self, res: Resolved, ids: list[Any]) -> list[Any]:
-        """Read from Redis and cache (values, or None for a miss) until the view's ttl."""
+    def _cached_read(self, res: Resolved, ids: list[Any]) -> list[Any]:
         assert self.cache is not None
-        epoch = self.cache.epoch
-        records = self.online.get_many(res, ids, None, True)
-        ttl = res.view.ttl_us
-        out: list[Any] = []
-        for rec in records:
-            expires = 2**62
-            if ttl is not None and rec.event_time is not None:
-                expires = _history.as_of_us(res.name, rec.event_time) + ttl
-            self.cache.put(res.name, rec.entity_id, rec.values, expires, epoch)
-            out.append(None if rec.values is None else _cache_copy(rec.values))  # copies
-        return out
-
-    def _read_derived(
-        self,
-        res: Resolved,
-        ids: list[Any],
-        feats: list[str] | None,
-        as_of: Any,
-        with_meta: bool,
-    ) -> list[Any]:
-        """An on_read view: read its source, compute the transforms now."""
-        src = res.view.source
-        assert src is not None
-        res.codec.select(feats)  # unknown features: ValidationError
-        rows = self.get_many(src, ids, as_of=as_of, with_meta=with_meta)
-        out: list[Any] = []
-        for row in rows:
-            values = row.values if with_meta else row
-            derived = None
-            if values is not None:
-                derived = self.deriver.values(res.view, values)
-                if feats is not None:
-                    derived = {f: derived[f] for f in feats}
-            out.append(dataclasses.replace(row, values=derived) if with_meta else derived)
-        return out
+        return self.cache.read_many(res.name, ids, self._fetch_records(res), res.view.ttl_us)
 
     def get_features(
         self,
@@ -540,94 +447,15 @@ class FeatureStore:
         Vector feature into ``name_0 .. name_{d-1}``; ``as_numpy`` returns one float64 2-D
         array (rows: entities, columns: features, vectors flattened; missing = NaN).
         """
-        ids = list(entity_ids)
-        by_view: dict[str, list[str]] = {}
-        for ref in features:
-            view, sep, feat = ref.partition(":")
-            if not sep or not feat:
-                raise ConfigurationError(f"feature reference {ref!r} must look like 'view:feature'")
-            by_view.setdefault(view, []).append(feat)
-        resolved = {v: self.registry.get(v) for v in by_view}
-        entities = {r.view.entity for r in resolved.values()}
-        if len(entities) > 1:
-            raise ConfigurationError(
-                "get_features reads views of one entity; "
-                f"these views mix entities {sorted(entities)}"
-            )
-        columns: list[tuple[str, str, str]] = []  # (view, feature, output name)
-        seen: dict[str, str] = {}
-        for view, feats in by_view.items():
-            for f in feats:
-                out = f"{view}__{f}" if full_feature_names else f
-                if out in seen:
-                    raise ValidationError(
-                        [
-                            Problem(
-                                view,
-                                None,
-                                f,
-                                "ambiguous_feature",
-                                f,
-                                f"feature {f!r} is requested from views {seen[out]!r} and "
-                                f"{view!r}; pass full_feature_names=True",
-                            )
-                        ],
-                        outcome="nothing was read",
-                    )
-                seen[out] = view
-                columns.append((view, f, out))
-        name = next(iter(resolved)) if resolved else ""
-        ents = [normalize_id(name, e, i) for i, e in enumerate(ids)]
-        per_view: dict[str, list[Any]] = {}
-        try:
-            pipe: Any = self.client.pipeline(transaction=False)
-            for view in resolved:
-                pipe.execute_command("MGET", *[self.keys.latest(view, escape_id(e)) for e in ents])
-            replies = pipe.execute() if ents else [[] for _ in resolved]
-        except redis.RedisError as exc:
-            raise BackendError(f"get_features: read failed: {exc}") from exc
-        for (view, res), blobs in zip(resolved.items(), replies, strict=True):
-            if res.view.on_read:  # computed now from its source
-                per_view[view] = self._read_derived(res, ents, by_view[view], None, False)
-                continue
-            readers = res.codec.select(by_view[view])
-            per_view[view] = self.online.decode_latest(res, ents, blobs, readers)
-        rows: list[dict[str, Any]] = []
-        for i in range(len(ents)):
-            row: dict[str, Any] = {}
-            for view, f, out in columns:
-                vals = per_view[view][i]
-                row[out] = None if vals is None else vals[f]
-            rows.append(row)
-        names = [c[2] for c in columns]
-        if flatten_vectors or as_numpy:
-            dims: dict[str, int] = {}
-            for view, f, out in columns:
-                dtype = resolved[view].codec.fields[f].dtype
-                if isinstance(dtype, Vector):
-                    dims[out] = dtype.dim
-            names = [
-                n
-                for out in names
-                for n in ([f"{out}_{i}" for i in range(dims[out])] if out in dims else [out])
-            ]
-            rows = [_flatten(row, dims) for row in rows]
-        if as_numpy:
-            import numpy as np
-
-            def num(v: Any) -> float:
-                return float("nan") if v is None or isinstance(v, str) else float(v)
-
-            return np.array([[num(r[n]) for n in names] for r in rows], dtype=np.float64).reshape(
-                len(rows), len(names)
-            )
-        if not as_frame:
-            return rows
-        import pandas as pd
-
-        frame = pd.DataFrame(rows, columns=names)
-        frame.insert(0, "entity_id", ents)
-        return frame
+        return _features.get_features(
+            self,
+            entity_ids,
+            features,
+            as_frame=as_frame,
+            full_feature_names=full_feature_names,
+            flatten_vectors=flatten_vectors,
+            as_numpy=as_numpy,
+        )
 
     def history(self, view: str, entity_id: str | int, *, limit: int = 10) -> list[Version]:
         """Stored versions of one entity, newest event time first."""
@@ -763,25 +591,9 @@ class FeatureStore:
         ``{"added": {f: new}, "removed": {f: old}, "modified": {f: (old, new)}}``."""
         res = self.registry.get(view)
         ent = normalize_id(view, entity_id)
-        old, new = self._version_at(res, ent, a), self._version_at(res, ent, b)
+        old = _history.version_at(self.client, self.keys, res, ent, a)
+        new = _history.version_at(self.client, self.keys, res, ent, b)
         return _history.diff_values(old.values, new.values)
-
-    def _version_at(self, res: Resolved, ent: str, ref: Any) -> Version:
-        if isinstance(ref, int) and not isinstance(ref, bool):
-            found = _history.find_version(self.client, self.keys, res, ent, ref)
-            if found is None:
-                raise NotFoundError(
-                    f"view {res.name!r}, entity {ent!r}: no version {ref} (never written, or "
-                    "trimmed by the view's history setting)"
-                )
-            return found
-        at = _history.as_of_us(res.name, ref)
-        (found_at,) = _history.get_many_as_of(
-            self.client, self.keys, res, [ent], at, res.codec.reader, apply_ttl=False
-        )
-        if found_at is None:
-            raise NotFoundError(f"view {res.name!r}, entity {ent!r}: no version as of {ref!r}")
-        return found_at
 
     def training_frame(
         self,
@@ -831,20 +643,9 @@ class FeatureStore:
     ) -> Any:
         """Every stored version (Redis history, plus the offline log when configured) of some
         entities (all when None) with event time in [start, end], as a pyarrow.Table."""
-        res = self.registry.get(view)
         lo = start if _us or start is None else _history.as_of_us(view, start)
         hi = end if _us or end is None else _history.as_of_us(view, end)
-        if entity_ids is None:
-            ents = _transfer.entities_of(self.client, self.keys, res)
-        else:
-            ents = [normalize_id(view, e, i) for i, e in enumerate(entity_ids)]
-        table = self.dumper.versions(res, ents, start_us=lo, end_us=hi, progress=progress)
-        if self.offline is not None:
-            logged = self.offline.scan(res.view, start_us=lo, end_us=hi)
-            if entity_ids is not None and logged.num_rows:
-                logged = logged.filter(pc.is_in(logged["entity_id"], pa.array(ents, pa.string())))
-            table = _transfer.dedupe(pa.concat_tables([table, logged]))
-        return table
+        return _transfer.versions(self, view, entity_ids, lo, hi, progress)
 
     def export(
         self,
@@ -857,7 +658,7 @@ class FeatureStore:
     ) -> int:
         """Write every version of a view with event time in [start, end] to one Parquet file
         (atomically). Returns the number of versions written."""
-        table = _transfer.dedupe(self.versions(view, start=start, end=end, progress=progress))
+        table = self.versions(view, start=start, end=end, progress=progress)
         _transfer.write_parquet(table, path)
         return int(table.num_rows)
 
@@ -873,109 +674,14 @@ class FeatureStore:
     ) -> WriteReport:
         """Backfill historical versions (history and offline log). Latest values only move
         forward: a row older than an entity's latest lands in history. All or nothing."""
-        res = self.registry.get(view)
-        items, total = _transfer.backfill_items(
-            res,
+        report = _transfer.import_frame(
+            self,
+            view,
             frame,
             entity_column=entity_column,
             event_time_column=event_time_column,
             written_at_column=written_at_column,
+            progress=progress,
         )
-        done = 0
-
-        def step(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress is not None:
-                progress(done, total)
-
-        mode = 0 if written_at_column is None else 2
-        flat = self.online.run_logged(
-            res, items, mode=mode, progress=step, fields=list(res.codec.fields)
-        )
-        report = _transfer.report_from(flat, [])
-        deps = self.registry.dependents(view)
-        if deps:
-            self._derive_many(deps, frame, entity_column, event_time_column, report)
-        if self.cache is not None:
-            self.cache.clear(view)
-            for dep in deps:
-                self.cache.clear(dep.name)
+        self._clear_cached(view, self.registry.dependents(view))
         return report
-
-    def _log_versions(
-        self,
-        res: Resolved,
-        entities: list[str],
-        ets: list[int],
-        ids: list[int],
-        payloads: list[bytes],
-    ) -> None:
-        from .arrowio import versions_table
-        from .codec import decode
-
-        assert self.offline is not None
-        table = versions_table(
-            res.view, res.codec.slots, entities, ets, ids, [decode(p) for p in payloads]
-        )
-        self.offline.append(res.view, table)
-
-
-def _flatten(row: dict[str, Any], dims: dict[str, int]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if k in dims:
-            for i in range(dims[k]):
-                out[f"{k}_{i}"] = None if v is None else float(v[i])
-        else:
-            out[k] = v
-    return out
-
-
-def _with_event_time(rows: Any) -> Any:
-    """rows plus a column holding one event time (now) for all of them."""
-    now = datetime.now(UTC)
-    mod = type(rows).__module__
-    if mod.startswith("pandas"):
-        return rows.assign(__redfeat_event_time=now)
-    if mod.startswith("pyarrow"):
-        return rows.append_column(
-            "__redfeat_event_time", pa.array([now] * rows.num_rows, pa.timestamp("us", tz="UTC"))
-        )
-    return [{**r, "__redfeat_event_time": now} if isinstance(r, Mapping) else r for r in rows]
-
-
-def _frame(rows: Any) -> Any:
-    import pandas as pd
-
-    mod = type(rows).__module__
-    if mod.startswith("pandas"):
-        return rows.reset_index(drop=True)
-    if mod.startswith("pyarrow"):
-        return rows.to_pandas()
-    return pd.DataFrame(list(rows))
-
-
-def _detect(client: redis.Redis) -> dict[str, Any]:
-    try:
-        info = client.info("server")
-    except redis.RedisError as exc:
-        raise BackendError(f"cannot read server info: {exc}") from exc
-    name = str(info.get("server_name") or "redis")
-    version = str(info.get("valkey_version") or info.get("redis_version") or "0")
-    caps: dict[str, Any] = {"server": name, "version": version}
-
-    def has(cmd: str) -> bool:
-        # Called without arguments, a known command answers "wrong number of arguments".
-        try:
-            client.execute_command(cmd)  # type: ignore[no-untyped-call]
-        except redis.ResponseError as exc:
-            return "unknown command" not in str(exc).lower()
-        except redis.RedisError:
-            return False
-        return True
-
-    caps["hash_field_expiry"] = has("HEXPIRE")
-    caps["vector_search"] = has("FT.CREATE")
-    caps["timeseries"] = has("TS.ADD")
-    return caps

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import redis
 
+from . import derived
 from ._time import from_us, to_us
+from .arrowio import versions_table
 from .batch import columns_of, encode_columns
+from .codec import decode, normalize_id
 from .errors import BackendError, ConfigurationError, Problem, ValidationError
 from .keys import Keys, unescape_id
-from .online import WriteReport, tally
 from .registry import Resolved
+from .writer import WriteReport, tally
+
+if TYPE_CHECKING:
+    from .offlinelog import OfflineLog
+    from .store import FeatureStore
 
 
 def entities_of(
@@ -111,3 +118,82 @@ def backfill_items(
 
 def report_from(flat: list[int], refused: list[tuple[int, ValidationError]]) -> WriteReport:
     return tally(WriteReport(refused=refused), flat)
+
+
+# -- the store's verbs for moving versions -------------------------------------------------
+
+
+def versions(
+    store: FeatureStore,
+    view: str,
+    entity_ids: Iterable[str | int] | None,
+    lo: int | None,
+    hi: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> pa.Table:
+    """Redis history plus the offline log (when configured), one row per version."""
+    res = store.registry.get(view)
+    if entity_ids is None:
+        ents = entities_of(store.client, store.keys, res)
+    else:
+        ents = [normalize_id(view, e, i) for i, e in enumerate(entity_ids)]
+    table = store.dumper.versions(res, ents, start_us=lo, end_us=hi, progress=progress)
+    if store.offline is not None:
+        logged = store.offline.scan(res.view, start_us=lo, end_us=hi)
+        if entity_ids is not None and logged.num_rows:
+            logged = logged.filter(pc.is_in(logged["entity_id"], pa.array(ents, pa.string())))
+        table = dedupe(pa.concat_tables([table, logged]))
+    return table
+
+
+def import_frame(
+    store: FeatureStore,
+    view: str,
+    frame: Any,
+    *,
+    entity_column: str,
+    event_time_column: str,
+    written_at_column: str | None,
+    progress: Callable[[int, int], None] | None,
+) -> WriteReport:
+    """See FeatureStore.import_frame."""
+    res = store.registry.get(view)
+    deps = store.registry.dependents(view)
+    items, total = backfill_items(
+        res,
+        frame,
+        entity_column=entity_column,
+        event_time_column=event_time_column,
+        written_at_column=written_at_column,
+    )
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    mode = 0 if written_at_column is None else 2
+    flat = store.online.run_logged(
+        res, items, mode=mode, progress=step, fields=list(res.codec.fields)
+    )
+    report = report_from(flat, [])
+    if deps:
+        derived.after_bulk(store, deps, frame, entity_column, event_time_column, report)
+    return report
+
+
+def log_versions(
+    offline: OfflineLog,
+    res: Resolved,
+    entities: list[str],
+    ets: list[int],
+    ids: list[int],
+    payloads: list[bytes],
+) -> None:
+    """Append new versions (as the write step stored them) to the offline log."""
+    table = versions_table(
+        res.view, res.codec.slots, entities, ets, ids, [decode(p) for p in payloads]
+    )
+    offline.append(res.view, table)

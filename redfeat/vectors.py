@@ -37,8 +37,8 @@ from .transfer import entities_of
 
 if TYPE_CHECKING:
     from .events import ChangeEvent, Subscription
-    from .online import Record
     from .store import FeatureStore
+    from .writer import Record
 
 __all__ = ["Match", "VectorIndex"]
 

@@ -14,12 +14,8 @@ import redis
 
 from . import batch as _batch
 from . import derived as _derived
-from . import events as _events
 from . import features as _features
 from . import history as _history
-from . import ingest as _ingest
-from . import offline as _offline
-from . import texts as _texts
 from . import transfer as _transfer
 from ._conn import detect_capabilities
 from .batch import ValidationReport
@@ -28,7 +24,6 @@ from .cache import Cache
 from .codec import normalize_id
 from .embedded import EmbeddedServer, ServerInfo
 from .errors import BackendError, ConfigurationError, NotFoundError
-from .events import ChangeEvent, Subscription
 from .history import Version
 from .keys import Keys
 from .offlinelog import OfflineLog
@@ -36,7 +31,10 @@ from .online import Online, Progress
 from .registry import Registry, Resolved
 from .schema import Entity, FeatureView, Field
 from .transforms import TransformRegistry
-from .vectors import Match, VectorIndex
+from .vectors import VectorIndex
+from .verbs_live import LiveVerbs
+from .verbs_search import SearchVerbs
+from .verbs_training import TrainingVerbs
 from .writer import Record, Status, WriteReport
 
 
@@ -48,7 +46,7 @@ def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> N
         server.stop(only_if_unused_by=name)
 
 
-class FeatureStore:
+class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
     """Typed, versioned features on Redis.
 
     ``FeatureStore()`` starts (or attaches to) a private server under ``./.redfeat``;
@@ -474,214 +472,3 @@ class FeatureStore:
             f"view {view!r}, entity {entity_id!r}: no version {version_id} "
             "(never written, or trimmed by the view's history setting)"
         )
-
-    # -- change events ------------------------------------------------------------------
-
-    def changes(
-        self, view: str, *, since: str | None = None, limit: int = 1000
-    ) -> tuple[list[ChangeEvent], str | None]:
-        """Change events of a view after the cursor ``since`` (None: the oldest kept), and
-        the cursor to resume from. The feed lives in Redis, so the cursor survives
-        restarts; it keeps about ``feed_cap`` write calls."""
-        self.registry.get(view)
-        return _events.changes(self.client, self.keys, view, since, limit)
-
-    def subscribe(
-        self,
-        view: str | Iterable[str] | None = None,
-        entity_ids: Iterable[str | int] | None = None,
-    ) -> Subscription:
-        """Live change events of one view, several, or all (None), optionally only for
-        some entities. Iterate it, ``async for`` it, or ``sub.on_event(callback)``."""
-        views = None if view is None else [view] if isinstance(view, str) else list(view)
-        for v in views or []:
-            self.registry.get(v)
-        ids = None if entity_ids is None else [str(e) for e in entity_ids]
-        known = [v.name for v in self.registry.views()] if views is None else []
-        return Subscription(self.client, self.keys, views, ids, known)
-
-    # -- similarity search -------------------------------------------------------------
-
-    def similar(
-        self,
-        view: str,
-        field: str,
-        query: Any,
-        *,
-        k: int = 10,
-        where: Mapping[str, Any] | None = None,
-        include_values: bool = False,
-        index: str = "exact",
-        **index_options: int,
-    ) -> list[Match]:
-        """Nearest entities to ``query`` by a Vector field, best first (ties by entity id).
-
-        ``where`` filters on other fields: ``{"segment": "premium"}``, ``{"segment": ["a",
-        "b"]}``, ``{"age": (25, 40)}`` (inclusive, None = open). The first call builds an
-        in-process index (``index="exact"`` or ``"hnsw"``) from Redis; change events keep
-        it current (a write is searchable within milliseconds). ``index_options`` (M,
-        ef_construction, ef_search) tune hnsw when its index is first built: a lower
-        ef_search is faster and less exact (see bench/RESULTS.md)."""
-        key = (view, field, index)
-        idx = self._indexes.get(key)
-        if idx is None:
-            idx = VectorIndex(self, view, field, index=index, **index_options)
-            idx.build()
-            self._indexes[key] = idx
-        return idx.search(query, k=k, where=where, include_values=include_values)
-
-    def put_text(
-        self,
-        text: str,
-        *,
-        embedding: Any = None,
-        model: str = "default",
-        metadata: Mapping[str, Any] | None = None,
-        max_chars: int = 500,
-    ) -> str:
-        """Store a text (its first ``max_chars`` characters), metadata and embedding (given,
-        or from the store's ``embedder``); returns its id, the sha256 of the text. Storing
-        the same text again keeps one entry."""
-        return _texts.put_text(
-            self, text, embedding=embedding, model=model, metadata=metadata, max_chars=max_chars
-        )
-
-    def similar_texts(
-        self,
-        *,
-        text: str | None = None,
-        embedding: Any = None,
-        k: int = 5,
-        model: str = "default",
-    ) -> list[Match]:
-        """Stored texts nearest to ``text`` (embedded by the store's embedder) or to
-        ``embedding``, best first; values hold text, metadata and embedding."""
-        return _texts.similar_texts(self, text=text, embedding=embedding, k=k, model=model)
-
-    # -- stream ingestion ---------------------------------------------------------------
-
-    def push(
-        self,
-        view: str,
-        rows: Iterable[Mapping[str, Any]],
-        *,
-        event_time_column: str | None = None,
-    ) -> int:
-        """Append raw rows (dicts with an ``entity_id``) to the view's ingest stream, for
-        workers to validate and write. Rows without an event time get the push time."""
-        return _ingest.push(self, view, rows, event_time_column)
-
-    def worker(self, views: Iterable[str] | None = None, **options: Any) -> _ingest.Worker:
-        """A consumer-group worker for the ingest streams of ``views`` (all when None)."""
-        return _ingest.Worker(self, views, **options)
-
-    def run_worker(self, views: Iterable[str] | None = None, **options: Any) -> Any:
-        """Run a worker in this thread until it is stopped (see ``worker``)."""
-        run_opts = {k: options.pop(k) for k in ("max_batches", "until_idle") if k in options}
-        return self.worker(views, **options).run(**run_opts)
-
-    def dead_letters(self, view: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Rows workers refused, with the error."""
-        return _ingest.dead_letters(self, view, limit)
-
-    # -- versions, training data, export and backfill --------------------------------
-
-    def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
-        """What changed between two versions (ids, or datetimes read as-of):
-        ``{"added": {f: new}, "removed": {f: old}, "modified": {f: (old, new)}}``."""
-        res = self.registry.get(view)
-        ent = normalize_id(view, entity_id)
-        old = _history.version_at(self.client, self.keys, res, ent, a)
-        new = _history.version_at(self.client, self.keys, res, ent, b)
-        return _history.diff_values(old.values, new.values)
-
-    def training_frame(
-        self,
-        entity_df: Any,
-        features: Sequence[str],
-        *,
-        entity_column: str = "entity_id",
-        event_time_column: str = "event_time",
-        full_feature_names: bool = False,
-        filter_by_written_at: bool = False,
-        as_arrow: bool = False,
-        progress: Callable[[str, int, int], None] | None = None,
-    ) -> Any:
-        """Point-in-time correct features for each (entity, timestamp) row of entity_df.
-
-        For each row and view: the version with the greatest event_time <= the row's time
-        (and >= time - ttl when the view has one), ties to the last written; with
-        ``filter_by_written_at`` only versions written by then. Every input row and column is
-        kept in order; no match gives null. Returns pandas (or Arrow with ``as_arrow``).
-        ``progress(view, done, total)`` reports the bulk read of versions.
-        """
-        wanted = _offline.plan(features, self.registry.get, full_feature_names)
-
-        def fetch(w: _offline.Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
-            step = None if progress is None else (lambda d, n: progress(w.res.name, d, n))
-            return self.versions(w.res.name, ents, start=lo, end=hi, _us=True, progress=step)
-
-        return _offline.training_frame(
-            entity_df,
-            wanted,
-            fetch,
-            entity_column=entity_column,
-            event_time_column=event_time_column,
-            filter_by_written_at=filter_by_written_at,
-            as_arrow=as_arrow,
-        )
-
-    def versions(
-        self,
-        view: str,
-        entity_ids: Iterable[str | int] | None = None,
-        *,
-        start: Any = None,
-        end: Any = None,
-        progress: Callable[[int, int], None] | None = None,
-        _us: bool = False,
-    ) -> Any:
-        """Every stored version (Redis history, plus the offline log when configured) of some
-        entities (all when None) with event time in [start, end], as a pyarrow.Table."""
-        lo = start if _us or start is None else _history.as_of_us(view, start)
-        hi = end if _us or end is None else _history.as_of_us(view, end)
-        return _transfer.versions(self, view, entity_ids, lo, hi, progress)
-
-    def export(
-        self,
-        view: str,
-        path: str | os.PathLike[str],
-        *,
-        start: Any = None,
-        end: Any = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> int:
-        """Write every version of a view with event time in [start, end] to one Parquet file
-        (atomically). Returns the number of versions written."""
-        table = self.versions(view, start=start, end=end, progress=progress)
-        _transfer.write_parquet(table, path)
-        return int(table.num_rows)
-
-    def import_frame(
-        self,
-        view: str,
-        frame: Any,
-        *,
-        entity_column: str = "entity_id",
-        event_time_column: str = "event_time",
-        written_at_column: str | None = None,
-        progress: Progress | None = None,
-    ) -> WriteReport:
-        """Backfill historical versions (history and offline log). Latest values only move
-        forward: a row older than an entity's latest lands in history. All or nothing."""
-        report = _transfer.import_frame(
-            self,
-            view,
-            frame,
-            entity_column=entity_column,
-            event_time_column=event_time_column,
-            written_at_column=written_at_column,
-            progress=progress,
-        )
-        self._clear_cached(view, self.registry.dependents(view))
-        return report

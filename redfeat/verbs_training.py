@@ -1,0 +1,140 @@
+"""FeatureStore verbs for training data: diffs, point-in-time frames, export, backfill."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from . import history as _history
+from . import offline as _offline
+from . import transfer as _transfer
+from .codec import normalize_id
+from .writer import WriteReport
+
+if TYPE_CHECKING:
+    import redis
+
+    from .history import Dumper
+    from .keys import Keys
+    from .offlinelog import OfflineLog
+    from .online import Online, Progress
+    from .registry import Registry
+    from .store import FeatureStore
+
+
+class TrainingVerbs:
+    """Mixed into FeatureStore."""
+
+    # provided by FeatureStore
+    client: redis.Redis
+    keys: Keys
+    registry: Registry
+    online: Online
+    dumper: Dumper
+    offline: OfflineLog | None
+
+    def _fs(self) -> FeatureStore:
+        return cast("FeatureStore", self)
+
+    # -- versions, training data, export and backfill --------------------------------
+
+    def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
+        """What changed between two versions (ids, or datetimes read as-of):
+        ``{"added": {f: new}, "removed": {f: old}, "modified": {f: (old, new)}}``."""
+        res = self.registry.get(view)
+        ent = normalize_id(view, entity_id)
+        old = _history.version_at(self.client, self.keys, res, ent, a)
+        new = _history.version_at(self.client, self.keys, res, ent, b)
+        return _history.diff_values(old.values, new.values)
+
+    def training_frame(
+        self,
+        entity_df: Any,
+        features: Sequence[str],
+        *,
+        entity_column: str = "entity_id",
+        event_time_column: str = "event_time",
+        full_feature_names: bool = False,
+        filter_by_written_at: bool = False,
+        as_arrow: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> Any:
+        """Point-in-time correct features for each (entity, timestamp) row of entity_df.
+
+        For each row and view: the version with the greatest event_time <= the row's time
+        (and >= time - ttl when the view has one), ties to the last written; with
+        ``filter_by_written_at`` only versions written by then. Every input row and column is
+        kept in order; no match gives null. Returns pandas (or Arrow with ``as_arrow``).
+        ``progress(view, done, total)`` reports the bulk read of versions.
+        """
+        wanted = _offline.plan(features, self.registry.get, full_feature_names)
+
+        def fetch(w: _offline.Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
+            step = None if progress is None else (lambda d, n: progress(w.res.name, d, n))
+            return self.versions(w.res.name, ents, start=lo, end=hi, _us=True, progress=step)
+
+        return _offline.training_frame(
+            entity_df,
+            wanted,
+            fetch,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            filter_by_written_at=filter_by_written_at,
+            as_arrow=as_arrow,
+        )
+
+    def versions(
+        self,
+        view: str,
+        entity_ids: Iterable[str | int] | None = None,
+        *,
+        start: Any = None,
+        end: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+        _us: bool = False,
+    ) -> Any:
+        """Every stored version (Redis history, plus the offline log when configured) of some
+        entities (all when None) with event time in [start, end], as a pyarrow.Table."""
+        lo = start if _us or start is None else _history.as_of_us(view, start)
+        hi = end if _us or end is None else _history.as_of_us(view, end)
+        return _transfer.versions(self._fs(), view, entity_ids, lo, hi, progress)
+
+    def export(
+        self,
+        view: str,
+        path: str | os.PathLike[str],
+        *,
+        start: Any = None,
+        end: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Write every version of a view with event time in [start, end] to one Parquet file
+        (atomically). Returns the number of versions written."""
+        table = self.versions(view, start=start, end=end, progress=progress)
+        _transfer.write_parquet(table, path)
+        return int(table.num_rows)
+
+    def import_frame(
+        self,
+        view: str,
+        frame: Any,
+        *,
+        entity_column: str = "entity_id",
+        event_time_column: str = "event_time",
+        written_at_column: str | None = None,
+        progress: Progress | None = None,
+    ) -> WriteReport:
+        """Backfill historical versions (history and offline log). Latest values only move
+        forward: a row older than an entity's latest lands in history. All or nothing."""
+        report = _transfer.import_frame(
+            self._fs(),
+            view,
+            frame,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            written_at_column=written_at_column,
+            progress=progress,
+        )
+        self._fs()._clear_cached(view, self.registry.dependents(view))
+        return report

@@ -189,6 +189,14 @@ class Registry:
             )
         return res
 
+    def has(self, name: str) -> bool:
+        """Whether view ``name`` exists (cached; re-read once before saying no)."""
+        try:
+            self.get(name)
+        except NotFoundError:
+            return False
+        return True
+
     def dependents(self, source: str) -> list[Resolved]:
         """Materialised derived views computed from ``source`` (from the cached registry)."""
         self._maybe_refresh()

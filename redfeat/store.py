@@ -172,8 +172,8 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
 
         A view that stops keeping history (``history=0``) has its history keys removed, so
         that turning history on again later never serves versions from before."""
-        before = {v.name: v.history.keeps_versions for v in self.registry.views()}
         known = {v.name: v for v in self.registry.views()}
+        before = {name: v.history.keeps_versions for name, v in known.items()}
         known.update({o.name: o for o in objects if isinstance(o, FeatureView)})
         for obj in objects:
             if isinstance(obj, FeatureView) and obj.source is not None:

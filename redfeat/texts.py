@@ -64,7 +64,7 @@ def put_text(
     vec = _embed(store.embedder, text, embedding)
     if vec.ndim != 1 or not vec.size:
         raise ConfigurationError(f"an embedding must be a 1-D vector, got shape {vec.shape}")
-    if not any(v.name == view for v in store.views()):
+    if not store.registry.has(view):
         store.apply(
             FeatureView(
                 view,
@@ -107,7 +107,7 @@ def similar_texts(
     if (text is None) == (embedding is None):
         raise ConfigurationError("similar_texts takes text= or embedding=, exactly one")
     view = _view_name(model)
-    if not any(v.name == view for v in store.views()):
+    if not store.registry.has(view):
         raise NotFoundError(f"no texts stored for model {model!r}: call put_text first")
     query = _embed(store.embedder, text or "", embedding)
     matches = store.similar(view, "embedding", query, k=k, include_values=True)

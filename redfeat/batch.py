@@ -7,8 +7,8 @@ re-checked value by value so that every problem is reported with its row and ent
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -122,15 +122,25 @@ def _fast(f: Field, col: list[Any]) -> list[Any] | None:
     return None
 
 
+# Custom checks on checked columns: (entity ids, field -> typed values, problems by row to
+# add refusals to) -> warnings (rows written anyway).
+ColumnCheck = Callable[[list[str], dict[str, list[Any]], dict[int, list[Problem]]], list[Problem]]
+
+
 def encode_columns(
     codec: ViewCodec,
     cols: Columns,
     *,
     entity_column: str,
     event_time_column: str | None,
+    custom: ColumnCheck | None = None,
+    out: dict[str, Any] | None = None,
 ) -> tuple[Iterator[tuple[str, int, bytes, None]], int, dict[int, list[Problem]]]:
     """Validate every row, then return a lazy stream of write items for the valid rows (so
-    that encoding overlaps with the server's work), their count, and problems by row."""
+    that encoding overlaps with the server's work), their count, and problems by row.
+
+    ``custom`` runs custom validators over the typed columns; ``out`` receives ``ids``,
+    ``ets`` (us), ``checked`` (field -> typed values) and ``warnings`` (for profiling)."""
     view = codec.name
     n = cols.n
     problems: dict[int, list[Problem]] = {}
@@ -272,6 +282,11 @@ def encode_columns(
                     refuse(i, Problem(view, ids[i] or None, fname, r.rule, _short(v), r.message, i))
         slot_cols[slot] = good
 
+    checked = {fname: slot_cols[slot] for fname, slot, _n, _c in codec.checks}
+    warnings = custom(ids, checked, problems) if custom is not None else []
+    if out is not None:
+        out.update(ids=ids, ets=ets, checked=checked, warnings=warnings)
+
     def items() -> Iterator[tuple[str, int, bytes, None]]:
         rows = zip(map(escape_id, ids), ets, map(encode, zip(*slot_cols, strict=True)), strict=True)
         if not problems:
@@ -292,6 +307,7 @@ class ValidationReport:
     rows: int
     valid: int
     problems: list[Problem]
+    warnings: list[Problem] = field(default_factory=list)  # rows that would be written anyway
 
     @property
     def ok(self) -> bool:
@@ -312,26 +328,39 @@ class ValidationReport:
             "refused": self.rows - self.valid,
             "by_rule": self.counts("rule"),
             "by_field": self.counts("field"),
-            "problems": [
-                {
-                    "row": p.row,
-                    "entity": p.entity,
-                    "field": p.field,
-                    "rule": p.rule,
-                    "message": p.message,
-                }
-                for p in self.problems
-            ],
+            "problems": [_problem_dict(p) for p in self.problems],
+            "warnings": [_problem_dict(p) for p in self.warnings],
         }
 
 
+def _problem_dict(p: Problem) -> dict[str, Any]:
+    return {
+        "row": p.row,
+        "entity": p.entity,
+        "field": p.field,
+        "rule": p.rule,
+        "message": p.message,
+    }
+
+
 def validate(
-    codec: ViewCodec, rows: Any, *, entity_column: str, event_time_column: str | None
+    codec: ViewCodec,
+    rows: Any,
+    *,
+    entity_column: str,
+    event_time_column: str | None,
+    check: ColumnCheck | None = None,
 ) -> ValidationReport:
     """Check rows as write_many would, and report instead of writing."""
     cols = columns_of(rows)
+    out: dict[str, Any] = {}
     _items, _total, problems = encode_columns(
-        codec, cols, entity_column=entity_column, event_time_column=event_time_column
+        codec,
+        cols,
+        entity_column=entity_column,
+        event_time_column=event_time_column,
+        custom=check,
+        out=out,
     )
     flat = [p for i in sorted(problems) for p in problems[i]]
-    return ValidationReport(cols.n, cols.n - len(problems), flat)
+    return ValidationReport(cols.n, cols.n - len(problems), flat, out.get("warnings", []))

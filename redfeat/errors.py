@@ -45,6 +45,7 @@ class Problem:
     value: Any
     message: str
     row: int | None = None
+    severity: str = "error"  # "warning": reported, the row is written anyway
 
     def __str__(self) -> str:
         where = f"view {self.view!r}"
@@ -54,7 +55,8 @@ class Problem:
             where += f", entity {self.entity!r}"
         if self.field is not None:
             where += f", field {self.field!r}"
-        return f"{where}: {self.message} [rule: {self.rule}]"
+        tag = "rule" if self.severity == "error" else "warning"
+        return f"{where}: {self.message} [{tag}: {self.rule}]"
 
 
 class ValidationError(RedfeatError):

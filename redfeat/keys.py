@@ -7,6 +7,7 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:{<view>|<entity id>}:h   history of one entity (sorted set by event time)
     rf:<project>:feed:<view>              change feed: capped stream of change events
     rf:<project>:events:<view>            pub/sub channel of live change events
+    rf:<project>:q:<view>:...             quality: hourly profiles, counters, baseline
 
 All keys of one (view, entity) share one hash tag, so the atomic write step and the
 time-travel read stay on one cluster slot. Entity ids are percent-escaped so that no id can
@@ -103,3 +104,27 @@ class Keys:
     def entity_from_key(self, key: str) -> str:
         inner = key[key.index("{") + 1 : key.index("}")]
         return unescape_id(inner.split("|", 1)[1])
+
+    # -- quality: profiles, counters, baselines (not per entity: no hash tag needed) ------
+
+    def quality(self, view: str, *parts: str | int) -> str:
+        """``rf:<p>:q:<view>:<parts...>``: profiles (``p:<source>:<hour>``), their index
+        (``hours:<source>``), counters (``c:<hour>``), the baseline (``baseline``)."""
+        return f"{self.prefix}q:{view}:" + ":".join(str(p) for p in parts)
+
+    def quality_pattern(self, view: str) -> str:
+        return f"{self.prefix}q:{view}:*"
+
+    @property
+    def quality_config(self) -> str:
+        return self.prefix + "q:config"
+
+    @property
+    def newest_event(self) -> str:
+        """Sorted set: view -> newest event time written (us)."""
+        return self.prefix + "q:newest"
+
+    @property
+    def last_write(self) -> str:
+        """Sorted set: view -> time of the last write (us)."""
+        return self.prefix + "q:written"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
@@ -19,6 +20,9 @@ from .keys import Keys, escape_id, unescape_id
 from .registry import Resolved
 from .schema import Field
 from .writer import Record, Status, Writer, WriteReport, _Item, tally
+
+if TYPE_CHECKING:
+    from .quality import Quality
 
 CAS_RETRIES = 200
 
@@ -89,6 +93,7 @@ class Online:
         self.writer = Writer(client, keys, self.direct, feed_cap)
         self.delete_script = Script(scripts.DELETE)
         self.log: LogHook | None = None
+        self.quality: Quality | None = None  # validators and profiles (store.quality)
 
     def run_logged(
         self,
@@ -128,6 +133,8 @@ class Online:
         self, res: Resolved, entity_id: Any, values: Mapping[str, Any], event_time: Any
     ) -> Version:
         ent, payload, et = _prepare(res, entity_id, values, event_time)
+        if self.quality is not None:
+            self.quality.check_row(res, ent, values)
         vid, _status = self.run_logged(
             res, [(escape_id(ent), et, payload, None)], fields=_set_fields(res, values)
         )
@@ -144,12 +151,21 @@ class Online:
         progress: Progress | None,
     ) -> WriteReport:
         cols = columns_of(rows)
+        q = self.quality
+        out: dict[str, Any] = {}
         items, total, problems = encode_columns(
-            res.codec, cols, entity_column=entity_column, event_time_column=event_time_column
+            res.codec,
+            cols,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            custom=None if q is None else functools.partial(q.check_columns, res),
+            out=out,
         )
-        report = WriteReport()
+        report = WriteReport(warnings=out["warnings"])
         if problems:
             if on_error == "raise":
+                if q is not None:
+                    q.refused(res.name, len(problems))
                 raise ValidationError([p for i in sorted(problems) for p in problems[i]])
             report.refused = [(i, ValidationError(problems[i])) for i in sorted(problems)]
         done = 0
@@ -163,6 +179,8 @@ class Online:
         flat = self.run_logged(
             res, items, progress=step, fields=[f for f in res.codec.fields if f in cols.data]
         )
+        if q is not None:
+            q.written_columns(res, out, problems)
         return tally(report, flat)
 
     def _cas(
@@ -199,7 +217,10 @@ class Online:
                 current = from_latest(res, cur).values if fresh and cur else None
                 now = now_us()
                 et = at if at is not None else now if cur_et is None else max(now, cur_et)
-            _, payload, et = _prepare(res, ent, merge(current), None, et_us=et)
+            merged = merge(current)
+            _, payload, et = _prepare(res, ent, merged, None, et_us=et)
+            if self.quality is not None:
+                self.quality.check_row(res, ent, merged)
             vid, status = self.run_logged(
                 res, [(esc, et, payload, cur or b"")], mode=1, fields=fields
             )
@@ -288,14 +309,19 @@ class Online:
         return bool(n)
 
     def delete_view_data(
-        self, view: str, progress: Callable[[int], None] | None = None, suffix: str = ""
+        self,
+        view: str,
+        progress: Callable[[int], None] | None = None,
+        suffix: str = "",
+        pattern: str | None = None,
     ) -> int:
         """UNLINK every key of a view (or only those ending in ``suffix``) in bounded SCAN
         batches (never KEYS, never blocking)."""
         removed = 0
         try:
             batch: list[bytes] = []
-            pattern = self.keys.view_pattern(view) + suffix
+            if pattern is None:
+                pattern = self.keys.view_pattern(view) + suffix
             for key in self.client.scan_iter(match=pattern, count=1000):
                 batch.append(key)
                 if len(batch) >= 500:

@@ -7,7 +7,7 @@ import functools
 import os
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -23,11 +23,12 @@ from .cache import _MISSING as _CACHE_MISSING
 from .cache import Cache
 from .codec import normalize_id
 from .embedded import EmbeddedServer, ServerInfo
-from .errors import BackendError, ConfigurationError, NotFoundError
+from .errors import BackendError, ConfigurationError, NotFoundError, ValidationError
 from .history import Version
 from .keys import Keys
 from .offlinelog import OfflineLog
 from .online import Online, Progress
+from .quality import Quality
 from .registry import Registry, Resolved
 from .schema import Entity, FeatureView, Field
 from .transforms import TransformRegistry
@@ -95,6 +96,8 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
                 f"feed_cap must be an int >= 0 (0: no events), got {feed_cap!r}"
             )
         self.online = Online(client, self.keys, feed_cap)
+        self.quality = Quality(self)
+        self.online.quality = self.quality
         self.dumper = _history.Dumper(self.keys, self.online.direct)
         self.transforms = TransformRegistry()
         self.deriver = _derived.Deriver(self.transforms)
@@ -139,6 +142,9 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
     def close(self) -> None:
         """Flush the offline log; close connections this store opened (an embedded server
         stops with its last user)."""
+        if getattr(self, "quality", None) is not None:
+            with contextlib.suppress(BackendError):  # monitoring data must not block a close
+                self.quality.close()
         if getattr(self, "offline", None) is not None:
             self.offline.close()  # type: ignore[union-attr]
         if getattr(self, "cache", None) is not None:
@@ -194,6 +200,13 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
                 self.online.delete_view_data(obj.name, suffix=":h")
         return result
 
+    def validator(
+        self, view: str, *, severity: str = "error", name: str | None = None
+    ) -> Callable[[Any], Any]:
+        """Register a custom row check: ``@store.validator("view", severity="warning")``
+        (see ``store.quality.validator``)."""
+        return self.quality.validator(view, severity=severity, name=name)
+
     def transform(
         self,
         name: str,
@@ -231,9 +244,18 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
     ) -> Version:
         """Write one version of an entity's features (event_time: datetime or epoch s; now)."""
         res, deps = _derived.writable(self, view)
-        version = self.online.write(res, entity_id, values, event_time)
+        with self._refusals(view):
+            version = self.online.write(res, entity_id, values, event_time)
         self._after_write(res, deps, entity_id, version)
         return version
+
+    @contextlib.contextmanager
+    def _refusals(self, view: str) -> Iterator[None]:
+        try:
+            yield
+        except ValidationError:
+            self.quality.refused(view)
+            raise
 
     def write_many(
         self,
@@ -284,6 +306,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
     ) -> None:
         """Forget cached values of the entity (here and in derived views) and write the
         derived views."""
+        self.quality.written(res, version)
         if self.cache is not None:
             for name in [res.name, *(d.name for d in deps)]:
                 self.cache.invalidate(name, str(entity_id))
@@ -307,7 +330,11 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
         value, message), nothing written."""
         res = self.registry.get(view)
         return _batch.validate(
-            res.codec, rows, entity_column=entity_column, event_time_column=event_time_column
+            res.codec,
+            rows,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            check=functools.partial(self.quality.check_columns, res),
         )
 
     def update(
@@ -315,7 +342,8 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
         res, deps = _derived.writable(self, view)
-        version = self.online.update(res, entity_id, values, event_time)
+        with self._refusals(view):
+            version = self.online.update(res, entity_id, values, event_time)
         self._after_write(res, deps, entity_id, version)
         return version
 
@@ -329,7 +357,8 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
         res, deps = _derived.writable(self, view)
-        version = self.online.increment(res, entity_id, deltas, event_time)
+        with self._refusals(view):
+            version = self.online.increment(res, entity_id, deltas, event_time)
         self._after_write(res, deps, entity_id, version)
         return version
 
@@ -360,6 +389,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
         if self.cache is not None:
             self.cache.clear(view)
         if not keep_definition:
+            removed += self.online.delete_view_data(view, pattern=self.keys.quality_pattern(view))
             self.registry.remove_view(view)
         return removed
 
@@ -377,6 +407,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
         if self.cache is not None and features is None and as_of is None:
             hit = self.cache.lookup(view, str(entity_id))
             if hit is not _CACHE_MISSING:
+                self.quality.recorder.count(view, "reads")
                 return hit  # type: ignore[no-any-return]
             res = self.registry.get(view)
             if not res.view.on_read:  # a known miss: fetch and cache it
@@ -399,7 +430,19 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
         status PRESENT / EXPIRED / MISSING and the event time.
         """
         res = self.registry.get(view)
-        ids = list(entity_ids)
+        out = self._get_many(res, list(entity_ids), features, as_of, with_meta)
+        self.quality.read(res, out)
+        return out
+
+    def _get_many(
+        self,
+        res: Resolved,
+        ids: list[Any],
+        features: Sequence[str] | None,
+        as_of: Any,
+        with_meta: bool,
+    ) -> list[Any]:
+        view = res.name
         feats = None if features is None else list(features)
         if res.view.on_read:
             return _derived.read(self, res, ids, feats, as_of, with_meta)
@@ -453,22 +496,4 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
             full_feature_names=full_feature_names,
             flatten_vectors=flatten_vectors,
             as_numpy=as_numpy,
-        )
-
-    def history(self, view: str, entity_id: str | int, *, limit: int = 10) -> list[Version]:
-        """Stored versions of one entity, newest event time first."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigurationError(f"limit must be an int >= 1, got {limit!r}")
-        res = self.registry.get(view)
-        ent = normalize_id(view, entity_id)
-        return _history.history(self.client, self.keys, res, ent, limit)
-
-    def version(self, view: str, entity_id: str | int, version_id: int) -> Version:
-        """One version by id (NotFoundError if it is not, or no longer, kept)."""
-        for v in self.history(view, entity_id, limit=1_000_000):
-            if v.id == version_id:
-                return v
-        raise NotFoundError(
-            f"view {view!r}, entity {entity_id!r}: no version {version_id} "
-            "(never written, or trimmed by the view's history setting)"
         )

@@ -10,6 +10,8 @@ from . import history as _history
 from . import offline as _offline
 from . import transfer as _transfer
 from .codec import normalize_id
+from .errors import ConfigurationError, NotFoundError
+from .history import Version
 from .writer import WriteReport
 
 if TYPE_CHECKING:
@@ -38,6 +40,24 @@ class TrainingVerbs:
         return cast("FeatureStore", self)
 
     # -- versions, training data, export and backfill --------------------------------
+
+    def history(self, view: str, entity_id: str | int, *, limit: int = 10) -> list[Version]:
+        """Stored versions of one entity, newest event time first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(f"limit must be an int >= 1, got {limit!r}")
+        res = self.registry.get(view)
+        ent = normalize_id(view, entity_id)
+        return _history.history(self.client, self.keys, res, ent, limit)
+
+    def version(self, view: str, entity_id: str | int, version_id: int) -> Version:
+        """One version by id (NotFoundError if it is not, or no longer, kept)."""
+        for v in self.history(view, entity_id, limit=1_000_000):
+            if v.id == version_id:
+                return v
+        raise NotFoundError(
+            f"view {view!r}, entity {entity_id!r}: no version {version_id} "
+            "(never written, or trimmed by the view's history setting)"
+        )
 
     def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
         """What changed between two versions (ids, or datetimes read as-of):

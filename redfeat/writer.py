@@ -13,7 +13,7 @@ import redis
 
 from . import scripts
 from ._conn import Direct, Script
-from .errors import BackendError, ValidationError
+from .errors import BackendError, Problem, ValidationError
 from .keys import Keys
 from .registry import Resolved
 
@@ -41,13 +41,15 @@ class WriteReport:
     """What ``write_many`` did. ``written``: new versions; ``duplicates``: retries of versions
     already stored; ``late``: rows older than the entity's latest (kept in history only);
     ``dropped``: late rows for a view without history (nothing keeps them);
-    ``refused``: (row index, ValidationError) for rows that failed validation."""
+    ``refused``: (row index, ValidationError) for rows that failed validation;
+    ``warnings``: problems found by warning-level validators (those rows were written)."""
 
     written: int = 0
     duplicates: int = 0
     late: int = 0
     dropped: int = 0
     refused: list[tuple[int, ValidationError]] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # from custom validators
 
 
 # One entity's write: (escaped id, event_time_us, payload, extra) where extra is the

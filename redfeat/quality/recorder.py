@@ -1,0 +1,327 @@
+"""Recording of profiles and counters: buffered in the process, flushed to Redis.
+
+Writers only ever RPUSH a partial profile per (view, source, hour) and HINCRBY counters, so
+any number of processes record concurrently without losing each other's data. A list that
+grows past a few partials is compacted (merged into one) under a short lock, in one
+MULTI/EXEC that keeps partials pushed meanwhile. The buffer is flushed every couple of
+seconds by a daemon thread, on ``flush()`` and on close; a crash loses at most that much
+monitoring data, never feature data.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+import weakref
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import redis
+
+from .._time import now_us
+from ..errors import BackendError
+from ..keys import Keys
+from ..schema import Field
+from .profiles import Profile, add_column, profile_rows
+
+HOUR_US = 3_600_000_000
+KEEP_MS = 90 * 24 * 3_600_000  # profiles and counters are kept 90 days after their last update
+COMPACT_AT = 8  # partial profiles in one hour's list before they are merged
+FOLD_AT = 512  # single-write rows buffered before they are folded into a profile
+
+log = logging.getLogger("redfeat.quality")
+
+_Key = tuple[str, str, int]  # view, source ("write" | "read"), hour
+
+
+class Recorder:
+    """Profiles and counters of one store, buffered and flushed in the background."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, interval: float = 2.0) -> None:
+        self.client = client
+        self.keys = keys
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._profiles: dict[_Key, Profile] = {}
+        self._pending: dict[_Key, tuple[Mapping[str, Field], list[Mapping[str, Any]]]] = {}
+        self._counters: dict[tuple[str, int], Counter[str]] = {}
+        self._newest: dict[str, int] = {}
+        self._written: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._dirty = False
+
+    # -- recording (cheap: in-process only) ---------------------------------------------
+
+    def add_columns(
+        self,
+        view: str,
+        fields: Mapping[str, Field],
+        cols: Mapping[str, Sequence[Any]],
+        ets: Sequence[int],
+        source: str = "write",
+    ) -> None:
+        """Profile checked columns; each row lands in the hour of its event time."""
+        n = len(ets)
+        if n == 0:
+            return
+        lo, hi = min(ets), max(ets)
+        groups: list[tuple[int, Mapping[str, Sequence[Any]], int]]
+        if lo // HOUR_US == hi // HOUR_US:
+            groups = [(lo // HOUR_US, cols, n)]
+        else:  # a backfill: each hour gets its own rows
+            hours = np.asarray(ets, dtype=np.int64) // HOUR_US
+            uniq, inv = np.unique(hours, return_inverse=True)
+            groups = []
+            for j, hour in enumerate(uniq.tolist()):
+                idx = np.flatnonzero(inv == j).tolist()
+                groups.append((hour, {k: [c[i] for i in idx] for k, c in cols.items()}, len(idx)))
+        for hour, sub, rows in groups:
+            prof = Profile(view, rows)
+            for name, f in fields.items():
+                col = sub.get(name)
+                add_column(prof, f, col if col is not None else [None] * rows)
+            self._merge((view, source, hour), prof)
+        self._saw(view, hi)
+
+    def add_row(
+        self,
+        view: str,
+        fields: Mapping[str, Field],
+        values: Mapping[str, Any],
+        et_us: int,
+        source: str = "write",
+    ) -> None:
+        """Profile one row (single writes, sampled reads): buffered, folded in batches."""
+        key = (view, source, et_us // HOUR_US)
+        with self._lock:
+            entry = self._pending.get(key)
+            if entry is None:
+                entry = self._pending[key] = (fields, [])
+            entry[1].append(values)
+            full = len(entry[1]) >= FOLD_AT
+            if full:
+                del self._pending[key]
+            self._dirty = True
+        if full:
+            self._merge(key, profile_rows(view, entry[0], entry[1]))
+        if source == "write":
+            self._saw(view, et_us)
+        self._ensure_thread()
+
+    def count(self, view: str, name: str, n: int = 1) -> None:
+        """Add to a counter of the current hour (writes, refused, warnings, reads...)."""
+        if n <= 0:
+            return
+        key = (view, now_us() // HOUR_US)
+        with self._lock:
+            c = self._counters.get(key)
+            if c is None:
+                c = self._counters[key] = Counter()
+            c[name] += n
+            self._dirty = True
+        self._ensure_thread()
+
+    def _merge(self, key: _Key, prof: Profile) -> None:
+        with self._lock:
+            mine = self._profiles.get(key)
+            if mine is None:
+                self._profiles[key] = prof
+            else:
+                mine.merge(prof)
+            self._dirty = True
+        self._ensure_thread()
+
+    def _saw(self, view: str, et_us: int) -> None:
+        with self._lock:
+            if et_us > self._newest.get(view, -(2**62)):
+                self._newest[view] = et_us
+            self._written[view] = now_us()
+
+    # -- flushing -----------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None and not self._stop.is_set():
+            with self._lock:
+                if self._thread is None:
+                    ref = weakref.ref(self)
+                    self._thread = threading.Thread(
+                        target=_run, args=(ref, self._stop, self.interval), daemon=True
+                    )
+                    self._thread.start()
+
+    def flush(self) -> None:
+        """Send everything buffered to Redis now."""
+        with self._lock:
+            if not self._dirty:
+                return
+            profiles, self._profiles = self._profiles, {}
+            pending, self._pending = self._pending, {}
+            counters, self._counters = self._counters, {}
+            newest, self._newest = self._newest, {}
+            written, self._written = self._written, {}
+            self._dirty = False
+        for key, (fields, rows) in pending.items():
+            prof = profile_rows(key[0], fields, rows)
+            if key in profiles:
+                profiles[key].merge(prof)
+            else:
+                profiles[key] = prof
+        k = self.keys
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            order: list[str] = []
+            for (view, source, hour), prof in profiles.items():
+                lkey = k.quality(view, "p", source, hour)
+                pipe.rpush(lkey, prof.dumps())
+                pipe.pexpire(lkey, KEEP_MS)
+                pipe.zadd(k.quality(view, "hours", source), {str(hour): hour})
+                order.append(lkey)
+            for (view, hour), c in counters.items():
+                ckey = k.quality(view, "c", hour)
+                for name, n in c.items():
+                    pipe.hincrby(ckey, name, n)
+                pipe.pexpire(ckey, KEEP_MS)
+            for view, et in newest.items():
+                pipe.zadd(k.newest_event, {view: et}, gt=True)
+            for view, at in written.items():
+                pipe.zadd(k.last_write, {view: at}, gt=True)
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            self._restore(profiles, counters, newest, written)
+            raise BackendError(f"recording feature profiles failed: {exc}") from exc
+        for i, lkey in enumerate(order):
+            if int(replies[3 * i]) > COMPACT_AT:
+                self.compact(lkey)
+
+    def _restore(
+        self,
+        profiles: dict[_Key, Profile],
+        counters: dict[tuple[str, int], Counter[str]],
+        newest: dict[str, int],
+        written: dict[str, int],
+    ) -> None:
+        # A failed flush puts its data back, so that the next one sends it (a pipeline that
+        # failed part-way may have sent some of it: counts can then be over by one flush).
+        for key, prof in profiles.items():
+            self._merge(key, prof)
+        with self._lock:
+            for ck, c in counters.items():
+                self._counters.setdefault(ck, Counter()).update(c)
+            for view, et in newest.items():
+                self._newest[view] = max(et, self._newest.get(view, et))
+            for view, at in written.items():
+                self._written[view] = max(at, self._written.get(view, at))
+            self._dirty = True
+
+    def compact(self, lkey: str) -> None:
+        """Merge an hour's partial profiles into one (skipped if another process is on it)."""
+        lock = lkey + ":lock"
+        token = uuid.uuid4().hex
+        try:
+            if not self.client.set(lock, token, nx=True, px=10_000):
+                return
+            try:
+                blobs: list[bytes] = self.client.lrange(lkey, 0, -1)  # type: ignore[assignment]
+                if len(blobs) <= 1:
+                    return
+                view = lkey[len(self.keys.prefix) + 2 :].split(":", 1)[0]
+                merged = Profile(view)
+                for b in blobs:
+                    merged.merge(Profile.loads(view, b))
+                pipe = self.client.pipeline(transaction=True)
+                pipe.ltrim(lkey, len(blobs), -1)  # keeps partials pushed since the read
+                pipe.lpush(lkey, merged.dumps())
+                pipe.pexpire(lkey, KEEP_MS)
+                pipe.execute()
+            finally:
+                if self.client.get(lock) == token.encode():
+                    self.client.delete(lock)
+        except redis.RedisError as exc:
+            log.warning("compacting %s failed (will retry on a later flush): %s", lkey, exc)
+
+    def close(self) -> None:
+        with self._lock:  # a thread is started under the lock: never seen half-started
+            self._stop.set()
+            t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
+        self.flush()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def load(self, view: str, start_us: int, end_us: int, source: str = "write") -> Profile:
+        """Merged profile of the hours that overlap [start, end)."""
+        self.flush()
+        k = self.keys
+        first, last = start_us // HOUR_US, (end_us - 1) // HOUR_US
+        try:
+            found: list[bytes] = self.client.zrangebyscore(  # type: ignore[assignment]
+                k.quality(view, "hours", source), first, last
+            )
+            hours = [int(h) for h in found]
+            pipe = self.client.pipeline(transaction=False)
+            for h in hours:
+                pipe.lrange(k.quality(view, "p", source, h), 0, -1)
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise BackendError(f"view {view!r}: reading profiles failed: {exc}") from exc
+        merged = Profile(view)
+        gone = []
+        for h, blobs in zip(hours, replies, strict=True):
+            if not blobs:
+                gone.append(str(h))  # expired: keep the index in step
+            for b in blobs:
+                merged.merge(Profile.loads(view, b))
+        if gone:
+            self.client.zrem(k.quality(view, "hours", source), *gone)
+        return merged
+
+    def counters(self, view: str, start_us: int, end_us: int) -> Counter[str]:
+        """Counters summed over the hours that overlap [start, end) (counters are kept 90
+        days: older hours are not asked for)."""
+        self.flush()
+        now = now_us()
+        first = max(start_us, now - KEEP_MS * 1000) // HOUR_US
+        last = min(end_us - 1, now) // HOUR_US
+        total: Counter[str] = Counter()
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for h in range(first, last + 1):
+                pipe.hgetall(self.keys.quality(view, "c", h))
+            replies: list[dict[bytes, bytes]] = pipe.execute()
+            for d in replies:
+                for name, n in d.items():
+                    total[name.decode()] += int(n)
+        except redis.RedisError as exc:
+            raise BackendError(f"view {view!r}: reading counters failed: {exc}") from exc
+        return total
+
+    def freshness(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(view -> newest event time, view -> last write time), in us."""
+        self.flush()
+        k = self.keys
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrange(k.newest_event, 0, -1, withscores=True)
+            pipe.zrange(k.last_write, 0, -1, withscores=True)
+            a, b = pipe.execute()
+        except redis.RedisError as exc:
+            raise BackendError(f"reading freshness failed: {exc}") from exc
+        return {m.decode(): int(s) for m, s in a}, {m.decode(): int(s) for m, s in b}
+
+
+def _run(ref: weakref.ref[Recorder], stop: threading.Event, interval: float) -> None:
+    # Holds only a weak reference: a store that is garbage collected stops its thread.
+    while not stop.wait(interval):
+        rec = ref()
+        if rec is None:
+            return
+        try:
+            rec.flush()
+        except Exception as exc:  # a blip must not kill the thread; the next tick retries
+            log.warning("flushing quality data failed: %s", exc)
+        del rec

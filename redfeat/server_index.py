@@ -182,7 +182,7 @@ class ServerIndex(VectorIndex):
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
             records = self.store.get_many(self.view, chunk, features=self._read, with_meta=True)
-            count += self._mirror(records)
+            count += self._mirror(records, skip_same=True)
             if progress is not None:
                 progress(min(start + CHUNK, len(ids)), len(ids))
         if progress is not None and not ids:
@@ -222,17 +222,20 @@ class ServerIndex(VectorIndex):
             records = self.store.get_many(self.view, chunk, features=self._read, with_meta=True)
             self._mirror(records)
 
-    def _mirror(self, records: list[Record]) -> int:
+    def _mirror(self, records: list[Record], *, skip_same: bool = False) -> int:
         """Write the mirror hash of each record with a vector, remove the others; returns
-        how many are mirrored."""
-        pipe = self.store.client.pipeline(transaction=False)
-        mirrored = 0
+        how many are mirrored. ``skip_same``: leave alone a mirror whose content digest
+        (field ``_h``) is unchanged, so a resync rewrites (and the server re-indexes) only
+        what changed."""
+        client = self.store.client
+        gone: list[str] = []
+        todo: list[tuple[str, dict[EncodableT, EncodableT], list[str], str]] = []
         for rec in records:
             key = self.prefix + escape_id(rec.entity_id)
             values = rec.values
             vec = None if values is None else values.get(self.field)
             if values is None or vec is None or len(vec) != self.dim:
-                pipe.unlink(key)
+                gone.append(key)
                 continue
             v = np.asarray(vec, dtype=np.float32)
             if self.metric == "cosine":
@@ -246,7 +249,6 @@ class ServerIndex(VectorIndex):
                 slot = self._slot[name]
                 if value is None:
                     nulls.append(slot)
-                    pipe.hdel(key, slot)
                 elif kind == "str":
                     mapping[slot] = _tag(str(value))
                 elif kind == "bool":
@@ -258,13 +260,36 @@ class ServerIndex(VectorIndex):
             mapping[_NULL] = ",".join(nulls)
             if self._ttl_us is not None:
                 mapping["_et"] = 0 if rec.event_time is None else to_us(rec.event_time)
-            pipe.hset(key, mapping=mapping)
-            mirrored += 1
+            content = repr(sorted(mapping.items())).encode()
+            todo.append((key, mapping, nulls, hashlib.blake2b(content, digest_size=8).hexdigest()))
         try:
+            if skip_same and todo:
+                pipe = client.pipeline(transaction=False)
+                for key, *_ in todo:
+                    pipe.hget(key, "_h")
+                held = pipe.execute()
+                todo = [
+                    item
+                    for item, h in zip(todo, held, strict=True)
+                    if h is None or h.decode() != item[3]
+                ]
+            pipe = client.pipeline(transaction=False)
+            if gone:
+                pipe.unlink(*gone)
+            for key, mapping, nulls, digest in todo:
+                mapping["_h"] = digest
+                pipe.hset(key, mapping=mapping)
+                if nulls:
+                    pipe.hdel(key, *nulls)
+                if self._ttl_us is not None:  # gone from the mirror when the value expires
+                    pipe.pexpireat(key, (int(mapping["_et"]) + self._ttl_us) // 1000 + 1)
             pipe.execute()
         except redis.RedisError as exc:
             raise BackendError(f"{self.name}: mirroring failed: {exc}") from exc
-        return mirrored
+        return len(records) - len(gone)
+
+    def _search_locked(self, q: F32, k: int, where: Mapping[str, Any]) -> list[tuple[str, float]]:
+        return self._search(q, k, where)  # the server answers: no local state to guard
 
     # -- search ----------------------------------------------------------------------------
 

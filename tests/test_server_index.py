@@ -230,9 +230,37 @@ def test_build_catches_up_with_writes_and_deletes_made_while_nobody_followed(
     first.close()
     search_store.delete("items", "i00001")
     search_store.write("items", "late", {"emb": vecs[1]})
+    hsets = hset_calls(search_store.client)
     second = server_index(search_store, made)  # the same FT index, resynchronised
     assert second.build() == 50 and len(second) == 50
     assert ids(second.search(vecs[1], k=1)) == ["late"]
+    # only the new entity was written: unchanged mirrors are left alone (no re-indexing)
+    assert hset_calls(search_store.client) - hsets == 1
+
+
+def hset_calls(client: redis.Redis) -> int:
+    stats: dict[str, Any] = client.info("commandstats")
+    return int(stats.get("cmdstat_hset", {}).get("calls", 0))
+
+
+def test_a_resp3_client_gets_the_same_answers(
+    search_server: ServerInfo, search_store: FeatureStore, rng: np.random.Generator
+) -> None:
+    apply(search_store, "l2")
+    vecs = rng.standard_normal((200, DIM)).astype(np.float32)
+    populate(search_store, vecs)
+    want = search_store.similar("items", "emb", vecs[5], k=5, index="server")
+    client3 = search_server.client(protocol=3)
+    other = FeatureStore(client=client3, project=search_store.keys.project)
+    try:
+        index = ServerIndex(other, "items", "emb")
+        got = index.search(vecs[5], k=5)
+        assert [(m.entity_id, m.score) for m in got] == [(m.entity_id, m.score) for m in want]
+        assert got[0].entity_id == "i00005" and got[0].score == 0.0 and len(index) == 200
+        index.close()
+    finally:
+        other.close()
+        client3.close()
 
 
 def test_zero_vectors_ties_dimension_errors_and_ttl(
@@ -262,6 +290,10 @@ def test_zero_vectors_ties_dimension_errors_and_ttl(
     search_store.write("items", "expired", {"emb": same}, event_time=old)
     got = search_store.similar("items", "emb", same, k=3, index="server", include_values=True)
     assert ids(got) == ["e1", "e2", "e3"] and {m.score for m in got} == {0.0}
+    assert "expired" not in ids(search_store.similar("items", "emb", same, k=9, index="server"))
+    mirror: ServerIndex = search_store._indexes[("items", "emb", "server")]  # type: ignore[assignment]
+    assert not search_store.client.exists(mirror.prefix + "expired")  # expired with the value
+    assert 0 < search_store.client.pttl(mirror.prefix + "e1") <= 3_600_000
     assert got[0].values is not None and list(got[0].values["emb"]) == same
 
 

@@ -293,7 +293,9 @@ class ServerIndex(VectorIndex):
 
     # -- search ----------------------------------------------------------------------------
 
-    def _search(self, q: F32, k: int, where: Mapping[str, Any]) -> list[tuple[str, float]]:
+    def _search(
+        self, q: F32, k: int, where: Mapping[str, Any], *, retry: bool = True
+    ) -> list[tuple[str, float]]:
         clauses = [self._clause(name, cond) for name, cond in where.items()]
         if self._ttl_us is not None:  # expired values read as missing: never match them
             clauses.append(f"@_et:[{now_us() - self._ttl_us} +inf]")
@@ -311,10 +313,11 @@ class ServerIndex(VectorIndex):
                 "SORTBY", "__d", "RETURN", "1", "__d", "LIMIT", "0", want, "DIALECT", "2",
             )  # fmt: skip
         except redis.ResponseError as exc:
-            if "no such index" in str(exc).lower() or "unknown index" in str(exc).lower():
-                # dropped under us (delete_view elsewhere): recreate and resync
+            missing = "no such index" in str(exc).lower() or "unknown index" in str(exc).lower()
+            if missing and retry:
+                # dropped under us (delete_view elsewhere): recreate and resync, once
                 self._load(None)
-                return self._search(q, k, where)
+                return self._search(q, k, where, retry=False)
             raise BackendError(f"FT.SEARCH {self.name} failed: {exc}") from exc
         except redis.RedisError as exc:
             raise BackendError(f"FT.SEARCH {self.name} failed: {exc}") from exc

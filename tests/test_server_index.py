@@ -322,3 +322,17 @@ def test_embedded_server_refuses_a_missing_module(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         EmbeddedServer(tmp_path / "srv", modules=[str(tmp_path / "nope.so")])
     assert not (tmp_path / "srv").exists()  # refused before anything was started
+
+
+def test_an_index_dropped_under_a_search_is_recreated(
+    search_store: FeatureStore, made: list[VectorIndex]
+) -> None:
+    apply(search_store, "l2", dim=3)
+    search_store.write("items", "a", {"emb": [1.0, 0.0, 0.0]})
+    index = ServerIndex(search_store, "items", "emb")
+    made.append(index)
+    assert ids(index.search([1.0, 0.0, 0.0], k=1)) == ["a"]
+    search_store.delete_view("items", keep_definition=True)  # drops the FT index and data
+    assert index.search([1.0, 0.0, 0.0], k=1) == []  # recreated, resynced: nothing left
+    search_store.write("items", "b", {"emb": [0.0, 1.0, 0.0]})
+    assert wait_for(lambda: ids(index.search([0.0, 1.0, 0.0], k=1)) == ["b"]) < 1.0

@@ -110,9 +110,9 @@ class ServerIndex(VectorIndex):
         self.index = "server"
         self._slot = {name: f"s{i}" for i, name in enumerate(self._columns)}
         self._kinds = {name: _kind(dt) for name, dt in self._columns.items()}
-        layout = repr(
-            (self.dim, self.metric, sorted(self._kinds.items()), M, ef_construction)
-        ).encode()
+        columns = [(name, self._slot[name], kind) for name, kind in self._kinds.items()]
+        ttl = self._ttl_us is not None  # the _et field exists only with a ttl
+        layout = repr((self.dim, self.metric, columns, ttl, M, ef_construction)).encode()
         sig = hashlib.blake2b(layout, digest_size=4).hexdigest()
         self.prefix = f"{store.keys.prefix}vx:{view}:{field}:{sig}:"
         self.name = self.prefix + "idx"

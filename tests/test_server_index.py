@@ -336,3 +336,34 @@ def test_an_index_dropped_under_a_search_is_recreated(
     assert index.search([1.0, 0.0, 0.0], k=1) == []  # recreated, resynced: nothing left
     search_store.write("items", "b", {"emb": [0.0, 1.0, 0.0]})
     assert wait_for(lambda: ids(index.search([0.0, 1.0, 0.0], k=1)) == ["b"]) < 1.0
+
+
+def test_a_changed_view_gets_a_fresh_index(
+    search_store: FeatureStore, made: list[VectorIndex]
+) -> None:
+    apply(search_store, "l2", dim=3)
+    search_store.write("items", "a", {"emb": [1.0, 0.0, 0.0], "age": 5})
+    before = ServerIndex(search_store, "items", "emb")
+    made.append(before)
+    assert ids(before.search([1.0, 0.0, 0.0], k=1, where={"age": 5})) == ["a"]
+    search_store.apply(  # a new field and a ttl: another layout, so another index
+        FeatureView(
+            "items",
+            entity="item",
+            fields=[
+                Field("emb", t.Vector(3, "l2")),
+                Field("segment", t.Category(["basic", "premium"])),
+                Field("age", t.Int),
+                Field("tags", t.List(t.String)),
+                Field("color", t.String),
+            ],
+            history=0,
+            ttl="1h",
+        )
+    )
+    search_store.write("items", "b", {"emb": [0.0, 1.0, 0.0], "color": "red"})
+    after = ServerIndex(search_store, "items", "emb")
+    made.append(after)
+    assert after.name != before.name
+    assert ids(after.search([0.0, 1.0, 0.0], k=2, where={"color": "red"})) == ["b"]
+    assert ids(after.search([0.0, 1.0, 0.0], k=2, where={"color": None})) == ["a"]

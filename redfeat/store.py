@@ -7,7 +7,7 @@ import functools
 import os
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -16,6 +16,7 @@ from . import batch as _batch
 from . import derived as _derived
 from . import features as _features
 from . import history as _history
+from . import server_index as _server_index
 from . import transfer as _transfer
 from ._conn import detect_capabilities
 from .batch import ValidationReport
@@ -23,7 +24,7 @@ from .cache import _MISSING as _CACHE_MISSING
 from .cache import Cache
 from .codec import normalize_id
 from .embedded import EmbeddedServer, ServerInfo
-from .errors import BackendError, ConfigurationError, NotFoundError, ValidationError
+from .errors import BackendError, ConfigurationError, NotFoundError
 from .history import Version
 from .keys import Keys
 from .offlinelog import OfflineLog
@@ -244,18 +245,10 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
     ) -> Version:
         """Write one version of an entity's features (event_time: datetime or epoch s; now)."""
         res, deps = _derived.writable(self, view)
-        with self._refusals(view):
+        with self.quality.refusals(view):
             version = self.online.write(res, entity_id, values, event_time)
         self._after_write(res, deps, entity_id, version)
         return version
-
-    @contextlib.contextmanager
-    def _refusals(self, view: str) -> Iterator[None]:
-        try:
-            yield
-        except ValidationError:
-            self.quality.refused(view)
-            raise
 
     def write_many(
         self,
@@ -342,7 +335,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
         res, deps = _derived.writable(self, view)
-        with self._refusals(view):
+        with self.quality.refusals(view):
             version = self.online.update(res, entity_id, values, event_time)
         self._after_write(res, deps, entity_id, version)
         return version
@@ -357,7 +350,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
         res, deps = _derived.writable(self, view)
-        with self._refusals(view):
+        with self.quality.refusals(view):
             version = self.online.increment(res, entity_id, deltas, event_time)
         self._after_write(res, deps, entity_id, version)
         return version
@@ -388,6 +381,8 @@ class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
         )
         if self.cache is not None:
             self.cache.clear(view)
+        if self.capabilities.get("vector_search"):  # server-side indexes and their mirrors
+            _server_index.drop_server_indexes(self.client, f"{self.keys.prefix}vx:{view}:")
         if not keep_definition:
             removed += self.online.delete_view_data(view, pattern=self.keys.quality_pattern(view))
             self.registry.remove_view(view)

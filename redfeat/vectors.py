@@ -116,7 +116,9 @@ class VectorIndex:
                 f"source {res.view.source!r} or a materialised view"
             )
         if index not in _INDEXES:
-            raise ConfigurationError(f"index must be one of {_INDEXES}, got {index!r}")
+            raise ConfigurationError(
+                f"index must be one of {(*_INDEXES, 'server', 'auto')}, got {index!r}"
+            )
         for name, value in (
             ("M", M),
             ("ef_construction", ef_construction),
@@ -227,8 +229,7 @@ class VectorIndex:
             raise ConfigurationError(f"VectorIndex({self.view!r}) is closed")
         if not self._built:
             self.build()
-        with self._lock:
-            found = self._search(q, k, where or {})
+        found = self._search_locked(q, k, where or {})
         if not include_values or not found:
             return [Match(e, s, None) for e, s in found]
         rows = self.store.get_many(self.view, [e for e, _ in found])
@@ -257,6 +258,10 @@ class VectorIndex:
                 raise refuse("nonzero", 0.0, "a cosine query must not be all zeros")
             q = q / norm
         return q.astype(np.float32)
+
+    def _search_locked(self, q: F32, k: int, where: Mapping[str, Any]) -> list[tuple[str, float]]:
+        with self._lock:  # updates swap rows under this lock
+            return self._search(q, k, where)
 
     def _search(self, q: F32, k: int, where: Mapping[str, Any]) -> list[tuple[str, float]]:
         rows = self._state.rows

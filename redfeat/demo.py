@@ -8,13 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import Progress
 from rich.table import Table
 
 from . import types as t
-from .errors import ValidationError
+from .errors import ConfigurationError, ValidationError
+from .quality.tables import drift_table, health_table
 from .schema import Entity, FeatureView, Field
 from .store import FeatureStore
 from .transforms import seed_scenario
@@ -100,7 +102,8 @@ def _run(console: Console, store: FeatureStore) -> None:
         transforms=seed_scenario(),
     )
     activity = FeatureView("user_activity", entity=user, fields=[Field("clicks", t.Int)])
-    for name in ("user_derived", "user_profile", "user_activity", "user_embedding", "texts_demo"):
+    views = ("user_derived", "user_profile", "user_activity", "user_embedding", "texts_demo")
+    for name in (*views, "user_spend"):
         if any(v.name == name for v in store.views()):
             store.delete_view(name)  # start every demo run from clean views
     console.print("\n[bold]1. Define and apply feature views (one derived by transforms)[/bold]")
@@ -232,10 +235,18 @@ def _run(console: Console, store: FeatureStore) -> None:
     for m in store.similar("user_embedding", "emb", me["emb"], k=4, where={"segment": "premium"}):
         console.print(f"   {m.entity_id:<10} cosine {m.score:.3f}")
 
-    def letters(texts: Any) -> Any:  # a toy bag-of-letters embedder standing in for a model
-        return np.array([[s.count(c) + 0.01 for c in "aeiourst"] for s in texts], dtype=float)
+    try:
+        from .embed import local_embedder
 
-    store.embedder = letters
+        store.embedder = local_embedder()  # all-MiniLM-L6-v2, offline (redfeat[embed])
+        console.print("   texts embedded by the local model all-MiniLM-L6-v2 (redfeat[embed])")
+    except ConfigurationError:
+
+        def letters(texts: Any) -> Any:  # a toy bag-of-letters embedder standing in for a model
+            return np.array([[s.count(c) + 0.01 for c in "aeiourst"] for s in texts], dtype=float)
+
+        store.embedder = letters
+        console.print("   texts embedded by a toy embedder (install redfeat[embed] for a model)")
     for doc in ["red running shoes", "a blue rain jacket", "trail running shoes", "wool socks"]:
         store.put_text(doc, model="demo")
     hits = store.similar_texts(text="running shoes", model="demo", k=2)
@@ -300,7 +311,60 @@ def _run(console: Console, store: FeatureStore) -> None:
         as_frame=True,
     )
     console.print(_frame_table(frame))
+    _quality(console, store, user)
     console.print("\n[bold green]done.[/bold green]")
+
+
+def _quality(console: Console, store: FeatureStore, user: Entity) -> None:
+    console.print("\n[bold]15. Feature quality: a baseline week, then a shifted day[/bold]")
+    store.apply(
+        FeatureView(
+            "user_spend",
+            entity=user,
+            fields=[
+                Field("spend", t.Float, min=0),
+                Field("basket", t.Int, min=0),
+                Field("channel", t.Category(["web", "app", "store"])),
+            ],
+            history=0,
+        )
+    )
+
+    @store.validator("user_spend", severity="warning")
+    def big_basket_small_spend(row: dict[str, Any]) -> str | None:
+        if (row["basket"] or 0) > 20 and (row["spend"] or 0) < 5:
+            return "20+ items for under 5: a pricing bug upstream?"
+        return None
+
+    rng = np.random.default_rng(11)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=8)
+
+    def rows(day0: datetime, hours: int, spend_mu: float, mix: list[float]) -> Any:
+        n = hours * 40
+        return pd.DataFrame(
+            {
+                "entity_id": [f"user{i % 2000}" for i in range(n)],
+                "event_time": [day0 + timedelta(minutes=i * 60 / 40) for i in range(n)],
+                "spend": rng.lognormal(spend_mu, 0.6, n).round(2),
+                "basket": rng.poisson(4, n),
+                "channel": rng.choice(["web", "app", "store"], n, p=mix),
+            }
+        )
+
+    week = rows(start, 7 * 24, 3.5, [0.5, 0.4, 0.1])
+    report = store.write_many("user_spend", week, event_time_column="event_time")
+    console.print(f"   backfilled {report.written:,} rows over 7 days (profiled per hour)")
+    store.quality.set_baseline("user_spend", start, start + timedelta(days=7))
+    day = start + timedelta(days=7)
+    shifted = rows(day, 24, 3.9, [0.2, 0.3, 0.5])  # spend up ~50 %, shoppers move to stores
+    shifted.loc[:3, ["basket", "spend"]] = [30, 1.0]  # rows the warning validator flags
+    report = store.write_many("user_spend", shifted, event_time_column="event_time")
+    console.print(f"   last day: {report.written:,} rows, {len(report.warnings)} warnings, e.g.")
+    console.print(f"   {report.warnings[0]}", markup=False)
+    drift = store.quality.drift("user_spend", start=day, end=day + timedelta(days=1))
+    console.print(drift_table(drift))
+    console.print(f"   features that moved: {', '.join(drift.drifting)}")
+    console.print(health_table(store.quality.health()))
 
 
 def _frame_table(frame: Any) -> Table:

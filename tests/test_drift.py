@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,8 +47,8 @@ def test_psi_and_ks_match_numpy_and_scipy(shift: float) -> None:
     cur = rng.normal(shift, 1, 20_000)
     b, c = _num(base), _num(cur)
     # KLL's rank error (~1.3 %, randomised) bounds the difference to the exact computation:
-    # measured over 30 runs, <= 0.004 at PSI 0.001 and <= 7 % of PSI at 0.9
-    assert psi(b, c) == pytest.approx(_ref_psi(base, cur), rel=0.1, abs=0.01)
+    # measured over 30 runs: <= 0.004 at PSI 0.001, <= 13 % of PSI at 0.23, <= 7 % at 0.9
+    assert psi(b, c) == pytest.approx(_ref_psi(base, cur), rel=0.2, abs=0.01)
     assert ks(b, c) == pytest.approx(stats.ks_2samp(base, cur).statistic, abs=0.02)
 
 
@@ -260,3 +262,37 @@ def test_thresholds_are_configurable(store: FeatureStore) -> None:
     assert store.quality.drift("users", start=start, end=end).verdict == "ok"
     strict = Thresholds(psi_warning=0.0, psi_drift=0.0001)
     assert "spend" in store.quality.drift("users", start=start, end=end, thresholds=strict).drifting
+
+
+def test_cli_drift_and_health(data_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from redfeat.cli import app
+
+    rng = np.random.default_rng(21)
+    with FeatureStore(data_dir=data_dir) as store:
+        _view(store, history=0)
+        store.write_many("users", _rows(rng, T0, 48, 50), event_time_column="event_time")
+        day = T0 + timedelta(days=2)
+        moved = _rows(rng, day, 24, 50, spend=1.0)
+        store.write_many("users", moved, event_time_column="event_time")
+        runner = CliRunner()
+        env = {"REDFEAT_HOME": str(data_dir), "COLUMNS": "200"}
+        base = ["--baseline-start", T0.isoformat(), "--baseline-end", day.isoformat()]
+        since = ["--since", day.isoformat(), "--until", (day + timedelta(days=1)).isoformat()]
+        res = runner.invoke(app, ["drift", "users", *since, *base], env=env)
+        assert res.exit_code == 0, res.output
+        assert "spend" in res.output and "drift" in res.output
+        res = runner.invoke(app, ["drift", "users", *since, *base, "--json"], env=env)
+        assert json.loads(res.output)["features"]["spend"]["verdict"] == "drift"
+        res = runner.invoke(app, ["drift", "users", *since, *base, "--fail-on", "drift"], env=env)
+        assert res.exit_code == 1
+        res = runner.invoke(app, ["drift", "users", "--since", "1d"], env=env)
+        assert res.exit_code != 0 and "no baseline" in str(res.exception)
+        res = runner.invoke(app, ["health", "--json"], env=env)
+        # no ttl and no max_age: an old newest event is not stale
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output)["views"]["users"]["writes"] == 3600
+        store.quality.configure("users", max_age="1h")
+        res = runner.invoke(app, ["health"], env=env)
+        assert res.exit_code == 1 and "stale" in res.output

@@ -227,8 +227,8 @@ class Quality:
     def _warn(self, view: str, warnings: list[Problem]) -> None:
         if warnings:
             self.recorder.count(view, "warnings", len(warnings))
-            for p in warnings[:5]:
-                log.warning("%s", p)
+            for p in warnings[:5]:  # reported in WriteReport.warnings and counted too
+                log.info("%s", p)
 
     # -- recording hooks (called by the store) -----------------------------------------
 
@@ -399,6 +399,11 @@ class Quality:
             b_start, b_end = baseline
             base = self.profile(view, start=b_start, end=b_end)
             meta = {"from": "profiles", "start": str(b_start), "end": str(b_end)}
+        if base.rows == 0:
+            raise NotFoundError(
+                f"view {view!r}: the baseline holds no profiled rows ({meta}); pick a time "
+                "range with data, or set_baseline_from(view, frame)"
+            )
         cur = self.profile(view, start=start, end=end, source=source)
         report = compare(base, cur, th, start=cur.start, end=cur.end)
         report.baseline = meta

@@ -31,6 +31,7 @@ HOUR_US = 3_600_000_000
 KEEP_MS = 90 * 24 * 3_600_000  # profiles and counters are kept 90 days after their last update
 COMPACT_AT = 8  # partial profiles in one hour's list before they are merged
 FOLD_AT = 512  # single-write rows buffered before they are folded into a profile
+FLUSH_AT = 1_000  # rows profiled since the last flush that make a bulk write flush at once
 
 log = logging.getLogger("redfeat.quality")
 
@@ -53,6 +54,7 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._dirty = False
+        self._since_flush = 0
 
     # -- recording (cheap: in-process only) ---------------------------------------------
 
@@ -86,6 +88,10 @@ class Recorder:
                 add_column(prof, f, col if col is not None else [None] * rows)
             self._merge((view, source, hour), prof)
         self._saw(view, hi)
+        self._since_flush += n
+        if self._since_flush >= FLUSH_AT:
+            # a bulk load is visible to other processes (drift, health) when it returns
+            self.flush()
 
     def add_row(
         self,
@@ -164,6 +170,7 @@ class Recorder:
             newest, self._newest = self._newest, {}
             written, self._written = self._written, {}
             self._dirty = False
+            self._since_flush = 0
         for key, (fields, rows) in pending.items():
             prof = profile_rows(key[0], fields, rows)
             if key in profiles:

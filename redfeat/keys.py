@@ -103,3 +103,32 @@ class Keys:
     def entity_from_key(self, key: str) -> str:
         inner = key[key.index("{") + 1 : key.index("}")]
         return unescape_id(inner.split("|", 1)[1])
+
+    # -- time series (redfeat.timeseries) ------------------------------------------------
+    # Every key of one series shares the hash tag {<escaped name>} after "ts:", so a
+    # series' atomic steps stay on one cluster slot and can never reach a view's keys
+    # (those start "rf:<project>:{").
+
+    def series(self, escaped_name: str) -> str:
+        """Hash: the series' state (newest timestamp, head generation, counters)."""
+        return f"{self.prefix}ts:{{{escaped_name}}}"
+
+    def series_head(self, escaped_name: str) -> str:
+        """String: the open head chunk, packed (int64 ms, float64) pairs in time order."""
+        return self.series(escaped_name) + ":head"
+
+    def series_chunk_index(self, escaped_name: str) -> str:
+        """Sorted set: sealed chunks scored by their first timestamp (member: that ts)."""
+        return self.series(escaped_name) + ":ci"
+
+    def series_chunks(self, escaped_name: str) -> str:
+        """Hash: first timestamp -> sealed, compressed chunk."""
+        return self.series(escaped_name) + ":c"
+
+    def series_pages(self, escaped_name: str) -> str:
+        """Sorted set: tile pages scored by their end (ms), member '<rollup ms>:<page>'."""
+        return self.series(escaped_name) + ":tp"
+
+    def series_page(self, escaped_name: str, rollup_ms: int, page: int) -> str:
+        """Hash: one page of a rollup's tiles, bucket slot -> packed tile."""
+        return f"{self.series(escaped_name)}:t:{rollup_ms}:{page}"

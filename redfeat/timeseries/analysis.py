@@ -18,7 +18,7 @@ from .storage import Ctx
 METHODS = ("zscore", "mad", "ewma")
 MIN_POINTS = 30  # baseline points for zscore/ewma
 MIN_BUCKETS = 10  # baseline buckets for mad
-EWMA_ALPHA = 0.3
+EWMA_ALPHA = 0.1
 _THRESHOLDS = {"zscore": 3.0, "mad": 3.5, "ewma": 3.0}
 
 
@@ -86,8 +86,9 @@ def _scale(dev: np.ndarray, spread: float) -> np.ndarray:
     return np.where(dev == 0, 0.0, np.copysign(np.inf, dev))
 
 
-def score(base: Baseline, values: np.ndarray, method: str) -> np.ndarray:
-    """Signed scores of ``values`` against the baseline."""
+def score(base: Baseline, values: np.ndarray, method: str, limit: float) -> np.ndarray:
+    """Signed scores of ``values`` against the baseline (for ``ewma``, points scoring past
+    ``limit`` do not move the running mean and variance: one spike does not hide the next)."""
     default_threshold(method)
     if method == "mad":
         nb = len(base.bucket_means)
@@ -115,6 +116,8 @@ def score(base: Baseline, values: np.ndarray, method: str) -> np.ndarray:
     mean, var = base.mean, base.std**2
     for i, x in enumerate(values.tolist()):
         out[i] = _scale(np.array([x - mean]), var**0.5)[0]
+        if abs(out[i]) > limit:
+            continue
         diff = x - mean
         incr = EWMA_ALPHA * diff
         mean += incr

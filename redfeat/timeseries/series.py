@@ -183,20 +183,27 @@ class Series:
         threshold: float | None = None,
         baseline: Any = "1d",
     ) -> pd.DataFrame:
-        """Points in [start, end] that stand out from the ``baseline`` window before start.
+        """What stands out in [start, end] against the ``baseline`` window before start.
 
-        The baseline comes from rollup tiles, not a raw scan: ``zscore`` uses the exact
-        mean/std of the baseline's points (threshold 3), ``mad`` the median and MAD of
-        bucket means (modified z-score, threshold 3.5), ``ewma`` an exponentially weighted
-        mean/std seeded from the baseline (threshold 3). Returns a DataFrame (timestamp
-        index; value, score). Raises InsufficientDataError when the baseline is too thin."""
+        The baseline comes from rollup tiles (the finest rollup still holding it), not a
+        raw scan. ``zscore``: raw points against the exact mean/std of the baseline's
+        points (threshold 3). ``ewma``: raw points against an exponentially weighted
+        mean/std seeded from the baseline (alpha 0.1, threshold 3; flagged points do not
+        move it). ``mad``: the range's bucket means against the median and MAD of the
+        baseline's bucket means (modified z-score, threshold 3.5), one row per bucket.
+        Returns a DataFrame (UTC timestamp index; value, score), empty when nothing stands
+        out. Raises InsufficientDataError when the baseline is too thin to judge."""
         lo, hi = self._bounds(start, end)
         if lo is None or hi is None:
             raise ConfigurationError(f"series {self.name!r}: anomalies needs a start and end")
-        base = self.baseline(lo, baseline)
-        ts, vs, _ = raw_points(self._ctx, self.spec, lo, hi)
-        scores = analysis.score(base, vs, method)
         limit = analysis.default_threshold(method) if threshold is None else float(threshold)
+        base = self.baseline(lo, baseline)
+        if method == "mad":
+            r = next(r for r in self.spec.rollups if r.label == base.rollup)
+            ts, vs, _ = bucketed(self._ctx, self.spec, lo, hi, r.bucket_ms, "avg")
+        else:
+            ts, vs, _ = raw_points(self._ctx, self.spec, lo, hi)
+        scores = analysis.score(base, vs, method, limit)
         hit = np.abs(scores) > limit
         out = frame(ts[hit], vs[hit])
         out["score"] = scores[hit]
@@ -209,13 +216,14 @@ class Series:
         *,
         method: str = "zscore",
         threshold: float | None = None,
+        baseline: Any = "1d",
     ) -> bool:
-        """Whether ``value`` at ``ts`` (None: now) stands out from the baseline before it."""
+        """Whether ``value`` at ``ts`` (None: now) stands out from the baseline window
+        before it (see ``anomalies``; for ``mad`` the value is judged as a bucket mean)."""
         v = finite_value(value, series=self.name)
         t = to_ms(datetime.now().astimezone() if ts is None else ts, series=self.name)
-        base = self.baseline(t, "1d")
-        score = analysis.score(base, np.array([v]), method)[0]
         limit = analysis.default_threshold(method) if threshold is None else float(threshold)
+        score = analysis.score(self.baseline(t, baseline), np.array([v]), method, limit)[0]
         return bool(abs(score) > limit)
 
     def baseline(self, before_ms: int, window: Any) -> Baseline:

@@ -117,6 +117,10 @@ class Keys:
         """String: the open head chunk, packed (int64 ms, float64) pairs in time order."""
         return self.series(escaped_name) + ":head"
 
+    def series_lock(self, escaped_name: str) -> str:
+        """String with a ttl: held by a writer rewriting chunks; appends wait for it."""
+        return self.series(escaped_name) + ":lock"
+
     def series_chunk_index(self, escaped_name: str) -> str:
         """Sorted set: sealed chunks scored by their first timestamp (member: that ts)."""
         return self.series(escaped_name) + ":ci"

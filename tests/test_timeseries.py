@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from redfeat import ConfigurationError, ConflictError, FeatureStore, NotFoundError
-from redfeat.timeseries.chunks import CHUNK_POINTS, decode_chunk, encode_chunk
+from redfeat.timeseries.chunks import CHUNK_POINTS, SLACK_POINTS, decode_chunk, encode_chunk
 
 T0 = 1_700_000_040  # epoch seconds, on a minute boundary
 
@@ -95,7 +95,7 @@ def test_compression_round_trip_bit_exact() -> None:
 def test_store_round_trip_bit_exact_through_chunks(store: FeatureStore) -> None:
     s = store.series("exact", retention="3650d")
     rng = np.random.default_rng(5)
-    n = CHUNK_POINTS * 3 + 17
+    n = CHUNK_POINTS * 3 + SLACK_POINTS + 17
     ts = (T0 * 1000 + np.arange(n) * 1000).astype(np.int64)
     vs = rng.standard_normal(n) * 10.0 ** rng.integers(-300, 300, n)
     vs[::97] = -0.0
@@ -112,11 +112,17 @@ def test_store_round_trip_bit_exact_through_chunks(store: FeatureStore) -> None:
 def test_single_adds_seal_chunks(store: FeatureStore) -> None:
     s = store.series("seal", rollups=[])
     pipe_ts = T0 * 1000
-    for i in range(CHUNK_POINTS + 10):
-        s.add(float(i), (pipe_ts + i) / 1000)
+    n = CHUNK_POINTS + SLACK_POINTS + 10
+    for i in range(n):
+        s.add(float(i), (pipe_ts + 10 * i) / 1000)
     assert store.client.zcard(store.keys.series_chunk_index("seal")) == 1
-    assert store.client.strlen(store.keys.series_head("seal")) == 10 * 16
-    assert s.range()[1].tolist() == [float(i) for i in range(CHUNK_POINTS + 10)]
+    # the newest points stay in the head, so slightly late ones still land there
+    assert store.client.strlen(store.keys.series_head("seal")) == (SLACK_POINTS + 10) * 16
+    assert s.range()[1].tolist() == [float(i) for i in range(n)]
+    late = pipe_ts + 10 * CHUNK_POINTS + 5
+    s.add(-1.0, late / 1000)  # late, into the head
+    got = s.range((late - 5) / 1000, (late + 5) / 1000)[1].tolist()
+    assert got == [float(CHUNK_POINTS), -1.0, float(CHUNK_POINTS + 1)]
 
 
 @pytest.mark.parametrize(

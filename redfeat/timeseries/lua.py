@@ -49,21 +49,56 @@ local function apply_tiles(base, a)
 end
 """
 
-# APPEND: points all newer than the series' newest, into the head; tiles merged.
+# APPEND: a small batch of new points: newer than the newest point go to the end of the
+# head; older ones are inserted into the head when they are newer than every sealed point,
+# inside the retention, and not duplicates. Tiles are merged (exact: no point is replaced).
 #
-# KEYS[1] state hash, KEYS[2] head, KEYS[3] tile page index, KEYS[4..] tile pages
-# ARGV[1] oldest ms of the batch, ARGV[2] newest ms, ARGV[3] packed points, then tile groups
-# Returns {head bytes, ver} or {-1} when a point is not newer than the newest (the caller
-# takes the careful path: the point may be a duplicate or out of order).
+# KEYS[1] state hash, KEYS[2] head, KEYS[3] lock, KEYS[4] tile page index, KEYS[5..] pages
+# ARGV[1] oldest ms of the batch, ARGV[2] newest ms, ARGV[3] packed points in time order,
+# ARGV[4] raw retention ms, then tile groups
+# Returns {head bytes, ver}; {-1} when the batch needs the careful path (a duplicate, a
+# point in a sealed chunk or past the retention); {-2} while a careful writer holds the
+# lock (so that it cannot be starved). Nothing was written in both cases.
 APPEND = (
     _MERGE
     + r"""
-local newest = redis.call('HGET', KEYS[1], 'newest')
-if newest and tonumber(ARGV[1]) <= tonumber(newest) then return {-1} end
-local len = redis.call('APPEND', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[1], 'newest', ARGV[2])
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-2} end
+local st = redis.call('HMGET', KEYS[1], 'newest', 'sealed_last')
+local lo, hi = tonumber(ARGV[1]), tonumber(ARGV[2])
+local len
+if st[1] and lo <= tonumber(st[1]) then
+  local newest = tonumber(st[1])
+  if (st[2] and lo <= tonumber(st[2])) or lo < newest - tonumber(ARGV[4]) then return {-1} end
+  -- insert each point at its place in the sorted head (binary search on 16-byte records);
+  -- nothing is written before every point is known to be new
+  local head, pts = redis.call('GET', KEYS[2]) or '', ARGV[3]
+  local hn = #head / 16
+  local pieces, prev = {}, 0
+  for i = 0, #pts / 16 - 1 do
+    local rec = string.sub(pts, i * 16 + 1, i * 16 + 16)
+    local t = struct.unpack('<i8', rec)
+    local a, b = prev, hn
+    while a < b do
+      local mid = math.floor((a + b) / 2)
+      if struct.unpack('<i8', head, mid * 16 + 1) < t then a = mid + 1 else b = mid end
+    end
+    if a < hn and struct.unpack('<i8', head, a * 16 + 1) == t then return {-1} end
+    pieces[#pieces + 1] = string.sub(head, prev * 16 + 1, a * 16)
+    pieces[#pieces + 1] = rec
+    prev = a
+  end
+  pieces[#pieces + 1] = string.sub(head, prev * 16 + 1)
+  local merged = table.concat(pieces)
+  redis.call('SET', KEYS[2], merged)
+  len = #merged
+  if hi > newest then redis.call('HSET', KEYS[1], 'newest', ARGV[2]) end
+  redis.call('HINCRBY', KEYS[1], 'hgen', 1)  -- the head is no longer its old prefix + more
+else
+  len = redis.call('APPEND', KEYS[2], ARGV[3])
+  redis.call('HSET', KEYS[1], 'newest', ARGV[2])
+end
 local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
-apply_tiles(3, 4)
+apply_tiles(4, 5)
 return {len, ver}
 """
 )
@@ -180,4 +215,11 @@ if maxcut then
   end
 end
 return gone
+"""
+
+# UNLOCK: release the careful writers' lock if it is still ours.
+# KEYS[1] lock; ARGV[1] our token. Returns 1 if released.
+UNLOCK = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """

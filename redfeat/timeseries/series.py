@@ -64,7 +64,7 @@ class Series:
         """Add one point (``ts`` None: now); returns its timestamp in ms."""
         v = finite_value(value, series=self.name)
         t = to_ms(datetime.now().astimezone() if ts is None else ts, series=self.name)
-        self._writer.write(np.array([t], np.int64), np.array([v]))
+        self._writer.write_one(t, v)
         return t
 
     def add_many(self, timestamps: Any, values: Any = None) -> int:

@@ -19,6 +19,7 @@ APPEND = Script(lua.APPEND)
 COMMIT = Script(lua.COMMIT)
 READ = Script(lua.READ)
 TRIM = Script(lua.TRIM)
+UNLOCK = Script(lua.UNLOCK)
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 Three paths, every one a single atomic server-side step:
 
-- append: a small batch newer than the newest point goes into the head with APPEND,
-  which also merges the batch's partial tiles (the server checks "newer", so two writers
-  racing at one timestamp cannot both take this path);
+- append: a small batch of new timestamps newer than every sealed point goes into the
+  head (appended, or inserted in order) with its partial tiles merged, in one script that
+  checks on the server that no point is a duplicate (so two writers racing at one
+  timestamp cannot both take this path);
 - bulk: a large batch newer than the newest point is cut into sealed chunks client-side
   (with the head's points in front) and committed with its tiles by compare-and-set;
 - careful: out-of-order points and duplicates. The chunks they land in are decoded,
@@ -16,27 +17,35 @@ Three paths, every one a single atomic server-side step:
 
 from __future__ import annotations
 
+import struct
+import time
+import uuid
 from typing import Any
 
 import numpy as np
 
 from ..errors import BackendError, ConfigurationError, ConflictError
-from .chunks import CHUNK_POINTS, POINT_BYTES, encode_chunk, pack_points
+from .chunks import (
+    CHUNK_POINTS,
+    POINT_BYTES,
+    SLACK_POINTS,
+    encode_chunk,
+    pack_points,
+    sealable,
+    sealed,
+)
 from .spec import SeriesSpec
-from .storage import APPEND, COMMIT, Ctx, State, base_keys, read_state, trim
+from .storage import APPEND, COMMIT, UNLOCK, Ctx, State, base_keys, read_state, trim
 from .tiles import partials, tile_args
 
 SMALL = CHUNK_POINTS  # batches below this try the append path first
 TRIM_EVERY = 1024  # appends between retention passes (sealing and batches always trim)
-MAX_TRIES = 50
-
-
-def sealed(ts: np.ndarray, vs: np.ndarray, k: int) -> list[tuple[int, bytes]]:
-    """The first ``k`` points (a multiple of CHUNK_POINTS) as sealed chunks."""
-    return [
-        (int(ts[i]), encode_chunk(ts[i : i + CHUNK_POINTS], vs[i : i + CHUNK_POINTS]))
-        for i in range(0, k, CHUNK_POINTS)
-    ]
+MAX_TRIES = 50  # compare-and-set attempts of one write
+BUSY_SECONDS = 10.0  # how long an append waits for a careful writer's lock
+LOCK_AFTER = 3  # failed attempts before a careful writer locks appends out
+LOCK_MS = 5000  # the lock's ttl: a crashed writer blocks appends at most this long
+_POINT = struct.Struct("<qd")
+_TILE = struct.Struct("<IddddddII")  # tiles.WIRE
 
 
 def _combine(policy: str, old: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -124,6 +133,8 @@ class Writer:
         self.spec = spec
         self.base = base_keys(ctx.keys, spec)
         self.pages_key = ctx.keys.series_pages(spec.escaped)
+        self._lock_key = ctx.keys.series_lock(spec.escaped)
+        self._what = f"series {spec.name!r} write"
 
     def _tile_groups(
         self, groups: list[tuple[int, int, np.ndarray, str]]
@@ -161,37 +172,84 @@ class Writer:
         ts, vs = dedupe_batch(self.spec, ts, vs)
         if len(ts) == 0:
             return
-        for _ in range(MAX_TRIES):
-            if len(ts) < SMALL and self._append(ts, vs):
-                return
-            st = read_state(self.ctx, self.spec, int(ts[0]), int(ts[-1]))
-            if st.newest is None or ts[0] > st.newest:
-                done = self._bulk(st, ts, vs)
-            else:
-                done = self._careful(st, ts, vs)
-            if done:
-                trim(self.ctx, self.spec)
-                return
+        token: str | None = None
+        deadline = time.monotonic() + BUSY_SECONDS
+        tries = 0
+        try:
+            while tries < MAX_TRIES:
+                if len(ts) < SMALL and token is None:
+                    got = self._append(ts, vs)
+                    if got == 1:
+                        return
+                    if got == -2 and time.monotonic() < deadline:
+                        time.sleep(0.001)  # a careful writer holds the lock: wait for it
+                        continue
+                st = read_state(self.ctx, self.spec, int(ts[0]), int(ts[-1]))
+                if st.newest is None or ts[0] > st.newest:
+                    done = self._bulk(st, ts, vs)
+                else:
+                    done = self._careful(st, ts, vs)
+                if done:
+                    trim(self.ctx, self.spec)
+                    return
+                tries += 1
+                if tries >= LOCK_AFTER and token is None:
+                    # Appends keep changing the series under us: hold them off a moment
+                    # (they wait on the lock) so that this write cannot be starved.
+                    token = self._lock()
+        finally:
+            if token is not None:
+                self.ctx.run(UNLOCK, [self._lock_key], [token], what=self._what)
         raise BackendError(
             f"series {self.spec.name!r}: gave up after {MAX_TRIES} tries, other writers kept "
             "changing the series; nothing was written"
         )
 
-    def _append(self, ts: np.ndarray, vs: np.ndarray) -> bool:
+    def _lock(self) -> str | None:
+        token = uuid.uuid4().hex
+        try:
+            ok = self.ctx.client.set(self._lock_key, token, nx=True, px=LOCK_MS)
+        except Exception as exc:
+            raise BackendError(f"{self._what}: {exc}") from exc
+        return token if ok else None
+
+    def write_one(self, t: int, v: float) -> None:
+        """One point: the append path with its tiles packed directly (numpy costs more
+        than the round trip for a single point)."""
+        keys = [self.base[0], self.base[1], self._lock_key, self.pages_key]
+        args: list[Any] = [t, t, _POINT.pack(t, v), self.spec.retention_ms]
+        args.append(len(self.spec.rollups))
+        for r in self.spec.rollups:
+            b = t // r.bucket_ms
+            page = b // r.slots
+            off = t - b * r.bucket_ms
+            keys.append(self.ctx.keys.series_page(self.spec.escaped, r.bucket_ms, page))
+            args += ["m", (page + 1) * r.page_ms, f"{r.bucket_ms}:{page}", 1, b - page * r.slots]
+            args.append(_TILE.pack(1, v, 0.0, v, v, v, v, off, off))
+        reply = self.ctx.run(APPEND, keys, args, what=self._what)
+        if self._appended(reply) != 1:
+            self.write(np.array([t], np.int64), np.array([v]))
+
+    def _append(self, ts: np.ndarray, vs: np.ndarray) -> int:
         tkeys, targs = self._tile_groups(self._fresh_tiles(ts, vs, None, "m"))
         reply = self.ctx.run(
             APPEND,
-            [self.base[0], self.base[1], self.pages_key, *tkeys],
-            [int(ts[0]), int(ts[-1]), pack_points(ts, vs), *targs],
-            what=f"series {self.spec.name!r} add",
+            [self.base[0], self.base[1], self._lock_key, self.pages_key, *tkeys],
+            [int(ts[0]), int(ts[-1]), pack_points(ts, vs), self.spec.retention_ms, *targs],
+            what=self._what,
         )
+        return self._appended(reply)
+
+    def _appended(self, reply: list[Any]) -> int:
+        """After APPEND: seal a full head, trim now and then. 1: appended; -1: needs the
+        careful path; -2: locked by a careful writer."""
         if int(reply[0]) < 0:
-            return False
-        if int(reply[0]) >= CHUNK_POINTS * POINT_BYTES:
+            return int(reply[0])
+        if int(reply[0]) >= (CHUNK_POINTS + SLACK_POINTS) * POINT_BYTES:
             self.seal()
         elif int(reply[1]) % TRIM_EVERY == 0:
             trim(self.ctx, self.spec)
-        return True
+        return 1
 
     def _commit(
         self,
@@ -223,16 +281,10 @@ class Writer:
         points appended meanwhile stay in the head)."""
         for _ in range(MAX_TRIES):
             st = read_state(self.ctx, self.spec, None, None)
-            k = len(st.head_ts) // CHUNK_POINTS * CHUNK_POINTS
+            k = sealable(len(st.head_ts))
             if k == 0:
                 return
-            add = [
-                (
-                    int(st.head_ts[i]),
-                    encode_chunk(st.head_ts[i : i + CHUNK_POINTS], st.head_v[i : i + CHUNK_POINTS]),
-                )
-                for i in range(0, k, CHUNK_POINTS)
-            ]
+            add = sealed(st.head_ts, st.head_v, k)
             last = int(st.head_ts[k - 1])
             if self._commit(st, "hgen", ("c", k * POINT_BYTES), None, last, [], add, []):
                 trim(self.ctx, self.spec)
@@ -245,14 +297,8 @@ class Writer:
         keep = all_ts >= newest - self.spec.retention_ms  # older ones would go at once
         if not keep.all():
             all_ts, all_vs = all_ts[keep], all_vs[keep]
-        k = len(all_ts) // CHUNK_POINTS * CHUNK_POINTS
-        add = [
-            (
-                int(all_ts[i]),
-                encode_chunk(all_ts[i : i + CHUNK_POINTS], all_vs[i : i + CHUNK_POINTS]),
-            )
-            for i in range(0, k, CHUNK_POINTS)
-        ]
+        k = sealable(len(all_ts))
+        add = sealed(all_ts, all_vs, k)
         head = pack_points(all_ts[k:], all_vs[k:])
         tiles = self._fresh_tiles(ts, vs, st.newest, "s")
         last = int(all_ts[k - 1]) if k else None
@@ -327,14 +373,8 @@ class Writer:
             hts, hvs, _, _ = merge_points(
                 policy, name, st.head_ts, st.head_v, ts[to_head], vs[to_head]
             )
-            k = len(hts) // CHUNK_POINTS * CHUNK_POINTS
-            for i in range(0, k, CHUNK_POINTS):
-                add.append(
-                    (
-                        int(hts[i]),
-                        encode_chunk(hts[i : i + CHUNK_POINTS], hvs[i : i + CHUNK_POINTS]),
-                    )
-                )
+            k = sealable(len(hts))
+            add += sealed(hts, hvs, k)
             if k:
                 sealed_last = int(hts[k - 1])
             head = ("s", pack_points(hts[k:], hvs[k:]))

@@ -304,3 +304,14 @@ def test_huge_batch_goes_in_steps(store: FeatureStore) -> None:
     s.add_many(T0 + np.arange(n, dtype=np.float64), np.ones(n))
     assert s.range(None, None, bucket="1h", agg="count")[1].sum() == n
     assert len(s.range()[0]) == n
+
+
+def test_bulk_tiles_at_the_rollup_retention_edge_are_whole(store: FeatureStore) -> None:
+    s = store.series("edge", retention="1d", rollups=["1h"], rollup_retention="5h")
+    h0 = T0 - T0 % 3600
+    s.add_many(h0 + np.arange(600) * 60.0, np.ones(600))  # 10 hours, one per minute
+    # newest is 9:59; the rollup keeps buckets ending after 4:59, i.e. from 4:00, whole
+    assert s.source(h0 + 4 * 3600, None, bucket="1h") == "tiles:1h"
+    ts, counts = s.range(h0 + 4 * 3600, None, bucket="1h", agg="count")
+    assert counts.tolist() == [60.0] * 6
+    assert s.source(h0 + 3 * 3600, None, bucket="1h") == "raw"  # past the rollup: raw

@@ -14,7 +14,7 @@ import redis
 from ..errors import BackendError
 from .spec import Rollup, SeriesSpec
 from .storage import Ctx, raw_points
-from .tiles import MEM, WIRE_BYTES, aggregate, coarsen, from_wire, partials
+from .tiles import MEM, WIRE_BYTES, aggregate, aggregate_points, coarsen, from_wire
 
 
 def pick_rollup(
@@ -97,6 +97,6 @@ def bucketed(
         source = f"tiles:{r.label}"
     else:
         ts, vs, _ = raw_points(ctx, spec, lo_b, hi_b)
-        tiles = partials(ts, vs, bucket_ms)
-        source = "raw"
+        b, values = aggregate_points(ts, vs, bucket_ms, agg)
+        return b * bucket_ms, values, "raw"
     return tiles["b"] * bucket_ms, aggregate(tiles, agg), source

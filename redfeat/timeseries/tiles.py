@@ -88,6 +88,43 @@ def _partials(ts: np.ndarray, values: np.ndarray, bucket_ms: int) -> np.ndarray:
     return out
 
 
+def rollup_partials(ts: np.ndarray, values: np.ndarray, buckets: list[int]) -> list[np.ndarray]:
+    """Tiles of sorted, distinct points for each bucket length: the finest from the points,
+    each coarser one merged from the finest it is a multiple of (a pass over tiles instead
+    of over every point)."""
+    out: list[np.ndarray] = []
+    for i, b in enumerate(buckets):
+        src = next((j for j in range(i - 1, -1, -1) if b % buckets[j] == 0), None)
+        if src is None:
+            out.append(partials(ts, values, b))
+        else:
+            out.append(coarsen(out[src], b // buckets[src]))
+    return out
+
+
+def aggregate_points(
+    ts: np.ndarray, values: np.ndarray, bucket_ms: int, agg: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket ids, aggregate) of sorted points, computing only what ``agg`` needs."""
+    if agg in ("std", "var", "first", "last"):
+        t = partials(ts, values, bucket_ms)
+        return t["b"], aggregate(t, agg)
+    b = np.floor_divide(ts, bucket_ms)
+    st = _starts(b)
+    if len(st) == 0:
+        return b[:0], values[:0].copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        if agg in ("avg", "sum", "count"):
+            n = np.diff(np.append(st, len(ts))).astype(np.float64)
+            if agg == "count":
+                return b[st], n
+            s = np.add.reduceat(values, st)
+            return b[st], s / n if agg == "avg" else s
+        lo = np.minimum.reduceat(values, st)
+        hi = np.maximum.reduceat(values, st)
+    return b[st], {"min": lo, "max": hi}.get(agg, hi - lo)
+
+
 def coarsen(tiles: np.ndarray, factor: int) -> np.ndarray:
     """Merge tiles sorted by bucket into buckets ``factor`` times longer."""
     if factor == 1 or len(tiles) == 0:

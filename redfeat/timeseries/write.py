@@ -36,7 +36,7 @@ from .chunks import (
 )
 from .spec import SeriesSpec
 from .storage import APPEND, COMMIT, UNLOCK, Ctx, State, base_keys, read_state, trim
-from .tiles import partials, tile_args
+from .tiles import partials, rollup_partials, tile_args
 
 SMALL = CHUNK_POINTS  # batches below this try the append path first
 TRIM_EVERY = 1024  # appends between retention passes (sealing and batches always trim)
@@ -156,8 +156,19 @@ class Writer:
         whole and only the newest's bucket is merged. Buckets past retention are left out."""
         top = int(ts[-1]) if newest is None else max(newest, int(ts[-1]))
         out: list[tuple[int, int, np.ndarray, str]] = []
-        for ri, r in enumerate(self.spec.rollups):
-            t = partials(ts, vs, r.bucket_ms)
+        buckets = [r.bucket_ms for r in self.spec.rollups]
+        # only the points some rollup still keeps need tiles
+        # (from the start of the oldest bucket kept, so that bucket's tile is whole)
+        oldest = min(
+            ((top - r.retention_ms) // r.bucket_ms * r.bucket_ms for r in self.spec.rollups),
+            default=top,
+        )
+        if ts[0] < oldest:
+            i = int(np.searchsorted(ts, oldest))
+            ts, vs = ts[i:], vs[i:]
+        for ri, (r, t) in enumerate(
+            zip(self.spec.rollups, rollup_partials(ts, vs, buckets), strict=True)
+        ):
             t = t[(t["b"] + 1) * r.bucket_ms > top - r.retention_ms]
             if mode == "s" and newest is not None:
                 nb = newest // r.bucket_ms

@@ -28,7 +28,7 @@ def sealable(n: int) -> int:
 
 
 _HEADER = struct.Struct("<2sII")
-_CONFIG = ChunkConfig()
+_CONFIG = ChunkConfig(compression_level=6)  # as small as 8 here, a third faster
 
 
 def pack_points(ts: np.ndarray, values: np.ndarray) -> bytes:

@@ -16,20 +16,26 @@ from __future__ import annotations
 _MERGE = r"""
 local FMT = '<IddddddII'
 local function apply_tiles(base, a)
-  -- tile groups from ARGV[a]: count, then per group mode, page score, page member,
-  -- n, n x (slot, tile); the group's page key is KEYS[base + group index]
+  -- tile groups from ARGV[a]: count, then per group: mode ('s' set: buckets without a
+  -- tile yet; 'm' merge; 'r' replace), page score, page member, slots (one byte per
+  -- tile), tiles (60 bytes each); the group's page key is KEYS[base + group index]
   local groups = tonumber(ARGV[a]); a = a + 1
   for g = 1, groups do
-    local mode, score, member, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+    local mode, score, member = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+    local slots, blob = ARGV[a + 3], ARGV[a + 4]
     local key = KEYS[base + g]
-    a = a + 4
+    a = a + 5
     redis.call('ZADD', KEYS[base], score, member)
     if mode == 's' then
-      -- buckets no tile exists for yet: set them all at once
-      redis.call('HSET', key, unpack(ARGV, a, a + 2 * n - 1))
+      local fv = {}
+      for i = 1, #slots do
+        fv[2 * i - 1] = string.byte(slots, i)
+        fv[2 * i] = string.sub(blob, i * 60 - 59, i * 60)
+      end
+      redis.call('HSET', key, unpack(fv))
     else
-      for i = a, a + 2 * n - 1, 2 do
-        local slot, t = ARGV[i], ARGV[i + 1]
+      for i = 1, #slots do
+        local slot, t = string.byte(slots, i), string.sub(blob, i * 60 - 59, i * 60)
         local cur = mode == 'm' and redis.call('HGET', key, slot)
         if cur then
           local n1, s1, q1, mn1, mx1, f1, l1, fo1, lo1 = struct.unpack(FMT, cur)
@@ -44,7 +50,6 @@ local function apply_tiles(base, a)
         redis.call('HSET', key, slot, t)
       end
     end
-    a = a + 2 * n
   end
 end
 """

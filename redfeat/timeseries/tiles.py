@@ -197,27 +197,30 @@ def from_wire(bucket_ids: np.ndarray, raw: bytes, bucket_ms: int) -> np.ndarray:
 
 
 def tile_args(
-    tiles: np.ndarray, bucket_ms: int, slots: int, member_prefix: str, mode: str
+    tiles: np.ndarray, bucket_ms: int, slots: int, mode: str
 ) -> list[tuple[int, list[bytes | str | int]]]:
-    """Lua tile groups, one per page: (page, [mode, page end, member, n, slot, tile, ...])."""
+    """Lua tile groups, one per page: (page, [mode, page end, member, slots, tiles]), the
+    slots one byte each (a page holds at most 256 buckets), the tiles 60 bytes each."""
     if len(tiles) == 0:
         return []
     raw = to_wire(tiles, bucket_ms).tobytes()
     pages = np.floor_divide(tiles["b"], slots)
     st = _starts(pages)
     ends = np.append(st[1:], len(tiles))
-    slot = (tiles["b"] - pages * slots).tolist()
+    slot = (tiles["b"] - pages * slots).astype(np.uint8).tobytes()
     out: list[tuple[int, list[bytes | str | int]]] = []
     for a, z in zip(st.tolist(), ends.tolist(), strict=True):
         page = int(pages[a])
-        args: list[bytes | str | int] = [
-            mode,
-            (page + 1) * slots * bucket_ms,
-            f"{member_prefix}{bucket_ms}:{page}",
-            z - a,
-        ]
-        for i in range(a, z):
-            args.append(slot[i])
-            args.append(raw[i * WIRE_BYTES : (i + 1) * WIRE_BYTES])
-        out.append((page, args))
+        out.append(
+            (
+                page,
+                [
+                    mode,
+                    (page + 1) * slots * bucket_ms,
+                    f"{bucket_ms}:{page}",
+                    slot[a:z],
+                    raw[a * WIRE_BYTES : z * WIRE_BYTES],
+                ],
+            )
+        )
     return out

@@ -144,7 +144,7 @@ class Writer:
         args: list[Any] = []
         for ri, _, tiles, mode in groups:
             r = self.spec.rollups[ri]
-            for page, a in tile_args(tiles, r.bucket_ms, r.slots, "", mode):
+            for page, a in tile_args(tiles, r.bucket_ms, r.slots, mode):
                 keys.append(self.ctx.keys.series_page(self.spec.escaped, r.bucket_ms, page))
                 args.extend(a)
         return keys, [len(keys), *args]
@@ -235,8 +235,8 @@ class Writer:
             page = b // r.slots
             off = t - b * r.bucket_ms
             keys.append(self.ctx.keys.series_page(self.spec.escaped, r.bucket_ms, page))
-            args += ["m", (page + 1) * r.page_ms, f"{r.bucket_ms}:{page}", 1, b - page * r.slots]
-            args.append(_TILE.pack(1, v, 0.0, v, v, v, v, off, off))
+            args += ["m", (page + 1) * r.page_ms, f"{r.bucket_ms}:{page}"]
+            args += [bytes((b - page * r.slots,)), _TILE.pack(1, v, 0.0, v, v, v, v, off, off)]
         reply = self.ctx.run(APPEND, keys, args, what=self._what)
         if self._appended(reply) != 1:
             self.write(np.array([t], np.int64), np.array([v]))

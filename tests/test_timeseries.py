@@ -269,6 +269,26 @@ def test_bad_input_is_refused_and_changes_nothing(store: FeatureStore) -> None:
         store.series("lbl", labels={"a=b": "1"})
     with pytest.raises(ConfigurationError, match="duplicate_policy"):
         store.series("p", duplicate_policy="newest")
+    with pytest.raises(ConfigurationError, match="non-empty string"):
+        store.series(123)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="labels must be a dict"):
+        store.series("lbl", labels="host=a")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="retention"):
+        store.series("r", retention="forever")
+    with pytest.raises(ConfigurationError, match="rollup"):
+        store.series("r", rollups=["1x"])
+    with pytest.raises(ConfigurationError, match="longer than 30d"):
+        store.series("r", rollups=["60d"])
+    with pytest.raises(ConfigurationError, match="not a rollup"):
+        store.series("r", rollups=["1m"], rollup_retention={"5m": "1d"})
+    with pytest.raises(ConfigurationError, match="one-dimensional"):
+        s.add_many("abc", [1.0])
+    with pytest.raises(ConfigurationError, match="needs values"):
+        s.add_many([T0 + 1])
+    with pytest.raises(ConfigurationError, match="DatetimeIndex"):
+        s.add_many(pd.Series([1.0, 2.0]))
+    with pytest.raises(ConfigurationError, match="limit"):
+        s.range(limit=-1)
     with pytest.raises(ConfigurationError, match="not finite"):
         s.add(float("nan"), T0 + 1)
     with pytest.raises(ConfigurationError, match="not finite"):

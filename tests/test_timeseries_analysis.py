@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from redfeat import FeatureStore
+from redfeat import ConfigurationError, FeatureStore
 from redfeat.timeseries import InsufficientDataError, Series
 
 DAY = 86_400
@@ -80,6 +80,18 @@ def test_too_little_baseline_is_an_explicit_answer(store: FeatureStore) -> None:
         s.anomalies(T0 + 100, T0 + 200, method="mad")
     with pytest.raises(InsufficientDataError):
         s.is_anomalous(5.0, T0 + 100)
+
+
+def test_anomalies_need_rollups_and_a_known_method(store: FeatureStore) -> None:
+    s = store.series("bare", rollups=())
+    s.add_many(T0 + np.arange(100) * 10, np.ones(100))
+    with pytest.raises(ConfigurationError, match="no rollups"):
+        s.anomalies(T0 + 500, T0 + 990)
+    t = store.series("t")
+    with pytest.raises(ConfigurationError, match="method"):
+        t.anomalies(T0, T0 + 10, method="prophet")
+    with pytest.raises(ConfigurationError, match="start and end"):
+        t.anomalies(None, T0)
 
 
 def test_outliers_by_iqr(store: FeatureStore) -> None:

@@ -158,10 +158,12 @@ return 1
 # the start, every chunk starting inside, and the head; with the state for the CAS.
 #
 # KEYS[1] state hash, KEYS[2] head, KEYS[3] chunk index, KEYS[4] chunks hash
+# ARGV[1] = '': no chunks, the head only
 # Returns {newest or false, ver, hgen, sealed_last or false, head, first ms 1, chunk 1, ...}
 READ = r"""
 local st = redis.call('HMGET', KEYS[1], 'newest', 'ver', 'hgen', 'sealed_last')
 local out = {st[1], st[2] or '0', st[3] or '0', st[4], redis.call('GET', KEYS[2]) or ''}
+if ARGV[1] == '' then return out end  -- the head only
 local firsts = redis.call('ZREVRANGEBYSCORE', KEYS[3], ARGV[1], '-inf', 'LIMIT', 0, 1)
 for _, s in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], ARGV[2])) do
   firsts[#firsts + 1] = s

@@ -64,11 +64,16 @@ def base_keys(keys: Keys, spec: SeriesSpec) -> list[str]:
     return [keys.series(e), keys.series_head(e), keys.series_chunk_index(e), keys.series_chunks(e)]
 
 
-def read_state(ctx: Ctx, spec: SeriesSpec, lo: int | None, hi: int | None) -> State:
-    """State and head; with lo/hi, also the sealed chunks that may hold points in range."""
+def read_state(
+    ctx: Ctx, spec: SeriesSpec, lo: int | None, hi: int | None, *, chunks: bool = True
+) -> State:
+    """State and head, and the sealed chunks that may hold points in [lo, hi] (None: open)
+    unless ``chunks`` is False."""
     args: list[Any] = ["-inf" if lo is None else lo, "+inf" if hi is None else hi]
     if lo is not None and hi is not None and hi < lo:
         args = [lo, lo]
+    if not chunks:
+        args = ["", ""]
     reply = ctx.run(READ, base_keys(ctx.keys, spec), args, what=f"series {spec.name!r}")
     newest, ver, hgen, sealed_last, head = reply[:5]
     hts, hv = unpack_points(head)

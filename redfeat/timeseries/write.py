@@ -291,7 +291,7 @@ class Writer:
         """Compress the head's full chunks (compare-and-set on the head generation, so
         points appended meanwhile stay in the head)."""
         for _ in range(MAX_TRIES):
-            st = read_state(self.ctx, self.spec, None, None)
+            st = read_state(self.ctx, self.spec, None, None, chunks=False)
             k = sealable(len(st.head_ts))
             if k == 0:
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
@@ -335,3 +336,25 @@ def test_bulk_tiles_at_the_rollup_retention_edge_are_whole(store: FeatureStore) 
     ts, counts = s.range(h0 + 4 * 3600, None, bucket="1h", agg="count")
     assert counts.tolist() == [60.0] * 6
     assert s.source(h0 + 3 * 3600, None, bucket="1h") == "raw"  # past the rollup: raw
+
+
+def test_a_batch_longer_than_the_retention_keeps_its_tail_raw_and_all_in_tiles(
+    store: FeatureStore,
+) -> None:
+    s = store.series("long", retention="1h", rollups=["1h"], rollup_retention="1d")
+    h0 = T0 - T0 % 3600
+    s.add_many(h0 + np.arange(180) * 60.0, np.ones(180))  # 3 hours in one call
+    ts, _ = s.range()
+    assert len(ts) == 61  # 1:59 .. 2:59, both ends: newest - retention is kept
+    _, counts = s.range(h0, None, bucket="1h", agg="count")
+    assert counts.tolist() == [60.0, 60.0, 60.0]  # the rollup saw every point
+
+
+def test_appends_wait_for_a_careful_writers_lock(store: FeatureStore) -> None:
+    s = store.series("locked")
+    s.add(1.0, T0)
+    store.client.set(store.keys.series_lock("locked"), "someone", px=300)
+    started = time.monotonic()
+    s.add(2.0, T0 + 1)
+    assert time.monotonic() - started >= 0.2  # waited for the lock to go
+    assert s.range()[1].tolist() == [1.0, 2.0]

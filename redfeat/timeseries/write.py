@@ -46,6 +46,8 @@ LOCK_AFTER = 3  # failed attempts before a careful writer locks appends out
 LOCK_MS = 5000  # the lock's ttl: a crashed writer blocks appends at most this long
 _POINT = struct.Struct("<qd")
 _TILE = struct.Struct("<IddddddII")  # tiles.WIRE
+# tiles of one rollup for the server: (rollup index, tiles, 's' set | 'm' merge | 'r' replace)
+Group = tuple[int, np.ndarray, str]
 
 
 def _combine(policy: str, old: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -136,13 +138,11 @@ class Writer:
         self._lock_key = ctx.keys.series_lock(spec.escaped)
         self._what = f"series {spec.name!r} write"
 
-    def _tile_groups(
-        self, groups: list[tuple[int, int, np.ndarray, str]]
-    ) -> tuple[list[str], list[Any]]:
-        """(rollup index, newest ms or -1, tiles, mode) -> page KEYS and ARGV groups."""
+    def _tile_groups(self, groups: list[Group]) -> tuple[list[str], list[Any]]:
+        """(rollup index, tiles, mode) -> page KEYS and ARGV groups."""
         keys: list[str] = []
         args: list[Any] = []
-        for ri, _, tiles, mode in groups:
+        for ri, tiles, mode in groups:
             r = self.spec.rollups[ri]
             for page, a in tile_args(tiles, r.bucket_ms, r.slots, mode):
                 keys.append(self.ctx.keys.series_page(self.spec.escaped, r.bucket_ms, page))
@@ -151,11 +151,11 @@ class Writer:
 
     def _fresh_tiles(
         self, ts: np.ndarray, vs: np.ndarray, newest: int | None, mode: str
-    ) -> list[tuple[int, int, np.ndarray, str]]:
+    ) -> list[Group]:
         """Partial tiles of new points; with mode 's', buckets after the newest are set
         whole and only the newest's bucket is merged. Buckets past retention are left out."""
         top = int(ts[-1]) if newest is None else max(newest, int(ts[-1]))
-        out: list[tuple[int, int, np.ndarray, str]] = []
+        out: list[Group] = []
         buckets = [r.bucket_ms for r in self.spec.rollups]
         # only the points some rollup still keeps need tiles
         # (from the start of the oldest bucket kept, so that bucket's tile is whole)
@@ -172,10 +172,10 @@ class Writer:
             t = t[(t["b"] + 1) * r.bucket_ms > top - r.retention_ms]
             if mode == "s" and newest is not None:
                 nb = newest // r.bucket_ms
-                out.append((ri, -1, t[t["b"] == nb], "m"))
+                out.append((ri, t[t["b"] == nb], "m"))
                 t = t[t["b"] != nb]
-            out.append((ri, -1, t, mode))
-        return [g for g in out if len(g[2])]
+            out.append((ri, t, mode))
+        return [g for g in out if len(g[1])]
 
     # -- entry ----------------------------------------------------------------------------
 
@@ -271,7 +271,7 @@ class Writer:
         sealed_last: int | None,
         drop: list[int],
         add: list[tuple[int, bytes]],
-        tiles: list[tuple[int, int, np.ndarray, str]],
+        tiles: list[Group],
     ) -> bool:
         tkeys, targs = self._tile_groups(tiles)
         args: list[Any] = [check, st.ver if check == "ver" else st.hgen, head[0], head[1]]
@@ -403,21 +403,21 @@ class Writer:
         changed: np.ndarray,
         mts: np.ndarray,
         mvs: np.ndarray,
-    ) -> list[tuple[int, int, np.ndarray, str]]:
+    ) -> list[Group]:
         top = max(newest, int(ts[-1]))
-        out: list[tuple[int, int, np.ndarray, str]] = []
+        out: list[Group] = []
         for ri, r in enumerate(self.spec.rollups):
             redo = np.unique(ts[changed] // r.bucket_ms)
             if len(redo):
                 sel = np.isin(mts // r.bucket_ms, redo)
-                out.append((ri, -1, partials(mts[sel], mvs[sel], r.bucket_ms), "r"))
+                out.append((ri, partials(mts[sel], mvs[sel], r.bucket_ms), "r"))
             nts, nvs = ts[fresh], vs[fresh]
             keep = ~np.isin(nts // r.bucket_ms, redo)
-            out.append((ri, -1, partials(nts[keep], nvs[keep], r.bucket_ms), "m"))
-        kept = []
-        for ri, x, t, mode in out:
+            out.append((ri, partials(nts[keep], nvs[keep], r.bucket_ms), "m"))
+        kept: list[Group] = []
+        for ri, t, mode in out:
             r = self.spec.rollups[ri]
             t = t[(t["b"] + 1) * r.bucket_ms > top - r.retention_ms]
             if len(t):
-                kept.append((ri, x, t, mode))
+                kept.append((ri, t, mode))
         return kept

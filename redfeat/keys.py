@@ -8,6 +8,7 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:feed:<view>              change feed: capped stream of change events
     rf:<project>:events:<view>            pub/sub channel of live change events
     rf:<project>:q:<view>:...             quality: hourly profiles, counters, baseline
+    rf:<project>:ts:{<series>}...         time series: state, head, chunks, tile pages
 
 All keys of one (view, entity) share one hash tag, so the atomic write step and the
 time-travel read stay on one cluster slot. Entity ids are percent-escaped so that no id can
@@ -128,3 +129,36 @@ class Keys:
     def last_write(self) -> str:
         """Sorted set: view -> time of the last write (us)."""
         return self.prefix + "q:written"
+
+    # -- time series (redfeat.timeseries) ------------------------------------------------
+    # Every key of one series shares the hash tag {<escaped name>} after "ts:", so a
+    # series' atomic steps stay on one cluster slot and can never reach a view's keys
+    # (those start "rf:<project>:{").
+
+    def series(self, escaped_name: str) -> str:
+        """Hash: the series' state (newest timestamp, head generation, counters)."""
+        return f"{self.prefix}ts:{{{escaped_name}}}"
+
+    def series_head(self, escaped_name: str) -> str:
+        """String: the open head chunk, packed (int64 ms, float64) pairs in time order."""
+        return self.series(escaped_name) + ":head"
+
+    def series_lock(self, escaped_name: str) -> str:
+        """String with a ttl: held by a writer rewriting chunks; appends wait for it."""
+        return self.series(escaped_name) + ":lock"
+
+    def series_chunk_index(self, escaped_name: str) -> str:
+        """Sorted set: sealed chunks scored by their first timestamp (member: that ts)."""
+        return self.series(escaped_name) + ":ci"
+
+    def series_chunks(self, escaped_name: str) -> str:
+        """Hash: first timestamp -> sealed, compressed chunk."""
+        return self.series(escaped_name) + ":c"
+
+    def series_pages(self, escaped_name: str) -> str:
+        """Sorted set: tile pages scored by their end (ms), member '<rollup ms>:<page>'."""
+        return self.series(escaped_name) + ":tp"
+
+    def series_page(self, escaped_name: str, rollup_ms: int, page: int) -> str:
+        """Hash: one page of a rollup's tiles, bucket slot -> packed tile."""
+        return f"{self.series(escaped_name)}:t:{rollup_ms}:{page}"

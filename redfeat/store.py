@@ -36,6 +36,7 @@ from .transforms import TransformRegistry
 from .vectors import VectorIndex
 from .verbs_live import LiveVerbs
 from .verbs_search import SearchVerbs
+from .verbs_series import SeriesVerbs
 from .verbs_training import TrainingVerbs
 from .writer import Record, Status, WriteReport
 
@@ -48,7 +49,7 @@ def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> N
         server.stop(only_if_unused_by=name)
 
 
-class FeatureStore(LiveVerbs, SearchVerbs, TrainingVerbs):
+class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
     """Typed, versioned features on Redis.
 
     ``FeatureStore()`` starts (or attaches to) a private server under ``./.redfeat``;

@@ -1,0 +1,139 @@
+"""Anomalies, outliers and correlation. Baselines come from rollup tiles, not raw scans.
+
+Too little baseline data is an explicit answer: InsufficientDataError, never a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+
+from ..errors import BackendError, ConfigurationError, RedfeatError
+from .query import read_tiles
+from .spec import SeriesSpec
+from .storage import Ctx
+
+METHODS = ("zscore", "mad", "ewma")
+MIN_POINTS = 30  # baseline points for zscore/ewma
+MIN_BUCKETS = 10  # baseline buckets for mad
+EWMA_ALPHA = 0.1
+_THRESHOLDS = {"zscore": 3.0, "mad": 3.5, "ewma": 3.0}
+
+
+class InsufficientDataError(RedfeatError):
+    """Not enough data for an answer (``.needed`` and ``.found`` say how much)."""
+
+    def __init__(self, message: str, *, needed: int, found: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.found = found
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Summary of the points in a window, merged from tiles of one rollup."""
+
+    series: str
+    rollup: str
+    count: int
+    mean: float
+    std: float
+    bucket_means: np.ndarray
+
+
+def default_threshold(method: str) -> float:
+    if method not in METHODS:
+        raise ConfigurationError(f"anomaly method {method!r} is not one of {METHODS}")
+    return _THRESHOLDS[method]
+
+
+def baseline_from_tiles(ctx: Ctx, spec: SeriesSpec, lo: int, hi: int) -> Baseline:
+    """Merge the tiles of the finest rollup still holding ``lo``, over buckets that end by
+    ``hi`` (so the points being judged never leak into their own baseline)."""
+    if not spec.rollups:
+        raise ConfigurationError(
+            f"series {spec.name!r} keeps no rollups; anomaly baselines are read from tiles"
+        )
+    try:
+        raw = ctx.client.hget(ctx.keys.series(spec.escaped), "newest")
+    except redis.RedisError as exc:
+        raise BackendError(f"series {spec.name!r}: {exc}") from exc
+    newest = None if raw is None else int(raw)
+    usable = [
+        r
+        for r in spec.rollups
+        if newest is None or lo >= (newest - r.retention_ms) // r.bucket_ms * r.bucket_ms
+    ]
+    r = usable[0] if usable else spec.rollups[-1]
+    tiles = read_tiles(ctx, spec, r, lo, hi - r.bucket_ms)
+    n = float(tiles["n"].sum()) if len(tiles) else 0.0
+    if n == 0:
+        return Baseline(spec.name, r.label, 0, float("nan"), float("nan"), np.zeros(0))
+    total = float(tiles["sum"].sum())
+    mean = total / n
+    means = tiles["sum"] / tiles["n"]
+    m2 = float((tiles["m2"] + tiles["n"] * (means - mean) ** 2).sum())
+    std = (m2 / (n - 1)) ** 0.5 if n > 1 else float("nan")
+    return Baseline(spec.name, r.label, int(n), mean, std, means)
+
+
+def _scale(dev: np.ndarray, spread: float) -> np.ndarray:
+    # A flat baseline (spread 0): equal values score 0, any other value is infinitely far.
+    if spread > 0:
+        return dev / spread
+    return np.where(dev == 0, 0.0, np.copysign(np.inf, dev))
+
+
+def score(base: Baseline, values: np.ndarray, method: str, limit: float) -> np.ndarray:
+    """Signed scores of ``values`` against the baseline (for ``ewma``, points scoring past
+    ``limit`` do not move the running mean and variance: one spike does not hide the next)."""
+    default_threshold(method)
+    if method == "mad":
+        nb = len(base.bucket_means)
+        if nb < MIN_BUCKETS:
+            raise InsufficientDataError(
+                f"series {base.series!r}: the baseline has {nb} {base.rollup} bucket(s), "
+                f"method 'mad' needs at least {MIN_BUCKETS}; widen baseline= or wait for data",
+                needed=MIN_BUCKETS,
+                found=nb,
+            )
+        med = float(np.median(base.bucket_means))
+        mad = float(np.median(np.abs(base.bucket_means - med)))
+        # 0.6745: the modified z-score of Iglewicz and Hoaglin (MAD scaled to a std)
+        return 0.6745 * _scale(values - med, mad)
+    if base.count < MIN_POINTS:
+        raise InsufficientDataError(
+            f"series {base.series!r}: the baseline has {base.count} point(s), method "
+            f"{method!r} needs at least {MIN_POINTS}; widen baseline= or wait for data",
+            needed=MIN_POINTS,
+            found=base.count,
+        )
+    if method == "zscore":
+        return _scale(values - base.mean, base.std)
+    out = np.empty(len(values))
+    mean, var = base.mean, base.std**2
+    for i, x in enumerate(values.tolist()):
+        out[i] = _scale(np.array([x - mean]), var**0.5)[0]
+        if abs(out[i]) > limit:
+            continue
+        diff = x - mean
+        incr = EWMA_ALPHA * diff
+        mean += incr
+        var = (1 - EWMA_ALPHA) * (var + diff * incr)
+    return out
+
+
+def iqr_mask(values: np.ndarray, k: float, name: str) -> np.ndarray:
+    if isinstance(k, bool) or not isinstance(k, int | float) or not k >= 0:
+        raise ConfigurationError(f"series {name!r}: k must be a number >= 0, got {k!r}")
+    if len(values) < 4:
+        raise InsufficientDataError(
+            f"series {name!r}: {len(values)} point(s) in range; quartiles need at least 4",
+            needed=4,
+            found=len(values),
+        )
+    q1, q3 = np.percentile(values, [25, 75])
+    iqr = q3 - q1
+    return np.asarray((values < q1 - k * iqr) | (values > q3 + k * iqr))

@@ -1,0 +1,126 @@
+"""Reading a series' raw state: the head, the sealed chunks over a range, the counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+
+from .._conn import Direct, Script
+from ..errors import BackendError
+from ..keys import Keys
+from . import lua
+from .chunks import decode_chunk, unpack_points
+from .spec import SeriesSpec
+
+APPEND = Script(lua.APPEND)
+COMMIT = Script(lua.COMMIT)
+READ = Script(lua.READ)
+TRIM = Script(lua.TRIM)
+UNLOCK = Script(lua.UNLOCK)
+
+
+@dataclass
+class Ctx:
+    """What the series code needs from the store."""
+
+    client: redis.Redis
+    keys: Keys
+    direct: Direct
+
+    def run(self, script: Script, keys: list[str], args: list[Any], *, what: str) -> Any:
+        try:
+            return script.stream(self.direct.conn(), [(keys, args)])[0]
+        except redis.RedisError as exc:
+            raise BackendError(f"{what}: {exc}") from exc
+
+
+@dataclass
+class State:
+    newest: int | None
+    ver: bytes
+    hgen: bytes
+    sealed_last: int | None
+    head_ts: np.ndarray
+    head_v: np.ndarray
+    # (first ms, timestamps, values) of each sealed chunk read, in time order
+    chunks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every point read, in time order (chunks do not overlap; the head is newest)."""
+        ts = [c[1] for c in self.chunks] + [self.head_ts]
+        vs = [c[2] for c in self.chunks] + [self.head_v]
+        return np.concatenate(ts), np.concatenate(vs)
+
+    def cut(self, spec: SeriesSpec) -> int | None:
+        """Points older than this are past the raw retention."""
+        return None if self.newest is None else self.newest - spec.retention_ms
+
+
+def base_keys(keys: Keys, spec: SeriesSpec) -> list[str]:
+    e = spec.escaped
+    return [keys.series(e), keys.series_head(e), keys.series_chunk_index(e), keys.series_chunks(e)]
+
+
+def read_state(
+    ctx: Ctx, spec: SeriesSpec, lo: int | None, hi: int | None, *, chunks: bool = True
+) -> State:
+    """State and head, and the sealed chunks that may hold points in [lo, hi] (None: open)
+    unless ``chunks`` is False."""
+    args: list[Any] = ["-inf" if lo is None else lo, "+inf" if hi is None else hi]
+    if lo is not None and hi is not None and hi < lo:
+        args = [lo, lo]
+    if not chunks:
+        args = ["", ""]
+    reply = ctx.run(READ, base_keys(ctx.keys, spec), args, what=f"series {spec.name!r}")
+    newest, ver, hgen, sealed_last, head = reply[:5]
+    hts, hv = unpack_points(head)
+    st = State(
+        None if newest is None else int(newest),
+        ver,
+        hgen,
+        None if sealed_last is None else int(sealed_last),
+        hts,
+        hv,
+    )
+    for i in range(5, len(reply), 2):
+        if reply[i + 1] is None:
+            continue  # removed by retention between the index read and the fetch: none
+        ts, vs = decode_chunk(reply[i + 1])
+        st.chunks.append((int(reply[i]), ts, vs))
+    st.chunks.sort(key=lambda c: c[0])
+    return st
+
+
+def raw_points(
+    ctx: Ctx, spec: SeriesSpec, lo: int | None, hi: int | None
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Points in [lo, hi] still inside the raw retention, and the newest timestamp."""
+    st = read_state(ctx, spec, lo, hi)
+    ts, vs = st.points()
+    keep = np.ones(len(ts), bool)
+    cut = st.cut(spec)
+    if cut is not None:
+        keep &= ts >= cut
+    if lo is not None:
+        keep &= ts >= lo
+    if hi is not None:
+        keep &= ts <= hi
+    return ts[keep], vs[keep], st.newest
+
+
+def trim(ctx: Ctx, spec: SeriesSpec) -> int:
+    """Apply retention now (whole chunks and tile pages); returns how many went."""
+    e = spec.escaped
+    keys = [
+        ctx.keys.series(e),
+        ctx.keys.series_chunk_index(e),
+        ctx.keys.series_chunks(e),
+        ctx.keys.series_pages(e),
+    ]
+    args: list[Any] = [ctx.keys.series(e), spec.retention_ms]
+    for r in spec.rollups:
+        args += [r.bucket_ms, r.retention_ms]
+    return int(ctx.run(TRIM, keys, args, what=f"series {spec.name!r} retention"))

@@ -318,6 +318,34 @@ def health_cmd(
         raise typer.Exit(1)
 
 
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    url: Url = None,
+    project: Project = "default",
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+) -> None:
+    """Serve the HTTP API and the web page (uvicorn) until Ctrl-C or SIGTERM."""
+    import uvicorn
+
+    from .server import create_app
+
+    store = _open(url, project, home, server_bin)
+    shown = f"[{host}]" if ":" in host else host
+    # plain print, flushed: a supervisor or a test reads the URL from the first line
+    print(f"redfeat serving project {project!r} on http://{shown}:{port}/", flush=True)
+    # One process: the store (and an embedded server) belong to it. The app closes the
+    # store at shutdown, because uvicorn ends the process by re-raising SIGTERM/SIGINT.
+    app = create_app(store, close_store=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    except BaseException:
+        store.close()  # it never started (port taken): close here
+        raise
+
+
 def _progress() -> Progress:
     return Progress(
         *Progress.get_default_columns(), MofNCompleteColumn(), console=console, transient=True

@@ -73,7 +73,7 @@ def _when(params: dict[str, str], key: str) -> datetime | None:
     return datetime.fromtimestamp(v, UTC)
 
 
-def _input(name: str, label: str, value: str, width: int = 16) -> str:
+def _input(name: str, label: str, value: str, width: int = 25) -> str:
     return (
         f'<label>{_e(label)}<input name="{_e(name)}" value="{_e(value)}" size="{width}" '
         'form="controls"></label>'
@@ -126,7 +126,7 @@ def views_section(store: FeatureStore, health: HealthReport) -> str:
         "<tr><th>view</th><th>entity</th><th>fields</th><th>status</th><th>newest event age"
         "</th><th>writes</th><th>refused</th><th>reads</th><th>why</th></tr>"
     )
-    return f'<table class="views">{head}{"".join(rows)}</table>'
+    return f'<table class="views-table">{head}{"".join(rows)}</table>'
 
 
 # -- drift -------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def drift_section(
         f"<td>{_e('; '.join(f.reasons))}</td></tr>"
         for n, f in report.features.items()
     ]
-    out.append(f'<table class="drift">{head}{"".join(rows)}</table>')
+    out.append(f'<table class="drift-table">{head}{"".join(rows)}</table>')
     figures = [
         f'<figure><figcaption>{_e(n)} <span class="{_e(report.features[n].verdict)}">'
         f"{_e(report.features[n].verdict)}</span></figcaption>{svg.bars(d)}</figure>"
@@ -228,7 +228,8 @@ def _anomalies(
         (int(ts.timestamp() * 1000), float(v), f"{ts:%Y-%m-%d %H:%M:%S}: {v:.4g}, score {s:.1f}")
         for ts, v, s in zip(frame.index, frame["value"], frame["score"], strict=True)
     ]
-    return marks[:MAX_MARKS], f"{len(marks)} anomalies ({how})"
+    shown = "" if len(marks) <= MAX_MARKS else f", the first {MAX_MARKS} marked"
+    return marks[:MAX_MARKS], f"{len(marks)} anomalies ({how}{shown})"
 
 
 def series_section(store: FeatureStore, params: dict[str, str]) -> str:

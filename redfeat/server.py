@@ -13,12 +13,13 @@ sent as ``%2F`` (``urllib.parse.quote(id, safe="")``).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
-import msgspec
 import pandas as pd
+import redis
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
@@ -80,69 +81,17 @@ class JSON(Response):
         return wire.encode(content)
 
 
-# -- request bodies (msgspec checks them; unknown keys are refused, typos show) ---------
-
-
-class GetManyBody(msgspec.Struct, forbid_unknown_fields=True):
-    ids: list[str | int]
-    features: list[str] | None = None
-    as_of: str | float | None = None
-    with_meta: bool = False
-
-
-class FeaturesBody(msgspec.Struct, forbid_unknown_fields=True):
-    ids: list[str | int]
-    features: list[str]
-    full_feature_names: bool = False
-
-
-class WriteBody(msgspec.Struct, forbid_unknown_fields=True):
-    entity_id: str | int
-    values: dict[str, Any]
-    event_time: str | float | None = None
-
-
-class WriteManyBody(msgspec.Struct, forbid_unknown_fields=True):
-    rows: list[dict[str, Any]]
-    on_error: str = "raise"
-    entity_column: str = "entity_id"
-    event_time_column: str | None = None
-
-
-class SimilarBody(msgspec.Struct, forbid_unknown_fields=True):
-    field: str
-    query: list[float]
-    k: int = 10
-    where: dict[str, Any] | None = None
-    include_values: bool = False
-    index: str = "exact"
-
-
-def _where(where: dict[str, Any] | None) -> dict[str, Any] | None:
-    """JSON has no tuples: {"min": lo, "max": hi} is the inclusive range (lo, hi)."""
-    if where is None:
-        return None
-    out: dict[str, Any] = {}
-    for name, cond in where.items():
-        if isinstance(cond, dict):
-            extra = set(cond) - {"min", "max"}
-            if extra:
-                raise ConfigurationError(
-                    f"where[{name!r}]: a range is {{'min': lo, 'max': hi}}, "
-                    f"got keys {sorted(extra)}"
-                )
-            out[name] = (cond.get("min"), cond.get("max"))
-        else:
-            out[name] = cond
-    return out
-
-
-def _segments(request: Request, skip: int) -> list[str]:
-    """The raw path's segments after the first ``skip``, each percent-decoded once."""
-    raw = request.scope.get("raw_path") or request.url.path.encode()
-    parts = raw.decode("latin-1").split("/")[1:]
+def _rest(request: Request, marker: str) -> list[str]:
+    """The raw path's segments after ``marker``, each percent-decoded once (an encoded
+    ``/`` stays inside its segment). A mount prefix (``root_path``) is skipped first."""
+    raw = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
+    root = request.scope.get("root_path") or ""
+    if root and raw.startswith(root):
+        raw = raw[len(root) :]
+    at = 0 if raw.startswith(marker) else raw.find(marker)
+    rest = raw[at + len(marker) :] if at >= 0 else ""
     try:
-        return [unquote(p, encoding="utf-8", errors="strict") for p in parts[skip:]]
+        return [unquote(p, encoding="utf-8", errors="strict") for p in rest.split("/")]
     except UnicodeDecodeError:
         raise ConfigurationError("the path is not percent-encoded UTF-8") from None
 
@@ -152,6 +101,9 @@ class Api:
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
+        # store.similar builds an index (with a change-event thread) on first use: two
+        # first requests at once would build two and leak one, so first uses take turns
+        self._index_lock = threading.Lock()
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await run_in_threadpool(fn, *args, **kwargs)
@@ -171,7 +123,7 @@ class Api:
         def work() -> dict[str, Any]:
             try:
                 self.store.client.ping()
-            except Exception as exc:  # any failure to answer is "down"
+            except redis.RedisError as exc:
                 raise BackendError(f"the server does not answer: {exc}") from exc
             report = self.store.quality.health(window=window)
             return {"status": "up", "project": self.store.project, "quality": report.to_dict()}
@@ -201,7 +153,7 @@ class Api:
     async def entity(self, request: Request) -> Response:
         """GET .../entities/{id} (latest) and .../entities/{id}/history."""
         view = request.path_params["view"]
-        parts = _segments(request, 3)  # views, {view}, entities
+        parts = _rest(request, f"/views/{view}/entities/")  # view names need no escaping
         q = request.query_params
         if len(parts) >= 2 and parts[-1] == "history":
             entity_id = "/".join(parts[:-1])  # an id sent with bare slashes; %2F is safer
@@ -225,7 +177,7 @@ class Api:
 
     async def get_many(self, request: Request) -> Response:
         view = request.path_params["view"]
-        body = await self._body(request, GetManyBody)
+        body = await self._body(request, wire.GetManyBody)
         rows = await self._run(
             self.store.get_many,
             view,
@@ -238,7 +190,7 @@ class Api:
         return JSON({"view": view, "rows": out})
 
     async def features(self, request: Request) -> Response:
-        body = await self._body(request, FeaturesBody)
+        body = await self._body(request, wire.FeaturesBody)
         rows = await self._run(
             self.store.get_features,
             body.ids,
@@ -249,7 +201,7 @@ class Api:
 
     async def write(self, request: Request) -> Response:
         view = request.path_params["view"]
-        body = await self._body(request, WriteBody)
+        body = await self._body(request, wire.WriteBody)
 
         def work() -> Any:
             values = wire.typed_values(self.store.view(view), body.values)
@@ -260,7 +212,7 @@ class Api:
 
     async def write_many(self, request: Request) -> Response:
         view = request.path_params["view"]
-        body = await self._body(request, WriteManyBody)
+        body = await self._body(request, wire.WriteManyBody)
         et_col = body.event_time_column
         if et_col is None and any("event_time" in r for r in body.rows):
             et_col = "event_time"
@@ -287,17 +239,26 @@ class Api:
 
     async def similar(self, request: Request) -> Response:
         view = request.path_params["view"]
-        body = await self._body(request, SimilarBody)
-        matches = await self._run(
-            self.store.similar,
-            view,
-            body.field,
-            body.query,
-            k=body.k,
-            where=_where(body.where),
-            include_values=body.include_values,
-            index=body.index,
-        )
+        body = await self._body(request, wire.SimilarBody)
+
+        def work() -> list[Any]:
+            def search() -> list[Any]:
+                return self.store.similar(
+                    view,
+                    body.field,
+                    body.query,
+                    k=body.k,
+                    where=wire.where(body.where),
+                    include_values=body.include_values,
+                    index=body.index,
+                )
+
+            if (view, body.field, body.index) in self.store._indexes:
+                return search()
+            with self._index_lock:
+                return search()
+
+        matches = await self._run(work)
         return JSON(
             {
                 "view": view,
@@ -369,7 +330,7 @@ class Api:
 
     async def series(self, request: Request) -> Response:
         """GET /series/{name}/range and /series/{name}/anomalies."""
-        parts = _segments(request, 1)  # series
+        parts = _rest(request, "/series/")
         if len(parts) < 2 or parts[-1] not in ("range", "anomalies"):
             raise HTTPException(404, "use /series/{name}/range or /series/{name}/anomalies")
         name, action = "/".join(parts[:-1]), parts[-1]

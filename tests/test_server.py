@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
@@ -28,6 +29,7 @@ from redfeat import types as t
 from redfeat.embedded import ServerInfo
 from redfeat.quality.profiles import Profile, add_column
 from redfeat.server import create_app
+from redfeat.vectors import VectorIndex
 from redfeat.web import bins, svg
 
 Json = dict[str, Any]
@@ -252,6 +254,21 @@ def test_hostile_entity_ids_round_trip(http: TestClient, profile_view: FeatureVi
     _err(http.get("/views/user_profile/entities/%FF"), 400)  # not UTF-8
 
 
+def test_mounted_under_a_prefix(store: FeatureStore, profile_view: FeatureView) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    outer = Starlette(routes=[Mount("/rf/series", app=create_app(store))])
+    store.write("user_profile", "x/entities/y", {"age": 7})
+    store.series("a/b").add(1.0, NOW)
+    with TestClient(outer) as http:
+        got = _ok(http.get(f"/rf/series/views/user_profile/entities/{_path('x/entities/y')}"))
+        assert got["entity_id"] == "x/entities/y" and got["values"]["age"] == 7
+        points = _ok(http.get(f"/rf/series/series/{_path('a/b')}/range"))
+        assert points["name"] == "a/b" and points["values"] == [1.0]
+        assert "<svg" in http.get("/rf/series/").text
+
+
 def test_get_many_with_meta_and_features_across_views(
     http: TestClient, store: FeatureStore, profile_view: FeatureView
 ) -> None:
@@ -287,7 +304,7 @@ def test_get_many_with_meta_and_features_across_views(
     _err(http.post("/features", json={"ids": ["u1"], "features": ["nope:x"]}), 404)
 
 
-def test_similar(http: TestClient, store: FeatureStore) -> None:
+def test_similar(http: TestClient, store: FeatureStore, monkeypatch: pytest.MonkeyPatch) -> None:
     store.apply(
         FeatureView(
             "items",
@@ -322,6 +339,34 @@ def test_similar(http: TestClient, store: FeatureStore) -> None:
     )["matches"]
     assert filtered and all(10 <= m["values"]["price"] <= 20 for m in filtered)
     assert all(m["values"]["kind"] == "b" for m in filtered)
+    # concurrent first searches of another field's index build it once
+    store.apply(
+        FeatureView(
+            "items", entity="item", fields=[*store.view("items").fields, Field("w", t.Vector(3))]
+        )
+    )
+    store.write_many("items", [{"entity_id": f"i{i}", "w": vecs[i]} for i in range(40)])
+    app = create_app(store)
+    builds: list[str] = []
+    real_build = VectorIndex.build
+
+    def counted(self: VectorIndex) -> None:
+        builds.append(self.field)
+        time.sleep(0.05)  # widen the window two unserialised first searches would share
+        real_build(self)
+
+    monkeypatch.setattr(VectorIndex, "build", counted)
+
+    async def burst() -> list[Any]:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+            body = {"field": "w", "query": query, "k": 2}
+            calls = [client.post("/views/items/similar", json=body) for _ in range(8)]
+            return [r.json()["matches"] for r in await asyncio.gather(*calls)]
+
+    answers = asyncio.run(burst())
+    assert all(a == answers[0] for a in answers) and answers[0][0]["entity_id"] == "i6"
+    assert builds == ["w"]  # one index built; none left orphaned with its listener thread
     body = _err(
         http.post("/views/items/similar", json={"field": "v", "query": [1, 2], "k": 3}), 422
     )

@@ -16,6 +16,62 @@ from ..history import Version
 from ..schema import FeatureView
 from ..writer import Record, WriteReport
 
+# -- request bodies (msgspec checks them; unknown keys are refused, so typos show) --------
+
+
+class GetManyBody(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[str | int]
+    features: list[str] | None = None
+    as_of: str | float | None = None
+    with_meta: bool = False
+
+
+class FeaturesBody(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[str | int]
+    features: list[str]
+    full_feature_names: bool = False
+
+
+class WriteBody(msgspec.Struct, forbid_unknown_fields=True):
+    entity_id: str | int
+    values: dict[str, Any]
+    event_time: str | float | None = None
+
+
+class WriteManyBody(msgspec.Struct, forbid_unknown_fields=True):
+    rows: list[dict[str, Any]]
+    on_error: str = "raise"
+    entity_column: str = "entity_id"
+    event_time_column: str | None = None
+
+
+class SimilarBody(msgspec.Struct, forbid_unknown_fields=True):
+    field: str
+    query: list[float]
+    k: int = 10
+    where: dict[str, Any] | None = None
+    include_values: bool = False
+    index: str = "exact"
+
+
+def where(where: dict[str, Any] | None) -> dict[str, Any] | None:
+    """JSON has no tuples: {"min": lo, "max": hi} is the inclusive range (lo, hi)."""
+    if where is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, cond in where.items():
+        if isinstance(cond, dict):
+            extra = set(cond) - {"min", "max"}
+            if extra:
+                raise ConfigurationError(
+                    f"where[{name!r}]: a range is {{'min': lo, 'max': hi}}, "
+                    f"got keys {sorted(extra)}"
+                )
+            out[name] = (cond.get("min"), cond.get("max"))
+        else:
+            out[name] = cond
+    return out
+
 
 def _hook(obj: Any) -> Any:
     """What msgspec cannot encode by itself: numpy values, datetime subclasses, the rest."""

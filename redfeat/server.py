@@ -393,6 +393,12 @@ async def _redfeat_error(request: Request, exc: Exception) -> Response:
     return JSON(body, status_code=status)
 
 
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # a bug, not a bad request: still JSON for the client (Starlette logs and re-raises it)
+    body = {"error": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
+    return JSON(body, status_code=500)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return JSON({"error": "HTTPException", "message": exc.detail}, status_code=exc.status_code)
@@ -435,6 +441,7 @@ def create_app(store: FeatureStore, *, close_store: bool = False) -> Starlette:
         exception_handlers={
             RedfeatError: _redfeat_error,
             HTTPException: _http_error,
+            Exception: _internal_error,
         },
     )
     app.state.store = store

@@ -254,6 +254,18 @@ def test_hostile_entity_ids_round_trip(http: TestClient, profile_view: FeatureVi
     _err(http.get("/views/user_profile/entities/%FF"), 400)  # not UTF-8
 
 
+def test_unexpected_errors_are_json_500(
+    store: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> list[FeatureView]:
+        raise RuntimeError("registry on fire")
+
+    monkeypatch.setattr(store, "views", broken)
+    with TestClient(create_app(store), raise_server_exceptions=False) as http:
+        body = _err(http.get("/views"), 500)
+    assert body == {"error": "InternalError", "message": "RuntimeError: registry on fire"}
+
+
 def test_mounted_under_a_prefix(store: FeatureStore, profile_view: FeatureView) -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount

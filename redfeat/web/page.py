@@ -80,15 +80,19 @@ def _input(name: str, label: str, value: str, width: int = 25) -> str:
     )
 
 
-def _select(name: str, label: str, options: list[str], chosen: str) -> str:
+def _select(
+    name: str, label: str, options: list[str], chosen: str, clear: tuple[str, ...] = ()
+) -> str:
     opts = "".join(
         f'<option value="{_e(o)}"{" selected" if o == chosen else ""}>{_e(o)}</option>'
         for o in options
     )
-    # onchange submits at once; without script the Show button does the same
+    # onchange submits at once (without script the Show button does the same); ``clear``
+    # empties inputs that belonged to the previous choice, so its defaults apply
+    wipe = "".join(f"this.form.elements['{c}'].value='';" for c in clear)
     return (
         f'<label>{_e(label)}<select name="{_e(name)}" form="controls" '
-        f'onchange="this.form.submit()">{opts}</select></label>'
+        f'onchange="{wipe}this.form.submit()">{opts}</select></label>'
     )
 
 
@@ -154,7 +158,7 @@ def drift_section(
     if start is None:
         start = end - DAY
     controls = (
-        _select("view", "view", names, view)
+        _select("view", "view", names, view, ("start", "end"))
         + _input("start", "from (ISO)", start.isoformat())
         + _input("end", "to (ISO)", end.isoformat())
     )
@@ -251,7 +255,7 @@ def series_section(store: FeatureStore, params: dict[str, str]) -> str:
     bucket = params.get("bucket") or auto_bucket(end - start)
     agg = params.get("agg") or "avg"
     controls = (
-        _select("series", "series", names, name)
+        _select("series", "series", names, name, ("s_start", "s_end", "bucket"))
         + _input("s_start", "from (ISO)", start.isoformat())
         + _input("s_end", "to (ISO)", end.isoformat())
         + _input("bucket", "bucket (or raw)", bucket, 6)

@@ -140,12 +140,12 @@ def line(
         return top + ph * (1 - (v - lo) / (hi - lo))
 
     body: list[str] = []
-    for i in range(5):
-        v = lo + (hi - lo) * i / 4
+    step = _nice_top((hi - lo) / 5)  # round values at the grid lines (10, 20, 25, 50...)
+    for v in np.arange(math.ceil(lo / step) * step, hi, step).tolist():
         yy = py(v)
         body.append(
             f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>'
-            f'<text x="{left - 4}" y="{yy + 3:.1f}" text-anchor="end">{v:.4g}</text>'
+            f'<text x="{left - 4}" y="{yy + 3:.1f}" text-anchor="end">{v:.6g}</text>'
         )
     fmt = _time_fmt(tspan)
     for i in range(6):

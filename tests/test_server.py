@@ -177,6 +177,9 @@ def test_validation_error_is_422_with_every_problem(
     assert {("age", "min"), ("segment", "category"), ("colour", "unknown_field")} <= rules
     assert any(p["field"] == "signup" for p in body["problems"])
     assert all(p["view"] == "user_profile" and p["entity"] == "u9" for p in body["problems"])
+    late = {"entity_id": "u9", "values": {"age": 3}, "event_time": "last tuesday"}
+    body = _err(http.post("/views/user_profile/write", json=late), 422)
+    assert [p["rule"] for p in body["problems"]] == ["event_time"]
     _err(http.get("/views/user_profile/entities/u9"), 404)  # nothing was written
     # a body of the wrong shape is a bad request (400), and says which key
     body = _err(http.post("/views/user_profile/write", json={"entity": "u9", "values": {}}), 400)

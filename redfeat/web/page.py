@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._time import duration_us
-from ..errors import RedfeatError
+from ..errors import NotFoundError, RedfeatError
 from ..quality import HealthReport
 from ..timeseries import multi
 from ..timeseries.analysis import InsufficientDataError
@@ -165,7 +165,8 @@ def drift_section(
     out = [f'<div class="controls">{controls}</div>']
     report = store.quality.drift(view, start=start, end=end)
     stored = store.quality.baseline(view)
-    assert stored is not None  # drift() raised otherwise
+    if stored is None:  # removed since drift() read it
+        raise NotFoundError(f"view {view!r} has no baseline any more")
     current = store.quality.profile(view, start=start, end=end)
     dists = bins.distributions(store.view(view), stored[0], current)
     base = report.baseline

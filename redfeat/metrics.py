@@ -130,6 +130,34 @@ def _classify(key: bytes, prefix: bytes) -> str | None:
     return "other:" + rest.split(b":", 1)[0].decode(errors="replace")
 
 
+def _series_storage(store: FeatureStore) -> dict[str, dict[str, Any]]:
+    """Keys and bytes of each series from its known key set (the registry lists series; a
+    series lists its tile pages), MEMORY USAGE of up to MEMORY_SAMPLES pages extrapolated."""
+    from .timeseries.spec import SeriesRegistry
+
+    k = store.keys
+    out: dict[str, dict[str, Any]] = {}
+    client = store.client
+    for spec in SeriesRegistry(client, k).all():
+        e = spec.escaped
+        fixed = [k.series(e), k.series_head(e), k.series_chunk_index(e), k.series_chunks(e)]
+        fixed.append(k.series_pages(e))
+        pages: list[bytes] = client.zrange(k.series_pages(e), 0, -1)  # type: ignore[assignment]
+        page_keys = [f"{k.series(e)}:t:{m.decode()}" for m in pages]
+        pipe = client.pipeline(transaction=False)
+        for key in fixed + page_keys[:MEMORY_SAMPLES]:
+            pipe.memory_usage(key, samples=0)
+        sizes = [int(s or 0) for s in pipe.execute()]
+        head, tail = sizes[: len(fixed)], sizes[len(fixed) :]
+        per_page = sum(tail) / len(tail) if tail else 0.0
+        out[spec.name] = {
+            "keys": sum(1 for s in head if s) + len(page_keys),
+            "bytes": round(sum(head) + per_page * len(page_keys)),
+            "estimated": len(page_keys) > MEMORY_SAMPLES,
+        }
+    return out
+
+
 def storage(store: FeatureStore) -> dict[str, Any]:
     """Server memory and this project's keys and bytes per view, series and quality data."""
     client = store.client
@@ -173,7 +201,9 @@ def storage(store: FeatureStore) -> dict[str, Any]:
     kinds: dict[str, dict[str, Any]] = {"views": {}, "series": {}, "quality": {}, "other": {}}
     for g, v in out.items():
         kind, name = g.split(":", 1)
-        kinds[{"view": "views"}.get(kind, kind)][name] = v
+        if kind != "series":  # series are counted exactly below
+            kinds[{"view": "views"}.get(kind, kind)][name] = v
+    kinds["series"] = _series_storage(store)
     for view in store.views():  # views in the registry with no key yet
         kinds["views"].setdefault(view.name, {"keys": 0, "bytes": 0, "estimated": False})
     return {

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from redfeat import ConfigurationError, ConflictError, FeatureStore, NotFoundError
-from redfeat.timeseries import Series
-from redfeat.timeseries.alert_rules import AlertTransition
+from redfeat.timeseries import AlertTransition, Series
 
 T0 = 1_700_006_400  # a multiple of 1h
 
@@ -78,10 +77,13 @@ def test_pending_goes_back_to_ok_without_firing(store: FeatureStore) -> None:
 
 
 def test_for_zero_fires_at_once(store: FeatureStore) -> None:
-    s = store.series("cpu")
+    name = "cpu:{web}|1 *ü%"  # series names may hold anything; alert names may not
+    s = store.series(name)
     feed(s, T0, T0 + 60, 95.0)
-    store.alerts.add("hot", "cpu", threshold=90, window="1m", for_=0)
-    assert moves(store.alerts.evaluate(T0 + 59)) == [("ok", "firing")]
+    store.alerts.add("hot", name, threshold=90, window="1m", for_=0)
+    got = store.alerts.evaluate(T0 + 59)
+    assert moves(got) == [("ok", "firing")] and got[0].series == name
+    assert store.alerts.list()[0].rule.series == name
 
 
 def test_cooldown_holds_the_rule_in_pending(store: FeatureStore) -> None:

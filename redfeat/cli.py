@@ -348,7 +348,10 @@ def alerts_run(
     server_bin: Bin = None,
 ) -> None:
     """Evaluate every alert rule every INTERVAL and print the transitions; Ctrl-C stops."""
-    seconds = duration_us(interval, what="--interval") / 1e6
+    try:
+        seconds = duration_us(interval, what="--interval") / 1e6
+    except RedfeatError as exc:
+        raise typer.BadParameter(str(exc)) from None
     with _open(url, project, home, server_bin) as store:
         alerts = store.alerts
         if not once:

@@ -410,5 +410,34 @@ def test_cli_alerts(data_dir: Path) -> None:
         assert res.exit_code == 0, res.output
         assert "ok" in res.output and "firing" in res.output and "95" in res.output
         res = runner.invoke(app, ["alerts", "run", "--interval", "soon", "--once"], env=env)
-        assert res.exit_code != 0
+        assert res.exit_code == 2 and "soon" in res.output
         assert store.alerts.get("hot_cpu").state == "firing"
+
+
+def test_cli_alerts_run_stops_cleanly_on_ctrl_c(data_dir: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with FeatureStore(data_dir=data_dir) as store:
+        now = int(time.time())
+        feed(store.series("cpu"), now - 120, now + 600, 95.0)
+        store.alerts.add("hot", "cpu", threshold=90, window="1m", for_=0)
+        env = {**os.environ, "REDFEAT_HOME": str(data_dir), "COLUMNS": "200"}
+        cmd = [sys.executable, "-m", "redfeat.cli", "alerts", "run", "--interval", "200ms"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while store.alerts.get("hot").state != "firing" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert store.alerts.get("hot").state == "firing"
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, out
+        assert "ok -> firing" in out and out.rstrip().endswith("stopped")
+        assert len(store.alerts.history("hot")) == 1  # evaluated many times, fired once

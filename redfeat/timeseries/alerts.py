@@ -13,6 +13,7 @@ changes nothing, so each transition is stored, published and called back once.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import logging
 import math
 import threading
@@ -349,8 +350,8 @@ class Alerts:
                 new.value,
                 rule.threshold,
             )
-            event = msgspec.json.encode(t.to_dict())
             d = t.to_dict()
+            event = msgspec.json.encode(d)
             # readable fields for redis-cli, plus the event itself for exact decoding
             args += [event, HISTORY_MAXLEN, "from", d["from"], "to", d["to"]]
             args += ["at_ms", d["at_ms"], "value", "" if t.value is None else repr(t.value)]
@@ -365,7 +366,7 @@ class Alerts:
         )
         if t is None or not isinstance(reply, bytes | str):
             return None  # no transition, or another evaluator (or a remove) came first
-        return AlertTransition(**{**_fields(t), "id": _text(reply)})
+        return dataclasses.replace(t, id=_text(reply))
 
     def _notify(self, t: AlertTransition) -> None:
         with self._lock:
@@ -376,10 +377,6 @@ class Alerts:
             except Exception as exc:  # the transition is stored; one bad callback stops nothing
                 log.exception("alert %r: an on_transition callback failed", t.rule)
                 self.errors.append(exc)
-
-
-def _fields(t: AlertTransition) -> dict[str, Any]:
-    return {k: getattr(t, k) for k in AlertTransition.__dataclass_fields__}
 
 
 def _text(v: bytes | str) -> str:

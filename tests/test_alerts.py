@@ -382,6 +382,19 @@ def test_anomaly_rule_needs_rollups(store: FeatureStore) -> None:
     assert store.alerts.list() == []
 
 
+def test_an_instant_is_evaluated_once(store: FeatureStore) -> None:
+    s = store.series("cpu")
+    feed(s, T0, T0 + 60, 95.0)
+    feed(s, T0 + 60, T0 + 300, 10.0)
+    store.alerts.add("hot", "cpu", threshold=90, window="30s", for_=0)
+    assert moves(store.alerts.evaluate(T0 + 50)) == [("ok", "firing")]
+    assert moves(store.alerts.evaluate(T0 + 120)) == [("firing", "resolved")]
+    assert store.alerts.evaluate(T0 + 120) == []  # same instant: resolved stays resolved
+    assert store.alerts.evaluate(T0 + 100) == []  # a clock behind changes nothing
+    assert store.alerts.get("hot").state == "resolved"
+    assert moves(store.alerts.evaluate(T0 + 130)) == [("resolved", "ok")]
+
+
 def test_evaluate_refuses_a_bad_clock(store: FeatureStore) -> None:
     with pytest.raises(ConfigurationError, match="now"):
         store.alerts.evaluate("yesterday")

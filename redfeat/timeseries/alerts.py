@@ -302,14 +302,19 @@ class Alerts:
 
     def evaluate(self, now: Any = None) -> builtins.list[AlertTransition]:
         """Evaluate every rule at ``now`` (None: the clock; a datetime or epoch seconds
-        otherwise) and return the transitions this call made, in rule-name order."""
+        otherwise) and return the transitions this call made, in rule-name order. A rule
+        already evaluated at ``now`` or later is skipped."""
         now_ms = _now_ms(now)
         rules, states, vers = self._read()
         out: builtins.list[AlertTransition] = []
         for name in sorted(rules):
             rule = AlertRule.from_json(rules[name])
-            holds, value = self._measure(rule, now_ms)
             old = AlertState.from_json(states.get(name))
+            if old.evaluated_ms is not None and now_ms <= old.evaluated_ms:
+                # evaluated at this instant or later already (another evaluator on the same
+                # tick, or a clock behind): time only moves forward, once per instant
+                continue
+            holds, value = self._measure(rule, now_ms)
             new = step(rule, old, holds, value, now_ms)
             t = self._commit(rule, old, new, vers.get(name, 0))
             if t is not None:

@@ -12,14 +12,12 @@ from typing import Any
 
 import redis
 
-from . import batch as _batch
 from . import derived as _derived
 from . import features as _features
 from . import history as _history
 from . import server_index as _server_index
 from . import transfer as _transfer
 from ._conn import detect_capabilities
-from .batch import ValidationReport
 from .cache import _MISSING as _CACHE_MISSING
 from .cache import Cache
 from .codec import normalize_id
@@ -27,6 +25,7 @@ from .embedded import EmbeddedServer, ServerInfo
 from .errors import BackendError, ConfigurationError, NotFoundError
 from .history import Version
 from .keys import Keys
+from .metrics import Metrics, timed
 from .offlinelog import OfflineLog
 from .online import Online, Progress
 from .quality import Quality
@@ -35,6 +34,7 @@ from .schema import Entity, FeatureView, Field
 from .transforms import TransformRegistry
 from .vectors import VectorIndex
 from .verbs_live import LiveVerbs
+from .verbs_quality import QualityVerbs
 from .verbs_search import SearchVerbs
 from .verbs_series import SeriesVerbs
 from .verbs_training import TrainingVerbs
@@ -49,7 +49,7 @@ def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> N
         server.stop(only_if_unused_by=name)
 
 
-class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
+class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVerbs):
     """Typed, versioned features on Redis.
 
     ``FeatureStore()`` starts (or attaches to) a private server under ``./.redfeat``;
@@ -72,6 +72,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
     ) -> None:
         self.keys = Keys(project)
         self.project = project
+        self.metrics = Metrics()  # per-operation counts and latencies (store.stats())
         self.server: EmbeddedServer | None = None
         self.server_info: ServerInfo | None = None
         self._owns_client = client is None
@@ -202,13 +203,6 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
                 self.online.delete_view_data(obj.name, suffix=":h")
         return result
 
-    def validator(
-        self, view: str, *, severity: str = "error", name: str | None = None
-    ) -> Callable[[Any], Any]:
-        """Register a custom row check: ``@store.validator("view", severity="warning")``
-        (see ``store.quality.validator``)."""
-        return self.quality.validator(view, severity=severity, name=name)
-
     def transform(
         self,
         name: str,
@@ -241,6 +235,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
 
     # -- writes -------------------------------------------------------------------------
 
+    @timed("write")
     def write(
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
@@ -251,6 +246,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
         self._after_write(res, deps, entity_id, version)
         return version
 
+    @timed("write_many")
     def write_many(
         self,
         view: str,
@@ -312,25 +308,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
             for name in [view, *(d.name for d in deps)]:
                 self.cache.clear(name)
 
-    def validate(
-        self,
-        view: str,
-        rows: Any,
-        *,
-        entity_column: str = "entity_id",
-        event_time_column: str | None = None,
-    ) -> ValidationReport:
-        """Dry run of write_many: every problem of every row (view, entity, field, rule,
-        value, message), nothing written."""
-        res = self.registry.get(view)
-        return _batch.validate(
-            res.codec,
-            rows,
-            entity_column=entity_column,
-            event_time_column=event_time_column,
-            check=functools.partial(self.quality.check_columns, res),
-        )
-
+    @timed("update")
     def update(
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
@@ -341,6 +319,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
         self._after_write(res, deps, entity_id, version)
         return version
 
+    @timed("increment")
     def increment(
         self,
         view: str,
@@ -356,6 +335,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
         self._after_write(res, deps, entity_id, version)
         return version
 
+    @timed("delete")
     def delete(self, view: str, entity_id: str | int) -> bool:
         """Remove an entity's latest value and history (and its derived views' values).
         True if anything was there."""
@@ -391,6 +371,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
 
     # -- reads --------------------------------------------------------------------------
 
+    @timed("get")
     def get(
         self,
         view: str,
@@ -409,8 +390,12 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
             if not res.view.on_read:  # a known miss: fetch and cache it
                 fetch = self._fetch_records(res)
                 return self.cache.fill(view, [entity_id], fetch, res.view.ttl_us)[0]  # type: ignore[no-any-return]
-        return self.get_many(view, [entity_id], features=features, as_of=as_of)[0]  # type: ignore[no-any-return]
+        res = self.registry.get(view)
+        out = self._get_many(res, [entity_id], features, as_of, False)
+        self.quality.read(res, out)
+        return out[0]  # type: ignore[no-any-return]
 
+    @timed("get_many")
     def get_many(
         self,
         view: str,
@@ -467,6 +452,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs):
         assert self.cache is not None
         return self.cache.read_many(res.name, ids, self._fetch_records(res), res.view.ttl_us)
 
+    @timed("get_features")
     def get_features(
         self,
         entity_ids: Iterable[str | int],

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import redis
 
     from .keys import Keys
+    from .metrics import Metrics
     from .online import Online
 
 _DEFAULT_ROLLUPS = ("1m", "5m", "1h", "1d")
@@ -49,9 +50,10 @@ class SeriesVerbs:
     client: redis.Redis
     keys: Keys
     online: Online
+    metrics: Metrics
 
     def _ts(self) -> tuple[Ctx, SeriesRegistry]:
-        return Ctx(self.client, self.keys, self.online.direct), SeriesRegistry(
+        return Ctx(self.client, self.keys, self.online.direct, self.metrics), SeriesRegistry(
             self.client, self.keys
         )
 

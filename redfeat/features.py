@@ -58,6 +58,8 @@ def get_features(
     for w in wanted:
         if w.res.view.on_read:
             per_view[w.res.name] = derived.read(store, w.res, ents, w.features, None, False)
+    for w in wanted:  # the serving log: counted and sampled per view
+        store.quality.read(w.res, per_view[w.res.name], w.features)
     columns = [(w, f, out) for w in wanted for f, out in zip(w.features, w.outputs, strict=True)]
     rows = [
         {

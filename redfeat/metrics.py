@@ -1,11 +1,15 @@
 """Monitoring of the store itself: operation counters and latency histograms (in process),
 and storage (``store.stats()``).
 
-Latencies go into fixed log-spaced buckets (20 per decade from 1 us to 100 s, <= 6 %
-relative error on a quantile), so recording is a bisect and an increment, and histograms
-from many processes could be summed. Storage comes from INFO, the registries and sampled
-MEMORY USAGE: every project key when the database is small (a bounded SCAN of the project's
-prefix), a RANDOMKEY sample extrapolated by DBSIZE when it is large; never KEYS.
+Latencies go into fixed log-spaced buckets (20 per decade from 1 us to 100 s: a quantile
+reads as its bucket's upper bound, up to 12 % high; anything over 100 s reads as 100 s), so
+recording is a bisect and an increment, and histograms from many processes could be summed.
+Only the outermost timed call of a thread is recorded: a verb that calls another (get on an
+on-read view reading its source, put_text writing) counts once.
+
+Storage comes from INFO, the registries and sampled MEMORY USAGE: every project key when
+the database is small (a bounded SCAN of the project's prefix), a RANDOMKEY sample
+extrapolated by DBSIZE when it is large; never KEYS.
 """
 
 from __future__ import annotations
@@ -94,12 +98,18 @@ class Metrics:
             self._ops.clear()
 
 
+_depth = threading.local()
+
+
 def timed(op: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Count and time a store method under ``op`` (errors: calls that raised)."""
 
     def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def inner(*args: P.args, **kwargs: P.kwargs) -> R:
+            if getattr(_depth, "busy", False):  # inside another timed verb: not a new call
+                return fn(*args, **kwargs)
+            _depth.busy = True
             t0 = time.perf_counter_ns()
             failed = True
             try:
@@ -107,6 +117,7 @@ def timed(op: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 failed = False
                 return out
             finally:
+                _depth.busy = False
                 metrics: Metrics | None = getattr(args[0], "metrics", None)
                 if metrics is not None:
                     metrics.record(op, time.perf_counter_ns() - t0, failed)
@@ -204,8 +215,8 @@ def storage(store: FeatureStore) -> dict[str, Any]:
         if kind != "series":  # series are counted exactly below
             kinds[{"view": "views"}.get(kind, kind)][name] = v
     kinds["series"] = _series_storage(store)
-    for view in store.views():  # views in the registry with no key yet
-        kinds["views"].setdefault(view.name, {"keys": 0, "bytes": 0, "estimated": False})
+    for view in store.views():  # views in the registry that no key (or sample) showed
+        kinds["views"].setdefault(view.name, {"keys": 0, "bytes": 0, "estimated": not exact})
     return {
         "server": {
             "used_memory": int(info["used_memory"]),

@@ -296,7 +296,6 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
     ) -> None:
         """Forget cached values of the entity (here and in derived views) and write the
         derived views."""
-        self.quality.written(res, version)
         if self.cache is not None:
             for name in [res.name, *(d.name for d in deps)]:
                 self.cache.invalidate(name, str(entity_id))
@@ -365,7 +364,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         if self.capabilities.get("vector_search"):  # server-side indexes and their mirrors
             _server_index.drop_server_indexes(self.client, f"{self.keys.prefix}vx:{view}:")
         if not keep_definition:
-            removed += self.online.delete_view_data(view, pattern=self.keys.quality_pattern(view))
+            removed += self.quality.forget(view)
             self.registry.remove_view(view)
         return removed
 
@@ -392,7 +391,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
                 return self.cache.fill(view, [entity_id], fetch, res.view.ttl_us)[0]  # type: ignore[no-any-return]
         res = self.registry.get(view)
         out = self._get_many(res, [entity_id], features, as_of, False)
-        self.quality.read(res, out)
+        self.quality.read(res, out, features)
         return out[0]  # type: ignore[no-any-return]
 
     @timed("get_many")
@@ -412,7 +411,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         """
         res = self.registry.get(view)
         out = self._get_many(res, list(entity_ids), features, as_of, with_meta)
-        self.quality.read(res, out)
+        self.quality.read(res, out, features)
         return out
 
     def _get_many(

@@ -392,14 +392,17 @@ def test_similar(http: TestClient, store: FeatureStore, monkeypatch: pytest.Monk
 # -- quality -----------------------------------------------------------------------------
 
 
+PER_HOUR = 60  # enough values that sketch noise stays well inside the thresholds
+
+
 def _drift_data(store: FeatureStore) -> tuple[datetime, datetime]:
     """A baseline week and a shifted day (spend and segment move); returns the day."""
     _view(store, history=0)
     rng = np.random.default_rng(42)
-    store.write_many("users", _rows(rng, T0, 24 * 7, 20), event_time_column="event_time")
+    store.write_many("users", _rows(rng, T0, 24 * 7, PER_HOUR), event_time_column="event_time")
     store.quality.set_baseline("users", T0, T0 + timedelta(days=7))
     day = T0 + timedelta(days=7)
-    moved = _rows(rng, day, 24, 20, spend=0.5, segment=1)
+    moved = _rows(rng, day, 24, PER_HOUR, spend=0.5, segment=1)
     store.write_many("users", moved, event_time_column="event_time")
     return day, day + timedelta(days=1)
 
@@ -418,7 +421,7 @@ def test_drift_and_profile_endpoints(http: TestClient, store: FeatureStore) -> N
         assert got["verdict"] == f["verdict"] and got["current_count"] == f["current_count"]
         # KLL merges are randomised: two loads of the same hours agree within sketch error
         if f["psi"] is not None:
-            assert got["psi"] == pytest.approx(f["psi"], rel=0.1, abs=0.01)
+            assert got["psi"] == pytest.approx(f["psi"], rel=0.15, abs=0.03)
         assert got["js"] == f["js"]  # exact category counts: no sketch error
     assert report["verdict"] == "drift" and report["baseline"]["from"] == "profiles"
     assert report["features"]["spend"]["verdict"] == "drift"
@@ -436,7 +439,7 @@ def test_drift_and_profile_endpoints(http: TestClient, store: FeatureStore) -> N
     assert seg["labels"] == ["basic", "premium", "gold"] and seg["current"][2] > 0.4
     assert "note" in with_bins["bins"] and "age" in with_bins["bins"]
     prof = _ok(http.get("/quality/users/profile", params=span))
-    assert prof["rows"] == 24 * 20 and prof["features"]["spend"]["count"] == 24 * 20
+    assert prof["rows"] == 24 * PER_HOUR and prof["features"]["spend"]["count"] == 24 * PER_HOUR
     assert _err(http.get("/quality/users/profile", params={"source": "disk"}), 400)
     assert _err(http.get("/quality/users/drift", params={"start": "then"}), 400)
     _err(http.get("/quality/nope/drift"), 404)
@@ -473,7 +476,8 @@ def test_plotted_bins_are_the_ones_psi_sums() -> None:
 
 
 def test_health_and_stats(http: TestClient, store: FeatureStore) -> None:
-    _view(store, history=0, ttl="1h")
+    _view(store, history=0)
+    store.quality.configure("users", max_age="1h")
     store.write("users", "u1", {"spend": 1.0}, event_time=T0)  # long ago: stale
     health = _ok(http.get("/health"))
     assert health["status"] == "up" and health["project"] == store.project

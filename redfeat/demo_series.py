@@ -58,10 +58,39 @@ def run(console: Console, store: FeatureStore) -> None:
             f"{found.index[0]:%H:%M:%S} .. {found.index[-1]:%H:%M:%S}, "
             f"max score {found['score'].abs().max():.1f}"
         )
+    _alert(console, store, int(ts[-1]) - 40 * 60, int(ts[-1]) - 30 * 60)
     busy = store.series("demo_cpu_web2", labels={"host": "web-2", "metric": "cpu"})
     busy.add_many(ts.astype(np.float64), np.round(cpu * 0.8 + rng.normal(0, 2, ts.size), 2))
     corr = store.correlate(["demo_cpu", "demo_cpu_web2"], start, now, bucket="5m")
     console.print(f"   web-1 vs web-2 (Pearson over 5m buckets): {corr.to_numpy()[0, 1]:.3f}")
+
+
+def _alert(console: Console, store: FeatureStore, spike_start: int, spike_end: int) -> None:
+    """An alert rule walked through the spike on an injected clock (as `redfeat alerts run`
+    would see it every minute)."""
+    store.alerts.add(
+        "demo_cpu_hot",
+        "demo_cpu",
+        condition="above",
+        threshold=80,
+        window="5m",
+        agg="avg",
+        for_="1m",
+        cooldown="10m",
+        replace=True,
+    )
+    seen: list[str] = []
+
+    def show(tr: Any) -> None:
+        value = "-" if tr.value is None else f"{tr.value:.1f}"
+        seen.append(f"   {tr.at:%H:%M} {tr.rule}: {tr.from_state} -> {tr.to_state} (avg {value})")
+
+    store.alerts.on_transition(show)
+    for minute in range(-2, 18):
+        store.alerts.evaluate(now=spike_start + minute * 60)
+    console.print("   alert 'demo_cpu_hot' (5m avg above 80 for 1m), evaluated every minute:")
+    for line in seen:
+        console.print(line)
 
 
 def _bytes_per_point(store: FeatureStore, n: int) -> float:

@@ -315,7 +315,10 @@ def _run(console: Console, store: FeatureStore) -> None:
     _quality(console, store, user)
     demo_series.run(console, store)
     demo_series.stats(console, store)
-    console.print("\n[bold green]done.[/bold green]")
+    console.print(
+        "\n[bold green]done.[/bold green] See drift and the CPU series on the web page: "
+        "[bold]redfeat serve --project demo[/bold] (http://127.0.0.1:8000/)"
+    )
 
 
 def _quality(console: Console, store: FeatureStore, user: Entity) -> None:

@@ -1,0 +1,483 @@
+"""FeatureStore verbs for window features: apply, record, record_many, reads, training."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+
+from . import windows as _w
+from ._conn import Script
+from ._time import now_us, to_us
+from .codec import normalize_id
+from .errors import BackendError, ConfigurationError, ConflictError, NotFoundError
+from .keys import MAX_ID_BYTES, escape_id
+from .schema import Entity, FeatureView
+from .timeseries.tiles import MEM, WIRE_BYTES, partials, to_wire
+from .windows import WindowFeatures
+
+if TYPE_CHECKING:
+    from .keys import Keys
+    from .online import Online
+    from .registry import Registry
+
+Definition = Entity | FeatureView | WindowFeatures
+_RECORD = Script(_w.RECORD)
+_PACK_ID = np.dtype("<i8")
+READ_CHUNK = 2_000  # entities per pipelined read of a training frame
+
+
+@dataclass(frozen=True, slots=True)
+class RecordReport:
+    """What record_many did: events taken, entities touched, late events dropped (older
+    than the largest window + one hop before the entity's newest event)."""
+
+    events: int
+    entities: int
+    dropped_late: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowWanted:
+    """Outputs asked of one WindowFeatures: (output column, feature, agg, window ms)."""
+
+    wf: WindowFeatures
+    feats: list[tuple[str, str, str, int]]
+
+    def by_feature(self) -> list[tuple[str, str, int]]:
+        return [(f, a, m) for _, f, a, m in self.feats]
+
+
+def _finite(name: str, entity: str, value: object) -> float:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise ConfigurationError(
+            f"window features {name!r}, entity {entity!r}: value {value!r} is not a number; "
+            "nothing was recorded"
+        )
+    v = float(value)
+    if not math.isfinite(v):
+        raise ConfigurationError(
+            f"window features {name!r}, entity {entity!r}: value {value!r} is not finite; "
+            "nothing was recorded"
+        )
+    return v
+
+
+def _ms_column(name: str, col: Any, column: str) -> np.ndarray:
+    """An event-time column (timestamps, naive = UTC, or epoch seconds) as int64 ms."""
+    if pa.types.is_timestamp(col.type):
+        utc = pc.cast(col, pa.timestamp("ms", tz=col.type.tz or "UTC"), safe=False)
+        ms = pc.cast(utc, pa.int64()).to_numpy(zero_copy_only=False)
+    elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        sec = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+        if not np.isfinite(sec).all():
+            raise ConfigurationError(
+                f"window features {name!r}: column {column!r} has non-finite times; "
+                "nothing was recorded"
+            )
+        ms = np.floor(sec * 1000.0).astype(np.int64)
+    else:
+        raise ConfigurationError(
+            f"window features {name!r}: column {column!r} must hold timestamps or epoch "
+            f"seconds, not {col.type}; nothing was recorded"
+        )
+    return np.asarray(ms, np.int64)
+
+
+class WindowVerbs:
+    """Mixed into FeatureStore."""
+
+    # provided by FeatureStore
+    client: redis.Redis
+    keys: Keys
+    registry: Registry
+    online: Online
+
+    # -- definitions ----------------------------------------------------------------------
+
+    def _win(self, name: str) -> bool:
+        return name in self.registry.window_specs()
+
+    def window(self, name: str) -> WindowFeatures:
+        """The WindowFeatures definition ``name``."""
+        spec = self.registry.window_specs().get(name)
+        if spec is None:
+            self.registry.load()
+            spec = self.registry.window_specs().get(name)
+        if spec is None:
+            known = sorted(self.registry.window_specs()) or "none yet"
+            raise NotFoundError(
+                f"window features {name!r} are not in the registry (known: {known}); "
+                "define them with WindowFeatures(...) and store.apply(...)"
+            )
+        return WindowFeatures.from_spec(spec)
+
+    def window_features(self) -> list[WindowFeatures]:
+        """Every WindowFeatures definition, by name (``views()`` lists only views)."""
+        self.registry.load()
+        specs = self.registry.window_specs()
+        return [WindowFeatures.from_spec(specs[n]) for n in sorted(specs)]
+
+    def _split_windows(
+        self, objects: tuple[Definition, ...]
+    ) -> tuple[tuple[Any, ...], list[WindowFeatures]]:
+        """Window features out of an apply() call, names checked against views."""
+        wins = [o for o in objects if isinstance(o, WindowFeatures)]
+        rest = tuple(o for o in objects if not isinstance(o, WindowFeatures))
+        if not wins and not self.registry.window_specs():
+            return rest, wins
+        self.registry.load()
+        views = {v.name for v in self.registry.views()} | {
+            o.name for o in rest if isinstance(o, FeatureView)
+        }
+        windows = set(self.registry.window_specs())
+        for o in rest:
+            if isinstance(o, FeatureView) and o.name in windows:
+                raise ConflictError(
+                    f"view {o.name!r}: that name is taken by window features; pick another"
+                )
+        names = [w.name for w in wins]
+        for w in wins:
+            if w.name in views:
+                raise ConflictError(f"window features {w.name!r}: a view has that name")
+            if names.count(w.name) > 1:
+                raise ConfigurationError(f"apply() got window features {w.name!r} twice")
+        known = {e.name for e in self.registry.entities()} | {
+            o.name for o in rest if isinstance(o, Entity)
+        }
+        extra = tuple(Entity(e) for e in sorted({w.entity for w in wins} - known))
+        return rest + extra, wins
+
+    def _apply_windows(self, wins: list[WindowFeatures]) -> dict[str, str]:
+        """Store window definitions (MULTI: the specs and the registry's change counter).
+        The hop and the source cannot change under stored tiles."""
+        out: dict[str, str] = {}
+        specs = self.registry.window_specs()
+        updates: dict[str, bytes] = {}
+        for w in wins:
+            old = specs.get(w.name)
+            if old is not None and old == w.spec():
+                out[w.name] = "unchanged"
+                continue
+            if old is not None and (old["hop_ms"], old["source"]) != (w.hop_ms, w.source):
+                raise ConflictError(
+                    f"window features {w.name!r}: the hop or source changes, which stored tiles "
+                    "cannot follow; store.delete_window(name) first, then apply and record again"
+                )
+            updates["window:" + w.name] = msgspec.json.encode(w.spec())
+            out[w.name] = "created" if old is None else "updated"
+        if updates:
+            try:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hset(self.keys.registry, mapping=updates)  # type: ignore[arg-type]
+                pipe.hincrby(self.keys.registry, "gen", 1)
+                pipe.execute()
+            except redis.RedisError as exc:
+                raise BackendError(f"cannot write the registry: {exc}") from exc
+            self.registry.load()
+        return out
+
+    def delete_window(self, name: str, *, keep_definition: bool = False) -> int:
+        """Remove every tile of window features ``name`` (SCAN batches) and, unless asked,
+        the definition. Returns the number of keys removed."""
+        self.window(name)
+        removed = self.online.delete_view_data(name)
+        if not keep_definition:
+            try:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hdel(self.keys.registry, "window:" + name)
+                pipe.hincrby(self.keys.registry, "gen", 1)
+                pipe.execute()
+            except redis.RedisError as exc:
+                raise BackendError(f"cannot write the registry: {exc}") from exc
+            self.registry.load()
+        return removed
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def record(self, name: str, entity_id: str | int, value: float, ts: Any = None) -> bool:
+        """Add one event (``ts``: datetime or epoch seconds; None = now) to an entity's
+        windows, atomically. False when it is older than the retention (not counted)."""
+        wf = self.window(name)
+        ent = normalize_id(name, entity_id)
+        v = _finite(name, ent, value)
+        t = self._event_ms(wf, ent, ts)
+        tile = partials(np.array([t], np.int64), np.array([v]), wf.hop_ms)
+        wire = to_wire(tile, wf.hop_ms).tobytes()
+        key = self.keys.window_tiles(name, escape_id(ent))
+        args = [wf.span, tile["b"].astype(_PACK_ID).tobytes(), wire]
+        try:
+            dropped = _RECORD.stream(self.online.direct.conn(), [([key], args)])[0]
+        except redis.RedisError as exc:
+            raise BackendError(f"window features {name!r}, entity {ent!r}: {exc}") from exc
+        return int(dropped) == 0
+
+    def _event_ms(self, wf: WindowFeatures, ent: str, ts: Any) -> int:
+        if ts is None:
+            return now_us() // 1000
+        try:
+            us = to_us(ts, what="ts")
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"window features {wf.name!r}, entity {ent!r}: {exc}; nothing was recorded"
+            ) from None
+        if us < 0:
+            raise ConfigurationError(
+                f"window features {wf.name!r}, entity {ent!r}: ts {ts!r} is before 1970; "
+                "nothing was recorded"
+            )
+        return us // 1000
+
+    def record_many(
+        self,
+        name: str,
+        rows: Any,
+        *,
+        entity_column: str = "entity_id",
+        value_column: str | None = None,
+        event_time_column: str | None = "event_time",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RecordReport:
+        """Add many events (list of dicts, pandas.DataFrame or pyarrow.Table; the value
+        column defaults to the source's name, event_time_column=None means now). Partial
+        tiles per (entity, hop) are built with numpy and merged by one atomic step per
+        entity, streamed. Every row is checked first: a bad one raises and nothing is
+        recorded. ``progress(events done, total)``."""
+        wf = self.window(name)
+        value_column = wf.source if value_column is None else value_column
+        table = self._events_table(wf, rows, [entity_column, value_column, event_time_column])
+        n = table.num_rows
+        if n == 0:
+            return RecordReport(0, 0, 0)
+        ids = table[entity_column]
+        if ids.null_count:
+            raise ConfigurationError(
+                f"window features {name!r}: column {entity_column!r} has null entity ids; "
+                "nothing was recorded"
+            )
+        if pa.types.is_floating(ids.type) or pa.types.is_boolean(ids.type):
+            raise ConfigurationError(
+                f"window features {name!r}: entity ids must be strings or ints, column "
+                f"{entity_column!r} holds {ids.type}; nothing was recorded"
+            )
+        ids = pc.cast(ids, pa.string())
+        if (
+            pc.max(pc.binary_length(ids)).as_py() > MAX_ID_BYTES
+            or pc.min(pc.binary_length(ids)).as_py() == 0
+        ):
+            raise ConfigurationError(
+                f"window features {name!r}: entity ids must be 1..{MAX_ID_BYTES} bytes; "
+                "nothing was recorded"
+            )
+        vcol = table[value_column]
+        if not (pa.types.is_integer(vcol.type) or pa.types.is_floating(vcol.type)):
+            raise ConfigurationError(
+                f"window features {name!r}: column {value_column!r} must be numeric, not "
+                f"{vcol.type}; nothing was recorded"
+            )
+        vs = pc.cast(vcol, pa.float64()).to_numpy(zero_copy_only=False)
+        bad = ~np.isfinite(vs)
+        if vcol.null_count or bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ConfigurationError(
+                f"window features {name!r}: row {i} (entity {ids[i].as_py()!r}) has value "
+                f"{vcol[i].as_py()!r}, not a finite number; nothing was recorded"
+            )
+        if event_time_column is None:
+            ts = np.full(n, now_us() // 1000, np.int64)
+        else:
+            ts = _ms_column(name, table[event_time_column], event_time_column)
+            out = (ts < 0) | (ts >= _w.MAX_MS)
+            if out.any():
+                i = int(np.flatnonzero(out)[0])
+                raise ConfigurationError(
+                    f"window features {name!r}: row {i} (entity {ids[i].as_py()!r}) has an "
+                    "event time outside 1970-01-01 .. 2200-01-01; nothing was recorded"
+                )
+        codes, uniques = pd.factorize(ids.to_numpy(zero_copy_only=False))
+        return self._merge_events(wf, codes, np.asarray(uniques), ts, vs, progress)
+
+    def _events_table(self, wf: WindowFeatures, rows: Any, cols: list[str | None]) -> pa.Table:
+        mod = type(rows).__module__.split(".")[0]
+        try:
+            if mod == "pandas":
+                table = pa.Table.from_pandas(rows, preserve_index=False)
+            elif isinstance(rows, pa.Table):
+                table = rows
+            elif isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+                for i, r in enumerate(rows):
+                    v = r.get(cols[1])
+                    if isinstance(v, bool):
+                        raise ConfigurationError(
+                            f"window features {wf.name!r}: row {i} has value {v!r}, not a "
+                            "number; nothing was recorded"
+                        )
+                table = pa.Table.from_pylist(rows)
+            else:
+                raise ConfigurationError(
+                    f"window features {wf.name!r}: record_many takes a list of dicts, a "
+                    f"pandas.DataFrame or a pyarrow.Table, got {type(rows).__name__}"
+                )
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                f"window features {wf.name!r}: cannot read the rows ({exc}); nothing was recorded"
+            ) from None
+        missing = [c for c in cols if c is not None and c not in table.column_names]
+        if missing and table.num_rows:
+            raise ConfigurationError(
+                f"window features {wf.name!r}: the rows have no column(s) {missing} "
+                f"(columns: {table.column_names}); pass entity_column= / value_column= / "
+                "event_time_column=; nothing was recorded"
+            )
+        return table
+
+    def _merge_events(
+        self,
+        wf: WindowFeatures,
+        codes: np.ndarray,
+        uniques: np.ndarray,
+        ts: np.ndarray,
+        vs: np.ndarray,
+        progress: Callable[[int, int], None] | None,
+    ) -> RecordReport:
+        b = np.floor_divide(ts, wf.hop_ms)
+        base = int(b.min())
+        width = int(b.max()) - base + 1
+        order = np.lexsort((ts, b, codes))
+        group = codes[order].astype(np.int64) * width + (b[order] - base)
+        tiles = partials(ts[order], vs[order], wf.hop_ms, group)
+        tcode = tiles["b"] // width
+        tiles["b"] = tiles["b"] % width + base  # back to bucket ids for the wire offsets
+        wire = to_wire(tiles, wf.hop_ms).tobytes()
+        ids = tiles["b"].astype(_PACK_ID).tobytes()
+        st = np.flatnonzero(np.r_[True, tcode[1:] != tcode[:-1]])
+        ends = np.append(st[1:], len(tiles))
+        events = np.cumsum(np.add.reduceat(tiles["n"], st)).astype(np.int64)
+        total = len(ts)
+        w = WIRE_BYTES
+        calls = (
+            (
+                [self.keys.window_tiles(wf.name, escape_id(str(uniques[tcode[a]])))],
+                [wf.span, ids[a * 8 : z * 8], wire[a * w : z * w]],
+            )
+            for a, z in zip(st.tolist(), ends.tolist(), strict=True)
+        )
+
+        def report(i: int, _reply: Any) -> None:
+            if progress is not None and (i % 1000 == 999 or i == len(st) - 1):
+                progress(int(events[i]), total)
+
+        try:
+            replies = _RECORD.stream(self.online.direct.conn(), calls, report)
+        except redis.RedisError as exc:
+            raise BackendError(f"window features {wf.name!r}: record_many failed: {exc}") from exc
+        return RecordReport(total, len(st), sum(int(r) for r in replies))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _window_get_many(
+        self,
+        name: str,
+        ids: Iterable[str | int],
+        features: Sequence[str] | None,
+        as_of: Any,
+        with_meta: bool,
+    ) -> list[Any]:
+        """get / get_many of window features: dicts of output -> value at now or as_of."""
+        if with_meta:
+            raise ConfigurationError(
+                f"window features {name!r}: with_meta is for views; window values have no "
+                "version or event time"
+            )
+        wf = self.window(name)
+        feats = wf.features if features is None else list(features)
+        want = [(f, *wf.resolve(f)) for f in feats]
+        ents = [normalize_id(name, e, i) for i, e in enumerate(ids)]
+        t = now_us() // 1000 if as_of is None else self._event_ms(wf, "<as_of>", as_of)
+        raw = self._read_tiles(wf, ents)
+        out: list[Any] = []
+        for ent, r in zip(ents, raw, strict=True):
+            vals = _w.values_at(wf, _w.decode(r, wf.hop_ms), t, want)
+            if vals is None:
+                raise ConfigurationError(
+                    f"window features {name!r}, entity {ent!r}: as_of {as_of!r} needs tiles "
+                    "that retention dropped (it keeps the largest window + one hop back from "
+                    "the entity's newest event); ask for a later time"
+                )
+            out.append(vals)
+        return out
+
+    def _read_tiles(self, wf: WindowFeatures, ents: list[str]) -> list[dict[bytes, bytes]]:
+        try:
+            pipe: Any = self.client.pipeline(transaction=False)
+            for e in ents:
+                pipe.hgetall(self.keys.window_tiles(wf.name, escape_id(e)))
+            return list(pipe.execute()) if ents else []
+        except redis.RedisError as exc:
+            raise BackendError(f"window features {wf.name!r}: read failed: {exc}") from exc
+
+    # -- mixing with views: get_features and training_frame -------------------------------
+
+    def _window_refs(
+        self, features: Sequence[str], full_feature_names: bool
+    ) -> tuple[list[str], list[WindowWanted]]:
+        """Split "name:feature" references into views' and window features' ones."""
+        if isinstance(features, str) or not features:
+            raise ConfigurationError("features must be a non-empty list like ['view:feature', ...]")
+        specs = self.registry.window_specs()
+        rest: list[str] = []
+        by: dict[str, list[tuple[str, str, str, int]]] = {}
+        wfs: dict[str, WindowFeatures] = {}
+        for ref in features:
+            name, _, feat = str(ref).partition(":")
+            if name not in specs:
+                rest.append(ref)
+                continue
+            wf = wfs.setdefault(name, WindowFeatures.from_spec(specs[name]))
+            out = f"{name}__{feat}" if full_feature_names else feat
+            by.setdefault(name, []).append((out, feat, *wf.resolve(feat)))
+        return rest, [WindowWanted(wfs[n], f) for n, f in by.items()]
+
+    def _window_frame(
+        self, join: pa.Table, wins: list[WindowWanted], entity: str | None
+    ) -> dict[str, np.ndarray]:
+        """Window columns for a training frame's join table (entity_id, __ts in us)."""
+        out: dict[str, np.ndarray] = {}
+        for ww in wins:
+            if entity is not None and ww.wf.entity != entity:
+                raise ConfigurationError(
+                    f"a training frame reads features of one entity; window features "
+                    f"{ww.wf.name!r} describe {ww.wf.entity!r}, the views {entity!r}"
+                )
+            out.update(self._window_columns(ww, join))
+        return out
+
+    def _window_columns(self, ww: WindowWanted, join: pa.Table) -> dict[str, np.ndarray]:
+        wf = ww.wf
+        ids = join["entity_id"]
+        row_ms = np.floor_divide(join["__ts"].to_numpy(zero_copy_only=False), 1000)
+        codes, uniques = pd.factorize(ids.to_numpy(zero_copy_only=False), use_na_sentinel=True)
+        ents = [str(u) for u in uniques]
+        parts: list[np.ndarray] = []
+        tcodes: list[np.ndarray] = []
+        cuts = np.full(max(len(ents), 1), np.iinfo(np.int64).min, np.int64)
+        for lo in range(0, len(ents), READ_CHUNK):
+            chunk = ents[lo : lo + READ_CHUNK]
+            for j, raw in enumerate(self._read_tiles(wf, chunk)):
+                et = _w.decode(raw, wf.hop_ms)
+                if et.cut is not None:
+                    cuts[lo + j] = et.cut
+                parts.append(et.tiles)
+                tcodes.append(np.full(len(et.tiles), lo + j, np.int64))
+        tiles = np.concatenate(parts) if parts else np.zeros(0, MEM)
+        tc = np.concatenate(tcodes) if tcodes else np.zeros(0, np.int64)
+        cols = _w.at_times(wf, tiles, tc, cuts, codes.astype(np.int64), row_ms, ww.by_feature())
+        return {out: cols[f] for out, f, _, _ in ww.feats}

@@ -77,9 +77,7 @@ def get_features(
     now_ms = now_us() // 1000
     for k, ww in enumerate(wins):
         raw = replies[len(stored) + k * len(ents) : len(stored) + (k + 1) * len(ents)]
-        per_view[ww.wf.name] = [
-            values_at(ww.wf, decode(r, ww.wf.hop_ms), now_ms, ww.by_feature()) for r in raw
-        ]
+        per_view[ww.wf.name] = [values_at(ww.wf, decode(r), now_ms, ww.by_feature()) for r in raw]
     columns = [
         (w.res.name, f, out) for w in wanted for f, out in zip(w.features, w.outputs, strict=True)
     ]

@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 Definition = Entity | FeatureView | WindowFeatures
 _RECORD = Script(_w.RECORD)
 _PACK_ID = np.dtype("<i8")
-READ_CHUNK = 2_000  # entities per pipelined read of a training frame
+# definitions built from registry specs, reused while the registry holds the same spec object
+_BUILT: dict[str, tuple[dict[str, Any], WindowFeatures]] = {}
+READ_CHUNK = 2_000  # entities per read of a training frame
+IN_FLIGHT = 256  # HGETALL replies pending at most on the read connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,9 @@ class WindowVerbs:
     def window(self, name: str) -> WindowFeatures:
         """The WindowFeatures definition ``name``."""
         spec = self.registry.window_specs().get(name)
+        hit = _BUILT.get(name)
+        if spec is not None and hit is not None and hit[0] is spec:
+            return hit[1]  # built from this very spec: reads skip from_spec
         if spec is None:
             self.registry.load()
             spec = self.registry.window_specs().get(name)
@@ -118,7 +124,9 @@ class WindowVerbs:
                 f"window features {name!r} are not in the registry (known: {known}); "
                 "define them with WindowFeatures(...) and store.apply(...)"
             )
-        return WindowFeatures.from_spec(spec)
+        wf = WindowFeatures.from_spec(spec)
+        _BUILT[name] = (spec, wf)
+        return wf
 
     def window_features(self) -> list[WindowFeatures]:
         """Every WindowFeatures definition, by name (``views()`` lists only views)."""
@@ -404,8 +412,8 @@ class WindowVerbs:
         t = now_us() // 1000 if as_of is None else self._event_ms(wf, "<as_of>", as_of)
         raw = self._read_tiles(wf, ents)
         out: list[Any] = []
-        for ent, r in zip(ents, raw, strict=True):
-            vals = _w.values_at(wf, _w.decode(r, wf.hop_ms), t, want)
+        for ent, et in zip(ents, raw, strict=True):
+            vals = _w.values_at(wf, et, t, want)
             if vals is None:
                 raise ConfigurationError(
                     f"window features {name!r}, entity {ent!r}: as_of {as_of!r} needs tiles "
@@ -415,14 +423,22 @@ class WindowVerbs:
             out.append(vals)
         return out
 
-    def _read_tiles(self, wf: WindowFeatures, ents: list[str]) -> list[dict[bytes, bytes]]:
+    def _read_tiles(self, wf: WindowFeatures, ents: list[str]) -> list[_w.EntityTiles]:
+        """Every entity's tiles: HGETALL streamed on one connection (at most WINDOW
+        replies pending), parsed by numpy from the raw replies."""
+        conn = self.online.direct.conn()
+        out: list[_w.EntityTiles] = []
         try:
-            pipe: Any = self.client.pipeline(transaction=False)
-            for e in ents:
-                pipe.hgetall(self.keys.window_tiles(wf.name, escape_id(e)))
-            return list(pipe.execute()) if ents else []
+            for i, e in enumerate(ents):
+                conn.send_command("HGETALL", self.keys.window_tiles(wf.name, escape_id(e)))
+                if i - len(out) >= IN_FLIGHT:
+                    out.append(_w.decode(conn.read_response()))
+            while len(out) < len(ents):
+                out.append(_w.decode(conn.read_response()))
         except redis.RedisError as exc:
+            conn.disconnect()  # replies may be pending: never reuse it half read
             raise BackendError(f"window features {wf.name!r}: read failed: {exc}") from exc
+        return out
 
     # -- mixing with views: get_features and training_frame -------------------------------
 
@@ -471,8 +487,7 @@ class WindowVerbs:
         cuts = np.full(max(len(ents), 1), np.iinfo(np.int64).min, np.int64)
         for lo in range(0, len(ents), READ_CHUNK):
             chunk = ents[lo : lo + READ_CHUNK]
-            for j, raw in enumerate(self._read_tiles(wf, chunk)):
-                et = _w.decode(raw, wf.hop_ms)
+            for j, et in enumerate(self._read_tiles(wf, chunk)):
                 if et.cut is not None:
                     cuts[lo + j] = et.cut
                 parts.append(et.tiles)

@@ -21,7 +21,7 @@ import numpy as np
 from ._time import Duration, duration_us
 from .errors import ConfigurationError, NotFoundError
 from .schema import Entity, check_name
-from .timeseries.tiles import MEM, aggregate, coarsen, from_wire
+from .timeseries.tiles import MEM, WIRE
 
 AGGS = ("count", "sum", "avg", "min", "max", "std", "var", "first", "last")
 MAX_TILES = 16_384  # largest window / hop: bounds the tiles one read merges
@@ -233,13 +233,37 @@ class EntityTiles:
     cut: int | None
 
 
-def decode(raw: dict[bytes, bytes], hop_ms: int) -> EntityTiles:
-    """An HGETALL reply of a tile hash."""
-    cut = raw.get(b"_d")
-    items = sorted((int(k), v) for k, v in raw.items() if not k.startswith(b"_"))
-    ids = np.array([k for k, _ in items], np.int64)
-    tiles = from_wire(ids, b"".join(v for _, v in items), hop_ms)
-    return EntityTiles(tiles, None if cut is None else int(cut))
+def decode(reply: list[bytes] | dict[bytes, bytes]) -> EntityTiles:
+    """An HGETALL reply of a tile hash (RESP2 [field, value, ...] or RESP3 map): numpy does
+    the parsing."""
+    if isinstance(reply, dict):
+        fields, values = list(reply), list(reply.values())
+    else:
+        fields, values = reply[0::2], reply[1::2]
+    if not fields:
+        return EntityTiles(np.zeros(0, MEM), None)
+    arr = np.array(fields, dtype=np.bytes_)
+    meta = arr.view(np.uint8)[:: arr.itemsize] == ord("_")  # '_n', '_c', '_d'
+    lost = None
+    for i in np.flatnonzero(meta)[::-1].tolist():
+        if fields[i] == b"_d":
+            lost = int(values[i])
+        del values[i]
+    ids = arr[~meta].astype(np.int64)
+    wire = np.frombuffer(b"".join(values), WIRE)
+    if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+        order = np.argsort(ids)
+        ids, wire = ids[order], wire[order]
+    return EntityTiles(_mem(ids, wire), lost)
+
+
+def _mem(ids: np.ndarray, wire: np.ndarray) -> np.ndarray:
+    out = np.empty(len(ids), MEM)
+    for f in ("n", "sum", "m2", "min", "max", "first", "last"):
+        out[f] = wire[f]
+    out["b"] = ids
+    out["ft"], out["lt"] = wire["fo"], wire["lo"]  # offsets: windows never need them
+    return out
 
 
 def bounds(t_ms: Any, window_ms: int, hop_ms: int) -> tuple[Any, Any]:
@@ -247,33 +271,53 @@ def bounds(t_ms: Any, window_ms: int, hop_ms: int) -> tuple[Any, Any]:
     return np.floor_divide(t_ms - window_ms, hop_ms), np.floor_divide(t_ms, hop_ms)
 
 
-def _value(one: np.ndarray, agg: str, n: float) -> Any:
-    if agg == "count":
-        return int(n)
-    if n == 0:
-        return 0.0 if agg == "sum" else None
-    v = float(aggregate(one, agg)[0])
-    return None if np.isnan(v) else v
+def _merged(t: np.ndarray) -> dict[str, float]:
+    """The aggregates of a run of tiles sorted by bucket (Chan's merge of m2)."""
+    n = t["n"]
+    total = float(n.sum())
+    if total == 0:
+        return {"count": 0.0}
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = float(t["sum"].sum())
+        dev = t["sum"] / n - s / total
+        m2 = float(t["m2"].sum() + (n * dev * dev).sum())
+    var = max(m2, 0.0) / (total - 1) if total > 1 else float("nan")
+    return {
+        "count": total,
+        "sum": s,
+        "avg": s / total,
+        "min": float(t["min"].min()),
+        "max": float(t["max"].max()),
+        "var": var,
+        "std": float(np.sqrt(var)),
+        "first": float(t["first"][0]),
+        "last": float(t["last"][-1]),
+    }
 
 
 def values_at(
     wf: WindowFeatures, et: EntityTiles, t_ms: int, feats: Sequence[tuple[str, str, int]]
 ) -> dict[str, Any] | None:
-    """(output, agg, window ms) at t for one entity; None when retention dropped tiles a
-    window needs."""
+    """(output, agg, window ms) at t for one entity; None when retention dropped data a
+    window needs. Empty windows: count 0, sum 0.0, the others None."""
     out: dict[str, Any] = {}
-    merged: dict[int, tuple[np.ndarray, float]] = {}
+    merged: dict[int, dict[str, float]] = {}
     b = et.tiles["b"]
     for name, agg, w in feats:
         if w not in merged:
             lo, hi = bounds(t_ms, w, wf.hop_ms)
             if et.cut is not None and lo < et.cut:
                 return None
-            sel = et.tiles[(b >= lo) & (b <= hi)]
-            one = coarsen(sel, 1 << 62) if len(sel) else np.zeros(1, MEM)
-            merged[w] = (one, float(sel["n"].sum()))
-        one, n = merged[w]
-        out[name] = _value(one, agg, n)
+            s, e = np.searchsorted(b, lo, "left"), np.searchsorted(b, hi, "right")
+            merged[w] = _merged(et.tiles[s:e])
+        m = merged[w]
+        if agg == "count":
+            out[name] = int(m["count"])
+        elif m["count"] == 0:
+            out[name] = 0.0 if agg == "sum" else None
+        else:
+            v = m[agg]
+            out[name] = None if np.isnan(v) else v
     return out
 
 

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 Definition = Entity | FeatureView | WindowFeatures
 _RECORD = Script(_w.RECORD)
-_PACK_ID = np.dtype("<i8")
 # definitions built from registry specs, reused while the registry holds the same spec object
 _BUILT: dict[str, tuple[dict[str, Any], WindowFeatures]] = {}
 READ_CHUNK = 2_000  # entities per read of a training frame
@@ -221,7 +220,8 @@ class WindowVerbs:
         tile = partials(np.array([t], np.int64), np.array([v]), wf.hop_ms)
         wire = to_wire(tile, wf.hop_ms).tobytes()
         key = self.keys.window_tiles(name, escape_id(ent))
-        args = [wf.span, tile["b"].astype(_PACK_ID).tobytes(), wire]
+        b = int(tile["b"][0])
+        args = [wf.span, b, b, b, wire]
         try:
             dropped = _RECORD.stream(self.online.direct.conn(), [([key], args)])[0]
         except redis.RedisError as exc:
@@ -365,16 +365,20 @@ class WindowVerbs:
         tcode = tiles["b"] // width
         tiles["b"] = tiles["b"] % width + base  # back to bucket ids for the wire offsets
         wire = to_wire(tiles, wf.hop_ms).tobytes()
-        ids = tiles["b"].astype(_PACK_ID).tobytes()
+        w = WIRE_BYTES
+        # (bucket id, tile) pairs, the argument list of every entity cut from one list
+        pairs: list[Any] = [None] * (2 * len(tiles))
+        pairs[0::2] = tiles["b"].tolist()
+        pairs[1::2] = [wire[i : i + w] for i in range(0, len(wire), w)]
         st = np.flatnonzero(np.r_[True, tcode[1:] != tcode[:-1]])
         ends = np.append(st[1:], len(tiles))
         events = np.cumsum(np.add.reduceat(tiles["n"], st)).astype(np.int64)
         total = len(ts)
-        w = WIRE_BYTES
+        bs = tiles["b"].tolist()
         calls = (
             (
                 [self.keys.window_tiles(wf.name, escape_id(str(uniques[tcode[a]])))],
-                [wf.span, ids[a * 8 : z * 8], wire[a * w : z * w]],
+                [wf.span, bs[a], bs[z - 1], *pairs[2 * a : 2 * z]],
             )
             for a, z in zip(st.tolist(), ends.tolist(), strict=True)
         )

@@ -165,46 +165,48 @@ class WindowFeatures:
 # the newest bucket; '_c' the retention cut (no tile below it); '_d' one past the newest
 # bucket that lost data (a tile dropped, or a late event refused): reads whose window
 # starts at or after it are exact, the others are not answered.
-# ARGV[1] tiles kept back from the newest bucket, ARGV[2] bucket ids ('<i8' each),
-# ARGV[3] tiles (60 bytes each). Returns the number of events refused as too old.
+# ARGV[1] tiles kept back from the newest bucket, ARGV[2] and ARGV[3] the batch's oldest
+# and newest bucket, then (bucket id, tile) pairs, one per distinct bucket.
+# Returns the number of events refused as too old.
 RECORD = r"""
 local FMT = '<IddddddII'
-local K, span, ids, blob = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local n = #ids / 8
+local K, span, lo, hi = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local meta = redis.call('HMGET', K, '_n', '_c', '_d')
-local newest, lost = tonumber(meta[1]), tonumber(meta[3])
+local before, old, lost = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
 local function lose(x) if not lost or x + 1 > lost then lost = x + 1 end end
-local b = {}
-for i = 1, n do
-  b[i] = struct.unpack('<i8', ids, i * 8 - 7)
-  if not newest or b[i] > newest then newest = b[i] end
-end
+local newest = (before and before > hi) and before or hi
 local cut = newest - span
 local dropped = 0
-for i = 1, n do
-  local t = string.sub(blob, i * 60 - 59, i * 60)
-  if b[i] < cut then
-    dropped = dropped + struct.unpack('<I', t)
-    lose(b[i])
-  else
-    local f = string.format('%.0f', b[i])
-    local cur = redis.call('HGET', K, f)
-    if cur then
-      local n1, s1, q1, mn1, mx1, f1, l1, fo1, lo1 = struct.unpack(FMT, cur)
-      local n2, s2, q2, mn2, mx2, f2, l2, fo2, lo2 = struct.unpack(FMT, t)
-      local nn = n1 + n2
-      local d = s2 / n2 - s1 / n1
-      if fo2 < fo1 then f1, fo1 = f2, fo2 end
-      if lo2 >= lo1 then l1, lo1 = l2, lo2 end
-      t = struct.pack(FMT, nn, s1 + s2, q1 + q2 + d * d * n1 * n2 / nn,
-        math.min(mn1, mn2), math.max(mx1, mx2), f1, l1, fo1, lo1)
+if (not before or lo > before) and lo >= cut then
+  -- every bucket is new and kept: set them all, nothing to read or merge
+  for i = 4, #ARGV, 1000 do
+    redis.call('HSET', K, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+else
+  for i = 4, #ARGV, 2 do
+    local f, t = ARGV[i], ARGV[i + 1]
+    local b = tonumber(f)
+    if b < cut then
+      dropped = dropped + struct.unpack('<I', t)
+      lose(b)
+    else
+      local cur = before and b <= before and redis.call('HGET', K, f)
+      if cur then
+        local n1, s1, q1, mn1, mx1, f1, l1, fo1, lo1 = struct.unpack(FMT, cur)
+        local n2, s2, q2, mn2, mx2, f2, l2, fo2, lo2 = struct.unpack(FMT, t)
+        local nn = n1 + n2
+        local d = s2 / n2 - s1 / n1
+        if fo2 < fo1 then f1, fo1 = f2, fo2 end
+        if lo2 >= lo1 then l1, lo1 = l2, lo2 end
+        t = struct.pack(FMT, nn, s1 + s2, q1 + q2 + d * d * n1 * n2 / nn,
+          math.min(mn1, mn2), math.max(mx1, mx2), f1, l1, fo1, lo1)
+      end
+      redis.call('HSET', K, f, t)
     end
-    redis.call('HSET', K, f, t)
   end
 end
 -- retention, amortised: only the buckets between the old cut and the new one are visited
 -- (or the hash's own fields when that is fewer), never the keyspace
-local old = tonumber(meta[2])
 if old and cut > old then
   if cut - old <= redis.call('HLEN', K) then
     for x = old, cut - 1 do
@@ -217,9 +219,10 @@ if old and cut > old then
     end
   end
 end
-if not old or cut > old then redis.call('HSET', K, '_c', string.format('%.0f', cut)) end
-if lost then redis.call('HSET', K, '_d', string.format('%.0f', lost)) end
-redis.call('HSET', K, '_n', string.format('%.0f', newest))
+if not old or cut > old then old = cut end
+local st = {'_n', string.format('%.0f', newest), '_c', string.format('%.0f', old)}
+if lost then st[5], st[6] = '_d', string.format('%.0f', lost) end
+redis.call('HSET', K, unpack(st))
 return dropped
 """
 

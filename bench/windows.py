@@ -152,6 +152,22 @@ def run(r: redis.Redis, args: argparse.Namespace) -> None:
             f"  {label:<13} (~{per:,.0f} events/7d)  redfeat {mine:.3f}   raw ZRANGEBYSCORE "
             f"+ numpy {raw:.3f}   speed-up {raw / mine:.1f}x"
         )
+    rows = 100_000
+    edf = pd.DataFrame(
+        {
+            "entity_id": np.char.add("u", rng.integers(0, args.entities, rows).astype(str)),
+            "event_time": pd.to_datetime(now_ms - rng.integers(0, WINDOWS["24h"], rows), unit="ms"),
+        }
+    )
+    feats = [f"txn_stats:amount_{a}_{w}" for w in WINDOWS for a in ("sum", "count", "avg", "max")]
+    t = time.perf_counter()
+    frame = store.training_frame(edf, feats)
+    took = time.perf_counter() - t
+    print(
+        f"\ntraining_frame, {rows:,} rows x 12 window features, {args.entities:,} entities: "
+        f"{took:.2f} s ({rows / took:,.0f} rows/s, no baseline)"
+    )
+    assert frame.shape == (rows, 14)
     got = store.get("txn_stats", "hot")
     want = raw_get(r, "hot", time.time_ns() // 1_000_000)
     assert got is not None and got["amount_count_7d"] >= int(want["amount_count_7d"] or 0) - 5

@@ -327,11 +327,11 @@ def values_at(
 class _RangeExtreme:
     """Min or max over index ranges [s, e) of one array: a sparse table, O(n log n)."""
 
-    def __init__(self, a: np.ndarray, op: Any) -> None:
+    def __init__(self, a: np.ndarray, op: Any, longest: int) -> None:
         self.op = op
         self.levels = [a]
         k = 1
-        while 2 * k <= len(a):
+        while 2 * k <= min(len(a), longest):  # no range is longer than the largest window
             prev = self.levels[-1]
             self.levels.append(op(prev[: len(prev) - k], prev[k:]))
             k *= 2
@@ -377,9 +377,15 @@ def at_times(
         shift = tiles["sum"] - tiles["n"] * first_mean[codes]
         cd = np.concatenate(([0.0], np.cumsum(shift)))
         cq = np.concatenate(([0.0], np.cumsum(tiles["m2"] + shift * shift / tiles["n"])))
-    extremes = {"min": _RangeExtreme(tiles["min"], np.minimum)} if len(b) else {}
-    if len(b):
-        extremes["max"] = _RangeExtreme(tiles["max"], np.maximum)
+    longest = wf.span + 1
+    extremes = {
+        agg: _RangeExtreme(tiles[agg], np.minimum if agg == "min" else np.maximum, longest)
+        for agg in {a for _, a, _ in feats} & {"min", "max"}
+        if len(b)
+    }
+    # rows sorted by (entity, time): searchsorted runs much faster on sorted needles
+    perm = np.lexsort((row_ms, row_codes))
+    row_codes, row_ms = row_codes[perm], row_ms[perm]
     ok_row = row_codes >= 0
     rc = np.where(ok_row, row_codes, 0)
     out: dict[str, np.ndarray] = {}
@@ -413,5 +419,7 @@ def at_times(
                 v = np.full(n_rows, np.nan)
                 idx = s[some] if agg == "first" else e[some] - 1
                 v[some] = tiles[agg][idx]
-        out[name] = np.where(ok, v, np.nan)
+        back = np.empty(n_rows)
+        back[perm] = np.where(ok, v, np.nan)
+        out[name] = back
     return out

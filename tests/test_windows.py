@@ -223,6 +223,21 @@ def test_two_threads_lose_nothing(store: FeatureStore) -> None:
         "amount_sum_1h": float(sum(k * 1000 + i for k in (1, 2) for i in range(300))),
     }
 
+    def bulk(k: int) -> None:
+        for j in range(5):
+            rows = [
+                {"entity_id": "bulk", "amount": 1.0, "event_time": now - 3000 + k * 7 + j * 60 + i}
+                for i in range(100)
+            ]
+            store.record_many("txn_stats", rows)
+
+    threads = [threading.Thread(target=bulk, args=(k,)) for k in (1, 2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert store.get("txn_stats", "bulk", features=["amount_count_2d"]) == {"amount_count_2d": 1000}
+
 
 def test_hostile_input_changes_nothing(store: FeatureStore) -> None:
     _define(store)
@@ -303,3 +318,26 @@ def test_definitions_are_checked(store: FeatureStore) -> None:
     store.record("w", "u1", 1.0)
     assert store.delete_window("w") == 1
     assert store.window_features() == []
+
+
+def test_record_many_reports_progress_and_merges_batches(store: FeatureStore) -> None:
+    _define(store)
+    rng = np.random.default_rng(3)
+    n = 6000
+    ents = rng.integers(0, 2500, n).astype(str)
+    ts = T0 + rng.integers(0, 3_600_000, n)
+    vs = rng.normal(size=n)
+    frame = pd.DataFrame({"entity_id": ents, "amount": vs, "event_time": ts / 1000})
+    seen: list[tuple[int, int]] = []
+    half = n // 2
+    # the second half overlaps the first's buckets: merged into existing tiles
+    store.record_many("txn_stats", frame.iloc[:half])
+    report = store.record_many(
+        "txn_stats", frame.iloc[half:], progress=lambda d, t: seen.append((d, t))
+    )
+    assert report.events == n - half and seen[-1] == (n - half, n - half)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    at = (T0 + 3_600_000) / 1000
+    got = store.get_many("txn_stats", ["7", "42"], as_of=at, features=["amount_sum_2d"])
+    for ent, g in zip(["7", "42"], got, strict=True):
+        assert g["amount_sum_2d"] == pytest.approx(float(vs[ents == ent].sum()), abs=1e-9)

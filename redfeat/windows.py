@@ -55,7 +55,7 @@ class WindowFeatures:
     """Sliding-window aggregates of one numeric source per entity, fed by
     ``store.record`` / ``store.record_many`` and read as ``<source>_<agg>_<window>``."""
 
-    __slots__ = ("name", "entity", "source", "aggs", "windows", "window_ms", "hop_ms")
+    __slots__ = ("name", "entity", "source", "aggs", "windows", "window_ms", "hop_ms", "_names")
 
     def __init__(
         self,
@@ -113,10 +113,17 @@ class WindowFeatures:
 
     def resolve(self, feature: str) -> tuple[str, int]:
         """(agg, window ms) of an output name; NotFoundError naming the known ones."""
-        for w, m in zip(self.windows, self.window_ms, strict=True):
-            for a in self.aggs:
-                if feature == f"{self.source}_{a}_{w}":
-                    return a, m
+        names: dict[str, tuple[str, int]] | None = getattr(self, "_names", None)
+        if names is None:
+            names = {
+                f"{self.source}_{a}_{w}": (a, m)
+                for w, m in zip(self.windows, self.window_ms, strict=True)
+                for a in self.aggs
+            }
+            self._names = names
+        hit = names.get(feature)
+        if hit is not None:
+            return hit
         raise NotFoundError(
             f"window features {self.name!r} have no feature {feature!r} (known: {self.features})"
         )
@@ -274,28 +281,30 @@ def bounds(t_ms: Any, window_ms: int, hop_ms: int) -> tuple[Any, Any]:
     return np.floor_divide(t_ms - window_ms, hop_ms), np.floor_divide(t_ms, hop_ms)
 
 
-def _merged(t: np.ndarray) -> dict[str, float]:
-    """The aggregates of a run of tiles sorted by bucket (Chan's merge of m2)."""
+def _merged(t: np.ndarray, aggs: set[str]) -> dict[str, float]:
+    """The asked aggregates of a run of tiles sorted by bucket (Chan's merge of m2)."""
     n = t["n"]
     total = float(n.sum())
+    out = {"count": total}
     if total == 0:
-        return {"count": 0.0}
+        return out
     with np.errstate(over="ignore", invalid="ignore"):
         s = float(t["sum"].sum())
-        dev = t["sum"] / n - s / total
-        m2 = float(t["m2"].sum() + (n * dev * dev).sum())
-    var = max(m2, 0.0) / (total - 1) if total > 1 else float("nan")
-    return {
-        "count": total,
-        "sum": s,
-        "avg": s / total,
-        "min": float(t["min"].min()),
-        "max": float(t["max"].max()),
-        "var": var,
-        "std": float(np.sqrt(var)),
-        "first": float(t["first"][0]),
-        "last": float(t["last"][-1]),
-    }
+        out["sum"], out["avg"] = s, s / total
+        if aggs & {"std", "var"}:
+            dev = t["sum"] / n - s / total
+            m2 = float(t["m2"].sum() + (n * dev * dev).sum())
+            var = max(m2, 0.0) / (total - 1) if total > 1 else float("nan")
+            out["var"], out["std"] = var, float(np.sqrt(var))
+    if "min" in aggs:
+        out["min"] = float(t["min"].min())
+    if "max" in aggs:
+        out["max"] = float(t["max"].max())
+    if "first" in aggs:
+        out["first"] = float(t["first"][0])
+    if "last" in aggs:
+        out["last"] = float(t["last"][-1])
+    return out
 
 
 def values_at(
@@ -312,7 +321,7 @@ def values_at(
             if et.cut is not None and lo < et.cut:
                 return None
             s, e = np.searchsorted(b, lo, "left"), np.searchsorted(b, hi, "right")
-            merged[w] = _merged(et.tiles[s:e])
+            merged[w] = _merged(et.tiles[s:e], {a for _, a, x in feats if x == w})
         m = merged[w]
         if agg == "count":
             out[name] = int(m["count"])

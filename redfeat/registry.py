@@ -189,7 +189,8 @@ class Registry:
         if res is None and name in self._windows:
             raise NotFoundError(
                 f"{name!r} is window features, not a view: read them with store.get, "
-                "get_features or training_frame, see their definition with store.window(name)"
+                "get_features or training_frame; see them with store.window(name), remove "
+                "them with store.delete_window(name)"
             )
         if res is None:
             known = sorted(self._views) or "none yet"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -12,7 +11,6 @@ import msgspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import redis
 
 from . import windows as _w
@@ -20,9 +18,10 @@ from ._conn import Script
 from ._time import now_us, to_us
 from .codec import normalize_id
 from .errors import BackendError, ConfigurationError, ConflictError, NotFoundError
-from .keys import MAX_ID_BYTES, escape_id
+from .keys import escape_id
 from .schema import Entity, FeatureView
 from .timeseries.tiles import MEM, WIRE_BYTES, partials, to_wire
+from .window_rows import checked_events, events_table, finite
 from .windows import WindowFeatures
 
 if TYPE_CHECKING:
@@ -58,42 +57,6 @@ class WindowWanted:
 
     def by_feature(self) -> list[tuple[str, str, int]]:
         return [(f, a, m) for _, f, a, m in self.feats]
-
-
-def _finite(name: str, entity: str, value: object) -> float:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
-        raise ConfigurationError(
-            f"window features {name!r}, entity {entity!r}: value {value!r} is not a number; "
-            "nothing was recorded"
-        )
-    v = float(value)
-    if not math.isfinite(v):
-        raise ConfigurationError(
-            f"window features {name!r}, entity {entity!r}: value {value!r} is not finite; "
-            "nothing was recorded"
-        )
-    return v
-
-
-def _ms_column(name: str, col: Any, column: str) -> np.ndarray:
-    """An event-time column (timestamps, naive = UTC, or epoch seconds) as int64 ms."""
-    if pa.types.is_timestamp(col.type):
-        utc = pc.cast(col, pa.timestamp("ms", tz=col.type.tz or "UTC"), safe=False)
-        ms = pc.cast(utc, pa.int64()).to_numpy(zero_copy_only=False)
-    elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        sec = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-        if not np.isfinite(sec).all():
-            raise ConfigurationError(
-                f"window features {name!r}: column {column!r} has non-finite times; "
-                "nothing was recorded"
-            )
-        ms = np.floor(sec * 1000.0).astype(np.int64)
-    else:
-        raise ConfigurationError(
-            f"window features {name!r}: column {column!r} must hold timestamps or epoch "
-            f"seconds, not {col.type}; nothing was recorded"
-        )
-    return np.asarray(ms, np.int64)
 
 
 class WindowVerbs:
@@ -217,7 +180,7 @@ class WindowVerbs:
         windows, atomically. False when it is older than the retention (not counted)."""
         wf = self.window(name)
         ent = normalize_id(name, entity_id)
-        v = _finite(name, ent, value)
+        v = finite(name, ent, value)
         t = self._event_ms(wf, ent, ts)
         # one event's tile packed directly: numpy costs more than the round trip here
         b = t // wf.hop_ms
@@ -263,91 +226,12 @@ class WindowVerbs:
         recorded. ``progress(events done, total)``."""
         wf = self.window(name)
         value_column = wf.source if value_column is None else value_column
-        table = self._events_table(wf, rows, [entity_column, value_column, event_time_column])
-        n = table.num_rows
-        if n == 0:
+        table = events_table(wf, rows, [entity_column, value_column, event_time_column])
+        if table.num_rows == 0:
             return RecordReport(0, 0, 0)
-        ids = table[entity_column]
-        if ids.null_count:
-            raise ConfigurationError(
-                f"window features {name!r}: column {entity_column!r} has null entity ids; "
-                "nothing was recorded"
-            )
-        if pa.types.is_floating(ids.type) or pa.types.is_boolean(ids.type):
-            raise ConfigurationError(
-                f"window features {name!r}: entity ids must be strings or ints, column "
-                f"{entity_column!r} holds {ids.type}; nothing was recorded"
-            )
-        ids = pc.cast(ids, pa.string())
-        if (
-            pc.max(pc.binary_length(ids)).as_py() > MAX_ID_BYTES
-            or pc.min(pc.binary_length(ids)).as_py() == 0
-        ):
-            raise ConfigurationError(
-                f"window features {name!r}: entity ids must be 1..{MAX_ID_BYTES} bytes; "
-                "nothing was recorded"
-            )
-        vcol = table[value_column]
-        if not (pa.types.is_integer(vcol.type) or pa.types.is_floating(vcol.type)):
-            raise ConfigurationError(
-                f"window features {name!r}: column {value_column!r} must be numeric, not "
-                f"{vcol.type}; nothing was recorded"
-            )
-        vs = pc.cast(vcol, pa.float64()).to_numpy(zero_copy_only=False)
-        bad = ~np.isfinite(vs)
-        if vcol.null_count or bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ConfigurationError(
-                f"window features {name!r}: row {i} (entity {ids[i].as_py()!r}) has value "
-                f"{vcol[i].as_py()!r}, not a finite number; nothing was recorded"
-            )
-        if event_time_column is None:
-            ts = np.full(n, now_us() // 1000, np.int64)
-        else:
-            ts = _ms_column(name, table[event_time_column], event_time_column)
-            out = (ts < 0) | (ts >= _w.MAX_MS)
-            if out.any():
-                i = int(np.flatnonzero(out)[0])
-                raise ConfigurationError(
-                    f"window features {name!r}: row {i} (entity {ids[i].as_py()!r}) has an "
-                    "event time outside 1970-01-01 .. 2200-01-01; nothing was recorded"
-                )
+        ids, ts, vs = checked_events(wf, table, entity_column, value_column, event_time_column)
         codes, uniques = pd.factorize(ids.to_numpy(zero_copy_only=False))
         return self._merge_events(wf, codes, np.asarray(uniques), ts, vs, progress)
-
-    def _events_table(self, wf: WindowFeatures, rows: Any, cols: list[str | None]) -> pa.Table:
-        mod = type(rows).__module__.split(".")[0]
-        try:
-            if mod == "pandas":
-                table = pa.Table.from_pandas(rows, preserve_index=False)
-            elif isinstance(rows, pa.Table):
-                table = rows
-            elif isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
-                for i, r in enumerate(rows):
-                    v = r.get(cols[1])
-                    if isinstance(v, bool):
-                        raise ConfigurationError(
-                            f"window features {wf.name!r}: row {i} has value {v!r}, not a "
-                            "number; nothing was recorded"
-                        )
-                table = pa.Table.from_pylist(rows)
-            else:
-                raise ConfigurationError(
-                    f"window features {wf.name!r}: record_many takes a list of dicts, a "
-                    f"pandas.DataFrame or a pyarrow.Table, got {type(rows).__name__}"
-                )
-        except (pa.ArrowException, ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                f"window features {wf.name!r}: cannot read the rows ({exc}); nothing was recorded"
-            ) from None
-        missing = [c for c in cols if c is not None and c not in table.column_names]
-        if missing and table.num_rows:
-            raise ConfigurationError(
-                f"window features {wf.name!r}: the rows have no column(s) {missing} "
-                f"(columns: {table.column_names}); pass entity_column= / value_column= / "
-                "event_time_column=; nothing was recorded"
-            )
-        return table
 
     def _merge_events(
         self,

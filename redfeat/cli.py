@@ -9,6 +9,7 @@ REDFEAT_SERVER_BIN   a redis-server/valkey-server binary for the embedded server
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,8 @@ from .store import FeatureStore
 app = typer.Typer(help="redfeat: a feature store on Redis.", no_args_is_help=True)
 server_app = typer.Typer(help="The embedded server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+alerts_app = typer.Typer(help="Alert rules on time series.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 console = Console()
 
 Home = Annotated[str, typer.Option(envvar="REDFEAT_HOME", help="embedded server data dir")]
@@ -322,6 +325,109 @@ def _progress() -> Progress:
     return Progress(
         *Progress.get_default_columns(), MofNCompleteColumn(), console=console, transient=True
     )
+
+
+def _ts(when: datetime | None) -> str:
+    return "-" if when is None else when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+_STATE_STYLE = {"ok": "green", "pending": "yellow", "firing": "bold red", "resolved": "cyan"}
+
+
+@alerts_app.command("run")
+def alerts_run(
+    interval: Annotated[str, typer.Option(help="time between evaluations, e.g. '10s'")] = "10s",
+    once: Annotated[bool, typer.Option("--once", help="evaluate once and exit")] = False,
+    url: Url = None,
+    project: Project = "default",
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+) -> None:
+    """Evaluate every alert rule every INTERVAL and print the transitions; Ctrl-C stops."""
+    try:
+        seconds = duration_us(interval, what="--interval") / 1e6
+    except RedfeatError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with _open(url, project, home, server_bin) as store:
+        alerts = store.alerts
+        if not once:
+            console.print(f"evaluating {len(alerts.list())} rule(s) every {interval}; Ctrl-C stops")
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    done = alerts.evaluate()
+                except RedfeatError as exc:
+                    if once:
+                        raise
+                    # a server hiccup must not end the evaluator: report, try next round
+                    console.print(f"[red]error:[/red] {exc}")
+                    done = []
+                for t in done:
+                    style = _STATE_STYLE.get(t.to_state, "")
+                    console.print(
+                        f"{_ts(t.at)}  {t.rule} ({t.series}): {t.from_state} -> "
+                        f"[{style}]{t.to_state}[/{style}]  value {_num(t.value)}"
+                    )
+                if once:
+                    break
+                time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+        except KeyboardInterrupt:
+            console.print("stopped")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    url: Url = None, project: Project = "default", home: Home = ".redfeat", server_bin: Bin = None
+) -> None:
+    """The alert rules: series, condition, state, since when, last value."""
+    with _open(url, project, home, server_bin) as store:
+        table = Table("name", "series", "condition", "for", "state", "since", "last value")
+        for a in store.alerts.list():
+            style = _STATE_STYLE.get(a.state, "")
+            state = f"[{style}]{a.state}[/{style}]" + (" (no data)" if a.no_data else "")
+            table.add_row(
+                a.name,
+                a.rule.series,
+                a.rule.describe(),
+                f"{a.rule.for_ms / 1000:g}s",
+                state,
+                _ts(a.since),
+                _num(a.value),
+            )
+        console.print(table)
+
+
+@alerts_app.command("history")
+def alerts_history(
+    name: str,
+    limit: int = 20,
+    url: Url = None,
+    project: Project = "default",
+    home: Home = ".redfeat",
+    server_bin: Bin = None,
+) -> None:
+    """The last transitions of alert NAME, oldest first."""
+    with _open(url, project, home, server_bin) as store:
+        rows = store.alerts.history(name, limit=limit)
+        if not rows:
+            console.print(f"no transitions for alert {name!r}")
+            return
+        table = Table("at", "from", "to", "value", "threshold")
+        for t in rows:
+            th = t.threshold
+            table.add_row(
+                _ts(t.at),
+                t.from_state,
+                t.to_state,
+                _num(t.value),
+                f"({th[0]:g}, {th[1]:g})" if isinstance(th, tuple) else _num(th),
+            )
+        console.print(table)
 
 
 @app.command("demo")

@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.progress import Progress
 from rich.table import Table
 
+from . import demo_series
 from . import types as t
 from .errors import ConfigurationError, ValidationError
 from .quality.tables import drift_table, health_table
@@ -312,6 +313,8 @@ def _run(console: Console, store: FeatureStore) -> None:
     )
     console.print(_frame_table(frame))
     _quality(console, store, user)
+    demo_series.run(console, store)
+    demo_series.stats(console, store)
     console.print("\n[bold green]done.[/bold green]")
 
 

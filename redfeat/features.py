@@ -74,6 +74,8 @@ def get_features(
     for w in wanted:
         if w.res.view.on_read:
             per_view[w.res.name] = derived.read(store, w.res, ents, w.features, None, False)
+    for w in wanted:  # the serving log: counted and sampled per view
+        store.quality.read(w.res, per_view[w.res.name], w.features)
     now_ms = now_us() // 1000
     for k, ww in enumerate(wins):
         raw = replies[len(stored) + k * len(ents) : len(stored) + (k + 1) * len(ents)]

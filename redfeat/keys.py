@@ -10,6 +10,7 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:events:<view>            pub/sub channel of live change events
     rf:<project>:q:<view>:...             quality: hourly profiles, counters, baseline
     rf:<project>:ts:{<series>}...         time series: state, head, chunks, tile pages
+    rf:<project>:alerts:...               alert rules, state, history, events channel
 
 All keys of one (view, entity) share one hash tag, so the atomic write step and the
 time-travel read stay on one cluster slot. Entity ids are percent-escaped so that no id can
@@ -167,3 +168,13 @@ class Keys:
     def series_page(self, escaped_name: str, rollup_ms: int, page: int) -> str:
         """Hash: one page of a rollup's tiles, bucket slot -> packed tile."""
         return f"{self.series(escaped_name)}:t:{rollup_ms}:{page}"
+
+    # -- alerts (redfeat.timeseries.alerts): rules, state, versions, history, events -----
+
+    def alerts(self, part: str) -> str:
+        """``rules`` / ``state`` / ``ver`` (hashes by rule name), ``events`` (channel)."""
+        return f"{self.prefix}alerts:{part}"
+
+    def alert_history(self, name: str) -> str:
+        """Capped stream: one rule's transitions."""
+        return f"{self.prefix}alerts:history:{escape_id(name)}"

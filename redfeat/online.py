@@ -134,11 +134,17 @@ class Online:
     ) -> Version:
         ent, payload, et = _prepare(res, entity_id, values, event_time)
         if self.quality is not None:
-            self.quality.check_row(res, ent, values)
-        vid, _status = self.run_logged(
+            self.quality.check_row(res, ent, payload)
+        vid, status = self.run_logged(
             res, [(escape_id(ent), et, payload, None)], fields=_set_fields(res, values)
         )
-        return _version(res, vid, et, payload)
+        return self._stored(res, vid, status, et, payload)
+
+    def _stored(self, res: Resolved, vid: int, status: int, et: int, payload: bytes) -> Version:
+        v = _version(res, vid, et, payload)
+        if self.quality is not None and status in (0, 1):  # new data, not a retry or a drop
+            self.quality.written(res, v)
+        return v
 
     def write_many(
         self,
@@ -180,7 +186,7 @@ class Online:
             res, items, progress=step, fields=[f for f in res.codec.fields if f in cols.data]
         )
         if q is not None:
-            q.written_columns(res, out, problems)
+            q.written_columns(res, out, problems, flat)
         return tally(report, flat)
 
     def _cas(
@@ -220,12 +226,12 @@ class Online:
             merged = merge(current)
             _, payload, et = _prepare(res, ent, merged, None, et_us=et)
             if self.quality is not None:
-                self.quality.check_row(res, ent, merged)
+                self.quality.check_row(res, ent, payload)
             vid, status = self.run_logged(
                 res, [(esc, et, payload, cur or b"")], mode=1, fields=fields
             )
             if status != 3:
-                return _version(res, vid, et, payload)
+                return self._stored(res, vid, status, et, payload)
         raise ConflictError(
             f"view {res.name!r}, entity {ent!r}: the latest value kept changing during "
             f"{CAS_RETRIES} attempts; retry later or reduce contention on this entity"

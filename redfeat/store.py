@@ -12,14 +12,12 @@ from typing import Any
 
 import redis
 
-from . import batch as _batch
 from . import derived as _derived
 from . import features as _features
 from . import history as _history
 from . import server_index as _server_index
 from . import transfer as _transfer
 from ._conn import detect_capabilities
-from .batch import ValidationReport
 from .cache import _MISSING as _CACHE_MISSING
 from .cache import Cache
 from .codec import normalize_id
@@ -27,6 +25,7 @@ from .embedded import EmbeddedServer, ServerInfo
 from .errors import BackendError, ConfigurationError, NotFoundError
 from .history import Version
 from .keys import Keys
+from .metrics import Metrics, timed
 from .offlinelog import OfflineLog
 from .online import Online, Progress
 from .quality import Quality
@@ -35,6 +34,7 @@ from .schema import Entity, FeatureView, Field
 from .transforms import TransformRegistry
 from .vectors import VectorIndex
 from .verbs_live import LiveVerbs
+from .verbs_quality import QualityVerbs
 from .verbs_search import SearchVerbs
 from .verbs_series import SeriesVerbs
 from .verbs_training import TrainingVerbs
@@ -50,7 +50,7 @@ def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> N
         server.stop(only_if_unused_by=name)
 
 
-class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVerbs):
+class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVerbs, WindowVerbs):
     """Typed, versioned features on Redis.
 
     ``FeatureStore()`` starts (or attaches to) a private server under ``./.redfeat``;
@@ -73,6 +73,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
     ) -> None:
         self.keys = Keys(project)
         self.project = project
+        self.metrics = Metrics()  # per-operation counts and latencies (store.stats())
         self.server: EmbeddedServer | None = None
         self.server_info: ServerInfo | None = None
         self._owns_client = client is None
@@ -204,13 +205,6 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
                 self.online.delete_view_data(obj.name, suffix=":h")
         return {**result, **self._apply_windows(wins)}
 
-    def validator(
-        self, view: str, *, severity: str = "error", name: str | None = None
-    ) -> Callable[[Any], Any]:
-        """Register a custom row check: ``@store.validator("view", severity="warning")``
-        (see ``store.quality.validator``)."""
-        return self.quality.validator(view, severity=severity, name=name)
-
     def transform(
         self,
         name: str,
@@ -243,6 +237,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
 
     # -- writes -------------------------------------------------------------------------
 
+    @timed("write")
     def write(
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
@@ -253,6 +248,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
         self._after_write(res, deps, entity_id, version)
         return version
 
+    @timed("write_many")
     def write_many(
         self,
         view: str,
@@ -302,7 +298,6 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
     ) -> None:
         """Forget cached values of the entity (here and in derived views) and write the
         derived views."""
-        self.quality.written(res, version)
         if self.cache is not None:
             for name in [res.name, *(d.name for d in deps)]:
                 self.cache.invalidate(name, str(entity_id))
@@ -314,25 +309,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
             for name in [view, *(d.name for d in deps)]:
                 self.cache.clear(name)
 
-    def validate(
-        self,
-        view: str,
-        rows: Any,
-        *,
-        entity_column: str = "entity_id",
-        event_time_column: str | None = None,
-    ) -> ValidationReport:
-        """Dry run of write_many: every problem of every row (view, entity, field, rule,
-        value, message), nothing written."""
-        res = self.registry.get(view)
-        return _batch.validate(
-            res.codec,
-            rows,
-            entity_column=entity_column,
-            event_time_column=event_time_column,
-            check=functools.partial(self.quality.check_columns, res),
-        )
-
+    @timed("update")
     def update(
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
@@ -343,6 +320,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
         self._after_write(res, deps, entity_id, version)
         return version
 
+    @timed("increment")
     def increment(
         self,
         view: str,
@@ -358,6 +336,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
         self._after_write(res, deps, entity_id, version)
         return version
 
+    @timed("delete")
     def delete(self, view: str, entity_id: str | int) -> bool:
         """Remove an entity's latest value and history (and its derived views' values).
         True if anything was there."""
@@ -387,12 +366,13 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
         if self.capabilities.get("vector_search"):  # server-side indexes and their mirrors
             _server_index.drop_server_indexes(self.client, f"{self.keys.prefix}vx:{view}:")
         if not keep_definition:
-            removed += self.online.delete_view_data(view, pattern=self.keys.quality_pattern(view))
+            removed += self.quality.forget(view)
             self.registry.remove_view(view)
         return removed
 
     # -- reads --------------------------------------------------------------------------
 
+    @timed("get")
     def get(
         self,
         view: str,
@@ -402,7 +382,9 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
         as_of: Any = None,
     ) -> dict[str, Any] | None:
         """Latest values of one entity (or as of a past time), typed by the schema."""
-        if self.cache is not None and features is None and as_of is None and not self._win(view):
+        if self._win(view):
+            return self._window_get_many(view, [entity_id], features, as_of, False)[0]  # type: ignore[no-any-return]
+        if self.cache is not None and features is None and as_of is None:
             hit = self.cache.lookup(view, str(entity_id))
             if hit is not _CACHE_MISSING:
                 self.quality.recorder.count(view, "reads")
@@ -411,8 +393,12 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
             if not res.view.on_read:  # a known miss: fetch and cache it
                 fetch = self._fetch_records(res)
                 return self.cache.fill(view, [entity_id], fetch, res.view.ttl_us)[0]  # type: ignore[no-any-return]
-        return self.get_many(view, [entity_id], features=features, as_of=as_of)[0]  # type: ignore[no-any-return]
+        res = self.registry.get(view)
+        out = self._get_many(res, [entity_id], features, as_of, False)
+        self.quality.read(res, out, features)
+        return out[0]  # type: ignore[no-any-return]
 
+    @timed("get_many")
     def get_many(
         self,
         view: str,
@@ -431,7 +417,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
             return self._window_get_many(view, entity_ids, features, as_of, with_meta)
         res = self.registry.get(view)
         out = self._get_many(res, list(entity_ids), features, as_of, with_meta)
-        self.quality.read(res, out)
+        self.quality.read(res, out, features)
         return out
 
     def _get_many(
@@ -471,6 +457,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, WindowVer
         assert self.cache is not None
         return self.cache.read_many(res.name, ids, self._fetch_records(res), res.view.ttl_us)
 
+    @timed("get_features")
     def get_features(
         self,
         entity_ids: Iterable[str | int],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -16,7 +17,7 @@ import redis
 from . import derived
 from ._time import from_us, to_us
 from .arrowio import versions_table
-from .batch import columns_of, encode_columns
+from .batch import ColumnCheck, columns_of, encode_columns
 from .codec import decode, normalize_id
 from .errors import BackendError, ConfigurationError, Problem, ValidationError
 from .keys import Keys, unescape_id
@@ -82,6 +83,8 @@ def backfill_items(
     entity_column: str,
     event_time_column: str,
     written_at_column: str | None,
+    custom: ColumnCheck | None = None,
+    out: dict[str, Any] | None = None,
 ) -> tuple[Iterator[tuple[str, int, bytes, int | None]], int]:
     """Validated write items for historical rows (event time required, written_at optional).
 
@@ -98,7 +101,12 @@ def backfill_items(
             raise ConfigurationError(f"no column {written_at_column!r} for written_at")
         written = cols.data.pop(written_at_column)
     items, total, problems = encode_columns(
-        res.codec, cols, entity_column=entity_column, event_time_column=event_time_column
+        res.codec,
+        cols,
+        entity_column=entity_column,
+        event_time_column=event_time_column,
+        custom=custom,
+        out=out,
     )
     was: list[int] = []
     exact = written_at_column in cols.micros  # Arrow timestamps arrive as int microseconds
@@ -159,12 +167,15 @@ def import_frame(
     """See FeatureStore.import_frame."""
     res = store.registry.get(view)
     deps = store.registry.dependents(view)
+    out: dict[str, Any] = {}
     items, total = backfill_items(
         res,
         frame,
         entity_column=entity_column,
         event_time_column=event_time_column,
         written_at_column=written_at_column,
+        custom=functools.partial(store.quality.check_columns, res),
+        out=out,
     )
     done = 0
 
@@ -179,6 +190,8 @@ def import_frame(
         res, items, mode=mode, progress=step, fields=list(res.codec.fields)
     )
     report = report_from(flat, [])
+    report.warnings = out["warnings"]
+    store.quality.written_columns(res, out, {}, flat)  # a backfill lands in its hours
     if deps:
         derived.after_bulk(store, deps, frame, entity_column, event_time_column, report)
     return report

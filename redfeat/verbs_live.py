@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import events as _events
 from . import ingest as _ingest
 from .events import ChangeEvent, Subscription
+from .metrics import timed
 
 if TYPE_CHECKING:
     import redis
@@ -57,6 +58,7 @@ class LiveVerbs:
 
     # -- stream ingestion ---------------------------------------------------------------
 
+    @timed("push")
     def push(
         self,
         view: str,

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from . import texts as _texts
+from .metrics import timed
 from .server_index import ServerIndex
 from .vectors import Match, VectorIndex
 
@@ -33,6 +34,7 @@ class SearchVerbs:
 
     # -- similarity search -------------------------------------------------------------
 
+    @timed("similar")
     def similar(
         self,
         view: str,
@@ -69,6 +71,7 @@ class SearchVerbs:
             self._indexes[key] = idx
         return idx.search(query, k=k, where=where, include_values=include_values)
 
+    @timed("put_text")
     def put_text(
         self,
         text: str,
@@ -90,6 +93,7 @@ class SearchVerbs:
             max_chars=max_chars,
         )
 
+    @timed("similar_texts")
     def similar_texts(
         self,
         *,

@@ -1,7 +1,9 @@
-"""FeatureStore verbs for time series: series, series_list, mrange, correlate, cleanup."""
+"""FeatureStore verbs for time series: series, series_list, mrange, correlate, cleanup,
+alerts."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -12,6 +14,7 @@ import pandas as pd
 from ._time import Duration
 from .errors import ConfigurationError
 from .timeseries import multi
+from .timeseries.alerts import Alerts
 from .timeseries.series import Series
 from .timeseries.spec import SeriesRegistry, SeriesSpec, build_spec, check_labels, check_name
 from .timeseries.storage import Ctx, trim
@@ -20,9 +23,11 @@ if TYPE_CHECKING:
     import redis
 
     from .keys import Keys
+    from .metrics import Metrics
     from .online import Online
 
 _DEFAULT_ROLLUPS = ("1m", "5m", "1h", "1d")
+_ALERTS_LOCK = threading.Lock()
 
 
 class TimeSeriesAdmin:
@@ -45,15 +50,26 @@ class SeriesVerbs:
     client: redis.Redis
     keys: Keys
     online: Online
+    metrics: Metrics
 
     def _ts(self) -> tuple[Ctx, SeriesRegistry]:
-        return Ctx(self.client, self.keys, self.online.direct), SeriesRegistry(
+        return Ctx(self.client, self.keys, self.online.direct, self.metrics), SeriesRegistry(
             self.client, self.keys
         )
 
     @property
     def timeseries(self) -> TimeSeriesAdmin:
         return TimeSeriesAdmin(*self._ts())
+
+    @property
+    def alerts(self) -> Alerts:
+        """Alert rules on series (add, list, remove, history, evaluate, on_transition)."""
+        # one instance per store, so callbacks registered with on_transition are kept
+        with _ALERTS_LOCK:
+            a: Alerts | None = self.__dict__.get("_alerts")
+            if a is None:
+                a = self.__dict__["_alerts"] = Alerts(*self._ts())
+        return a
 
     def series(
         self,

@@ -12,6 +12,7 @@ from . import transfer as _transfer
 from .codec import normalize_id
 from .errors import ConfigurationError, NotFoundError
 from .history import Version
+from .metrics import timed
 from .writer import WriteReport
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class TrainingVerbs:
             "(never written, or trimmed by the view's history setting)"
         )
 
+    @timed("diff")
     def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
         """What changed between two versions (ids, or datetimes read as-of):
         ``{"added": {f: new}, "removed": {f: old}, "modified": {f: (old, new)}}``."""
@@ -68,6 +70,7 @@ class TrainingVerbs:
         new = _history.version_at(self.client, self.keys, res, ent, b)
         return _history.diff_values(old.values, new.values)
 
+    @timed("training_frame")
     def training_frame(
         self,
         entity_df: Any,
@@ -126,6 +129,7 @@ class TrainingVerbs:
         hi = end if _us or end is None else _history.as_of_us(view, end)
         return _transfer.versions(self._fs(), view, entity_ids, lo, hi, progress)
 
+    @timed("export")
     def export(
         self,
         view: str,
@@ -141,6 +145,7 @@ class TrainingVerbs:
         _transfer.write_parquet(table, path)
         return int(table.num_rows)
 
+    @timed("import_frame")
     def import_frame(
         self,
         view: str,

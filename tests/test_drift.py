@@ -17,7 +17,7 @@ from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
 from redfeat.errors import ConfigurationError, NotFoundError
 from redfeat.quality import Thresholds
-from redfeat.quality.drift import js_distance, ks, psi
+from redfeat.quality.drift import compare, compare_feature, js_distance, ks, psi
 from redfeat.quality.profiles import FeatureProfile, Profile, add_column
 from redfeat.quality.recorder import COMPACT_AT
 
@@ -296,3 +296,75 @@ def test_cli_drift_and_health(data_dir: Path) -> None:
         store.quality.configure("users", max_age="1h")
         res = runner.invoke(app, ["health"], env=env)
         assert res.exit_code == 1 and "stale" in res.output
+
+
+def _ints(values: np.ndarray) -> FeatureProfile:
+    p = Profile("v")
+    add_column(p, Field("n", t.Int), values.tolist())
+    return p.features["n"]
+
+
+def _psi_over_values(base: np.ndarray, cur: np.ndarray) -> float:
+    vals = np.union1d(base, cur)
+    b = np.array([(base == v).mean() for v in vals])
+    c = np.array([(cur == v).mean() for v in vals])
+    b, c = np.maximum(b, 1e-4), np.maximum(c, 1e-4)
+    return float(((c - b) * np.log(c / b)).sum())
+
+
+@pytest.mark.parametrize(
+    ("base_p", "cur_p", "exact"),
+    [
+        ([0.9, 0.05, 0.05], [0.1, 0.45, 0.45], True),  # a few-valued feature moving
+        ([0.5, 0.3, 0.2], [0.5, 0.3, 0.2], True),  # the same
+        # values the baseline never had share its top bin: PSI is lower than over values,
+        # and still far above the drift threshold
+        ([0.9, 0.1, 0.0], [0.0, 0.0, 1.0], False),  # zero-inflated, then all at a new value
+        ([1.0, 0.0, 0.0], [0.0, 0.0, 1.0], False),  # a constant becoming another constant
+    ],
+)
+def test_psi_sees_mass_moving_between_tied_values(
+    base_p: list[float], cur_p: list[float], exact: bool
+) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.choice([0, 1, 50], 20_000, p=base_p)
+    cur = rng.choice([0, 1, 50], 20_000, p=cur_p)
+    got = psi(_ints(base), _ints(cur))
+    if exact:  # every value has a bin of its own: PSI over the values themselves
+        assert got == pytest.approx(_psi_over_values(base, cur), rel=0.05, abs=0.01)
+    else:
+        assert got > 5.0
+
+
+def test_free_strings_from_the_same_distribution_do_not_drift() -> None:
+    rng = np.random.default_rng(4)
+    cities = [f"city{i}" for i in range(300)]
+    zipf = 1 / np.arange(1, 301)
+    for p in (None, zipf / zipf.sum()):
+        a, b = Profile("v"), Profile("v")
+        add_column(a, Field("s", t.String), list(rng.choice(cities, 20_000, p=p)))
+        add_column(b, Field("s", t.String), list(rng.choice(cities, 20_000, p=p)))
+        d = compare_feature("s", a.features["s"], b.features["s"], Thresholds())
+        assert d.verdict == "ok", d
+    a, b = Profile("v"), Profile("v")
+    add_column(a, Field("s", t.String), list(rng.choice(cities, 20_000, p=zipf / zipf.sum())))
+    add_column(b, Field("s", t.String), ["brand-new"] * 5_000 + list(rng.choice(cities, 15_000)))
+    d = compare_feature("s", a.features["s"], b.features["s"], Thresholds())
+    assert d.verdict == "drift" and d.js is not None and d.js >= 0.1
+    # the baseline's sketch dropped untracked values, so it cannot vouch that "brand-new"
+    # never occurred: out of range counts only values it certainly never saw
+    assert d.out_of_range_rate == 0.0
+
+
+def test_empty_window_and_new_fields_are_reported() -> None:
+    base = Profile("v", 100)
+    add_column(base, NUM, list(np.arange(100.0)))
+    report = compare(base, Profile("v"), Thresholds())
+    assert report.verdict == "warning" and report.features["x"].reasons == [
+        "no values in the window"
+    ]
+    cur = Profile("v", 100)
+    add_column(cur, NUM, list(np.arange(100.0)))
+    add_column(cur, Field("y", t.Float), [1.0] * 100)
+    report = compare(base, cur, Thresholds())
+    assert report.verdict == "ok" and "not in the baseline" in report.features["y"].reasons[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,11 +23,19 @@ import numpy as np
 import redis
 
 from .._time import duration_us, from_us, now_us, to_us
-from ..batch import columns_of
-from ..errors import BackendError, ConfigurationError, NotFoundError, Problem, ValidationError
+from ..batch import Columns, columns_of, encode_columns
+from ..errors import (
+    BackendError,
+    ConfigurationError,
+    NotFoundError,
+    Problem,
+    RedfeatError,
+    ValidationError,
+)
 from ..history import Version
 from ..registry import Resolved
 from ..schema import Field
+from ..writer import Record
 from . import validators as _v
 from .drift import DriftReport, FeatureDrift, Thresholds, compare
 from .health import HealthReport, ViewHealth, assess
@@ -50,6 +59,7 @@ __all__ = [
 
 log = logging.getLogger("redfeat.quality")
 CONFIG_TTL = 1.0  # seconds a process trusts its copy of the per-view settings
+_ENTITY = "__rf_entity"  # a stand-in entity column when checking a baseline frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +100,24 @@ class Quality:
         self._config: dict[str, QualityConfig] = {}
         self._config_at = -math.inf
         self._lock = threading.Lock()
-        self._reads = 0
+        self.failures = 0  # monitoring errors swallowed so that writes and reads never fail
 
     # -- settings -----------------------------------------------------------------------
 
     def config(self, view: str) -> QualityConfig:
         if time.monotonic() - self._config_at > CONFIG_TTL:
-            self._load_config()
+            try:
+                self._load_config()
+            except BackendError as exc:
+                # the write path must not fail on monitoring: keep the last known settings
+                # (or the defaults) and try again after CONFIG_TTL
+                self._config_at = time.monotonic()
+                self._failed("reading settings", exc)
         return self._config.get(view) or QualityConfig()
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        log.warning("quality monitoring: %s failed (the write itself is done): %s", what, exc)
 
     def _load_config(self) -> None:
         try:
@@ -194,12 +214,13 @@ class Quality:
             return []
         return checks
 
-    def check_row(self, res: Resolved, entity: str, values: Mapping[str, Any]) -> None:
-        """Run custom validators on one row: raise on errors, count and log warnings."""
+    def check_row(self, res: Resolved, entity: str, payload: bytes) -> None:
+        """Run custom validators on one encoded row (decoded, so that they see the values a
+        read returns, as on the bulk path): raise on errors, count and log warnings."""
         checks = self._checks(res.name)
         if not checks:
             return
-        row = {f: values.get(f) for f in res.codec.fields}
+        row = res.codec.decode(payload)
         errors, warnings = _v.run_rows(checks, [(None, entity, row)])
         if errors:
             raise ValidationError(errors[None])
@@ -222,7 +243,7 @@ class Quality:
         errors, warnings = _v.run_rows(checks, rows)  # type: ignore[arg-type]
         for i, ps in errors.items():
             problems.setdefault(i, []).extend(ps)
-        return warnings
+        return [w for w in warnings if w.row not in errors]  # a refused row is not written
 
     def _warn(self, view: str, warnings: list[Problem]) -> None:
         if warnings:
@@ -233,28 +254,48 @@ class Quality:
     # -- recording hooks (called by the store) -----------------------------------------
 
     def written(self, res: Resolved, version: Version) -> None:
-        self.recorder.count(res.name, "writes")
-        if self.config(res.name).profile:
+        """One new version stored (not a retry, not dropped late data)."""
+        try:
             et = to_us(version.event_time)
-            self.recorder.add_row(res.name, res.codec.fields, version.values, et)
+            self.recorder.count(res.name, "writes")
+            self.recorder.saw(res.name, et)
+            if self.config(res.name).profile:
+                self.recorder.add_row(res.name, res.codec.fields, version.values, et)
+        except Exception as exc:
+            self._failed("recording a write", exc)
 
-    def written_columns(self, res: Resolved, out: Mapping[str, Any], refused: Any) -> None:
-        """Profile the rows of a bulk write that passed validation (after the write)."""
-        ets: list[int] = out["ets"]
-        checked: dict[str, list[Any]] = out["checked"]
-        n = len(ets) - len(refused)
-        self.recorder.count(res.name, "writes", n)
-        self.recorder.count(res.name, "refused", len(refused))
-        self._warn(res.name, out.get("warnings", []))
-        if n and self.config(res.name).profile:
-            if refused:
-                keep = [i for i in range(len(ets)) if i not in refused]
+    def written_columns(
+        self, res: Resolved, out: Mapping[str, Any], refused: Any, flat: list[int]
+    ) -> None:
+        """Profile the rows of a bulk write the server stored as new versions (``flat``:
+        the WRITE statuses of the valid rows, in order; retries and dropped late rows are
+        not new data)."""
+        try:
+            ets: list[int] = out["ets"]
+            checked: dict[str, list[Any]] = out["checked"]
+            statuses = flat[1::2]
+            valid = [i for i in range(len(ets)) if i not in refused] if refused else None
+            rows = range(len(ets)) if valid is None else valid
+            keep = [i for i, s in zip(rows, statuses, strict=True) if s in (0, 1)]
+            self.recorder.count(res.name, "writes", len(keep))
+            self.recorder.count(res.name, "refused", len(refused))
+            self._warn(res.name, out.get("warnings", []))
+            if not keep:
+                return
+            if len(keep) < len(ets):
                 checked = {k: [c[i] for i in keep] for k, c in checked.items()}
                 ets = [ets[i] for i in keep]
-            self.recorder.add_columns(res.name, res.codec.fields, checked, ets)
+            self.recorder.saw(res.name, max(ets))
+            if self.config(res.name).profile:
+                self.recorder.add_columns(res.name, res.codec.fields, checked, ets)
+        except Exception as exc:
+            self._failed("recording a bulk write", exc)
 
     def refused(self, view: str, n: int = 1) -> None:
-        self.recorder.count(view, "refused", n)
+        try:
+            self.recorder.count(view, "refused", n)
+        except Exception as exc:
+            self._failed("counting refused rows", exc)
 
     @contextlib.contextmanager
     def refusals(self, view: str) -> Iterator[None]:
@@ -265,18 +306,40 @@ class Quality:
             self.refused(view)
             raise
 
-    def read(self, res: Resolved, rows: list[Any]) -> None:
-        """Count a read request; profile it if it falls in the sample (the serving log)."""
-        self.recorder.count(res.name, "reads")
-        rate = self.config(res.name).sample_rate
-        if rate <= 0:
-            return
-        self._reads += 1
-        if self._reads % max(1, round(1 / rate)) == 0:
+    def read(self, res: Resolved, rows: list[Any], features: Any = None) -> None:
+        """Count a read request; profile it if it falls in the sample (the serving log):
+        each request is sampled independently, only the features it read are profiled."""
+        try:
+            self.recorder.count(res.name, "reads")
+            rate = self.config(res.name).sample_rate
+            if rate <= 0 or random.random() >= rate:
+                return
+            fields = res.codec.fields
+            if features is not None:
+                fields = {f: fields[f] for f in features if f in fields}
             now = now_us()
             for r in rows:
-                if isinstance(r, Mapping):
-                    self.recorder.add_row(res.name, res.codec.fields, r, now, source="read")
+                values = r.values if isinstance(r, Record) else r  # with_meta reads
+                if isinstance(values, Mapping):
+                    self.recorder.add_row(res.name, fields, values, now, source="read")
+        except Exception as exc:
+            self._failed("recording a read", exc)
+
+    def forget(self, view: str) -> int:
+        """Remove a view's quality data, settings and freshness (it is being deleted);
+        returns the number of keys removed."""
+        self.recorder.forget(view)
+        k = self._store.keys
+        try:
+            pipe = self._store.client.pipeline(transaction=False)
+            pipe.hdel(k.quality_config, view)
+            pipe.zrem(k.newest_event, view)
+            pipe.zrem(k.last_write, view)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise BackendError(f"view {view!r}: removing its quality data failed: {exc}") from exc
+        self._config_at = -math.inf
+        return self._store.online.delete_view_data(view, pattern=k.quality_pattern(view))
 
     def flush(self) -> None:
         """Send buffered profiles and counters to Redis now (also done every ~2 s)."""
@@ -325,23 +388,37 @@ class Quality:
         ``field``, ``view:field`` or ``view__field``."""
         res = self._store.registry.get(view)
         cols = columns_of(frame)
-        prof = Profile(view, cols.n)
-        found = []
-        for name, f in res.codec.fields.items():
+        data: dict[str, list[Any]] = {}
+        micros = set()
+        for name in res.codec.fields:
             for cand in (name, f"{view}:{name}", f"{view}__{name}"):
                 if cand in cols.data:
-                    col = cols.data[cand]
+                    # a frame's missing value (NaN) is a null here, not a refused value
+                    data[name] = [
+                        None if type(v) is float and v != v else v for v in cols.data[cand]
+                    ]
                     if cand in cols.micros:
-                        col = [None if v is None else from_us(v) for v in col]
-                    col = [None if type(v) is float and v != v else v for v in col]
-                    add_column(prof, f, col)
-                    found.append(name)
+                        micros.add(name)
                     break
-        if not found:
+        if not data or cols.n == 0:
             raise ConfigurationError(
-                f"view {view!r}: the frame has none of its fields {sorted(res.codec.fields)} "
-                f"(columns: {sorted(cols.data)[:20]})"
+                f"view {view!r}: the frame has no rows or none of its fields "
+                f"{sorted(res.codec.fields)} (columns: {sorted(cols.data)[:20]})"
             )
+        # the schema's checks and conversions, as a write would apply them
+        data[_ENTITY] = ["baseline"] * cols.n
+        checked = Columns(cols.n, data, from_frame=cols.from_frame, micros=frozenset(micros))
+        out: dict[str, Any] = {}
+        _items, _n, problems = encode_columns(
+            res.codec, checked, entity_column=_ENTITY, event_time_column=None, out=out
+        )
+        if problems:  # (the stand-in entity id is not the user's: leave it out)
+            found = [replace(p, entity=None) for i in sorted(problems) for p in problems[i]]
+            raise ValidationError(found, outcome="no baseline was set")
+        prof = Profile(view, cols.n)
+        for name in data:
+            if name != _ENTITY:
+                add_column(prof, res.codec.fields[name], out["checked"][name])
         self._save_baseline(view, prof, {"from": "frame", "rows": cols.n})
         return prof
 
@@ -418,10 +495,17 @@ class Quality:
         views: dict[str, ViewHealth] = {}
         for v in self._store.views():
             counts = self.recorder.counters(v.name, at - span, at + 1)
-            report = None
-            if self.baseline(v.name) is not None:
-                report = self.drift(v.name, start=from_us(at - span), end=from_us(at + 1))
+            report, problem = None, None
+            try:
+                if self.baseline(v.name) is not None:
+                    report = self.drift(v.name, start=from_us(at - span), end=from_us(at + 1))
+            except (RedfeatError, ValueError) as exc:  # one view's bad baseline: a reason
+                problem = f"drift check failed: {exc}"
             views[v.name] = assess(
                 v, self.config(v.name), at, newest.get(v.name), written.get(v.name), counts, report
             )
+            if problem is not None:
+                views[v.name].reasons.append(problem)
+                if views[v.name].status == "ok":
+                    views[v.name].status = "warning"
         return HealthReport.of(from_us(at), views)

@@ -42,15 +42,59 @@ class Thresholds:
     min_count: int = 30  # fewer values than this on either side: no judgement
 
 
-def psi(base: FeatureProfile, cur: FeatureProfile, bins: int = 10) -> float:
-    """Population stability index of ``cur`` against ``base`` (bins at base quantiles)."""
+POINT_MASS = 0.01  # an edge value holding this share (either side) gets a bin of its own
+
+
+def psi_bins(
+    base: FeatureProfile, cur: FeatureProfile, bins: int = 10
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Bins at the baseline's quantiles and each side's share of them.
+
+    Bins are [e_i, e_i+1) between distinct decile edges; an edge value that holds a real
+    share of either side (ties: a zero-inflated or few-valued feature) gets a bin of its
+    own, so that mass moving onto or off it is seen."""
     qs = [i / bins for i in range(1, bins)]
     edges = sorted(set(base.quantiles(qs)))
-    b = np.diff([0.0, *base.cdf(edges), 1.0])
-    c = np.diff([0.0, *cur.cdf(edges), 1.0])
+    b_lo, b_at = np.array(base.cdf(edges)), np.array(base.cdf(edges, inclusive=True))
+    c_lo, c_at = np.array(cur.cdf(edges)), np.array(cur.cdf(edges, inclusive=True))
+    labels: list[str] = []
+    b_sh: list[float] = []
+    c_sh: list[float] = []
+    b_prev = c_prev = 0.0
+    prev = "-inf"
+    for i, e in enumerate(edges):
+        point = max(b_at[i] - b_lo[i], c_at[i] - c_lo[i]) >= POINT_MASS
+        if point:  # (prev, e) then [e]
+            labels += [f"({prev}, {e:g})", f"[{e:g}]"]
+            b_sh += [b_lo[i] - b_prev, b_at[i] - b_lo[i]]
+            c_sh += [c_lo[i] - c_prev, c_at[i] - c_lo[i]]
+            b_prev, c_prev, prev = b_at[i], c_at[i], f"{e:g}"
+        else:  # [prev, e)
+            labels.append(f"[{prev}, {e:g})")
+            b_sh.append(b_lo[i] - b_prev)
+            c_sh.append(c_lo[i] - c_prev)
+            b_prev, c_prev, prev = b_lo[i], c_lo[i], f"{e:g}"
+    labels.append(f"[{prev}, inf)")
+    b_sh.append(1.0 - b_prev)
+    c_sh.append(1.0 - c_prev)
+    return labels, np.maximum(np.array(b_sh), 0.0), np.maximum(np.array(c_sh), 0.0)
+
+
+def psi(base: FeatureProfile, cur: FeatureProfile, bins: int = 10) -> float:
+    """Population stability index of ``cur`` against ``base`` (bins at base quantiles)."""
+    _, b, c = psi_bins(base, cur, bins)
     b = np.maximum(b, PSI_FLOOR)
     c = np.maximum(c, PSI_FLOOR)
     return float(((c - b) * np.log(c / b)).sum())
+
+
+def category_shares(
+    base: FeatureProfile, cur: FeatureProfile
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Both sides' shares over the values either side knows the count of; the rest of each
+    side (values a free-string sketch cannot vouch for) is one shared "__other__"."""
+    keys = sorted(set(base.frequent()) | set(cur.frequent()))
+    return base.frequencies(keys), cur.frequencies(keys)
 
 
 def ks(base: FeatureProfile, cur: FeatureProfile, points: int = 201) -> float:
@@ -84,8 +128,7 @@ def _out_of_range(base: FeatureProfile, cur: FeatureProfile) -> float:
         below = cur.cdf([base.min])[0]
         above = 1.0 - cur.cdf([base.max], inclusive=True)[0]
         return max(0.0, below + above)
-    seen = set(base.frequencies()) - {"__other__"}
-    return sum(s for k, s in cur.frequencies().items() if k not in seen and k != "__other__")
+    return sum(s for k, s in cur.frequencies().items() if k != "__other__" and base.never_saw(k))
 
 
 @dataclass(slots=True)
@@ -155,6 +198,17 @@ def compare_feature(
             levels.append("warning")
             out.reasons.append(f"{metric} {value:.3f} >= {warn}")
 
+    if cur.total and cur.kind != base.kind:
+        out.reasons.append(
+            f"the field's kind changed ({base.kind} in the baseline, {cur.kind} now): set a "
+            "new baseline"
+        )
+        out.verdict = "warning"
+        return out
+    if cur.total == 0:
+        out.reasons.append("no values in the window")
+        out.verdict = "warning"
+        return out
     if base.total >= th.min_count and cur.total >= th.min_count:
         out.null_rate_change = cur.null_rate - base.null_rate
         judge(
@@ -167,9 +221,9 @@ def compare_feature(
         judge("psi", out.psi, th.psi_warning, th.psi_drift)
         judge("ks", out.ks, th.ks_warning, th.ks_drift)
     elif base.kind == "categorical" and enough:
-        out.js = js_distance(base.frequencies(), cur.frequencies())
+        out.js = js_distance(*category_shares(base, cur))
         judge("js", out.js, th.js_warning, th.js_drift)
-    if base.kind in ("numeric", "categorical") and enough:
+    if enough and base.kind in ("numeric", "categorical"):
         out.out_of_range_rate = _out_of_range(base, cur)
         judge("out of range rate", out.out_of_range_rate, th.out_of_range_warning, None)
     if not enough and base.kind != "other":
@@ -199,5 +253,13 @@ def compare(
             continue
         cur = current.features.get(name) or FeatureProfile(base.kind)
         out[name] = compare_feature(name, base, cur, th)
+    for name in sorted(set(current.features) - set(baseline.features)):
+        out[name] = FeatureDrift(
+            name,
+            current.features[name].kind,
+            "ok",
+            current_count=current.features[name].count,
+            reasons=["not in the baseline (a field added since): set a new baseline to judge it"],
+        )
     verdict = _worst([f.verdict for f in out.values()])
     return DriftReport(baseline.view, start, end, verdict, out, th)

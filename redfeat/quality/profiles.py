@@ -170,22 +170,44 @@ class FeatureProfile:
             return [math.nan] * len(points)
         return [float(x) for x in self.kll.get_cdf(list(points), inclusive)[:-1]]
 
-    def frequencies(self) -> dict[str, float]:
-        """Categorical share of each value; the untracked tail of free strings is "__other__"."""
+    @property
+    def exact(self) -> bool:
+        """Whether categorical counts are exact (Category, Bool) or sketched (String)."""
+        return self.cats is not None
+
+    def estimate(self, value: str) -> float:
+        """Count of one value (exact, or the frequent-items estimate; 0 if untracked)."""
+        if self.cats is not None:
+            return float(self.cats.get(value, 0))
+        return 0.0 if self.items is None else float(self.items.get_estimate(value))
+
+    def never_saw(self, value: str) -> bool:
+        """True only when the value certainly never occurred (a sketch that dropped
+        untracked values cannot be sure, and says False)."""
+        if self.cats is not None:
+            return value not in self.cats
+        return self.items is None or float(self.items.get_upper_bound(value)) == 0.0
+
+    def frequent(self) -> list[str]:
+        """Values whose count is known: every value for exact counts; for free strings the
+        ones the sketch guarantees frequent (count above its maximum error)."""
+        if self.cats is not None:
+            return list(self.cats)
+        if self.items is None:
+            return []
+        rows = self.items.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_POSITIVES)
+        return [str(r[0]) for r in rows]
+
+    def frequencies(self, values: Iterable[str] | None = None) -> dict[str, float]:
+        """Share of each value (default: ``frequent()``); the rest is "__other__"."""
         if self.count == 0:
             return {}
-        if self.cats is not None:
-            counts = dict(self.cats)
-        elif self.items is not None:
-            rows = self.items.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES)
-            counts = {str(r[0]): int(r[1]) for r in rows}
-            rest = self.count - sum(counts.values())
-            if rest > 0:
-                counts["__other__"] = rest
-        else:
-            return {}
-        total = sum(counts.values())
-        return {k: c / total for k, c in counts.items()}
+        keys = self.frequent() if values is None else list(values)
+        out = {k: min(self.estimate(k), self.count) / self.count for k in keys}
+        rest = 1.0 - sum(out.values())
+        if rest > 1e-12:
+            out["__other__"] = rest
+        return out
 
     def top(self, n: int = 5) -> list[tuple[str, float]]:
         return sorted(self.frequencies().items(), key=lambda kv: (-kv[1], kv[0]))[:n]

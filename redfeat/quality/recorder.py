@@ -10,7 +10,9 @@ monitoring data, never feature data.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import uuid
 import weakref
@@ -31,7 +33,7 @@ HOUR_US = 3_600_000_000
 KEEP_MS = 90 * 24 * 3_600_000  # profiles and counters are kept 90 days after their last update
 COMPACT_AT = 8  # partial profiles in one hour's list before they are merged
 FOLD_AT = 512  # single-write rows buffered before they are folded into a profile
-FLUSH_AT = 1_000  # rows profiled since the last flush that make a bulk write flush at once
+FLUSH_AT = 1_000  # rows profiled since the last flush that wake the flush thread at once
 
 log = logging.getLogger("redfeat.quality")
 
@@ -47,12 +49,31 @@ class Recorder:
         self.interval = interval
         self._lock = threading.Lock()
         self._profiles: dict[_Key, Profile] = {}
-        self._pending: dict[_Key, tuple[Mapping[str, Field], list[Mapping[str, Any]]]] = {}
+        # rows buffered per hour AND per set of fields profiled (reads of some features)
+        self._pending: dict[
+            tuple[_Key, tuple[str, ...]], tuple[Mapping[str, Field], list[Mapping[str, Any]]]
+        ] = {}
         self._counters: dict[tuple[str, int], Counter[str]] = {}
         self._newest: dict[str, int] = {}
         self._written: dict[str, int] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._flushing = threading.Lock()  # one flush at a time: a flush() returns only
+        # once data taken by a concurrent flush (the thread's) is in Redis too
         self._thread: threading.Thread | None = None
+        self._dirty = False
+        self._since_flush = 0
+        _track(self)
+
+    def _reset_after_fork(self) -> None:
+        # The child must neither send the parent's buffered data a second time nor wait
+        # on the parent's flush thread or on a lock it held at the fork.
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._profiles, self._pending, self._counters = {}, {}, {}
+        self._newest, self._written = {}, {}
+        self._stop, self._wake = threading.Event(), threading.Event()
+        self._thread = None
         self._dirty = False
         self._since_flush = 0
 
@@ -87,11 +108,11 @@ class Recorder:
                 col = sub.get(name)
                 add_column(prof, f, col if col is not None else [None] * rows)
             self._merge((view, source, hour), prof)
-        self._saw(view, hi)
         self._since_flush += n
         if self._since_flush >= FLUSH_AT:
-            # a bulk load is visible to other processes (drift, health) when it returns
-            self.flush()
+            # a bulk load becomes visible to other processes (drift, health) within
+            # moments, without the writer paying for the flush
+            self._wake.set()
 
     def add_row(
         self,
@@ -103,19 +124,18 @@ class Recorder:
     ) -> None:
         """Profile one row (single writes, sampled reads): buffered, folded in batches."""
         key = (view, source, et_us // HOUR_US)
+        pkey = (key, tuple(fields))
         with self._lock:
-            entry = self._pending.get(key)
+            entry = self._pending.get(pkey)
             if entry is None:
-                entry = self._pending[key] = (fields, [])
+                entry = self._pending[pkey] = (fields, [])
             entry[1].append(values)
             full = len(entry[1]) >= FOLD_AT
             if full:
-                del self._pending[key]
+                del self._pending[pkey]
             self._dirty = True
         if full:
             self._merge(key, profile_rows(view, entry[0], entry[1]))
-        if source == "write":
-            self._saw(view, et_us)
         self._ensure_thread()
 
     def count(self, view: str, name: str, n: int = 1) -> None:
@@ -141,11 +161,29 @@ class Recorder:
             self._dirty = True
         self._ensure_thread()
 
-    def _saw(self, view: str, et_us: int) -> None:
+    def saw(self, view: str, et_us: int) -> None:
+        """A write of ``view`` with this event time (for freshness; a future event time
+        counts as now, so that it cannot keep a view fresh forever)."""
+        now = now_us()
+        et_us = min(et_us, now)
         with self._lock:
             if et_us > self._newest.get(view, -(2**62)):
                 self._newest[view] = et_us
-            self._written[view] = now_us()
+            self._written[view] = now
+            self._dirty = True
+        self._ensure_thread()
+
+    def forget(self, view: str) -> None:
+        """Drop what is buffered for a view (it is being deleted)."""
+        with self._lock:
+            for k in [k for k in self._profiles if k[0] == view]:
+                del self._profiles[k]
+            for pk in [pk for pk in self._pending if pk[0][0] == view]:
+                del self._pending[pk]
+            for ck in [k for k in self._counters if k[0] == view]:
+                del self._counters[ck]
+            self._newest.pop(view, None)
+            self._written.pop(view, None)
 
     # -- flushing -----------------------------------------------------------------------
 
@@ -155,12 +193,18 @@ class Recorder:
                 if self._thread is None:
                     ref = weakref.ref(self)
                     self._thread = threading.Thread(
-                        target=_run, args=(ref, self._stop, self.interval), daemon=True
+                        target=_run,
+                        args=(ref, self._stop, self._wake, self.interval),
+                        daemon=True,
                     )
                     self._thread.start()
 
     def flush(self) -> None:
         """Send everything buffered to Redis now."""
+        with self._flushing:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             if not self._dirty:
                 return
@@ -171,7 +215,8 @@ class Recorder:
             written, self._written = self._written, {}
             self._dirty = False
             self._since_flush = 0
-        for key, (fields, rows) in pending.items():
+            self._wake.clear()
+        for (key, _names), (fields, rows) in pending.items():
             prof = profile_rows(key[0], fields, rows)
             if key in profiles:
                 profiles[key].merge(prof)
@@ -186,6 +231,7 @@ class Recorder:
                 pipe.rpush(lkey, prof.dumps())
                 pipe.pexpire(lkey, KEEP_MS)
                 pipe.zadd(k.quality(view, "hours", source), {str(hour): hour})
+                pipe.pexpire(k.quality(view, "hours", source), KEEP_MS)
                 order.append(lkey)
             for (view, hour), c in counters.items():
                 ckey = k.quality(view, "c", hour)
@@ -201,7 +247,7 @@ class Recorder:
             self._restore(profiles, counters, newest, written)
             raise BackendError(f"recording feature profiles failed: {exc}") from exc
         for i, lkey in enumerate(order):
-            if int(replies[3 * i]) > COMPACT_AT:
+            if int(replies[4 * i]) > COMPACT_AT:
                 self.compact(lkey)
 
     def _restore(
@@ -253,6 +299,7 @@ class Recorder:
     def close(self) -> None:
         with self._lock:  # a thread is started under the lock: never seen half-started
             self._stop.set()
+            self._wake.set()
             t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout=5)
@@ -278,11 +325,14 @@ class Recorder:
             raise BackendError(f"view {view!r}: reading profiles failed: {exc}") from exc
         merged = Profile(view)
         gone = []
+        closed = now_us() // HOUR_US - 1
         for h, blobs in zip(hours, replies, strict=True):
             if not blobs:
                 gone.append(str(h))  # expired: keep the index in step
             for b in blobs:
                 merged.merge(Profile.loads(view, b))
+            if len(blobs) > 1 and h < closed:  # a closed hour: keep one profile, not many
+                self.compact(k.quality(view, "p", source, h))
         if gone:
             self.client.zrem(k.quality(view, "hours", source), *gone)
         return merged
@@ -321,9 +371,43 @@ class Recorder:
         return {m.decode(): int(s) for m, s in a}, {m.decode(): int(s) for m, s in b}
 
 
-def _run(ref: weakref.ref[Recorder], stop: threading.Event, interval: float) -> None:
+_LIVE: weakref.WeakSet[Recorder] = weakref.WeakSet()
+_hooks_installed = False
+
+
+def _track(rec: Recorder) -> None:
+    global _hooks_installed
+    _LIVE.add(rec)
+    if not _hooks_installed:
+        _hooks_installed = True
+        os.register_at_fork(after_in_child=_after_fork)
+        # registered after the first store's server finalizer, so it runs before it
+        atexit.register(_flush_all)
+
+
+def _after_fork() -> None:
+    for rec in list(_LIVE):
+        rec._reset_after_fork()
+
+
+def _flush_all() -> None:
+    """At exit: send what stores that were never closed still buffer."""
+    for rec in list(_LIVE):
+        try:
+            rec.flush()
+        except Exception as exc:
+            log.warning("flushing quality data at exit failed: %s", exc)
+
+
+def _run(
+    ref: weakref.ref[Recorder], stop: threading.Event, wake: threading.Event, interval: float
+) -> None:
     # Holds only a weak reference: a store that is garbage collected stops its thread.
-    while not stop.wait(interval):
+    while not stop.is_set():
+        wake.wait(interval)
+        wake.clear()
+        if stop.is_set():
+            return
         rec = ref()
         if rec is None:
             return

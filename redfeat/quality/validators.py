@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigurationError, Problem
 
 SEVERITIES = ("error", "warning")
@@ -43,6 +45,8 @@ def _value(row: Mapping[str, Any], fld: str | None) -> Any:
 
 
 def _normalise(found: Any, name: str) -> list[tuple[str | None, str]]:
+    if isinstance(found, np.bool_):  # a numpy comparison, returned as is
+        found = bool(found)
     if found is None or found is True:
         return []
     if found is False:

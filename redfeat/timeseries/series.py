@@ -11,6 +11,7 @@ import redis
 
 from .._time import from_us
 from ..errors import BackendError, ConfigurationError
+from ..metrics import timed
 from . import analysis
 from .query import bucketed
 from .spec import SeriesRegistry, SeriesSpec, as_ms_array, as_values, finite_value, to_ms
@@ -43,6 +44,7 @@ class Series:
 
     def __init__(self, ctx: Ctx, registry: SeriesRegistry, spec: SeriesSpec) -> None:
         self._ctx = ctx
+        self.metrics = ctx.metrics
         self._registry = registry
         self.spec = spec
         self._writer = Writer(ctx, spec)
@@ -60,6 +62,7 @@ class Series:
 
     # -- writes -------------------------------------------------------------------------
 
+    @timed("series.add")
     def add(self, value: float, ts: Any = None) -> int:
         """Add one point (``ts`` None: now); returns its timestamp in ms."""
         v = finite_value(value, series=self.name)
@@ -67,6 +70,7 @@ class Series:
         self._writer.write_one(t, v)
         return t
 
+    @timed("series.add_many")
     def add_many(self, timestamps: Any, values: Any = None) -> int:
         """Add points: two sequences/arrays, or a pandas Series with a DatetimeIndex.
 
@@ -97,6 +101,7 @@ class Series:
         hi = None if end is None else to_ms(end, series=self.name, what="end")
         return lo, hi
 
+    @timed("series.range")
     def range(
         self,
         start: Any = None,

@@ -11,6 +11,7 @@ import redis
 from .._conn import Direct, Script
 from ..errors import BackendError
 from ..keys import Keys
+from ..metrics import Metrics
 from . import lua
 from .chunks import decode_chunk, unpack_points
 from .spec import SeriesSpec
@@ -29,6 +30,7 @@ class Ctx:
     client: redis.Redis
     keys: Keys
     direct: Direct
+    metrics: Metrics | None = None  # the store's operation counters (store.stats())
 
     def run(self, script: Script, keys: list[str], args: list[Any], *, what: str) -> Any:
         try:

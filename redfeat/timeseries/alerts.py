@@ -1,0 +1,391 @@
+"""Alerts on time series: rules, state and history kept in Redis, evaluated on demand.
+
+Keys (``rf:<project>:alerts:``): ``rules`` and ``state`` (hashes, rule name -> JSON of
+plain parameters / state), ``ver`` (hash, rule name -> state version), ``history:<name>``
+(a stream capped at ~1000 transitions) and the pub/sub channel ``events`` (JSON).
+
+Every evaluator reads rule, state and version together, computes the next state, and
+writes it with a compare-and-set on the version (one Lua step that also appends the
+history entry and publishes the event). Two evaluators on one rule: one wins, the other
+changes nothing, so each transition is stored, published and called back once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import logging
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import numpy as np
+import redis
+
+from .._conn import Script
+from .._time import Duration, from_us, now_us, to_us
+from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
+from . import analysis
+from .alert_rules import (
+    AlertRule,
+    AlertState,
+    AlertStatus,
+    AlertTransition,
+    build_rule,
+    check_alert_name,
+    step,
+)
+from .analysis import InsufficientDataError
+from .query import bucketed, read_tiles
+from .spec import SeriesRegistry, SeriesSpec
+from .storage import Ctx, raw_points
+from .tiles import aggregate, aggregate_points, coarsen
+
+log = logging.getLogger("redfeat.alerts")
+HISTORY_MAXLEN = 1000
+
+# KEYS: rules, state, ver. ARGV: name, rule JSON, replace flag, fresh state JSON.
+# A new or replaced rule starts at "ok"; its version moves on, so an evaluator still
+# holding the old state cannot write it over the new rule.
+_ADD = Script("""
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 and ARGV[3] ~= '1' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+return 1
+""")
+
+# KEYS: rules, state, ver, history. ARGV: name, expected version, state JSON, channel,
+# event JSON ('' = no transition), history maxlen, history field/value pairs...
+_CAS = Script("""
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+if tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+if ARGV[5] == '' then return 1 end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return id
+""")
+
+
+def _now_ms(now: Any) -> int:
+    if now is None:
+        return now_us() // 1000
+    try:
+        return to_us(now, what="now") // 1000
+    except ValueError as exc:
+        raise ConfigurationError(f"alerts.evaluate: {exc}") from exc
+
+
+def _finite_or_none(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def window_value(ctx: Ctx, spec: SeriesSpec, lo: int, hi: int, agg: str) -> float | None:
+    """``agg`` over the points in [lo, hi]: raw points (an exact sliding window) while the
+    raw retention holds ``lo``; past it, the rollup buckets lying wholly inside, from tiles.
+    None when there is nothing (or the aggregate is undefined, e.g. std of one point)."""
+    ts, vs, newest = raw_points(ctx, spec, lo, hi)
+    if newest is not None and lo < newest - spec.retention_ms and spec.rollups:
+        # the finest rollup still holding lo (retention counted back from newest)
+        held = [
+            r for r in spec.rollups if lo >= (newest - r.retention_ms) // r.bucket_ms * r.bucket_ms
+        ]
+        r = held[0] if held else spec.rollups[-1]
+        b = r.bucket_ms
+        tiles = read_tiles(ctx, spec, r, -(-lo // b) * b, hi - b + 1)
+        if len(tiles) == 0:
+            return None
+        # one tile for the whole window: every bucket id floors to group 0
+        v = float(aggregate(coarsen(tiles, 1 << 62), agg)[0])
+    else:
+        if len(ts) == 0:
+            return None
+        # shifted so every point falls in bucket 0 of a bucket longer than the window
+        _, out = aggregate_points(ts - lo, vs, hi - lo + 1, agg)
+        v = float(out[0])
+    return v if math.isfinite(v) else None
+
+
+def anomaly_score(ctx: Ctx, spec: SeriesSpec, rule: AlertRule, lo: int, hi: int) -> float | None:
+    """The most extreme score in [lo, hi] against the baseline before ``lo`` (as
+    ``Series.anomalies``); None when the window is empty or the baseline too thin."""
+    assert rule.method is not None and isinstance(rule.threshold, float)
+    try:
+        base = analysis.baseline_from_tiles(ctx, spec, lo - rule.baseline_ms, lo)
+        if rule.method == "mad":
+            r = next(r for r in spec.rollups if r.label == base.rollup)
+            _, vs, _ = bucketed(ctx, spec, lo, hi, r.bucket_ms, "avg")
+        else:
+            _, vs, _ = raw_points(ctx, spec, lo, hi)
+        if len(vs) == 0:
+            return None
+        scores = analysis.score(base, vs, rule.method, rule.threshold)
+    except InsufficientDataError:
+        return None
+    return float(scores[int(np.argmax(np.abs(scores)))])
+
+
+class Alerts:
+    """``store.alerts``: threshold and anomaly rules on series, evaluated by ``evaluate``
+    (or ``redfeat alerts run``); see the README's "Alerts"."""
+
+    def __init__(self, ctx: Ctx, registry: SeriesRegistry) -> None:
+        self._ctx = ctx
+        self._registry = registry
+        self._callbacks: builtins.list[Callable[[AlertTransition], None]] = []
+        self._lock = threading.Lock()
+        self.errors: builtins.list[Exception] = []  # what callbacks raised (also logged)
+
+    @property
+    def _keys(self) -> builtins.list[str]:
+        k = self._ctx.keys
+        return [k.alerts("rules"), k.alerts("state"), k.alerts("ver")]
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel of transitions (JSON; ``AlertTransition.from_json``)."""
+        return self._ctx.keys.alerts("events")
+
+    def add(
+        self,
+        name: str,
+        series: str,
+        *,
+        rule: str = "threshold",
+        condition: str | None = None,
+        threshold: Any = None,
+        tolerance: float = 0.0,
+        window: Duration = "5m",
+        agg: str = "avg",
+        for_: Duration | None = "1m",
+        cooldown: Duration | None = "10m",
+        no_data: str = "keep",
+        method: str | None = None,
+        baseline: Duration = "1d",
+        replace: bool = False,
+    ) -> AlertRule:
+        """Define a rule on an existing series; it starts in state ``ok``.
+
+        Threshold rules (default): ``agg`` over the last ``window`` compared by
+        ``condition`` ("above" (default), "below", "outside" with threshold=(lo, hi),
+        "equals" within ``tolerance``). Anomaly rules (rule="anomaly"): the window's points
+        scored by ``method`` (zscore, mad, ewma) against ``baseline`` before the window;
+        threshold None: the method's default. The condition must hold for ``for_`` before
+        the rule fires; after a resolve it cannot fire again for ``cooldown``. ``no_data``:
+        "keep" the state, or treat an empty window as "ok" or "alerting". An existing name
+        raises ConflictError unless ``replace`` (the replaced rule restarts at ok)."""
+        r = build_rule(
+            name,
+            series,
+            rule=rule,
+            condition=condition,
+            threshold=threshold,
+            tolerance=tolerance,
+            window=window,
+            agg=agg,
+            for_=for_,
+            cooldown=cooldown,
+            no_data=no_data,
+            method=method,
+            baseline=baseline,
+        )
+        spec = self._registry.require(series)
+        if r.rule == "anomaly" and not spec.rollups:
+            raise ConfigurationError(
+                f"alert {name!r}: series {series!r} keeps no rollups; anomaly baselines are "
+                "read from tiles (create the series with rollups=...)"
+            )
+        ok = self._ctx.run(
+            _ADD,
+            self._keys,
+            [name, r.to_json(), "1" if replace else "0", AlertState().to_json()],
+            what=f"alert {name!r}",
+        )
+        if not ok:
+            raise ConflictError(
+                f"alert {name!r} already exists; remove it first or pass replace=True"
+            )
+        return r
+
+    def remove(self, name: str) -> None:
+        """Remove the rule, its state and its history."""
+        check_alert_name(name)
+        rules, state, ver = self._keys
+        try:
+            pipe = self._ctx.client.pipeline(transaction=True)
+            pipe.hdel(rules, name)
+            pipe.hdel(state, name)
+            pipe.hdel(ver, name)
+            pipe.unlink(self._ctx.keys.alert_history(name))
+            gone = pipe.execute()[0]
+        except redis.RedisError as exc:
+            raise BackendError(f"alert {name!r}: cannot remove: {exc}") from exc
+        if not gone:
+            raise NotFoundError(f"alert {name!r} does not exist (alerts.list() shows them)")
+
+    def _read(self) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, int]]:
+        rules, state, ver = self._keys
+        try:
+            # one MULTI: rule, state and version are a consistent snapshot
+            pipe = self._ctx.client.pipeline(transaction=True)
+            pipe.hgetall(rules)
+            pipe.hgetall(state)
+            pipe.hgetall(ver)
+            r, s, v = pipe.execute()
+        except redis.RedisError as exc:
+            raise BackendError(f"cannot read the alert rules: {exc}") from exc
+
+        def text(d: dict[Any, Any]) -> dict[str, Any]:
+            return {(k.decode() if isinstance(k, bytes) else k): x for k, x in d.items()}
+
+        return text(r), text(s), {k: int(x) for k, x in text(v).items()}
+
+    def list(self) -> builtins.list[AlertStatus]:
+        """Every rule with its state, by name."""
+        rules, states, _ = self._read()
+        out = []
+        for name in sorted(rules):
+            rule = AlertRule.from_json(rules[name])
+            st = AlertState.from_json(states.get(name))
+            out.append(
+                AlertStatus(
+                    rule,
+                    st.state,
+                    None if st.since_ms is None else from_us(st.since_ms * 1000),
+                    st.value,
+                    st.no_data,
+                    None if st.evaluated_ms is None else from_us(st.evaluated_ms * 1000),
+                )
+            )
+        return out
+
+    def get(self, name: str) -> AlertStatus:
+        check_alert_name(name)
+        for s in self.list():
+            if s.name == name:
+                return s
+        raise NotFoundError(f"alert {name!r} does not exist (alerts.list() shows them)")
+
+    def history(self, name: str, limit: int = 100) -> builtins.list[AlertTransition]:
+        """The rule's last ``limit`` transitions, oldest first (~1000 are kept)."""
+        check_alert_name(name)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(f"alert {name!r}: history limit must be an int >= 1")
+        try:
+            rows: builtins.list[Any] = self._ctx.client.xrevrange(  # type: ignore[assignment]
+                self._ctx.keys.alert_history(name), "+", "-", count=limit
+            )
+        except redis.RedisError as exc:
+            raise BackendError(f"alert {name!r}: cannot read the history: {exc}") from exc
+        out = []
+        for entry, data in reversed(rows):
+            event = {_text(k): v for k, v in (data or {}).items()}["e"]
+            out.append(AlertTransition.from_dict(msgspec.json.decode(event), _text(entry)))
+        return out
+
+    def on_transition(
+        self, callback: Callable[[AlertTransition], None]
+    ) -> Callable[[AlertTransition], None]:
+        """Call ``callback`` with each transition this process's evaluations make (it can
+        decorate). A callback that raises is logged and kept in ``alerts.errors``."""
+        with self._lock:
+            self._callbacks.append(callback)
+        return callback
+
+    def evaluate(self, now: Any = None) -> builtins.list[AlertTransition]:
+        """Evaluate every rule at ``now`` (None: the clock; a datetime or epoch seconds
+        otherwise) and return the transitions this call made, in rule-name order. A rule
+        already evaluated at ``now`` or later is skipped."""
+        now_ms = _now_ms(now)
+        rules, states, vers = self._read()
+        out: builtins.list[AlertTransition] = []
+        for name in sorted(rules):
+            rule = AlertRule.from_json(rules[name])
+            old = AlertState.from_json(states.get(name))
+            if old.evaluated_ms is not None and now_ms <= old.evaluated_ms:
+                # evaluated at this instant or later already (another evaluator on the same
+                # tick, or a clock behind): time only moves forward, once per instant
+                continue
+            holds, value = self._measure(rule, now_ms)
+            new = step(rule, old, holds, value, now_ms)
+            t = self._commit(rule, old, new, vers.get(name, 0))
+            if t is not None:
+                out.append(t)
+                self._notify(t)
+        return out
+
+    def _measure(self, rule: AlertRule, now_ms: int) -> tuple[bool | None, float | None]:
+        spec = self._registry.get(rule.series)
+        if spec is None:
+            return None, None  # the series was deleted: nothing to judge
+        lo, hi = now_ms - rule.window_ms + 1, now_ms  # (now - window, now]
+        if rule.rule == "anomaly":
+            score = anomaly_score(self._ctx, spec, rule, lo, hi)
+            if score is None:
+                return None, None
+            assert isinstance(rule.threshold, float)
+            return abs(score) > rule.threshold, _finite_or_none(score)
+        value = window_value(self._ctx, spec, lo, hi, rule.agg)
+        if value is None:
+            return None, None
+        return rule.holds(value), value
+
+    def _commit(
+        self, rule: AlertRule, old: AlertState, new: AlertState, ver: int
+    ) -> AlertTransition | None:
+        moved = new.state != old.state
+        t = None
+        args: builtins.list[Any] = [rule.name, ver, new.to_json(), self.channel]
+        if moved:
+            assert new.since_ms is not None
+            t = AlertTransition(
+                rule.name,
+                rule.series,
+                old.state,
+                new.state,
+                from_us(new.since_ms * 1000),
+                new.value,
+                rule.threshold,
+            )
+            d = t.to_dict()
+            event = msgspec.json.encode(d)
+            # readable fields for redis-cli, plus the event itself for exact decoding
+            args += [event, HISTORY_MAXLEN, "from", d["from"], "to", d["to"]]
+            args += ["at_ms", d["at_ms"], "value", "" if t.value is None else repr(t.value)]
+            args += ["e", event]
+        else:
+            args += ["", HISTORY_MAXLEN]
+        reply = self._ctx.run(
+            _CAS,
+            [*self._keys, self._ctx.keys.alert_history(rule.name)],
+            args,
+            what=f"alert {rule.name!r}",
+        )
+        if t is None or not isinstance(reply, bytes | str):
+            return None  # no transition, or another evaluator (or a remove) came first
+        return dataclasses.replace(t, id=_text(reply))
+
+    def _notify(self, t: AlertTransition) -> None:
+        with self._lock:
+            callbacks = builtins.list(self._callbacks)
+        for cb in callbacks:
+            try:
+                cb(t)
+            except Exception as exc:  # the transition is stored; one bad callback stops nothing
+                log.exception("alert %r: an on_transition callback failed", t.rule)
+                self.errors.append(exc)
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+__all__ = ["AlertRule", "AlertStatus", "AlertTransition", "Alerts"]

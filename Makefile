@@ -34,6 +34,7 @@ bench: $(BIN)/.installed  ## the benchmarks (each prints its ratio against a bas
 	$(BIN)/python bench/realtime.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/timeseries.py
+	$(BIN)/python bench/windows.py
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

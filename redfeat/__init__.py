@@ -15,6 +15,7 @@ from .history import Version
 from .schema import Entity, FeatureView, Field
 from .store import FeatureStore
 from .vectors import Match
+from .windows import WindowFeatures
 from .writer import Record, Status, WriteReport
 
 __version__ = "0.1.0"
@@ -36,6 +37,7 @@ __all__ = [
     "ValidationError",
     "ValidationReport",
     "Version",
+    "WindowFeatures",
     "WriteReport",
     "__version__",
     "types",

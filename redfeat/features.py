@@ -10,11 +10,13 @@ import pandas as pd
 import redis
 
 from . import derived
+from ._time import now_us
 from .codec import normalize_id
-from .errors import BackendError
+from .errors import BackendError, ConfigurationError
 from .keys import escape_id
 from .offline import plan
 from .types import Vector
+from .windows import decode, values_at
 
 if TYPE_CHECKING:
     from .store import FeatureStore
@@ -32,27 +34,41 @@ def get_features(
 ) -> Any:
     """See FeatureStore.get_features."""
     ids = list(entity_ids)
-    wanted = plan(
-        features,
-        store.registry.get,
-        full_feature_names,
-        purpose="get_features",
-        on_read_ok=True,
+    refs, wins = store._window_refs(features, full_feature_names)
+    wanted = (
+        plan(refs, store.registry.get, full_feature_names, purpose="get_features", on_read_ok=True)
+        if refs
+        else []
     )
-    ents = [normalize_id(wanted[0].res.name, e, i) for i, e in enumerate(ids)]
+    entities = {w.res.view.entity for w in wanted} | {ww.wf.entity for ww in wins}
+    if len(entities) > 1:
+        raise ConfigurationError(
+            f"get_features reads features of one entity; these mix entities {sorted(entities)}"
+        )
+    outs = [o for w in wanted for o in w.outputs] + [f[0] for ww in wins for f in ww.feats]
+    if len(set(outs)) != len(outs):
+        raise ConfigurationError(
+            f"get_features: output names {outs} repeat; pass full_feature_names=True"
+        )
+    first = wanted[0].res.name if wanted else wins[0].wf.name
+    ents = [normalize_id(first, e, i) for i, e in enumerate(ids)]
     stored = [w for w in wanted if not w.res.view.on_read]
     try:
-        # every stored view in one round trip; on_read views are computed from their source
+        # every stored view and window features in one round trip; on_read views are
+        # computed from their source
         pipe: Any = store.client.pipeline(transaction=False)
         for w in stored:
             pipe.execute_command(
                 "MGET", *[store.keys.latest(w.res.name, escape_id(e)) for e in ents]
             )
-        replies = pipe.execute() if ents and stored else [[] for _ in stored]
+        for ww in wins:
+            for e in ents:
+                pipe.hgetall(store.keys.window_tiles(ww.wf.name, escape_id(e)))
+        replies = pipe.execute() if ents and (stored or wins) else []
     except redis.RedisError as exc:
         raise BackendError(f"get_features: read failed: {exc}") from exc
     per_view: dict[str, list[Any]] = {}
-    for w, blobs in zip(stored, replies, strict=True):
+    for w, blobs in zip(stored, replies, strict=False):
         readers = w.res.codec.select(w.features)
         per_view[w.res.name] = store.online.decode_latest(w.res, ents, blobs, readers)
     for w in wanted:
@@ -60,21 +76,28 @@ def get_features(
             per_view[w.res.name] = derived.read(store, w.res, ents, w.features, None, False)
     for w in wanted:  # the serving log: counted and sampled per view
         store.quality.read(w.res, per_view[w.res.name], w.features)
-    columns = [(w, f, out) for w in wanted for f, out in zip(w.features, w.outputs, strict=True)]
+    now_ms = now_us() // 1000
+    for k, ww in enumerate(wins):
+        raw = replies[len(stored) + k * len(ents) : len(stored) + (k + 1) * len(ents)]
+        per_view[ww.wf.name] = [values_at(ww.wf, decode(r), now_ms, ww.by_feature()) for r in raw]
+    columns = [
+        (w.res.name, f, out) for w in wanted for f, out in zip(w.features, w.outputs, strict=True)
+    ]
+    columns += [(ww.wf.name, f, out) for ww in wins for out, f, _, _ in ww.feats]
+    order = {str(ref): i for i, ref in reversed(list(enumerate(features)))}
+    columns.sort(key=lambda c: order.get(f"{c[0]}:{c[1]}", 0))  # the caller's order
     rows = [
-        {
-            out: None if (vals := per_view[w.res.name][i]) is None else vals[f]
-            for w, f, out in columns
-        }
+        {out: None if (vals := per_view[name][i]) is None else vals[f] for name, f, out in columns}
         for i in range(len(ents))
     ]
     names = [out for _, _, out in columns]
     if flatten_vectors or as_numpy:
         dims: dict[str, int] = {}
-        for w, f, out in columns:
-            dtype = w.res.codec.fields[f].dtype
-            if isinstance(dtype, Vector):
-                dims[out] = dtype.dim
+        for w in wanted:
+            for f, out in zip(w.features, w.outputs, strict=True):
+                dtype = w.res.codec.fields[f].dtype
+                if isinstance(dtype, Vector):
+                    dims[out] = dtype.dim
         names = [
             n
             for out in names

@@ -5,6 +5,7 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:registry                 hash: definitions (views, entities)
     rf:<project>:{<view>|<entity id>}     latest version of one entity (string)
     rf:<project>:{<view>|<entity id>}:h   history of one entity (sorted set by event time)
+    rf:<project>:{<window>|<entity id>}:w tiles of one entity's window features (hash)
     rf:<project>:feed:<view>              change feed: capped stream of change events
     rf:<project>:events:<view>            pub/sub channel of live change events
     rf:<project>:q:<view>:...             quality: hourly profiles, counters, baseline
@@ -86,6 +87,10 @@ class Keys:
 
     def history(self, view: str, escaped_id: str) -> str:
         return self.tag(view, escaped_id) + ":h"
+
+    def window_tiles(self, name: str, escaped_id: str) -> str:
+        """Hash: one entity's window-feature tiles, bucket id -> packed tile (windows.py)."""
+        return self.tag(name, escaped_id) + ":w"
 
     def feed(self, view: str) -> str:
         """The view's change feed (a capped stream of change events)."""

@@ -132,6 +132,7 @@ class Registry:
         self._key = keys.registry
         self._views: dict[str, Resolved] = {}
         self._entities: dict[str, Entity] = {}
+        self._windows: dict[str, dict[str, Any]] = {}  # window features: stored specs
         self._gen: int | None = None
         self._checked = 0.0
 
@@ -142,6 +143,7 @@ class Registry:
             raise BackendError(f"cannot read the registry {self._key!r}: {exc}") from exc
         views: dict[str, Resolved] = {}
         entities: dict[str, Entity] = {}
+        windows: dict[str, dict[str, Any]] = {}
         gen = 0
         for k, v in raw.items():
             name = k.decode() if isinstance(k, bytes) else str(k)
@@ -152,7 +154,10 @@ class Registry:
             elif name.startswith("entity:"):
                 d = msgspec.json.decode(v)
                 entities[name[7:]] = Entity(d["name"], d.get("description", ""))
+            elif name.startswith("window:"):
+                windows[name[7:]] = msgspec.json.decode(v)
         self._views, self._entities, self._gen = views, entities, gen
+        self._windows = windows
         self._checked = time.monotonic()
 
     def _maybe_refresh(self) -> None:
@@ -181,6 +186,12 @@ class Registry:
         if res is None:
             self.load()
             res = self._views.get(name)
+        if res is None and name in self._windows:
+            raise NotFoundError(
+                f"{name!r} is window features, not a view: read them with store.get, "
+                "get_features or training_frame; see them with store.window(name), remove "
+                "them with store.delete_window(name)"
+            )
         if res is None:
             known = sorted(self._views) or "none yet"
             raise NotFoundError(
@@ -188,6 +199,11 @@ class Registry:
                 "define it with FeatureView(...) and store.apply(view)"
             )
         return res
+
+    def window_specs(self) -> dict[str, dict[str, Any]]:
+        """Stored specs of window features by name (cached like views)."""
+        self._maybe_refresh()
+        return self._windows
 
     def has(self, name: str) -> bool:
         """Whether view ``name`` exists (cached; re-read once before saying no)."""

@@ -38,6 +38,7 @@ from .verbs_quality import QualityVerbs
 from .verbs_search import SearchVerbs
 from .verbs_series import SeriesVerbs
 from .verbs_training import TrainingVerbs
+from .verbs_windows import Definition, WindowVerbs
 from .writer import Record, Status, WriteReport
 
 
@@ -49,7 +50,7 @@ def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> N
         server.stop(only_if_unused_by=name)
 
 
-class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVerbs):
+class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVerbs, WindowVerbs):
     """Typed, versioned features on Redis.
 
     ``FeatureStore()`` starts (or attaches to) a private server under ``./.redfeat``;
@@ -176,11 +177,12 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
 
     # -- definitions --------------------------------------------------------------------
 
-    def apply(self, *objects: Entity | FeatureView, allow_breaking: bool = False) -> dict[str, str]:
-        """Register entities and views; returns what happened to each (created, unchanged...).
+    def apply(self, *objects: Definition, allow_breaking: bool = False) -> dict[str, str]:
+        """Register entities, views and window features; returns what happened to each.
 
         A view that stops keeping history (``history=0``) has its history keys removed, so
         that turning history on again later never serves versions from before."""
+        objects, wins = self._split_windows(objects)
         known = {v.name: v for v in self.registry.views()}
         before = {name: v.history.keeps_versions for name, v in known.items()}
         known.update({o.name: o for o in objects if isinstance(o, FeatureView)})
@@ -201,7 +203,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
                 and not obj.history.keeps_versions
             ):
                 self.online.delete_view_data(obj.name, suffix=":h")
-        return result
+        return {**result, **self._apply_windows(wins)}
 
     def transform(
         self,
@@ -380,6 +382,8 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         as_of: Any = None,
     ) -> dict[str, Any] | None:
         """Latest values of one entity (or as of a past time), typed by the schema."""
+        if self._win(view):
+            return self._window_get_many(view, [entity_id], features, as_of, False)[0]  # type: ignore[no-any-return]
         if self.cache is not None and features is None and as_of is None:
             hit = self.cache.lookup(view, str(entity_id))
             if hit is not _CACHE_MISSING:
@@ -409,6 +413,8 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         One round trip for the whole batch. ``with_meta=True`` returns ``Record`` objects with
         status PRESENT / EXPIRED / MISSING and the event time.
         """
+        if self._win(view):
+            return self._window_get_many(view, entity_ids, features, as_of, with_meta)
         res = self.registry.get(view)
         out = self._get_many(res, list(entity_ids), features, as_of, with_meta)
         self.quality.read(res, out, features)

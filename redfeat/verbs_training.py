@@ -91,6 +91,12 @@ class TrainingVerbs:
         kept in order; no match gives null. Returns pandas (or Arrow with ``as_arrow``).
         ``progress(view, done, total)`` reports the bulk read of versions.
         """
+        refs, wins = self._fs()._window_refs(features, full_feature_names)
+        if wins:
+            return _windows_frame(
+                self._fs(), entity_df, features, refs, wins, entity_column, event_time_column,
+                full_feature_names, filter_by_written_at, as_arrow, progress,
+            )  # fmt: skip
         wanted = _offline.plan(features, self.registry.get, full_feature_names)
 
         def fetch(w: _offline.Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
@@ -163,3 +169,68 @@ class TrainingVerbs:
         )
         self._fs()._clear_cached(view, self.registry.dependents(view))
         return report
+
+
+def _windows_frame(
+    store: FeatureStore,
+    entity_df: Any,
+    features: Sequence[str],
+    refs: list[str],
+    wins: list[Any],
+    entity_column: str,
+    event_time_column: str,
+    full_feature_names: bool,
+    filter_by_written_at: bool,
+    as_arrow: bool,
+    progress: Callable[[str, int, int], None] | None,
+) -> Any:
+    """A training frame with window features: the views' columns by the ASOF path, then
+    the window columns computed from the tiles at each row's time."""
+    import numpy as np
+    import pyarrow as pa
+
+    table, join = _offline.entity_table(entity_df, entity_column, event_time_column)
+    entity = None
+    if refs:
+        wanted = _offline.plan(refs, store.registry.get, full_feature_names)
+        entity = wanted[0].res.view.entity
+        frame = store.training_frame(
+            entity_df,
+            refs,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            full_feature_names=full_feature_names,
+            filter_by_written_at=filter_by_written_at,
+            as_arrow=as_arrow,
+            progress=progress,
+        )
+    elif as_arrow:
+        frame = table
+    elif type(entity_df).__module__.startswith("pandas"):
+        frame = entity_df.copy()
+    else:
+        frame = table.to_pandas()
+    cols = store._window_frame(join, wins, entity)
+    have = frame.column_names if as_arrow else list(frame.columns)
+    clash = [c for c in cols if c in have]
+    if clash:
+        raise ConfigurationError(
+            f"the frame already has column(s) {clash}; rename them or pass full_feature_names=True"
+        )
+    for name, col in cols.items():
+        if as_arrow:
+            frame = frame.append_column(name, pa.array(col, mask=np.isnan(col)))
+        else:
+            frame[name] = col
+        if progress is not None:
+            progress(name.split("__")[0], len(col), len(col))
+    # the caller's order of features after entity_df's columns
+    win_out = {f"{ww.wf.name}:{f}": out for ww in wins for out, f, _, _ in ww.feats}
+    outs = [win_out.get(r) or _view_out(r, full_feature_names) for r in features]
+    ordered = list(table.column_names) + list(dict.fromkeys(outs))
+    return frame.select(ordered) if as_arrow else frame[ordered]
+
+
+def _view_out(ref: str, full_feature_names: bool) -> str:
+    view, _, feat = ref.partition(":")
+    return f"{view}__{feat}" if full_feature_names else feat

@@ -49,6 +49,7 @@ def test_public_surface_is_pinned() -> None:
             "ValidationError",
             "ValidationReport",
             "Version",
+            "WindowFeatures",
             "WriteReport",
             "__version__",
             "types",

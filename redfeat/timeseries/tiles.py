@@ -58,15 +58,21 @@ def _starts(groups: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.flatnonzero(groups[1:] != groups[:-1]) + 1))
 
 
-def partials(ts: np.ndarray, values: np.ndarray, bucket_ms: int) -> np.ndarray:
-    """Tiles of sorted, distinct points, one per non-empty bucket."""
+def partials(
+    ts: np.ndarray, values: np.ndarray, bucket_ms: int, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Tiles of sorted, distinct points, one per non-empty bucket. ``groups`` (sorted,
+    one per point) replaces the bucket ids as the grouping key, e.g. (entity, bucket) codes
+    for window features, whose points may also share a timestamp."""
     # values near the float limits overflow sums to inf, as they do in pandas
     with np.errstate(over="ignore", invalid="ignore"):
-        return _partials(ts, values, bucket_ms)
+        return _partials(ts, values, bucket_ms, groups)
 
 
-def _partials(ts: np.ndarray, values: np.ndarray, bucket_ms: int) -> np.ndarray:
-    b = np.floor_divide(ts, bucket_ms)
+def _partials(
+    ts: np.ndarray, values: np.ndarray, bucket_ms: int, groups: np.ndarray | None
+) -> np.ndarray:
+    b = np.floor_divide(ts, bucket_ms) if groups is None else groups
     st = _starts(b)
     out = np.empty(len(st), MEM)
     if len(st) == 0:

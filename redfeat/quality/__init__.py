@@ -23,7 +23,6 @@ import numpy as np
 import redis
 
 from .._time import duration_us, from_us, now_us, to_us
-from ..batch import Columns, columns_of, encode_columns
 from ..errors import (
     BackendError,
     ConfigurationError,
@@ -36,10 +35,11 @@ from ..history import Version
 from ..registry import Resolved
 from ..schema import Field
 from ..writer import Record
+from . import baselines as _baselines
 from . import validators as _v
 from .drift import DriftReport, FeatureDrift, Thresholds, compare
 from .health import HealthReport, ViewHealth, assess
-from .profiles import FeatureProfile, Profile, add_column
+from .profiles import FeatureProfile, Profile
 from .recorder import HOUR_US, Recorder
 
 if TYPE_CHECKING:
@@ -59,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger("redfeat.quality")
 CONFIG_TTL = 1.0  # seconds a process trusts its copy of the per-view settings
-_ENTITY = "__rf_entity"  # a stand-in entity column when checking a baseline frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,66 +384,18 @@ class Quality:
 
     def set_baseline_from(self, view: str, frame: Any) -> Profile:
         """Make a frame (e.g. the training frame) the view's baseline. Columns may be named
-        ``field``, ``view:field`` or ``view__field``."""
-        res = self._store.registry.get(view)
-        cols = columns_of(frame)
-        data: dict[str, list[Any]] = {}
-        micros = set()
-        for name in res.codec.fields:
-            for cand in (name, f"{view}:{name}", f"{view}__{name}"):
-                if cand in cols.data:
-                    # a frame's missing value (NaN) is a null here, not a refused value
-                    data[name] = [
-                        None if type(v) is float and v != v else v for v in cols.data[cand]
-                    ]
-                    if cand in cols.micros:
-                        micros.add(name)
-                    break
-        if not data or cols.n == 0:
-            raise ConfigurationError(
-                f"view {view!r}: the frame has no rows or none of its fields "
-                f"{sorted(res.codec.fields)} (columns: {sorted(cols.data)[:20]})"
-            )
-        # the schema's checks and conversions, as a write would apply them
-        data[_ENTITY] = ["baseline"] * cols.n
-        checked = Columns(cols.n, data, from_frame=cols.from_frame, micros=frozenset(micros))
-        out: dict[str, Any] = {}
-        _items, _n, problems = encode_columns(
-            res.codec, checked, entity_column=_ENTITY, event_time_column=None, out=out
-        )
-        if problems:  # (the stand-in entity id is not the user's: leave it out)
-            found = [replace(p, entity=None) for i in sorted(problems) for p in problems[i]]
-            raise ValidationError(found, outcome="no baseline was set")
-        prof = Profile(view, cols.n)
-        for name in data:
-            if name != _ENTITY:
-                add_column(prof, res.codec.fields[name], out["checked"][name])
-        self._save_baseline(view, prof, {"from": "frame", "rows": cols.n})
+        ``field``, ``view:field`` or ``view__field``; values go through the schema's checks
+        and conversions as a write would (a bad value: ValidationError, nothing set)."""
+        prof = _baselines.profile_of_frame(self._store.registry.get(view), frame)
+        self._save_baseline(view, prof, {"from": "frame", "rows": prof.rows})
         return prof
 
     def _save_baseline(self, view: str, prof: Profile, meta: dict[str, Any]) -> None:
-        meta = {
-            **meta,
-            "start": None if prof.start is None else prof.start.isoformat(),
-            "end": None if prof.end is None else prof.end.isoformat(),
-            "set_at": from_us(now_us()).isoformat(),
-        }
-        blob = msgspec.msgpack.encode({"meta": meta, "profile": prof.dumps()})
-        try:
-            self._store.client.set(self._store.keys.quality(view, "baseline"), blob)
-        except redis.RedisError as exc:
-            raise BackendError(f"view {view!r}: saving the baseline failed: {exc}") from exc
+        _baselines.save(self._store.client, self._store.keys, view, prof, meta)
 
     def baseline(self, view: str) -> tuple[Profile, dict[str, Any]] | None:
         """The stored baseline and its description, or None."""
-        try:
-            blob = self._store.client.get(self._store.keys.quality(view, "baseline"))
-        except redis.RedisError as exc:
-            raise BackendError(f"view {view!r}: reading the baseline failed: {exc}") from exc
-        if blob is None:
-            return None
-        d = msgspec.msgpack.decode(blob)  # type: ignore[arg-type]
-        return Profile.loads(view, d["profile"]), d["meta"]
+        return _baselines.load(self._store.client, self._store.keys, view)
 
     # -- drift and health ---------------------------------------------------------------
 

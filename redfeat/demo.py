@@ -314,6 +314,7 @@ def _run(console: Console, store: FeatureStore) -> None:
     console.print(_frame_table(frame))
     _quality(console, store, user)
     demo_series.run(console, store)
+    demo_series.windows(console, store)
     demo_series.stats(console, store)
     console.print(
         "\n[bold green]done.[/bold green] See drift and the CPU series on the web page: "

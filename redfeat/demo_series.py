@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from .store import FeatureStore
+from .windows import WindowFeatures
 
 
 def run(console: Console, store: FeatureStore) -> None:
@@ -91,6 +93,71 @@ def _alert(console: Console, store: FeatureStore, spike_start: int, spike_end: i
     console.print("   alert 'demo_cpu_hot' (5m avg above 80 for 1m), evaluated every minute:")
     for line in seen:
         console.print(line)
+
+
+def windows(console: Console, store: FeatureStore) -> None:
+    console.print("\n[bold]17. Window features: purchases per user over 1h / 24h / 7d[/bold]")
+    if any(w.name == "user_purchases" for w in store.window_features()):
+        store.delete_window("user_purchases")
+    store.apply(
+        WindowFeatures(
+            "user_purchases",
+            entity="user",
+            source="amount",
+            aggs=["sum", "count", "avg", "max"],
+            windows=["1h", "24h", "7d"],
+            hop="5m",
+        )
+    )
+    rng = np.random.default_rng(8)
+    now = datetime.now(UTC)
+    n = 200_000
+    users = [f"user{i}" for i in rng.integers(0, 2000, n)] + ["user123"] * 40
+    ages = np.concatenate([rng.uniform(0, 7 * 86400, n), rng.uniform(0, 3 * 86400, 40)])
+    amounts = np.round(rng.lognormal(3.2, 0.8, n + 40), 2)
+    events = pd.DataFrame(
+        {
+            "entity_id": users,
+            "amount": amounts,
+            "event_time": pd.to_datetime(now) - pd.to_timedelta(ages, unit="s"),
+        }
+    )
+    t0 = time.perf_counter()
+    report = store.record_many("user_purchases", events)
+    secs = time.perf_counter() - t0
+    console.print(
+        f"   {report.events:,} purchase events of {report.entities:,} users, a week's worth, "
+        f"in {secs:.2f} s ({report.events / secs:,.0f} events/s): tiles per user and 5 min"
+    )
+    store.record("user_purchases", "user123", 250.0)  # one live event, now
+    row = store.get("user_purchases", "user123")
+    assert row is not None
+    table = Table("window", "sum", "count", "avg", "max", title="user123, now")
+    for w in ("1h", "24h", "7d"):
+        avg = row[f"amount_avg_{w}"]
+        table.add_row(
+            w,
+            f"{row[f'amount_sum_{w}']:,.2f}",
+            str(row[f"amount_count_{w}"]),
+            "-" if avg is None else f"{avg:,.2f}",
+            f"{row[f'amount_max_{w}'] or 0:,.2f}",
+        )
+    console.print(table)
+    rows = pd.DataFrame(
+        {
+            "entity_id": ["user123"] * 3,
+            "event_time": [now - timedelta(days=2), now - timedelta(hours=12), now],
+        }
+    )
+    frame = store.training_frame(
+        rows, ["user_purchases:amount_sum_24h", "user_purchases:amount_count_7d"]
+    )
+    console.print("   the same features at past times, for training (point in time):")
+    for r in frame.itertuples(index=False):
+        console.print(
+            f"   {r.event_time:%Y-%m-%d %H:%M}  sum 24h {r.amount_sum_24h:>9,.2f}  "
+            f"count 7d {r.amount_count_7d:>3.0f}"
+        )
 
 
 def _bytes_per_point(store: FeatureStore, n: int) -> float:

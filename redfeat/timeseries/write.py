@@ -10,9 +10,8 @@ Three paths, every one a single atomic server-side step:
   (with the head's points in front) and committed with its tiles by compare-and-set;
 - careful: out-of-order points and duplicates. The chunks they land in are decoded,
   merged by the duplicate policy, re-encoded and swapped by compare-and-set. New points
-  merge into tiles; buckets where a duplicate changed a value are recomputed from the
-  merged raw points (a replaced value changes count/sum/m2/min/max, which no merge of
-  partial aggregates can undo).
+  merge into tiles; a duplicate that changed a value updates its buckets' tiles in place
+  (correct.py: never rebuilt from the raw points left, which retention may have cut).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from .chunks import (
     sealable,
     sealed,
 )
+from .correct import corrected, stored_tiles
 from .spec import SeriesSpec
 from .storage import APPEND, COMMIT, UNLOCK, Ctx, State, base_keys, read_state, trim
 from .tiles import partials, rollup_partials, tile_args
@@ -326,33 +326,60 @@ class Writer:
                 f"({spec.retention_ms} ms back from the newest point, {st.newest} ms); "
                 "nothing was written"
             )
-        # After merging, are there duplicates that changed a value? Their buckets are
-        # recomputed from raw points, so the state read must cover those whole buckets.
         all_ts, all_vs = st.points()
         mts, mvs, fresh, changed = merge_points(
             spec.duplicate_policy, spec.name, all_ts, all_vs, ts, vs
         )
-        lo, hi = int(ts[0]), int(ts[-1])
+        if not fresh.any() and not changed.any():
+            return True  # every point was a duplicate the policy ignores
+        newest = max(cut + spec.retention_ms, int(ts[-1]))
+        fixes: list[Group] = []
+        redo: dict[int, np.ndarray] = {}
         if changed.any() and spec.rollups:
-            dts = ts[changed]
-            lo = min(int(dts[0]) // r.bucket_ms * r.bucket_ms for r in spec.rollups)
-            hi = max((int(dts[-1]) // r.bucket_ms + 1) * r.bucket_ms - 1 for r in spec.rollups)
-            lo, hi = min(lo, int(ts[0])), max(hi, int(ts[-1]))
+            cts = ts[changed]
+            old = all_vs[np.searchsorted(all_ts, cts)]
+            new = mvs[np.searchsorted(mts, cts)]
+            fixes, redo = self._corrections(cut, cts, old, new)
+            wide = [
+                (int(b[0]) * r.bucket_ms, (int(b[-1]) + 1) * r.bucket_ms - 1)
+                for r, b in zip(spec.rollups, redo.values(), strict=True)
+                if len(b)
+            ]
+            lo = min([int(ts[0]), *(w[0] for w in wide)])
+            hi = max([int(ts[-1]), *(w[1] for w in wide)])
             if lo < ts[0] or hi > ts[-1]:
-                wide = read_state(self.ctx, spec, lo, hi)
-                if wide.ver != st.ver:
+                # a tile lost its min or max and raw still holds its whole bucket: read the
+                # bucket so that the tile is rebuilt exactly (only then: a 1d bucket is a
+                # day of points to decode)
+                st2 = read_state(self.ctx, spec, lo, hi)
+                if st2.ver != st.ver:
                     return False
-                st = wide
+                st = st2
                 all_ts, all_vs = st.points()
                 mts, mvs, fresh, changed = merge_points(
                     spec.duplicate_policy, spec.name, all_ts, all_vs, ts, vs
                 )
-        if not fresh.any() and not changed.any():
-            return True  # every point was a duplicate the policy ignores
         drop, add, head, sealed_last = self._rechunk(st, ts, vs)
-        newest = max(cut + spec.retention_ms, int(ts[-1]))
-        tiles = self._careful_tiles(newest, ts, vs, fresh, changed, mts, mvs)
+        tiles = self._careful_tiles(newest, ts, vs, fresh, fixes, redo, mts, mvs)
         return self._commit(st, "ver", head, newest, sealed_last, drop, add, tiles)
+
+    def _corrections(
+        self, cut: int, ts: np.ndarray, old: np.ndarray, new: np.ndarray
+    ) -> tuple[list[Group], dict[int, np.ndarray]]:
+        """Stored tiles updated in place for points changed from old to new values, and per
+        rollup the buckets to rebuild from raw instead (min/max lost, bucket wholly in raw).
+        Never a rebuild from partial raw data: it would drop the trimmed points."""
+        fixes: list[Group] = []
+        redo: dict[int, np.ndarray] = {}
+        for ri, r in enumerate(self.spec.rollups):
+            stored = stored_tiles(self.ctx, self.spec, r, np.unique(ts // r.bucket_ms))
+            t, lost = corrected(stored, ts, old, new, r.bucket_ms)
+            whole = t["b"] * r.bucket_ms >= cut
+            redo[ri] = t["b"][lost & whole]
+            t = t[~(lost & whole)]
+            if len(t):
+                fixes.append((ri, t, "r"))
+        return fixes, redo
 
     def _rechunk(
         self, st: State, ts: np.ndarray, vs: np.ndarray
@@ -400,19 +427,21 @@ class Writer:
         ts: np.ndarray,
         vs: np.ndarray,
         fresh: np.ndarray,
-        changed: np.ndarray,
+        fixes: list[Group],
+        redo: dict[int, np.ndarray],
         mts: np.ndarray,
         mvs: np.ndarray,
     ) -> list[Group]:
+        """Corrected tiles first (replaced), then rebuilt ones, then new points merged."""
         top = max(newest, int(ts[-1]))
-        out: list[Group] = []
+        out: list[Group] = list(fixes)
         for ri, r in enumerate(self.spec.rollups):
-            redo = np.unique(ts[changed] // r.bucket_ms)
-            if len(redo):
-                sel = np.isin(mts // r.bucket_ms, redo)
+            again = redo.get(ri, np.zeros(0, np.int64))
+            if len(again):
+                sel = np.isin(mts // r.bucket_ms, again)
                 out.append((ri, partials(mts[sel], mvs[sel], r.bucket_ms), "r"))
             nts, nvs = ts[fresh], vs[fresh]
-            keep = ~np.isin(nts // r.bucket_ms, redo)
+            keep = ~np.isin(nts // r.bucket_ms, again)
             out.append((ri, partials(nts[keep], nvs[keep], r.bucket_ms), "m"))
         kept: list[Group] = []
         for ri, t, mode in out:

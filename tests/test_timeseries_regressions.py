@@ -76,3 +76,23 @@ def test_corrections_match_the_true_data(store: FeatureStore, policy: str) -> No
     b, mins = s.range(t[-1] - 300, t[-1], bucket="1m", agg="min")
     for start, m in zip(b.astype(np.int64) // 1000, mins, strict=True):
         assert m == truth[(t >= start) & (t < start + 60)].min()
+
+
+def test_reopening_keeps_rollup_retention(store: FeatureStore) -> None:
+    a = store.series("cpu", retention="60d", rollups=("1m", "5m"), rollup_retention="60d")
+    a.add_many(DAY0 + np.arange(0, 30 * 86400, 60.0), np.ones(30 * 1440))
+    store.series("cpu", rollups=("1m", "5m"))  # another process opening it
+    store.series("cpu")
+    assert [r.retention_ms for r in store.series("cpu").spec.rollups] == [60 * 86_400_000] * 2
+    # a partial mapping changes only the rollup it names
+    store.series("cpu", rollup_retention={"5m": "90d"})
+    got = {r.label: r.retention_ms // 86_400_000 for r in store.series("cpu").spec.rollups}
+    assert got == {"1m": 60, "5m": 90}
+    store.timeseries.cleanup()
+    s = store.series("cpu")
+    span = (DAY0, DAY0 + 30 * 86400 - 1)
+    assert s.source(*span, bucket="1m") == "tiles:1m"
+    assert len(s.range(*span, bucket="1m", agg="count")[0]) == 30 * 1440
+    # one value still sets every rollup
+    store.series("cpu", rollup_retention="40d")
+    assert {r.retention_ms for r in store.series("cpu").spec.rollups} == {40 * 86_400_000}

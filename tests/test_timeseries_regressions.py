@@ -96,3 +96,31 @@ def test_reopening_keeps_rollup_retention(store: FeatureStore) -> None:
     # one value still sets every rollup
     store.series("cpu", rollup_retention="40d")
     assert {r.retention_ms for r in store.series("cpu").spec.rollups} == {40 * 86_400_000}
+
+
+@pytest.mark.parametrize("value", [0.1, 45.23, 1e9 + 0.7])
+def test_constant_metric_is_not_anomalous(store: FeatureStore, value: float) -> None:
+    s = store.series("flat", rollups=("1m", "5m"))
+    t = DAY0 + np.arange(0, 86400 + 30, 10.0)  # a day, then 3 points into the next minute
+    s.add_many(t, np.full(len(t), value))
+    at = DAY0 + 86400
+    base = s.baseline(at * 1000, "1d")
+    assert base.mean == value and base.std == 0.0
+    for method in ("zscore", "ewma", "mad"):
+        assert not s.is_anomalous(value, at + 5, method=method)
+        assert s.is_anomalous(value * 1.01, at + 5, method=method)
+        assert len(s.anomalies(at, at + 59, method=method)) == 0
+
+
+def test_mad_flat_baseline_with_one_spike(store: FeatureStore) -> None:
+    """MAD 0 but min != max: bucket means carry rounding; the value itself scores 0."""
+    s = store.series("spiky", rollups=("1m",))
+    t = DAY0 + np.arange(0, 86400, 10.0)
+    v = np.full(len(t), 0.1)
+    v[100] = 7.0
+    s.add_many(t, v)
+    s.add_many(DAY0 + 86400 + np.arange(0, 30, 10.0), np.full(3, 0.1))
+    at = DAY0 + 86400
+    assert not s.is_anomalous(0.1, at + 5, method="mad")
+    assert s.is_anomalous(0.2, at + 5, method="mad")
+    assert len(s.anomalies(at, at + 59, method="mad")) == 0

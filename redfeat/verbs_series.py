@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -117,8 +119,11 @@ class SeriesVerbs:
                 rollup_retention,
                 "last" if duplicate_policy is None else duplicate_policy,
             )
-            reg.put(spec, None)
-            return Series(ctx, reg, spec)
+            spec = replace(spec, gen=uuid.uuid4().hex[:16])
+            if reg.create(spec):
+                return Series(ctx, reg, spec)
+            # another process created it between our read and write: open its definition
+            old = reg.require(name)
 
         def ms(x: int) -> timedelta:
             return timedelta(milliseconds=x)
@@ -132,7 +137,10 @@ class SeriesVerbs:
             kept_retention,
             old.duplicate_policy if duplicate_policy is None else duplicate_policy,
         )
+        spec = replace(spec, gen=old.gen)
         if spec != old:
+            # a new generation: live handles elsewhere see it on their next write
+            spec = replace(spec, gen=uuid.uuid4().hex[:16])
             reg.put(spec, old)
         return Series(ctx, reg, spec)
 

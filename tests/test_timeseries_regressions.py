@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from redfeat import FeatureStore
+from redfeat import FeatureStore, NotFoundError
 
 DAY0 = 1_700_006_400  # a UTC midnight, epoch seconds
 
@@ -124,3 +124,53 @@ def test_mad_flat_baseline_with_one_spike(store: FeatureStore) -> None:
     assert not s.is_anomalous(0.1, at + 5, method="mad")
     assert s.is_anomalous(0.2, at + 5, method="mad")
     assert len(s.anomalies(at, at + 59, method="mad")) == 0
+
+
+def test_deleted_series_refuses_writes_through_open_handles(store: FeatureStore) -> None:
+    d = store.series("del", rollups=("1m",))
+    d.add_many(DAY0 + np.arange(10.0), np.ones(10))
+    stale = store.series("del")  # e.g. held by a writer process
+    d.delete()
+    with pytest.raises(NotFoundError, match="deleted"):
+        stale.add(5.0, DAY0 + 100.0)
+    with pytest.raises(NotFoundError, match="deleted"):
+        stale.add_many(DAY0 + np.arange(100.0, 200.0), np.ones(100))
+    assert store.series_list() == []
+    prefix = store.keys.series(d.spec.escaped)
+    assert list(store.client.scan_iter(match=f"{prefix}*", count=1000)) == []
+    # recreated under the same name: the old handle writes by the new definition
+    d2 = store.series("del", rollups=("1h",), duplicate_policy="sum")
+    stale.add(1.0, DAY0)
+    stale.add(2.0, DAY0)
+    assert stale.spec == d2.spec
+    assert d2.range()[1].tolist() == [3.0]
+    assert d2.range(DAY0, DAY0 + 3599, bucket="1h", agg="count")[1].tolist() == [1.0]
+
+
+def test_redefinition_by_another_handle_is_seen_by_live_ones(store: FeatureStore) -> None:
+    a = store.series("p", rollups=("1m",), duplicate_policy="last")
+    store.series("p", duplicate_policy="sum")  # another process changes the policy
+    a.add(1.0, DAY0)
+    a.add(2.0, DAY0)
+    assert a.spec.duplicate_policy == "sum"
+    assert a.range()[1].tolist() == [3.0]
+
+
+def test_concurrent_creators_share_one_definition(store: FeatureStore) -> None:
+    """Two creators race: the first definition wins (HSETNX), the second opens it."""
+    from dataclasses import replace
+
+    from redfeat.timeseries.spec import SeriesRegistry, build_spec
+
+    reg = SeriesRegistry(store.client, store.keys)
+    first = build_spec("race", None, "7d", ["1m"], None, "sum")
+    first = replace(first, gen="g1")
+    assert reg.create(first)
+    # the second creator read "no such series" before the first wrote: its create fails
+    second = build_spec("race", None, "7d", ["1h"], None, "block")
+    assert not reg.create(replace(second, gen="g2"))
+    assert reg.require("race") == first
+    b = store.series("race")
+    b.add(1.0, DAY0)
+    b.add(2.0, DAY0)
+    assert b.range()[1].tolist() == [3.0]

@@ -1,6 +1,7 @@
 """Server-side steps of a series. Each is atomic; each documents its KEYS and ARGV.
 
-State hash fields (keys.series): ``newest`` (ms of the newest point), ``ver`` (bumped by
+State hash fields (keys.series): ``gen`` (the definition's generation, see
+SeriesSpec.gen), ``newest`` (ms of the newest point), ``ver`` (bumped by
 every write), ``hgen`` (bumped when the head is rewritten or cut), ``sealed_last`` (ms of
 the last point in a sealed chunk; head points are all newer).
 
@@ -60,13 +61,16 @@ end
 #
 # KEYS[1] state hash, KEYS[2] head, KEYS[3] lock, KEYS[4] tile page index, KEYS[5..] pages
 # ARGV[1] oldest ms of the batch, ARGV[2] newest ms, ARGV[3] packed points in time order,
-# ARGV[4] raw retention ms, then tile groups
+# ARGV[4] raw retention ms, ARGV[5] the definition's generation ('' no check), then tile
+# groups
 # Returns {head bytes, ver}; {-1} when the batch needs the careful path (a duplicate, a
 # point in a sealed chunk or past the retention); {-2} while a careful writer holds the
-# lock (so that it cannot be starved). Nothing was written in both cases.
+# lock (so that it cannot be starved); {-3} when the generation is not the state's (the
+# series was deleted, recreated or redefined). Nothing was written in those cases.
 APPEND = (
     _MERGE
     + r"""
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'gen') ~= ARGV[5] then return {-3} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-2} end
 local st = redis.call('HMGET', KEYS[1], 'newest', 'sealed_last')
 local lo, hi = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -103,7 +107,7 @@ else
   redis.call('HSET', KEYS[1], 'newest', ARGV[2])
 end
 local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
-apply_tiles(4, 5)
+apply_tiles(4, 6)
 return {len, ver}
 """
 )
@@ -116,13 +120,15 @@ return {len, ver}
 # ARGV[1] field to compare ('ver': nothing may have changed; 'hgen': only appends may have
 #         happened, i.e. the head read is still its prefix), ARGV[2] expected value
 # ARGV[3] head: 'k' keep, 's' set to ARGV[4], 'c' cut its first ARGV[4] bytes
-# ARGV[5] newest ('' keep), ARGV[6] sealed_last ('' keep)
-# ARGV[7] n chunks to delete, their first ms; then n chunks to add, (first ms, blob) each
+# ARGV[5] newest ('' keep), ARGV[6] sealed_last ('' keep), ARGV[7] generation ('' none)
+# ARGV[8] n chunks to delete, their first ms; then n chunks to add, (first ms, blob) each
 # then tile groups (see apply_tiles)
-# Returns 1, or 0 when the state changed (nothing was written; read again and retry).
+# Returns 1, 0 when the state changed (nothing was written; read again and retry), or -3
+# when the generation is not the state's (see APPEND).
 COMMIT = (
     _MERGE
     + r"""
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'gen') ~= ARGV[7] then return -3 end
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
 if cur ~= ARGV[2] then return 0 end
 local hm = ARGV[3]
@@ -134,7 +140,7 @@ elseif hm == 'c' then
 end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'newest', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'sealed_last', ARGV[6]) end
-local a = 7
+local a = 8
 local nd = tonumber(ARGV[a]); a = a + 1
 for i = a, a + nd - 1 do
   redis.call('ZREM', KEYS[3], ARGV[i])

@@ -46,8 +46,12 @@ class Series:
         self._ctx = ctx
         self.metrics = ctx.metrics
         self._registry = registry
-        self.spec = spec
-        self._writer = Writer(ctx, spec)
+        self._writer = Writer(ctx, spec, registry)
+
+    @property
+    def spec(self) -> SeriesSpec:
+        """The definition this handle uses (reloaded by a write that finds it stale)."""
+        return self._writer.spec
 
     def __repr__(self) -> str:
         return f"Series({self.name!r}, labels={self.labels!r})"
@@ -173,9 +177,12 @@ class Series:
         }
 
     def delete(self) -> None:
-        """Remove the series' data and its definition."""
-        delete_series(self._ctx, self.spec)
+        """Remove the series' definition and its data. Handles still open elsewhere then
+        fail to write (NotFoundError) instead of recreating its keys."""
+        # the definition first: a write racing the delete then finds no generation and
+        # no definition, and refuses
         self._registry.remove(self.name)
+        delete_series(self._ctx, self.spec)
 
     # -- analysis -----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from redfeat import FeatureStore, NotFoundError
+from redfeat import ConfigurationError, ConflictError, FeatureStore, NotFoundError
 
 DAY0 = 1_700_006_400  # a UTC midnight, epoch seconds
 
@@ -174,3 +174,56 @@ def test_concurrent_creators_share_one_definition(store: FeatureStore) -> None:
     b.add(1.0, DAY0)
     b.add(2.0, DAY0)
     assert b.range()[1].tolist() == [3.0]
+
+
+def test_block_batch_over_one_step_writes_nothing(store: FeatureStore) -> None:
+    from redfeat.timeseries.series import MAX_BATCH
+
+    s = store.series("blk", duplicate_policy="block", rollups=("1h",), retention="3650d")
+    n = MAX_BATCH + 10
+    t = DAY0 + np.arange(n, dtype=float)
+    t[-1] = t[0]  # the last point duplicates the first, across the step boundary
+    with pytest.raises(ConflictError, match="twice in the batch"):
+        s.add_many(t, np.ones(n))
+    assert s.stats() == {"count": 0}
+
+
+def test_reversed_window_is_empty_bucketed_too(store: FeatureStore) -> None:
+    x = store.series("x", rollups=("1m",))
+    x.add(3.0, 60.0)
+    assert len(x.range(100, 70)[1]) == 0
+    assert len(x.range(100, 70, bucket="1m", agg="count")[1]) == 0
+    assert len(x.range(100, 70, bucket="7m", agg="count")[1]) == 0  # the raw path too
+
+
+def test_numpy_integer_timestamps_are_accepted(store: FeatureStore) -> None:
+    x = store.series("x")
+    assert x.add(1.0, np.int64(DAY0)) == DAY0 * 1000
+    assert x.add(2.0, np.int32(DAY0 + 1)) == (DAY0 + 1) * 1000
+    assert x.add(3.0, np.float64(DAY0 + 2)) == (DAY0 + 2) * 1000
+    assert x.range()[1][:2].tolist() == [1.0, 2.0]
+
+
+def test_correlate_with_a_constant_series_names_it(store: FeatureStore) -> None:
+    from redfeat.timeseries.analysis import InsufficientDataError
+
+    a = store.series("ca", rollups=("1m",))
+    b = store.series("cb", rollups=("1m",))
+    t = DAY0 + np.arange(0, 600, 10.0)
+    a.add_many(t, np.full(len(t), 5.0))
+    b.add_many(t, np.arange(len(t), dtype=float))
+    with pytest.raises(InsufficientDataError, match=r"\['ca'\] are constant"):
+        store.correlate(["ca", "cb"], t[0], t[-1])
+
+
+def test_unselectable_labels_and_padded_filters_are_refused(store: FeatureStore) -> None:
+    with pytest.raises(ConfigurationError, match="filters"):
+        store.series("paren", labels={"k": "(z)"})
+    with pytest.raises(ConfigurationError, match="filters"):
+        store.series("paren", labels={" k": "z"})
+    store.series("ok", labels={"k": "z", "j": " padded "})
+    assert store.series_list("k=z") == ["ok"]
+    assert store.series_list("j= padded ") == ["ok"]  # values match exactly
+    for padded in (" k=z", "k =z", " k=(z)"):
+        with pytest.raises(ConfigurationError, match="spaces"):
+            store.series_list(padded)

@@ -53,7 +53,12 @@ def default_rollup_retention(bucket_ms: int) -> int:
 
 
 def to_ms(value: Any, *, series: str, what: str = "timestamp") -> int:
-    """A datetime (naive = UTC), numpy datetime64 or epoch seconds -> int ms (floored)."""
+    """A datetime (naive = UTC), numpy datetime64 or epoch seconds (Python or numpy
+    numbers) -> int ms (floored)."""
+    if isinstance(value, np.integer):
+        value = int(value)
+    elif isinstance(value, np.floating):
+        value = float(value)
     try:
         return to_us(value, what=what) // 1000
     except ValueError as exc:
@@ -75,15 +80,20 @@ def check_labels(name: str, labels: Mapping[str, Any] | None) -> dict[str, str]:
         raise ConfigurationError(f"series {name!r}: labels must be a dict of str -> str")
     out: dict[str, str] = {}
     for k, v in labels.items():
-        if not isinstance(k, str) or not k or _LABEL_FORBIDDEN & set(k):
+        if not isinstance(k, str) or not k or _LABEL_FORBIDDEN & set(k) or k != k.strip():
             raise ConfigurationError(
                 f"series {name!r}: label name {k!r} must be a non-empty string without "
-                "'=', '!', ',', '(' or ')' (they would be ambiguous in filters)"
+                "'=', '!', ',', '(', ')' or surrounding spaces (ambiguous in filters)"
             )
         if not isinstance(v, str | int | float) or isinstance(v, bool) or str(v) == "":
             raise ConfigurationError(
                 f"series {name!r}: label {k!r} must have a non-empty str or number value "
                 f"(an empty value means 'no such label' in filters), got {v!r}"
+            )
+        if str(v).startswith("(") and str(v).endswith(")"):
+            raise ConfigurationError(
+                f"series {name!r}: label {k!r} value {str(v)!r} is wrapped in parentheses; "
+                "filters read l=(a,b) as a list, so they could never select it"
             )
         out[k] = str(v)
     return out

@@ -227,3 +227,33 @@ def test_unselectable_labels_and_padded_filters_are_refused(store: FeatureStore)
     for padded in (" k=z", "k =z", " k=(z)"):
         with pytest.raises(ConfigurationError, match="spaces"):
             store.series_list(padded)
+
+
+def test_failed_tile_update_writes_no_point(store: FeatureStore) -> None:
+    """A damaged stored tile fails the script before its first write (no rollback)."""
+    from redfeat import BackendError
+
+    s = store.series("atom", rollups=("1m",))
+    s.add(1.0, DAY0)
+    bucket = DAY0 * 1000 // 60_000
+    page = store.keys.series_page(s.spec.escaped, 60_000, bucket // 128)
+    store.client.hset(page, str(bucket % 128), b"x" * 10)
+    with pytest.raises(BackendError, match="damaged"):
+        s.add(2.0, DAY0 + 1)
+    with pytest.raises(BackendError, match="damaged"):
+        s.add_many([DAY0 + 2.0, DAY0 + 3.0], [2.0, 3.0])
+    assert s.range()[1].tolist() == [1.0]
+
+
+def test_retention_trims_the_head(store: FeatureStore) -> None:
+    s = store.series("sparse", retention="1h", rollups=())
+    for day in range(3):
+        t = DAY0 + day * 86400 + np.arange(0, 86400, 60.0)
+        s.add_many(t, np.ones(len(t)))
+    assert store.timeseries.cleanup() >= 1
+    head = store.keys.series_head(s.spec.escaped)
+    stored = int(store.client.strlen(head)) // 16
+    assert stored <= 61  # the last hour of 1 min points (the cut is inclusive)
+    assert len(s.range()[0]) == stored
+    s.add(2.0, DAY0 + 3 * 86400)  # writes after the cut still land
+    assert s.latest() is not None and s.latest()[1] == 2.0  # type: ignore[index]

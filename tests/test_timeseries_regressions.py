@@ -257,3 +257,24 @@ def test_retention_trims_the_head(store: FeatureStore) -> None:
     assert len(s.range()[0]) == stored
     s.add(2.0, DAY0 + 3 * 86400)  # writes after the cut still land
     assert s.latest() is not None and s.latest()[1] == 2.0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("n", [2, 5000])  # the append path, and the bulk/careful paths
+def test_too_old_is_one_rule_on_every_path(store: FeatureStore, n: int) -> None:
+    """Judged against the newest point before the batch: older than it minus retention
+    fails the batch; points the batch itself pushes out are accepted (kept in tiles, out of
+    the raw window)."""
+    a = store.series("a", retention="1h", rollups=("1m",))
+    t = np.linspace(DAY0, DAY0 + 7200, n)  # spans 2h into an empty series: accepted
+    a.add_many(t, np.ones(n))
+    assert a.range()[0].astype(np.int64).min() >= (DAY0 + 3600) * 1000
+    span = (DAY0, DAY0 + 7200)
+    assert a.range(*span, bucket="1m", agg="count")[1].sum() == n
+    newest = DAY0 + 7200
+    late = np.linspace(newest - 3700, newest + 10, n)  # the first point is too old
+    with pytest.raises(ConfigurationError, match="older than the retention"):
+        a.add_many(late, np.full(n, 2.0))
+    assert 2.0 not in a.range()[1]
+    with pytest.raises(ConfigurationError, match="older than the retention"):
+        a.add(2.0, newest - 3700)
+    a.add(3.0, newest - 3500)  # inside the window: fine

@@ -278,3 +278,28 @@ def test_too_old_is_one_rule_on_every_path(store: FeatureStore, n: int) -> None:
     with pytest.raises(ConfigurationError, match="older than the retention"):
         a.add(2.0, newest - 3700)
     a.add(3.0, newest - 3500)  # inside the window: fine
+
+
+@pytest.mark.parametrize("rollups", [("1m", "1h", "1d"), ("1d",)])
+def test_correcting_the_extreme_keeps_min_max_exact(
+    store: FeatureStore, rollups: tuple[str, ...]
+) -> None:
+    """Raw holds the whole bucket: a correction of the point holding the min (max) gives
+    the exact new min (max), from the finer rollup's tiles when one divides the bucket
+    (no day of raw decoded), else from raw."""
+    rng = np.random.default_rng(3)
+    s = store.series("ext", rollups=rollups)
+    t = DAY0 + np.arange(0, 86400, 10.0)
+    v = np.round(rng.normal(50, 10, len(t)), 2)
+    s.add_many(t, v)
+    truth = v.copy()
+    for _ in range(3):
+        i, j = int(np.argmin(truth)), int(np.argmax(truth))
+        s.add_many([t[i], t[j]], [50.0, 51.0])  # the extremes move inside the spread
+        truth[i], truth[j] = 50.0, 51.0
+        day = (DAY0, DAY0 + 86399)
+        assert s.range(*day, bucket="1d", agg="min")[1].tolist() == [truth.min()]
+        assert s.range(*day, bucket="1d", agg="max")[1].tolist() == [truth.max()]
+        assert s.range(*day, bucket="1d", agg="count")[1].tolist() == [len(t)]
+        got = s.range(*day, bucket="1d", agg="sum")[1][0]
+        assert got == pytest.approx(truth.sum(), rel=1e-12)

@@ -33,7 +33,7 @@ from .chunks import (
     sealable,
     sealed,
 )
-from .correct import corrected, stored_tiles
+from .correct import Plan, finish, plan
 from .spec import SeriesRegistry, SeriesSpec
 from .storage import APPEND, COMMIT, UNLOCK, Ctx, State, base_keys, read_state, trim
 from .tiles import partials, rollup_partials, tile_args
@@ -379,24 +379,17 @@ class Writer:
         if not fresh.any() and not changed.any():
             return True  # every point was a duplicate the policy ignores
         newest = max(cut + spec.retention_ms, int(ts[-1]))
-        fixes: list[Group] = []
-        redo: dict[int, np.ndarray] = {}
+        fix = Plan()
         if changed.any() and spec.rollups:
             cts = ts[changed]
             old = all_vs[np.searchsorted(all_ts, cts)]
             new = mvs[np.searchsorted(mts, cts)]
-            fixes, redo = self._corrections(cut, cts, old, new)
-            wide = [
-                (int(b[0]) * r.bucket_ms, (int(b[-1]) + 1) * r.bucket_ms - 1)
-                for r, b in zip(spec.rollups, redo.values(), strict=True)
-                if len(b)
-            ]
-            lo = min([int(ts[0]), *(w[0] for w in wide)])
-            hi = max([int(ts[-1]), *(w[1] for w in wide)])
+            fix = plan(self.ctx, spec, st.newest, cut, cts, old, new)
+            lo = min([int(ts[0]), *(w[0] for w in fix.spans)])
+            hi = max([int(ts[-1]), *(w[1] for w in fix.spans)])
             if lo < ts[0] or hi > ts[-1]:
-                # a tile lost its min or max and raw still holds its whole bucket: read the
-                # bucket so that the tile is rebuilt exactly (only then: a 1d bucket is a
-                # day of points to decode)
+                # min/max lost while raw holds the whole bucket: read the raw the plan needs
+                # (a bucket, or the touched finer buckets) so that they are exact again
                 st2 = read_state(self.ctx, spec, lo, hi)
                 if st2.ver != st.ver:
                     return False
@@ -405,27 +398,11 @@ class Writer:
                 mts, mvs, fresh, changed = merge_points(
                     spec.duplicate_policy, spec.name, all_ts, all_vs, ts, vs
                 )
+            finish(self.ctx, spec, fix, cts, mts, mvs)
+        fixes, redo = fix.fixes, fix.redo
         drop, add, head, sealed_last = self._rechunk(st, ts, vs)
         tiles = self._careful_tiles(newest, ts, vs, fresh, fixes, redo, mts, mvs)
         return self._commit(st, "ver", head, newest, sealed_last, drop, add, tiles)
-
-    def _corrections(
-        self, cut: int, ts: np.ndarray, old: np.ndarray, new: np.ndarray
-    ) -> tuple[list[Group], dict[int, np.ndarray]]:
-        """Stored tiles updated in place for points changed from old to new values, and per
-        rollup the buckets to rebuild from raw instead (min/max lost, bucket wholly in raw).
-        Never a rebuild from partial raw data: it would drop the trimmed points."""
-        fixes: list[Group] = []
-        redo: dict[int, np.ndarray] = {}
-        for ri, r in enumerate(self.spec.rollups):
-            stored = stored_tiles(self.ctx, self.spec, r, np.unique(ts // r.bucket_ms))
-            t, lost = corrected(stored, ts, old, new, r.bucket_ms)
-            whole = t["b"] * r.bucket_ms >= cut
-            redo[ri] = t["b"][lost & whole]
-            t = t[~(lost & whole)]
-            if len(t):
-                fixes.append((ri, t, "r"))
-        return fixes, redo
 
     def _rechunk(
         self, st: State, ts: np.ndarray, vs: np.ndarray

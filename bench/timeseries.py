@@ -60,6 +60,34 @@ def series_keys(store: FeatureStore, s: Series) -> tuple[list[str], list[str]]:
     return raw, tiles
 
 
+def default_over_retention(store: FeatureStore, r: redis.Redis) -> None:
+    """What a series with every default costs per point it keeps: 7 days of the same 10 s
+    gauge (its raw retention), so every byte counted belongs to points still held (the
+    figures above divide 7 days of 1m tiles by 116 days of points)."""
+    n = 7 * 8640
+    rng = np.random.default_rng(11)
+    s = store.series("cpu_all_defaults")
+    s.add_many(
+        T0 + np.arange(n, dtype=np.int64) * 10, np.round(50 + np.cumsum(rng.normal(0, 0.05, n)), 2)
+    )
+    store.timeseries.cleanup()
+    k, e = store.keys, s.spec.escaped
+    chunks = usage(r, [k.series(e), k.series_chunk_index(e), k.series_chunks(e)])
+    head = usage(r, [k.series_head(e)])
+    _, tile_keys = series_keys(store, s)
+    per: dict[str, int] = {}
+    for key in tile_keys[1:]:
+        label = next(x.label for x in s.spec.rollups if f":t:{x.bucket_ms}:" in key)
+        per[label] = per.get(label, 0) + usage(r, [key])
+    index = usage(r, tile_keys[:1])
+    total = chunks + head + index + sum(per.values())
+    print(f"\na default series over its default retention (7 days of 10 s points, {n:,} points)")
+    print(f"  raw chunks + state {chunks / n:.2f}   head {head / n:.2f} bytes/point")
+    tiles = "   ".join(f"{lab} {b / n:.2f}" for lab, b in per.items())
+    print(f"  tiles {tiles}   page index {index / n:.2f} bytes/point")
+    print(f"  total {total / n:.2f} bytes/point (raw alone {(chunks + head) / n:.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=1_000_000)
@@ -130,7 +158,10 @@ def run(r: redis.Redis, args: argparse.Namespace) -> None:
     print(
         f"  redfeat tiles with the default rollup retention {usage(r, d_tiles) / n:.2f} "
         f"bytes/point; raw + tiles {(usage(r, d_raw) + usage(r, d_tiles)) / n:.2f} bytes/point"
+        " (per point written: the 1m tiles cover only the last 7 days; see below)"
     )
+
+    default_over_retention(store, r)
 
     print(f"\nrange over all {n:,} points, p50 of {args.rounds} (ms)")
     lo, hi = int(ts[0]), int(ts[-1])

@@ -4,7 +4,9 @@ alerts."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,14 @@ from .errors import ConfigurationError
 from .timeseries import multi
 from .timeseries.alerts import Alerts
 from .timeseries.series import Series
-from .timeseries.spec import SeriesRegistry, SeriesSpec, build_spec, check_labels, check_name
+from .timeseries.spec import (
+    SeriesRegistry,
+    SeriesSpec,
+    build_spec,
+    check_labels,
+    check_name,
+    duration_ms,
+)
 from .timeseries.storage import Ctx, trim
 
 if TYPE_CHECKING:
@@ -28,6 +37,31 @@ if TYPE_CHECKING:
 
 _DEFAULT_ROLLUPS = ("1m", "5m", "1h", "1d")
 _ALERTS_LOCK = threading.Lock()
+
+
+def _kept_rollup_retention(
+    name: str,
+    old: SeriesSpec,
+    rollups: Iterable[Duration] | None,
+    given: Duration | Mapping[str, Duration] | None,
+) -> Duration | Mapping[Any, Duration] | None:
+    """The rollup retention of a reopened series: the stored one for every rollup not
+    named in ``given`` (reopening without it must not reset retention to the defaults,
+    or the next trim deletes tiles). Changed rollups are refused by the registry anyway."""
+    if rollups is not None:
+        wanted = [rollups] if isinstance(rollups, str) else list(rollups)
+        buckets = {duration_ms(r, what=f"series {name!r} rollup") for r in wanted}
+        if buckets != {r.bucket_ms for r in old.rollups}:
+            return given
+    if given is not None and not isinstance(given, Mapping):
+        return given  # one retention for every rollup
+    out: dict[Any, Duration] = {
+        timedelta(milliseconds=r.bucket_ms): timedelta(milliseconds=r.retention_ms)
+        for r in old.rollups
+    }
+    # given keys go after the stored ones: build_spec applies them last, so they win
+    out.update(given or {})
+    return out
 
 
 class TimeSeriesAdmin:
@@ -86,7 +120,8 @@ class SeriesVerbs:
         On creation, None means the default: no labels, retention "7d" (raw points, counted
         back from the newest), rollups ("1m", "5m", "1h", "1d") kept 7d/30d/90d/365d,
         duplicate_policy "last" (block, first, last, min, max, sum). Opening an existing
-        series keeps what is not given and updates what is; its rollups cannot change."""
+        series keeps what is not given and updates what is (rollup_retention per rollup: a
+        mapping naming one rollup leaves the others as stored); its rollups cannot change."""
         ctx, reg = self._ts()
         old = reg.get(check_name(name))
         if old is None:
@@ -98,23 +133,28 @@ class SeriesVerbs:
                 rollup_retention,
                 "last" if duplicate_policy is None else duplicate_policy,
             )
-            reg.put(spec, None)
-            return Series(ctx, reg, spec)
+            spec = replace(spec, gen=uuid.uuid4().hex[:16])
+            if reg.create(spec):
+                return Series(ctx, reg, spec)
+            # another process created it between our read and write: open its definition
+            old = reg.require(name)
 
         def ms(x: int) -> timedelta:
             return timedelta(milliseconds=x)
 
+        kept_retention = _kept_rollup_retention(name, old, rollups, rollup_retention)
         spec = build_spec(
             name,
             old.labels if labels is None else check_labels(name, labels),
             ms(old.retention_ms) if retention is None else retention,
             [ms(r.bucket_ms) for r in old.rollups] if rollups is None else rollups,
-            {r.label: ms(r.retention_ms) for r in old.rollups}
-            if rollup_retention is None and rollups is None
-            else rollup_retention,
+            kept_retention,
             old.duplicate_policy if duplicate_policy is None else duplicate_policy,
         )
+        spec = replace(spec, gen=old.gen)
         if spec != old:
+            # a new generation: live handles elsewhere see it on their next write
+            spec = replace(spec, gen=uuid.uuid4().hex[:16])
             reg.put(spec, old)
         return Series(ctx, reg, spec)
 

@@ -71,6 +71,11 @@ def baseline_from_tiles(ctx: Ctx, spec: SeriesSpec, lo: int, hi: int) -> Baselin
     n = float(tiles["n"].sum()) if len(tiles) else 0.0
     if n == 0:
         return Baseline(spec.name, r.label, 0, float("nan"), float("nan"), np.zeros(0))
+    lo_v, hi_v = float(tiles["min"].min()), float(tiles["max"].max())
+    if lo_v == hi_v:
+        # every point has one value: say so exactly (sum/n and m2 carry rounding)
+        std = 0.0 if n > 1 else float("nan")
+        return Baseline(spec.name, r.label, int(n), lo_v, std, np.full(len(tiles), lo_v))
     total = float(tiles["sum"].sum())
     mean = total / n
     means = tiles["sum"] / tiles["n"]
@@ -79,11 +84,20 @@ def baseline_from_tiles(ctx: Ctx, spec: SeriesSpec, lo: int, hi: int) -> Baselin
     return Baseline(spec.name, r.label, int(n), mean, std, means)
 
 
-def _scale(dev: np.ndarray, spread: float) -> np.ndarray:
-    # A flat baseline (spread 0): equal values score 0, any other value is infinitely far.
-    if spread > 0:
+# Relative tolerance of "flat": bucket means (sum/n) and m2 of a constant metric are off
+# by rounding (a few ulps per merge), so a constant baseline shows a spread of ~1e-17 and
+# its own value a deviation of one ulp. 4096 ulps of the centre covers the rounding of sums
+# of ~10^5 points (a day of 1 s points) and is far below any real spread.
+FLAT_ULPS = 4096
+
+
+def _scale(dev: np.ndarray, spread: float, center: float) -> np.ndarray:
+    # A flat baseline: values equal to the centre (within rounding) score 0, any other value
+    # is infinitely far.
+    tol = FLAT_ULPS * np.finfo(np.float64).eps * abs(center)
+    if spread > tol:
         return dev / spread
-    return np.where(dev == 0, 0.0, np.copysign(np.inf, dev))
+    return np.where(np.abs(dev) <= tol, 0.0, np.copysign(np.inf, dev))
 
 
 def score(base: Baseline, values: np.ndarray, method: str, limit: float) -> np.ndarray:
@@ -102,7 +116,7 @@ def score(base: Baseline, values: np.ndarray, method: str, limit: float) -> np.n
         med = float(np.median(base.bucket_means))
         mad = float(np.median(np.abs(base.bucket_means - med)))
         # 0.6745: the modified z-score of Iglewicz and Hoaglin (MAD scaled to a std)
-        return 0.6745 * _scale(values - med, mad)
+        return 0.6745 * _scale(values - med, mad, med)
     if base.count < MIN_POINTS:
         raise InsufficientDataError(
             f"series {base.series!r}: the baseline has {base.count} point(s), method "
@@ -111,11 +125,11 @@ def score(base: Baseline, values: np.ndarray, method: str, limit: float) -> np.n
             found=base.count,
         )
     if method == "zscore":
-        return _scale(values - base.mean, base.std)
+        return _scale(values - base.mean, base.std, base.mean)
     out = np.empty(len(values))
     mean, var = base.mean, base.std**2
     for i, x in enumerate(values.tolist()):
-        out[i] = _scale(np.array([x - mean]), var**0.5)[0]
+        out[i] = _scale(np.array([x - mean]), var**0.5, mean)[0]
         if abs(out[i]) > limit:
             continue
         diff = x - mean

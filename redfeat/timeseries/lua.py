@@ -1,6 +1,7 @@
 """Server-side steps of a series. Each is atomic; each documents its KEYS and ARGV.
 
-State hash fields (keys.series): ``newest`` (ms of the newest point), ``ver`` (bumped by
+State hash fields (keys.series): ``gen`` (the definition's generation, see
+SeriesSpec.gen), ``newest`` (ms of the newest point), ``ver`` (bumped by
 every write), ``hgen`` (bumped when the head is rewritten or cut), ``sealed_last`` (ms of
 the last point in a sealed chunk; head points are all newer).
 
@@ -15,6 +16,32 @@ from __future__ import annotations
 
 _MERGE = r"""
 local FMT = '<IddddddII'
+local function check_tiles(base, a)
+  -- every tile group well formed and every stored tile it merges into readable, checked
+  -- before the script's first write: Redis does not roll back a script that fails midway,
+  -- so a failure after the raw write would leave points without their tiles
+  local groups = tonumber(ARGV[a]); a = a + 1
+  if not groups then return 'tile groups: count missing' end
+  for g = 1, groups do
+    local mode, slots, blob = ARGV[a], ARGV[a + 3], ARGV[a + 4]
+    if (mode ~= 's' and mode ~= 'm' and mode ~= 'r') or not tonumber(ARGV[a + 1])
+        or not slots or not blob or #blob ~= #slots * 60 or not KEYS[base + g] then
+      return 'tile group ' .. g .. ' is malformed'
+    end
+    if mode == 'm' and #slots > 0 then
+      local fields = {}
+      for i = 1, #slots do fields[i] = string.byte(slots, i) end
+      for _, cur in ipairs(redis.call('HMGET', KEYS[base + g], unpack(fields))) do
+        if cur and #cur ~= 60 then
+          return 'a stored tile in ' .. KEYS[base + g] .. ' is damaged (' .. #cur .. ' bytes)'
+        end
+      end
+    end
+    a = a + 5
+  end
+  return nil
+end
+
 local function apply_tiles(base, a)
   -- tile groups from ARGV[a]: count, then per group: mode ('s' set: buckets without a
   -- tile yet; 'm' merge; 'r' replace), page score, page member, slots (one byte per
@@ -60,14 +87,19 @@ end
 #
 # KEYS[1] state hash, KEYS[2] head, KEYS[3] lock, KEYS[4] tile page index, KEYS[5..] pages
 # ARGV[1] oldest ms of the batch, ARGV[2] newest ms, ARGV[3] packed points in time order,
-# ARGV[4] raw retention ms, then tile groups
+# ARGV[4] raw retention ms, ARGV[5] the definition's generation ('' no check), then tile
+# groups
 # Returns {head bytes, ver}; {-1} when the batch needs the careful path (a duplicate, a
 # point in a sealed chunk or past the retention); {-2} while a careful writer holds the
-# lock (so that it cannot be starved). Nothing was written in both cases.
+# lock (so that it cannot be starved); {-3} when the generation is not the state's (the
+# series was deleted, recreated or redefined). Nothing was written in those cases.
 APPEND = (
     _MERGE
     + r"""
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'gen') ~= ARGV[5] then return {-3} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-2} end
+local bad = check_tiles(4, 6)
+if bad then return redis.error_reply(bad .. '; nothing was written') end
 local st = redis.call('HMGET', KEYS[1], 'newest', 'sealed_last')
 local lo, hi = tonumber(ARGV[1]), tonumber(ARGV[2])
 local len
@@ -103,7 +135,7 @@ else
   redis.call('HSET', KEYS[1], 'newest', ARGV[2])
 end
 local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
-apply_tiles(4, 5)
+apply_tiles(4, 6)
 return {len, ver}
 """
 )
@@ -116,15 +148,21 @@ return {len, ver}
 # ARGV[1] field to compare ('ver': nothing may have changed; 'hgen': only appends may have
 #         happened, i.e. the head read is still its prefix), ARGV[2] expected value
 # ARGV[3] head: 'k' keep, 's' set to ARGV[4], 'c' cut its first ARGV[4] bytes
-# ARGV[5] newest ('' keep), ARGV[6] sealed_last ('' keep)
-# ARGV[7] n chunks to delete, their first ms; then n chunks to add, (first ms, blob) each
+# ARGV[5] newest ('' keep), ARGV[6] sealed_last ('' keep), ARGV[7] generation ('' none)
+# ARGV[8] n chunks to delete, their first ms; then n chunks to add, (first ms, blob) each
 # then tile groups (see apply_tiles)
-# Returns 1, or 0 when the state changed (nothing was written; read again and retry).
+# Returns 1, 0 when the state changed (nothing was written; read again and retry), or -3
+# when the generation is not the state's (see APPEND).
 COMMIT = (
     _MERGE
     + r"""
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'gen') ~= ARGV[7] then return -3 end
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
 if cur ~= ARGV[2] then return 0 end
+local a = 8
+local nd = tonumber(ARGV[a])
+local bad = check_tiles(5, a + 1 + nd + 1 + 2 * tonumber(ARGV[a + 1 + nd]))
+if bad then return redis.error_reply(bad .. '; nothing was written') end
 local hm = ARGV[3]
 if hm == 's' then
   if ARGV[4] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[4]) end
@@ -134,8 +172,7 @@ elseif hm == 'c' then
 end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'newest', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'sealed_last', ARGV[6]) end
-local a = 7
-local nd = tonumber(ARGV[a]); a = a + 1
+a = a + 1
 for i = a, a + nd - 1 do
   redis.call('ZREM', KEYS[3], ARGV[i])
   redis.call('HDEL', KEYS[4], ARGV[i])
@@ -180,10 +217,14 @@ return out
 # cut); tile pages whose end is at or before their rollup's cut go. Only index ranges are
 # walked, never the keyspace.
 #
-# KEYS[1] state hash, KEYS[2] chunk index, KEYS[3] chunks hash, KEYS[4] tile page index
+# Head records older than the cut go too (a sparse series may never fill a chunk), which
+# bumps hgen and ver: a writer that read the old head retries.
+#
+# KEYS[1] state hash, KEYS[2] chunk index, KEYS[3] chunks hash, KEYS[4] tile page index,
+# KEYS[5] head
 # ARGV[1] the series key (tile pages are ARGV[1] .. ':t:' .. member: same hash tag)
 # ARGV[2] raw retention ms, then per rollup: bucket ms, retention ms
-# Returns the number of chunks and pages removed.
+# Returns the number of chunks and pages removed (and 1 when the head was cut).
 TRIM = r"""
 local st = redis.call('HMGET', KEYS[1], 'newest', 'sealed_last')
 if not st[1] then return 0 end
@@ -198,6 +239,20 @@ if st[2] and tonumber(st[2]) < cut then drop = #old end
 for i = 1, drop do
   redis.call('ZREM', KEYS[2], old[i])
   redis.call('HDEL', KEYS[3], old[i])
+  gone = gone + 1
+end
+local head = redis.call('GET', KEYS[5])
+if head and #head >= 16 and struct.unpack('<i8', head, 1) < cut then
+  -- records are in time order: binary search for the first one at or after the cut
+  local a, b = 0, #head / 16
+  while a < b do
+    local mid = math.floor((a + b) / 2)
+    if struct.unpack('<i8', head, mid * 16 + 1) < cut then a = mid + 1 else b = mid end
+  end
+  if a * 16 == #head then redis.call('DEL', KEYS[5]) else
+    redis.call('SET', KEYS[5], string.sub(head, a * 16 + 1)) end
+  redis.call('HINCRBY', KEYS[1], 'hgen', 1)
+  redis.call('HINCRBY', KEYS[1], 'ver', 1)
   gone = gone + 1
 end
 local cuts, maxcut = {}, nil

@@ -42,6 +42,13 @@ def parse_filters(filters: Iterable[str] | str) -> list[Matcher]:
                 f"label filter {f!r} is not one of l=v, l!=v, l=(a,b), l!=(a,b), l=, l!="
             )
         label, op, value = m.group(1), m.group(2), m.group(3)
+        if label != label.strip():
+            # label names never carry surrounding spaces (check_labels refuses them): such
+            # a filter would silently match nothing (values are matched exactly, spaces too)
+            raise ConfigurationError(
+                f"label filter {f!r} has spaces around the label name; write "
+                f"{label.strip()}{op}{value}"
+            )
         if value.startswith("(") and value.endswith(")"):
             values = tuple(x for x in value[1:-1].split(",") if x)
         else:
@@ -105,5 +112,14 @@ def pearson(columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
             f"series {sorted(columns)} share {len(df)} bucket(s); correlation needs at least 3",
             needed=3,
             found=len(df),
+        )
+    flat = [n for n in df.columns if df[n].min() == df[n].max()]
+    if flat:
+        # a constant series has no variance: its correlation is undefined, not 0
+        raise InsufficientDataError(
+            f"series {flat} are constant over the {len(df)} shared bucket(s); their "
+            "correlation is undefined (leave them out or widen the range)",
+            needed=1,
+            found=0,
         )
     return df.corr(method="pearson")

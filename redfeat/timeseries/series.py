@@ -18,7 +18,7 @@ from .spec import SeriesRegistry, SeriesSpec, as_ms_array, as_values, finite_val
 from .spec import duration_ms as _duration_ms
 from .storage import Ctx, raw_points
 from .tiles import check_agg
-from .write import Writer
+from .write import Writer, dedupe_batch
 
 if TYPE_CHECKING:
     from .analysis import Baseline
@@ -46,8 +46,12 @@ class Series:
         self._ctx = ctx
         self.metrics = ctx.metrics
         self._registry = registry
-        self.spec = spec
-        self._writer = Writer(ctx, spec)
+        self._writer = Writer(ctx, spec, registry)
+
+    @property
+    def spec(self) -> SeriesSpec:
+        """The definition this handle uses (reloaded by a write that finds it stale)."""
+        return self._writer.spec
 
     def __repr__(self) -> str:
         return f"Series({self.name!r}, labels={self.labels!r})"
@@ -90,6 +94,11 @@ class Series:
             timestamps = timestamps.tz_convert("UTC").tz_localize(None)
         ts = as_ms_array(timestamps, series=self.name)
         vs = as_values(values, len(ts), series=self.name)
+        if len(ts) > MAX_BATCH:
+            # duplicates inside the whole batch are combined (or refused, 'block') before it
+            # is cut into steps: a duplicate across a step boundary must not leave the
+            # first step written; sorted steps also take the fast paths
+            ts, vs = dedupe_batch(self.spec, ts, vs)
         for i in range(0, len(ts), MAX_BATCH):
             self._writer.write(ts[i : i + MAX_BATCH], vs[i : i + MAX_BATCH])
         return len(ts)
@@ -129,6 +138,12 @@ class Series:
         self, start: Any, end: Any, bucket: Any, agg: str
     ) -> tuple[np.ndarray, np.ndarray, str]:
         lo, hi = self._bounds(start, end)
+        if lo is not None and hi is not None and lo > hi:
+            # an empty window, bucketed or not (rounding to buckets must not widen it)
+            if bucket is not None:
+                check_agg(agg)
+                _duration_ms(bucket, what=f"series {self.name!r} bucket")
+            return np.zeros(0, np.int64), np.zeros(0), "raw"
         if bucket is None:
             ts, vs, _ = raw_points(self._ctx, self.spec, lo, hi)
             return ts, vs, "raw"
@@ -173,9 +188,12 @@ class Series:
         }
 
     def delete(self) -> None:
-        """Remove the series' data and its definition."""
-        delete_series(self._ctx, self.spec)
+        """Remove the series' definition and its data. Handles still open elsewhere then
+        fail to write (NotFoundError) instead of recreating its keys."""
+        # the definition first: a write racing the delete then finds no generation and
+        # no definition, and refuses
         self._registry.remove(self.name)
+        delete_series(self._ctx, self.spec)
 
     # -- analysis -----------------------------------------------------------------------
 

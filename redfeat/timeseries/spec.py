@@ -53,7 +53,12 @@ def default_rollup_retention(bucket_ms: int) -> int:
 
 
 def to_ms(value: Any, *, series: str, what: str = "timestamp") -> int:
-    """A datetime (naive = UTC), numpy datetime64 or epoch seconds -> int ms (floored)."""
+    """A datetime (naive = UTC), numpy datetime64 or epoch seconds (Python or numpy
+    numbers) -> int ms (floored)."""
+    if isinstance(value, np.integer):
+        value = int(value)
+    elif isinstance(value, np.floating):
+        value = float(value)
     try:
         return to_us(value, what=what) // 1000
     except ValueError as exc:
@@ -75,15 +80,20 @@ def check_labels(name: str, labels: Mapping[str, Any] | None) -> dict[str, str]:
         raise ConfigurationError(f"series {name!r}: labels must be a dict of str -> str")
     out: dict[str, str] = {}
     for k, v in labels.items():
-        if not isinstance(k, str) or not k or _LABEL_FORBIDDEN & set(k):
+        if not isinstance(k, str) or not k or _LABEL_FORBIDDEN & set(k) or k != k.strip():
             raise ConfigurationError(
                 f"series {name!r}: label name {k!r} must be a non-empty string without "
-                "'=', '!', ',', '(' or ')' (they would be ambiguous in filters)"
+                "'=', '!', ',', '(', ')' or surrounding spaces (ambiguous in filters)"
             )
         if not isinstance(v, str | int | float) or isinstance(v, bool) or str(v) == "":
             raise ConfigurationError(
                 f"series {name!r}: label {k!r} must have a non-empty str or number value "
                 f"(an empty value means 'no such label' in filters), got {v!r}"
+            )
+        if str(v).startswith("(") and str(v).endswith(")"):
+            raise ConfigurationError(
+                f"series {name!r}: label {k!r} value {str(v)!r} is wrapped in parentheses; "
+                "filters read l=(a,b) as a list, so they could never select it"
             )
         out[k] = str(v)
     return out
@@ -111,6 +121,11 @@ class SeriesSpec:
     rollups: tuple[Rollup, ...]
     duplicate_policy: str
     labels: dict[str, str] = field(default_factory=dict)
+    # Generation: a token set when the definition is created or changed, also kept in the
+    # series' state hash. Writes carry it and the server refuses a mismatch, so a handle
+    # holding an old definition (deleted, recreated, changed by another process) reloads
+    # it instead of writing with stale rules. '' (series made before generations): no check.
+    gen: str = ""
 
     @property
     def escaped(self) -> str:
@@ -124,6 +139,7 @@ class SeriesSpec:
                 "retention_ms": self.retention_ms,
                 "rollups": [[r.bucket_ms, r.retention_ms] for r in self.rollups],
                 "duplicate_policy": self.duplicate_policy,
+                "gen": self.gen,
             }
         )
 
@@ -136,6 +152,7 @@ class SeriesSpec:
             tuple(Rollup(int(b), int(r)) for b, r in d["rollups"]),
             d["duplicate_policy"],
             dict(d["labels"]),
+            str(d.get("gen", "")),
         )
 
 
@@ -190,7 +207,34 @@ class SeriesRegistry:
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._client = client
+        self._keys = keys
         self._key = keys.registry
+
+    def _set_gen(self, spec: SeriesSpec) -> None:
+        try:
+            self._client.hset(self._keys.series(spec.escaped), "gen", spec.gen)
+        except redis.RedisError as exc:
+            raise BackendError(f"series {spec.name!r}: cannot write its state: {exc}") from exc
+
+    def create(self, spec: SeriesSpec) -> bool:
+        """Register a new series unless another process just did (HSETNX: the first
+        definition wins); False when it did."""
+        try:
+            ok = self._client.hsetnx(self._key, FIELD_PREFIX + spec.name, spec.to_json())
+        except redis.RedisError as exc:
+            raise BackendError(f"cannot write the registry {self._key!r}: {exc}") from exc
+        if ok:
+            self._set_gen(spec)
+        return bool(ok)
+
+    def repair_gen(self, spec: SeriesSpec) -> None:
+        """The registry holds ``spec`` but the state hash has no generation (created a
+        moment ago by a process between its two steps, or its keys were removed by a
+        delete that raced a re-creation): set it, unless set meanwhile."""
+        try:
+            self._client.hsetnx(self._keys.series(spec.escaped), "gen", spec.gen)
+        except redis.RedisError as exc:
+            raise BackendError(f"series {spec.name!r}: cannot write its state: {exc}") from exc
 
     def get(self, name: str) -> SeriesSpec | None:
         try:
@@ -222,6 +266,7 @@ class SeriesRegistry:
             self._client.hset(self._key, FIELD_PREFIX + spec.name, spec.to_json())
         except redis.RedisError as exc:
             raise BackendError(f"cannot write the registry {self._key!r}: {exc}") from exc
+        self._set_gen(spec)
 
     def remove(self, name: str) -> None:
         try:

@@ -121,6 +121,7 @@ def trim(ctx: Ctx, spec: SeriesSpec) -> int:
         ctx.keys.series_chunk_index(e),
         ctx.keys.series_chunks(e),
         ctx.keys.series_pages(e),
+        ctx.keys.series_head(e),
     ]
     args: list[Any] = [ctx.keys.series(e), spec.retention_ms]
     for r in spec.rollups:

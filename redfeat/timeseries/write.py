@@ -10,9 +10,8 @@ Three paths, every one a single atomic server-side step:
   (with the head's points in front) and committed with its tiles by compare-and-set;
 - careful: out-of-order points and duplicates. The chunks they land in are decoded,
   merged by the duplicate policy, re-encoded and swapped by compare-and-set. New points
-  merge into tiles; buckets where a duplicate changed a value are recomputed from the
-  merged raw points (a replaced value changes count/sum/m2/min/max, which no merge of
-  partial aggregates can undo).
+  merge into tiles; a duplicate that changed a value updates its buckets' tiles in place
+  (correct.py: never rebuilt from the raw points left, which retention may have cut).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, ConfigurationError, ConflictError
+from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
 from .chunks import (
     CHUNK_POINTS,
     POINT_BYTES,
@@ -34,7 +33,8 @@ from .chunks import (
     sealable,
     sealed,
 )
-from .spec import SeriesSpec
+from .correct import Plan, finish, plan
+from .spec import SeriesRegistry, SeriesSpec
 from .storage import APPEND, COMMIT, UNLOCK, Ctx, State, base_keys, read_state, trim
 from .tiles import partials, rollup_partials, tile_args
 
@@ -129,10 +129,15 @@ def merge_points(
     return ts, vs, fresh, changed
 
 
+class _Stale(Exception):
+    """The server refused the write: the definition's generation is not the state's."""
+
+
 class Writer:
-    def __init__(self, ctx: Ctx, spec: SeriesSpec) -> None:
+    def __init__(self, ctx: Ctx, spec: SeriesSpec, registry: SeriesRegistry | None = None) -> None:
         self.ctx = ctx
         self.spec = spec
+        self._registry = registry
         self.base = base_keys(ctx.keys, spec)
         self.pages_key = ctx.keys.series_pages(spec.escaped)
         self._lock_key = ctx.keys.series_lock(spec.escaped)
@@ -179,7 +184,32 @@ class Writer:
 
     # -- entry ----------------------------------------------------------------------------
 
+    def _refresh(self) -> None:
+        """Reload the definition after the server refused ours as stale."""
+        name = self.spec.name
+        spec = None if self._registry is None else self._registry.get(name)
+        if spec is None:
+            raise NotFoundError(
+                f"series {name!r} was deleted (it is not in the registry); nothing was "
+                f"written: create it again with store.series({name!r})"
+            )
+        if spec.gen == self.spec.gen and self._registry is not None:
+            self._registry.repair_gen(spec)  # the definition is current; its state lacks it
+        self.spec = spec
+
     def write(self, ts: np.ndarray, vs: np.ndarray) -> None:
+        for _ in range(MAX_TRIES):
+            try:
+                self._write(ts, vs)
+                return
+            except _Stale:
+                self._refresh()  # then the whole write again: policy and rollups may differ
+        raise BackendError(
+            f"series {self.spec.name!r}: its definition kept changing during the write; "
+            "nothing was written"
+        )
+
+    def _write(self, ts: np.ndarray, vs: np.ndarray) -> None:
         ts, vs = dedupe_batch(self.spec, ts, vs)
         if len(ts) == 0:
             return
@@ -192,6 +222,8 @@ class Writer:
                     got = self._append(ts, vs)
                     if got == 1:
                         return
+                    if got == -3:
+                        raise _Stale
                     if got == -2 and time.monotonic() < deadline:
                         time.sleep(0.001)  # a careful writer holds the lock: wait for it
                         continue
@@ -228,7 +260,7 @@ class Writer:
         """One point: the append path with its tiles packed directly (numpy costs more
         than the round trip for a single point)."""
         keys = [self.base[0], self.base[1], self._lock_key, self.pages_key]
-        args: list[Any] = [t, t, _POINT.pack(t, v), self.spec.retention_ms]
+        args: list[Any] = [t, t, _POINT.pack(t, v), self.spec.retention_ms, self.spec.gen]
         args.append(len(self.spec.rollups))
         for r in self.spec.rollups:
             b = t // r.bucket_ms
@@ -246,7 +278,14 @@ class Writer:
         reply = self.ctx.run(
             APPEND,
             [self.base[0], self.base[1], self._lock_key, self.pages_key, *tkeys],
-            [int(ts[0]), int(ts[-1]), pack_points(ts, vs), self.spec.retention_ms, *targs],
+            [
+                int(ts[0]),
+                int(ts[-1]),
+                pack_points(ts, vs),
+                self.spec.retention_ms,
+                self.spec.gen,
+                *targs,
+            ],
             what=self._what,
         )
         return self._appended(reply)
@@ -276,6 +315,7 @@ class Writer:
         tkeys, targs = self._tile_groups(tiles)
         args: list[Any] = [check, st.ver if check == "ver" else st.hgen, head[0], head[1]]
         args += ["" if newest is None else newest, "" if sealed_last is None else sealed_last]
+        args.append(self.spec.gen)
         args += [len(drop), *drop, len(add)]
         for first, blob in add:
             args += [first, blob]
@@ -285,6 +325,8 @@ class Writer:
             args + targs,
             what=f"series {self.spec.name!r} write",
         )
+        if int(reply) == -3:
+            raise _Stale
         return bool(reply)
 
     def seal(self) -> None:
@@ -297,7 +339,11 @@ class Writer:
                 return
             add = sealed(st.head_ts, st.head_v, k)
             last = int(st.head_ts[k - 1])
-            if self._commit(st, "hgen", ("c", k * POINT_BYTES), None, last, [], add, []):
+            try:
+                done = self._commit(st, "hgen", ("c", k * POINT_BYTES), None, last, [], add, [])
+            except _Stale:
+                return  # redefined meanwhile: the next write reloads it and seals then
+            if done:
                 trim(self.ctx, self.spec)
                 return
 
@@ -326,32 +372,36 @@ class Writer:
                 f"({spec.retention_ms} ms back from the newest point, {st.newest} ms); "
                 "nothing was written"
             )
-        # After merging, are there duplicates that changed a value? Their buckets are
-        # recomputed from raw points, so the state read must cover those whole buckets.
         all_ts, all_vs = st.points()
         mts, mvs, fresh, changed = merge_points(
             spec.duplicate_policy, spec.name, all_ts, all_vs, ts, vs
         )
-        lo, hi = int(ts[0]), int(ts[-1])
+        if not fresh.any() and not changed.any():
+            return True  # every point was a duplicate the policy ignores
+        newest = max(cut + spec.retention_ms, int(ts[-1]))
+        fix = Plan()
         if changed.any() and spec.rollups:
-            dts = ts[changed]
-            lo = min(int(dts[0]) // r.bucket_ms * r.bucket_ms for r in spec.rollups)
-            hi = max((int(dts[-1]) // r.bucket_ms + 1) * r.bucket_ms - 1 for r in spec.rollups)
-            lo, hi = min(lo, int(ts[0])), max(hi, int(ts[-1]))
+            cts = ts[changed]
+            old = all_vs[np.searchsorted(all_ts, cts)]
+            new = mvs[np.searchsorted(mts, cts)]
+            fix = plan(self.ctx, spec, st.newest, cut, cts, old, new)
+            lo = min([int(ts[0]), *(w[0] for w in fix.spans)])
+            hi = max([int(ts[-1]), *(w[1] for w in fix.spans)])
             if lo < ts[0] or hi > ts[-1]:
-                wide = read_state(self.ctx, spec, lo, hi)
-                if wide.ver != st.ver:
+                # min/max lost while raw holds the whole bucket: read the raw the plan needs
+                # (a bucket, or the touched finer buckets) so that they are exact again
+                st2 = read_state(self.ctx, spec, lo, hi)
+                if st2.ver != st.ver:
                     return False
-                st = wide
+                st = st2
                 all_ts, all_vs = st.points()
                 mts, mvs, fresh, changed = merge_points(
                     spec.duplicate_policy, spec.name, all_ts, all_vs, ts, vs
                 )
-        if not fresh.any() and not changed.any():
-            return True  # every point was a duplicate the policy ignores
+            finish(self.ctx, spec, fix, cts, mts, mvs)
+        fixes, redo = fix.fixes, fix.redo
         drop, add, head, sealed_last = self._rechunk(st, ts, vs)
-        newest = max(cut + spec.retention_ms, int(ts[-1]))
-        tiles = self._careful_tiles(newest, ts, vs, fresh, changed, mts, mvs)
+        tiles = self._careful_tiles(newest, ts, vs, fresh, fixes, redo, mts, mvs)
         return self._commit(st, "ver", head, newest, sealed_last, drop, add, tiles)
 
     def _rechunk(
@@ -400,19 +450,21 @@ class Writer:
         ts: np.ndarray,
         vs: np.ndarray,
         fresh: np.ndarray,
-        changed: np.ndarray,
+        fixes: list[Group],
+        redo: dict[int, np.ndarray],
         mts: np.ndarray,
         mvs: np.ndarray,
     ) -> list[Group]:
+        """Corrected tiles first (replaced), then rebuilt ones, then new points merged."""
         top = max(newest, int(ts[-1]))
-        out: list[Group] = []
+        out: list[Group] = list(fixes)
         for ri, r in enumerate(self.spec.rollups):
-            redo = np.unique(ts[changed] // r.bucket_ms)
-            if len(redo):
-                sel = np.isin(mts // r.bucket_ms, redo)
+            again = redo.get(ri, np.zeros(0, np.int64))
+            if len(again):
+                sel = np.isin(mts // r.bucket_ms, again)
                 out.append((ri, partials(mts[sel], mvs[sel], r.bucket_ms), "r"))
             nts, nvs = ts[fresh], vs[fresh]
-            keep = ~np.isin(nts // r.bucket_ms, redo)
+            keep = ~np.isin(nts // r.bucket_ms, again)
             out.append((ri, partials(nts[keep], nvs[keep], r.bucket_ms), "m"))
         kept: list[Group] = []
         for ri, t, mode in out:

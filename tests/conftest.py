@@ -7,6 +7,8 @@ of that project are removed afterwards (bounded SCAN + UNLINK; nothing is flushe
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +24,41 @@ from redfeat.server_index import drop_server_indexes
 BACKENDS = ["embedded"] + (["url"] if os.environ.get("REDFEAT_TEST_URL") else [])
 
 
+# Stops the suite's server if the test process dies without its teardown (SIGKILL, OOM, an
+# interrupted xdist worker): a daemonized server would otherwise outlive the run.
+_WATCHDOG = """
+import os, sys, time
+parent, server = int(sys.argv[1]), int(sys.argv[2])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+while alive(parent) and alive(server):
+    time.sleep(1)
+try:
+    with open(f"/proc/{server}/cmdline", "rb") as fh:
+        ours = b"server" in fh.read()
+except OSError:
+    ours = False
+if ours and alive(server):
+    os.kill(server, 15)
+"""
+
+
 @pytest.fixture(scope="session")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
     server = EmbeddedServer(tmp_path_factory.mktemp("server"))
     info = server.ensure(keep_running=True)
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(info.pid)],
+        start_new_session=True,
+    )
     yield info
     server.stop()
+    watchdog.kill()
+    watchdog.wait()
 
 
 @pytest.fixture(scope="session")

@@ -104,7 +104,28 @@ class Script:
         calls: Iterable[tuple[list[str], list[Any]]],
         on_reply: Callable[[int, Any], None] | None = None,
     ) -> list[Any]:
-        """Run every call; ``on_reply(call index, reply)`` as each reply arrives."""
+        """Run every call; ``on_reply(call index, reply)`` as each reply arrives.
+
+        An error reply (WRONGTYPE, OOM, BUSY...) is raised only after every reply of the
+        batch was read, so the connection stays in step; any other exception (a raising
+        ``on_reply``, Ctrl-C, a dropped connection) disconnects it, since replies may still
+        be unread and would be taken as answers to the thread's next commands."""
+        try:
+            results = self._stream(conn, calls, on_reply)
+        except BaseException:
+            conn.disconnect()
+            raise
+        errors = [r for r in results if isinstance(r, redis.ResponseError)]
+        if errors:
+            raise errors[0]
+        return results
+
+    def _stream(
+        self,
+        conn: Any,
+        calls: Iterable[tuple[list[str], list[Any]]],
+        on_reply: Callable[[int, Any], None] | None,
+    ) -> list[Any]:
         if id(conn) not in self._loaded:
             conn.send_command("SCRIPT", "LOAD", self.source)
             conn.read_response()
@@ -128,7 +149,8 @@ class Script:
         def read_one() -> None:
             try:
                 reply = conn.read_response()
-            except redis.exceptions.NoScriptError as exc:
+            except redis.ResponseError as exc:
+                # kept, not raised: the replies after it must still be read
                 reply = exc
             except (redis.ConnectionError, redis.TimeoutError):
                 resend_after_drop()
@@ -153,17 +175,34 @@ class Script:
                 read_one()
         while len(results) < len(sent):
             read_one()
-        failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+        failed = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
         if failed:
+            # NOSCRIPT calls did nothing: load the script and run them again, in order
             conn.send_command("SCRIPT", "LOAD", self.source)
             conn.read_response()
             for i in failed:
                 keys, args = sent[i]
                 conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                results[i] = conn.read_response()
+                try:
+                    results[i] = conn.read_response()
+                except redis.ResponseError as exc:
+                    results[i] = exc  # one reply per command: the connection is in step
+                    continue
                 if on_reply is not None:
                     on_reply(i, results[i])
         return results
+
+
+def read_all(conn: Any, n: int) -> list[Any]:
+    """``n`` pipelined replies, error replies kept in the list rather than raised, so that
+    a WRONGTYPE in the middle does not leave the later replies unread on the connection."""
+    out: list[Any] = []
+    for _ in range(n):
+        try:
+            out.append(conn.read_response())
+        except redis.ResponseError as exc:
+            out.append(exc)
+    return out
 
 
 def detect_capabilities(client: redis.Redis) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import redis
 
 from . import windows as _w
-from ._conn import Script
+from ._conn import Script, read_all
 from ._time import now_us, to_us
 from .codec import normalize_id
 from .errors import BackendError, ConfigurationError, ConflictError, NotFoundError
@@ -188,6 +188,7 @@ class WindowVerbs:
         key = self.keys.window_tiles(name, escape_id(ent))
         args = [wf.span, b, b, b, _TILE.pack(1, v, 0.0, v, v, v, v, off, off)]
         try:
+            # stream() reads every reply before raising, and disconnects on anything else
             dropped = _RECORD.stream(self.online.direct.conn(), [([key], args)])[0]
         except redis.RedisError as exc:
             raise BackendError(f"window features {name!r}, entity {ent!r}: {exc}") from exc
@@ -273,10 +274,19 @@ class WindowVerbs:
             if progress is not None and (i % 1000 == 999 or i == len(st) - 1):
                 progress(int(events[i]), total)
 
+        conn = self.online.direct.conn()
         try:
-            replies = _RECORD.stream(self.online.direct.conn(), calls, report)
+            replies = _RECORD.stream(conn, calls, report)
         except redis.RedisError as exc:
-            raise BackendError(f"window features {wf.name!r}: record_many failed: {exc}") from exc
+            raise BackendError(
+                f"window features {wf.name!r}: record_many failed: {exc}; the other entities' "
+                "events were recorded"
+            ) from exc
+        except BaseException:
+            # stream() already disconnected; kept here so the rule holds if it changes:
+            # unread replies would answer the thread's next commands
+            conn.disconnect()
+            raise
         return RecordReport(total, len(st), sum(int(r) for r in replies))
 
     # -- reads ----------------------------------------------------------------------------
@@ -317,7 +327,7 @@ class WindowVerbs:
         """Every entity's tiles: HGETALL sent IN_FLIGHT at a time on one connection, parsed
         by numpy from the raw replies."""
         conn = self.online.direct.conn()
-        out: list[_w.EntityTiles] = []
+        raw: list[Any] = []
         try:
             pending = 0  # replies of the previous batch, read while the next one runs
             for lo in range(0, len(ents), IN_FLIGHT):
@@ -326,13 +336,29 @@ class WindowVerbs:
                     for e in ents[lo : lo + IN_FLIGHT]
                 ]
                 conn.send_packed_command(conn.pack_commands(cmds))
-                out.extend(_w.decode(conn.read_response()) for _ in range(pending))
+                raw.extend(read_all(conn, pending))
                 pending = len(cmds)
-            out.extend(_w.decode(conn.read_response()) for _ in range(pending))
+            raw.extend(read_all(conn, pending))
         except redis.RedisError as exc:
             conn.disconnect()  # replies may be pending: never reuse it half read
             raise BackendError(f"window features {wf.name!r}: read failed: {exc}") from exc
-        return out
+        except BaseException:
+            conn.disconnect()  # Ctrl-C or a failed send: the same, replies may be pending
+            raise
+        return [self._decoded(wf, e, r) for e, r in zip(ents, raw, strict=True)]
+
+    @staticmethod
+    def _decoded(wf: WindowFeatures, ent: str, reply: Any) -> _w.EntityTiles:
+        """One entity's tiles; a key that is not a well-formed tile hash is named (every
+        reply was read already, so the connection stays usable)."""
+        if isinstance(reply, redis.ResponseError):
+            raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {reply}")
+        try:
+            return _w.decode(reply)
+        except (TypeError, ValueError) as exc:
+            raise BackendError(
+                f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"
+            ) from None
 
     # -- mixing with views: get_features and training_frame -------------------------------
 

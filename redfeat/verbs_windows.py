@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 Definition = Entity | FeatureView | WindowFeatures
-_RECORD = Script(_w.RECORD)
+_RECORD = Script(_w.RECORD)  # not idempotent: it adds into tiles, never replayed
 _TILE = struct.Struct("<IddddddII")  # timeseries.tiles.WIRE
 # definitions built from registry specs, reused while the registry holds the same spec object
 _BUILT: dict[str, tuple[dict[str, Any], WindowFeatures]] = {}
@@ -190,7 +190,7 @@ class WindowVerbs:
         try:
             # stream() reads every reply before raising, and disconnects on anything else
             dropped = _RECORD.stream(self.online.direct.conn(), [([key], args)])[0]
-        except redis.RedisError as exc:
+        except (redis.RedisError, BackendError) as exc:
             raise BackendError(f"window features {name!r}, entity {ent!r}: {exc}") from exc
         return int(dropped) == 0
 
@@ -277,6 +277,8 @@ class WindowVerbs:
         conn = self.online.direct.conn()
         try:
             replies = _RECORD.stream(conn, calls, report)
+        except BackendError as exc:  # a timeout: the outcome is unknown
+            raise BackendError(f"window features {wf.name!r}: record_many: {exc}") from exc
         except redis.RedisError as exc:
             raise BackendError(
                 f"window features {wf.name!r}: record_many failed: {exc}; the other entities' "

@@ -3,11 +3,19 @@ a read timeout, future event times, and the cost of a read."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import cast
+
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 
-from redfeat import FeatureStore
+from redfeat import FeatureStore, FeatureView, Field
+from redfeat import types as t
 from redfeat.errors import BackendError
 from redfeat.windows import WindowFeatures
 
@@ -66,3 +74,105 @@ def test_malformed_tile_hash_is_named_and_reads_go_on(store: FeatureStore) -> No
     with pytest.raises(BackendError, match="'odd'"):
         store.get_many("w", ["odd", "a"], as_of=T0 + 1)
     _reads_are_in_step(store)
+
+
+# -- a read timeout: the server may have run the call, so an additive one is not replayed --
+
+LOOP = "local x = 0 for i = 1, tonumber(ARGV[1]) do x = x + i end return 1"
+
+
+def _iters(client: redis.Redis, seconds: float) -> int:
+    """Loop iterations that keep this server busy for about ``seconds``."""
+    t0 = time.perf_counter()
+    client.eval(LOOP, 0, 2_000_000)
+    return int(2_000_000 * seconds / max(time.perf_counter() - t0, 1e-4))
+
+
+@contextmanager
+def _server_busy(client: redis.Redis, seconds: float) -> Iterator[None]:
+    """Another connection keeps the server busy (one Lua loop) for about ``seconds``."""
+    th = threading.Thread(target=client.eval, args=(LOOP, 0, _iters(client, seconds)))
+    th.start()
+    time.sleep(0.05)  # the loop is running: later commands queue behind it
+    try:
+        yield
+    finally:
+        th.join()
+
+
+def _slow_store(client: redis.Redis, project: str) -> FeatureStore:
+    kwargs = client.connection_pool.connection_kwargs
+    sock = kwargs.get("path")
+    c = (
+        redis.Redis(unix_socket_path=sock, socket_timeout=0.2)
+        if sock
+        else redis.Redis(
+            host=kwargs["host"],
+            port=kwargs["port"],
+            password=kwargs.get("password"),
+            socket_timeout=0.2,
+        )
+    )
+    return FeatureStore(client=c, project=project)
+
+
+def test_read_timeout_does_not_count_a_window_event_twice(
+    store: FeatureStore, client: redis.Redis, project: str
+) -> None:
+    _define(store)
+    slow = _slow_store(client, project)
+    try:
+        slow.record("w", "a", 1.0, ts=T0)  # the script is loaded on this connection
+        with _server_busy(client, 0.6), pytest.raises(BackendError, match="unknown"):
+            slow.record("w", "a", 10.0, ts=T0 + 1)
+        # the server ran the queued call once; it was not sent again
+        assert slow.get("w", "a", as_of=T0 + 2) == {"x_count_1h": 2, "x_sum_1h": 11.0}
+        with _server_busy(client, 0.6), pytest.raises(BackendError, match="unknown"):
+            slow.record_many("w", _batch(["a", "b"], T0 + 3))
+        assert slow.get_many("w", ["a", "b"], as_of=T0 + 4) == [
+            {"x_count_1h": 3, "x_sum_1h": 12.0},
+            {"x_count_1h": 1, "x_sum_1h": 1.0},
+        ]
+    finally:
+        slow.close()
+        slow.client.close()
+
+
+def test_read_timeout_does_not_apply_a_compare_and_set_twice(
+    store: FeatureStore, client: redis.Redis, project: str
+) -> None:
+    """A compare-and-set replayed after it ran fails its own check; the caller would then
+    merge (increment) again. So it is not replayed either."""
+    store.apply(FeatureView("v", entity="u", fields=[Field("x", t.Int)]))
+    slow = _slow_store(client, project)
+    busy: list[threading.Thread] = []
+
+    def merge(current: dict[str, object] | None) -> dict[str, object]:
+        if not busy:  # the server turns busy between the read and the write
+            busy.append(threading.Thread(target=client.eval, args=(LOOP, 0, _iters(client, 0.6))))
+            busy[0].start()
+            time.sleep(0.05)
+        return {"x": cast(int, (current or {}).get("x") or 0) + 1}
+
+    try:
+        slow.write("v", "a", {"x": 1})
+        res = slow.registry.get("v")
+        with pytest.raises(BackendError, match="unknown"):
+            slow.online._cas(res, "a", None, merge, ["x"])
+        busy[0].join()
+        assert slow.get("v", "a") == {"x": 2}
+    finally:
+        slow.close()
+        slow.client.close()
+
+
+def test_record_survives_a_dropped_idle_connection(
+    store: FeatureStore, client: redis.Redis
+) -> None:
+    _define(store)
+    store.record("w", "a", 1.0, ts=T0)
+    conn = store.online.direct.conn()
+    conn.send_command("CLIENT", "ID")
+    client.client_kill_filter(_id=str(conn.read_response()))
+    assert store.record("w", "a", 1.0, ts=T0 + 1)
+    assert store.get("w", "a", as_of=T0 + 2) == {"x_count_1h": 2, "x_sum_1h": 2.0}

@@ -21,7 +21,7 @@ from .errors import BackendError, ConfigurationError, ConflictError, NotFoundErr
 from .keys import escape_id
 from .schema import Entity, FeatureView
 from .timeseries.tiles import MEM, WIRE_BYTES, partials, to_wire
-from .window_rows import checked_events, events_table, finite
+from .window_rows import checked_events, events_table, finite, future_limit, refuse_future
 from .windows import WindowFeatures
 
 if TYPE_CHECKING:
@@ -182,6 +182,8 @@ class WindowVerbs:
         ent = normalize_id(name, entity_id)
         v = finite(name, ent, value)
         t = self._event_ms(wf, ent, ts)
+        if t > future_limit(wf):
+            refuse_future(wf, [ent], [t], [None], 1)
         # one event's tile packed directly: numpy costs more than the round trip here
         b = t // wf.hop_ms
         off = t - b * wf.hop_ms
@@ -300,8 +302,12 @@ class WindowVerbs:
         features: Sequence[str] | None,
         as_of: Any,
         with_meta: bool,
+        *,
+        strict: bool = False,
     ) -> list[Any]:
-        """get / get_many of window features: dicts of output -> value at now or as_of."""
+        """get / get_many of window features: dicts of output -> value at now or as_of.
+        An entity whose windows need tiles retention dropped gets None (one such entity
+        must not fail a batch); ``strict`` (get of one entity) raises instead."""
         if with_meta:
             raise ConfigurationError(
                 f"window features {name!r}: with_meta is for views; window values have no "
@@ -316,7 +322,7 @@ class WindowVerbs:
         out: list[Any] = []
         for ent, et in zip(ents, raw, strict=True):
             vals = _w.values_at(wf, et, t, want)
-            if vals is None:
+            if vals is None and strict:
                 raise ConfigurationError(
                     f"window features {name!r}, entity {ent!r}: as_of {as_of!r} needs tiles "
                     "that retention dropped (it keeps the largest window + one hop back from "

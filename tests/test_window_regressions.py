@@ -16,7 +16,7 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.errors import BackendError
+from redfeat.errors import BackendError, ConfigurationError, ValidationError
 from redfeat.windows import WindowFeatures
 
 T0 = 1_767_225_600  # 2026-01-01 in epoch seconds
@@ -176,3 +176,47 @@ def test_record_survives_a_dropped_idle_connection(
     client.client_kill_filter(_id=str(conn.read_response()))
     assert store.record("w", "a", 1.0, ts=T0 + 1)
     assert store.get("w", "a", as_of=T0 + 2) == {"x_count_1h": 2, "x_sum_1h": 2.0}
+
+
+# -- event times ahead of now ---------------------------------------------------------------
+
+
+def test_events_more_than_one_hop_ahead_are_refused(store: FeatureStore) -> None:
+    store.apply(
+        WindowFeatures("f", entity="u", source="x", aggs=["count"], windows=["1h"], hop="5m")
+    )
+    now = time.time()
+    for i in range(0, 7200, 60):
+        store.record("f", "a", 1.0, ts=now - i)
+        store.record("f", "b", 1.0, ts=now - i)
+    before = store.get_many("f", ["a", "b"])
+    with pytest.raises(ValidationError, match="future_event_time") as err:
+        store.record("f", "a", 1.0, ts=now + 900)
+    assert err.value.problems[0].entity == "a"
+    with pytest.raises(ValidationError, match="'f'"):
+        store.record("f", "b", 1.0, ts=7_258_000_000)  # 2199
+    rows = _batch(["a", "b", "c"], now)
+    rows.loc[2, "event_time"] = now + 3600
+    with pytest.raises(ValidationError, match="1 event") as err:
+        store.record_many("f", rows)
+    assert (err.value.problems[0].entity, err.value.problems[0].row) == ("c", 2)
+    assert store.get_many("f", ["a", "b", "c"]) == [*before, {"x_count_1h": 0}]
+    # one hop ahead (a producer's clock a little fast) is taken, and reads at now still work
+    assert store.record("f", "a", 1.0, ts=now + 290)
+    assert store.record("f", "b", 1.0, ts=time.time())
+    got = store.get_many("f", ["a", "b"])
+    assert got[1] is not None and got[1]["x_count_1h"] >= 60
+
+
+def test_get_many_gives_none_for_an_entity_whose_window_lost_tiles(store: FeatureStore) -> None:
+    _define(store)
+    store.record("w", "a", 1.0, ts=T0)
+    store.record("w", "a", 1.0, ts=T0 + 3 * 3600)  # the tile at T0 is dropped
+    store.record("w", "b", 2.0, ts=T0 + 1200)
+    assert store.get_many("w", ["a", "b"], as_of=T0 + 1800) == [
+        None,
+        {"x_count_1h": 1, "x_sum_1h": 2.0},
+    ]
+    with pytest.raises(ConfigurationError, match="retention dropped"):
+        store.get("w", "a", as_of=T0 + 1800)
+    assert store.get_many("w", ["a"]) == [{"x_count_1h": 0, "x_sum_1h": 0.0}]

@@ -14,7 +14,7 @@ import pyarrow as pa
 import redis
 
 from . import windows as _w
-from ._conn import Script, read_all
+from ._conn import Script, pack, read_all
 from ._time import now_us, to_us
 from .codec import normalize_id
 from .errors import BackendError, ConfigurationError, ConflictError, NotFoundError
@@ -318,7 +318,7 @@ class WindowVerbs:
         want = [(f, *wf.resolve(f)) for f in feats]
         ents = [normalize_id(name, e, i) for i, e in enumerate(ids)]
         t = now_us() // 1000 if as_of is None else self._event_ms(wf, "<as_of>", as_of)
-        raw = self._read_tiles(wf, ents)
+        raw = self._read_tiles(wf, ents, _w.read_range(wf, t, [w for _, _, w in want]))
         out: list[Any] = []
         for ent, et in zip(ents, raw, strict=True):
             vals = _w.values_at(wf, et, t, want)
@@ -331,21 +331,28 @@ class WindowVerbs:
             out.append(vals)
         return out
 
-    def _read_tiles(self, wf: WindowFeatures, ents: list[str]) -> list[_w.EntityTiles]:
-        """Every entity's tiles: HGETALL sent IN_FLIGHT at a time on one connection, parsed
-        by numpy from the raw replies."""
+    def _read_tiles(
+        self, wf: WindowFeatures, ents: list[str], span: tuple[int, int] | None = None
+    ) -> list[_w.EntityTiles]:
+        """Every entity's tiles: HGETALL (or HMGET of the buckets ``span`` = (lo, hi) and the
+        retention mark, for reads at one time) sent IN_FLIGHT at a time on one connection,
+        parsed by numpy from the raw replies."""
         conn = self.online.direct.conn()
+        fields = [] if span is None else ["_d", *map(str, range(span[0], span[1] + 1))]
         raw: list[Any] = []
         try:
             pending = 0  # replies of the previous batch, read while the next one runs
             for lo in range(0, len(ents), IN_FLIGHT):
-                cmds = [
-                    ("HGETALL", self.keys.window_tiles(wf.name, escape_id(e)))
-                    for e in ents[lo : lo + IN_FLIGHT]
+                keys = [
+                    self.keys.window_tiles(wf.name, escape_id(e)) for e in ents[lo : lo + IN_FLIGHT]
                 ]
-                conn.send_packed_command(conn.pack_commands(cmds))
+                if span is None:
+                    packed = b"".join([pack("HGETALL", k) for k in keys])
+                else:
+                    packed = b"".join([pack("HMGET", k, *fields) for k in keys])
+                conn.send_packed_command([packed])
                 raw.extend(read_all(conn, pending))
-                pending = len(cmds)
+                pending = len(keys)
             raw.extend(read_all(conn, pending))
         except redis.RedisError as exc:
             conn.disconnect()  # replies may be pending: never reuse it half read
@@ -353,16 +360,18 @@ class WindowVerbs:
         except BaseException:
             conn.disconnect()  # Ctrl-C or a failed send: the same, replies may be pending
             raise
-        return [self._decoded(wf, e, r) for e, r in zip(ents, raw, strict=True)]
+        return [self._decoded(wf, e, r, span) for e, r in zip(ents, raw, strict=True)]
 
     @staticmethod
-    def _decoded(wf: WindowFeatures, ent: str, reply: Any) -> _w.EntityTiles:
+    def _decoded(
+        wf: WindowFeatures, ent: str, reply: Any, span: tuple[int, int] | None
+    ) -> _w.EntityTiles:
         """One entity's tiles; a key that is not a well-formed tile hash is named (every
         reply was read already, so the connection stays usable)."""
         if isinstance(reply, redis.ResponseError):
             raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {reply}")
         try:
-            return _w.decode(reply)
+            return _w.decode(reply) if span is None else _w.decode_range(reply, span[0])
         except (TypeError, ValueError) as exc:
             raise BackendError(
                 f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"

@@ -220,3 +220,60 @@ def test_get_many_gives_none_for_an_entity_whose_window_lost_tiles(store: Featur
     with pytest.raises(ConfigurationError, match="retention dropped"):
         store.get("w", "a", as_of=T0 + 1800)
     assert store.get_many("w", ["a"]) == [{"x_count_1h": 0, "x_sum_1h": 0.0}]
+
+
+# -- a read costs what the asked windows cover, not the largest window ----------------------
+
+
+def test_short_window_reads_only_its_buckets(store: FeatureStore) -> None:
+    store.apply(
+        WindowFeatures(
+            "r", entity="u", source="x", aggs=["count", "sum"], windows=["5m", "1d"], hop="1m"
+        )
+    )
+    ev = pd.DataFrame(
+        {
+            "entity_id": ["a"] * 1440,
+            "x": np.arange(1440.0),
+            "event_time": T0 - 60.0 * np.arange(1440),
+        }
+    )
+    store.record_many("r", ev)
+    short = store.get("r", "a", as_of=T0, features=["x_count_5m", "x_sum_5m"])
+    assert short == {"x_count_5m": 6, "x_sum_5m": float(sum(range(6)))}
+    # a tile outside the short window is malformed: only reads that cover it see it
+    key = store.keys.window_tiles("r", "a")
+    store.client.hset(key, str(T0 * 1000 // 60_000 - 600), b"short")
+    assert store.get("r", "a", as_of=T0, features=["x_sum_5m"]) == {"x_sum_5m": 15.0}
+    assert store.get_many("r", ["a", "b"], as_of=T0, features=["x_count_5m"]) == [
+        {"x_count_5m": 6},
+        {"x_count_5m": 0},
+    ]
+    with pytest.raises(BackendError, match="malformed"):
+        store.get("r", "a", as_of=T0, features=["x_sum_1d"])
+    store.client.hdel(key, str(T0 * 1000 // 60_000 - 600))
+    # the retention mark is read too: a short window reaching into dropped tiles is None
+    store.record("r", "a", 1.0, ts=T0 + 2 * 86_400)
+    assert store.get_many("r", ["a"], as_of=T0 + 120, features=["x_count_5m"]) == [None]
+    assert store.get_many("r", ["a"], as_of=T0 + 86_400, features=["x_count_5m"]) == [
+        {"x_count_5m": 0}
+    ]
+    assert store.get_many("r", ["a"], as_of=T0 + 2 * 86_400, features=["x_count_5m"]) == [
+        {"x_count_5m": 1}
+    ]
+
+
+def test_get_features_reads_only_the_asked_buckets(store: FeatureStore) -> None:
+    store.apply(
+        WindowFeatures("r", entity="u", source="x", aggs=["count"], windows=["5m", "1d"], hop="1m")
+    )
+    now = time.time()
+    store.record("r", "c", 1.0, ts=now - 30)
+    store.record("r", "c", 1.0, ts=now - 3600)
+    key = store.keys.window_tiles("r", "c")
+    store.client.hset(key, str(int(now) // 60 - 600), b"short")  # outside the 5m window
+    assert store.get_features(["c"], ["r:x_count_5m"]) == [{"x_count_5m": 1}]
+    store.client.hdel(key, str(int(now) // 60 - 600))
+    assert store.get_features(["c"], ["r:x_count_5m", "r:x_count_1d"]) == [
+        {"x_count_5m": 1, "x_count_1d": 2}
+    ]

@@ -162,8 +162,8 @@ class Script:
                 raise BackendError(
                     f"{type(exc).__name__} waiting for the server ({exc}): the outcome of "
                     f"{len(sent)} call(s) is unknown (the server may have run them); not sent "
-                    "again, since a replay would count them twice. Check the values before "
-                    "recording these events again"
+                    "again, since a replay could apply them twice. Check the stored values "
+                    "before trying again"
                 ) from exc
             retried = True
             conn.disconnect()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -91,10 +92,17 @@ class Script:
     prepares call k+1 while the server runs call k. If the server lost its script cache
     (restart, SCRIPT FLUSH), the calls that failed with NOSCRIPT did nothing: the script is
     loaded and they run again, in order.
+
+    ``idempotent``: running a call twice leaves the same state as running it once (view
+    writes: a repeated version is found and kept once). Only such calls are sent again after
+    a connection error or timeout while reading their replies, since the server may have run
+    them; other scripts (the window RECORD adds into tiles) raise BackendError saying the
+    outcome is unknown. A call whose send failed did not run and is always sent again.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, idempotent: bool = False) -> None:
         self.source = source
+        self.idempotent = idempotent
         self.sha = hashlib.sha1(source.encode()).hexdigest()
         self._loaded: set[int] = set()  # ids of connections known to have loaded it
 
@@ -103,8 +111,35 @@ class Script:
         conn: Any,
         calls: Iterable[tuple[list[str], list[Any]]],
         on_reply: Callable[[int, Any], None] | None = None,
+        *,
+        idempotent: bool | None = None,
     ) -> list[Any]:
-        """Run every call; ``on_reply(call index, reply)`` as each reply arrives."""
+        """Run every call; ``on_reply(call index, reply)`` as each reply arrives.
+        ``idempotent`` overrides the script's flag for these calls.
+
+        An error reply (WRONGTYPE, OOM, BUSY...) is raised only after every reply of the
+        batch was read, so the connection stays in step; any other exception (a raising
+        ``on_reply``, Ctrl-C, a dropped connection) disconnects it, since replies may still
+        be unread and would be taken as answers to the thread's next commands."""
+        try:
+            replay = self.idempotent if idempotent is None else idempotent
+            results = self._stream(conn, calls, on_reply, replay)
+        except BaseException:
+            conn.disconnect()
+            raise
+        errors = [r for r in results if isinstance(r, redis.ResponseError)]
+        if errors:
+            raise errors[0]
+        return results
+
+    def _stream(
+        self,
+        conn: Any,
+        calls: Iterable[tuple[list[str], list[Any]]],
+        on_reply: Callable[[int, Any], None] | None,
+        replay: bool,
+    ) -> list[Any]:
+        _check_idle(conn)
         if id(conn) not in self._loaded:
             conn.send_command("SCRIPT", "LOAD", self.source)
             conn.read_response()
@@ -113,13 +148,23 @@ class Script:
         results: list[Any] = []
         retried = False
 
-        def resend_after_drop() -> None:
-            # The server dropped an idle connection before answering anything: reconnect
-            # and send again what was sent (a replay is idempotent: same event times and
-            # values). Only once, and only before the first reply.
+        def resend_after_drop(reading: bool) -> None:
+            # A connection error or timeout before the first reply: reconnect and send again
+            # what was sent. Only once, and only before the first reply. After a failed
+            # send nothing sent so far was answered; calls sent before it may have run, so
+            # that is a replay too unless it was the first send.
             nonlocal retried
             if retried or results:
                 raise
+            if not replay and (reading or sent):
+                exc = sys.exc_info()[1]
+                conn.disconnect()
+                raise BackendError(
+                    f"{type(exc).__name__} waiting for the server ({exc}): the outcome of "
+                    f"{len(sent)} call(s) is unknown (the server may have run them); not sent "
+                    "again, since a replay could apply them twice. Check the stored values "
+                    "before trying again"
+                ) from exc
             retried = True
             conn.disconnect()
             for k, a in sent:
@@ -128,10 +173,11 @@ class Script:
         def read_one() -> None:
             try:
                 reply = conn.read_response()
-            except redis.exceptions.NoScriptError as exc:
+            except redis.ResponseError as exc:
+                # kept, not raised: the replies after it must still be read
                 reply = exc
             except (redis.ConnectionError, redis.TimeoutError):
-                resend_after_drop()
+                resend_after_drop(reading=True)
                 read_one()
                 return
             else:
@@ -146,24 +192,56 @@ class Script:
             try:
                 conn.send_packed_command([packed])
             except (redis.ConnectionError, redis.TimeoutError):
-                resend_after_drop()
+                resend_after_drop(reading=False)
                 conn.send_packed_command([packed])
             sent.append((keys, args))
             if len(sent) - len(results) > WINDOW:
                 read_one()
         while len(results) < len(sent):
             read_one()
-        failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+        failed = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
         if failed:
+            # NOSCRIPT calls did nothing: load the script and run them again, in order
             conn.send_command("SCRIPT", "LOAD", self.source)
             conn.read_response()
             for i in failed:
                 keys, args = sent[i]
                 conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                results[i] = conn.read_response()
+                try:
+                    results[i] = conn.read_response()
+                except redis.ResponseError as exc:
+                    results[i] = exc  # one reply per command: the connection is in step
+                    continue
                 if on_reply is not None:
                     on_reply(i, results[i])
         return results
+
+
+def _check_idle(conn: Any) -> None:
+    """Reconnect a connection the server closed while it sat idle (its timeout setting, a
+    restart), found before anything is sent: a read error after sending could then only
+    mean the outcome is unknown. One non-blocking recv; unexpected pending data (a reply
+    nobody read) is dropped with the connection too."""
+    if getattr(conn, "_sock", None) is None:
+        return
+    try:
+        stale = conn.can_read(timeout=0)
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        stale = True
+    if stale:
+        conn.disconnect()
+
+
+def read_all(conn: Any, n: int) -> list[Any]:
+    """``n`` pipelined replies, error replies kept in the list rather than raised, so that
+    a WRONGTYPE in the middle does not leave the later replies unread on the connection."""
+    out: list[Any] = []
+    for _ in range(n):
+        try:
+            out.append(conn.read_response())
+        except redis.ResponseError as exc:
+            out.append(exc)
+    return out
 
 
 def detect_capabilities(client: redis.Redis) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from .errors import BackendError, ConfigurationError
 from .keys import escape_id
 from .offline import plan
 from .types import Vector
-from .windows import decode, values_at
+from .windows import decode, decode_range, read_range, values_at
 
 if TYPE_CHECKING:
     from .store import FeatureStore
@@ -53,6 +53,7 @@ def get_features(
     first = wanted[0].res.name if wanted else wins[0].wf.name
     ents = [normalize_id(first, e, i) for i, e in enumerate(ids)]
     stored = [w for w in wanted if not w.res.view.on_read]
+    now_ms = now_us() // 1000
     try:
         # every stored view and window features in one round trip; on_read views are
         # computed from their source
@@ -61,9 +62,16 @@ def get_features(
             pipe.execute_command(
                 "MGET", *[store.keys.latest(w.res.name, escape_id(e)) for e in ents]
             )
-        for ww in wins:
+        # only the buckets the asked windows cover (HGETALL when that is most of them)
+        spans = [read_range(ww.wf, now_ms, [w for _, _, w in ww.by_feature()]) for ww in wins]
+        for ww, span in zip(wins, spans, strict=True):
+            fields = [] if span is None else ["_d", *map(str, range(span[0], span[1] + 1))]
             for e in ents:
-                pipe.hgetall(store.keys.window_tiles(ww.wf.name, escape_id(e)))
+                key = store.keys.window_tiles(ww.wf.name, escape_id(e))
+                if span is None:
+                    pipe.hgetall(key)
+                else:
+                    pipe.execute_command("HMGET", key, *fields)
         replies = pipe.execute() if ents and (stored or wins) else []
     except redis.RedisError as exc:
         raise BackendError(f"get_features: read failed: {exc}") from exc
@@ -76,10 +84,10 @@ def get_features(
             per_view[w.res.name] = derived.read(store, w.res, ents, w.features, None, False)
     for w in wanted:  # the serving log: counted and sampled per view
         store.quality.read(w.res, per_view[w.res.name], w.features)
-    now_ms = now_us() // 1000
-    for k, ww in enumerate(wins):
+    for k, (ww, span) in enumerate(zip(wins, spans, strict=True)):
         raw = replies[len(stored) + k * len(ents) : len(stored) + (k + 1) * len(ents)]
-        per_view[ww.wf.name] = [values_at(ww.wf, decode(r), now_ms, ww.by_feature()) for r in raw]
+        tiles = [decode(r) if span is None else decode_range(r, span[0]) for r in raw]
+        per_view[ww.wf.name] = [values_at(ww.wf, et, now_ms, ww.by_feature()) for et in tiles]
     columns = [
         (w.res.name, f, out) for w in wanted for f, out in zip(w.features, w.outputs, strict=True)
     ]

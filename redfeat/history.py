@@ -199,6 +199,9 @@ class Dumper:
         except redis.RedisError as exc:
             conn.disconnect()  # replies may still be in flight: start clean next time
             raise BackendError(f"view {name!r}: reading versions failed: {exc}") from exc
+        except BaseException:
+            conn.disconnect()  # a raising progress callback or Ctrl-C: replies are in flight
+            raise
         finally:
             if gc_was_on:
                 gc.enable()

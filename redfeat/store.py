@@ -383,7 +383,8 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
     ) -> dict[str, Any] | None:
         """Latest values of one entity (or as of a past time), typed by the schema."""
         if self._win(view):
-            return self._window_get_many(view, [entity_id], features, as_of, False)[0]  # type: ignore[no-any-return]
+            one = self._window_get_many(view, [entity_id], features, as_of, False, strict=True)
+            return one[0]  # type: ignore[no-any-return]
         if self.cache is not None and features is None and as_of is None:
             hit = self.cache.lookup(view, str(entity_id))
             if hit is not _CACHE_MISSING:

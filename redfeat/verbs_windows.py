@@ -14,14 +14,14 @@ import pyarrow as pa
 import redis
 
 from . import windows as _w
-from ._conn import Script
+from ._conn import Script, pack, read_all
 from ._time import now_us, to_us
 from .codec import normalize_id
 from .errors import BackendError, ConfigurationError, ConflictError, NotFoundError
 from .keys import escape_id
 from .schema import Entity, FeatureView
 from .timeseries.tiles import MEM, WIRE_BYTES, partials, to_wire
-from .window_rows import checked_events, events_table, finite
+from .window_rows import checked_events, events_table, finite, future_limit, refuse_future
 from .windows import WindowFeatures
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 Definition = Entity | FeatureView | WindowFeatures
-_RECORD = Script(_w.RECORD)
+_RECORD = Script(_w.RECORD)  # not idempotent: it adds into tiles, never replayed
 _TILE = struct.Struct("<IddddddII")  # timeseries.tiles.WIRE
 # definitions built from registry specs, reused while the registry holds the same spec object
 _BUILT: dict[str, tuple[dict[str, Any], WindowFeatures]] = {}
@@ -182,14 +182,17 @@ class WindowVerbs:
         ent = normalize_id(name, entity_id)
         v = finite(name, ent, value)
         t = self._event_ms(wf, ent, ts)
+        if t > future_limit(wf):
+            refuse_future(wf, [ent], [t], [None], 1)
         # one event's tile packed directly: numpy costs more than the round trip here
         b = t // wf.hop_ms
         off = t - b * wf.hop_ms
         key = self.keys.window_tiles(name, escape_id(ent))
         args = [wf.span, b, b, b, _TILE.pack(1, v, 0.0, v, v, v, v, off, off)]
         try:
+            # stream() reads every reply before raising, and disconnects on anything else
             dropped = _RECORD.stream(self.online.direct.conn(), [([key], args)])[0]
-        except redis.RedisError as exc:
+        except (redis.RedisError, BackendError) as exc:
             raise BackendError(f"window features {name!r}, entity {ent!r}: {exc}") from exc
         return int(dropped) == 0
 
@@ -273,10 +276,21 @@ class WindowVerbs:
             if progress is not None and (i % 1000 == 999 or i == len(st) - 1):
                 progress(int(events[i]), total)
 
+        conn = self.online.direct.conn()
         try:
-            replies = _RECORD.stream(self.online.direct.conn(), calls, report)
+            replies = _RECORD.stream(conn, calls, report)
+        except BackendError as exc:  # a timeout: the outcome is unknown
+            raise BackendError(f"window features {wf.name!r}: record_many: {exc}") from exc
         except redis.RedisError as exc:
-            raise BackendError(f"window features {wf.name!r}: record_many failed: {exc}") from exc
+            raise BackendError(
+                f"window features {wf.name!r}: record_many failed: {exc}; the other entities' "
+                "events were recorded"
+            ) from exc
+        except BaseException:
+            # stream() already disconnected; kept here so the rule holds if it changes:
+            # unread replies would answer the thread's next commands
+            conn.disconnect()
+            raise
         return RecordReport(total, len(st), sum(int(r) for r in replies))
 
     # -- reads ----------------------------------------------------------------------------
@@ -288,8 +302,12 @@ class WindowVerbs:
         features: Sequence[str] | None,
         as_of: Any,
         with_meta: bool,
+        *,
+        strict: bool = False,
     ) -> list[Any]:
-        """get / get_many of window features: dicts of output -> value at now or as_of."""
+        """get / get_many of window features: dicts of output -> value at now or as_of.
+        An entity whose windows need tiles retention dropped gets None (one such entity
+        must not fail a batch); ``strict`` (get of one entity) raises instead."""
         if with_meta:
             raise ConfigurationError(
                 f"window features {name!r}: with_meta is for views; window values have no "
@@ -300,11 +318,11 @@ class WindowVerbs:
         want = [(f, *wf.resolve(f)) for f in feats]
         ents = [normalize_id(name, e, i) for i, e in enumerate(ids)]
         t = now_us() // 1000 if as_of is None else self._event_ms(wf, "<as_of>", as_of)
-        raw = self._read_tiles(wf, ents)
+        raw = self._read_tiles(wf, ents, _w.read_range(wf, t, [w for _, _, w in want]))
         out: list[Any] = []
         for ent, et in zip(ents, raw, strict=True):
             vals = _w.values_at(wf, et, t, want)
-            if vals is None:
+            if vals is None and strict:
                 raise ConfigurationError(
                     f"window features {name!r}, entity {ent!r}: as_of {as_of!r} needs tiles "
                     "that retention dropped (it keeps the largest window + one hop back from "
@@ -313,26 +331,51 @@ class WindowVerbs:
             out.append(vals)
         return out
 
-    def _read_tiles(self, wf: WindowFeatures, ents: list[str]) -> list[_w.EntityTiles]:
-        """Every entity's tiles: HGETALL sent IN_FLIGHT at a time on one connection, parsed
-        by numpy from the raw replies."""
+    def _read_tiles(
+        self, wf: WindowFeatures, ents: list[str], span: tuple[int, int] | None = None
+    ) -> list[_w.EntityTiles]:
+        """Every entity's tiles: HGETALL (or HMGET of the buckets ``span`` = (lo, hi) and the
+        retention mark, for reads at one time) sent IN_FLIGHT at a time on one connection,
+        parsed by numpy from the raw replies."""
         conn = self.online.direct.conn()
-        out: list[_w.EntityTiles] = []
+        fields = [] if span is None else ["_d", *map(str, range(span[0], span[1] + 1))]
+        raw: list[Any] = []
         try:
             pending = 0  # replies of the previous batch, read while the next one runs
             for lo in range(0, len(ents), IN_FLIGHT):
-                cmds = [
-                    ("HGETALL", self.keys.window_tiles(wf.name, escape_id(e)))
-                    for e in ents[lo : lo + IN_FLIGHT]
+                keys = [
+                    self.keys.window_tiles(wf.name, escape_id(e)) for e in ents[lo : lo + IN_FLIGHT]
                 ]
-                conn.send_packed_command(conn.pack_commands(cmds))
-                out.extend(_w.decode(conn.read_response()) for _ in range(pending))
-                pending = len(cmds)
-            out.extend(_w.decode(conn.read_response()) for _ in range(pending))
+                if span is None:
+                    packed = b"".join([pack("HGETALL", k) for k in keys])
+                else:
+                    packed = b"".join([pack("HMGET", k, *fields) for k in keys])
+                conn.send_packed_command([packed])
+                raw.extend(read_all(conn, pending))
+                pending = len(keys)
+            raw.extend(read_all(conn, pending))
         except redis.RedisError as exc:
             conn.disconnect()  # replies may be pending: never reuse it half read
             raise BackendError(f"window features {wf.name!r}: read failed: {exc}") from exc
-        return out
+        except BaseException:
+            conn.disconnect()  # Ctrl-C or a failed send: the same, replies may be pending
+            raise
+        return [self._decoded(wf, e, r, span) for e, r in zip(ents, raw, strict=True)]
+
+    @staticmethod
+    def _decoded(
+        wf: WindowFeatures, ent: str, reply: Any, span: tuple[int, int] | None
+    ) -> _w.EntityTiles:
+        """One entity's tiles; a key that is not a well-formed tile hash is named (every
+        reply was read already, so the connection stays usable)."""
+        if isinstance(reply, redis.ResponseError):
+            raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {reply}")
+        try:
+            return _w.decode(reply) if span is None else _w.decode_range(reply, span[0])
+        except (TypeError, ValueError) as exc:
+            raise BackendError(
+                f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"
+            ) from None
 
     # -- mixing with views: get_features and training_frame -------------------------------
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._time import now_us
-from .errors import ConfigurationError
+from .errors import ConfigurationError, Problem, ValidationError
 from .keys import MAX_ID_BYTES
 from .windows import MAX_MS, WindowFeatures
 
@@ -29,6 +29,35 @@ def finite(name: str, entity: str, value: object) -> float:
             "nothing was recorded"
         )
     return v
+
+
+def future_limit(wf: WindowFeatures) -> int:
+    """Latest event time (ms) taken now: one hop ahead of this clock. Retention counts back
+    from an entity's newest tile, so an event two hops ahead would drop a tile the windows
+    at now still need (and one in 2199 would drop them all, and refuse every real event
+    after it as late); one hop ahead keeps exactly what a read at now needs, and allows for
+    producers whose clock runs a little ahead."""
+    return now_us() // 1000 + wf.hop_ms
+
+
+def refuse_future(
+    wf: WindowFeatures, ents: list[str], times_ms: list[int], rows: list[int | None], total: int
+) -> None:
+    """ValidationError for events past future_limit (the first 1,000 listed)."""
+    problems = [
+        Problem(
+            wf.name,
+            ent,
+            wf.source,
+            "future_event_time",
+            t,
+            f"window features {wf.name!r}: event time {t} ms is more than one hop "
+            f"({wf.hop_ms} ms) ahead of now; it would drop the tiles windows at now need",
+            row,
+        )
+        for ent, t, row in list(zip(ents, times_ms, rows, strict=True))[:1000]
+    ]
+    raise ValidationError(problems, outcome=f"{total} event(s) refused; nothing was recorded")
 
 
 def _ms_column(name: str, col: Any, column: str) -> np.ndarray:
@@ -141,5 +170,15 @@ def checked_events(
             raise ConfigurationError(
                 f"window features {wf.name!r}: row {i} (entity {ids[i].as_py()!r}) has an "
                 "event time outside 1970-01-01 .. 2200-01-01; nothing was recorded"
+            )
+        ahead = np.flatnonzero(ts > future_limit(wf))
+        if len(ahead):
+            first = ahead[:1000]
+            refuse_future(
+                wf,
+                [str(x) for x in ids.take(pa.array(first)).to_pylist()],
+                ts[first].tolist(),
+                first.tolist(),
+                len(ahead),
             )
     return ids, ts, vs

@@ -267,6 +267,27 @@ def decode(reply: list[bytes] | dict[bytes, bytes]) -> EntityTiles:
     return EntityTiles(_mem(ids, wire), lost)
 
 
+def read_range(wf: WindowFeatures, t_ms: int, window_ms: Iterable[int]) -> tuple[int, int] | None:
+    """Buckets [lo, hi] the asked windows at t read, or None when that is a good part of
+    what is kept (HGETALL is then as cheap): a short window must not cost as much as the
+    largest one."""
+    hi = t_ms // wf.hop_ms
+    lo = (t_ms - max(window_ms)) // wf.hop_ms
+    return None if (hi - lo + 1) * 4 > wf.span else (lo, hi)
+
+
+def decode_range(reply: list[bytes | None], lo: int) -> EntityTiles:
+    """An HMGET reply of fields '_d', lo, lo + 1, ..., hi (absent tiles are None)."""
+    lost = None if reply[0] is None else int(reply[0])
+    values = reply[1:]
+    present = [i for i, v in enumerate(values) if v is not None]
+    if not present:
+        return EntityTiles(np.zeros(0, MEM), lost)
+    ids = np.asarray(present, np.int64) + lo
+    wire = np.frombuffer(b"".join([values[i] for i in present]), WIRE)  # type: ignore[misc]
+    return EntityTiles(_mem(ids, wire), lost)
+
+
 def _mem(ids: np.ndarray, wire: np.ndarray) -> np.ndarray:
     out = np.empty(len(ids), MEM)
     for f in ("n", "sum", "m2", "min", "max", "first", "last"):

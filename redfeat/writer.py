@@ -65,7 +65,7 @@ class Writer:
         self.keys = keys
         self.direct = direct
         self.feed_cap = feed_cap  # 0: no change events
-        self.script = Script(scripts.WRITE)
+        self.script = Script(scripts.WRITE, idempotent=True)
 
     def _calls(
         self, res: Resolved, items: Iterable[_Item], mode: int, fields: str
@@ -135,7 +135,10 @@ class Writer:
                 progress(len(reply) // 2)
 
         try:
-            for reply in self.script.stream(conn, calls, step):
+            # plain writes and backfills dedupe a repeated version, so a replay after a
+            # timeout is safe; a compare-and-set replay would fail its own check and the
+            # caller would merge (increment) again
+            for reply in self.script.stream(conn, calls, step, idempotent=mode != 1):
                 out.extend(reply)
         except redis.ConnectionError as exc:
             conn.disconnect()

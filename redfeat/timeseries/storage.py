@@ -18,7 +18,7 @@ from .spec import SeriesSpec
 
 APPEND = Script(lua.APPEND)
 COMMIT = Script(lua.COMMIT)
-READ = Script(lua.READ)
+READ = Script(lua.READ, idempotent=True)  # reads only
 TRIM = Script(lua.TRIM)
 UNLOCK = Script(lua.UNLOCK)
 

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
+from rich.text import Text
 
 from ._time import duration_us
 from .embedded import EmbeddedServer
@@ -387,6 +388,7 @@ def alerts_run(
         try:
             while True:
                 started = time.monotonic()
+                alerts.errors.clear()
                 try:
                     done = alerts.evaluate()
                 except RedfeatError as exc:
@@ -395,6 +397,10 @@ def alerts_run(
                     # a server hiccup must not end the evaluator: report, try next round
                     console.print(f"[red]error:[/red] {exc}")
                     done = []
+                for rule, err in alerts.errors:  # rules that failed (the others ran)
+                    console.print(
+                        Text.assemble(("error:", "red"), f" alert {rule!r}: {err}"), soft_wrap=True
+                    )
                 for t in done:
                     style = _STATE_STYLE.get(t.to_state, "")
                     console.print(

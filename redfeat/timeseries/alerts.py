@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import math
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ from .tiles import aggregate, aggregate_points, coarsen
 
 log = logging.getLogger("redfeat.alerts")
 HISTORY_MAXLEN = 1000
+ERRORS_KEPT = 1000
 
 # KEYS: rules, state, ver. ARGV: name, rule JSON, replace flag, fresh state JSON.
 # A new or replaced rule starts at "ok"; its version moves on, so an evaluator still
@@ -142,7 +144,9 @@ class Alerts:
         self._registry = registry
         self._callbacks: builtins.list[Callable[[AlertTransition], None]] = []
         self._lock = threading.Lock()
-        self.errors: builtins.list[Exception] = []  # what callbacks raised (also logged)
+        # (rule name, exception): what a rule's evaluation or a callback raised (also
+        # logged); the last ERRORS_KEPT, so a long-running evaluator does not grow it
+        self.errors: deque[tuple[str, Exception]] = deque(maxlen=ERRORS_KEPT)
 
     @property
     def _keys(self) -> builtins.list[str]:
@@ -295,7 +299,8 @@ class Alerts:
         self, callback: Callable[[AlertTransition], None]
     ) -> Callable[[AlertTransition], None]:
         """Call ``callback`` with each transition this process's evaluations make (it can
-        decorate). A callback that raises is logged and kept in ``alerts.errors``."""
+        decorate). A callback that raises is logged and kept in ``alerts.errors`` as
+        (rule name, exception)."""
         with self._lock:
             self._callbacks.append(callback)
         return callback
@@ -303,24 +308,37 @@ class Alerts:
     def evaluate(self, now: Any = None) -> builtins.list[AlertTransition]:
         """Evaluate every rule at ``now`` (None: the clock; a datetime or epoch seconds
         otherwise) and return the transitions this call made, in rule-name order. A rule
-        already evaluated at ``now`` or later is skipped."""
+        already evaluated at ``now`` or later is skipped. A rule whose evaluation fails
+        (e.g. its series was re-created without the rollups an anomaly rule reads) is
+        logged, kept in ``alerts.errors`` as (name, exception) and skipped; the other
+        rules are still evaluated. A failure reading the rules themselves raises."""
         now_ms = _now_ms(now)
         rules, states, vers = self._read()
         out: builtins.list[AlertTransition] = []
         for name in sorted(rules):
-            rule = AlertRule.from_json(rules[name])
-            old = AlertState.from_json(states.get(name))
-            if old.evaluated_ms is not None and now_ms <= old.evaluated_ms:
-                # evaluated at this instant or later already (another evaluator on the same
-                # tick, or a clock behind): time only moves forward, once per instant
+            try:
+                t = self._evaluate_one(rules[name], states.get(name), vers.get(name, 0), now_ms)
+            except Exception as exc:  # one broken rule must not stop the rules after it
+                log.exception("alert %r: evaluation failed", name)
+                self.errors.append((name, exc))
                 continue
-            holds, value = self._measure(rule, now_ms)
-            new = step(rule, old, holds, value, now_ms)
-            t = self._commit(rule, old, new, vers.get(name, 0))
             if t is not None:
                 out.append(t)
                 self._notify(t)
         return out
+
+    def _evaluate_one(
+        self, raw_rule: bytes, raw_state: bytes | None, ver: int, now_ms: int
+    ) -> AlertTransition | None:
+        rule = AlertRule.from_json(raw_rule)
+        old = AlertState.from_json(raw_state)
+        if old.evaluated_ms is not None and now_ms <= old.evaluated_ms:
+            # evaluated at this instant or later already (another evaluator on the same
+            # tick, or a clock behind): time only moves forward, once per instant
+            return None
+        holds, value = self._measure(rule, now_ms)
+        new = step(rule, old, holds, value, now_ms)
+        return self._commit(rule, old, new, ver)
 
     def _measure(self, rule: AlertRule, now_ms: int) -> tuple[bool | None, float | None]:
         spec = self._registry.get(rule.series)
@@ -381,7 +399,7 @@ class Alerts:
                 cb(t)
             except Exception as exc:  # the transition is stored; one bad callback stops nothing
                 log.exception("alert %r: an on_transition callback failed", t.rule)
-                self.errors.append(exc)
+                self.errors.append((t.rule, exc))
 
 
 def _text(v: bytes | str) -> str:

@@ -56,3 +56,49 @@ def test_cli_alerts_run_reports_a_failing_rule(data_dir: Path) -> None:
         assert res.exit_code == 0, res.output
         assert "error: alert 'a_anom'" in res.output and "no rollups" in res.output
         assert "b_hot" in res.output and "firing" in res.output
+
+
+def test_cli_prints_markup_in_names_and_errors_literally(data_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from redfeat.cli import app
+
+    with FeatureStore(data_dir=data_dir) as store:
+        now = int(time.time())
+        feed(store.series("cpu[/x]"), now - 120, now, 100.0)
+        store.alerts.add("hot", "cpu[/x]", threshold=50, window="1m", for_=0)
+        feed(store.series("lat[bold]"), now - 120, now, 1.0)
+        store.alerts.add("a_anom", "lat[bold]", rule="anomaly", window="1m", baseline="1h")
+        store.series("lat[bold]").delete()
+        store.series("lat[bold]", rollups=()).add(1.0, now)  # its error names the series
+        env = {"REDFEAT_HOME": str(data_dir), "COLUMNS": "200"}
+        runner = CliRunner()
+        res = runner.invoke(app, ["alerts", "run", "--once"], env=env)
+        assert res.exit_code == 0, res.output
+        assert "hot (cpu[/x]): ok -> firing" in res.output
+        assert "'lat[bold]'" in res.output
+        res = runner.invoke(app, ["alerts", "list"], env=env)
+        assert res.exit_code == 0, res.output
+        assert "cpu[/x]" in res.output and "firing" in res.output
+        res = runner.invoke(app, ["alerts", "run", "--interval", "[/x]", "--once"], env=env)
+        assert res.exit_code == 2 and "[/x]" in res.output
+
+
+def test_quality_tables_print_brackets_in_reasons_literally() -> None:
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from redfeat.quality.drift import DriftReport, FeatureDrift, Thresholds
+    from redfeat.quality.health import HealthReport, ViewHealth
+    from redfeat.quality.tables import drift_table, health_table
+
+    f = FeatureDrift("x", "numeric", "drift", reasons=["psi [/red] high", "value [b]"])
+    drift = DriftReport("v", None, None, "drift", {"x": f}, Thresholds())
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    vh = ViewHealth("v", "warning", None, None, None, None, 1, 0, 0, 0, 0.0, [], ["[/] odd"])
+    console = Console(width=200, record=True)
+    console.print(drift_table(drift))
+    console.print(health_table(HealthReport.of(at, {"v": vh})))
+    out = console.export_text()
+    assert "psi [/red] high; value [b]" in out and "[/] odd" in out

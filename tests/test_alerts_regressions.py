@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from redfeat import ConfigurationError, FeatureStore
 from redfeat.timeseries import Series
@@ -102,3 +104,27 @@ def test_quality_tables_print_brackets_in_reasons_literally() -> None:
     console.print(health_table(HealthReport.of(at, {"v": vh})))
     out = console.export_text()
     assert "psi [/red] high; value [b]" in out and "[/] odd" in out
+
+
+def test_a_stale_evaluator_cannot_write_over_a_removed_and_re_added_rule(
+    store: FeatureStore, request: pytest.FixtureRequest
+) -> None:
+    feed(store.series("cpu"), T0, T0 + 60, 100.0)
+    store.alerts.add("hot", "cpu", threshold=50, window="1m", for_=None, cooldown=None)
+    other = FeatureStore(client=store.client, project=store.project)  # another process
+    request.addfinalizer(other.close)
+    measure = store.alerts._measure
+
+    def slow_measure(rule: Any, now_ms: int) -> Any:
+        out = measure(rule, now_ms)
+        # meanwhile another process replaces the rule by one that cannot hold
+        other.alerts.remove("hot")
+        other.alerts.add("hot", "cpu", threshold=1000, window="1m", for_=None, cooldown=None)
+        return out
+
+    store.alerts._measure = slow_measure  # type: ignore[method-assign]
+    assert store.alerts.evaluate(T0 + 59) == []  # the stale verdict is not written
+    st = other.alerts.get("hot")
+    assert st.state == "ok" and st.rule.threshold == 1000.0 and st.evaluated_at is None
+    assert other.alerts.history("hot") == []
+    assert other.alerts.evaluate(T0 + 59) == [] and other.alerts.get("hot").state == "ok"

@@ -2,7 +2,9 @@
 
 Keys (``rf:<project>:alerts:``): ``rules`` and ``state`` (hashes, rule name -> JSON of
 plain parameters / state), ``ver`` (hash, rule name -> state version), ``history:<name>``
-(a stream capped at ~1000 transitions) and the pub/sub channel ``events`` (JSON).
+(a stream capped at ~1000 transitions) and the pub/sub channel ``events`` (JSON). A
+version only grows: ``remove`` increments it rather than deleting it (one small field per
+name ever used), so a remove and re-add never brings an old version back.
 
 Every evaluator reads rule, state and version together, computes the next state, and
 writes it with a compare-and-set on the version (one Lua step that also appends the
@@ -220,14 +222,17 @@ class Alerts:
         return r
 
     def remove(self, name: str) -> None:
-        """Remove the rule, its state and its history."""
+        """Remove the rule, its state and its history (its version counter stays)."""
         check_alert_name(name)
         rules, state, ver = self._keys
         try:
             pipe = self._ctx.client.pipeline(transaction=True)
             pipe.hdel(rules, name)
             pipe.hdel(state, name)
-            pipe.hdel(ver, name)
+            # the version moves on (never deleted): a rule added again under this name
+            # continues from it, so an evaluator still holding the removed rule's
+            # version cannot pass the compare-and-set on the new rule
+            pipe.hincrby(ver, name, 1)
             pipe.unlink(self._ctx.keys.alert_history(name))
             gone = pipe.execute()[0]
         except redis.RedisError as exc:

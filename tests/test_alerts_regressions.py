@@ -128,3 +128,28 @@ def test_a_stale_evaluator_cannot_write_over_a_removed_and_re_added_rule(
     assert st.state == "ok" and st.rule.threshold == 1000.0 and st.evaluated_at is None
     assert other.alerts.history("hot") == []
     assert other.alerts.evaluate(T0 + 59) == [] and other.alerts.get("hot").state == "ok"
+
+
+def test_evaluate_refuses_a_now_far_ahead_of_the_clock(store: FeatureStore) -> None:
+    now = time.time()
+    feed(store.series("cpu"), int(now) - 120, int(now), 100.0)
+    store.alerts.add("hot", "cpu", threshold=50, window="1m", for_=None, cooldown=None)
+    with pytest.raises(ConfigurationError, match="ahead of this machine's clock"):
+        store.alerts.evaluate(now + 3600)
+    assert store.alerts.get("hot").evaluated_at is None  # nothing was stored
+    assert [t.to_state for t in store.alerts.evaluate(now + 30)] == ["firing"]  # tolerated
+    assert store.alerts.evaluate() == []  # the clock is behind now + 30: skipped, once
+
+
+def test_a_stored_future_evaluation_does_not_stop_real_time_evaluation(
+    store: FeatureStore,
+) -> None:
+    from redfeat.timeseries.alert_rules import AlertState
+
+    now = time.time()
+    feed(store.series("cpu"), int(now) - 120, int(now), 100.0)
+    store.alerts.add("hot", "cpu", threshold=50, window="1m", for_=None, cooldown=None)
+    # as an evaluate(now=<next year>) before the fix left it
+    future = AlertState(evaluated_ms=int((now + 365 * 86400) * 1000))
+    store.client.hset(store.keys.alerts("state"), "hot", future.to_json())
+    assert [t.to_state for t in store.alerts.evaluate()] == ["firing"]

@@ -49,6 +49,7 @@ from .tiles import aggregate, aggregate_points, coarsen
 log = logging.getLogger("redfeat.alerts")
 HISTORY_MAXLEN = 1000
 ERRORS_KEPT = 1000
+FUTURE_TOLERANCE_MS = 60_000  # how far an explicit ``now`` may run ahead of the clock
 
 # KEYS: rules, state, ver. ARGV: name, rule JSON, replace flag, fresh state JSON.
 # A new or replaced rule starts at "ok"; its version moves on, so an evaluator still
@@ -79,13 +80,22 @@ return id
 """)
 
 
-def _now_ms(now: Any) -> int:
+def _now_ms(now: Any, clock_ms: int) -> int:
     if now is None:
-        return now_us() // 1000
+        return clock_ms
     try:
-        return to_us(now, what="now") // 1000
+        ms = to_us(now, what="now") // 1000
     except ValueError as exc:
         raise ConfigurationError(f"alerts.evaluate: {exc}") from exc
+    if ms > clock_ms + FUTURE_TOLERANCE_MS:
+        # stored as the rule's last evaluation, a future instant would make every
+        # real-time evaluation before it a skip
+        raise ConfigurationError(
+            f"alerts.evaluate: now={now!r} is {(ms - clock_ms) / 1000:.0f} s ahead of this "
+            f"machine's clock (at most {FUTURE_TOLERANCE_MS // 1000} s is accepted); "
+            "evaluate at the present or in the past"
+        )
+    return ms
 
 
 def _finite_or_none(v: float) -> float | None:
@@ -313,16 +323,21 @@ class Alerts:
     def evaluate(self, now: Any = None) -> builtins.list[AlertTransition]:
         """Evaluate every rule at ``now`` (None: the clock; a datetime or epoch seconds
         otherwise) and return the transitions this call made, in rule-name order. A rule
-        already evaluated at ``now`` or later is skipped. A rule whose evaluation fails
+        already evaluated at ``now`` or later is skipped. ``now`` more than a minute ahead
+        of this machine's clock raises ConfigurationError (stored as the last evaluation,
+        it would stop real-time evaluation of every rule until then). A rule whose evaluation fails
         (e.g. its series was re-created without the rollups an anomaly rule reads) is
         logged, kept in ``alerts.errors`` as (name, exception) and skipped; the other
         rules are still evaluated. A failure reading the rules themselves raises."""
-        now_ms = _now_ms(now)
+        clock_ms = now_us() // 1000
+        now_ms = _now_ms(now, clock_ms)
         rules, states, vers = self._read()
         out: builtins.list[AlertTransition] = []
         for name in sorted(rules):
             try:
-                t = self._evaluate_one(rules[name], states.get(name), vers.get(name, 0), now_ms)
+                t = self._evaluate_one(
+                    rules[name], states.get(name), vers.get(name, 0), now_ms, clock_ms
+                )
             except Exception as exc:  # one broken rule must not stop the rules after it
                 log.exception("alert %r: evaluation failed", name)
                 self.errors.append((name, exc))
@@ -333,13 +348,16 @@ class Alerts:
         return out
 
     def _evaluate_one(
-        self, raw_rule: bytes, raw_state: bytes | None, ver: int, now_ms: int
+        self, raw_rule: bytes, raw_state: bytes | None, ver: int, now_ms: int, clock_ms: int
     ) -> AlertTransition | None:
         rule = AlertRule.from_json(raw_rule)
         old = AlertState.from_json(raw_state)
-        if old.evaluated_ms is not None and now_ms <= old.evaluated_ms:
+        last = old.evaluated_ms
+        if last is not None and now_ms <= last <= clock_ms + FUTURE_TOLERANCE_MS:
             # evaluated at this instant or later already (another evaluator on the same
-            # tick, or a clock behind): time only moves forward, once per instant
+            # tick, or a clock behind): time only moves forward, once per instant. A
+            # stored time far ahead of the clock (written before future ``now`` values
+            # were refused) is not trusted: it would stop the rule until then.
             return None
         holds, value = self._measure(rule, now_ms)
         new = step(rule, old, holds, value, now_ms)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from redfeat import FeatureStore, FeatureView, Field
+from redfeat import ConfigurationError, FeatureStore, FeatureView, Field
 from redfeat import types as t
 from redfeat.server import create_app
 
@@ -53,4 +53,41 @@ def test_page_says_what_is_wrong_with_a_time_out_of_range(
 
 def _err(resp: Any, status: int) -> str:
     assert resp.status_code == status, resp.text
-    return str(resp.json()["error"])
+    return str(resp.json()["message"])
+
+
+def test_a_body_over_the_limit_is_413(store: FeatureStore) -> None:
+    _users(store)
+    with TestClient(create_app(store, max_body_bytes=1000)) as http:
+        body = '{"ids": [' + ",".join(f'"u{i:08d}"' for i in range(200)) + "]}"
+        msg = _err(http.post("/views/users/get_many", content=body), 413)
+        assert "at most 1,000 bytes" in msg
+        # no Content-Length (chunked): counted as it arrives
+        chunks = (body[i : i + 100].encode() for i in range(0, len(body), 100))
+        _err(http.post("/views/users/get_many", content=chunks), 413)
+        resp = http.post("/views/users/get_many", json={"ids": ["u1"]})
+        assert resp.status_code == 200 and resp.json()["rows"] == [None]
+
+
+def test_too_many_ids_in_one_request_is_400(store: FeatureStore) -> None:
+    _users(store)
+    with TestClient(create_app(store, max_ids=10)) as http:
+        ids = [f"u{i}" for i in range(11)]
+        msg = _err(http.post("/views/users/get_many", json={"ids": ids}), 400)
+        assert "11 ids" in msg and "at most 10" in msg
+        _err(http.post("/features", json={"ids": ids, "features": ["users:spend"]}), 400)
+        resp = http.post("/views/users/get_many", json={"ids": ids[:10]})
+        assert resp.status_code == 200 and len(resp.json()["rows"]) == 10
+
+
+def test_default_limits_and_a_large_body_below_them(http: TestClient, store: FeatureStore) -> None:
+    from redfeat.server import MAX_BODY_BYTES, MAX_IDS
+
+    assert MAX_BODY_BYTES == 16 << 20 and MAX_IDS == 100_000
+    _users(store)
+    store.write("users", "u7", {"spend": 1.5})
+    ids = [f"user-{i:012d}" for i in range(60_000)] + ["u7"]  # ~1.3 MB: decoded off the loop
+    rows = http.post("/views/users/get_many", json={"ids": ids}).json()["rows"]
+    assert len(rows) == 60_001 and rows[-1] == {"spend": 1.5} and rows[0] is None
+    with pytest.raises(ConfigurationError, match="max_ids"):
+        create_app(store, max_ids=0)

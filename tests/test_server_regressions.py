@@ -91,3 +91,50 @@ def test_default_limits_and_a_large_body_below_them(http: TestClient, store: Fea
     assert len(rows) == 60_001 and rows[-1] == {"spend": 1.5} and rows[0] is None
     with pytest.raises(ConfigurationError, match="max_ids"):
         create_app(store, max_ids=0)
+
+
+def test_history_limit_out_of_range_is_400(http: TestClient, store: FeatureStore) -> None:
+    _users(store)
+    store.write("users", "u1", {"spend": 1.0})
+    for limit in ("99999999999999999999", str(2**31)):
+        msg = _err(http.get("/views/users/entities/u1/history", params={"limit": limit}), 400)
+        assert "limit must be an int in 1 .. 2,147,483,647" in msg
+    with pytest.raises(ConfigurationError, match="limit"):
+        store.history("users", "u1", limit=2**63)
+    resp = http.get("/views/users/entities/u1/history", params={"limit": str(2**31 - 1)})
+    assert resp.status_code == 200 and len(resp.json()["versions"]) == 1
+
+
+@pytest.mark.parametrize("threshold", ["nan", "inf", "-inf", "-1", "0"])
+def test_anomalies_refuse_a_threshold_that_is_not_finite_and_positive(
+    http: TestClient, store: FeatureStore, threshold: str
+) -> None:
+    s = store.series("cpu")
+    s.add(1.0, time.time())
+    q = {"start": "2026-01-01", "end": "2026-01-02", "threshold": threshold}
+    msg = _err(http.get("/series/cpu/anomalies", params=q), 400)
+    assert "threshold must be a finite number > 0" in msg
+    with pytest.raises(ConfigurationError, match="finite number > 0"):
+        s.anomalies(time.time() - 60, time.time(), threshold=float(threshold))
+    with pytest.raises(ConfigurationError, match="finite number > 0"):
+        s.is_anomalous(1.0, threshold=float(threshold))
+
+
+def test_refused_reads_say_nothing_was_read(store: FeatureStore) -> None:
+    from redfeat import ValidationError, WindowFeatures
+
+    _users(store)
+    store.apply(WindowFeatures("txn", entity="user", source="amount", aggs=["sum"], windows=["1h"]))
+    with pytest.raises(ConfigurationError, match="nothing was read") as bad_as_of:
+        store.get("txn", "u1", as_of="yesterday")
+    assert "recorded" not in str(bad_as_of.value)
+    for read in (
+        lambda: store.get("users", ""),
+        lambda: store.get_many("users", ["u1", ""]),
+        lambda: store.get("txn", ""),
+        lambda: store.history("users", ""),
+    ):
+        with pytest.raises(ValidationError, match="nothing was read"):
+            read()
+    with pytest.raises(ValidationError, match="nothing was written"):
+        store.write("users", "", {"spend": 1.0})

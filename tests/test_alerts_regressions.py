@@ -21,7 +21,9 @@ def feed(s: Series, start: int, end: int, value: float, step: int = 10) -> None:
     s.add_many(ts, np.full(len(ts), value))
 
 
-def test_a_failing_rule_does_not_stop_the_rules_after_it(store: FeatureStore) -> None:
+def test_a_failing_rule_does_not_stop_the_rules_after_it(
+    store: FeatureStore, caplog: pytest.LogCaptureFixture
+) -> None:
     a = store.series("a_lat")
     feed(a, T0 - 3600, T0 + 60, 1.0)
     store.alerts.add("a_anom", "a_lat", rule="anomaly", window="1m", baseline="1h")
@@ -37,6 +39,9 @@ def test_a_failing_rule_does_not_stop_the_rules_after_it(store: FeatureStore) ->
     assert name == "a_anom" and isinstance(err, ConfigurationError)
     store.alerts.evaluate(T0 + 60)  # every round: the failure again, the rest evaluated
     assert [n for n, _ in store.alerts.errors] == ["a_anom", "a_anom"]
+    failed = [r for r in caplog.records if "evaluation failed" in r.getMessage()]
+    assert len(failed) == 2 and all(r.exc_info is None for r in failed)  # no traceback spam
+    assert "no rollups" in failed[0].getMessage()
 
 
 def test_cli_alerts_run_reports_a_failing_rule(data_dir: Path) -> None:

@@ -29,7 +29,13 @@ import redis
 
 from .._conn import Script
 from .._time import Duration, from_us, now_us, to_us
-from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
+from ..errors import (
+    BackendError,
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    RedfeatError,
+)
 from . import analysis
 from .alert_rules import (
     AlertRule,
@@ -339,7 +345,10 @@ class Alerts:
                     rules[name], states.get(name), vers.get(name, 0), now_ms, clock_ms
                 )
             except Exception as exc:  # one broken rule must not stop the rules after it
-                log.exception("alert %r: evaluation failed", name)
+                if isinstance(exc, RedfeatError):  # says what is wrong: no traceback each round
+                    log.warning("alert %r: evaluation failed: %s", name, exc)
+                else:
+                    log.exception("alert %r: evaluation failed", name)
                 self.errors.append((name, exc))
                 continue
             if t is not None:

@@ -16,8 +16,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
+from rich.text import Text
 
 from ._time import duration_us
 from .embedded import EmbeddedServer
@@ -54,7 +56,7 @@ def server_start(
     info = EmbeddedServer(home, server_bin=server_bin, durability=durability).ensure(
         keep_running=True
     )
-    console.print(f"running: pid {info.pid}, {info.url()}, durability {info.durability}")
+    console.print(f"running: pid {info.pid}, {escape(info.url())}, durability {info.durability}")
 
 
 @server_app.command("stop")
@@ -72,7 +74,7 @@ def server_status(home: Home = ".redfeat") -> None:
         console.print("not running")
         raise typer.Exit(1)
     console.print(
-        f"running: pid {info.pid}, {info.url()}, durability {info.durability}, "
+        f"running: pid {info.pid}, {escape(info.url())}, durability {info.durability}, "
         f"{'kept running' if info.keep_running else 'stops with its last user'}"
     )
 
@@ -88,9 +90,9 @@ def views(
             h = v.history
             hist = str(h.count) if h.count is not None else f"{(h.duration_us or 0) / 86.4e9:g}d"
             table.add_row(
-                v.name,
-                v.entity,
-                ", ".join(f"{f.name}:{f.dtype!r}" for f in v.fields),
+                escape(v.name),
+                escape(v.entity),
+                escape(", ".join(f"{f.name}:{f.dtype!r}" for f in v.fields)),
                 str(v.ttl or "-"),
                 hist,
                 str(v.schema_version),
@@ -119,7 +121,7 @@ def get(
     with _open(url, project, home, server_bin) as store:
         row = store.get(view, entity_id)
         if row is None:
-            console.print(f"no values for {entity_id!r} in {view!r}")
+            console.print(escape(f"no values for {entity_id!r} in {view!r}"))
             raise typer.Exit(1)
         print(json.dumps({k: _jsonable(v) for k, v in row.items()}, indent=2))
 
@@ -138,15 +140,15 @@ def history(
     with _open(url, project, home, server_bin) as store:
         versions = store.history(view, entity_id, limit=limit)
         if not versions:
-            console.print(f"no versions for {entity_id!r} in {view!r}")
+            console.print(escape(f"no versions for {entity_id!r} in {view!r}"))
             raise typer.Exit(1)
-        table = Table("version", "event time", "written at", *versions[0].values)
+        table = Table("version", "event time", "written at", *map(escape, versions[0].values))
         for v in versions:
             table.add_row(
                 str(v.id),
                 v.event_time.isoformat(),
                 v.written_at.isoformat(),
-                *(str(_jsonable(x)) for x in v.values.values()),
+                *(escape(str(_jsonable(x))) for x in v.values.values()),
             )
         console.print(table)
 
@@ -173,7 +175,7 @@ def export(
 ) -> None:
     """Write every version of VIEW (event time in [start, end]) to a Parquet file."""
     with _open(url, project, home, server_bin) as store, _progress() as bar:
-        task = bar.add_task(f"reading {view}", total=None)
+        task = bar.add_task(escape(f"reading {view}"), total=None)
         n = store.export(
             view,
             out,
@@ -181,7 +183,7 @@ def export(
             end=_when(end),
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    console.print(f"{n:,} versions of {view!r} written to {out}")
+    console.print(escape(f"{n:,} versions of {view!r} written to {out}"))
 
 
 @app.command("training-frame")
@@ -211,7 +213,7 @@ def training_frame_cmd(
 
         def step(view: str, done: int, total: int) -> None:
             if view not in tasks:
-                tasks[view] = bar.add_task(f"reading {view}", total=total)
+                tasks[view] = bar.add_task(escape(f"reading {view}"), total=total)
             bar.update(tasks[view], completed=done)
 
         result = store.training_frame(
@@ -225,7 +227,7 @@ def training_frame_cmd(
             progress=step,
         )
     write_parquet(result, out)
-    console.print(f"{result.num_rows:,} rows x {len(refs)} features written to {out}")
+    console.print(escape(f"{result.num_rows:,} rows x {len(refs)} features written to {out}"))
 
 
 @app.command("worker")
@@ -243,15 +245,19 @@ def worker_cmd(
     names = None if views is None else [v.strip() for v in views.split(",") if v.strip()]
     with _open(url, project, home, server_bin) as store:
         worker = store.worker(names, group=group)
-        console.print(f"worker {worker.consumer} on {', '.join(worker.views) or 'no views'}")
+        console.print(
+            escape(f"worker {worker.consumer} on {', '.join(worker.views) or 'no views'}")
+        )
         with Live(console=console, refresh_per_second=4) as live:
 
             def show(stats: Any) -> None:
                 lag = ", ".join(f"{v}: {n}" for v, n in stats.lag.items()) or "-"
                 live.update(
-                    f"rows {stats.rows:,}  ({stats.rows_per_second:,.0f}/s)  batches "
-                    f"{stats.batches:,}  dead letters {stats.dead:,}  claimed {stats.claimed:,}"
-                    f"  lag {lag}"
+                    Text(
+                        f"rows {stats.rows:,}  ({stats.rows_per_second:,.0f}/s)  batches "
+                        f"{stats.batches:,}  dead letters {stats.dead:,}  claimed {stats.claimed:,}"
+                        f"  lag {lag}"
+                    )
                 )
 
             try:
@@ -383,23 +389,29 @@ def alerts_run(
     with _open(url, project, home, server_bin) as store:
         alerts = store.alerts
         if not once:
-            console.print(f"evaluating {len(alerts.list())} rule(s) every {interval}; Ctrl-C stops")
+            n = len(alerts.list())
+            console.print(escape(f"evaluating {n} rule(s) every {interval}; Ctrl-C stops"))
         try:
             while True:
                 started = time.monotonic()
+                alerts.errors.clear()
                 try:
                     done = alerts.evaluate()
                 except RedfeatError as exc:
                     if once:
                         raise
                     # a server hiccup must not end the evaluator: report, try next round
-                    console.print(f"[red]error:[/red] {exc}")
+                    console.print(f"[red]error:[/red] {escape(str(exc))}")
                     done = []
+                for rule, err in alerts.errors:  # rules that failed (the others ran)
+                    console.print(
+                        Text.assemble(("error:", "red"), f" alert {rule!r}: {err}"), soft_wrap=True
+                    )
                 for t in done:
                     style = _STATE_STYLE.get(t.to_state, "")
                     console.print(
-                        f"{_ts(t.at)}  {t.rule} ({t.series}): {t.from_state} -> "
-                        f"[{style}]{t.to_state}[/{style}]  value {_num(t.value)}"
+                        escape(f"{_ts(t.at)}  {t.rule} ({t.series}): {t.from_state} -> ")
+                        + f"[{style}]{t.to_state}[/{style}]  value {_num(t.value)}"
                     )
                 if once:
                     break
@@ -419,9 +431,9 @@ def alerts_list(
             style = _STATE_STYLE.get(a.state, "")
             state = f"[{style}]{a.state}[/{style}]" + (" (no data)" if a.no_data else "")
             table.add_row(
-                a.name,
-                a.rule.series,
-                a.rule.describe(),
+                escape(a.name),
+                escape(a.rule.series),
+                escape(a.rule.describe()),
                 f"{a.rule.for_ms / 1000:g}s",
                 state,
                 _ts(a.since),
@@ -443,7 +455,7 @@ def alerts_history(
     with _open(url, project, home, server_bin) as store:
         rows = store.alerts.history(name, limit=limit)
         if not rows:
-            console.print(f"no transitions for alert {name!r}")
+            console.print(escape(f"no transitions for alert {name!r}"))
             return
         table = Table("at", "from", "to", "value", "threshold")
         for t in rows:
@@ -470,7 +482,7 @@ def main() -> None:
     try:
         app()
     except RedfeatError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise SystemExit(2) from None
 
 

@@ -41,10 +41,23 @@ class Refuse(Exception):
 
 
 Check = Callable[[Any], Any]
+READ = "nothing was read"  # the outcome of a ValidationError raised by a read
 
 
-def normalize_id(view: str, entity_id: object, row: int | None = None) -> str:
-    """Entity ids are str or int; return the canonical string or raise ValidationError."""
+def normalize_id(
+    view: str, entity_id: object, row: int | None = None, *, outcome: str = "nothing was written"
+) -> str:
+    """Entity ids are str or int; return the canonical string or raise ValidationError
+    (``outcome`` ends its message: reads pass "nothing was read")."""
+    try:
+        return _normalize_id(view, entity_id, row)
+    except ValidationError as exc:
+        if outcome == "nothing was written":
+            raise
+        raise ValidationError(exc.problems, outcome=outcome) from None
+
+
+def _normalize_id(view: str, entity_id: object, row: int | None) -> str:
     if isinstance(entity_id, str):
         sid = entity_id
     elif isinstance(entity_id, int | np.integer) and not isinstance(entity_id, bool | np.bool_):

@@ -11,7 +11,7 @@ import redis
 
 from . import derived
 from ._time import now_us
-from .codec import normalize_id
+from .codec import READ, normalize_id
 from .errors import BackendError, ConfigurationError
 from .keys import escape_id
 from .offline import plan
@@ -51,7 +51,7 @@ def get_features(
             f"get_features: output names {outs} repeat; pass full_feature_names=True"
         )
     first = wanted[0].res.name if wanted else wins[0].wf.name
-    ents = [normalize_id(first, e, i) for i, e in enumerate(ids)]
+    ents = [normalize_id(first, e, i, outcome=READ) for i, e in enumerate(ids)]
     stored = [w for w in wanted if not w.res.view.on_read]
     now_ms = now_us() // 1000
     try:

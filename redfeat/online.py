@@ -13,7 +13,7 @@ from . import scripts
 from ._conn import Direct, Script
 from ._time import from_us, now_us, to_us
 from .batch import columns_of, encode_columns
-from .codec import Reader, encode, normalize_id
+from .codec import READ, Reader, encode, normalize_id
 from .errors import BackendError, ConflictError, Problem, ValidationError
 from .history import _HEAD, Version, from_latest, get_many_as_of, ttl_ok
 from .keys import Keys, escape_id, unescape_id
@@ -351,7 +351,7 @@ class Online:
         with_meta: bool,
     ) -> list[Any]:
         readers = res.codec.select(features)
-        ents = [normalize_id(res.name, e, i) for i, e in enumerate(entity_ids)]
+        ents = [normalize_id(res.name, e, i, outcome=READ) for i, e in enumerate(entity_ids)]
         latest, name = self.keys.latest, res.name
         keys = [latest(name, escape_id(e)) for e in ents]
         if not keys:

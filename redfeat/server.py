@@ -3,7 +3,9 @@
 JSON in and out (msgspec): datetimes as ISO 8601, vectors as lists, NaN and inf as null.
 Errors are JSON ``{"error", "message"}`` (plus ``problems`` for a ValidationError) with
 ValidationError 422, NotFoundError 404, ConflictError 409, ConfigurationError 400 and
-BackendError 503. Store calls block, so each runs in Starlette's thread pool.
+BackendError 503. Store calls block, so each runs in Starlette's thread pool (so do the
+decoding of a large body and the encoding of the bulk endpoints' answers). A body over
+``max_body_bytes`` (16 MB) is 413, more than ``max_ids`` ids (100,000) in one request 400.
 
 Entity ids and series names are read from the raw request path, one percent-encoded
 segment at a time, so that any id round-trips: ``{``, ``}``, ``:``, unicode, and ``/``
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
     from .store import FeatureStore
 
 T = TypeVar("T")
+MAX_BODY_BYTES = 16 << 20
+MAX_IDS = 100_000
+_DECODE_INLINE = 1 << 20  # bodies larger than this are decoded in the thread pool
 
 _STATUS: list[tuple[type[RedfeatError], int]] = [
     (ValidationError, 422),
@@ -81,6 +86,12 @@ class JSON(Response):
         return wire.encode(content)
 
 
+async def _json(content: Any, status_code: int = 200) -> Response:
+    """A JSON response encoded in the thread pool: a large one does not hold the loop."""
+    body = await run_in_threadpool(wire.encode, content)
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
 def _rest(request: Request, marker: str) -> list[str]:
     """The raw path's segments after ``marker``, each percent-decoded once (an encoded
     ``/`` stays inside its segment). A mount prefix (``root_path``) is skipped first."""
@@ -99,8 +110,10 @@ def _rest(request: Request, marker: str) -> list[str]:
 class Api:
     """The endpoints, bound to one store."""
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, max_body_bytes: int, max_ids: int) -> None:
         self.store = store
+        self.max_body_bytes = max_body_bytes
+        self.max_ids = max_ids
         # store.similar builds an index (with a change-event thread) on first use: two
         # first requests at once would build two and leak one, so first uses take turns
         self._index_lock = threading.Lock()
@@ -109,7 +122,29 @@ class Api:
         return await run_in_threadpool(fn, *args, **kwargs)
 
     async def _body(self, request: Request, typ: type[T]) -> T:
-        return wire.decode(await request.body(), typ)  # type: ignore[no-any-return]
+        limit = self.max_body_bytes
+        too_big = f"at most {limit:,} bytes are accepted (create_app(max_body_bytes=...))"
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"the request body is {int(declared):,} bytes; {too_big}")
+        chunks, size = [], 0
+        async for chunk in request.stream():  # counted as it arrives, whatever was declared
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"the request body is over {limit:,} bytes; {too_big}")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if size > _DECODE_INLINE:
+            return await run_in_threadpool(wire.decode, raw, typ)
+        return wire.decode(raw, typ)  # type: ignore[no-any-return]
+
+    def _ids(self, ids: list[str | int]) -> list[str | int]:
+        if len(ids) > self.max_ids:
+            raise ConfigurationError(
+                f"{len(ids):,} ids in one request; at most {self.max_ids:,} are accepted "
+                "(split the request, or create_app(max_ids=...))"
+            )
+        return ids
 
     # -- service --------------------------------------------------------------------
 
@@ -181,23 +216,23 @@ class Api:
         rows = await self._run(
             self.store.get_many,
             view,
-            body.ids,
+            self._ids(body.ids),
             features=body.features,
             as_of=wire.parse_time(body.as_of, "as_of"),
             with_meta=body.with_meta,
         )
         out = [wire.record(r) for r in rows] if body.with_meta else rows
-        return JSON({"view": view, "rows": out})
+        return await _json({"view": view, "rows": out})
 
     async def features(self, request: Request) -> Response:
         body = await self._body(request, wire.FeaturesBody)
         rows = await self._run(
             self.store.get_features,
-            body.ids,
+            self._ids(body.ids),
             body.features,
             full_feature_names=body.full_feature_names,
         )
-        return JSON({"ids": body.ids, "rows": rows})
+        return await _json({"ids": body.ids, "rows": rows})
 
     async def write(self, request: Request) -> Response:
         view = request.path_params["view"]
@@ -238,7 +273,7 @@ class Api:
                 on_error=body.on_error,
             )
 
-        return JSON(wire.write_report(await self._run(work)))
+        return await _json(wire.write_report(await self._run(work)))
 
     async def similar(self, request: Request) -> Response:
         view = request.path_params["view"]
@@ -368,7 +403,7 @@ class Api:
                     "scores": frame["score"].to_numpy(),
                 }
 
-            return JSON(await self._run(anomalies))
+            return await _json(await self._run(anomalies))
 
         bucket = q.get("bucket") or None
         agg = q.get("agg") or "avg"
@@ -384,7 +419,7 @@ class Api:
                 "values": vs,
             }
 
-        return JSON(await self._run(read))
+        return await _json(await self._run(read))
 
 
 async def _redfeat_error(request: Request, exc: Exception) -> Response:
@@ -408,10 +443,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSON({"error": "HTTPException", "message": exc.detail}, status_code=exc.status_code)
 
 
-def create_app(store: FeatureStore, *, close_store: bool = False) -> Starlette:
+def create_app(
+    store: FeatureStore,
+    *,
+    close_store: bool = False,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_ids: int = MAX_IDS,
+) -> Starlette:
     """The HTTP API and web page over ``store``. The caller keeps and closes the store,
-    unless ``close_store``: then the app closes it when the server shuts down."""
-    api = Api(store)
+    unless ``close_store``: then the app closes it when the server shuts down. A request
+    body over ``max_body_bytes`` is refused with 413, more than ``max_ids`` ids in one
+    get_many / features request with 400."""
+    for what, n in (("max_body_bytes", max_body_bytes), ("max_ids", max_ids)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigurationError(f"create_app: {what} must be an int >= 1, got {n!r}")
+    api = Api(store, max_body_bytes, max_ids)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -20,7 +20,7 @@ from . import transfer as _transfer
 from ._conn import detect_capabilities
 from .cache import _MISSING as _CACHE_MISSING
 from .cache import Cache
-from .codec import normalize_id
+from .codec import READ, normalize_id
 from .embedded import EmbeddedServer, ServerInfo
 from .errors import BackendError, ConfigurationError, NotFoundError
 from .history import Version
@@ -439,7 +439,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
             return self.online.get_many(res, ids, feats, with_meta)
         at = _history.as_of_us(view, as_of)
         readers = res.codec.select(feats)
-        ents = [normalize_id(view, e, i) for i, e in enumerate(ids)]
+        ents = [normalize_id(view, e, i, outcome=READ) for i, e in enumerate(ids)]
         versions = _history.get_many_as_of(self.client, self.keys, res, ents, at, readers)
         if not with_meta:
             return [None if v is None else v.values for v in versions]

@@ -18,7 +18,7 @@ from . import derived
 from ._time import from_us, to_us
 from .arrowio import versions_table
 from .batch import ColumnCheck, columns_of, encode_columns
-from .codec import decode, normalize_id
+from .codec import READ, decode, normalize_id
 from .errors import BackendError, ConfigurationError, Problem, ValidationError
 from .keys import Keys, unescape_id
 from .registry import Resolved
@@ -144,7 +144,7 @@ def versions(
     if entity_ids is None:
         ents = entities_of(store.client, store.keys, res)
     else:
-        ents = [normalize_id(view, e, i) for i, e in enumerate(entity_ids)]
+        ents = [normalize_id(view, e, i, outcome=READ) for i, e in enumerate(entity_ids)]
     table = store.dumper.versions(res, ents, start_us=lo, end_us=hi, progress=progress)
     if store.offline is not None:
         logged = store.offline.scan(res.view, start_us=lo, end_us=hi)

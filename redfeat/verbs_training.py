@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import history as _history
 from . import offline as _offline
 from . import transfer as _transfer
-from .codec import normalize_id
+from .codec import READ, normalize_id
 from .errors import ConfigurationError, NotFoundError
 from .history import Version
 from .metrics import timed
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .online import Online, Progress
     from .registry import Registry
     from .store import FeatureStore
+
+MAX_LIMIT = 2**31 - 1  # history limit: beyond it Redis refuses the count
 
 
 class TrainingVerbs:
@@ -44,10 +46,10 @@ class TrainingVerbs:
 
     def history(self, view: str, entity_id: str | int, *, limit: int = 10) -> list[Version]:
         """Stored versions of one entity, newest event time first."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigurationError(f"limit must be an int >= 1, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ConfigurationError(f"limit must be an int in 1 .. {MAX_LIMIT:,}, got {limit!r}")
         res = self.registry.get(view)
-        ent = normalize_id(view, entity_id)
+        ent = normalize_id(view, entity_id, outcome=READ)
         return _history.history(self.client, self.keys, res, ent, limit)
 
     def version(self, view: str, entity_id: str | int, version_id: int) -> Version:
@@ -65,7 +67,7 @@ class TrainingVerbs:
         """What changed between two versions (ids, or datetimes read as-of):
         ``{"added": {f: new}, "removed": {f: old}, "modified": {f: (old, new)}}``."""
         res = self.registry.get(view)
-        ent = normalize_id(view, entity_id)
+        ent = normalize_id(view, entity_id, outcome=READ)
         old = _history.version_at(self.client, self.keys, res, ent, a)
         new = _history.version_at(self.client, self.keys, res, ent, b)
         return _history.diff_values(old.values, new.values)

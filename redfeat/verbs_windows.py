@@ -16,7 +16,7 @@ import redis
 from . import windows as _w
 from ._conn import Script, pack, read_all
 from ._time import now_us, to_us
-from .codec import normalize_id
+from .codec import READ, normalize_id
 from .errors import BackendError, ConfigurationError, ConflictError, NotFoundError
 from .keys import escape_id
 from .schema import Entity, FeatureView
@@ -196,19 +196,20 @@ class WindowVerbs:
             raise BackendError(f"window features {name!r}, entity {ent!r}: {exc}") from exc
         return int(dropped) == 0
 
-    def _event_ms(self, wf: WindowFeatures, ent: str, ts: Any) -> int:
+    def _event_ms(
+        self, wf: WindowFeatures, ent: str, ts: Any, outcome: str = "nothing was recorded"
+    ) -> int:
         if ts is None:
             return now_us() // 1000
         try:
             us = to_us(ts, what="ts")
         except ValueError as exc:
             raise ConfigurationError(
-                f"window features {wf.name!r}, entity {ent!r}: {exc}; nothing was recorded"
+                f"window features {wf.name!r}, entity {ent!r}: {exc}; {outcome}"
             ) from None
         if us < 0:
             raise ConfigurationError(
-                f"window features {wf.name!r}, entity {ent!r}: ts {ts!r} is before 1970; "
-                "nothing was recorded"
+                f"window features {wf.name!r}, entity {ent!r}: ts {ts!r} is before 1970; {outcome}"
             )
         return us // 1000
 
@@ -316,8 +317,8 @@ class WindowVerbs:
         wf = self.window(name)
         feats = wf.features if features is None else list(features)
         want = [(f, *wf.resolve(f)) for f in feats]
-        ents = [normalize_id(name, e, i) for i, e in enumerate(ids)]
-        t = now_us() // 1000 if as_of is None else self._event_ms(wf, "<as_of>", as_of)
+        ents = [normalize_id(name, e, i, outcome=READ) for i, e in enumerate(ids)]
+        t = now_us() // 1000 if as_of is None else self._event_ms(wf, "<as_of>", as_of, READ)
         raw = self._read_tiles(wf, ents, _w.read_range(wf, t, [w for _, _, w in want]))
         out: list[Any] = []
         for ent, et in zip(ents, raw, strict=True):

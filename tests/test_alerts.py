@@ -315,7 +315,8 @@ def test_a_failing_callback_stops_nothing(store: FeatureStore) -> None:
 
     store.alerts.on_transition(lambda t: got.append(t.to_state))
     assert len(store.alerts.evaluate(T0 + 59)) == 1
-    assert got == ["firing"] and isinstance(store.alerts.errors[0], RuntimeError)
+    assert got == ["firing"] and store.alerts.errors[0][0] == "hot"
+    assert isinstance(store.alerts.errors[0][1], RuntimeError)
 
 
 def test_remove_and_replace(store: FeatureStore) -> None:

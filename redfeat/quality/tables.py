@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from .drift import DriftReport
@@ -19,14 +20,16 @@ def drift_table(report: DriftReport) -> Table:
     if report.start is not None and report.end is not None:
         span = f" {report.start:%Y-%m-%d %H:%M} .. {report.end:%Y-%m-%d %H:%M} UTC"
     verdict = f"[{STYLE[report.verdict]}]{report.verdict}[/]"
-    table = Table(title=f"drift of {report.view!r}{span}: {verdict}", title_justify="left")
+    table = Table(
+        title=f"drift of {escape(repr(report.view))}{span}: {verdict}", title_justify="left"
+    )
     table.add_column("feature", no_wrap=True)
     for col in ("verdict", "psi", "ks", "js", "null Δ", "out of range", "n"):
         table.add_column(col, justify="left" if col == "verdict" else "right")
     table.add_column("why", overflow="fold")
     for name, f in report.features.items():
         table.add_row(
-            name,
+            escape(name),
             f"[{STYLE[f.verdict]}]{f.verdict}[/]",
             _num(f.psi),
             _num(f.ks),
@@ -34,7 +37,7 @@ def drift_table(report: DriftReport) -> Table:
             _num(f.null_rate_change, "+.3f"),
             _num(f.out_of_range_rate, ".1%"),
             f"{f.current_count:,}",
-            "; ".join(f.reasons),
+            escape("; ".join(f.reasons)),
         )
     return table
 
@@ -50,12 +53,12 @@ def health_table(report: HealthReport) -> Table:
     table.add_column("why", overflow="fold")
     for name, v in report.views.items():
         table.add_row(
-            name,
+            escape(name),
             f"[{STYLE[v.status]}]{v.status}[/]",
             "-" if v.age_s is None else f"{v.age_s:,.0f} s",
             f"{v.writes:,}",
             f"{v.refused:,} ({v.failure_rate:.1%})",
             f"{v.reads:,}",
-            "; ".join(v.reasons),
+            escape("; ".join(v.reasons)),
         )
     return table

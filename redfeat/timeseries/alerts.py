@@ -2,7 +2,9 @@
 
 Keys (``rf:<project>:alerts:``): ``rules`` and ``state`` (hashes, rule name -> JSON of
 plain parameters / state), ``ver`` (hash, rule name -> state version), ``history:<name>``
-(a stream capped at ~1000 transitions) and the pub/sub channel ``events`` (JSON).
+(a stream capped at ~1000 transitions) and the pub/sub channel ``events`` (JSON). A
+version only grows: ``remove`` increments it rather than deleting it (one small field per
+name ever used), so a remove and re-add never brings an old version back.
 
 Every evaluator reads rule, state and version together, computes the next state, and
 writes it with a compare-and-set on the version (one Lua step that also appends the
@@ -17,6 +19,7 @@ import dataclasses
 import logging
 import math
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +29,13 @@ import redis
 
 from .._conn import Script
 from .._time import Duration, from_us, now_us, to_us
-from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
+from ..errors import (
+    BackendError,
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    RedfeatError,
+)
 from . import analysis
 from .alert_rules import (
     AlertRule,
@@ -45,6 +54,8 @@ from .tiles import aggregate, aggregate_points, coarsen
 
 log = logging.getLogger("redfeat.alerts")
 HISTORY_MAXLEN = 1000
+ERRORS_KEPT = 1000
+FUTURE_TOLERANCE_MS = 60_000  # how far an explicit ``now`` may run ahead of the clock
 
 # KEYS: rules, state, ver. ARGV: name, rule JSON, replace flag, fresh state JSON.
 # A new or replaced rule starts at "ok"; its version moves on, so an evaluator still
@@ -75,13 +86,22 @@ return id
 """)
 
 
-def _now_ms(now: Any) -> int:
+def _now_ms(now: Any, clock_ms: int) -> int:
     if now is None:
-        return now_us() // 1000
+        return clock_ms
     try:
-        return to_us(now, what="now") // 1000
+        ms = to_us(now, what="now") // 1000
     except ValueError as exc:
         raise ConfigurationError(f"alerts.evaluate: {exc}") from exc
+    if ms > clock_ms + FUTURE_TOLERANCE_MS:
+        # stored as the rule's last evaluation, a future instant would make every
+        # real-time evaluation before it a skip
+        raise ConfigurationError(
+            f"alerts.evaluate: now={now!r} is {(ms - clock_ms) / 1000:.0f} s ahead of this "
+            f"machine's clock (at most {FUTURE_TOLERANCE_MS // 1000} s is accepted); "
+            "evaluate at the present or in the past"
+        )
+    return ms
 
 
 def _finite_or_none(v: float) -> float | None:
@@ -142,7 +162,9 @@ class Alerts:
         self._registry = registry
         self._callbacks: builtins.list[Callable[[AlertTransition], None]] = []
         self._lock = threading.Lock()
-        self.errors: builtins.list[Exception] = []  # what callbacks raised (also logged)
+        # (rule name, exception): what a rule's evaluation or a callback raised (also
+        # logged); the last ERRORS_KEPT, so a long-running evaluator does not grow it
+        self.errors: deque[tuple[str, Exception]] = deque(maxlen=ERRORS_KEPT)
 
     @property
     def _keys(self) -> builtins.list[str]:
@@ -216,14 +238,17 @@ class Alerts:
         return r
 
     def remove(self, name: str) -> None:
-        """Remove the rule, its state and its history."""
+        """Remove the rule, its state and its history (its version counter stays)."""
         check_alert_name(name)
         rules, state, ver = self._keys
         try:
             pipe = self._ctx.client.pipeline(transaction=True)
             pipe.hdel(rules, name)
             pipe.hdel(state, name)
-            pipe.hdel(ver, name)
+            # the version moves on (never deleted): a rule added again under this name
+            # continues from it, so an evaluator still holding the removed rule's
+            # version cannot pass the compare-and-set on the new rule
+            pipe.hincrby(ver, name, 1)
             pipe.unlink(self._ctx.keys.alert_history(name))
             gone = pipe.execute()[0]
         except redis.RedisError as exc:
@@ -295,7 +320,8 @@ class Alerts:
         self, callback: Callable[[AlertTransition], None]
     ) -> Callable[[AlertTransition], None]:
         """Call ``callback`` with each transition this process's evaluations make (it can
-        decorate). A callback that raises is logged and kept in ``alerts.errors``."""
+        decorate). A callback that raises is logged and kept in ``alerts.errors`` as
+        (rule name, exception)."""
         with self._lock:
             self._callbacks.append(callback)
         return callback
@@ -303,24 +329,48 @@ class Alerts:
     def evaluate(self, now: Any = None) -> builtins.list[AlertTransition]:
         """Evaluate every rule at ``now`` (None: the clock; a datetime or epoch seconds
         otherwise) and return the transitions this call made, in rule-name order. A rule
-        already evaluated at ``now`` or later is skipped."""
-        now_ms = _now_ms(now)
+        already evaluated at ``now`` or later is skipped. ``now`` more than a minute ahead
+        of this machine's clock raises ConfigurationError (stored as the last evaluation,
+        it would stop real-time evaluation of every rule until then). A rule whose evaluation fails
+        (e.g. its series was re-created without the rollups an anomaly rule reads) is
+        logged, kept in ``alerts.errors`` as (name, exception) and skipped; the other
+        rules are still evaluated. A failure reading the rules themselves raises."""
+        clock_ms = now_us() // 1000
+        now_ms = _now_ms(now, clock_ms)
         rules, states, vers = self._read()
         out: builtins.list[AlertTransition] = []
         for name in sorted(rules):
-            rule = AlertRule.from_json(rules[name])
-            old = AlertState.from_json(states.get(name))
-            if old.evaluated_ms is not None and now_ms <= old.evaluated_ms:
-                # evaluated at this instant or later already (another evaluator on the same
-                # tick, or a clock behind): time only moves forward, once per instant
+            try:
+                t = self._evaluate_one(
+                    rules[name], states.get(name), vers.get(name, 0), now_ms, clock_ms
+                )
+            except Exception as exc:  # one broken rule must not stop the rules after it
+                if isinstance(exc, RedfeatError):  # says what is wrong: no traceback each round
+                    log.warning("alert %r: evaluation failed: %s", name, exc)
+                else:
+                    log.exception("alert %r: evaluation failed", name)
+                self.errors.append((name, exc))
                 continue
-            holds, value = self._measure(rule, now_ms)
-            new = step(rule, old, holds, value, now_ms)
-            t = self._commit(rule, old, new, vers.get(name, 0))
             if t is not None:
                 out.append(t)
                 self._notify(t)
         return out
+
+    def _evaluate_one(
+        self, raw_rule: bytes, raw_state: bytes | None, ver: int, now_ms: int, clock_ms: int
+    ) -> AlertTransition | None:
+        rule = AlertRule.from_json(raw_rule)
+        old = AlertState.from_json(raw_state)
+        last = old.evaluated_ms
+        if last is not None and now_ms <= last <= clock_ms + FUTURE_TOLERANCE_MS:
+            # evaluated at this instant or later already (another evaluator on the same
+            # tick, or a clock behind): time only moves forward, once per instant. A
+            # stored time far ahead of the clock (written before future ``now`` values
+            # were refused) is not trusted: it would stop the rule until then.
+            return None
+        holds, value = self._measure(rule, now_ms)
+        new = step(rule, old, holds, value, now_ms)
+        return self._commit(rule, old, new, ver)
 
     def _measure(self, rule: AlertRule, now_ms: int) -> tuple[bool | None, float | None]:
         spec = self._registry.get(rule.series)
@@ -381,7 +431,7 @@ class Alerts:
                 cb(t)
             except Exception as exc:  # the transition is stored; one bad callback stops nothing
                 log.exception("alert %r: an on_transition callback failed", t.rule)
-                self.errors.append(exc)
+                self.errors.append((t.rule, exc))
 
 
 def _text(v: bytes | str) -> str:

@@ -5,7 +5,9 @@ Too little baseline data is an explicit answer: InsufficientDataError, never a g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import redis
@@ -47,6 +49,21 @@ def default_threshold(method: str) -> float:
     if method not in METHODS:
         raise ConfigurationError(f"anomaly method {method!r} is not one of {METHODS}")
     return _THRESHOLDS[method]
+
+
+def threshold_for(method: str, threshold: Any, what: str) -> float:
+    """The score limit: the method's default for None, else a finite number > 0 (NaN or
+    inf would flag nothing, <= 0 everything)."""
+    limit = default_threshold(method)
+    if threshold is None:
+        return limit
+    ok = isinstance(threshold, int | float | np.integer | np.floating)
+    if isinstance(threshold, bool) or not ok or not math.isfinite(threshold) or threshold <= 0:
+        raise ConfigurationError(
+            f"{what}: threshold must be a finite number > 0 (or None for the method's "
+            f"default, {limit:g}), got {threshold!r}"
+        )
+    return float(threshold)
 
 
 def baseline_from_tiles(ctx: Ctx, spec: SeriesSpec, lo: int, hi: int) -> Baseline:

@@ -219,7 +219,7 @@ class Series:
         lo, hi = self._bounds(start, end)
         if lo is None or hi is None:
             raise ConfigurationError(f"series {self.name!r}: anomalies needs a start and end")
-        limit = analysis.default_threshold(method) if threshold is None else float(threshold)
+        limit = analysis.threshold_for(method, threshold, f"series {self.name!r}")
         base = self.baseline(lo, baseline)
         if method == "mad":
             r = next(r for r in self.spec.rollups if r.label == base.rollup)
@@ -245,7 +245,7 @@ class Series:
         before it (see ``anomalies``; for ``mad`` the value is judged as a bucket mean)."""
         v = finite_value(value, series=self.name)
         t = to_ms(datetime.now().astimezone() if ts is None else ts, series=self.name)
-        limit = analysis.default_threshold(method) if threshold is None else float(threshold)
+        limit = analysis.threshold_for(method, threshold, f"series {self.name!r}")
         score = analysis.score(self.baseline(t, baseline), np.array([v]), method, limit)[0]
         return bool(abs(score) > limit)
 

@@ -9,6 +9,7 @@ the view's newest event), ``series``, ``s_start``, ``s_end``, ``bucket`` (or ``r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -16,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._time import duration_us
-from ..errors import NotFoundError, RedfeatError
+from .._time import duration_us, from_us, to_us
+from ..errors import ConfigurationError, NotFoundError, RedfeatError
 from ..quality import HealthReport
 from ..timeseries import multi
 from ..timeseries.analysis import InsufficientDataError
@@ -28,6 +29,7 @@ from . import bins, svg, wire
 if TYPE_CHECKING:
     from ..store import FeatureStore
 
+log = logging.getLogger("redfeat.web")
 DAY = timedelta(days=1)
 BUCKETS = ("1s", "5s", "10s", "30s", "1m", "5m", "15m", "30m", "1h", "3h", "6h", "12h", "1d")
 MAX_BUCKETS = 400  # points on the line: enough detail for 760 px
@@ -67,10 +69,15 @@ def _age(seconds: float | None) -> str:
 
 
 def _when(params: dict[str, str], key: str) -> datetime | None:
+    """The time in ``params[key]`` (ISO or epoch seconds), in the range the library takes
+    (1900 .. 2200); anything else raises ConfigurationError, shown in the section."""
     v = wire.parse_time(params.get(key), key)
-    if v is None or isinstance(v, datetime):
-        return v
-    return datetime.fromtimestamp(v, UTC)
+    if v is None:
+        return None
+    try:
+        return from_us(to_us(v, what=key))
+    except (ValueError, OverflowError) as exc:
+        raise ConfigurationError(f"{exc} (use ISO 8601 or epoch seconds)") from None
 
 
 def _input(name: str, label: str, value: str, width: int = 25) -> str:
@@ -101,6 +108,9 @@ def _guarded(title: str, anchor: str, draw: Callable[[], str]) -> str:
         inner = draw()
     except RedfeatError as exc:
         inner = f'<p class="error">{_e(exc)}</p>'
+    except Exception as exc:  # a bug in one section must not fail the page: logged
+        log.exception("web page: section %r failed", title)
+        inner = f'<p class="error">this section failed ({_e(type(exc).__name__)}); see the log</p>'
     return f'<section id="{anchor}"><h2>{_e(title)}</h2>{inner}</section>'
 
 

@@ -120,9 +120,13 @@ def parse_time(value: str | float | int | None, what: str) -> datetime | float |
         return float(value)
     text = str(value).strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ConfigurationError(f"{what}: expected a finite time, got {text!r}")
+        return seconds
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

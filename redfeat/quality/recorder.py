@@ -14,6 +14,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import uuid
 import weakref
 from collections import Counter
@@ -33,7 +34,8 @@ HOUR_US = 3_600_000_000
 KEEP_MS = 90 * 24 * 3_600_000  # profiles and counters are kept 90 days after their last update
 COMPACT_AT = 8  # partial profiles in one hour's list before they are merged
 FOLD_AT = 512  # single-write rows buffered before they are folded into a profile
-FLUSH_AT = 1_000  # rows profiled since the last flush that wake the flush thread at once
+FLUSH_AT = 1_000  # rows profiled since the last flush that wake the flush thread early
+MIN_GAP = 0.5  # seconds between flushes under load: each one serializes every sketch
 
 log = logging.getLogger("redfeat.quality")
 
@@ -403,9 +405,16 @@ def _run(
     ref: weakref.ref[Recorder], stop: threading.Event, wake: threading.Event, interval: float
 ) -> None:
     # Holds only a weak reference: a store that is garbage collected stops its thread.
+    last = 0.0
     while not stop.is_set():
         wake.wait(interval)
+        # a busy writer wakes the thread on every batch: flush at most every MIN_GAP, so that
+        # serializing sketches does not compete with the writes for the interpreter
+        gap = MIN_GAP - (time.monotonic() - last)
+        if gap > 0:
+            stop.wait(gap)
         wake.clear()
+        last = time.monotonic()
         if stop.is_set():
             return
         rec = ref()

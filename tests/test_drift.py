@@ -276,6 +276,7 @@ def test_cli_drift_and_health(data_dir: Path) -> None:
         day = T0 + timedelta(days=2)
         moved = _rows(rng, day, 24, 50, spend=1.0)
         store.write_many("users", moved, event_time_column="event_time")
+        store.quality.flush()  # other processes see profiles after the next flush (<= 2 s)
         runner = CliRunner()
         env = {"REDFEAT_HOME": str(data_dir), "COLUMNS": "200"}
         base = ["--baseline-start", T0.isoformat(), "--baseline-end", day.isoformat()]

@@ -109,6 +109,7 @@ def _slow_store(client: redis.Redis, project: str) -> FeatureStore:
         else redis.Redis(
             host=kwargs["host"],
             port=kwargs["port"],
+            db=kwargs.get("db", 0),
             password=kwargs.get("password"),
             socket_timeout=0.2,
         )

@@ -420,8 +420,9 @@ def test_drift_and_profile_endpoints(http: TestClient, store: FeatureStore) -> N
         got = report["features"][name]
         assert got["verdict"] == f["verdict"] and got["current_count"] == f["current_count"]
         # KLL merges are randomised: two loads of the same hours agree within sketch error
+        # (~1,400 values a side here: a PSI near 0 moved by up to 0.031 between loads)
         if f["psi"] is not None:
-            assert got["psi"] == pytest.approx(f["psi"], rel=0.15, abs=0.03)
+            assert got["psi"] == pytest.approx(f["psi"], rel=0.15, abs=0.06)
         assert got["js"] == f["js"]  # exact category counts: no sketch error
     assert report["verdict"] == "drift" and report["baseline"]["from"] == "profiles"
     assert report["features"]["spend"]["verdict"] == "drift"

@@ -48,8 +48,8 @@ def test_psi_and_ks_match_numpy_and_scipy(shift: float) -> None:
     b, c = _num(base), _num(cur)
     # KLL's rank error (~1.3 %, randomised) bounds the difference to the exact computation:
     # measured over 30 runs: <= 0.004 at PSI 0.001, <= 13 % of PSI at 0.23, <= 7 % at 0.9
-    assert psi(b, c) == pytest.approx(_ref_psi(base, cur), rel=0.2, abs=0.01)
-    assert ks(b, c) == pytest.approx(stats.ks_2samp(base, cur).statistic, abs=0.02)
+    assert psi(b, c) == pytest.approx(_ref_psi(base, cur), rel=0.25, abs=0.01)
+    assert ks(b, c) == pytest.approx(stats.ks_2samp(base, cur).statistic, abs=0.025)
 
 
 def test_js_matches_scipy() -> None:

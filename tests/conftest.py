@@ -6,6 +6,7 @@ of that project are removed afterwards (bounded SCAN + UNLINK; nothing is flushe
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -107,9 +108,32 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+_PROJECTS: list[str] = []
+
+
 @pytest.fixture
 def project() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
+    name = f"t{uuid.uuid4().hex[:12]}"
+    _PROJECTS.append(name)
+    return name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _late_cleanup(embedded: ServerInfo) -> Iterator[None]:
+    """Stores a test opened and never closed flush their monitoring data later (in the
+    background, or at exit): clean every project once more at the end of the session."""
+    yield
+    from redfeat.quality.recorder import _flush_all
+
+    gc.collect()
+    _flush_all()
+    for backend in BACKENDS:
+        client = _client(backend, embedded)
+        try:
+            for name in _PROJECTS:
+                _cleanup(client, name)
+        finally:
+            client.close()
 
 
 @pytest.fixture

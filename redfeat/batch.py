@@ -139,7 +139,7 @@ def encode_columns(
     """Validate every row, then return a lazy stream of write items for the valid rows (so
     that encoding overlaps with the server's work), their count, and problems by row.
 
-    ``custom`` runs custom validators over the typed columns; ``out`` receives ``ids``,
+    ``custom`` runs custom validators over the typed columns; ``out`` receives
     ``ets`` (us), ``checked`` (field -> typed values) and ``warnings`` (for profiling)."""
     view = codec.name
     n = cols.n
@@ -285,7 +285,7 @@ def encode_columns(
     checked = {fname: slot_cols[slot] for fname, slot, _n, _c in codec.checks}
     warnings = custom(ids, checked, problems) if custom is not None else []
     if out is not None:
-        out.update(ids=ids, ets=ets, checked=checked, warnings=warnings)
+        out.update(ets=ets, checked=checked, warnings=warnings)
 
     def items() -> Iterator[tuple[str, int, bytes, None]]:
         rows = zip(map(escape_id, ids), ets, map(encode, zip(*slot_cols, strict=True)), strict=True)

@@ -10,7 +10,6 @@ event time) and the cache's own ``ttl``.
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -196,8 +195,3 @@ def _copy(values: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v.copy() if hasattr(v, "copy") and hasattr(v, "dtype") else v for k, v in values.items()
     }
-
-
-def wait_quiet(seconds: float = 0.05) -> None:
-    """Give the event thread a moment (used by tests and the demo)."""
-    time.sleep(seconds)

@@ -143,7 +143,7 @@ class Online:
     def _stored(self, res: Resolved, vid: int, status: int, et: int, payload: bytes) -> Version:
         v = _version(res, vid, et, payload)
         if self.quality is not None and status in (0, 1):  # new data, not a retry or a drop
-            self.quality.written(res, v)
+            self.quality.written(res, v, et)
         return v
 
     def write_many(

@@ -158,6 +158,11 @@ class Registry:
                 windows[name[7:]] = msgspec.json.decode(v)
         self._views, self._entities, self._gen = views, entities, gen
         self._windows = windows
+        deps: dict[str, list[Resolved]] = {}
+        for r in views.values():  # built once per registry load, not per write
+            if r.view.source is not None and not r.view.on_read:
+                deps.setdefault(r.view.source, []).append(r)
+        self._deps = deps
         self._checked = time.monotonic()
 
     def _maybe_refresh(self) -> None:
@@ -216,7 +221,7 @@ class Registry:
     def dependents(self, source: str) -> list[Resolved]:
         """Materialised derived views computed from ``source`` (from the cached registry)."""
         self._maybe_refresh()
-        return [r for r in self._views.values() if r.view.source == source and not r.view.on_read]
+        return self._deps.get(source, [])
 
     def record_transform(self, spec: dict[str, Any]) -> None:
         """Keep a custom transform's spec (name, inputs, outputs, code hash, created_at)."""

@@ -15,7 +15,6 @@ sent as ``%2F`` (``urllib.parse.quote(id, safe="")``).
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
@@ -116,7 +115,6 @@ class Api:
         self.max_ids = max_ids
         # store.similar builds an index (with a change-event thread) on first use: two
         # first requests at once would build two and leak one, so first uses take turns
-        self._index_lock = threading.Lock()
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await run_in_threadpool(fn, *args, **kwargs)
@@ -291,10 +289,7 @@ class Api:
                     index=body.index,
                 )
 
-            if (view, body.field, body.index) in self.store._indexes:
-                return search()
-            with self._index_lock:
-                return search()
+            return search()
 
         matches = await self._run(work)
         return JSON(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -107,6 +108,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         self.deriver = _derived.Deriver(self.transforms)
         self._caps: dict[str, Any] | None = None
         self._indexes: dict[tuple[str, str, str], VectorIndex] = {}
+        self._index_lock = threading.Lock()
         self.embedder = embedder  # texts -> vectors, for put_text / similar_texts
         self.cache: Cache | None = None
         if cache is not None:
@@ -388,7 +390,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         if self.cache is not None and features is None and as_of is None:
             hit = self.cache.lookup(view, str(entity_id))
             if hit is not _CACHE_MISSING:
-                self.quality.recorder.count(view, "reads")
+                self.quality.read_hit(view)
                 return hit  # type: ignore[no-any-return]
             res = self.registry.get(view)
             if not res.view.on_read:  # a known miss: fetch and cache it

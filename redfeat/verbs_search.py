@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,6 +29,7 @@ class SearchVerbs:
     registry: Registry
     online: Online
     _indexes: dict[tuple[str, str, str], VectorIndex]
+    _index_lock: threading.Lock
 
     def _fs(self) -> FeatureStore:
         return cast("FeatureStore", self)
@@ -63,12 +65,15 @@ class SearchVerbs:
         key = (view, field, index)
         idx = self._indexes.get(key)
         if idx is None:
-            if index == "server":
-                idx = ServerIndex(self._fs(), view, field, **index_options)
-            else:
-                idx = VectorIndex(self._fs(), view, field, index=index, **index_options)
-            idx.build()
-            self._indexes[key] = idx
+            with self._index_lock:  # concurrent first calls build one index, not two
+                idx = self._indexes.get(key)
+                if idx is None:
+                    if index == "server":
+                        idx = ServerIndex(self._fs(), view, field, **index_options)
+                    else:
+                        idx = VectorIndex(self._fs(), view, field, index=index, **index_options)
+                    idx.build()
+                    self._indexes[key] = idx
         return idx.search(query, k=k, where=where, include_values=include_values)
 
     @timed("put_text")

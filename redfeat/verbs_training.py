@@ -54,9 +54,11 @@ class TrainingVerbs:
 
     def version(self, view: str, entity_id: str | int, version_id: int) -> Version:
         """One version by id (NotFoundError if it is not, or no longer, kept)."""
-        for v in self.history(view, entity_id, limit=1_000_000):
-            if v.id == version_id:
-                return v
+        res = self.registry.get(view)
+        ent = normalize_id(view, entity_id, outcome=READ)
+        found = _history.find_version(self.client, self.keys, res, ent, version_id)
+        if found is not None:
+            return found
         raise NotFoundError(
             f"view {view!r}, entity {entity_id!r}: no version {version_id} "
             "(never written, or trimmed by the view's history setting)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from .codec import READ, normalize_id
 from .errors import BackendError, ConfigurationError, ConflictError, NotFoundError
 from .keys import escape_id
 from .schema import Entity, FeatureView
-from .timeseries.tiles import MEM, WIRE_BYTES, partials, to_wire
+from .timeseries.tiles import MEM, WIRE_BYTES, one_tile, partials, to_wire
 from .window_rows import checked_events, events_table, finite, future_limit, refuse_future
 from .windows import WindowFeatures
 
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 
 Definition = Entity | FeatureView | WindowFeatures
 _RECORD = Script(_w.RECORD)  # not idempotent: it adds into tiles, never replayed
-_TILE = struct.Struct("<IddddddII")  # timeseries.tiles.WIRE
 # definitions built from registry specs, reused while the registry holds the same spec object
 _BUILT: dict[str, tuple[dict[str, Any], WindowFeatures]] = {}
 READ_CHUNK = 2_000  # entities per read of a training frame
@@ -188,7 +186,7 @@ class WindowVerbs:
         b = t // wf.hop_ms
         off = t - b * wf.hop_ms
         key = self.keys.window_tiles(name, escape_id(ent))
-        args = [wf.span, b, b, b, _TILE.pack(1, v, 0.0, v, v, v, v, off, off)]
+        args = [wf.span, b, b, b, one_tile(v, off)]
         try:
             # stream() reads every reply before raising, and disconnects on anything else
             dropped = _RECORD.stream(self.online.direct.conn(), [([key], args)])[0]

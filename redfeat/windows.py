@@ -18,15 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from ._time import Duration, duration_us
+from ._time import MAX_US, Duration
 from .errors import ConfigurationError, NotFoundError
 from .schema import Entity, check_name
+from .timeseries.spec import duration_ms
 from .timeseries.tiles import MEM, WIRE
 
 AGGS = ("count", "sum", "avg", "min", "max", "std", "var", "first", "last")
 MAX_TILES = 16_384  # largest window / hop: bounds the tiles one read merges
 MIN_HOP_MS = 1_000
-MAX_MS = 7_258_118_400_000  # 2200-01-01, like every other event time of the store
+MAX_MS = MAX_US // 1000  # 2200-01-01, like every other event time of the store
 _UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
 
 
@@ -42,13 +43,6 @@ def _label(value: Duration, ms: int) -> str:
             "e.g. '90m' rather than '1.5h'"
         )
     return label
-
-
-def _ms(value: Duration, what: str) -> int:
-    us = duration_us(value, what=what)
-    if us % 1000:
-        raise ConfigurationError(f"{what}: {value!r} is not a whole number of milliseconds")
-    return us // 1000
 
 
 class WindowFeatures:
@@ -79,12 +73,12 @@ class WindowFeatures:
             raise ConfigurationError(
                 f"{where}: aggs {list(self.aggs)} must be distinct and taken from {list(AGGS)}"
             )
-        self.hop_ms = _ms(hop, f"{where}: hop")
+        self.hop_ms = duration_ms(hop, what=f"{where}: hop")
         if self.hop_ms < MIN_HOP_MS:
             raise ConfigurationError(f"{where}: hop {hop!r} is below the minimum of 1s")
         if isinstance(windows, str):
             raise ConfigurationError(f"{where}: windows must be a list like ['1h', '24h']")
-        pairs = [(_label(w, m := _ms(w, f"{where}: window")), m) for w in windows]
+        pairs = [(_label(w, m := duration_ms(w, what=f"{where}: window")), m) for w in windows]
         if not pairs:
             raise ConfigurationError(f"{where}: give at least one window")
         for label, m in pairs:

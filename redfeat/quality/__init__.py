@@ -19,10 +19,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
 import redis
 
 from .._time import duration_us, from_us, now_us, to_us
+from ..codec import _decoder_for
 from ..errors import (
     BackendError,
     ConfigurationError,
@@ -80,13 +80,12 @@ def _us(value: Any, what: str) -> int:
 
 
 def _readable(f: Field, col: list[Any]) -> list[Any]:
-    """Checked bulk values as a single write's values (datetimes, numpy vectors)."""
-    kind = f.dtype.kind
-    if kind == "Timestamp":
-        return [v if type(v) is not int else from_us(v) for v in col]
-    if kind == "Vector":
-        return [v if type(v) is not bytes else np.frombuffer(v, dtype="<f4") for v in col]
-    return col
+    """Checked bulk values as a read returns them (the codec's decoders: datetimes, numpy
+    vectors), as validators see them on every path."""
+    decode = _decoder_for(f.dtype)
+    if decode is None:
+        return col
+    return [None if v is None else decode(v) for v in col]
 
 
 class Quality:
@@ -252,10 +251,9 @@ class Quality:
 
     # -- recording hooks (called by the store) -----------------------------------------
 
-    def written(self, res: Resolved, version: Version) -> None:
-        """One new version stored (not a retry, not dropped late data)."""
+    def written(self, res: Resolved, version: Version, et: int) -> None:
+        """One new version stored (not a retry, not dropped late data), event time ``et`` us."""
         try:
-            et = to_us(version.event_time)
             self.recorder.count(res.name, "writes")
             self.recorder.saw(res.name, et)
             if self.config(res.name).profile:
@@ -273,8 +271,7 @@ class Quality:
             ets: list[int] = out["ets"]
             checked: dict[str, list[Any]] = out["checked"]
             statuses = flat[1::2]
-            valid = [i for i in range(len(ets)) if i not in refused] if refused else None
-            rows = range(len(ets)) if valid is None else valid
+            rows = [i for i in range(len(ets)) if i not in refused]  # in the order written
             keep = [i for i, s in zip(rows, statuses, strict=True) if s in (0, 1)]
             self.recorder.count(res.name, "writes", len(keep))
             self.recorder.count(res.name, "refused", len(refused))
@@ -289,6 +286,13 @@ class Quality:
                 self.recorder.add_columns(res.name, res.codec.fields, checked, ets)
         except Exception as exc:
             self._failed("recording a bulk write", exc)
+
+    def read_hit(self, view: str) -> None:
+        """Count a read served by the near cache (no values to profile)."""
+        try:
+            self.recorder.count(view, "reads")
+        except Exception as exc:
+            self._failed("recording a read", exc)
 
     def refused(self, view: str, n: int = 1) -> None:
         try:
@@ -448,8 +452,11 @@ class Quality:
             counts = self.recorder.counters(v.name, at - span, at + 1)
             report, problem = None, None
             try:
-                if self.baseline(v.name) is not None:
-                    report = self.drift(v.name, start=from_us(at - span), end=from_us(at + 1))
+                stored = self.baseline(v.name)  # read once, handed to drift
+                if stored is not None:
+                    report = self.drift(
+                        v.name, start=from_us(at - span), end=from_us(at + 1), baseline=stored[0]
+                    )
             except (RedfeatError, ValueError) as exc:  # one view's bad baseline: a reason
                 problem = f"drift check failed: {exc}"
             views[v.name] = assess(

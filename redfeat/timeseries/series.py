@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import redis
 
-from .._time import from_us
+from .._time import from_us, now_us
 from ..errors import BackendError, ConfigurationError
 from ..metrics import timed
 from . import analysis
 from .query import bucketed
 from .spec import SeriesRegistry, SeriesSpec, as_ms_array, as_values, finite_value, to_ms
 from .spec import duration_ms as _duration_ms
-from .storage import Ctx, raw_points
+from .storage import Ctx, base_keys, raw_points
 from .tiles import check_agg
 from .write import Writer, dedupe_batch
 
@@ -70,7 +70,7 @@ class Series:
     def add(self, value: float, ts: Any = None) -> int:
         """Add one point (``ts`` None: now); returns its timestamp in ms."""
         v = finite_value(value, series=self.name)
-        t = to_ms(datetime.now().astimezone() if ts is None else ts, series=self.name)
+        t = now_us() // 1000 if ts is None else to_ms(ts, series=self.name)
         self._writer.write_one(t, v)
         return t
 
@@ -244,7 +244,7 @@ class Series:
         """Whether ``value`` at ``ts`` (None: now) stands out from the baseline window
         before it (see ``anomalies``; for ``mad`` the value is judged as a bucket mean)."""
         v = finite_value(value, series=self.name)
-        t = to_ms(datetime.now().astimezone() if ts is None else ts, series=self.name)
+        t = now_us() // 1000 if ts is None else to_ms(ts, series=self.name)
         limit = analysis.threshold_for(method, threshold, f"series {self.name!r}")
         score = analysis.score(self.baseline(t, baseline), np.array([v]), method, limit)[0]
         return bool(abs(score) > limit)
@@ -265,13 +265,7 @@ def delete_series(ctx: Ctx, spec: SeriesSpec) -> None:
     e = spec.escaped
     try:
         pages: list[bytes] = ctx.client.zrange(ctx.keys.series_pages(e), 0, -1)  # type: ignore[assignment]
-        keys = [
-            ctx.keys.series(e),
-            ctx.keys.series_head(e),
-            ctx.keys.series_chunk_index(e),
-            ctx.keys.series_chunks(e),
-            ctx.keys.series_pages(e),
-        ]
+        keys = [*base_keys(ctx.keys, spec), ctx.keys.series_pages(e)]
         for m in pages:
             bucket_ms, page = m.decode().split(":")
             keys.append(ctx.keys.series_page(e, int(bucket_ms), int(page)))

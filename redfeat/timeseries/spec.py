@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 import redis
 
-from .._time import Duration, duration_us, to_us
+from .._time import MAX_US, MIN_US, Duration, duration_us, to_us
 from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
 from ..keys import MAX_ID_BYTES, Keys, escape_id
 
@@ -314,7 +314,7 @@ def as_ms_array(values: Any, *, series: str) -> np.ndarray:
         raise ConfigurationError(
             f"series {series!r}: timestamps must be datetimes or epoch seconds, got {arr.dtype}"
         )
-    lo, hi = -2_208_988_800_000, 7_258_118_400_000
+    lo, hi = MIN_US // 1000, MAX_US // 1000  # 1900 .. 2200, as every time of the store
     if len(ms) and (ms.min() < lo or ms.max() >= hi):
         raise ConfigurationError(f"series {series!r}: a timestamp is outside 1900..2200")
     return np.ascontiguousarray(ms, dtype=np.int64)

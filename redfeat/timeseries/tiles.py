@@ -9,6 +9,8 @@ pandas); a bucket of one point gives NaN.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from ..errors import ConfigurationError
@@ -43,6 +45,14 @@ WIRE = np.dtype(
     ]
 )
 WIRE_BYTES = WIRE.itemsize
+_ONE = struct.Struct("<IddddddII")  # WIRE, packed one at a time
+
+
+def one_tile(v: float, off: int) -> bytes:
+    """The stored tile of a single point ``v`` at ``off`` ms into its bucket."""
+    return _ONE.pack(1, v, 0.0, v, v, v, v, off, off)
+
+
 AGGS = ("avg", "sum", "min", "max", "count", "first", "last", "range", "std", "var")
 
 

@@ -36,7 +36,7 @@ from .chunks import (
 from .correct import Plan, finish, plan
 from .spec import SeriesRegistry, SeriesSpec
 from .storage import APPEND, COMMIT, UNLOCK, Ctx, State, base_keys, read_state, trim
-from .tiles import partials, rollup_partials, tile_args
+from .tiles import one_tile, partials, rollup_partials, tile_args
 
 SMALL = CHUNK_POINTS  # batches below this try the append path first
 TRIM_EVERY = 1024  # appends between retention passes (sealing and batches always trim)
@@ -45,7 +45,6 @@ BUSY_SECONDS = 10.0  # how long an append waits for a careful writer's lock
 LOCK_AFTER = 3  # failed attempts before a careful writer locks appends out
 LOCK_MS = 5000  # the lock's ttl: a crashed writer blocks appends at most this long
 _POINT = struct.Struct("<qd")
-_TILE = struct.Struct("<IddddddII")  # tiles.WIRE
 # tiles of one rollup for the server: (rollup index, tiles, 's' set | 'm' merge | 'r' replace)
 Group = tuple[int, np.ndarray, str]
 
@@ -268,7 +267,7 @@ class Writer:
             off = t - b * r.bucket_ms
             keys.append(self.ctx.keys.series_page(self.spec.escaped, r.bucket_ms, page))
             args += ["m", (page + 1) * r.page_ms, f"{r.bucket_ms}:{page}"]
-            args += [bytes((b - page * r.slots,)), _TILE.pack(1, v, 0.0, v, v, v, v, off, off)]
+            args += [bytes((b - page * r.slots,)), one_tile(v, off)]
         reply = self.ctx.run(APPEND, keys, args, what=self._what)
         if self._appended(reply) != 1:
             self.write(np.array([t], np.int64), np.array([v]))

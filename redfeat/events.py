@@ -133,7 +133,7 @@ class Subscription:
         self._cursors: dict[str, str | None] = {}
         self._closed = threading.Event()
         self._queue: queue.Queue[ChangeEvent | None] = queue.Queue()
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._reconnected = False
         # Where each feed ends now: after a lost connection, replay from the last event
         # delivered (or from here). With views=None, the views known at subscribe time.
@@ -197,9 +197,7 @@ class Subscription:
         while not self._closed.is_set():
             try:
                 self._pubsub.reset()
-                self._pubsub = self._client.pubsub(  # type: ignore[no-untyped-call]
-                    ignore_subscribe_messages=True
-                )
+                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 self._subscribe()
                 break
             except redis.RedisError:

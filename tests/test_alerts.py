@@ -279,7 +279,7 @@ def test_events_are_published(store: FeatureStore) -> None:
     s = store.series("cpu")
     feed(s, T0, T0 + 60, 95.0)
     store.alerts.add("hot", "cpu", threshold=90, window="1m", for_=0)
-    sub = store.client.pubsub()  # type: ignore[no-untyped-call]
+    sub = store.client.pubsub()
     try:
         sub.subscribe(store.alerts.channel)
         deadline = time.monotonic() + 5

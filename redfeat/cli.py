@@ -2,13 +2,15 @@
 
 REDFEAT_URL          use this server instead of the embedded one (redis://, rediss://, unix://)
 REDFEAT_PROJECT      project name (default "default")
-REDFEAT_HOME         data dir of the embedded server (default ./.redfeat)
+REDFEAT_HOME         data dir of the embedded server (default ./.redfeat; the library's
+                     FeatureStore() follows the same rule)
 REDFEAT_SERVER_BIN   a redis-server/valkey-server binary for the embedded server
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ._time import duration_us
-from .embedded import EmbeddedServer
+from .embedded import EmbeddedServer, default_home, holds_data
 from .errors import RedfeatError
 from .quality.tables import drift_table, health_table
 from .store import FeatureStore
@@ -33,43 +35,80 @@ app.add_typer(server_app, name="server")
 alerts_app = typer.Typer(help="Alert rules on time series.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
 console = Console()
+# Where the data is goes to stderr, so that stdout stays what the command prints (JSON...).
+notes = Console(stderr=True, highlight=False, soft_wrap=True)
 
-Home = Annotated[str, typer.Option(envvar="REDFEAT_HOME", help="embedded server data dir")]
+Home = Annotated[
+    str | None,
+    typer.Option(envvar="REDFEAT_HOME", help="data dir [default: ./.redfeat]"),
+]
 Bin = Annotated[str | None, typer.Option(envvar="REDFEAT_SERVER_BIN", help="server binary to run")]
 Url = Annotated[str | None, typer.Option(envvar="REDFEAT_URL", help="use this server instead")]
 Project = Annotated[str, typer.Option(envvar="REDFEAT_PROJECT", help="project name")]
 
 
-def _open(url: str | None, project: str, home: str, server_bin: str | None) -> FeatureStore:
+def _home(home: str | None) -> Path:
+    return default_home() if not home else Path(home).expanduser().resolve()
+
+
+def _open(url: str | None, project: str, home: str | None, server_bin: str | None) -> FeatureStore:
     if url:
+        notes.print(escape(f"server: {_redact(url)}, project {project!r}"))
         return FeatureStore.from_url(url, project=project)
-    return FeatureStore(project=project, data_dir=home, server_bin=server_bin)
+    path = _home(home)
+    empty = "" if holds_data(path) else " (holds no data yet: a new, empty store)"
+    notes.print(escape(f"data: {path}{empty}, project {project!r}"))
+    # the library says the same about an empty dir in a log line: printed once here
+    logging.getLogger("redfeat.home").setLevel(logging.ERROR)
+    return FeatureStore(project=project, data_dir=path, server_bin=server_bin)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    head, sep, tail = url.partition("://")
+    creds, at, rest = tail.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{head}{sep}{creds.split(':', 1)[0]}:***@{rest}"
 
 
 @server_app.command("start")
 def server_start(
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
     durability: Annotated[str, typer.Option(help="everysec or always")] = "everysec",
 ) -> None:
     """Start the embedded server and keep it running until `redfeat server stop`."""
-    info = EmbeddedServer(home, server_bin=server_bin, durability=durability).ensure(
-        keep_running=True
-    )
+    server = EmbeddedServer(_home(home), server_bin=server_bin, durability=durability)
+    info = server.ensure(keep_running=True)
+    console.print(escape(f"data: {server.dir}"), soft_wrap=True)
     console.print(f"running: pid {info.pid}, {escape(info.url())}, durability {info.durability}")
 
 
 @server_app.command("stop")
-def server_stop(home: Home = ".redfeat") -> None:
-    """Stop the embedded server (the append-only file is flushed first)."""
-    stopped = EmbeddedServer(home).stop()
+def server_stop(
+    home: Home = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="stop even while other processes are attached")
+    ] = False,
+) -> None:
+    """Stop the embedded server (the append-only file is flushed first).
+
+    Refuses while other processes use it, and names them; --force stops it anyway (their
+    stores then fail with BackendError until the server runs again)."""
+    server = EmbeddedServer(_home(home))
+    console.print(escape(f"data: {server.dir}"), soft_wrap=True)
+    stopped = server.stop(force=force)
     console.print("stopped" if stopped else "not running")
 
 
 @server_app.command("status")
-def server_status(home: Home = ".redfeat") -> None:
-    """Show whether the embedded server runs, and where."""
-    info = EmbeddedServer(home).status()
+def server_status(home: Home = None) -> None:
+    """Show whether the embedded server runs, where, and who is attached."""
+    server = EmbeddedServer(_home(home))
+    empty = "" if holds_data(server.dir) else " (holds no data yet)"
+    console.print(escape(f"data: {server.dir}{empty}"), soft_wrap=True)
+    info = server.status()
     if info is None:
         console.print("not running")
         raise typer.Exit(1)
@@ -77,11 +116,13 @@ def server_status(home: Home = ".redfeat") -> None:
         f"running: pid {info.pid}, {escape(info.url())}, durability {info.durability}, "
         f"{'kept running' if info.keep_running else 'stops with its last user'}"
     )
+    for line in server.attached():
+        console.print(escape(f"  attached: {line}"))
 
 
 @app.command("views")
 def views(
-    url: Url = None, project: Project = "default", home: Home = ".redfeat", server_bin: Bin = None
+    url: Url = None, project: Project = "default", home: Home = None, server_bin: Bin = None
 ) -> None:
     """List the registered feature views."""
     with _open(url, project, home, server_bin) as store:
@@ -114,7 +155,7 @@ def get(
     entity_id: str,
     url: Url = None,
     project: Project = "default",
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
 ) -> None:
     """Print the latest values of one entity as JSON."""
@@ -133,7 +174,7 @@ def history(
     limit: int = 10,
     url: Url = None,
     project: Project = "default",
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
 ) -> None:
     """Show the stored versions of one entity, newest first."""
@@ -170,7 +211,7 @@ def export(
     end: Annotated[str | None, typer.Option(help="ISO time, inclusive")] = None,
     url: Url = None,
     project: Project = "default",
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
 ) -> None:
     """Write every version of VIEW (event time in [start, end]) to a Parquet file."""
@@ -197,7 +238,7 @@ def training_frame_cmd(
     filter_by_written_at: bool = False,
     url: Url = None,
     project: Project = "default",
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
 ) -> None:
     """Point-in-time correct features for each (entity, time) row of ENTITIES."""
@@ -236,7 +277,7 @@ def worker_cmd(
     group: str = "redfeat",
     url: Url = None,
     project: Project = "default",
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
 ) -> None:
     """Consume the ingest streams (store.push): validate, transform, write; Ctrl-C stops."""
@@ -287,7 +328,7 @@ def drift_cmd(
     fail_on: Annotated[str | None, typer.Option(help="exit 1 at 'warning' or 'drift'")] = None,
     url: Url = None,
     project: Project = "default",
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
 ) -> None:
     """Drift of a view's features since a time, against its baseline."""
@@ -313,7 +354,7 @@ def health_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     url: Url = None,
     project: Project = "default",
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
 ) -> None:
     """Freshness, volumes, validation failures and drift of every view; exit 1 if critical."""
@@ -333,7 +374,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     url: Url = None,
     project: Project = "default",
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
 ) -> None:
     """Serve the HTTP API and the web page (uvicorn) until Ctrl-C or SIGTERM."""
@@ -378,7 +419,7 @@ def alerts_run(
     once: Annotated[bool, typer.Option("--once", help="evaluate once and exit")] = False,
     url: Url = None,
     project: Project = "default",
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
 ) -> None:
     """Evaluate every alert rule every INTERVAL and print the transitions; Ctrl-C stops."""
@@ -422,7 +463,7 @@ def alerts_run(
 
 @alerts_app.command("list")
 def alerts_list(
-    url: Url = None, project: Project = "default", home: Home = ".redfeat", server_bin: Bin = None
+    url: Url = None, project: Project = "default", home: Home = None, server_bin: Bin = None
 ) -> None:
     """The alert rules: series, condition, state, since when, last value."""
     with _open(url, project, home, server_bin) as store:
@@ -448,7 +489,7 @@ def alerts_history(
     limit: int = 20,
     url: Url = None,
     project: Project = "default",
-    home: Home = ".redfeat",
+    home: Home = None,
     server_bin: Bin = None,
 ) -> None:
     """The last transitions of alert NAME, oldest first."""
@@ -471,7 +512,7 @@ def alerts_history(
 
 
 @app.command("demo")
-def demo(home: Home = ".redfeat", server_bin: Bin = None, url: Url = None) -> None:
+def demo(home: Home = None, server_bin: Bin = None, url: Url = None) -> None:
     """Run the end-to-end demo (embedded server unless REDFEAT_URL is set)."""
     from .demo import run
 

@@ -1,6 +1,6 @@
 """The embedded server: a private Valkey (or any Redis-compatible binary) under a data dir.
 
-Files under ``data_dir`` (default ``./.redfeat``)::
+Files under the data dir (``default_home()``: ``$REDFEAT_HOME``, else ``./.redfeat``)::
 
     server.conf   generated config (0600: may hold the password)
     server.json   how to connect: pid, unix socket or 127.0.0.1 port + password (0600)
@@ -12,7 +12,8 @@ Files under ``data_dir`` (default ``./.redfeat``)::
 
 Every process that opens the same data dir attaches to the one running server. The server
 stops when the last store using it closes, unless it was started to keep running
-(``redfeat server start``); then ``redfeat server stop`` ends it.
+(``redfeat server start``); then ``redfeat server stop`` ends it, and refuses while other
+processes are attached unless forced.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -33,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from .errors import BackendError, ConfigurationError
+from .errors import BackendError, ConfigurationError, ConflictError
 
 DURABILITY = {"everysec": "everysec", "always": "always"}
 _SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
@@ -76,6 +78,21 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def default_home() -> Path:
+    """The data dir used when none is given, by the library and the CLI alike:
+    ``$REDFEAT_HOME`` if set, else ``.redfeat`` in the current directory (absolute)."""
+    return Path(os.environ.get("REDFEAT_HOME") or ".redfeat").expanduser().resolve()
+
+
+def holds_data(data_dir: str | os.PathLike[str]) -> bool:
+    """Whether a data dir has an append-only file, i.e. was ever written to by a server."""
+    aof = Path(data_dir) / "data" / "appendonlydir"
+    try:
+        return any(aof.iterdir())
+    except OSError:
+        return False
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -83,7 +100,13 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A daemonized server that exited is a zombie until init reaps it, which on some
+    # machines (a container's init) takes a second or more: it holds no files any more.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +123,13 @@ class ServerInfo:
     binary: str
 
     def client(self, **kwargs: Any) -> redis.Redis:
+        # A private server on this machine is there or not: retry briefly (a restart), then
+        # fail fast instead of redis-py's default back-off of several seconds. The socket
+        # path (or port) survives a restart, so the same client reconnects when it is back.
+        kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=0.1, base=0.01), 3))
+        # named after this process, so that `redfeat server stop` can say who is attached
+        kwargs.setdefault("client_name", f"redfeat-{os.getpid()}-client")
+        kwargs.setdefault("socket_connect_timeout", 2.0)
         if self.unix_socket:
             return redis.Redis(unix_socket_path=self.unix_socket, **kwargs)
         return redis.Redis(
@@ -117,7 +147,7 @@ class EmbeddedServer:
 
     def __init__(
         self,
-        data_dir: str | os.PathLike[str] = ".redfeat",
+        data_dir: str | os.PathLike[str] | None = None,
         *,
         server_bin: str | None = None,
         durability: str = "everysec",
@@ -127,7 +157,7 @@ class EmbeddedServer:
             raise ConfigurationError(
                 f"durability must be one of {sorted(DURABILITY)}, got {durability!r}"
             )
-        self.dir = Path(data_dir).resolve()
+        self.dir = default_home() if data_dir is None else Path(data_dir).expanduser().resolve()
         self.server_bin = server_bin
         self.durability = durability
         # server modules to load at start (e.g. a RediSearch .so for FT.* commands)
@@ -262,8 +292,9 @@ class EmbeddedServer:
             lines += ["port 0", f"unixsocket {_quote(str(sock))}", "unixsocketperm 700"]
         else:
             # The path is too long for a unix socket: loopback TCP with a random password.
-            password = secrets.token_urlsafe(32)
-            port = _free_port()
+            # A restart keeps the port and password while the port is free, so that stores
+            # still attached reconnect by themselves, as they do to a unix socket.
+            port, password = self._previous_tcp() or (_free_port(), secrets.token_urlsafe(32))
             lines += ["bind 127.0.0.1", f"port {port}", f"requirepass {_quote(password)}"]
         conf = self.dir / "server.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -309,17 +340,48 @@ class EmbeddedServer:
             f"see {self.dir / 'server.log'}"
         )
 
+    def _previous_tcp(self) -> tuple[int, str] | None:
+        try:
+            conf = (self.dir / "server.conf").read_text()
+        except OSError:
+            return None
+        port = re.search(r"^port (\d+)$", conf, re.M)
+        password = re.search(r'^requirepass "([A-Za-z0-9_-]+)"$', conf, re.M)
+        if port is None or password is None or not int(port[1]):
+            return None
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", int(port[1])))
+        except OSError:
+            return None
+        return int(port[1]), password[1]
+
     def _pidfile(self) -> int | None:
         try:
             return int((self.dir / "server.pid").read_text().strip())
         except (OSError, ValueError):
             return None
 
-    def stop(self, *, only_if_unused_by: str | None = None) -> bool:
-        """Stop the server, flushing the AOF. Returns False if none was running.
+    def attached(self) -> list[str]:
+        """The other processes connected to the running server, one line each (redfeat
+        names its connections ``redfeat-<pid>-...``); empty when none or not running."""
+        info = self._read_info()
+        if info is None or not self._answers(info):
+            return []
+        try:
+            with contextlib.closing(_admin(info, timeout=5)) as c:
+                return _describe_clients(c.client_list(), c.client_id())
+        except redis.RedisError as exc:
+            raise BackendError(f"could not list the embedded server's clients: {exc}") from exc
 
+    def stop(self, *, force: bool = False, only_if_unused_by: str | None = None) -> bool:
+        """Stop the server, flushing the append-only file. Returns False if none was running.
+
+        Refuses (``ConflictError``, naming them) while other processes are connected, unless
+        ``force``: their stores then fail fast with ``BackendError`` until it runs again.
         ``only_if_unused_by``: stop only if every connected client carries this client name
-        (the last store to close turns the server off; others keep it alive).
+        and the server was not started to keep running (the last store to close turns the
+        server off; others keep it alive); never raises for the others.
         """
         with self._locked():
             info = self._read_info()
@@ -331,14 +393,25 @@ class EmbeddedServer:
                     if only_if_unused_by is not None:
                         if info.keep_running:
                             return False
-                        clients = c.client_list()
                         me = c.client_id()
                         if any(
                             cl.get("name") != only_if_unused_by and int(cl["id"]) != me
-                            for cl in clients
+                            for cl in c.client_list()
                         ):
                             return False
+                    elif not force:
+                        others = _describe_clients(c.client_list(), c.client_id())
+                        if others:
+                            raise ConflictError(
+                                f"the embedded server of {self.dir} is in use by "
+                                f"{len(others)} other process(es): " + "; ".join(others) + ". "
+                                "Close them first, or stop it anyway with --force (force=True):"
+                                " their stores then fail with BackendError until the server "
+                                "runs again"
+                            )
                     with contextlib.suppress(redis.ConnectionError):
+                        # The server fsyncs the append-only file before it closes the
+                        # connection: every acknowledged write is on disk when this returns.
                         c.execute_command("SHUTDOWN")  # type: ignore[no-untyped-call]
             except redis.RedisError as exc:
                 raise BackendError(f"could not stop the embedded server: {exc}") from exc
@@ -356,7 +429,7 @@ class EmbeddedServer:
             while time.monotonic() < deadline:
                 if not _pid_alive(pid):
                     return
-                time.sleep(0.02)
+                time.sleep(0.002)
 
 
 def _admin(info: ServerInfo, *, timeout: float) -> redis.Redis:
@@ -365,6 +438,36 @@ def _admin(info: ServerInfo, *, timeout: float) -> redis.Redis:
     return info.client(
         socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
     )
+
+
+def _describe_clients(clients: list[dict[str, Any]], me: int) -> list[str]:
+    """Connections of other processes, grouped by process: 'pid 123 (redfeat serve): 2
+    connection(s)'. This process's own are left out: it knows what it stops."""
+    by_pid: dict[int, int] = {}
+    others: list[str] = []
+    for cl in clients:
+        if int(cl["id"]) == me:
+            continue
+        name = str(cl.get("name") or "")
+        parts = name.split("-")
+        if len(parts) >= 3 and parts[0] == "redfeat" and parts[1].isdigit():
+            if int(parts[1]) != os.getpid():
+                by_pid[int(parts[1])] = by_pid.get(int(parts[1]), 0) + 1
+        else:
+            named = f" named {name!r}" if name else ""
+            others.append(f"a client at {cl.get('addr') or '?'}{named}")
+    mine = [f"pid {pid} ({_cmdline(pid)}): {n} connection(s)" for pid, n in sorted(by_pid.items())]
+    return mine + others
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return "?"
+    text = " ".join(a.decode(errors="replace") for a in argv)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _free_port() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import threading
 import uuid
@@ -22,7 +23,7 @@ from ._conn import detect_capabilities
 from .cache import _MISSING as _CACHE_MISSING
 from .cache import Cache
 from .codec import READ, normalize_id
-from .embedded import EmbeddedServer, ServerInfo
+from .embedded import EmbeddedServer, ServerInfo, holds_data
 from .errors import BackendError, ConfigurationError, NotFoundError
 from .history import Version
 from .keys import Keys
@@ -42,6 +43,8 @@ from .verbs_training import TrainingVerbs
 from .verbs_windows import Definition, WindowVerbs
 from .writer import Record, Status, WriteReport
 
+_log = logging.getLogger("redfeat.home")
+
 
 def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> None:
     # Runs at close() or at interpreter exit for a store nobody closed.
@@ -54,7 +57,8 @@ def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> N
 class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVerbs, WindowVerbs):
     """Typed, versioned features on Redis.
 
-    ``FeatureStore()`` starts (or attaches to) a private server under ``./.redfeat``;
+    ``FeatureStore()`` starts (or attaches to) a private server under the data dir
+    (``data_dir``, else ``$REDFEAT_HOME``, else ``./.redfeat``);
     ``FeatureStore.from_url(url)`` uses any Redis >= 7.0 or Valkey; ``FeatureStore(client=...)``
     takes an existing redis-py client (and leaves closing it to you).
     """
@@ -63,7 +67,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         self,
         *,
         project: str = "default",
-        data_dir: str | os.PathLike[str] = ".redfeat",
+        data_dir: str | os.PathLike[str] | None = None,
         server_bin: str | None = None,
         durability: str = "everysec",
         client: redis.Redis | None = None,
@@ -81,6 +85,12 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         self._finalizer: weakref.finalize[Any, FeatureStore] | None = None
         if client is None:
             self.server = EmbeddedServer(data_dir, server_bin=server_bin, durability=durability)
+            if not holds_data(self.server.dir):
+                _log.warning(
+                    "redfeat: %s holds no data yet: starting an empty store there "
+                    "(data_dir= or REDFEAT_HOME open another)",
+                    self.server.dir,
+                )
             name = f"redfeat-{os.getpid()}-{uuid.uuid4().hex[:12]}"
             self.server_info, client = self.server.open(name)
             self._finalizer = weakref.finalize(self, _close_embedded, self.server, client, name)

@@ -57,7 +57,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
         start_new_session=True,
     )
     yield info
-    server.stop()
+    server.stop(force=True)
     watchdog.kill()
     watchdog.wait()
 
@@ -72,7 +72,7 @@ def search_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerIn
     server = EmbeddedServer(tmp_path_factory.mktemp("search"), modules=[so])
     info = server.ensure(keep_running=True)
     yield info
-    server.stop()
+    server.stop(force=True)
 
 
 @pytest.fixture

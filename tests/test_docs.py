@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import code
 import re
+import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -14,19 +18,39 @@ from redfeat.cli import app
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class _Repl(code.InteractiveConsole):
+    """The plain Python REPL, fed one line at a time as a paste would; records errors."""
+
+    def __init__(self) -> None:
+        super().__init__({"__name__": "__main__"})
+        self.errors: list[str] = []
+
+    def showsyntaxerror(self, filename: str | None = None, **kwargs: Any) -> None:
+        self.errors.append("".join(traceback.format_exception_only(*sys.exc_info()[:2])))
+
+    def showtraceback(self) -> None:
+        self.errors.append("".join(traceback.format_exception(*sys.exc_info())))
+
+
+def test_readme_blocks_each_run_alone_pasted_into_a_repl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every python block of the README, in order, each in a fresh REPL (its own imports,
+    no names from earlier blocks; a blank line inside an indented block would end it)."""
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) >= 3
+    assert len(blocks) >= 10
     monkeypatch.chdir(tmp_path)  # FeatureStore() puts its server under ./.redfeat
-    namespace: dict[str, object] = {}
-    try:
-        for block in blocks:
-            exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own docs
-    finally:
-        store = namespace.get("store")
+    monkeypatch.delenv("REDFEAT_HOME", raising=False)
+    for n, block in enumerate(blocks, 1):
+        repl = _Repl()
+        for line in block.splitlines():
+            repl.push(line)
+        repl.push("")  # the paste ends: close any open block
+        store = repl.locals.get("store")
         if isinstance(store, redfeat.FeatureStore):
             store.close()
+        assert not repl.errors, f"README python block {n}:\n{block}\n{repl.errors[0]}"
     assert redfeat.embedded.EmbeddedServer(tmp_path / ".redfeat").status() is None
 
 

@@ -285,7 +285,7 @@ def test_cli_drift_and_health(data_dir: Path) -> None:
         assert res.exit_code == 0, res.output
         assert "spend" in res.output and "drift" in res.output
         res = runner.invoke(app, ["drift", "users", *since, *base, "--json"], env=env)
-        assert json.loads(res.output)["features"]["spend"]["verdict"] == "drift"
+        assert json.loads(res.stdout)["features"]["spend"]["verdict"] == "drift"
         res = runner.invoke(app, ["drift", "users", *since, *base, "--fail-on", "drift"], env=env)
         assert res.exit_code == 1
         res = runner.invoke(app, ["drift", "users", "--since", "1d"], env=env)
@@ -293,7 +293,7 @@ def test_cli_drift_and_health(data_dir: Path) -> None:
         res = runner.invoke(app, ["health", "--json"], env=env)
         # no ttl and no max_age: an old newest event is not stale
         assert res.exit_code == 0, res.output
-        assert json.loads(res.output)["views"]["users"]["writes"] == 3600
+        assert json.loads(res.stdout)["views"]["users"]["writes"] == 3600
         store.quality.configure("users", max_age="1h")
         res = runner.invoke(app, ["health"], env=env)
         assert res.exit_code == 1 and "stale" in res.output

@@ -18,7 +18,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from redfeat import ConfigurationError, FeatureStore, FeatureView, Field
+from redfeat import ConfigurationError, ConflictError, FeatureStore, FeatureView, Field
 from redfeat import types as t
 from redfeat.cli import app
 from redfeat.embedded import EmbeddedServer
@@ -186,3 +186,206 @@ def test_cli_server_start_status_stop(data_dir: Path) -> None:
     assert stop.exit_code == 0 and "stopped" in stop.output
     status = runner.invoke(app, ["server", "status"], env=env)
     assert status.exit_code == 1 and "not running" in status.output
+
+
+# -- attached processes, stop refusal, fast close, the data-dir rule --------------------
+
+_HOLDER = """
+import sys, time
+from redfeat import BackendError, FeatureStore
+store = FeatureStore(data_dir=sys.argv[1])
+print("ready", flush=True)
+for line in sys.stdin:  # each line: read entity u and report what happened, and how fast
+    t0 = time.monotonic()
+    try:
+        got = store.get("v", "u")
+        print("ok", got["x"] if got else None, flush=True)
+    except BackendError as exc:
+        print("backend", round(time.monotonic() - t0, 3), str(exc).replace("\\n", " "), flush=True)
+store.close()
+"""
+
+
+def _ask(proc: subprocess.Popen[str]) -> list[str]:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("get\n")
+    proc.stdin.flush()
+    return proc.stdout.readline().split()
+
+
+def test_server_stop_refuses_while_attached_and_force_fails_fast(data_dir: Path) -> None:
+    runner = CliRunner()
+    env = {"REDFEAT_HOME": str(data_dir)}
+    assert runner.invoke(app, ["server", "start"], env=env).exit_code == 0
+    with FeatureStore(data_dir=data_dir) as store:
+        store.apply(VIEW)
+        store.write("v", "u", {"x": 1})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(data_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        assert _ask(holder) == ["ok", "1"]
+        status = runner.invoke(app, ["server", "status"], env=env)
+        assert f"pid {holder.pid}" in status.output
+        refused = runner.invoke(app, ["server", "stop"], env=env)
+        assert refused.exit_code != 0
+        assert isinstance(refused.exception, ConflictError)
+        assert f"pid {holder.pid}" in str(refused.exception)
+        assert "--force" in str(refused.exception)
+        assert EmbeddedServer(data_dir).status() is not None  # still running
+        assert _ask(holder) == ["ok", "1"]
+
+        forced = runner.invoke(app, ["server", "stop", "--force"], env=env)
+        assert forced.exit_code == 0 and "stopped" in forced.output
+        answer = _ask(holder)
+        assert answer[0] == "backend" and float(answer[1]) < 2.0, answer  # fails fast
+        # started again: the attached store reconnects by itself
+        assert runner.invoke(app, ["server", "start"], env=env).exit_code == 0
+        assert _ask(holder) == ["ok", "1"]
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+        EmbeddedServer(data_dir).stop(force=True)
+
+
+def test_close_returns_at_once_and_a_new_process_reads_every_write(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    # Each round: a process writes, closes (the last user: the server shuts down) and exits;
+    # the next process, started at once, must find every acknowledged write.
+    for rnd in range(4):
+        out = run_python(
+            f"""
+            from redfeat import FeatureStore, FeatureView, Field, types as t
+            s = FeatureStore(data_dir={str(data_dir)!r})
+            s.apply(FeatureView("v", entity="user", fields=[Field("x", t.Int)]))
+            seen = [s.get("v", "e1999")["x"], s.get("v", "last")["x"]] if {rnd} else []
+            rows = [{{"entity_id": f"e{{i}}", "x": {rnd} * 1000 + i}} for i in range(2000)]
+            s.write_many("v", rows)
+            s.write("v", "last", {{"x": {rnd}}})
+            s.close()
+            print(seen)
+            """,
+            tmp_path,
+        )
+        if rnd:
+            assert out.strip() == f"[{(rnd - 1) * 1000 + 1999}, {rnd - 1}]"  # the last round's
+        assert EmbeddedServer(data_dir).status() is None
+    with FeatureStore(data_dir=data_dir) as store:
+        assert store.get("v", "last") == {"x": 3}
+        got = store.get_many("v", [f"e{i}" for i in range(2000)])
+        assert [r["x"] for r in got] == [3000 + i for i in range(2000)]
+        assert len(store.history("v", "e0")) == 4
+
+
+def test_a_zombie_server_counts_as_stopped() -> None:
+    # An exited daemon stays a zombie until init reaps it (a second or more in some
+    # containers); waiting for that made close() take over a second.
+    from redfeat.embedded import _pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while _pid_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert not _pid_alive(child.pid)  # not reaped yet: a zombie
+        assert Path(f"/proc/{child.pid}").exists()
+    finally:
+        child.wait()
+    assert _pid_alive(os.getpid())
+
+
+def test_data_dir_rule_is_shared_by_library_and_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = tmp_path / "home"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("REDFEAT_HOME", str(home))
+    with caplog.at_level("WARNING", logger="redfeat.home"), FeatureStore() as store:
+        assert store.server is not None and store.server.dir == home.resolve()
+        assert "holds no data yet" in caplog.text and str(home) in caplog.text
+        store.apply(VIEW)
+        store.write("v", "u", {"x": 9})
+    assert not (elsewhere / ".redfeat").exists()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="redfeat.home"), FeatureStore() as store:
+        assert store.get("v", "u") == {"x": 9, "s": None}
+    assert "holds no data" not in caplog.text  # it has data now: nothing to say
+
+    runner = CliRunner()
+    got = runner.invoke(app, ["get", "v", "u"])  # REDFEAT_HOME from the environment
+    assert got.exit_code == 0, got.output
+    assert f"data: {home.resolve()}" in got.stderr and "no data" not in got.stderr
+    assert json.loads(got.stdout) == {"x": 9, "s": None}  # stdout stays JSON
+    status = runner.invoke(app, ["server", "status"])
+    assert f"data: {home.resolve()}" in status.output
+
+    # without REDFEAT_HOME: ./.redfeat of the current directory, and the CLI says it is empty
+    monkeypatch.delenv("REDFEAT_HOME")
+    views = runner.invoke(app, ["views"])
+    assert views.exit_code == 0, views.output
+    assert f"data: {(elsewhere / '.redfeat').resolve()} (holds no data yet" in views.stderr
+    assert EmbeddedServer(elsewhere / ".redfeat").status() is None
+
+
+def test_http_server_answers_503_while_stopped_then_recovers(data_dir: Path) -> None:
+    import socket
+
+    import httpx2
+
+    runner = CliRunner()
+    env = {"REDFEAT_HOME": str(data_dir)}
+    assert runner.invoke(app, ["server", "start"], env=env).exit_code == 0
+    with FeatureStore(data_dir=data_dir) as store:
+        store.apply(VIEW)
+        store.write("v", "u", {"x": 4})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    exe = Path(sys.executable).with_name("redfeat")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/views/v/entities/u"
+    try:
+        assert proc.stdout is not None and "serving" in proc.stdout.readline()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                resp = httpx2.get(url, timeout=2)
+                break
+            except httpx2.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        assert resp.status_code == 200 and resp.json()["values"]["x"] == 4
+        assert runner.invoke(app, ["server", "stop"], env=env).exit_code != 0  # in use
+        assert runner.invoke(app, ["server", "stop", "--force"], env=env).exit_code == 0
+        t0 = time.monotonic()
+        down = httpx2.get(url, timeout=10)
+        assert down.status_code == 503 and down.json()["error"] == "BackendError"
+        assert time.monotonic() - t0 < 2.0  # fails fast, never hangs
+        assert runner.invoke(app, ["server", "start"], env=env).exit_code == 0
+        again = httpx2.get(url, timeout=10)
+        assert again.status_code == 200 and again.json()["values"]["x"] == 4
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        EmbeddedServer(data_dir).stop(force=True)

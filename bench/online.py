@@ -24,7 +24,7 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import EmbeddedServer
+from redfeat.core.embedded import EmbeddedServer
 
 
 def timings(fn: Callable[[], object], rounds: int) -> tuple[float, float]:

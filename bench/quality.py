@@ -25,7 +25,7 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import EmbeddedServer
+from redfeat.core.embedded import EmbeddedServer
 
 VIEW = FeatureView(
     "users",

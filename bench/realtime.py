@@ -28,8 +28,8 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.cache import Cache
-from redfeat.embedded import EmbeddedServer
+from redfeat.core.embedded import EmbeddedServer
+from redfeat.realtime.cache import Cache
 
 VIEW = FeatureView("clicks", entity="user", fields=[Field("n", t.Int), Field("sent_ns", t.Int)])
 

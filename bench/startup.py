@@ -32,7 +32,7 @@ from redis.retry import Retry
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import EmbeddedServer, default_binary
+from redfeat.core.embedded import EmbeddedServer, default_binary
 
 BIN = Path(sys.executable).parent
 

@@ -26,7 +26,7 @@ import numpy as np
 import redis
 
 from redfeat import FeatureStore
-from redfeat.embedded import EmbeddedServer
+from redfeat.core.embedded import EmbeddedServer
 from redfeat.timeseries import Series
 from redfeat.timeseries.tiles import aggregate, partials
 

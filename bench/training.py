@@ -22,7 +22,7 @@ import pandas as pd
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import EmbeddedServer
+from redfeat.core.embedded import EmbeddedServer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 VIEWS = {"va": None, "vb": timedelta(hours=6), "vc": None}

@@ -29,8 +29,8 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import EmbeddedServer, search_module
-from redfeat.server_index import ServerIndex
+from redfeat.core.embedded import EmbeddedServer, search_module
+from redfeat.vectors.server_index import ServerIndex
 
 
 def qps(fn: Any, queries: np.ndarray, seconds: float = 3.0) -> float:

@@ -27,7 +27,7 @@ import pandas as pd
 import redis
 
 from redfeat import FeatureStore, WindowFeatures
-from redfeat.embedded import EmbeddedServer
+from redfeat.core.embedded import EmbeddedServer
 
 WINDOWS = {"1h": 3_600_000, "24h": 86_400_000, "7d": 604_800_000}
 HOT = 20_000

@@ -1,7 +1,8 @@
 """redfeat: a feature store for machine learning on Redis."""
 
 from . import types
-from .batch import ValidationReport
+from .core.columns import ValidationReport
+from .core.schema import Entity, FeatureView, Field
 from .errors import (
     BackendError,
     ConfigurationError,
@@ -11,12 +12,11 @@ from .errors import (
     RedfeatError,
     ValidationError,
 )
-from .history import Version
-from .schema import Entity, FeatureView, Field
+from .online.history import Version
+from .online.writer import Record, Status, WriteReport
 from .store import FeatureStore
-from .vectors import Match
-from .windows import WindowFeatures
-from .writer import Record, Status, WriteReport
+from .vectors.index import Match
+from .windows.spec import WindowFeatures
 
 __version__ = "0.1.0"
 

@@ -14,34 +14,34 @@ from typing import Any
 
 import redis
 
-from . import derived as _derived
-from . import features as _features
-from . import history as _history
-from . import server_index as _server_index
-from . import transfer as _transfer
-from ._conn import detect_capabilities
-from .cache import _MISSING as _CACHE_MISSING
-from .cache import Cache
-from .codec import READ, normalize_id
-from .embedded import EmbeddedServer, ServerInfo, holds_data
+from . import reads as _features
+from .core.codec import READ, normalize_id
+from .core.conn import detect_capabilities
+from .core.embedded import EmbeddedServer, ServerInfo, holds_data
+from .core.keys import Keys
+from .core.metrics import Metrics, timed
+from .core.registry import Registry, Resolved
+from .core.schema import Entity, FeatureView, Field
 from .errors import BackendError, ConfigurationError, NotFoundError
-from .history import Version
-from .keys import Keys
-from .metrics import Metrics, timed
-from .offlinelog import OfflineLog
-from .online import Online, Progress
-from .quality import Quality
-from .registry import Registry, Resolved
-from .schema import Entity, FeatureView, Field
-from .transforms import TransformRegistry
-from .vectors import VectorIndex
-from .verbs_live import LiveVerbs
-from .verbs_quality import QualityVerbs
-from .verbs_search import SearchVerbs
-from .verbs_series import SeriesVerbs
-from .verbs_training import TrainingVerbs
-from .verbs_windows import Definition, WindowVerbs
-from .writer import Record, Status, WriteReport
+from .offline import transfer as _transfer
+from .offline.log import OfflineLog
+from .offline.service import TrainingVerbs
+from .online import history as _history
+from .online.history import Version
+from .online.online import Online, Progress
+from .online.writer import Record, Status, WriteReport
+from .quality.service import Quality
+from .quality.verbs import QualityVerbs
+from .realtime.cache import _MISSING as _CACHE_MISSING
+from .realtime.cache import Cache
+from .realtime.service import LiveVerbs
+from .timeseries.service import SeriesVerbs
+from .transforms import derived as _derived
+from .transforms.builtins import TransformRegistry
+from .vectors import server_index as _server_index
+from .vectors.index import VectorIndex
+from .vectors.service import SearchVerbs
+from .windows.service import Definition, WindowVerbs
 
 _log = logging.getLogger("redfeat.home")
 

@@ -19,8 +19,8 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import EmbeddedServer, ServerInfo, search_module
-from redfeat.server_index import drop_server_indexes
+from redfeat.core.embedded import EmbeddedServer, ServerInfo, search_module
+from redfeat.vectors.server_index import drop_server_indexes
 
 BACKENDS = ["embedded"] + (["url"] if os.environ.get("REDFEAT_TEST_URL") else [])
 

@@ -404,7 +404,7 @@ def test_evaluate_refuses_a_bad_clock(store: FeatureStore) -> None:
 def test_cli_alerts(data_dir: Path) -> None:
     from typer.testing import CliRunner
 
-    from redfeat.cli import app
+    from redfeat.serve.cli import app
 
     with FeatureStore(data_dir=data_dir) as store:
         now = int(time.time())
@@ -439,7 +439,7 @@ def test_cli_alerts_run_stops_cleanly_on_ctrl_c(data_dir: Path) -> None:
         feed(store.series("cpu"), now - 120, now + 600, 95.0)
         store.alerts.add("hot", "cpu", threshold=90, window="1m", for_=0)
         env = {**os.environ, "REDFEAT_HOME": str(data_dir), "COLUMNS": "200"}
-        cmd = [sys.executable, "-m", "redfeat.cli", "alerts", "run", "--interval", "200ms"]
+        cmd = [sys.executable, "-m", "redfeat.serve.cli", "alerts", "run", "--interval", "200ms"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 30

@@ -47,7 +47,7 @@ def test_a_failing_rule_does_not_stop_the_rules_after_it(
 def test_cli_alerts_run_reports_a_failing_rule(data_dir: Path) -> None:
     from typer.testing import CliRunner
 
-    from redfeat.cli import app
+    from redfeat.serve.cli import app
 
     with FeatureStore(data_dir=data_dir) as store:
         now = int(time.time())
@@ -68,7 +68,7 @@ def test_cli_alerts_run_reports_a_failing_rule(data_dir: Path) -> None:
 def test_cli_prints_markup_in_names_and_errors_literally(data_dir: Path) -> None:
     from typer.testing import CliRunner
 
-    from redfeat.cli import app
+    from redfeat.serve.cli import app
 
     with FeatureStore(data_dir=data_dir) as store:
         now = int(time.time())
@@ -98,7 +98,7 @@ def test_quality_tables_print_brackets_in_reasons_literally() -> None:
 
     from redfeat.quality.drift import DriftReport, FeatureDrift, Thresholds
     from redfeat.quality.health import HealthReport, ViewHealth
-    from redfeat.quality.tables import drift_table, health_table
+    from redfeat.serve.tables import drift_table, health_table
 
     f = FeatureDrift("x", "numeric", "drift", reasons=["psi [/red] high", "value [b]"])
     drift = DriftReport("v", None, None, "drift", {"x": f}, Thresholds())

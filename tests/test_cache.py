@@ -12,7 +12,7 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.cache import Cache
+from redfeat.realtime.cache import Cache
 
 
 def cached(client: redis.Redis, project: str, **kw: Any) -> FeatureStore:

@@ -11,7 +11,7 @@ import redis
 
 from redfeat import ConfigurationError, FeatureStore, FeatureView, Field, NotFoundError
 from redfeat import types as t
-from redfeat.transforms import bucketize, seed_scenario
+from redfeat.transforms.builtins import bucketize, seed_scenario
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

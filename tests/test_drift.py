@@ -16,10 +16,10 @@ from scipy.spatial.distance import jensenshannon
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
 from redfeat.errors import ConfigurationError, NotFoundError
-from redfeat.quality import Thresholds
 from redfeat.quality.drift import compare, compare_feature, js_distance, ks, psi
 from redfeat.quality.profiles import FeatureProfile, Profile, add_column
 from redfeat.quality.recorder import COMPACT_AT
+from redfeat.quality.service import Thresholds
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 NUM = Field("x", t.Float)
@@ -267,7 +267,7 @@ def test_thresholds_are_configurable(store: FeatureStore) -> None:
 def test_cli_drift_and_health(data_dir: Path) -> None:
     from typer.testing import CliRunner
 
-    from redfeat.cli import app
+    from redfeat.serve.cli import app
 
     rng = np.random.default_rng(21)
     with FeatureStore(data_dir=data_dir) as store:

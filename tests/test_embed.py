@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from redfeat import ConfigurationError, FeatureStore
-from redfeat.embed import DIM, LocalEmbedder, local_embedder
+from redfeat.vectors.embed import DIM, LocalEmbedder, local_embedder
 
 HAVE_EXTRA = all(
     importlib.util.find_spec(m) is not None

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from redfeat import ConfigurationError, ConflictError, FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.cli import app
-from redfeat.embedded import EmbeddedServer
+from redfeat.core.embedded import EmbeddedServer
+from redfeat.serve.cli import app
 
 VIEW = FeatureView("v", entity="user", fields=[Field("x", t.Int), Field("s", t.String)])
 DEBIAN_REDIS = shutil.which("redis-server")
@@ -287,7 +287,7 @@ def test_close_returns_at_once_and_a_new_process_reads_every_write(
 def test_a_zombie_server_counts_as_stopped() -> None:
     # An exited daemon stays a zombie until init reaps it (a second or more in some
     # containers); waiting for that made close() take over a second.
-    from redfeat.embedded import _pid_alive
+    from redfeat.core.embedded import _pid_alive
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.monotonic() + 10

@@ -6,8 +6,8 @@ import pytest
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
+from redfeat.core.metrics import Metrics, OpStats
 from redfeat.errors import ValidationError
-from redfeat.metrics import Metrics, OpStats
 
 
 def test_histogram_quantiles_within_bucket_error() -> None:

@@ -15,10 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from redfeat import FeatureView, Field, arrowio, offlinelog
+from redfeat import FeatureView, Field
 from redfeat import types as t
 from redfeat.errors import ConfigurationError
-from redfeat.offlinelog import OfflineLog
+from redfeat.offline import arrow as arrowio
+from redfeat.offline import log as offlinelog
+from redfeat.offline.log import OfflineLog
 
 DAY = 86_400_000_000
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in microseconds

@@ -17,7 +17,7 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import ServerInfo
+from redfeat.core.embedded import ServerInfo
 from redfeat.errors import ValidationError
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -57,7 +57,7 @@ def test_retries_and_dropped_late_rows_are_not_profiled(store: FeatureStore) -> 
 
 def test_derived_writes_and_backfills_are_profiled_and_validated(store: FeatureStore) -> None:
     _view(store, history=10)
-    from redfeat.transforms import log1p
+    from redfeat.transforms.builtins import log1p
 
     store.apply(FeatureView("der", entity="user", source="v", transforms=[log1p("x")]))
     store.write("v", "a", {"x": 1.0}, event_time=T0)
@@ -174,7 +174,7 @@ def test_baseline_from_a_frame_goes_through_the_schema(store: FeatureStore) -> N
 
 def test_on_read_views_are_healthy_and_nested_calls_count_once(store: FeatureStore) -> None:
     _view(store)
-    from redfeat.transforms import log1p
+    from redfeat.transforms.builtins import log1p
 
     store.apply(
         FeatureView("twice", entity="user", source="v", transforms=[log1p("x")], on_read=True)

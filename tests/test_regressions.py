@@ -166,7 +166,7 @@ def test_pushed_rows_of_one_entity_replay_without_duplicates(store: FeatureStore
 
 
 def test_a_batch_failing_whole_is_dead_lettered_and_acknowledged(store: FeatureStore) -> None:
-    from redfeat.transforms import ratio
+    from redfeat.transforms.builtins import ratio
 
     apply(store)
     store.apply(FeatureView("d", entity="user", source="v", transforms=[ratio("x", "y")]))
@@ -201,7 +201,7 @@ def test_backfilled_versions_with_one_written_at_stay_distinct(store: FeatureSto
 def test_cached_vectors_are_copies_and_delete_view_clears_everything(
     client: redis.Redis, project: str
 ) -> None:
-    from redfeat.cache import Cache
+    from redfeat.realtime.cache import Cache
 
     store = FeatureStore(client=client, project=project, cache=Cache())
     try:

@@ -17,7 +17,7 @@ from redfeat import (
     NotFoundError,
 )
 from redfeat import types as t
-from redfeat._time import duration_us
+from redfeat.core.time import duration_us
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

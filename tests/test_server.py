@@ -26,11 +26,11 @@ from starlette.testclient import TestClient
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import ServerInfo
+from redfeat.core.embedded import ServerInfo
 from redfeat.quality.profiles import Profile, add_column
-from redfeat.server import create_app
-from redfeat.vectors import VectorIndex
-from redfeat.web import bins, svg
+from redfeat.serve.http import create_app
+from redfeat.serve.web import bins, svg
+from redfeat.vectors.index import VectorIndex
 
 Json = dict[str, Any]
 T0 = datetime(2026, 11, 2, tzinfo=UTC)

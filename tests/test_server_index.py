@@ -17,10 +17,10 @@ from test_vectors import DIM, apply, brute, ids, populate, wait_for
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.embedded import EmbeddedServer, ServerInfo
+from redfeat.core.embedded import EmbeddedServer, ServerInfo
 from redfeat.errors import ConfigurationError, ValidationError
-from redfeat.server_index import ServerIndex
-from redfeat.vectors import VectorIndex
+from redfeat.vectors.index import VectorIndex
+from redfeat.vectors.server_index import ServerIndex
 
 
 @pytest.fixture

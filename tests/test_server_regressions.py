@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from redfeat import ConfigurationError, FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.server import create_app
+from redfeat.serve.http import create_app
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_too_many_ids_in_one_request_is_400(store: FeatureStore) -> None:
 
 
 def test_default_limits_and_a_large_body_below_them(http: TestClient, store: FeatureStore) -> None:
-    from redfeat.server import MAX_BODY_BYTES, MAX_IDS
+    from redfeat.serve.http import MAX_BODY_BYTES, MAX_IDS
 
     assert MAX_BODY_BYTES == 16 << 20 and MAX_IDS == 100_000
     _users(store)

@@ -326,7 +326,7 @@ def test_diff(store: FeatureStore) -> None:
 def test_cli_export_and_training_frame(data_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from redfeat.cli import app
+    from redfeat.serve.cli import app
 
     with FeatureStore(data_dir=data_dir) as store:
         store.apply(FeatureView("v", entity="user", fields=[Field("x", t.Int)], history=10))

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from redfeat import ConfigurationError, Field, NotFoundError
-from redfeat import transforms as tf
 from redfeat import types as t
-from redfeat.transforms import (
+from redfeat.transforms import builtins as tf
+from redfeat.transforms.builtins import (
     Transform,
     TransformRegistry,
     bucketize,
@@ -675,7 +675,7 @@ def test_spec_is_json() -> None:
 
 
 def test_seed_scenario_helper_matches_the_spec() -> None:
-    from redfeat.transforms import seed_scenario
+    from redfeat.transforms.builtins import seed_scenario
 
     assert [t.spec() for t in seed_scenario(purchases="purchase_count")] == [
         t.spec() for t in seed()

@@ -29,7 +29,7 @@ from redfeat import (
     ValidationError,
 )
 from redfeat import types as t
-from redfeat.keys import escape_id, unescape_id
+from redfeat.core.keys import escape_id, unescape_id
 
 VIEW = "user_profile"
 VICTIM = "victim"

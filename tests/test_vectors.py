@@ -16,10 +16,11 @@ import numpy.typing as npt
 import pytest
 import redis
 
-from redfeat import FeatureStore, FeatureView, Field, vectors
+from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
 from redfeat.errors import ConfigurationError, ValidationError
-from redfeat.vectors import Match, VectorIndex
+from redfeat.vectors import index as vectors
+from redfeat.vectors.index import Match, VectorIndex
 
 DIM = 32
 SEGMENTS = ["basic", "premium"]

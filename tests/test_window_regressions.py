@@ -17,7 +17,7 @@ import redis
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
 from redfeat.errors import BackendError, ConfigurationError, ValidationError
-from redfeat.windows import WindowFeatures
+from redfeat.windows.spec import WindowFeatures
 
 T0 = 1_767_225_600  # 2026-01-01 in epoch seconds
 

@@ -20,7 +20,7 @@ from redfeat import (
     NotFoundError,
 )
 from redfeat import types as t
-from redfeat.windows import WindowFeatures
+from redfeat.windows.spec import WindowFeatures
 
 HOP = 300_000  # 5m in ms
 WINDOWS = {"15m": 900_000, "1h": 3_600_000, "6h": 21_600_000, "2d": 172_800_000}

@@ -8,11 +8,11 @@ from typing import Any
 import msgspec
 import redis
 
-from .._time import from_us, now_us
-from ..batch import Columns, columns_of, encode_columns
+from ..core.columns import Columns, columns_of, encode_columns
+from ..core.keys import Keys
+from ..core.registry import Resolved
+from ..core.time import from_us, now_us
 from ..errors import BackendError, ConfigurationError, ValidationError
-from ..keys import Keys
-from ..registry import Resolved
 from .profiles import Profile, add_column
 
 _ENTITY = "__rf_entity"  # a stand-in entity column while a frame goes through the schema

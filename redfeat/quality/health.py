@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .._time import from_us
-from ..schema import FeatureView
+from ..core.schema import FeatureView
+from ..core.time import from_us
 from .drift import DriftReport
 
 if TYPE_CHECKING:
-    from . import QualityConfig
+    from .service import QualityConfig
 
 LEVELS = ("ok", "warning", "critical")
 FAIL_WARNING = 0.01

@@ -21,7 +21,7 @@ import datasketches as ds
 import msgspec
 import numpy as np
 
-from ..schema import Field
+from ..core.schema import Field
 
 KLL_K = 200  # ~1.3% rank error: enough for PSI bins at deciles
 HLL_LG_K = 12  # ~1.6% error on distinct counts

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import redis
 
-from .._time import now_us
+from ..core.keys import Keys
+from ..core.schema import Field
+from ..core.time import now_us
 from ..errors import BackendError
-from ..keys import Keys
-from ..schema import Field
 from .profiles import Profile, add_column, profile_rows
 
 HOUR_US = 3_600_000_000

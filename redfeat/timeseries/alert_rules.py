@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from .._time import Duration, from_us
+from ..core.time import Duration, from_us
 from ..errors import ConfigurationError
 from .analysis import METHODS, default_threshold
 from .spec import duration_ms, label_of

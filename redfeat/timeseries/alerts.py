@@ -27,15 +27,9 @@ import msgspec
 import numpy as np
 import redis
 
-from .._conn import Script
-from .._time import Duration, from_us, now_us, to_us
-from ..errors import (
-    BackendError,
-    ConfigurationError,
-    ConflictError,
-    NotFoundError,
-    RedfeatError,
-)
+from ..core.conn import Script
+from ..core.time import Duration, from_us, now_us, to_us
+from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError, RedfeatError
 from . import analysis
 from .alert_rules import (
     AlertRule,

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import redis
 
-from .._time import from_us, now_us
+from ..core.metrics import timed
+from ..core.time import from_us, now_us
 from ..errors import BackendError, ConfigurationError
-from ..metrics import timed
 from . import analysis
 from .query import bucketed
 from .spec import SeriesRegistry, SeriesSpec, as_ms_array, as_values, finite_value, to_ms

@@ -17,9 +17,9 @@ import msgspec
 import numpy as np
 import redis
 
-from .._time import MAX_US, MIN_US, Duration, duration_us, to_us
+from ..core.keys import MAX_ID_BYTES, Keys, escape_id
+from ..core.time import MAX_US, MIN_US, Duration, duration_us, to_us
 from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
-from ..keys import MAX_ID_BYTES, Keys, escape_id
 
 POLICIES = ("block", "first", "last", "min", "max", "sum")
 MAX_BUCKET_MS = 30 * 86_400_000  # tiles keep first/last offsets in a uint32 of ms

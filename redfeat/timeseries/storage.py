@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import redis
 
-from .._conn import Direct, Script
+from ..core.conn import Direct, Script
+from ..core.keys import Keys
+from ..core.metrics import Metrics
 from ..errors import BackendError
-from ..keys import Keys
-from ..metrics import Metrics
 from . import lua
 from .chunks import decode_chunk, unpack_points
 from .spec import SeriesSpec

@@ -1,0 +1,3 @@
+"""L0: keys, schema, codec, registry, connections, the embedded server, value types.
+
+Imports nothing above it; never names ``FeatureStore``."""

@@ -1,0 +1,180 @@
+"""Every Redis key redfeat uses, built in one place.
+
+Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
+
+    rf:<project>:registry                 hash: definitions (views, entities)
+    rf:<project>:{<view>|<entity id>}     latest version of one entity (string)
+    rf:<project>:{<view>|<entity id>}:h   history of one entity (sorted set by event time)
+    rf:<project>:{<window>|<entity id>}:w tiles of one entity's window features (hash)
+    rf:<project>:feed:<view>              change feed: capped stream of change events
+    rf:<project>:events:<view>            pub/sub channel of live change events
+    rf:<project>:q:<view>:...             quality: hourly profiles, counters, baseline
+    rf:<project>:ts:{<series>}...         time series: state, head, chunks, tile pages
+    rf:<project>:alerts:...               alert rules, state, history, events channel
+
+All keys of one (view, entity) share one hash tag, so the atomic write step and the
+time-travel read stay on one cluster slot. Entity ids are percent-escaped so that no id can
+end a tag, forge a separator, or act as a glob in a SCAN pattern.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import ConfigurationError
+
+MAX_ID_BYTES = 1024
+
+# Characters that would change the key's structure or SCAN MATCH semantics, plus whitespace
+# and controls (kept readable in redis-cli). Everything else, unicode included, passes as is.
+_UNSAFE = frozenset("%{}|:*?[]\\") | frozenset(chr(c) for c in range(0x21)) | {"\x7f"}
+_ESCAPE = str.maketrans({c: f"%{ord(c):02X}" for c in _UNSAFE})
+_NEEDS_ESCAPE = re.compile("[" + re.escape("".join(sorted(_UNSAFE))) + "]")
+
+
+def escape_id(entity_id: str) -> str:
+    """Escape an entity id for use inside a key (injective: distinct ids, distinct keys)."""
+    if _NEEDS_ESCAPE.search(entity_id) is None:
+        return entity_id
+    return entity_id.translate(_ESCAPE)
+
+
+def unescape_id(escaped: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(escaped):
+        c = escaped[i]
+        if c == "%":
+            out.append(chr(int(escaped[i + 1 : i + 3], 16)))
+            i += 3
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def check_project(project: object) -> str:
+    if (
+        not isinstance(project, str)
+        or not project
+        or len(project) > 64
+        or not all(c.isascii() and (c.isalnum() or c in "_-.") for c in project)
+    ):
+        raise ConfigurationError(
+            f"project {project!r} is not allowed: use 1-64 ASCII letters, digits, '_', '-' or '.'"
+        )
+    return project
+
+
+class Keys:
+    """Key builder for one project."""
+
+    __slots__ = ("project", "prefix")
+
+    def __init__(self, project: str) -> None:
+        self.project = check_project(project)
+        self.prefix = f"rf:{project}:"
+
+    @property
+    def registry(self) -> str:
+        return self.prefix + "registry"
+
+    def tag(self, view: str, escaped_id: str) -> str:
+        return f"{self.prefix}{{{view}|{escaped_id}}}"
+
+    def latest(self, view: str, escaped_id: str) -> str:
+        return self.tag(view, escaped_id)
+
+    def history(self, view: str, escaped_id: str) -> str:
+        return self.tag(view, escaped_id) + ":h"
+
+    def window_tiles(self, name: str, escaped_id: str) -> str:
+        """Hash: one entity's window-feature tiles, bucket id -> packed tile (windows.py)."""
+        return self.tag(name, escaped_id) + ":w"
+
+    def feed(self, view: str) -> str:
+        """The view's change feed (a capped stream of change events)."""
+        return f"{self.prefix}feed:{view}"
+
+    def channel(self, view: str) -> str:
+        """Where change events of a view are published live."""
+        return f"{self.prefix}events:{view}"
+
+    @property
+    def channel_pattern(self) -> str:
+        return f"{self.prefix}events:*"
+
+    def view_pattern(self, view: str) -> str:
+        """SCAN MATCH pattern covering every key of one view ('{' is not special to MATCH)."""
+        return f"{self.prefix}{{{view}|*"
+
+    def entity_from_key(self, key: str) -> str:
+        inner = key[key.index("{") + 1 : key.index("}")]
+        return unescape_id(inner.split("|", 1)[1])
+
+    # -- quality: profiles, counters, baselines (not per entity: no hash tag needed) ------
+
+    def quality(self, view: str, *parts: str | int) -> str:
+        """``rf:<p>:q:<view>:<parts...>``: profiles (``p:<source>:<hour>``), their index
+        (``hours:<source>``), counters (``c:<hour>``), the baseline (``baseline``)."""
+        return f"{self.prefix}q:{view}:" + ":".join(str(p) for p in parts)
+
+    def quality_pattern(self, view: str) -> str:
+        return f"{self.prefix}q:{view}:*"
+
+    @property
+    def quality_config(self) -> str:
+        return self.prefix + "q:config"
+
+    @property
+    def newest_event(self) -> str:
+        """Sorted set: view -> newest event time written (us)."""
+        return self.prefix + "q:newest"
+
+    @property
+    def last_write(self) -> str:
+        """Sorted set: view -> time of the last write (us)."""
+        return self.prefix + "q:written"
+
+    # -- time series (redfeat.timeseries) ------------------------------------------------
+    # Every key of one series shares the hash tag {<escaped name>} after "ts:", so a
+    # series' atomic steps stay on one cluster slot and can never reach a view's keys
+    # (those start "rf:<project>:{").
+
+    def series(self, escaped_name: str) -> str:
+        """Hash: the series' state (newest timestamp, head generation, counters)."""
+        return f"{self.prefix}ts:{{{escaped_name}}}"
+
+    def series_head(self, escaped_name: str) -> str:
+        """String: the open head chunk, packed (int64 ms, float64) pairs in time order."""
+        return self.series(escaped_name) + ":head"
+
+    def series_lock(self, escaped_name: str) -> str:
+        """String with a ttl: held by a writer rewriting chunks; appends wait for it."""
+        return self.series(escaped_name) + ":lock"
+
+    def series_chunk_index(self, escaped_name: str) -> str:
+        """Sorted set: sealed chunks scored by their first timestamp (member: that ts)."""
+        return self.series(escaped_name) + ":ci"
+
+    def series_chunks(self, escaped_name: str) -> str:
+        """Hash: first timestamp -> sealed, compressed chunk."""
+        return self.series(escaped_name) + ":c"
+
+    def series_pages(self, escaped_name: str) -> str:
+        """Sorted set: tile pages scored by their end (ms), member '<rollup ms>:<page>'."""
+        return self.series(escaped_name) + ":tp"
+
+    def series_page(self, escaped_name: str, rollup_ms: int, page: int) -> str:
+        """Hash: one page of a rollup's tiles, bucket slot -> packed tile."""
+        return f"{self.series(escaped_name)}:t:{rollup_ms}:{page}"
+
+    # -- alerts (redfeat.timeseries.alerts): rules, state, versions, history, events -----
+
+    def alerts(self, part: str) -> str:
+        """``rules`` / ``state`` / ``ver`` (hashes by rule name), ``events`` (channel)."""
+        return f"{self.prefix}alerts:{part}"
+
+    def alert_history(self, name: str) -> str:
+        """Capped stream: one rule's transitions."""
+        return f"{self.prefix}alerts:history:{escape_id(name)}"

@@ -1,0 +1,290 @@
+"""Point-in-time correct training frames: ASOF joins in DuckDB over Arrow.
+
+For each entity_df row (entity, t) and each view, the value is the version with the greatest
+event_time <= t (inclusive), and >= t - ttl when the view has a ttl (inclusive); ties on
+event_time go to the latest written_at. With ``filter_by_written_at`` only versions written
+at or before t count. These are Feast's get_historical_features semantics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..core.registry import Resolved
+from ..errors import ConfigurationError, Problem, ValidationError
+from .arrow import TS
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """The features asked of one view, with their output column names."""
+
+    res: Resolved
+    features: list[str]
+    outputs: list[str]
+
+
+def plan(
+    features: Sequence[str],
+    resolve: Callable[[str], Resolved],
+    full_feature_names: bool,
+    *,
+    purpose: str = "a training frame",
+    on_read_ok: bool = False,
+) -> list[Wanted]:
+    """Group "view:feature" references by view and name the output columns (shared by
+    training frames and store.get_features)."""
+    if isinstance(features, str) or not features:
+        raise ConfigurationError("features must be a non-empty list like ['view:feature', ...]")
+    by_view: dict[str, list[str]] = {}
+    for ref in features:
+        view, sep, feat = str(ref).partition(":")
+        if not sep or not feat:
+            raise ConfigurationError(f"feature reference {ref!r} must look like 'view:feature'")
+        by_view.setdefault(view, []).append(feat)
+    resolved = {view: resolve(view) for view in by_view}
+    entities = {res.view.entity for res in resolved.values()}
+    if len(entities) > 1:
+        raise ConfigurationError(
+            f"{purpose} reads views of one entity; these views mix entities {sorted(entities)}"
+        )
+    wanted: list[Wanted] = []
+    seen: dict[str, str] = {}
+    problems: list[Problem] = []
+    for view, feats in by_view.items():
+        res = resolved[view]
+        res.codec.select(feats)  # unknown features: ValidationError naming them
+        if res.view.on_read and not on_read_ok:
+            raise ConfigurationError(
+                f"view {view!r} is computed on read and keeps no versions; for training "
+                "frames define it materialised (on_read=False), or ask for its source's "
+                "features and apply the transforms to the frame"
+            )
+        outs = []
+        for f in feats:
+            out = f"{view}__{f}" if full_feature_names else f
+            if out in seen:
+                problems.append(
+                    Problem(
+                        view,
+                        None,
+                        f,
+                        "ambiguous_feature",
+                        f,
+                        f"feature {f!r} is requested from views {seen[out]!r} and {view!r}; "
+                        "pass full_feature_names=True",
+                    )
+                )
+            seen[out] = view
+            outs.append(out)
+        wanted.append(Wanted(res, feats, outs))
+    if problems:
+        raise ValidationError(problems, outcome="nothing was read")
+    return wanted
+
+
+def entity_table(
+    entity_df: Any, entity_column: str, event_time_column: str
+) -> tuple[pa.Table, pa.Table]:
+    """(the input as Arrow, a join table: __rid, entity_id string, __ts int64 us UTC)."""
+    mod = type(entity_df).__module__
+    if mod.startswith("pandas"):
+        table = pa.Table.from_pandas(entity_df, preserve_index=False)
+    elif mod.startswith("pyarrow") and isinstance(entity_df, pa.Table):
+        table = entity_df
+    else:
+        raise ConfigurationError(
+            "entity_df must be a pandas.DataFrame or a pyarrow.Table, "
+            f"got {type(entity_df).__name__}"
+        )
+    for col in (entity_column, event_time_column):
+        if col not in table.column_names:
+            raise ConfigurationError(
+                f"entity_df has no column {col!r} (columns: {table.column_names}); "
+                "pass entity_column= / event_time_column="
+            )
+    ids = table[entity_column]
+    if pa.types.is_floating(ids.type):
+        ids = pc.cast(ids, pa.int64())  # pandas turns an int column with a null into floats
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        ids = pc.cast(ids, pa.string())
+    ts = table[event_time_column]
+    if pa.types.is_timestamp(ts.type):
+        # naive timestamps are UTC; aware ones are converted (Arrow stores UTC instants)
+        # nanosecond timestamps are truncated to microseconds, the store's precision
+        utc = pc.cast(ts, pa.timestamp("us", tz=ts.type.tz or "UTC"), safe=False)
+        ts_us = pc.cast(utc, pa.int64())
+    elif pa.types.is_integer(ts.type) or pa.types.is_floating(ts.type):
+        ts_us = pc.cast(pc.floor(pc.multiply(pc.cast(ts, pa.float64()), 1e6)), pa.int64())
+    elif pa.types.is_date(ts.type):
+        ts_us = pc.cast(pc.cast(pc.cast(ts, pa.timestamp("us")), TS), pa.int64())
+    else:
+        raise ConfigurationError(
+            f"entity_df column {event_time_column!r} must hold timestamps or epoch seconds, "
+            f"not {ts.type}"
+        )
+    join = pa.table(
+        {
+            "__rid": pa.array(range(table.num_rows), pa.int64()),
+            "entity_id": ids,
+            "__ts": ts_us,
+        }
+    )
+    return table, join
+
+
+def last_written(vers: pa.Table) -> pa.Table:
+    """Per (entity, event time) keep only the last written version, since an ASOF join takes
+    one inequality and would pick among ties arbitrarily. Rows arrive grouped by entity and
+    sorted by (event time, version id) within it, so a tie's winner is its group's last row.
+    """
+    n = vers.num_rows
+    if n < 2:
+        return vers
+    ent = vers["entity_id"]
+    et = vers["et"]
+    same_as_next = pc.and_(
+        pc.equal(ent.slice(0, n - 1), ent.slice(1)), pc.equal(et.slice(0, n - 1), et.slice(1))
+    )
+    keep = pa.concat_arrays([pc.invert(same_as_next).combine_chunks(), pa.array([True])])
+    return vers.filter(keep)
+
+
+def join_view(
+    con: Any,
+    join: pa.Table,
+    codes: pa.Table,
+    versions: pa.Table,
+    wanted: Wanted,
+    filter_by_written_at: bool,
+) -> pa.Table:
+    """The wanted features of one view for every join row, in __rid order."""
+    ttl = wanted.res.view.ttl_us
+    feats = ", ".join(f'v."{f}"' for f in wanted.features)
+    vers = versions.select(["entity_id", "event_time", "written_at", *wanted.features])
+    vers = vers.set_column(1, "et", pc.cast(vers["event_time"], pa.int64()))
+    vers = vers.set_column(2, "wa", pc.cast(vers["written_at"], pa.int64()))
+    if not filter_by_written_at:
+        vers = last_written(vers)
+    # Join on integer codes rather than strings: ASOF partitions on them much faster.
+    vers = vers.set_column(
+        0, "entity_id", pc.index_in(vers["entity_id"], value_set=codes.column("entity_id"))
+    )
+    con.register("edf", join)
+    con.register("vers", vers)
+    try:
+        if not filter_by_written_at:
+            ttl_cond = "" if ttl is None else f" AND v.et >= e.__ts - {int(ttl)}"
+            cols = ", ".join(
+                f'CASE WHEN v.et IS NOT NULL{ttl_cond} THEN v."{f}" END AS "{f}"'
+                for f in wanted.features
+            )
+            sql = f"""
+                SELECT e.__rid, {cols}
+                FROM edf e ASOF LEFT JOIN vers v ON e.entity_id = v.entity_id AND e.__ts >= v.et
+                ORDER BY e.__rid
+            """
+        else:
+            ttl_cond = "" if ttl is None else f" AND v.et >= e.__ts - {int(ttl)}"
+            sql = f"""
+                SELECT e.__rid, {feats}
+                FROM edf e LEFT JOIN vers v
+                  ON e.entity_id = v.entity_id AND v.et <= e.__ts AND v.wa <= e.__ts{ttl_cond}
+                QUALIFY row_number() OVER (
+                    PARTITION BY e.__rid ORDER BY v.et DESC NULLS LAST, v.wa DESC NULLS LAST
+                ) = 1
+                ORDER BY e.__rid
+            """
+        result: pa.Table = con.sql(sql).to_arrow_table()
+    finally:
+        con.unregister("edf")
+        con.unregister("vers")
+    return result
+
+
+def training_frame(
+    entity_df: Any,
+    wanted: list[Wanted],
+    fetch: Callable[[Wanted, list[str], int | None, int | None], pa.Table],
+    *,
+    entity_column: str,
+    event_time_column: str,
+    filter_by_written_at: bool,
+    as_arrow: bool,
+) -> Any:
+    """Join every wanted view onto entity_df; ``fetch`` returns a view's candidate versions."""
+    import duckdb
+
+    table, join = entity_table(entity_df, entity_column, event_time_column)
+    clash = [o for w in wanted for o in w.outputs if o in table.column_names]
+    if clash:
+        raise ConfigurationError(
+            f"entity_df already has column(s) {clash}; rename them or pass full_feature_names=True"
+        )
+    unique = pc.unique(join["entity_id"].drop_null())
+    entities = unique.to_pylist()
+    codes = pa.table({"entity_id": unique})
+    coded = join.set_column(1, "entity_id", pc.index_in(join["entity_id"], value_set=unique))
+    ts = join["__ts"]
+    hi = pc.max(ts).as_py() if join.num_rows else None
+    lo_all = pc.min(ts).as_py() if join.num_rows else None
+    columns: dict[str, pa.ChunkedArray] = {}
+    con = duckdb.connect()
+    # DuckDB releases the GIL: view k is joined on a worker thread while this thread reads
+    # the versions of view k+1 from Redis.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redfeat-join")
+    joins: list[tuple[Wanted, Future[pa.Table]]] = []
+    try:
+        for w in wanted:
+            ttl = w.res.view.ttl_us
+            # Only versions that can win are fetched: none after the latest row's time and,
+            # with a ttl, none older than the earliest row's window.
+            lo = None if ttl is None or lo_all is None else lo_all - ttl
+            versions = fetch(w, entities, lo, hi) if entities else None
+            if versions is None or versions.num_rows == 0:
+                for f, out in zip(w.features, w.outputs, strict=True):
+                    columns[out] = pa.chunked_array([pa.nulls(join.num_rows, _type(w, f))])
+                continue
+            job = pool.submit(join_view, con, coded, codes, versions, w, filter_by_written_at)
+            joins.append((w, job))
+        for w, job in joins:
+            result = job.result()
+            for f, out in zip(w.features, w.outputs, strict=True):
+                columns[out] = result[f]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        con.close()
+    # keep the caller's order of features
+    columns = {o: columns[o] for w in wanted for o in w.outputs}
+    if as_arrow:
+        for name, col in columns.items():
+            table = table.append_column(name, col)
+        return table
+    import pandas as pd
+
+    if type(entity_df).__module__.startswith("pandas"):
+        frame = entity_df.copy()
+        index = entity_df.index
+    else:
+        frame = table.to_pandas()
+        index = frame.index
+    mapper = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get
+    for name, col in columns.items():
+        series = col.to_pandas(types_mapper=mapper)
+        series.index = index
+        frame[name] = series
+    return frame
+
+
+def _type(w: Wanted, feature: str) -> pa.DataType:
+    from .arrow import arrow_type
+
+    return arrow_type(w.res.codec.fields[feature].dtype)

@@ -1,0 +1,212 @@
+"""Moving versions in and out: Parquet export and historical backfill (import)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import redis
+
+from ..core.codec import READ, decode, normalize_id
+from ..core.columns import ColumnCheck, columns_of, encode_columns
+from ..core.keys import Keys, unescape_id
+from ..core.registry import Resolved
+from ..core.time import from_us, to_us
+from ..errors import BackendError, ConfigurationError, Problem, ValidationError
+from ..online.writer import WriteReport, tally
+from ..transforms import derived
+from .arrow import versions_table
+
+if TYPE_CHECKING:
+    from ..store import FeatureStore
+    from .log import OfflineLog
+
+
+def entities_of(
+    client: redis.Redis, keys: Keys, res: Resolved, progress: Callable[[int], None] | None = None
+) -> list[str]:
+    """Every entity id of a view that has stored versions (bounded SCAN batches)."""
+    pattern = keys.view_pattern(res.name)
+    suffix = ":h" if res.hist_mode != "n" else "}"
+    out: list[str] = []
+    try:
+        for raw in client.scan_iter(match=pattern, count=2000):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if key.endswith(suffix):
+                out.append(unescape_id(key[key.index("|") + 1 : key.rindex("}")]))
+                if progress is not None and len(out) % 10_000 == 0:
+                    progress(len(out))
+    except redis.RedisError as exc:
+        raise BackendError(f"view {res.name!r}: listing entities failed: {exc}") from exc
+    return sorted(set(out))
+
+
+def dedupe(table: pa.Table) -> pa.Table:
+    """One row per (entity_id, version_id), sorted by entity, event time, written_at."""
+    if table.num_rows == 0:
+        return table
+    table = table.sort_by(
+        [("entity_id", "ascending"), ("event_time", "ascending"), ("version_id", "ascending")]
+    )
+    same = pc.and_(
+        pc.equal(table["entity_id"][1:], table["entity_id"][:-1]),
+        pc.equal(table["version_id"][1:], table["version_id"][:-1]),
+    )
+    keep = pa.concat_arrays([pa.array([True]), pc.invert(same.combine_chunks())])
+    return table.filter(keep)
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> Path:
+    """Write atomically: a temporary file in the same directory, then a rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{target.name}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def backfill_items(
+    res: Resolved,
+    frame: Any,
+    *,
+    entity_column: str,
+    event_time_column: str,
+    written_at_column: str | None,
+    custom: ColumnCheck | None = None,
+    out: dict[str, Any] | None = None,
+) -> tuple[Iterator[tuple[str, int, bytes, int | None]], int]:
+    """Validated write items for historical rows (event time required, written_at optional).
+
+    All or nothing: any bad row raises ValidationError listing every problem."""
+    cols = columns_of(frame)
+    if event_time_column not in cols.data:
+        raise ConfigurationError(
+            f"import needs an event time per row: no column {event_time_column!r} "
+            f"(columns: {sorted(cols.data)})"
+        )
+    written: list[Any] | None = None
+    if written_at_column is not None:
+        if written_at_column not in cols.data:
+            raise ConfigurationError(f"no column {written_at_column!r} for written_at")
+        written = cols.data.pop(written_at_column)
+    items, total, problems = encode_columns(
+        res.codec,
+        cols,
+        entity_column=entity_column,
+        event_time_column=event_time_column,
+        custom=custom,
+        out=out,
+    )
+    was: list[int] = []
+    exact = written_at_column in cols.micros  # Arrow timestamps arrive as int microseconds
+    for i, v in enumerate(written or ()):
+        try:
+            was.append(to_us(from_us(v) if exact and v is not None else v, what="written_at"))
+        except ValueError as exc:
+            problems.setdefault(i, []).append(
+                Problem(res.name, None, written_at_column, "written_at", v, str(exc), i)
+            )
+    if problems:
+        raise ValidationError([p for i in sorted(problems) for p in problems[i]])
+    if written is None:
+        return ((e, et, p, None) for e, et, p, _ in items), total
+    return ((e, et, p, wa) for (e, et, p, _), wa in zip(items, was, strict=True)), total
+
+
+def report_from(flat: list[int], refused: list[tuple[int, ValidationError]]) -> WriteReport:
+    return tally(WriteReport(refused=refused), flat)
+
+
+# -- the store's verbs for moving versions -------------------------------------------------
+
+
+def versions(
+    store: FeatureStore,
+    view: str,
+    entity_ids: Iterable[str | int] | None,
+    lo: int | None,
+    hi: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> pa.Table:
+    """Redis history plus the offline log (when configured), one row per version."""
+    res = store.registry.get(view)
+    if entity_ids is None:
+        ents = entities_of(store.client, store.keys, res)
+    else:
+        ents = [normalize_id(view, e, i, outcome=READ) for i, e in enumerate(entity_ids)]
+    table = store.dumper.versions(res, ents, start_us=lo, end_us=hi, progress=progress)
+    if store.offline is not None:
+        logged = store.offline.scan(res.view, start_us=lo, end_us=hi)
+        if entity_ids is not None and logged.num_rows:
+            logged = logged.filter(pc.is_in(logged["entity_id"], pa.array(ents, pa.string())))
+        table = dedupe(pa.concat_tables([table, logged]))
+    return table
+
+
+def import_frame(
+    store: FeatureStore,
+    view: str,
+    frame: Any,
+    *,
+    entity_column: str,
+    event_time_column: str,
+    written_at_column: str | None,
+    progress: Callable[[int, int], None] | None,
+) -> WriteReport:
+    """See FeatureStore.import_frame."""
+    res = store.registry.get(view)
+    deps = store.registry.dependents(view)
+    out: dict[str, Any] = {}
+    items, total = backfill_items(
+        res,
+        frame,
+        entity_column=entity_column,
+        event_time_column=event_time_column,
+        written_at_column=written_at_column,
+        custom=functools.partial(store.quality.check_columns, res),
+        out=out,
+    )
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    mode = 0 if written_at_column is None else 2
+    flat = store.online.run_logged(
+        res, items, mode=mode, progress=step, fields=list(res.codec.fields)
+    )
+    report = report_from(flat, [])
+    report.warnings = out["warnings"]
+    store.quality.written_columns(res, out, {}, flat)  # a backfill lands in its hours
+    if deps:
+        derived.after_bulk(store, deps, frame, entity_column, event_time_column, report)
+    return report
+
+
+def log_versions(
+    offline: OfflineLog,
+    res: Resolved,
+    entities: list[str],
+    ets: list[int],
+    ids: list[int],
+    payloads: list[bytes],
+) -> None:
+    """Append new versions (as the write step stored them) to the offline log."""
+    table = versions_table(
+        res.view, res.codec.slots, entities, ets, ids, [decode(p) for p in payloads]
+    )
+    offline.append(res.view, table)

@@ -1,0 +1,288 @@
+"""Change events: the durable per-view feed (a capped stream) and live subscriptions.
+
+Every write kind records its new versions inside the same server-side step as the write
+(scripts.WRITE / scripts.DELETE): one stream entry and one published message per call,
+each carrying every entity of that call. This module turns them back into one
+``ChangeEvent`` per entity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+import redis
+
+from ..core.keys import Keys, unescape_id
+from ..core.time import from_us
+from ..errors import BackendError
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One entity changed: a new version (kind "write"), a deletion ("delete"), or, on a
+    subscription, "gap": the connection was lost and events up to ``cursor`` may have been
+    missed live (they are replayed from the feed right after)."""
+
+    view: str
+    entity_id: str
+    kind: str
+    version_id: int
+    event_time: datetime | None
+    written_at: datetime | None
+    fields: tuple[str, ...]
+    cursor: str  # stream entry id: pass to changes(since=...) to resume after it
+
+
+_KINDS = {"w": "write", "d": "delete"}
+
+
+def _decode(
+    view: str, entry: str, kind: str, fields: str, ids: bytes, pairs: bytes
+) -> list[ChangeEvent]:
+    names = tuple(f for f in fields.split(",") if f)
+    ents = ids.decode().split("\n") if ids else []
+    nums = np.frombuffer(pairs, dtype=">i8").reshape(-1, 2) if pairs else np.zeros((0, 2))
+    out = []
+    deleted = kind == "d"
+    for esc, (vid, t) in zip(ents, nums.tolist(), strict=True):
+        if vid == 0 and not deleted:
+            continue  # that write made no new version
+        out.append(
+            ChangeEvent(
+                view=view,
+                entity_id=unescape_id(esc),
+                kind=_KINDS.get(kind, kind),
+                version_id=int(vid),
+                event_time=None if deleted else from_us(int(t)),
+                written_at=from_us(int(t)) if deleted else from_us(int(vid)),
+                fields=names,
+                cursor=entry,
+            )
+        )
+    return out
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _stream_id(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _raw(v: Any) -> bytes:
+    return v if isinstance(v, bytes) else str(v).encode()
+
+
+def changes(
+    client: redis.Redis, keys: Keys, view: str, since: str | None, limit: int
+) -> tuple[list[ChangeEvent], str | None]:
+    """Events after ``since`` (a cursor; None = from the oldest kept), in order. Whole
+    stream entries are returned, so a call may give a few more than ``limit``."""
+    start = "-" if since is None else f"({since}"
+    events: list[ChangeEvent] = []
+    cursor = since
+    try:
+        while len(events) < limit:
+            rows = client.xrange(keys.feed(view), min=start, max="+", count=100)
+            if not rows:
+                break
+            for entry_id, data in rows:
+                d = {_text(k): v for k, v in (data or {}).items()}
+                cursor = _text(entry_id)
+                events.extend(
+                    _decode(view, cursor, _text(d["k"]), _text(d["f"]), _raw(d["e"]), _raw(d["v"]))
+                )
+                if len(events) >= limit:
+                    break
+            start = f"({cursor}"
+    except redis.RedisError as exc:
+        raise BackendError(f"view {view!r}: reading the change feed failed: {exc}") from exc
+    return events, cursor
+
+
+class Subscription:
+    """Live change events: iterate it, ``async for`` it, or ``on_event(callback)``.
+
+    A dedicated pub/sub connection; if it drops, the subscription reconnects by itself,
+    yields a "gap" event, and replays what the feed recorded meanwhile."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        views: Iterable[str] | None,
+        entity_ids: Iterable[str] | None,
+        all_views: Iterable[str] = (),
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._views = None if views is None else list(views)
+        self._ids = None if entity_ids is None else {str(e) for e in entity_ids}
+        self._cursors: dict[str, str | None] = {}
+        self._closed = threading.Event()
+        self._queue: queue.Queue[ChangeEvent | None] = queue.Queue()
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._reconnected = False
+        # Where each feed ends now: after a lost connection, replay from the last event
+        # delivered (or from here). With views=None, the views known at subscribe time.
+        self._cursors = {v: self._feed_end(v) for v in (self._views or list(all_views))}
+        self._subscribe()
+        self._thread: threading.Thread | None = None
+        self.errors: list[Exception] = []  # what the on_event callback raised
+        self._callback: Callable[[ChangeEvent], None] | None = None
+
+    def _subscribe(self) -> None:
+        if self._views is None:
+            self._pubsub.psubscribe(self._keys.channel_pattern)
+        else:
+            self._pubsub.subscribe(*[self._keys.channel(v) for v in self._views])
+        # redis-py reconnects a pub/sub connection by itself and says nothing: hear about
+        # it, since messages published meanwhile are lost and must come from the feed.
+        conn = self._pubsub.connection
+        if conn is not None and hasattr(conn, "register_connect_callback"):
+            conn.register_connect_callback(self._on_connect)
+
+    def _on_connect(self, _conn: Any) -> None:
+        self._reconnected = True
+
+    def _feed_end(self, view: str) -> str | None:
+        try:
+            last = self._client.xrevrange(self._keys.feed(view), count=1)
+        except redis.RedisError:
+            return None
+        return _text(last[0][0]) if last else None
+
+    def _wanted(self, ev: ChangeEvent) -> bool:
+        return self._ids is None or ev.entity_id in self._ids
+
+    def _messages(self, timeout: float) -> list[ChangeEvent]:
+        deadline = time.monotonic() + timeout
+        while True:
+            # None also stands for a swallowed (un)subscribe confirmation: keep waiting
+            msg = self._pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if msg is not None and msg.get("type") in ("message", "pmessage"):
+                break
+            if time.monotonic() >= deadline:
+                return []
+        if self._reconnected:
+            return []  # read after a silent reconnect: the replay delivers it, in order
+        channel = _text(msg["channel"])
+        view = channel[len(self._keys.channel("")) :]
+        try:
+            entry, kind, fields, ids, pairs = msgspec.msgpack.decode(msg["data"])
+        except (msgspec.DecodeError, ValueError, TypeError):
+            return []  # not one of ours: ignore
+        last = self._cursors.get(view)
+        if last is not None and _stream_id(_text(entry)) <= _stream_id(last):
+            return []  # already delivered by a replay
+        self._cursors[view] = _text(entry)
+        events = _decode(view, _text(entry), _text(kind), _text(fields), _raw(ids), _raw(pairs))
+        return [ev for ev in events if self._wanted(ev)]
+
+    def _recover(self) -> list[ChangeEvent]:
+        """Reconnect, then replay from the feed what may have been missed."""
+        out: list[ChangeEvent] = []
+        while not self._closed.is_set():
+            try:
+                self._pubsub.reset()
+                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                self._subscribe()
+                break
+            except redis.RedisError:
+                self._closed.wait(0.2)
+        self._reconnected = True
+        return out + self._replay_now()
+
+    def _replay(self) -> list[ChangeEvent]:
+        """A "gap" marker per view, then what the feed recorded after the last event seen."""
+        out: list[ChangeEvent] = []
+        if self._views is None:  # views created after subscribing have no cursor: say so
+            out.append(ChangeEvent("*", "", "gap", 0, None, None, (), "0-0"))
+        for view, cursor in list(self._cursors.items()):
+            out.append(ChangeEvent(view, "", "gap", 0, None, None, (), cursor or "0-0"))
+            events, new_cursor = changes(self._client, self._keys, view, cursor, 1_000_000)
+            out.extend(ev for ev in events if self._wanted(ev))
+            self._cursors[view] = new_cursor
+        return out
+
+    def poll(self, timeout: float = 1.0) -> list[ChangeEvent]:
+        """Events that arrived within ``timeout`` seconds (maybe none)."""
+        if self._closed.is_set():
+            return []
+        try:
+            if not self._reconnected:
+                events = self._messages(timeout)
+                if not self._reconnected:
+                    return events
+            return self._replay_now()
+        except (redis.ConnectionError, redis.TimeoutError):
+            return self._recover()
+
+    def _replay_now(self) -> list[ChangeEvent]:
+        """After a reconnect: gap markers and the feed's events since the last delivered.
+        If the server cannot answer yet (restarting, loading), try again on the next poll."""
+        try:
+            out = self._replay()
+        except (redis.RedisError, BackendError):
+            self._reconnected = True
+            self._closed.wait(0.2)
+            return []
+        self._reconnected = False
+        return out
+
+    def __iter__(self) -> Iterator[ChangeEvent]:
+        while not self._closed.is_set():
+            yield from self.poll(0.5)
+
+    async def __aiter__(self) -> AsyncIterator[ChangeEvent]:
+        while not self._closed.is_set():
+            for ev in await asyncio.to_thread(self.poll, 0.5):
+                yield ev
+
+    def on_event(self, callback: Callable[[ChangeEvent], None]) -> Subscription:
+        """Call ``callback`` for every event on a background thread (until close())."""
+        self._callback = callback
+
+        def run() -> None:
+            while not self._closed.is_set():
+                try:
+                    events = self.poll(0.5)
+                except Exception as exc:  # never let the thread die: retry, then replay
+                    self.errors.append(exc)
+                    self._reconnected = True
+                    self._closed.wait(0.5)
+                    continue
+                for ev in events:
+                    try:
+                        callback(ev)
+                    except Exception as exc:  # the subscription outlives a bad callback
+                        self.errors.append(exc)
+
+        self._thread = threading.Thread(target=run, name="redfeat-subscription", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        with contextlib.suppress(redis.RedisError):
+            self._pubsub.close()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,265 @@
+"""Stream ingestion: ``push`` raw rows to a per-view stream; workers in a consumer group
+validate, transform (derived views) and write them, then acknowledge.
+
+    rf:<project>:ingest:<view>   stream of pushed batches (field "rows": msgpack list of dicts)
+    rf:<project>:dead:<view>     dead letters: rows that failed validation, with the error
+
+Every pushed row gets its event time at push (unless it has one), so a batch replayed after
+a crash writes the same (event time, values) again, which the write step recognises as the
+same version: no duplicates. A crashed worker's unacknowledged batches are claimed by
+another one (XAUTOCLAIM) once idle for ``claim_idle`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import redis
+
+from ..core.time import to_us
+from ..errors import BackendError, ConfigurationError
+
+if TYPE_CHECKING:
+    from ..store import FeatureStore
+
+ET = "__event_time_us"
+PUSH_CHUNK = 500
+
+
+def _enc_hook(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise NotImplementedError(f"cannot push a {type(obj).__name__}")
+
+
+_encode = msgspec.msgpack.Encoder(enc_hook=_enc_hook).encode
+
+
+def push(
+    store: FeatureStore, view: str, rows: Iterable[Mapping[str, Any]], event_time_column: str | None
+) -> int:
+    """Append rows to the view's ingest stream; returns how many were pushed."""
+    store.registry.get(view)
+    now = to_us(datetime.now(UTC))
+    batch: list[dict[str, Any]] = []
+    n = 0
+    key = store.keys.prefix + "ingest:" + view
+    pipe = store.client.pipeline(transaction=False)
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise ConfigurationError(f"push takes dicts, got {type(row).__name__}")
+        item = {k: v for k, v in row.items() if k != event_time_column}
+        et = row.get(event_time_column) if event_time_column else None
+        # one microsecond apart: two rows of one entity in a push stay two versions when
+        # a crashed batch is replayed (equal times would look like new writes, not retries)
+        item[ET] = now + n if et is None else to_us(et)
+        if isinstance(item.get("entity_id"), bytes):
+            raise ConfigurationError("entity ids are str or int")
+        batch.append(item)
+        n += 1
+        if len(batch) == PUSH_CHUNK:
+            pipe.xadd(key, {"rows": _encode(batch)})
+            batch = []
+    if batch:
+        pipe.xadd(key, {"rows": _encode(batch)})
+    try:
+        pipe.execute()
+    except (redis.RedisError, TypeError) as exc:
+        raise BackendError(f"view {view!r}: push failed: {exc}") from exc
+    return n
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """What a worker did so far."""
+
+    rows: int = 0
+    batches: int = 0
+    dead: int = 0
+    claimed: int = 0
+    started: float = field(default_factory=time.monotonic)
+    lag: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / max(1e-9, time.monotonic() - self.started)
+
+
+class Worker:
+    """Consumes ingest streams in a consumer group. ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        views: Iterable[str] | None = None,
+        *,
+        group: str = "redfeat",
+        consumer: str | None = None,
+        claim_idle: float = 30.0,
+        block: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.views = list(views) if views is not None else [v.name for v in store.views()]
+        self.group = group
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.claim_idle_ms = int(claim_idle * 1000)
+        self.block_ms = int(block * 1000)
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._prefix = store.keys.prefix
+        for v in self.views:
+            store.registry.get(v)
+            try:
+                store.client.xgroup_create(self._stream(v), group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise BackendError(f"cannot create the consumer group: {exc}") from exc
+
+    def _stream(self, view: str) -> str:
+        return self._prefix + "ingest:" + view
+
+    def _dead(self, view: str) -> str:
+        return self._prefix + "dead:" + view
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(
+        self,
+        *,
+        max_batches: int | None = None,
+        until_idle: bool = False,
+        on_progress: Callable[[WorkerStats], None] | None = None,
+    ) -> WorkerStats:
+        """Process batches until stopped, ``max_batches`` done, or (``until_idle``) nothing
+        is left to read or claim."""
+        client: Any = self.store.client  # redis-py's stream replies are loosely typed
+        while not self._stop.is_set():
+            got = 0
+            for view in self.views:
+                got += self._claim(view)
+            streams = {self._stream(v): ">" for v in self.views}
+            try:
+                reply = client.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    streams,
+                    count=10,
+                    block=None if until_idle else self.block_ms,
+                )
+            except redis.RedisError as exc:
+                raise BackendError(f"worker: reading the ingest streams failed: {exc}") from exc
+            # RESP2: [[stream, entries], ...]; RESP3: {stream: [entries]}
+            if isinstance(reply, dict):
+                pairs = [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
+            else:
+                pairs = reply or []
+            for stream, entries in pairs:
+                name = stream.decode() if isinstance(stream, bytes) else str(stream)
+                view = name[len(self._prefix) + len("ingest:") :]
+                for entry_id, data in entries:
+                    self._process(view, entry_id, data)
+                    got += 1
+            self._measure_lag()
+            if on_progress is not None:
+                on_progress(self.stats)
+            if max_batches is not None and self.stats.batches >= max_batches:
+                break
+            if until_idle and got == 0:
+                break
+        return self.stats
+
+    def _claim(self, view: str) -> int:
+        """Take over batches another consumer read but never acknowledged (it crashed)."""
+        client: Any = self.store.client
+        try:
+            reply = client.xautoclaim(
+                self._stream(view), self.group, self.consumer, self.claim_idle_ms, "0-0", count=10
+            )
+        except redis.RedisError as exc:
+            raise BackendError(f"worker: claiming pending batches failed: {exc}") from exc
+        entries = reply[1] if reply else []
+        n = 0
+        for entry_id, data in entries:
+            if data is None:  # deleted from the stream meanwhile
+                continue
+            self.stats.claimed += 1
+            self._process(view, entry_id, data)
+            n += 1
+        return n
+
+    def _process(self, view: str, entry_id: Any, data: Mapping[Any, Any]) -> None:
+        raw = data.get(b"rows") if b"rows" in data else data.get("rows")
+        refused: list[tuple[dict[str, Any], str]] = []
+        written = 0
+        try:
+            rows: list[dict[str, Any]] = msgspec.msgpack.decode(raw) if raw else []
+            for row in rows:
+                row[ET] = datetime.fromtimestamp(row[ET] / 1e6, UTC)
+            report = self.store.write_many(view, rows, event_time_column=ET, on_error="skip")
+            refused = [(rows[i], str(err)) for i, err in report.refused]
+            written = report.written + report.duplicates
+        except BackendError:
+            raise  # the server is unreachable: leave the batch pending for a later claim
+        except Exception as exc:
+            # A batch that fails as a whole (e.g. a derived view's transform) must not block
+            # the group: every row goes to the dead letters with the error, then it is acked.
+            rows = msgspec.msgpack.decode(raw) if raw else []
+            refused = [(r, f"{type(exc).__name__}: {exc}") for r in rows]
+        try:
+            pipe = self.store.client.pipeline(transaction=False)
+            for row, error in refused:
+                bad = {k: v for k, v in row.items() if k != ET}
+                pipe.xadd(
+                    self._dead(view),
+                    {"row": _encode(bad), "error": error, "entry": entry_id},
+                    maxlen=100_000,
+                    approximate=True,
+                )
+            pipe.xack(self._stream(view), self.group, entry_id)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise BackendError(f"worker: acknowledging a batch of {view!r} failed: {exc}") from exc
+        self.stats.rows += written
+        self.stats.dead += len(refused)
+        self.stats.batches += 1
+
+    def _measure_lag(self) -> None:
+        for view in self.views:
+            try:
+                groups = self.store.client.xinfo_groups(self._stream(view))
+            except redis.RedisError:
+                continue
+            for g in groups:
+                name = g.get("name")
+                if (name.decode() if isinstance(name, bytes) else name) == self.group:
+                    lag = g.get("lag")
+                    self.stats.lag[view] = int(lag) if lag is not None else -1
+
+
+def dead_letters(store: FeatureStore, view: str, limit: int = 100) -> list[dict[str, Any]]:
+    """Rows refused by workers, newest last: {"row": ..., "error": ..., "entry": ...}."""
+    out = []
+    client: Any = store.client
+    try:
+        entries = client.xrange(store.keys.prefix + "dead:" + view, count=limit)
+    except redis.RedisError as exc:
+        raise BackendError(f"view {view!r}: reading dead letters failed: {exc}") from exc
+    for _id, data in entries:
+        d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in (data or {}).items()}
+        out.append(
+            {
+                "row": msgspec.msgpack.decode(d["row"]),
+                "error": d["error"].decode() if isinstance(d["error"], bytes) else d["error"],
+                "entry": d["entry"].decode() if isinstance(d["entry"], bytes) else d["entry"],
+            }
+        )
+    return out

@@ -1,0 +1,228 @@
+"""JSON on the wire: encoding results, reading times and typed values from requests."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from ...core.schema import FeatureView
+from ...errors import ConfigurationError, Problem, ValidationError
+from ...online.history import Version
+from ...online.writer import Record, WriteReport
+
+# -- request bodies (msgspec checks them; unknown keys are refused, so typos show) --------
+
+
+class GetManyBody(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[str | int]
+    features: list[str] | None = None
+    as_of: str | float | None = None
+    with_meta: bool = False
+
+
+class FeaturesBody(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[str | int]
+    features: list[str]
+    full_feature_names: bool = False
+
+
+class WriteBody(msgspec.Struct, forbid_unknown_fields=True):
+    entity_id: str | int
+    values: dict[str, Any]
+    event_time: str | float | None = None
+
+
+class WriteManyBody(msgspec.Struct, forbid_unknown_fields=True):
+    rows: list[dict[str, Any]]
+    on_error: str = "raise"
+    entity_column: str = "entity_id"
+    event_time_column: str | None = None
+
+
+class SimilarBody(msgspec.Struct, forbid_unknown_fields=True):
+    field: str
+    query: list[float]
+    k: int = 10
+    where: dict[str, Any] | None = None
+    include_values: bool = False
+    index: str = "exact"
+
+
+def where(where: dict[str, Any] | None) -> dict[str, Any] | None:
+    """JSON has no tuples: {"min": lo, "max": hi} is the inclusive range (lo, hi)."""
+    if where is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, cond in where.items():
+        if isinstance(cond, dict):
+            extra = set(cond) - {"min", "max"}
+            if extra:
+                raise ConfigurationError(
+                    f"where[{name!r}]: a range is {{'min': lo, 'max': hi}}, "
+                    f"got keys {sorted(extra)}"
+                )
+            out[name] = (cond.get("min"), cond.get("max"))
+        else:
+            out[name] = cond
+    return out
+
+
+def _hook(obj: Any) -> Any:
+    """What msgspec cannot encode by itself: numpy values, datetime subclasses, the rest."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "M":
+            return np.datetime_as_string(obj, unit="ms", timezone="UTC").tolist()
+        return obj.tolist()  # float32 vectors become lists; NaN in them becomes null
+    if isinstance(obj, np.datetime64):
+        return None if np.isnat(obj) else str(np.datetime_as_string(obj, timezone="UTC"))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, datetime):  # pandas.Timestamp and other subclasses
+        return None if obj != obj else obj.isoformat()
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    # A value nobody planned for (a problem's offending input, say) must not turn an
+    # answer into a 500: its text is what a caller can use.
+    return repr(obj)
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_hook)
+
+
+def encode(data: Any) -> bytes:
+    """JSON bytes; datetimes in ISO 8601, numpy arrays as lists, NaN and inf as null."""
+    return _ENCODER.encode(data)
+
+
+def decode(raw: bytes, typ: type[Any], what: str = "request body") -> Any:
+    """Decode and check a JSON body against a msgspec type; ConfigurationError if unfit."""
+    try:
+        return msgspec.json.decode(raw or b"null", type=typ)
+    except msgspec.ValidationError as exc:
+        raise ConfigurationError(f"{what}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigurationError(f"{what} is not valid JSON: {exc}") from None
+
+
+def parse_time(value: str | float | int | None, what: str) -> datetime | float | None:
+    """ISO 8601 (naive = UTC, 'Z' allowed) or epoch seconds, as the library takes them."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigurationError(f"{what}: expected a finite time, got {value!r}")
+        return float(value)
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds):
+            raise ConfigurationError(f"{what}: expected a finite time, got {text!r}")
+        return seconds
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"{what}: {text!r} is neither an ISO 8601 time nor epoch seconds"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def parse_int(value: str | None, what: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigurationError(f"{what} must be an integer, got {value!r}") from None
+
+
+def parse_float(value: str | None, what: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigurationError(f"{what} must be a number, got {value!r}") from None
+
+
+def parse_list(value: str | None) -> list[str] | None:
+    """'a,b' -> ['a', 'b']; None or '' -> None."""
+    if not value:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def parse_bool(value: str | None, what: str) -> bool:
+    if value is None or value == "":
+        return False
+    low = value.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{what} must be true or false, got {value!r}")
+
+
+def typed_values(view: FeatureView, values: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON has no timestamps: ISO strings in Timestamp fields become datetimes. A string
+    that does not parse is left alone, so that validation refuses it with its rule."""
+    out = dict(values)
+    for f in view.fields:
+        v = out.get(f.name)
+        if f.dtype.kind == "Timestamp" and isinstance(v, str):
+            try:
+                when = datetime.fromisoformat(v)
+            except ValueError:
+                continue
+            out[f.name] = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return out
+
+
+def problem(p: Problem) -> dict[str, Any]:
+    return {
+        "view": p.view,
+        "entity": p.entity,
+        "field": p.field,
+        "rule": p.rule,
+        "value": p.value,
+        "message": p.message,
+        "row": p.row,
+        "severity": p.severity,
+    }
+
+
+def validation_error(exc: ValidationError) -> dict[str, Any]:
+    return {"message": str(exc), "problems": [problem(p) for p in exc.problems]}
+
+
+def version(v: Version) -> dict[str, Any]:
+    return {"id": v.id, "event_time": v.event_time, "written_at": v.written_at, "values": v.values}
+
+
+def record(r: Record) -> dict[str, Any]:
+    return {
+        "entity_id": r.entity_id,
+        "status": str(r.status),
+        "event_time": r.event_time,
+        "values": r.values,
+    }
+
+
+def write_report(r: WriteReport) -> dict[str, Any]:
+    return {
+        "written": r.written,
+        "duplicates": r.duplicates,
+        "late": r.late,
+        "dropped": r.dropped,
+        "refused": [{"row": i, **validation_error(exc)} for i, exc in r.refused],
+        "warnings": [problem(p) for p in r.warnings],
+    }

@@ -1,0 +1,241 @@
+"""Derived views: features computed from a source view by transforms.
+
+``FeatureView("user_derived", entity=user, source="user_profile", transforms=[...])`` takes
+its fields from the transforms' outputs. It is materialised (written with the source's
+entity and event time whenever the source is written) or, with ``on_read=True``, computed
+when read. The registry keeps each transform's spec (name, inputs, outputs, parameters,
+hash of its code); a process rebuilds built-ins from that and finds custom transforms in
+its own registry by name. Code is never stored or executed from data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+
+from ..core.registry import Resolved
+from ..core.schema import FeatureView
+from ..errors import ConfigurationError, NotFoundError
+from . import builtins as tr
+
+if TYPE_CHECKING:
+    from ..store import FeatureStore
+
+EVENT_TIME = "__redfeat_event_time"
+
+
+def _out(spec: dict[str, Any]) -> str:
+    return str(spec["outputs"][0]["name"])
+
+
+def rebuild(spec: dict[str, Any], registry: tr.TransformRegistry, view: str) -> tr.Transform:
+    """A Transform from its registry spec: built-ins from their parameters, custom ones
+    from this process's registry (with the same code hash, or a clear error)."""
+    name, params, ins = spec["name"], spec.get("params") or {}, spec["inputs"]
+    if spec.get("kind") == "custom":
+        try:
+            found = registry.get(name)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"view {view!r} needs the custom transform {name!r}, which is not registered "
+                "in this process: define it with @store.transform(...) before using the view"
+            ) from exc
+        if spec.get("code_hash") and found.code_hash != spec["code_hash"]:
+            raise ConfigurationError(
+                f"view {view!r}: transform {name!r} in this process differs from the one the "
+                "view was applied with (code hash); apply the view again to use this code"
+            )
+        return found
+    builders: dict[str, Any] = {
+        "bucketize": lambda: tr.bucketize(
+            ins[0],
+            params["bins"],
+            params["labels"],
+            right=params.get("right", False),
+            output=_out(spec),
+        ),
+        "min_max": lambda: tr.min_max(
+            ins[0], params["lo"], params["hi"], clip=params.get("clip", True), output=_out(spec)
+        ),
+        "z_score": lambda: tr.z_score(ins[0], params["mean"], params["std"], output=_out(spec)),
+        "log1p": lambda: tr.log1p(ins[0], output=_out(spec)),
+        "clip": lambda: tr.clip(ins[0], params.get("lo"), params.get("hi"), output=_out(spec)),
+        "ratio": lambda: tr.ratio(ins[0], ins[1], output=_out(spec)),
+        "one_hot": lambda: _one_hot(spec),
+        "category_map": lambda: tr.category_map(
+            ins[0], dict(params["mapping"]), default=params.get("default"), output=_out(spec)
+        ),
+        "days_since": lambda: tr.days_since(ins[0], output=_out(spec)),
+    }
+    if name not in builders:
+        raise ConfigurationError(f"view {view!r}: unknown built-in transform {name!r}")
+    built: tr.Transform = builders[name]()
+    return built
+
+
+def _one_hot(spec: dict[str, Any]) -> tr.Transform:
+    cats = spec["params"]["categories"]
+    first = str(spec["outputs"][0]["name"])
+    # outputs are "<prefix>_<category>": recover the prefix from the first one
+    prefix = first[: len(first) - len(str(cats[0])) - 1] if cats else spec["inputs"][0]
+    return tr.one_hot(spec["inputs"][0], cats, output=prefix)
+
+
+def spec_of(transform: Any) -> dict[str, Any]:
+    """A transform's spec as kept in a view definition (without created_at, so that
+    applying the same view again is a no-op)."""
+    spec = dict(transform.spec())
+    spec.pop("created_at", None)
+    return spec
+
+
+def check_source(view: FeatureView, source: FeatureView) -> None:
+    """The transforms of ``view`` read only fields that ``source`` has."""
+    have = {f.name for f in source.fields}
+    for t_spec in view.transform_specs:
+        missing = [i for i in t_spec["inputs"] if i not in have]
+        if missing:
+            raise ConfigurationError(
+                f"view {view.name!r}: transform {t_spec['name']!r} reads {missing}, which "
+                f"source view {source.name!r} does not have (fields: {sorted(have)})"
+            )
+    if source.entity != view.entity:
+        raise ConfigurationError(
+            f"view {view.name!r} (entity {view.entity!r}) cannot derive from {source.name!r} "
+            f"(entity {source.entity!r})"
+        )
+
+
+def compute(transforms: Sequence[tr.Transform], values: dict[str, Any]) -> dict[str, Any]:
+    """The derived values (outputs only) for one row of source values."""
+    names = [f.name for f in tr.output_fields(transforms)]
+    full = tr.derive(transforms, values)
+    return {n: full[n] for n in names}
+
+
+class Deriver:
+    """Rebuilt transforms of derived views, cached per view definition."""
+
+    def __init__(self, registry: tr.TransformRegistry) -> None:
+        self.registry = registry
+        self._cache: dict[tuple[str, int], list[tr.Transform]] = {}
+
+    def transforms(self, view: FeatureView) -> list[tr.Transform]:
+        key = (view.name, hash(repr(view.transform_specs)))
+        found = self._cache.get(key)
+        if found is None:
+            found = [rebuild(s, self.registry, view.name) for s in view.transform_specs]
+            self._cache[key] = found
+        return found
+
+    def values(self, view: FeatureView, source_values: dict[str, Any]) -> dict[str, Any]:
+        return compute(self.transforms(view), source_values)
+
+    def frame(self, view: FeatureView, frame: Any) -> Any:
+        """Derived columns (outputs only) for a pandas frame of source values."""
+        outs = [f.name for f in tr.output_fields(self.transforms(view))]
+        return tr.derive_frame(self.transforms(view), frame)[outs]
+
+
+# -- how the store keeps derived views in step with their sources ------------------------
+
+
+def writable(store: FeatureStore, view: str) -> tuple[Resolved, list[Resolved]]:
+    """The view and its materialised derived views, once those are known to be computable
+    in this process (a missing custom transform fails before anything is written)."""
+    res = store.registry.get(view)
+    if res.view.on_read:
+        raise ConfigurationError(
+            f"view {view!r} is computed on read from {res.view.source!r}; write that instead"
+        )
+    deps = store.registry.dependents(view)
+    for dep in deps:
+        store.deriver.transforms(dep.view)
+    return res, deps
+
+
+def after_write(store: FeatureStore, deps: list[Resolved], entity_id: Any, version: Any) -> None:
+    """Write the derived views of one new version, with its event time."""
+    if version.id == 0:
+        return  # late data a latest-only view dropped: nothing to derive from
+    for dep in deps:
+        values = store.deriver.values(dep.view, version.values)
+        store.online.write(dep, entity_id, values, version.event_time)
+
+
+def with_event_time(rows: Any) -> tuple[Any, str]:
+    """rows plus a column holding one event time (now) for all of them, and its name: a
+    bulk write and its derived views get the same event time."""
+    now = datetime.now(UTC)
+    mod = type(rows).__module__
+    if mod.startswith("pandas"):
+        return rows.assign(**{EVENT_TIME: now}), EVENT_TIME
+    if mod.startswith("pyarrow"):
+        return rows.append_column(
+            EVENT_TIME, pa.array([now] * rows.num_rows, pa.timestamp("us", tz="UTC"))
+        ), EVENT_TIME
+    return [{**r, EVENT_TIME: now} if isinstance(r, Mapping) else r for r in rows], EVENT_TIME
+
+
+def after_bulk(
+    store: FeatureStore,
+    deps: list[Resolved],
+    rows: Any,
+    entity_column: str,
+    event_time_column: str,
+    report: Any,
+) -> None:
+    """Write the derived views of the rows a bulk write accepted."""
+    frame = _frame(rows)
+    if report.refused:
+        frame = frame.drop(index=frame.index[[i for i, _ in report.refused]])
+    for dep in deps:
+        derived = store.deriver.frame(dep.view, frame)
+        derived.insert(0, entity_column, frame[entity_column].to_numpy())
+        derived.insert(1, event_time_column, frame[event_time_column].to_numpy())
+        store.online.write_many(
+            dep,
+            derived,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            on_error="raise",
+            progress=None,
+        )
+
+
+def read(
+    store: FeatureStore,
+    res: Resolved,
+    ids: list[Any],
+    feats: list[str] | None,
+    as_of: Any,
+    with_meta: bool,
+) -> list[Any]:
+    """An on_read view: read its source, compute the transforms now."""
+    assert res.view.source is not None
+    res.codec.select(feats)  # unknown features: ValidationError
+    rows = store.get_many(res.view.source, ids, as_of=as_of, with_meta=with_meta)
+    out: list[Any] = []
+    for row in rows:
+        values = row.values if with_meta else row
+        derived = None
+        if values is not None:
+            derived = store.deriver.values(res.view, values)
+            if feats is not None:
+                derived = {f: derived[f] for f in feats}
+        out.append(dataclasses.replace(row, values=derived) if with_meta else derived)
+    return out
+
+
+def _frame(rows: Any) -> Any:
+    mod = type(rows).__module__
+    if mod.startswith("pandas"):
+        return rows.reset_index(drop=True)
+    if mod.startswith("pyarrow"):
+        return rows.to_pandas()
+    return pd.DataFrame(list(rows))

@@ -1,0 +1,434 @@
+"""FeatureStore verbs for window features: apply, record, record_many, reads, training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import redis
+
+from ..core.codec import READ, normalize_id
+from ..core.conn import Script, pack, read_all
+from ..core.keys import escape_id
+from ..core.schema import Entity, FeatureView
+from ..core.time import now_us, to_us
+from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
+from ..timeseries.tiles import MEM, WIRE_BYTES, one_tile, partials, to_wire
+from . import spec as _w
+from .rows import checked_events, events_table, finite, future_limit, refuse_future
+from .spec import WindowFeatures
+
+if TYPE_CHECKING:
+    from ..core.keys import Keys
+    from ..core.registry import Registry
+    from ..online.online import Online
+
+Definition = Entity | FeatureView | WindowFeatures
+_RECORD = Script(_w.RECORD)  # not idempotent: it adds into tiles, never replayed
+# definitions built from registry specs, reused while the registry holds the same spec object
+_BUILT: dict[str, tuple[dict[str, Any], WindowFeatures]] = {}
+READ_CHUNK = 2_000  # entities per read of a training frame
+IN_FLIGHT = 512  # HGETALL sent per round trip
+
+
+@dataclass(frozen=True, slots=True)
+class RecordReport:
+    """What record_many did: events taken, entities touched, late events dropped (older
+    than the largest window + one hop before the entity's newest event)."""
+
+    events: int
+    entities: int
+    dropped_late: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowWanted:
+    """Outputs asked of one WindowFeatures: (output column, feature, agg, window ms)."""
+
+    wf: WindowFeatures
+    feats: list[tuple[str, str, str, int]]
+
+    def by_feature(self) -> list[tuple[str, str, int]]:
+        return [(f, a, m) for _, f, a, m in self.feats]
+
+
+class WindowVerbs:
+    """Mixed into FeatureStore."""
+
+    # provided by FeatureStore
+    client: redis.Redis
+    keys: Keys
+    registry: Registry
+    online: Online
+
+    # -- definitions ----------------------------------------------------------------------
+
+    def _win(self, name: str) -> bool:
+        return name in self.registry.window_specs()
+
+    def window(self, name: str) -> WindowFeatures:
+        """The WindowFeatures definition ``name``."""
+        spec = self.registry.window_specs().get(name)
+        hit = _BUILT.get(name)
+        if spec is not None and hit is not None and hit[0] is spec:
+            return hit[1]  # built from this very spec: reads skip from_spec
+        if spec is None:
+            self.registry.load()
+            spec = self.registry.window_specs().get(name)
+        if spec is None:
+            known = sorted(self.registry.window_specs()) or "none yet"
+            raise NotFoundError(
+                f"window features {name!r} are not in the registry (known: {known}); "
+                "define them with WindowFeatures(...) and store.apply(...)"
+            )
+        wf = WindowFeatures.from_spec(spec)
+        _BUILT[name] = (spec, wf)
+        return wf
+
+    def window_features(self) -> list[WindowFeatures]:
+        """Every WindowFeatures definition, by name (``views()`` lists only views)."""
+        self.registry.load()
+        specs = self.registry.window_specs()
+        return [WindowFeatures.from_spec(specs[n]) for n in sorted(specs)]
+
+    def _split_windows(
+        self, objects: tuple[Definition, ...]
+    ) -> tuple[tuple[Any, ...], list[WindowFeatures]]:
+        """Window features out of an apply() call, names checked against views."""
+        wins = [o for o in objects if isinstance(o, WindowFeatures)]
+        rest = tuple(o for o in objects if not isinstance(o, WindowFeatures))
+        if not wins and not self.registry.window_specs():
+            return rest, wins
+        self.registry.load()
+        views = {v.name for v in self.registry.views()} | {
+            o.name for o in rest if isinstance(o, FeatureView)
+        }
+        windows = set(self.registry.window_specs())
+        for o in rest:
+            if isinstance(o, FeatureView) and o.name in windows:
+                raise ConflictError(
+                    f"view {o.name!r}: that name is taken by window features; pick another"
+                )
+        names = [w.name for w in wins]
+        for w in wins:
+            if w.name in views:
+                raise ConflictError(f"window features {w.name!r}: a view has that name")
+            if names.count(w.name) > 1:
+                raise ConfigurationError(f"apply() got window features {w.name!r} twice")
+        known = {e.name for e in self.registry.entities()} | {
+            o.name for o in rest if isinstance(o, Entity)
+        }
+        extra = tuple(Entity(e) for e in sorted({w.entity for w in wins} - known))
+        return rest + extra, wins
+
+    def _apply_windows(self, wins: list[WindowFeatures]) -> dict[str, str]:
+        """Store window definitions (MULTI: the specs and the registry's change counter).
+        The hop and the source cannot change under stored tiles."""
+        out: dict[str, str] = {}
+        specs = self.registry.window_specs()
+        updates: dict[str, bytes] = {}
+        for w in wins:
+            old = specs.get(w.name)
+            if old is not None and old == w.spec():
+                out[w.name] = "unchanged"
+                continue
+            if old is not None and (old["hop_ms"], old["source"]) != (w.hop_ms, w.source):
+                raise ConflictError(
+                    f"window features {w.name!r}: the hop or source changes, which stored tiles "
+                    "cannot follow; store.delete_window(name) first, then apply and record again"
+                )
+            updates["window:" + w.name] = msgspec.json.encode(w.spec())
+            out[w.name] = "created" if old is None else "updated"
+        if updates:
+            try:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hset(self.keys.registry, mapping=updates)  # type: ignore[arg-type]
+                pipe.hincrby(self.keys.registry, "gen", 1)
+                pipe.execute()
+            except redis.RedisError as exc:
+                raise BackendError(f"cannot write the registry: {exc}") from exc
+            self.registry.load()
+        return out
+
+    def delete_window(self, name: str, *, keep_definition: bool = False) -> int:
+        """Remove every tile of window features ``name`` (SCAN batches) and, unless asked,
+        the definition. Returns the number of keys removed."""
+        self.window(name)
+        removed = self.online.delete_view_data(name)
+        if not keep_definition:
+            try:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hdel(self.keys.registry, "window:" + name)
+                pipe.hincrby(self.keys.registry, "gen", 1)
+                pipe.execute()
+            except redis.RedisError as exc:
+                raise BackendError(f"cannot write the registry: {exc}") from exc
+            self.registry.load()
+        return removed
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def record(self, name: str, entity_id: str | int, value: float, ts: Any = None) -> bool:
+        """Add one event (``ts``: datetime or epoch seconds; None = now) to an entity's
+        windows, atomically. False when it is older than the retention (not counted)."""
+        wf = self.window(name)
+        ent = normalize_id(name, entity_id)
+        v = finite(name, ent, value)
+        t = self._event_ms(wf, ent, ts)
+        if t > future_limit(wf):
+            refuse_future(wf, [ent], [t], [None], 1)
+        # one event's tile packed directly: numpy costs more than the round trip here
+        b = t // wf.hop_ms
+        off = t - b * wf.hop_ms
+        key = self.keys.window_tiles(name, escape_id(ent))
+        args = [wf.span, b, b, b, one_tile(v, off)]
+        try:
+            # stream() reads every reply before raising, and disconnects on anything else
+            dropped = _RECORD.stream(self.online.direct.conn(), [([key], args)])[0]
+        except (redis.RedisError, BackendError) as exc:
+            raise BackendError(f"window features {name!r}, entity {ent!r}: {exc}") from exc
+        return int(dropped) == 0
+
+    def _event_ms(
+        self, wf: WindowFeatures, ent: str, ts: Any, outcome: str = "nothing was recorded"
+    ) -> int:
+        if ts is None:
+            return now_us() // 1000
+        try:
+            us = to_us(ts, what="ts")
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"window features {wf.name!r}, entity {ent!r}: {exc}; {outcome}"
+            ) from None
+        if us < 0:
+            raise ConfigurationError(
+                f"window features {wf.name!r}, entity {ent!r}: ts {ts!r} is before 1970; {outcome}"
+            )
+        return us // 1000
+
+    def record_many(
+        self,
+        name: str,
+        rows: Any,
+        *,
+        entity_column: str = "entity_id",
+        value_column: str | None = None,
+        event_time_column: str | None = "event_time",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RecordReport:
+        """Add many events (list of dicts, pandas.DataFrame or pyarrow.Table; the value
+        column defaults to the source's name, event_time_column=None means now). Partial
+        tiles per (entity, hop) are built with numpy and merged by one atomic step per
+        entity, streamed. Every row is checked first: a bad one raises and nothing is
+        recorded. ``progress(events done, total)``."""
+        wf = self.window(name)
+        value_column = wf.source if value_column is None else value_column
+        table = events_table(wf, rows, [entity_column, value_column, event_time_column])
+        if table.num_rows == 0:
+            return RecordReport(0, 0, 0)
+        ids, ts, vs = checked_events(wf, table, entity_column, value_column, event_time_column)
+        codes, uniques = pd.factorize(ids.to_numpy(zero_copy_only=False))
+        return self._merge_events(wf, codes, np.asarray(uniques), ts, vs, progress)
+
+    def _merge_events(
+        self,
+        wf: WindowFeatures,
+        codes: np.ndarray,
+        uniques: np.ndarray,
+        ts: np.ndarray,
+        vs: np.ndarray,
+        progress: Callable[[int, int], None] | None,
+    ) -> RecordReport:
+        b = np.floor_divide(ts, wf.hop_ms)
+        base = int(b.min())
+        width = int(b.max()) - base + 1
+        order = np.lexsort((ts, b, codes))
+        group = codes[order].astype(np.int64) * width + (b[order] - base)
+        tiles = partials(ts[order], vs[order], wf.hop_ms, group)
+        tcode = tiles["b"] // width
+        tiles["b"] = tiles["b"] % width + base  # back to bucket ids for the wire offsets
+        wire = to_wire(tiles, wf.hop_ms).tobytes()
+        w = WIRE_BYTES
+        # (bucket id, tile) pairs, the argument list of every entity cut from one list
+        pairs: list[Any] = [None] * (2 * len(tiles))
+        pairs[0::2] = tiles["b"].tolist()
+        pairs[1::2] = [wire[i : i + w] for i in range(0, len(wire), w)]
+        st = np.flatnonzero(np.r_[True, tcode[1:] != tcode[:-1]])
+        ends = np.append(st[1:], len(tiles))
+        events = np.cumsum(np.add.reduceat(tiles["n"], st)).astype(np.int64)
+        total = len(ts)
+        bs = tiles["b"].tolist()
+        calls = (
+            (
+                [self.keys.window_tiles(wf.name, escape_id(str(uniques[tcode[a]])))],
+                [wf.span, bs[a], bs[z - 1], *pairs[2 * a : 2 * z]],
+            )
+            for a, z in zip(st.tolist(), ends.tolist(), strict=True)
+        )
+
+        def report(i: int, _reply: Any) -> None:
+            if progress is not None and (i % 1000 == 999 or i == len(st) - 1):
+                progress(int(events[i]), total)
+
+        conn = self.online.direct.conn()
+        try:
+            replies = _RECORD.stream(conn, calls, report)
+        except BackendError as exc:  # a timeout: the outcome is unknown
+            raise BackendError(f"window features {wf.name!r}: record_many: {exc}") from exc
+        except redis.RedisError as exc:
+            raise BackendError(
+                f"window features {wf.name!r}: record_many failed: {exc}; the other entities' "
+                "events were recorded"
+            ) from exc
+        except BaseException:
+            # stream() already disconnected; kept here so the rule holds if it changes:
+            # unread replies would answer the thread's next commands
+            conn.disconnect()
+            raise
+        return RecordReport(total, len(st), sum(int(r) for r in replies))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _window_get_many(
+        self,
+        name: str,
+        ids: Iterable[str | int],
+        features: Sequence[str] | None,
+        as_of: Any,
+        with_meta: bool,
+        *,
+        strict: bool = False,
+    ) -> list[Any]:
+        """get / get_many of window features: dicts of output -> value at now or as_of.
+        An entity whose windows need tiles retention dropped gets None (one such entity
+        must not fail a batch); ``strict`` (get of one entity) raises instead."""
+        if with_meta:
+            raise ConfigurationError(
+                f"window features {name!r}: with_meta is for views; window values have no "
+                "version or event time"
+            )
+        wf = self.window(name)
+        feats = wf.features if features is None else list(features)
+        want = [(f, *wf.resolve(f)) for f in feats]
+        ents = [normalize_id(name, e, i, outcome=READ) for i, e in enumerate(ids)]
+        t = now_us() // 1000 if as_of is None else self._event_ms(wf, "<as_of>", as_of, READ)
+        raw = self._read_tiles(wf, ents, _w.read_range(wf, t, [w for _, _, w in want]))
+        out: list[Any] = []
+        for ent, et in zip(ents, raw, strict=True):
+            vals = _w.values_at(wf, et, t, want)
+            if vals is None and strict:
+                raise ConfigurationError(
+                    f"window features {name!r}, entity {ent!r}: as_of {as_of!r} needs tiles "
+                    "that retention dropped (it keeps the largest window + one hop back from "
+                    "the entity's newest event); ask for a later time"
+                )
+            out.append(vals)
+        return out
+
+    def _read_tiles(
+        self, wf: WindowFeatures, ents: list[str], span: tuple[int, int] | None = None
+    ) -> list[_w.EntityTiles]:
+        """Every entity's tiles: HGETALL (or HMGET of the buckets ``span`` = (lo, hi) and the
+        retention mark, for reads at one time) sent IN_FLIGHT at a time on one connection,
+        parsed by numpy from the raw replies."""
+        conn = self.online.direct.conn()
+        fields = [] if span is None else ["_d", *map(str, range(span[0], span[1] + 1))]
+        raw: list[Any] = []
+        try:
+            pending = 0  # replies of the previous batch, read while the next one runs
+            for lo in range(0, len(ents), IN_FLIGHT):
+                keys = [
+                    self.keys.window_tiles(wf.name, escape_id(e)) for e in ents[lo : lo + IN_FLIGHT]
+                ]
+                if span is None:
+                    packed = b"".join([pack("HGETALL", k) for k in keys])
+                else:
+                    packed = b"".join([pack("HMGET", k, *fields) for k in keys])
+                conn.send_packed_command([packed])
+                raw.extend(read_all(conn, pending))
+                pending = len(keys)
+            raw.extend(read_all(conn, pending))
+        except redis.RedisError as exc:
+            conn.disconnect()  # replies may be pending: never reuse it half read
+            raise BackendError(f"window features {wf.name!r}: read failed: {exc}") from exc
+        except BaseException:
+            conn.disconnect()  # Ctrl-C or a failed send: the same, replies may be pending
+            raise
+        return [self._decoded(wf, e, r, span) for e, r in zip(ents, raw, strict=True)]
+
+    @staticmethod
+    def _decoded(
+        wf: WindowFeatures, ent: str, reply: Any, span: tuple[int, int] | None
+    ) -> _w.EntityTiles:
+        """One entity's tiles; a key that is not a well-formed tile hash is named (every
+        reply was read already, so the connection stays usable)."""
+        if isinstance(reply, redis.ResponseError):
+            raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {reply}")
+        try:
+            return _w.decode(reply) if span is None else _w.decode_range(reply, span[0])
+        except (TypeError, ValueError) as exc:
+            raise BackendError(
+                f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"
+            ) from None
+
+    # -- mixing with views: get_features and training_frame -------------------------------
+
+    def _window_refs(
+        self, features: Sequence[str], full_feature_names: bool
+    ) -> tuple[list[str], list[WindowWanted]]:
+        """Split "name:feature" references into views' and window features' ones."""
+        if isinstance(features, str) or not features:
+            raise ConfigurationError("features must be a non-empty list like ['view:feature', ...]")
+        specs = self.registry.window_specs()
+        rest: list[str] = []
+        by: dict[str, list[tuple[str, str, str, int]]] = {}
+        wfs: dict[str, WindowFeatures] = {}
+        for ref in features:
+            name, _, feat = str(ref).partition(":")
+            if name not in specs:
+                rest.append(ref)
+                continue
+            wf = wfs.setdefault(name, WindowFeatures.from_spec(specs[name]))
+            out = f"{name}__{feat}" if full_feature_names else feat
+            by.setdefault(name, []).append((out, feat, *wf.resolve(feat)))
+        return rest, [WindowWanted(wfs[n], f) for n, f in by.items()]
+
+    def _window_frame(
+        self, join: pa.Table, wins: list[WindowWanted], entity: str | None
+    ) -> dict[str, np.ndarray]:
+        """Window columns for a training frame's join table (entity_id, __ts in us)."""
+        out: dict[str, np.ndarray] = {}
+        for ww in wins:
+            if entity is not None and ww.wf.entity != entity:
+                raise ConfigurationError(
+                    f"a training frame reads features of one entity; window features "
+                    f"{ww.wf.name!r} describe {ww.wf.entity!r}, the views {entity!r}"
+                )
+            out.update(self._window_columns(ww, join))
+        return out
+
+    def _window_columns(self, ww: WindowWanted, join: pa.Table) -> dict[str, np.ndarray]:
+        wf = ww.wf
+        ids = join["entity_id"]
+        row_ms = np.floor_divide(join["__ts"].to_numpy(zero_copy_only=False), 1000)
+        codes, uniques = pd.factorize(ids.to_numpy(zero_copy_only=False), use_na_sentinel=True)
+        ents = [str(u) for u in uniques]
+        parts: list[np.ndarray] = []
+        tcodes: list[np.ndarray] = []
+        cuts = np.full(max(len(ents), 1), np.iinfo(np.int64).min, np.int64)
+        for lo in range(0, len(ents), READ_CHUNK):
+            chunk = ents[lo : lo + READ_CHUNK]
+            for j, et in enumerate(self._read_tiles(wf, chunk)):
+                if et.cut is not None:
+                    cuts[lo + j] = et.cut
+                parts.append(et.tiles)
+                tcodes.append(np.full(len(et.tiles), lo + j, np.int64))
+        tiles = np.concatenate(parts) if parts else np.zeros(0, MEM)
+        tc = np.concatenate(tcodes) if tcodes else np.zeros(0, np.int64)
+        cols = _w.at_times(wf, tiles, tc, cuts, codes.astype(np.int64), row_ms, ww.by_feature())
+        return {out: cols[f] for out, f, _, _ in ww.feats}

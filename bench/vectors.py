@@ -98,7 +98,7 @@ def run(client: redis.Redis, data: np.ndarray, queries: np.ndarray, args: Any) -
         t0 = time.perf_counter()
         store.similar("emb", "v", queries[0], k=10, index="hnsw")
         hbuild = time.perf_counter() - t0
-        state: Any = store._indexes[("emb", "v", "hnsw")]._state
+        state: Any = store._search()._indexes[("emb", "v", "hnsw")]._state
         for ef in (16, 32, 64, 128):
             state.hnsw.ef_search = ef  # a bench-only knob: sweep the speed/recall trade-off
             got = [
@@ -115,7 +115,7 @@ def run(client: redis.Redis, data: np.ndarray, queries: np.ndarray, args: Any) -
         t0 = time.perf_counter()
         store.similar("emb", "v", queries[0], k=10, index="server")
         sbuild = time.perf_counter() - t0
-        sidx: Any = store._indexes[("emb", "v", "server")]
+        sidx: Any = store._search()._indexes[("emb", "v", "server")]
         for ef in (32, 64, 128):
             sidx._ef_search = ef  # a bench-only knob: EF_RUNTIME of the KNN query
             got = [
@@ -128,7 +128,7 @@ def run(client: redis.Redis, data: np.ndarray, queries: np.ndarray, args: Any) -
         print(f"  server index build (mirror {args.n:,} hashes + server HNSW) {sbuild:.1f} s")
         sidx.close()  # a new process's first use: resync, nothing changed, nothing rewritten
         t0 = time.perf_counter()
-        ServerIndex(store, "emb", "v").build()
+        ServerIndex(store._ctx, store, store.capabilities, "emb", "v").build()
         print(
             f"  server index resync by another index (no change) {time.perf_counter() - t0:.1f} s"
         )

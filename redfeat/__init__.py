@@ -1,7 +1,7 @@
 """redfeat: a feature store for machine learning on Redis."""
 
 from . import types
-from .core.columns import ValidationReport
+from .core.records import Match, Record, Status, ValidationReport, Version, WriteReport
 from .core.schema import Entity, FeatureView, Field
 from .errors import (
     BackendError,
@@ -12,10 +12,7 @@ from .errors import (
     RedfeatError,
     ValidationError,
 )
-from .online.history import Version
-from .online.writer import Record, Status, WriteReport
 from .store import FeatureStore
-from .vectors.index import Match
 from .windows.spec import WindowFeatures
 
 __version__ = "0.1.0"

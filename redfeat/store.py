@@ -1,49 +1,83 @@
-"""FeatureStore: the one entry object. A thin facade over the modules that do the work."""
+"""FeatureStore: the one entry object. A facade that builds the services doing the work
+(in ``__init__``, or on first use for the capabilities most programs never touch) and
+delegates each verb to one of them; the user-facing contracts live in the docstrings here.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import redis
 
-from . import reads as _features
-from .core.codec import READ, normalize_id
-from .core.conn import detect_capabilities
+from .core.conn import Direct, detect_capabilities
+from .core.context import Ctx
 from .core.embedded import EmbeddedServer, ServerInfo, holds_data
 from .core.keys import Keys
 from .core.metrics import Metrics, timed
-from .core.registry import Registry, Resolved
+from .core.records import ChangeEvent, Match, ValidationReport, Version, WriteReport
+from .core.registry import Registry
 from .core.schema import Entity, FeatureView, Field
 from .errors import BackendError, ConfigurationError, NotFoundError
-from .offline import transfer as _transfer
-from .offline.log import OfflineLog
-from .offline.service import TrainingVerbs
-from .online import history as _history
-from .online.history import Version
 from .online.online import Online, Progress
-from .online.writer import Record, Status, WriteReport
-from .quality.service import Quality
-from .quality.verbs import QualityVerbs
-from .realtime.cache import _MISSING as _CACHE_MISSING
+from .quality.service import Monitor, Quality
+from .reads import Reads
 from .realtime.cache import Cache
-from .realtime.service import LiveVerbs
-from .timeseries.service import SeriesVerbs
-from .transforms import derived as _derived
 from .transforms.builtins import TransformRegistry
-from .vectors import server_index as _server_index
-from .vectors.index import VectorIndex
-from .vectors.service import SearchVerbs
-from .windows.service import Definition, WindowVerbs
+from .transforms.derived import Deriver, check_source
+from .writes import Writes
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .offline.log import OfflineLog
+    from .offline.service import Training
+    from .online.events import Subscription
+    from .quality.validators import RowCheck
+    from .realtime.ingest import Worker
+    from .realtime.service import Live
+    from .timeseries.alerts import Alerts
+    from .timeseries.series import Series
+    from .timeseries.service import SeriesService, TimeSeriesAdmin
+    from .vectors.service import Search
+    from .windows.service import RecordReport, Windows
+    from .windows.spec import WindowFeatures
+
+    Definition = Entity | FeatureView | WindowFeatures
 
 _log = logging.getLogger("redfeat.home")
+T = TypeVar("T")
+
+
+class _Lazy(Generic[T]):
+    """A service built on first use, once, under a lock: opening a store (and ``import
+    redfeat``) loads only the capabilities a program uses."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build: Callable[[], T] | None = build
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    assert self._build is not None
+                    self._value = self._build()
+                    self._build = None
+                value = self._value
+        return value
+
+    @property
+    def built(self) -> T | None:
+        return self._value
 
 
 def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> None:
@@ -54,7 +88,7 @@ def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> N
         server.stop(only_if_unused_by=name)
 
 
-class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVerbs, WindowVerbs):
+class FeatureStore:
     """Typed, versioned features on Redis.
 
     ``FeatureStore()`` starts (or attaches to) a private server under the data dir
@@ -76,60 +110,76 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         cache: Cache | None = None,
         embedder: Any = None,
     ) -> None:
-        self.keys = Keys(project)
-        self.project = project
-        self.metrics = Metrics()  # per-operation counts and latencies (store.stats())
-        self.server: EmbeddedServer | None = None
-        self.server_info: ServerInfo | None = None
+        keys = Keys(project)
+        self._server: EmbeddedServer | None = None
+        self._server_info: ServerInfo | None = None
         self._owns_client = client is None
         self._finalizer: weakref.finalize[Any, FeatureStore] | None = None
+        self._closers: list[Callable[[], None]] = []
+        if isinstance(feed_cap, bool) or not isinstance(feed_cap, int) or feed_cap < 0:
+            raise ConfigurationError(
+                f"feed_cap must be an int >= 0 (0: no events), got {feed_cap!r}"
+            )
+        if cache is not None and not feed_cap:
+            raise ConfigurationError("a near cache needs change events (feed_cap > 0)")
         if client is None:
-            self.server = EmbeddedServer(data_dir, server_bin=server_bin, durability=durability)
-            if not holds_data(self.server.dir):
+            self._server = EmbeddedServer(data_dir, server_bin=server_bin, durability=durability)
+            if not holds_data(self._server.dir):
                 _log.warning(
                     "redfeat: %s holds no data yet: starting an empty store there "
                     "(data_dir= or REDFEAT_HOME open another)",
-                    self.server.dir,
+                    self._server.dir,
                 )
             name = f"redfeat-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-            self.server_info, client = self.server.open(name)
-            self._finalizer = weakref.finalize(self, _close_embedded, self.server, client, name)
-        self.client = client
+            self._server_info, client = self._server.open(name)
+            self._finalizer = weakref.finalize(self, _close_embedded, self._server, client, name)
+        self._client = client
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             self.close()
             raise ConfigurationError(
                 "FeatureStore needs a client with decode_responses=False: values are binary"
             )
         try:
-            self.client.ping()
+            client.ping()
         except redis.RedisError as exc:
             self.close()
             raise BackendError(f"cannot reach the server: {exc}") from exc
-        self.registry = Registry(client, self.keys)
-        if isinstance(feed_cap, bool) or not isinstance(feed_cap, int) or feed_cap < 0:
-            raise ConfigurationError(
-                f"feed_cap must be an int >= 0 (0: no events), got {feed_cap!r}"
-            )
-        self.online = Online(client, self.keys, feed_cap)
-        self.quality = Quality(self)
-        self.online.quality = self.quality
-        self.dumper = _history.Dumper(self.keys, self.online.direct)
-        self.transforms = TransformRegistry()
-        self.deriver = _derived.Deriver(self.transforms)
+        direct = Direct(client)
+        self._closers.append(direct.close)
+        ctx = self._ctx = Ctx(client, keys, Registry(client, keys), direct, Metrics())
         self._caps: dict[str, Any] | None = None
-        self._indexes: dict[tuple[str, str, str], VectorIndex] = {}
-        self._index_lock = threading.Lock()
-        self.embedder = embedder  # texts -> vectors, for put_text / similar_texts
-        self.cache: Cache | None = None
-        if cache is not None:
-            if not feed_cap:
-                raise ConfigurationError("a near cache needs change events (feed_cap > 0)")
-            self.cache = cache
-            cache.bind(self)
-        self.offline: OfflineLog | None = None
+
+        self._monitor = Monitor(ctx)
+        self._closers.insert(0, self._close_monitor)
+        self._quality = Quality(ctx, self._monitor)
+        self._offline: OfflineLog | None = None
+        log = None
         if offline_dir is not None:
-            self.offline = OfflineLog(offline_dir)
-            self.online.log = functools.partial(_transfer.log_versions, self.offline)
+            from .offline.log import OfflineLog
+            from .offline.transfer import log_versions
+
+            offline = self._offline = OfflineLog(offline_dir)
+            self._closers.insert(0, offline.close)
+
+            def log(*args: Any) -> None:
+                log_versions(offline, *args)
+
+        self._online = Online(ctx, feed_cap, observer=self._monitor, log=log)
+        self._transforms = TransformRegistry()
+        self._deriver = Deriver(ctx, self._transforms, reader=self)
+        self._cache = cache
+        if cache is not None:
+            cache.bind(ctx, reader=self)
+            self._closers.insert(0, cache.close)
+        self._windows = _Lazy(lambda: _windows(ctx))
+        self._training = _Lazy(lambda: _training(ctx, self._online, self._monitor, self._offline))
+        self._search = _Lazy(lambda: _search(ctx, self, lambda: self.capabilities, embedder))
+        self._live = _Lazy(lambda: _live(ctx, self))
+        self._series = _Lazy(lambda: _series(ctx))
+        self._reads = Reads(
+            ctx, self._online, self._deriver, cache, self._monitor, self._windows, self._training
+        )
+        self._writes = Writes(ctx, self._online, self._deriver, cache, self._monitor)
 
     @classmethod
     def from_url(
@@ -156,23 +206,21 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush the offline log; close connections this store opened (an embedded server
-        stops with its last user)."""
-        if getattr(self, "quality", None) is not None:
-            with contextlib.suppress(BackendError):  # monitoring data must not block a close
-                self.quality.close()
-        if getattr(self, "offline", None) is not None:
-            self.offline.close()  # type: ignore[union-attr]
-        if getattr(self, "cache", None) is not None:
-            self.cache.close()  # type: ignore[union-attr]
-        for idx in getattr(self, "_indexes", {}).values():
-            idx.close()
-        if hasattr(self, "online"):
-            self.online.direct.close()
+        """Flush monitoring data and the offline log; close connections this store opened
+        (an embedded server stops with its last user)."""
+        search = self._search.built if hasattr(self, "_search") else None
+        if search is not None:
+            search.close()
+        for close in getattr(self, "_closers", []):
+            close()
         if self._finalizer is not None:
             self._finalizer()
-        elif self._owns_client and hasattr(self, "client"):
-            self.client.close()
+        elif self._owns_client and hasattr(self, "_client"):
+            self._client.close()
+
+    def _close_monitor(self) -> None:
+        with contextlib.suppress(BackendError):  # monitoring data must not block a close
+            self._monitor.close()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -180,12 +228,74 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- what it is connected to ----------------------------------------------------------
+
+    @property
+    def project(self) -> str:
+        """The project: every key of this store starts ``rf:<project>:``."""
+        return self._ctx.keys.project
+
+    @property
+    def client(self) -> redis.Redis:
+        """The redis-py client this store uses (for your own commands; keep its keys apart
+        from ``rf:<project>:``)."""
+        return self._client
+
+    @property
+    def keys(self) -> Keys:
+        """The key layout of this project (``store.keys.latest(view, id)`` ...)."""
+        return self._ctx.keys
+
+    @property
+    def metrics(self) -> Metrics:
+        """Per-operation counts and latencies of this process (``stats()["operations"]``)."""
+        return self._ctx.metrics
+
+    @property
+    def server(self) -> EmbeddedServer | None:
+        """The embedded server this store attached to (None with a URL or a client)."""
+        return self._server
+
+    @property
+    def server_info(self) -> ServerInfo | None:
+        """How the embedded server is reached (pid, socket or port), or None."""
+        return self._server_info
+
     @property
     def capabilities(self) -> dict[str, Any]:
         """What the server offers (server name and version, optional commands, modules)."""
         if self._caps is None:
-            self._caps = detect_capabilities(self.client)
+            self._caps = detect_capabilities(self._client)
         return self._caps
+
+    @property
+    def quality(self) -> Quality:
+        """Settings, validators, profiles, baselines, drift and health of the views."""
+        return self._quality
+
+    @property
+    def cache(self) -> Cache | None:
+        """The near cache (``FeatureStore(cache=Cache(...))``), or None."""
+        return self._cache
+
+    @property
+    def offline(self) -> OfflineLog | None:
+        """The Parquet offline log (``FeatureStore(offline_dir=...)``), or None."""
+        return self._offline
+
+    @property
+    def transforms(self) -> TransformRegistry:
+        """The custom transforms registered in this process (``@store.transform``)."""
+        return self._transforms
+
+    @property
+    def embedder(self) -> Any:
+        """texts -> vectors, for put_text / similar_texts without precomputed vectors."""
+        return self._search().embedder
+
+    @embedder.setter
+    def embedder(self, fn: Any) -> None:
+        self._search().embedder = fn
 
     # -- definitions --------------------------------------------------------------------
 
@@ -194,8 +304,14 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
 
         A view that stops keeping history (``history=0``) has its history keys removed, so
         that turning history on again later never serves versions from before."""
-        objects, wins = self._split_windows(objects)
-        known = {v.name: v for v in self.registry.views()}
+        from .online.scan import delete_view_data
+        from .windows.spec import WindowFeatures
+
+        registry = self._ctx.registry
+        wins: list[WindowFeatures] = []
+        if any(isinstance(o, WindowFeatures) for o in objects) or registry.window_specs():
+            objects, wins = self._windows().split(objects)
+        known = {v.name: v for v in registry.views()}
         before = {name: v.history.keeps_versions for name, v in known.items()}
         known.update({o.name: o for o in objects if isinstance(o, FeatureView)})
         for obj in objects:
@@ -205,17 +321,19 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
                         f"view {obj.name!r} derives from {obj.source!r}, which is not defined; "
                         "apply the source view first (or in the same call)"
                     )
-                _derived.check_source(obj, known[obj.source])
-                self.deriver.transforms(obj)  # custom transforms must be registered here
-        result = self.registry.apply(objects, allow_breaking=allow_breaking)
+                check_source(obj, known[obj.source])
+                self._deriver.transforms(obj)  # custom transforms must be registered here
+        result = registry.apply(objects, allow_breaking=allow_breaking)
         for obj in objects:
             if (
                 isinstance(obj, FeatureView)
                 and before.get(obj.name)
                 and not obj.history.keeps_versions
             ):
-                self.online.delete_view_data(obj.name, suffix=":h")
-        return {**result, **self._apply_windows(wins)}
+                delete_view_data(self._ctx, obj.name, suffix=":h")
+        if wins:
+            result.update(self._windows().apply(wins))
+        return result
 
     def transform(
         self,
@@ -227,25 +345,28 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
     ) -> Callable[[Any], Any]:
         """Register a custom transform (row -> dict, or frame -> frame with ``vectorized``).
         The registry records its name, inputs, outputs and a hash of its code."""
-        register = self.transforms.register(
+        register = self._transforms.register(
             name, inputs=inputs, outputs=outputs, vectorized=vectorized
         )
 
         def decorate(fn: Any) -> Any:
             out = register(fn)
-            self.registry.record_transform(self.transforms.get(name).spec())
+            self._ctx.registry.record_transform(self._transforms.get(name).spec())
             return out
 
         return decorate
 
     def views(self) -> list[FeatureView]:
-        return self.registry.views()
+        """Every view in the registry."""
+        return self._ctx.registry.views()
 
     def view(self, name: str) -> FeatureView:
-        return self.registry.get(name).view
+        """One view's definition (NotFoundError if there is none)."""
+        return self._ctx.registry.get(name).view
 
     def entities(self) -> list[Entity]:
-        return self.registry.entities()
+        """Every entity in the registry."""
+        return self._ctx.registry.entities()
 
     # -- writes -------------------------------------------------------------------------
 
@@ -254,11 +375,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Write one version of an entity's features (event_time: datetime or epoch s; now)."""
-        res, deps = _derived.writable(self, view)
-        with self.quality.refusals(view):
-            version = self.online.write(res, entity_id, values, event_time)
-        self._after_write(res, deps, entity_id, version)
-        return version
+        return self._writes.write(view, entity_id, values, event_time)
 
     @timed("write_many")
     def write_many(
@@ -276,61 +393,21 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         ``on_error="raise"`` writes nothing if any row is bad; ``"skip"`` writes the good rows
         and reports the others in ``WriteReport.refused``. ``progress(done, total)``.
         """
-        if on_error not in ("raise", "skip"):
-            raise ConfigurationError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if rows is None or isinstance(rows, str | bytes | Mapping):
-            raise ConfigurationError(
-                "write_many takes a list of dicts, a pandas.DataFrame or a pyarrow.Table, "
-                f"got {type(rows).__name__}"
-            )
-        # A bulk write checks for definitions changed elsewhere first (one cheap read), so
-        # that it never encodes rows with a layout another process has just replaced.
-        self.registry.refresh()
-        res, deps = _derived.writable(self, view)
-        frame_like = type(rows).__module__.split(".")[0] in ("pandas", "pyarrow")
-        if deps and not isinstance(rows, list) and not frame_like:
-            rows = list(rows)  # read twice: for the source, then for its derived views
-        if deps and event_time_column is None:
-            rows, event_time_column = _derived.with_event_time(rows)
-        report = self.online.write_many(
-            res,
+        return self._writes.write_many(
+            view,
             rows,
             entity_column=entity_column,
             event_time_column=event_time_column,
             on_error=on_error,
             progress=progress,
         )
-        if deps and event_time_column is not None:
-            _derived.after_bulk(self, deps, rows, entity_column, event_time_column, report)
-        self._clear_cached(view, deps)
-        return report
-
-    def _after_write(
-        self, res: Resolved, deps: list[Resolved], entity_id: Any, version: Version
-    ) -> None:
-        """Forget cached values of the entity (here and in derived views) and write the
-        derived views."""
-        if self.cache is not None:
-            for name in [res.name, *(d.name for d in deps)]:
-                self.cache.invalidate(name, str(entity_id))
-        _derived.after_write(self, deps, entity_id, version)
-
-    def _clear_cached(self, view: str, deps: list[Resolved]) -> None:
-        # after a bulk write: cheaper than finding each written id
-        if self.cache is not None:
-            for name in [view, *(d.name for d in deps)]:
-                self.cache.clear(name)
 
     @timed("update")
     def update(
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
-        res, deps = _derived.writable(self, view)
-        with self.quality.refusals(view):
-            version = self.online.update(res, entity_id, values, event_time)
-        self._after_write(res, deps, entity_id, version)
-        return version
+        return self._writes.update(view, entity_id, values, event_time)
 
     @timed("increment")
     def increment(
@@ -342,44 +419,41 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         event_time: Any = None,
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
-        res, deps = _derived.writable(self, view)
-        with self.quality.refusals(view):
-            version = self.online.increment(res, entity_id, deltas, event_time)
-        self._after_write(res, deps, entity_id, version)
-        return version
+        return self._writes.increment(view, entity_id, deltas, event_time)
 
     @timed("delete")
     def delete(self, view: str, entity_id: str | int) -> bool:
         """Remove an entity's latest value and history (and its derived views' values).
         True if anything was there."""
-        res = self.registry.get(view)
-        deps = self.registry.dependents(view)
-        for dep in deps:
-            self.online.delete(dep, entity_id)
-        gone = self.online.delete(res, entity_id)
-        if self.cache is not None:
-            for name in [view, *(d.name for d in deps)]:
-                self.cache.invalidate(name, str(entity_id))
-        return gone
+        return self._writes.delete(view, entity_id)
 
     def delete_view(self, view: str, *, keep_definition: bool = False) -> int:
         """Remove every key of a view (SCAN batches, non-blocking) and, unless asked, its
         definition. Returns the number of keys removed."""
-        self.registry.get(view)
-        removed = self.online.delete_view_data(view)
+        from .online.scan import delete_view_data
+
+        ctx = self._ctx
+        ctx.registry.get(view)
+        removed = delete_view_data(ctx, view)
         # the feed, and pushed rows not yet ingested (a view re-created under this name
         # must not ingest them)
-        p = self.keys.prefix
-        removed += int(
-            self.client.unlink(self.keys.feed(view), p + "ingest:" + view, p + "dead:" + view)
-        )
-        if self.cache is not None:
-            self.cache.clear(view)
+        try:
+            removed += int(
+                ctx.client.unlink(
+                    ctx.keys.feed(view), ctx.keys.ingest(view), ctx.keys.dead_letters(view)
+                )
+            )
+        except redis.RedisError as exc:
+            raise BackendError(f"view {view!r}: deleting its streams failed: {exc}") from exc
+        if self._cache is not None:
+            self._cache.clear(view)
         if self.capabilities.get("vector_search"):  # server-side indexes and their mirrors
-            _server_index.drop_server_indexes(self.client, f"{self.keys.prefix}vx:{view}:")
+            from .vectors.server_index import drop_server_indexes
+
+            drop_server_indexes(ctx.client, ctx.keys.vectors(view))
         if not keep_definition:
-            removed += self.quality.forget(view)
-            self.registry.remove_view(view)
+            removed += self._monitor.forget(view)
+            ctx.registry.remove_view(view)
         return removed
 
     # -- reads --------------------------------------------------------------------------
@@ -394,22 +468,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         as_of: Any = None,
     ) -> dict[str, Any] | None:
         """Latest values of one entity (or as of a past time), typed by the schema."""
-        if self._win(view):
-            one = self._window_get_many(view, [entity_id], features, as_of, False, strict=True)
-            return one[0]  # type: ignore[no-any-return]
-        if self.cache is not None and features is None and as_of is None:
-            hit = self.cache.lookup(view, str(entity_id))
-            if hit is not _CACHE_MISSING:
-                self.quality.read_hit(view)
-                return hit  # type: ignore[no-any-return]
-            res = self.registry.get(view)
-            if not res.view.on_read:  # a known miss: fetch and cache it
-                fetch = self._fetch_records(res)
-                return self.cache.fill(view, [entity_id], fetch, res.view.ttl_us)[0]  # type: ignore[no-any-return]
-        res = self.registry.get(view)
-        out = self._get_many(res, [entity_id], features, as_of, False)
-        self.quality.read(res, out, features)
-        return out[0]  # type: ignore[no-any-return]
+        return self._reads.get(view, entity_id, features, as_of)
 
     @timed("get_many")
     def get_many(
@@ -426,49 +485,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         One round trip for the whole batch. ``with_meta=True`` returns ``Record`` objects with
         status PRESENT / EXPIRED / MISSING and the event time.
         """
-        if self._win(view):
-            return self._window_get_many(view, entity_ids, features, as_of, with_meta)
-        res = self.registry.get(view)
-        out = self._get_many(res, list(entity_ids), features, as_of, with_meta)
-        self.quality.read(res, out, features)
-        return out
-
-    def _get_many(
-        self,
-        res: Resolved,
-        ids: list[Any],
-        features: Sequence[str] | None,
-        as_of: Any,
-        with_meta: bool,
-    ) -> list[Any]:
-        view = res.name
-        feats = None if features is None else list(features)
-        if res.view.on_read:
-            return _derived.read(self, res, ids, feats, as_of, with_meta)
-        if as_of is None and self.cache is not None and feats is None and not with_meta:
-            return self._cached_read(res, ids)
-        if as_of is None:
-            return self.online.get_many(res, ids, feats, with_meta)
-        at = _history.as_of_us(view, as_of)
-        readers = res.codec.select(feats)
-        ents = [normalize_id(view, e, i, outcome=READ) for i, e in enumerate(ids)]
-        versions = _history.get_many_as_of(self.client, self.keys, res, ents, at, readers)
-        if not with_meta:
-            return [None if v is None else v.values for v in versions]
-
-        return [
-            Record(e, Status.MISSING, None, None)
-            if v is None
-            else Record(e, Status.PRESENT, v.event_time, v.values)
-            for e, v in zip(ents, versions, strict=True)
-        ]
-
-    def _fetch_records(self, res: Resolved) -> Callable[[list[Any]], list[Record]]:
-        return lambda ids: self.online.get_many(res, ids, None, True)
-
-    def _cached_read(self, res: Resolved, ids: list[Any]) -> list[Any]:
-        assert self.cache is not None
-        return self.cache.read_many(res.name, ids, self._fetch_records(res), res.view.ttl_us)
+        return self._reads.get_many(view, entity_ids, features, as_of, with_meta)
 
     @timed("get_features")
     def get_features(
@@ -488,8 +505,7 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
         Vector feature into ``name_0 .. name_{d-1}``; ``as_numpy`` returns one float64 2-D
         array (rows: entities, columns: features, vectors flattened; missing = NaN).
         """
-        return _features.get_features(
-            self,
+        return self._reads.get_features(
             entity_ids,
             features,
             as_frame=as_frame,
@@ -497,3 +513,394 @@ class FeatureStore(LiveVerbs, SearchVerbs, SeriesVerbs, TrainingVerbs, QualityVe
             flatten_vectors=flatten_vectors,
             as_numpy=as_numpy,
         )
+
+    # -- versions and training data ---------------------------------------------------
+
+    def history(self, view: str, entity_id: str | int, *, limit: int = 10) -> list[Version]:
+        """Stored versions of one entity, newest event time first."""
+        return self._training().history(view, entity_id, limit=limit)
+
+    def version(self, view: str, entity_id: str | int, version_id: int) -> Version:
+        """One version by id (NotFoundError if it is not, or no longer, kept)."""
+        return self._training().version(view, entity_id, version_id)
+
+    @timed("diff")
+    def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
+        """What changed between two versions (ids, or datetimes read as-of):
+        ``{"added": {f: new}, "removed": {f: old}, "modified": {f: (old, new)}}``."""
+        return self._training().diff(view, entity_id, a, b)
+
+    @timed("training_frame")
+    def training_frame(
+        self,
+        entity_df: Any,
+        features: Sequence[str],
+        *,
+        entity_column: str = "entity_id",
+        event_time_column: str = "event_time",
+        full_feature_names: bool = False,
+        filter_by_written_at: bool = False,
+        as_arrow: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> Any:
+        """Point-in-time correct features for each (entity, timestamp) row of entity_df.
+
+        For each row and view: the version with the greatest event_time <= the row's time
+        (and >= time - ttl when the view has one), ties to the last written; with
+        ``filter_by_written_at`` only versions written by then. Window features count the
+        events in their window at the row's time. Every input row and column is kept in
+        order; no match gives null. Returns pandas (or Arrow with ``as_arrow``).
+        ``progress(view, done, total)`` reports the bulk read of versions.
+        """
+        return self._reads.training_frame(
+            entity_df,
+            features,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            full_feature_names=full_feature_names,
+            filter_by_written_at=filter_by_written_at,
+            as_arrow=as_arrow,
+            progress=progress,
+        )
+
+    def versions(
+        self,
+        view: str,
+        entity_ids: Iterable[str | int] | None = None,
+        *,
+        start: Any = None,
+        end: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Any:
+        """Every stored version (Redis history, plus the offline log when configured) of some
+        entities (all when None) with event time in [start, end], as a pyarrow.Table."""
+        return self._training().versions(view, entity_ids, start=start, end=end, progress=progress)
+
+    @timed("export")
+    def export(
+        self,
+        view: str,
+        path: str | os.PathLike[str],
+        *,
+        start: Any = None,
+        end: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Write every version of a view with event time in [start, end] to one Parquet file
+        (atomically). Returns the number of versions written."""
+        return self._training().export(view, path, start=start, end=end, progress=progress)
+
+    @timed("import_frame")
+    def import_frame(
+        self,
+        view: str,
+        frame: Any,
+        *,
+        entity_column: str = "entity_id",
+        event_time_column: str = "event_time",
+        written_at_column: str | None = None,
+        progress: Progress | None = None,
+    ) -> WriteReport:
+        """Backfill historical versions (history and offline log). Latest values only move
+        forward: a row older than an entity's latest lands in history. All or nothing."""
+        report = self._training().import_frame(
+            view,
+            frame,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            written_at_column=written_at_column,
+            progress=progress,
+        )
+        deps = self._ctx.registry.dependents(view)
+        if deps:
+            self._writes.derive_bulk(deps, frame, entity_column, event_time_column, report)
+        self._writes.forget_cached(view, deps)
+        return report
+
+    # -- window features ------------------------------------------------------------------
+
+    def window(self, name: str) -> WindowFeatures:
+        """The WindowFeatures definition ``name``."""
+        return self._windows().window(name)
+
+    def window_features(self) -> list[WindowFeatures]:
+        """Every WindowFeatures definition, by name (``views()`` lists only views)."""
+        return self._windows().window_features()
+
+    def delete_window(self, name: str, *, keep_definition: bool = False) -> int:
+        """Remove every tile of window features ``name`` (SCAN batches) and, unless asked,
+        the definition. Returns the number of keys removed."""
+        return self._windows().delete(name, keep_definition=keep_definition)
+
+    def record(self, name: str, entity_id: str | int, value: float, ts: Any = None) -> bool:
+        """Add one event (``ts``: datetime or epoch seconds; None = now) to an entity's
+        windows, atomically. False when it is older than the retention (not counted)."""
+        return self._windows().record(name, entity_id, value, ts)
+
+    def record_many(
+        self,
+        name: str,
+        rows: Any,
+        *,
+        entity_column: str = "entity_id",
+        value_column: str | None = None,
+        event_time_column: str | None = "event_time",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RecordReport:
+        """Add many events (list of dicts, pandas.DataFrame or pyarrow.Table; the value
+        column defaults to the source's name, event_time_column=None means now). Partial
+        tiles per (entity, hop) are built with numpy and merged by one atomic step per
+        entity, streamed. Every row is checked first: a bad one raises and nothing is
+        recorded. ``progress(events done, total)``."""
+        return self._windows().record_many(
+            name,
+            rows,
+            entity_column=entity_column,
+            value_column=value_column,
+            event_time_column=event_time_column,
+            progress=progress,
+        )
+
+    # -- real time --------------------------------------------------------------------
+
+    def changes(
+        self, view: str, *, since: str | None = None, limit: int = 1000
+    ) -> tuple[list[ChangeEvent], str | None]:
+        """Change events of a view after the cursor ``since`` (None: the oldest kept), and
+        the cursor to resume from. The feed lives in Redis, so the cursor survives
+        restarts; it keeps about ``feed_cap`` write calls."""
+        return self._live().changes(view, since=since, limit=limit)
+
+    def subscribe(
+        self,
+        view: str | Iterable[str] | None = None,
+        entity_ids: Iterable[str | int] | None = None,
+    ) -> Subscription:
+        """Live change events of one view, several, or all (None), optionally only for
+        some entities. Iterate it, ``async for`` it, or ``sub.on_event(callback)``."""
+        return self._live().subscribe(view, entity_ids)
+
+    @timed("push")
+    def push(
+        self,
+        view: str,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        event_time_column: str | None = None,
+    ) -> int:
+        """Append raw rows (dicts with an ``entity_id``) to the view's ingest stream, for
+        workers to validate and write. Rows without an event time get the push time."""
+        return self._live().push(view, rows, event_time_column=event_time_column)
+
+    def worker(self, views: Iterable[str] | None = None, **options: Any) -> Worker:
+        """A consumer-group worker for the ingest streams of ``views`` (all when None)."""
+        return self._live().worker(views, **options)
+
+    def run_worker(self, views: Iterable[str] | None = None, **options: Any) -> Any:
+        """Run a worker in this thread until it is stopped (see ``worker``)."""
+        return self._live().run_worker(views, **options)
+
+    def dead_letters(self, view: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Rows workers refused, with the error."""
+        return self._live().dead_letters(view, limit)
+
+    # -- similarity search ------------------------------------------------------------
+
+    @timed("similar")
+    def similar(
+        self,
+        view: str,
+        field: str,
+        query: Any,
+        *,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        include_values: bool = False,
+        index: str = "exact",
+        **index_options: int,
+    ) -> list[Match]:
+        """Nearest entities to ``query`` by a Vector field, best first (ties by entity id).
+
+        ``where`` filters on other fields: ``{"segment": "premium"}``, ``{"segment": ["a",
+        "b"]}``, ``{"age": (25, 40)}`` (inclusive, None = open). The first call builds an
+        in-process index (``index="exact"`` or ``"hnsw"``) from Redis; change events keep
+        it current (a write is searchable within milliseconds). ``index="server"`` answers
+        with the server's Query Engine (FT.SEARCH KNN) over a mirror kept current the same
+        way; ``"auto"`` is "server" where the server has it, else "exact".
+        ``index_options`` (M, ef_construction, ef_search) tune hnsw when its index is first
+        built: a lower ef_search is faster and less exact (see bench/RESULTS.md)."""
+        return self._search().similar(
+            view,
+            field,
+            query,
+            k=k,
+            where=where,
+            include_values=include_values,
+            index=index,
+            **index_options,
+        )
+
+    @timed("put_text")
+    def put_text(
+        self,
+        text: str,
+        *,
+        embedding: Any = None,
+        model: str = "default",
+        metadata: Mapping[str, Any] | None = None,
+        max_chars: int = 500,
+    ) -> str:
+        """Store a text (its first ``max_chars`` characters), metadata and embedding (given,
+        or from the store's ``embedder``); returns its id, the sha256 of the text. Storing
+        the same text again keeps one entry."""
+        return self._search().put_text(
+            text, embedding=embedding, model=model, metadata=metadata, max_chars=max_chars
+        )
+
+    @timed("similar_texts")
+    def similar_texts(
+        self,
+        *,
+        text: str | None = None,
+        embedding: Any = None,
+        k: int = 5,
+        model: str = "default",
+    ) -> list[Match]:
+        """Stored texts nearest to ``text`` (embedded by the store's embedder) or to
+        ``embedding``, best first; values hold text, metadata and embedding."""
+        return self._search().similar_texts(text=text, embedding=embedding, k=k, model=model)
+
+    # -- time series ----------------------------------------------------------------------
+
+    @property
+    def timeseries(self) -> TimeSeriesAdmin:
+        """Every series of the project: ``specs(filters)``, ``open(name)``, ``cleanup()``."""
+        return self._series().admin
+
+    @property
+    def alerts(self) -> Alerts:
+        """Alert rules on series (add, list, remove, history, evaluate, on_transition)."""
+        return self._series().alerts
+
+    def series(
+        self,
+        name: str,
+        *,
+        labels: Mapping[str, Any] | None = None,
+        retention: Any = None,
+        rollups: Iterable[Any] | None = None,
+        rollup_retention: Any = None,
+        duplicate_policy: str | None = None,
+    ) -> Series:
+        """Create or open the time series ``name`` (its definition lives in the registry).
+
+        On creation, None means the default: no labels, retention "7d" (raw points, counted
+        back from the newest), rollups ("1m", "5m", "1h", "1d") kept 7d/30d/90d/365d,
+        duplicate_policy "last" (block, first, last, min, max, sum). Opening an existing
+        series keeps what is not given and updates what is (rollup_retention per rollup: a
+        mapping naming one rollup leaves the others as stored); its rollups cannot change."""
+        return self._series().series(
+            name,
+            labels=labels,
+            retention=retention,
+            rollups=rollups,
+            rollup_retention=rollup_retention,
+            duplicate_policy=duplicate_policy,
+        )
+
+    def series_list(self, filters: Iterable[str] | str = ()) -> list[str]:
+        """Names of the series whose labels match every filter (``l=v``, ``l!=v``,
+        ``l=(a,b)``, ``l!=(a,b)``, ``l=`` no such label, ``l!=`` has it); sorted."""
+        return self._series().series_list(filters)
+
+    def mrange(
+        self,
+        filters: Iterable[str] | str,
+        start: Any = None,
+        end: Any = None,
+        *,
+        bucket: Any = None,
+        agg: str = "avg",
+        group_by: str | None = None,
+        reduce: str | None = None,
+    ) -> dict[str, tuple[Any, Any]]:
+        """``range`` over every series matching the filters, like TS.MRANGE: a dict of
+        series name -> (timestamps, values), by name. With ``group_by`` (a label) and
+        ``reduce`` (avg, sum, min, max, range, count, std, var), one entry per label value,
+        keyed ``"<label>=<value>"``, reducing the group's series per timestamp."""
+        return self._series().mrange(
+            filters, start, end, bucket=bucket, agg=agg, group_by=group_by, reduce=reduce
+        )
+
+    def correlate(
+        self, names: Iterable[str], start: Any, end: Any, *, bucket: Any = "1m"
+    ) -> pd.DataFrame:
+        """Pearson correlation matrix of the series' bucket means over the buckets they all
+        have (read from tiles when a rollup fits). Raises InsufficientDataError below 3."""
+        return self._series().correlate(names, start, end, bucket=bucket)
+
+    # -- quality and monitoring ---------------------------------------------------------
+
+    def validator(
+        self, view: str, *, severity: str = "error", name: str | None = None
+    ) -> Callable[[RowCheck], RowCheck]:
+        """Register a custom row check: ``@store.validator("view", severity="warning")``
+        (see ``store.quality.validator``)."""
+        return self._quality.validator(view, severity=severity, name=name)
+
+    def validate(
+        self,
+        view: str,
+        rows: Any,
+        *,
+        entity_column: str = "entity_id",
+        event_time_column: str | None = None,
+    ) -> ValidationReport:
+        """Dry run of write_many: every problem of every row (view, entity, field, rule,
+        value, message), nothing written."""
+        return self._quality.validate(
+            view, rows, entity_column=entity_column, event_time_column=event_time_column
+        )
+
+    def stats(self, *, storage: bool = True) -> dict[str, Any]:
+        """Per operation in this process: count, errors, mean/p50/p99 latency (ms); and, with
+        ``storage``, server memory and this project's keys and bytes per view, series and
+        quality data (sampled MEMORY USAGE; a bounded SCAN or RANDOMKEY sample, never KEYS)."""
+        from .stats import stats
+
+        return stats(self._ctx, storage=storage, flush=self._monitor.flush)
+
+
+# -- the services built on first use ------------------------------------------------------
+
+
+def _windows(ctx: Ctx) -> Windows:
+    from .windows.service import Windows
+
+    return Windows(ctx)
+
+
+def _training(ctx: Ctx, online: Online, monitor: Monitor, offline: OfflineLog | None) -> Training:
+    from .offline.service import Training
+
+    return Training(ctx, online, monitor, offline)
+
+
+def _search(
+    ctx: Ctx, store: FeatureStore, capabilities: Callable[[], dict[str, Any]], embedder: Any
+) -> Search:
+    from .vectors.service import Search
+
+    return Search(ctx, store, store, capabilities, embedder)
+
+
+def _live(ctx: Ctx, store: FeatureStore) -> Live:
+    from .realtime.service import Live
+
+    return Live(ctx, store)
+
+
+def _series(ctx: Ctx) -> SeriesService:
+    from .timeseries.service import SeriesService
+
+    return SeriesService(ctx)

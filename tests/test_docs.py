@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import redfeat
+from redfeat.core.embedded import EmbeddedServer
 from redfeat.serve.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def test_readme_blocks_each_run_alone_pasted_into_a_repl(
         if isinstance(store, redfeat.FeatureStore):
             store.close()
         assert not repl.errors, f"README python block {n}:\n{block}\n{repl.errors[0]}"
-    assert redfeat.core.embedded.EmbeddedServer(tmp_path / ".redfeat").status() is None
+    assert EmbeddedServer(tmp_path / ".redfeat").status() is None
 
 
 def test_public_surface_is_pinned() -> None:
@@ -100,4 +101,4 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert "ValidationError" in out and "user999 exists: False" in out
     assert "as of" in out and "income 72000.0" in out
     assert "50,000 rows" in out
-    assert redfeat.core.embedded.EmbeddedServer(tmp_path / "home").status() is None
+    assert EmbeddedServer(tmp_path / "home").status() is None

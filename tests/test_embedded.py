@@ -61,7 +61,7 @@ def test_strict_durability_survives_a_killed_server(data_dir: Path) -> None:
     assert store.server_info is not None
     os.kill(store.server_info.pid, signal.SIGKILL)
     time.sleep(0.2)
-    store.online.direct.close()
+    store._online.direct.close()
     with FeatureStore(data_dir=data_dir) as again:  # stale pid file: recovered, restarted
         assert again.get("v", "u") == {"x": 42, "s": None}
     store.close()

@@ -12,7 +12,7 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.online.events import ChangeEvent
+from redfeat.core.records import ChangeEvent
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

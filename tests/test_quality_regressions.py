@@ -79,19 +79,19 @@ def test_derived_writes_and_backfills_are_profiled_and_validated(store: FeatureS
 
 def test_a_monitoring_failure_never_fails_a_write(store: FeatureStore) -> None:
     _view(store)
-    store.quality._config_at = float("-inf")
-    real = store.quality._load_config
+    store._monitor._config_at = float("-inf")
+    real = store._monitor.load_config
 
     def broken() -> None:
         raise redis.ConnectionError("blip") from None
 
-    store.quality._load_config = broken  # type: ignore[method-assign]
+    store._monitor.load_config = broken  # type: ignore[method-assign]
     try:
         v = store.write("v", "a", {"x": 42.0})  # the settings cannot be read
         rows = [{"entity_id": f"u{i}", "x": 1.0} for i in range(1500)]
         assert store.write_many("v", rows).written == 1500
     finally:
-        store.quality._load_config = real  # type: ignore[method-assign]
+        store._monitor.load_config = real  # type: ignore[method-assign]
     assert v.values["x"] == 42.0 and store.get("v", "a") == v.values
     assert store.quality.failures >= 1
 

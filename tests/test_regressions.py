@@ -38,7 +38,7 @@ def test_failing_progress_callback_leaves_the_connection_usable(store: FeatureSt
 def test_write_survives_a_dropped_idle_connection(store: FeatureStore, client: redis.Redis) -> None:
     apply(store)
     store.write("v", "a", {"x": 1})
-    conn = store.online.direct.conn()
+    conn = store._online.direct.conn()
     conn.send_command("CLIENT", "ID")
     client.client_kill_filter(_id=str(conn.read_response()))
     store.write("v", "a", {"x": 2})
@@ -119,7 +119,7 @@ def test_thread_connections_close_with_their_threads(store: FeatureStore) -> Non
     import gc
 
     gc.collect()
-    assert len(store.online.direct._all) <= 2
+    assert len(store._online.direct._all) <= 2
 
 
 def test_widening_categories_and_changing_metric_keep_values(store: FeatureStore) -> None:

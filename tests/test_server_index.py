@@ -38,7 +38,7 @@ def made() -> Iterator[list[VectorIndex]]:
 
 
 def server_index(store: FeatureStore, made: list[VectorIndex], **kw: Any) -> ServerIndex:
-    index = ServerIndex(store, "items", "emb", **kw)
+    index = ServerIndex(store._ctx, store, store.capabilities, "items", "emb", **kw)
     made.append(index)
     return index
 
@@ -48,7 +48,7 @@ def test_capabilities_see_the_query_engine(search_store: FeatureStore, store: Fe
     assert store.capabilities["vector_search"] is False  # plain Valkey
     apply(store)
     with pytest.raises(ConfigurationError, match="Query Engine"):
-        ServerIndex(store, "items", "emb")
+        ServerIndex(store._ctx, store, store.capabilities, "items", "emb")
     with pytest.raises(ConfigurationError, match="index must be one of"):
         store.similar("items", "emb", [1.0] * DIM, index="nope")
 
@@ -64,7 +64,7 @@ def test_server_knn_matches_brute_force_and_exact_scores(
     steps: list[tuple[int, int]] = []
     assert index.build(progress=lambda done, total: steps.append((done, total))) == 2000
     assert steps == [(1000, 2000), (2000, 2000)] and len(index) == 2000
-    exact = VectorIndex(search_store, "items", "emb")
+    exact = VectorIndex(search_store._ctx, search_store, "items", "emb")
     made.append(exact)
     exact.build()
     hits = total = 0
@@ -165,7 +165,7 @@ def test_strings_bools_and_timestamps_filter(
                 "price": i * 0.5,
             },
         )
-    index = ServerIndex(search_store, "docs", "emb")
+    index = ServerIndex(search_store._ctx, search_store, search_store.capabilities, "docs", "emb")
     made.append(index)
     q = [0.0, 0.0, 0.0]
     got = index.search(q, k=3, where={"lang": "a b,c|{d}*"})
@@ -253,7 +253,7 @@ def test_a_resp3_client_gets_the_same_answers(
     client3 = search_server.client(protocol=3)
     other = FeatureStore(client=client3, project=search_store.keys.project)
     try:
-        index = ServerIndex(other, "items", "emb")
+        index = ServerIndex(other._ctx, other, other.capabilities, "items", "emb")
         got = index.search(vecs[5], k=5)
         assert [(m.entity_id, m.score) for m in got] == [(m.entity_id, m.score) for m in want]
         assert got[0].entity_id == "i00005" and got[0].score == 0.0 and len(index) == 200
@@ -291,7 +291,7 @@ def test_zero_vectors_ties_dimension_errors_and_ttl(
     got = search_store.similar("items", "emb", same, k=3, index="server", include_values=True)
     assert ids(got) == ["e1", "e2", "e3"] and {m.score for m in got} == {0.0}
     assert "expired" not in ids(search_store.similar("items", "emb", same, k=9, index="server"))
-    mirror: ServerIndex = search_store._indexes[("items", "emb", "server")]  # type: ignore[assignment]
+    mirror: ServerIndex = search_store._search()._indexes[("items", "emb", "server")]  # type: ignore[assignment]
     assert not search_store.client.exists(mirror.prefix + "expired")  # expired with the value
     assert 0 < search_store.client.pttl(mirror.prefix + "e1") <= 3_600_000
     assert got[0].values is not None and list(got[0].values["emb"]) == same
@@ -305,7 +305,7 @@ def test_similar_auto_and_delete_view_drop_the_index(
     populate(search_store, vecs)
     got = search_store.similar("items", "emb", vecs[4], k=1, index="auto")
     assert ids(got) == ["i00004"]
-    assert ("items", "emb", "server") in search_store._indexes
+    assert ("items", "emb", "server") in search_store._search()._indexes
     client: redis.Redis = search_store.client
     mine = [n for n in client.execute_command("FT._LIST") if n.decode().endswith(":idx")]  # type: ignore[no-untyped-call]
     assert any(n.decode().startswith(f"rf:{search_store.keys.project}:vx:items:") for n in mine)
@@ -329,7 +329,7 @@ def test_an_index_dropped_under_a_search_is_recreated(
 ) -> None:
     apply(search_store, "l2", dim=3)
     search_store.write("items", "a", {"emb": [1.0, 0.0, 0.0]})
-    index = ServerIndex(search_store, "items", "emb")
+    index = ServerIndex(search_store._ctx, search_store, search_store.capabilities, "items", "emb")
     made.append(index)
     assert ids(index.search([1.0, 0.0, 0.0], k=1)) == ["a"]
     search_store.delete_view("items", keep_definition=True)  # drops the FT index and data
@@ -343,7 +343,7 @@ def test_a_changed_view_gets_a_fresh_index(
 ) -> None:
     apply(search_store, "l2", dim=3)
     search_store.write("items", "a", {"emb": [1.0, 0.0, 0.0], "age": 5})
-    before = ServerIndex(search_store, "items", "emb")
+    before = ServerIndex(search_store._ctx, search_store, search_store.capabilities, "items", "emb")
     made.append(before)
     assert ids(before.search([1.0, 0.0, 0.0], k=1, where={"age": 5})) == ["a"]
     search_store.apply(  # a new field and a ttl: another layout, so another index
@@ -362,7 +362,7 @@ def test_a_changed_view_gets_a_fresh_index(
         )
     )
     search_store.write("items", "b", {"emb": [0.0, 1.0, 0.0], "color": "red"})
-    after = ServerIndex(search_store, "items", "emb")
+    after = ServerIndex(search_store._ctx, search_store, search_store.capabilities, "items", "emb")
     made.append(after)
     assert after.name != before.name
     assert ids(after.search([0.0, 1.0, 0.0], k=2, where={"color": "red"})) == ["b"]

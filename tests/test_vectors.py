@@ -18,9 +18,10 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
+from redfeat.core.records import Match
 from redfeat.errors import ConfigurationError, ValidationError
 from redfeat.vectors import index as vectors
-from redfeat.vectors.index import Match, VectorIndex
+from redfeat.vectors.index import VectorIndex
 
 DIM = 32
 SEGMENTS = ["basic", "premium"]
@@ -132,7 +133,7 @@ def test_exact_matches_brute_force(
 ) -> None:
     apply(store, metric)
     rows = populate(store, rng.standard_normal((2000, DIM)).astype(np.float32))
-    index = VectorIndex(store, "items", "emb")
+    index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     steps: list[tuple[int, int]] = []
     assert index.build(progress=lambda done, total: steps.append((done, total))) == 2000
@@ -161,7 +162,7 @@ def test_filters_give_the_brute_force_answer_on_the_subset(
 ) -> None:
     apply(store)
     rows = populate(store, rng.standard_normal((2000, DIM)).astype(np.float32))
-    index = VectorIndex(store, "items", "emb")
+    index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     index.build()
 
@@ -208,7 +209,7 @@ def test_ties_are_broken_by_entity_id(store: FeatureStore, indexes: list[VectorI
     rows = [{"entity_id": e, "emb": same} for e in ["e3", "e1", "e5", "e2", "e4"]]
     rows += [{"entity_id": f"far{i}", "emb": [9.0 + i, 0.0, 0.0, 0.0]} for i in range(20)]
     store.write_many("items", rows)
-    index = VectorIndex(store, "items", "emb")
+    index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     index.build()
     got = index.search(same, k=3)
@@ -224,7 +225,7 @@ def test_include_values_returns_the_row(
     vecs = rng.standard_normal((50, DIM)).astype(np.float32)
     populate(store, vecs)
     store.update("items", "i00003", {"tags": ["a", "b"]})
-    index = VectorIndex(store, "items", "emb")
+    index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     got = index.search(vecs[3], k=2, include_values=True)  # the first search builds
     assert got[0].entity_id == "i00003"
@@ -242,14 +243,14 @@ def test_include_values_returns_the_row(
 
 def test_zero_vectors_and_missing_values(store: FeatureStore, indexes: list[VectorIndex]) -> None:
     apply(store, dim=4)
-    with VectorIndex(store, "items", "emb") as empty:
+    with VectorIndex(store._ctx, store, "items", "emb") as empty:
         steps: list[tuple[int, int]] = []
         assert empty.build(progress=lambda done, total: steps.append((done, total))) == 0
         assert steps == [(0, 0)] and empty.search([1.0, 0.0, 0.0, 0.0]) == []
     store.write("items", "zero", {"emb": [0.0, 0.0, 0.0, 0.0]})
     store.write("items", "x", {"emb": [1.0, 0.0, 0.0, 0.0]})
     store.write("items", "novec", {"age": 3})  # no vector: not indexed
-    index = VectorIndex(store, "items", "emb")
+    index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     assert index.build() == 2
     got = index.search([-1.0, 0.0, 0.0, 0.0], k=5)
@@ -264,7 +265,7 @@ def test_bad_queries_and_arguments_are_refused(
 ) -> None:
     apply(store, dim=4)
     store.write("items", "a", {"emb": [1.0, 2.0, 3.0, 4.0], "age": 5})
-    index = VectorIndex(store, "items", "emb")
+    index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     index.build()
     bad_queries = [
@@ -306,7 +307,7 @@ def test_bad_queries_and_arguments_are_refused(
     ]
     for args, kw in bad_indexes:
         with pytest.raises(ConfigurationError):
-            VectorIndex(store, "items", *args, **kw)
+            VectorIndex(store._ctx, store, "items", *args, **kw)
     index.close()
     with pytest.raises(ConfigurationError):
         index.search([1.0, 2.0, 3.0, 4.0])
@@ -318,7 +319,7 @@ def test_hnsw_without_hnswlib_says_what_to_install(
     apply(store, dim=4)
     monkeypatch.setitem(sys.modules, "hnswlib", None)  # an import of it now fails
     with pytest.raises(ConfigurationError, match="pip install hnswlib"):
-        VectorIndex(store, "items", "emb", index="hnsw")
+        VectorIndex(store._ctx, store, "items", "emb", index="hnsw")
 
 
 # -- kept current ----------------------------------------------------------------------------
@@ -344,7 +345,7 @@ def test_writes_and_deletes_from_another_store_are_searchable_within_100ms(
 ) -> None:
     apply(store)
     rows = populate(store, rng.standard_normal((500, DIM)).astype(np.float32))
-    index = VectorIndex(store, "items", "emb")
+    index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     index.build()
     other = other_store(client, project)
@@ -391,7 +392,7 @@ def test_a_write_from_another_process_is_searchable(
 ) -> None:
     apply(store, dim=4)
     store.write("items", "a", {"emb": [1.0, 0.0, 0.0, 0.0]})
-    index = VectorIndex(store, "items", "emb")
+    index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     index.build()
     url = embedded_url if backend == "embedded" else os.environ["REDFEAT_TEST_URL"]
@@ -409,7 +410,7 @@ def test_a_lost_connection_rebuilds_the_index(
     store: FeatureStore, client: redis.Redis, project: str, indexes: list[VectorIndex]
 ) -> None:
     apply(store, dim=4)
-    index = VectorIndex(store, "items", "emb")
+    index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     index.build()
     store.write("items", "a", {"emb": [1.0, 0.0, 0.0, 0.0]})
@@ -431,7 +432,7 @@ def test_expired_values_stop_matching(store: FeatureStore, indexes: list[VectorI
     old = datetime.now(UTC) - timedelta(hours=1) + timedelta(seconds=1)
     store.write("items", "old", {"emb": [1.0, 0.0, 0.0, 0.0]}, event_time=old)
     store.write("items", "new", {"emb": [0.0, 1.0, 0.0, 0.0]})
-    index = VectorIndex(store, "items", "emb")
+    index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     assert index.build() == 2
     assert ids(index.search([1.0, 0.0, 0.0, 0.0], k=1)) == ["old"]
@@ -454,7 +455,7 @@ def test_hnsw_recall_on_low_rank_data(
     data = low_rank(rng, 5100)
     apply(store, metric, dim=64)
     rows = populate(store, data[:5000])
-    index = VectorIndex(store, "items", "emb", index="hnsw")
+    index = VectorIndex(store._ctx, store, "items", "emb", index="hnsw")
     indexes.append(index)
     assert index.build() == 5000
     queries = data[5000:]
@@ -495,7 +496,7 @@ def test_hnsw_follows_writes_and_deletes(
     data = low_rank(rng, 3000, dim=32)
     apply(store, "cosine")
     rows = populate(store, data[:2000])
-    index = VectorIndex(store, "items", "emb", index="hnsw", ef_search=64)
+    index = VectorIndex(store._ctx, store, "items", "emb", index="hnsw", ef_search=64)
     indexes.append(index)
     index.build()
     other = other_store(client, project)
@@ -558,7 +559,7 @@ def test_store_similar_builds_once_and_follows_writes(store: FeatureStore) -> No
             break
         time.sleep(0.005)
     assert [m.entity_id for m in store.similar("emb", "v", [1, 0, 0], k=2)] == ["x", "w"]
-    assert len(store._indexes) == 1
+    assert len(store._search()._indexes) == 1
 
 
 def test_get_features_flattens_vectors_and_returns_numpy(store: FeatureStore) -> None:

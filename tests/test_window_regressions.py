@@ -157,9 +157,9 @@ def test_read_timeout_does_not_apply_a_compare_and_set_twice(
 
     try:
         slow.write("v", "a", {"x": 1})
-        res = slow.registry.get("v")
+        res = slow._ctx.registry.get("v")
         with pytest.raises(BackendError, match="unknown"):
-            slow.online._cas(res, "a", None, merge, ["x"])
+            slow._online._cas(res, "a", None, merge, ["x"])
         busy[0].join()
         assert slow.get("v", "a") == {"x": 2}
     finally:
@@ -172,7 +172,7 @@ def test_record_survives_a_dropped_idle_connection(
 ) -> None:
     _define(store)
     store.record("w", "a", 1.0, ts=T0)
-    conn = store.online.direct.conn()
+    conn = store._online.direct.conn()
     conn.send_command("CLIENT", "ID")
     client.client_kill_filter(_id=str(conn.read_response()))
     assert store.record("w", "a", 1.0, ts=T0 + 1)

@@ -304,7 +304,7 @@ def field_check(f: Field) -> Check:
     return _scalar_check(f, f.dtype)
 
 
-def _decoder_for(dtype: t.DType) -> Callable[[Any], Any] | None:
+def decoder_for(dtype: t.DType) -> Callable[[Any], Any] | None:
     """Conversion from the msgpack value to the Python value (None: use as is)."""
     if dtype is t.Timestamp:
         return from_us
@@ -343,7 +343,7 @@ class ViewCodec:
         self.n_slots = n_slots
         self.fields = {f.name: f for f in view.fields}
         self.checks = [(f.name, slots[f.name], f.nullable, field_check(f)) for f in view.fields]
-        self.readers = [(f.name, slots[f.name], _decoder_for(f.dtype)) for f in view.fields]
+        self.readers = [(f.name, slots[f.name], decoder_for(f.dtype)) for f in view.fields]
         self.reader = Reader(self.readers)
         self.numeric = {f.name for f in view.fields if f.dtype in (t.Int, t.Float)}
 
@@ -406,7 +406,7 @@ class ViewCodec:
             try:
                 arr[slot] = check(v)
             except Refuse as r:
-                problems.append(Problem(name, entity, fname, r.rule, _short(v), r.message, row))
+                problems.append(Problem(name, entity, fname, r.rule, shorten(v), r.message, row))
         if problems:
             return None, problems
         return arr, []
@@ -467,7 +467,8 @@ class ViewCodec:
         return out
 
 
-def _short(v: Any) -> Any:
+def shorten(v: Any) -> Any:
+    """A value short enough to quote in an error message."""
     if isinstance(v, str) and len(v) > 80:
         return v[:80] + "..."
     if isinstance(v, bytes) and len(v) > 80:

@@ -8,15 +8,16 @@ re-checked value by value so that every problem is reported with its row and ent
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import types as t
 from ..errors import Problem, ValidationError
-from .codec import INT64_MAX, INT64_MIN, Refuse, ViewCodec, _short, encode, normalize_id
+from .codec import INT64_MAX, INT64_MIN, Refuse, ViewCodec, encode, normalize_id, shorten
 from .keys import escape_id
+from .records import ValidationReport
 from .schema import Field
 from .time import MAX_US, MIN_US, from_us, now_us, to_us
 
@@ -204,7 +205,7 @@ def encode_columns(
                         ids[i] or None,
                         event_time_column,
                         "event_time",
-                        _short(v),
+                        shorten(v),
                         str(exc),
                         i,
                     ),
@@ -227,7 +228,7 @@ def encode_columns(
                         ids[i] or None,
                         name,
                         "unknown_field",
-                        _short(v),
+                        shorten(v),
                         f"view {view!r} has no field {name!r}; known: {sorted(codec.fields)}",
                         i,
                     ),
@@ -279,7 +280,9 @@ def encode_columns(
                 try:
                     good[i] = check(v)
                 except Refuse as r:
-                    refuse(i, Problem(view, ids[i] or None, fname, r.rule, _short(v), r.message, i))
+                    refuse(
+                        i, Problem(view, ids[i] or None, fname, r.rule, shorten(v), r.message, i)
+                    )
         slot_cols[slot] = good
 
     checked = {fname: slot_cols[slot] for fname, slot, _n, _c in codec.checks}
@@ -298,49 +301,6 @@ def encode_columns(
                     yield esc, et, payload, None
 
     return items(), n - len(problems), problems
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationReport:
-    """What ``store.validate`` found, without writing: every problem, and counts."""
-
-    rows: int
-    valid: int
-    problems: list[Problem]
-    warnings: list[Problem] = field(default_factory=list)  # rows that would be written anyway
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def counts(self, by: str = "rule") -> dict[str, int]:
-        """Problems counted by "rule", "field" or "row"."""
-        out: dict[str, int] = {}
-        for p in self.problems:
-            key = str(getattr(p, by))
-            out[key] = out.get(key, 0) + 1
-        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "valid": self.valid,
-            "refused": self.rows - self.valid,
-            "by_rule": self.counts("rule"),
-            "by_field": self.counts("field"),
-            "problems": [_problem_dict(p) for p in self.problems],
-            "warnings": [_problem_dict(p) for p in self.warnings],
-        }
-
-
-def _problem_dict(p: Problem) -> dict[str, Any]:
-    return {
-        "row": p.row,
-        "entity": p.entity,
-        "field": p.field,
-        "rule": p.rule,
-        "message": p.message,
-    }
 
 
 def validate(

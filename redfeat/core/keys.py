@@ -2,24 +2,32 @@
 
 Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
 
-    rf:<project>:registry                 hash: definitions (views, entities)
+    rf:<project>:registry                 hash: definitions (views, entities, windows)
     rf:<project>:{<view>|<entity id>}     latest version of one entity (string)
     rf:<project>:{<view>|<entity id>}:h   history of one entity (sorted set by event time)
     rf:<project>:{<window>|<entity id>}:w tiles of one entity's window features (hash)
     rf:<project>:feed:<view>              change feed: capped stream of change events
     rf:<project>:events:<view>            pub/sub channel of live change events
+    rf:<project>:ingest:<view>            pushed rows for workers (stream, group "redfeat")
+    rf:<project>:dead:<view>              rows workers refused, with the error (stream)
+    rf:<project>:vx:<view>:<field>:<sig>:<id>   mirror hash for a server vector index
+    rf:<project>:vx:<view>:<field>:<sig>:idx    that FT index's name
     rf:<project>:q:<view>:...             quality: hourly profiles, counters, baseline
+    rf:<project>:q:config|newest|written  quality settings, newest event, last write
     rf:<project>:ts:{<series>}...         time series: state, head, chunks, tile pages
     rf:<project>:alerts:...               alert rules, state, history, events channel
 
-All keys of one (view, entity) share one hash tag, so the atomic write step and the
-time-travel read stay on one cluster slot. Entity ids are percent-escaped so that no id can
-end a tag, forge a separator, or act as a glob in a SCAN pattern.
+Every key is built here, and ``Keys.parse`` reads any of them back; nothing else in the
+package slices key strings. All keys of one (view, entity) share one hash tag, so the
+atomic write step and the time-travel read stay on one cluster slot. Entity ids are
+percent-escaped so that no id can end a tag, forge a separator, or act as a glob in a SCAN
+pattern.
 """
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from ..errors import ConfigurationError
 
@@ -66,8 +74,19 @@ def check_project(project: object) -> str:
     return project
 
 
+class Parsed(NamedTuple):
+    """A key read back: its family ("entity", "feed", "events", "ingest", "dead", "vx",
+    "q", "ts", "alerts", "registry"), the view (window, series...) it belongs to, the
+    entity id (unescaped) for per-entity keys, and what follows (e.g. "h" for history)."""
+
+    family: str
+    name: str
+    entity: str | None = None
+    suffix: str = ""
+
+
 class Keys:
-    """Key builder for one project."""
+    """Key builder (and parser) for one project."""
 
     __slots__ = ("project", "prefix")
 
@@ -104,13 +123,76 @@ class Keys:
     def channel_pattern(self) -> str:
         return f"{self.prefix}events:*"
 
+    @property
+    def channel_prefix(self) -> str:
+        """What every change-event channel name starts with (``parse`` reads the view)."""
+        return f"{self.prefix}events:"
+
+    def ingest(self, view: str) -> str:
+        """Stream: rows pushed for workers (store.push), consumed by group "redfeat"."""
+        return f"{self.prefix}ingest:{view}"
+
+    @property
+    def ingest_pattern(self) -> str:
+        return f"{self.prefix}ingest:*"
+
+    def dead_letters(self, view: str) -> str:
+        """Stream: rows workers refused, with the error."""
+        return f"{self.prefix}dead:{view}"
+
+    def vectors(self, view: str, field: str | None = None, sig: str | None = None) -> str:
+        """Prefix of a server vector index's mirror hashes: of one (view, field, layout
+        digest), or of every index of a view (field None) for dropping them all."""
+        if field is None:
+            return f"{self.prefix}vx:{view}:"
+        return f"{self.prefix}vx:{view}:{field}:{sig}:"
+
+    def vector_mirror(self, view: str, field: str, sig: str, escaped_id: str) -> str:
+        return self.vectors(view, field, sig) + escaped_id
+
+    def vector_index(self, view: str, field: str, sig: str) -> str:
+        """The FT index's name over the mirror hashes. FT names are not keys, so it cannot
+        clash with the mirror of an entity called "idx"; ``parse`` reads that text as the
+        index."""
+        return self.vectors(view, field, sig) + "idx"
+
     def view_pattern(self, view: str) -> str:
         """SCAN MATCH pattern covering every key of one view ('{' is not special to MATCH)."""
         return f"{self.prefix}{{{view}|*"
 
-    def entity_from_key(self, key: str) -> str:
-        inner = key[key.index("{") + 1 : key.index("}")]
-        return unescape_id(inner.split("|", 1)[1])
+    def parse(self, key: str | bytes) -> Parsed | None:
+        """What a key of this project is, or None for another project's or a stranger's."""
+        text = key.decode(errors="replace") if isinstance(key, bytes) else key
+        if not text.startswith(self.prefix):
+            return None
+        rest = text[len(self.prefix) :]
+        if rest == "registry":
+            return Parsed("registry", "")
+        if rest.startswith("{"):
+            close = rest.find("}")
+            inner = rest[1:close]
+            if close < 0 or "|" not in inner:
+                return None
+            view, _, esc = inner.partition("|")
+            return Parsed("entity", view, unescape_id(esc), rest[close + 2 :])
+        if rest.startswith("ts:{"):
+            close = rest.find("}")
+            return Parsed("ts", unescape_id(rest[4:close]), None, rest[close + 2 :])
+        family, _, tail = rest.partition(":")
+        if family in ("feed", "events", "ingest", "dead"):
+            return Parsed(family, tail)
+        if family == "vx":
+            view, _, more = tail.partition(":")
+            parts = more.split(":", 2)  # field, sig, id or "idx"
+            if len(parts) == 3 and parts[2] != "idx":
+                return Parsed("vx", view, unescape_id(parts[2]), f"{parts[0]}:{parts[1]}")
+            return Parsed("vx", view, None, more)
+        if family == "q":
+            name, _, more = tail.partition(":")
+            return Parsed("q", name, None, more)
+        if family == "alerts":
+            return Parsed("alerts", tail)
+        return Parsed(family, tail)
 
     # -- quality: profiles, counters, baselines (not per entity: no hash tag needed) ------
 
@@ -168,6 +250,10 @@ class Keys:
     def series_page(self, escaped_name: str, rollup_ms: int, page: int) -> str:
         """Hash: one page of a rollup's tiles, bucket slot -> packed tile."""
         return f"{self.series(escaped_name)}:t:{rollup_ms}:{page}"
+
+    def series_page_member(self, escaped_name: str, member: str) -> str:
+        """The page key named by a member of ``series_pages`` ('<rollup ms>:<page>')."""
+        return f"{self.series(escaped_name)}:t:{member}"
 
     # -- alerts (redfeat.timeseries.alerts): rules, state, versions, history, events -----
 

@@ -210,6 +210,10 @@ class Registry:
         self._maybe_refresh()
         return self._windows
 
+    def is_window(self, name: str) -> bool:
+        """Whether ``name`` is window features (not a view)."""
+        return name in self.window_specs()
+
     def has(self, name: str) -> bool:
         """Whether view ``name`` exists (cached; re-read once before saying no)."""
         try:

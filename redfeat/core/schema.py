@@ -26,6 +26,14 @@ def check_name(kind: str, name: object) -> str:
     return name
 
 
+def spec_of(transform: Any) -> dict[str, Any]:
+    """A transform's spec as kept in a view definition (without created_at, so that
+    applying the same view again is a no-op)."""
+    spec = dict(transform.spec())
+    spec.pop("created_at", None)
+    return spec
+
+
 @dataclass(frozen=True, slots=True)
 class Entity:
     """What features describe (a user, a merchant...). Ids are strings or ints."""
@@ -209,8 +217,6 @@ class FeatureView:
         tfs = tuple(transforms)
         if source is not None:
             check_name("view", source)
-            from ..transforms.derived import spec_of
-
             specs = tuple(transform_specs or (spec_of(x) for x in tfs))
             if not specs:
                 raise ConfigurationError(f"view {name!r}: a derived view needs transforms=[...]")

@@ -7,45 +7,25 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import redis
 
 from ..core.codec import READ, decode, normalize_id
 from ..core.columns import ColumnCheck, columns_of, encode_columns
-from ..core.keys import Keys, unescape_id
+from ..core.context import Ctx, WriteObserver
+from ..core.records import WriteReport
 from ..core.registry import Resolved
 from ..core.time import from_us, to_us
-from ..errors import BackendError, ConfigurationError, Problem, ValidationError
-from ..online.writer import WriteReport, tally
-from ..transforms import derived
+from ..errors import ConfigurationError, Problem, ValidationError
+from ..online.online import Online
+from ..online.scan import entities_of
+from ..online.writer import tally
 from .arrow import versions_table
-
-if TYPE_CHECKING:
-    from ..store import FeatureStore
-    from .log import OfflineLog
-
-
-def entities_of(
-    client: redis.Redis, keys: Keys, res: Resolved, progress: Callable[[int], None] | None = None
-) -> list[str]:
-    """Every entity id of a view that has stored versions (bounded SCAN batches)."""
-    pattern = keys.view_pattern(res.name)
-    suffix = ":h" if res.hist_mode != "n" else "}"
-    out: list[str] = []
-    try:
-        for raw in client.scan_iter(match=pattern, count=2000):
-            key = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if key.endswith(suffix):
-                out.append(unescape_id(key[key.index("|") + 1 : key.rindex("}")]))
-                if progress is not None and len(out) % 10_000 == 0:
-                    progress(len(out))
-    except redis.RedisError as exc:
-        raise BackendError(f"view {res.name!r}: listing entities failed: {exc}") from exc
-    return sorted(set(out))
+from .dump import Dumper
+from .log import OfflineLog
 
 
 def dedupe(table: pa.Table) -> pa.Table:
@@ -132,7 +112,9 @@ def report_from(flat: list[int], refused: list[tuple[int, ValidationError]]) -> 
 
 
 def versions(
-    store: FeatureStore,
+    ctx: Ctx,
+    dumper: Dumper,
+    offline: OfflineLog | None,
     view: str,
     entity_ids: Iterable[str | int] | None,
     lo: int | None,
@@ -140,14 +122,14 @@ def versions(
     progress: Callable[[int, int], None] | None,
 ) -> pa.Table:
     """Redis history plus the offline log (when configured), one row per version."""
-    res = store.registry.get(view)
+    res = ctx.registry.get(view)
     if entity_ids is None:
-        ents = entities_of(store.client, store.keys, res)
+        ents = entities_of(ctx, res)
     else:
         ents = [normalize_id(view, e, i, outcome=READ) for i, e in enumerate(entity_ids)]
-    table = store.dumper.versions(res, ents, start_us=lo, end_us=hi, progress=progress)
-    if store.offline is not None:
-        logged = store.offline.scan(res.view, start_us=lo, end_us=hi)
+    table = dumper.versions(res, ents, start_us=lo, end_us=hi, progress=progress)
+    if offline is not None:
+        logged = offline.scan(res.view, start_us=lo, end_us=hi)
         if entity_ids is not None and logged.num_rows:
             logged = logged.filter(pc.is_in(logged["entity_id"], pa.array(ents, pa.string())))
         table = dedupe(pa.concat_tables([table, logged]))
@@ -155,7 +137,9 @@ def versions(
 
 
 def import_frame(
-    store: FeatureStore,
+    ctx: Ctx,
+    online: Online,
+    observer: WriteObserver,
     view: str,
     frame: Any,
     *,
@@ -164,9 +148,8 @@ def import_frame(
     written_at_column: str | None,
     progress: Callable[[int, int], None] | None,
 ) -> WriteReport:
-    """See FeatureStore.import_frame."""
-    res = store.registry.get(view)
-    deps = store.registry.dependents(view)
+    """Backfill historical versions (all or nothing); derived views are the caller's."""
+    res = ctx.registry.get(view)
     out: dict[str, Any] = {}
     items, total = backfill_items(
         res,
@@ -174,7 +157,7 @@ def import_frame(
         entity_column=entity_column,
         event_time_column=event_time_column,
         written_at_column=written_at_column,
-        custom=functools.partial(store.quality.check_columns, res),
+        custom=functools.partial(observer.check_columns, res),
         out=out,
     )
     done = 0
@@ -186,14 +169,10 @@ def import_frame(
             progress(done, total)
 
     mode = 0 if written_at_column is None else 2
-    flat = store.online.run_logged(
-        res, items, mode=mode, progress=step, fields=list(res.codec.fields)
-    )
+    flat = online.run_logged(res, items, mode=mode, progress=step, fields=list(res.codec.fields))
     report = report_from(flat, [])
     report.warnings = out["warnings"]
-    store.quality.written_columns(res, out, {}, flat)  # a backfill lands in its hours
-    if deps:
-        derived.after_bulk(store, deps, frame, entity_column, event_time_column, report)
+    observer.written_columns(res, out, {}, flat)  # a backfill lands in its hours
     return report
 
 

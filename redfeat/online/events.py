@@ -14,34 +14,17 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import msgspec
 import numpy as np
 import redis
 
+from ..core.context import Ctx
 from ..core.keys import Keys, unescape_id
+from ..core.records import ChangeEvent
 from ..core.time import from_us
 from ..errors import BackendError
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
-    """One entity changed: a new version (kind "write"), a deletion ("delete"), or, on a
-    subscription, "gap": the connection was lost and events up to ``cursor`` may have been
-    missed live (they are replayed from the feed right after)."""
-
-    view: str
-    entity_id: str
-    kind: str
-    version_id: int
-    event_time: datetime | None
-    written_at: datetime | None
-    fields: tuple[str, ...]
-    cursor: str  # stream entry id: pass to changes(since=...) to resume after it
-
 
 _KINDS = {"w": "write", "d": "delete"}
 
@@ -178,8 +161,8 @@ class Subscription:
                 return []
         if self._reconnected:
             return []  # read after a silent reconnect: the replay delivers it, in order
-        channel = _text(msg["channel"])
-        view = channel[len(self._keys.channel("")) :]
+        parsed = self._keys.parse(_text(msg["channel"]))
+        view = "" if parsed is None else parsed.name
         try:
             entry, kind, fields, ids, pairs = msgspec.msgpack.decode(msg["data"])
         except (msgspec.DecodeError, ValueError, TypeError):
@@ -286,3 +269,15 @@ class Subscription:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def subscribe(
+    ctx: Ctx, view: str | Iterable[str] | None, entity_ids: Iterable[str | int] | None
+) -> Subscription:
+    """A subscription to one view, several, or all (None), optionally to some entities."""
+    views = None if view is None else [view] if isinstance(view, str) else list(view)
+    for v in views or []:
+        ctx.registry.get(v)
+    ids = None if entity_ids is None else [str(e) for e in entity_ids]
+    known = [v.name for v in ctx.registry.views()] if views is None else []
+    return Subscription(ctx.client, ctx.keys, views, ids, known)

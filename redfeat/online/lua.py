@@ -7,7 +7,7 @@ Stored forms (see keys.py for names):
                          member = 0xCF .. uint64 BE version_id .. payload
 
 A history member is two msgpack values back to back (0xCF is msgpack's uint64 marker, the
-payload a msgpack array), so many members joined decode in one call (history.Dumper).
+payload a msgpack array), so many members joined decode in one call (offline.dump.Dumper).
 
 Version ids are the server clock in microseconds at write time (so they also give
 ``written_at``), bumped past the entity's previous id so that they only grow. In a history

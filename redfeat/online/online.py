@@ -5,24 +5,23 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import redis
 
 from ..core.codec import READ, Reader, encode, normalize_id
 from ..core.columns import columns_of, encode_columns
-from ..core.conn import Direct, Script
-from ..core.keys import Keys, escape_id, unescape_id
+from ..core.conn import Script
+from ..core.context import Ctx, WriteObserver
+from ..core.keys import escape_id, unescape_id
+from ..core.records import Record, Status, Version, WriteReport
 from ..core.registry import Resolved
 from ..core.schema import Field
 from ..core.time import from_us, now_us, to_us
 from ..errors import BackendError, ConflictError, Problem, ValidationError
 from . import lua as scripts
-from .history import _HEAD, Version, from_latest, get_many_as_of, ttl_ok
-from .writer import Record, Status, Writer, WriteReport, _Item, tally
-
-if TYPE_CHECKING:
-    from ..quality.service import Quality
+from .history import LATEST_HEAD, from_latest, get_many_as_of, ttl_ok
+from .writer import Item, Writer, tally
 
 CAS_RETRIES = 200
 
@@ -86,19 +85,26 @@ def _version(res: Resolved, vid: int, et: int, payload: bytes) -> Version:
 class Online:
     """Writes and latest reads for one project."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, feed_cap: int = 100_000) -> None:
-        self.client = client
-        self.keys = keys
-        self.direct = Direct(client)
-        self.writer = Writer(client, keys, self.direct, feed_cap)
+    def __init__(
+        self,
+        ctx: Ctx,
+        feed_cap: int = 100_000,
+        *,
+        observer: WriteObserver | None = None,
+        log: LogHook | None = None,
+    ) -> None:
+        self.client = ctx.client
+        self.keys = ctx.keys
+        self.direct = ctx.direct
+        self.writer = Writer(ctx.client, ctx.keys, ctx.direct, feed_cap)
         self.delete_script = Script(scripts.DELETE)
-        self.log: LogHook | None = None
-        self.quality: Quality | None = None  # validators and profiles (store.quality)
+        self.log = log  # new versions go there too (the offline log)
+        self.observer = observer  # validators and profiles (store.quality)
 
     def run_logged(
         self,
         res: Resolved,
-        items: Iterable[_Item],
+        items: Iterable[Item],
         *,
         mode: int = 0,
         progress: Callable[[int], None] | None = None,
@@ -108,9 +114,9 @@ class Online:
         log = self.log
         if log is None:
             return self.writer.run(res, items, mode=mode, progress=progress, fields=fields)
-        seen: list[_Item] = []
+        seen: list[Item] = []
 
-        def recording(it: Iterable[_Item]) -> Iterator[_Item]:
+        def recording(it: Iterable[Item]) -> Iterator[Item]:
             for x in it:
                 seen.append(x)
                 yield x
@@ -133,8 +139,8 @@ class Online:
         self, res: Resolved, entity_id: Any, values: Mapping[str, Any], event_time: Any
     ) -> Version:
         ent, payload, et = _prepare(res, entity_id, values, event_time)
-        if self.quality is not None:
-            self.quality.check_row(res, ent, payload)
+        if self.observer is not None:
+            self.observer.check_row(res, ent, payload)
         vid, status = self.run_logged(
             res, [(escape_id(ent), et, payload, None)], fields=_set_fields(res, values)
         )
@@ -142,8 +148,8 @@ class Online:
 
     def _stored(self, res: Resolved, vid: int, status: int, et: int, payload: bytes) -> Version:
         v = _version(res, vid, et, payload)
-        if self.quality is not None and status in (0, 1):  # new data, not a retry or a drop
-            self.quality.written(res, v, et)
+        if self.observer is not None and status in (0, 1):  # new data, not a retry or a drop
+            self.observer.written(res, v, et)
         return v
 
     def write_many(
@@ -157,7 +163,7 @@ class Online:
         progress: Progress | None,
     ) -> WriteReport:
         cols = columns_of(rows)
-        q = self.quality
+        q = self.observer
         out: dict[str, Any] = {}
         items, total, problems = encode_columns(
             res.codec,
@@ -212,7 +218,7 @@ class Online:
                 cur = cast(bytes | None, self.client.get(key))
             except redis.RedisError as exc:
                 raise BackendError(f"view {res.name!r}: read failed: {exc}") from exc
-            cur_et = _HEAD.unpack_from(cur)[0] if cur else None
+            cur_et = LATEST_HEAD.unpack_from(cur)[0] if cur else None
             if at is not None and cur_et is not None and at < cur_et:
                 # a correction of the past: merge into the version as of then
                 (past,) = get_many_as_of(self.client, self.keys, res, [ent], at, res.codec.reader)
@@ -225,8 +231,8 @@ class Online:
                 et = at if at is not None else now if cur_et is None else max(now, cur_et)
             merged = merge(current)
             _, payload, et = _prepare(res, ent, merged, None, et_us=et)
-            if self.quality is not None:
-                self.quality.check_row(res, ent, payload)
+            if self.observer is not None:
+                self.observer.check_row(res, ent, payload)
             vid, status = self.run_logged(
                 res, [(esc, et, payload, cur or b"")], mode=1, fields=fields
             )
@@ -314,33 +320,6 @@ class Online:
             raise
         return bool(n)
 
-    def delete_view_data(
-        self,
-        view: str,
-        progress: Callable[[int], None] | None = None,
-        suffix: str = "",
-        pattern: str | None = None,
-    ) -> int:
-        """UNLINK every key of a view (or only those ending in ``suffix``) in bounded SCAN
-        batches (never KEYS, never blocking)."""
-        removed = 0
-        try:
-            batch: list[bytes] = []
-            if pattern is None:
-                pattern = self.keys.view_pattern(view) + suffix
-            for key in self.client.scan_iter(match=pattern, count=1000):
-                batch.append(key)
-                if len(batch) >= 500:
-                    removed += self.client.unlink(*batch)
-                    batch.clear()
-                    if progress is not None:
-                        progress(removed)
-            if batch:
-                removed += self.client.unlink(*batch)
-        except redis.RedisError as exc:
-            raise BackendError(f"view {view!r}: deleting its data failed: {exc}") from exc
-        return removed
-
     # -- reads --------------------------------------------------------------------------
 
     def get_many(
@@ -377,7 +356,7 @@ class Online:
         ttl = res.view.ttl_us
         limit = now_us() - ttl if ttl is not None else None
         decode = res.codec.decode
-        unpack = _HEAD.unpack_from
+        unpack = LATEST_HEAD.unpack_from
         if not with_meta:
             out: list[Any] = []
             for blob in blobs:

@@ -3,58 +3,24 @@ streams the WRITE script over chunks of entities (see scripts.py)."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import redis
 
 from ..core.conn import Direct, Script
 from ..core.keys import Keys
+from ..core.records import WriteReport
 from ..core.registry import Resolved
-from ..errors import BackendError, Problem, ValidationError
+from ..errors import BackendError
 from . import lua as scripts
 
 CHUNK = 256  # entities per server-side step: keeps each script call short (<1 ms)
 
 
-class Status(enum.StrEnum):
-    PRESENT = "PRESENT"
-    EXPIRED = "EXPIRED"
-    MISSING = "MISSING"
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A read with metadata (``get_many(..., with_meta=True)``)."""
-
-    entity_id: str
-    status: Status
-    event_time: datetime | None
-    values: dict[str, Any] | None
-
-
-@dataclass(slots=True)
-class WriteReport:
-    """What ``write_many`` did. ``written``: new versions; ``duplicates``: retries of versions
-    already stored; ``late``: rows older than the entity's latest (kept in history only);
-    ``dropped``: late rows for a view without history (nothing keeps them);
-    ``refused``: (row index, ValidationError) for rows that failed validation;
-    ``warnings``: problems found by warning-level validators (those rows were written)."""
-
-    written: int = 0
-    duplicates: int = 0
-    late: int = 0
-    dropped: int = 0
-    refused: list[tuple[int, ValidationError]] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)  # from custom validators
-
-
 # One entity's write: (escaped id, event_time_us, payload, extra) where extra is the
 # expected latest value (compare-and-set), the written_at in us (backfill) or None.
-_Item = tuple[str, int, bytes, bytes | int | None]
+Item = tuple[str, int, bytes, bytes | int | None]
 
 
 class Writer:
@@ -68,7 +34,7 @@ class Writer:
         self.script = Script(scripts.WRITE, idempotent=True)
 
     def _calls(
-        self, res: Resolved, items: Iterable[_Item], mode: int, fields: str
+        self, res: Resolved, items: Iterable[Item], mode: int, fields: str
     ) -> Iterator[tuple[list[str], list[Any]]]:
         channel = self.keys.channel(res.name) if self.feed_cap else ""
         feed = self.keys.feed(res.name)
@@ -116,7 +82,7 @@ class Writer:
     def run(
         self,
         res: Resolved,
-        items: Iterable[_Item],
+        items: Iterable[Item],
         *,
         mode: int = 0,
         progress: Callable[[int], None] | None = None,

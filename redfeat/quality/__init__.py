@@ -7,10 +7,11 @@ profile holds, ``drift.py`` for the metrics and ``health.py`` for the health rul
 
 from __future__ import annotations
 
+from .config import QualityConfig
 from .drift import DriftReport, FeatureDrift, Thresholds
 from .health import HealthReport, ViewHealth
 from .profiles import FeatureProfile, Profile
-from .service import Quality, QualityConfig
+from .service import Quality
 
 __all__ = [
     "DriftReport",

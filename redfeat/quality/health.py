@@ -19,7 +19,7 @@ from ..core.time import from_us
 from .drift import DriftReport
 
 if TYPE_CHECKING:
-    from .service import QualityConfig
+    from .config import QualityConfig
 
 LEVELS = ("ok", "warning", "critical")
 FAIL_WARNING = 0.01

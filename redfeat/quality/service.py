@@ -8,20 +8,24 @@ profile holds, ``drift.py`` for the metrics and ``health.py`` for the health rul
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import redis
 
-from ..core.codec import _decoder_for
+from ..core.codec import decoder_for
+from ..core.columns import validate as validate_rows
+from ..core.context import Ctx
+from ..core.records import Record, ValidationReport, Version
 from ..core.registry import Resolved
 from ..core.schema import Field
 from ..core.time import duration_us, from_us, now_us, to_us
@@ -33,17 +37,14 @@ from ..errors import (
     RedfeatError,
     ValidationError,
 )
-from ..online.history import Version
-from ..online.writer import Record
+from ..online.scan import unlink_matching
 from . import baselines as _baselines
 from . import validators as _v
+from .config import QualityConfig
 from .drift import DriftReport, FeatureDrift, Thresholds, compare
 from .health import HealthReport, ViewHealth, assess
 from .profiles import FeatureProfile, Profile
 from .recorder import HOUR_US, Recorder
-
-if TYPE_CHECKING:
-    from ..store import FeatureStore
 
 __all__ = [
     "DriftReport",
@@ -51,6 +52,7 @@ __all__ = [
     "FeatureProfile",
     "HealthReport",
     "Profile",
+    "Monitor",
     "Quality",
     "QualityConfig",
     "Thresholds",
@@ -59,17 +61,6 @@ __all__ = [
 
 log = logging.getLogger("redfeat.quality")
 CONFIG_TTL = 1.0  # seconds a process trusts its copy of the per-view settings
-
-
-@dataclass(frozen=True, slots=True)
-class QualityConfig:
-    """Per-view quality settings (``store.quality.configure``)."""
-
-    profile: bool = True  # profile writes
-    validators: bool = True  # run custom validators
-    sample_rate: float = 0.01  # share of read requests profiled (the serving log)
-    max_age_s: float | None = None  # stale when the newest event is older (default: ttl)
-    thresholds: Thresholds = field(default_factory=Thresholds)
 
 
 def _us(value: Any, what: str) -> int:
@@ -82,22 +73,23 @@ def _us(value: Any, what: str) -> int:
 def _readable(f: Field, col: list[Any]) -> list[Any]:
     """Checked bulk values as a read returns them (the codec's decoders: datetimes, numpy
     vectors), as validators see them on every path."""
-    decode = _decoder_for(f.dtype)
+    decode = decoder_for(f.dtype)
     if decode is None:
         return col
     return [None if v is None else decode(v) for v in col]
 
 
-class Quality:
-    """Validators, profiles, baselines, drift and health of one store."""
+class Monitor:
+    """What the store calls on every write and read (a ``WriteObserver``): custom
+    validators, profiles and counters. Users reach it through ``store.quality``."""
 
-    def __init__(self, store: FeatureStore) -> None:
-        self._store = store
-        self.recorder = Recorder(store.client, store.keys)
-        self._validators: dict[str, list[_v.Validator]] = {}
+    def __init__(self, ctx: Ctx) -> None:
+        self._ctx = ctx
+        self.recorder = Recorder(ctx.client, ctx.keys)
+        self.validators: dict[str, list[_v.Validator]] = {}
         self._config: dict[str, QualityConfig] = {}
         self._config_at = -math.inf
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.failures = 0  # monitoring errors swallowed so that writes and reads never fail
 
     # -- settings -----------------------------------------------------------------------
@@ -105,7 +97,7 @@ class Quality:
     def config(self, view: str) -> QualityConfig:
         if time.monotonic() - self._config_at > CONFIG_TTL:
             try:
-                self._load_config()
+                self.load_config()
             except BackendError as exc:
                 # the write path must not fail on monitoring: keep the last known settings
                 # (or the defaults) and try again after CONFIG_TTL
@@ -117,9 +109,10 @@ class Quality:
         self.failures += 1
         log.warning("quality monitoring: %s failed (the write itself is done): %s", what, exc)
 
-    def _load_config(self) -> None:
+    def load_config(self) -> None:
+        """Read every view's settings from Redis now (BackendError if it cannot)."""
         try:
-            raw: dict[bytes, bytes] = self._store.client.hgetall(self._store.keys.quality_config)  # type: ignore[assignment]
+            raw: dict[bytes, bytes] = self._ctx.client.hgetall(self._ctx.keys.quality_config)  # type: ignore[assignment]
         except redis.RedisError as exc:
             raise BackendError(f"reading quality settings failed: {exc}") from exc
         conf = {}
@@ -129,85 +122,12 @@ class Quality:
             conf[k.decode()] = QualityConfig(**d)
         self._config, self._config_at = conf, time.monotonic()
 
-    def configure(
-        self,
-        view: str,
-        *,
-        profile: bool | None = None,
-        validators: bool | None = None,
-        sample_rate: float | None = None,
-        max_age: Any = None,
-        thresholds: Thresholds | None = None,
-    ) -> QualityConfig:
-        """Change a view's quality settings (kept in Redis: every process sees them)."""
-        self._store.registry.get(view)
-        self._load_config()
-        cur = self._config.get(view) or QualityConfig()
-        changes: dict[str, Any] = {}
-        for name, val in (("profile", profile), ("validators", validators)):
-            if val is not None:
-                if not isinstance(val, bool):
-                    raise ConfigurationError(f"{name} must be True or False, got {val!r}")
-                changes[name] = val
-        if sample_rate is not None:
-            if (
-                isinstance(sample_rate, bool)
-                or not isinstance(sample_rate, int | float)
-                or not 0 <= sample_rate <= 1
-            ):
-                raise ConfigurationError(f"sample_rate must be in [0, 1], got {sample_rate!r}")
-            changes["sample_rate"] = float(sample_rate)
-        if max_age is not None:
-            changes["max_age_s"] = duration_us(max_age, what="max_age") / 1e6
-        if thresholds is not None:
-            if not isinstance(thresholds, Thresholds):
-                raise ConfigurationError("thresholds must be a redfeat.quality.Thresholds")
-            changes["thresholds"] = thresholds
-        new = replace(cur, **changes)
-        try:
-            self._store.client.hset(
-                self._store.keys.quality_config, view, msgspec.msgpack.encode(asdict(new))
-            )
-        except redis.RedisError as exc:
-            raise BackendError(f"view {view!r}: saving quality settings failed: {exc}") from exc
+    def reload(self) -> None:
+        """Read the settings again at the next use (they were changed)."""
         self._config_at = -math.inf
-        return new
-
-    # -- validators ---------------------------------------------------------------------
-
-    def validator(
-        self, view: str, *, severity: str = "error", name: str | None = None
-    ) -> Callable[[_v.RowCheck], _v.RowCheck]:
-        """Decorator: ``@store.quality.validator("view", severity="warning")``."""
-
-        def decorate(fn: _v.RowCheck) -> _v.RowCheck:
-            self.add_validator(view, fn, severity=severity, name=name)
-            return fn
-
-        return decorate
-
-    def add_validator(
-        self, view: str, fn: _v.RowCheck, *, severity: str = "error", name: str | None = None
-    ) -> None:
-        self._store.registry.get(view)
-        v = _v.make(view, fn, severity, name)
-        with self._lock:
-            rest = [x for x in self._validators.get(view, []) if x.name != v.name]
-            self._validators[view] = [*rest, v]
-
-    def remove_validator(self, view: str, name: str) -> None:
-        with self._lock:
-            rest = [x for x in self._validators.get(view, []) if x.name != name]
-            if len(rest) == len(self._validators.get(view, [])):
-                raise NotFoundError(f"view {view!r} has no validator {name!r}")
-            self._validators[view] = rest
-
-    def validators(self, view: str) -> list[tuple[str, str]]:
-        """(name, severity) of the view's validators in this process."""
-        return [(v.name, v.severity) for v in self._validators.get(view, [])]
 
     def _checks(self, view: str) -> list[_v.Validator]:
-        checks = self._validators.get(view)
+        checks = self.validators.get(view)
         if not checks or not self.config(view).validators:
             return []
         return checks
@@ -332,9 +252,9 @@ class Quality:
         """Remove a view's quality data, settings and freshness (it is being deleted);
         returns the number of keys removed."""
         self.recorder.forget(view)
-        k = self._store.keys
+        k = self._ctx.keys
         try:
-            pipe = self._store.client.pipeline(transaction=False)
+            pipe = self._ctx.client.pipeline(transaction=False)
             pipe.hdel(k.quality_config, view)
             pipe.zrem(k.newest_event, view)
             pipe.zrem(k.last_write, view)
@@ -342,14 +262,133 @@ class Quality:
         except redis.RedisError as exc:
             raise BackendError(f"view {view!r}: removing its quality data failed: {exc}") from exc
         self._config_at = -math.inf
-        return self._store.online.delete_view_data(view, pattern=k.quality_pattern(view))
+        return unlink_matching(self._ctx, k.quality_pattern(view), what=f"view {view!r}")
 
     def flush(self) -> None:
         """Send buffered profiles and counters to Redis now (also done every ~2 s)."""
         self.recorder.flush()
 
     def close(self) -> None:
+        """Flush and stop recording (the store closes)."""
         self.recorder.close()
+
+
+class Quality:
+    """``store.quality``: settings, custom validators, profiles, baselines, drift and health
+    of one store's views."""
+
+    def __init__(self, ctx: Ctx, monitor: Monitor) -> None:
+        self._ctx = ctx
+        self._monitor = monitor
+        self.recorder = monitor.recorder  # counters and profiles as stored
+
+    @property
+    def failures(self) -> int:
+        """Monitoring errors swallowed so far (writes and reads never fail on them)."""
+        return self._monitor.failures
+
+    def config(self, view: str) -> QualityConfig:
+        """A view's quality settings (re-read from Redis at most every second)."""
+        return self._monitor.config(view)
+
+    def configure(
+        self,
+        view: str,
+        *,
+        profile: bool | None = None,
+        validators: bool | None = None,
+        sample_rate: float | None = None,
+        max_age: Any = None,
+        thresholds: Thresholds | None = None,
+    ) -> QualityConfig:
+        """Change a view's quality settings (kept in Redis: every process sees them)."""
+        self._ctx.registry.get(view)
+        self._monitor.load_config()
+        cur = self._monitor.config(view)
+        changes: dict[str, Any] = {}
+        for name, val in (("profile", profile), ("validators", validators)):
+            if val is not None:
+                if not isinstance(val, bool):
+                    raise ConfigurationError(f"{name} must be True or False, got {val!r}")
+                changes[name] = val
+        if sample_rate is not None:
+            if (
+                isinstance(sample_rate, bool)
+                or not isinstance(sample_rate, int | float)
+                or not 0 <= sample_rate <= 1
+            ):
+                raise ConfigurationError(f"sample_rate must be in [0, 1], got {sample_rate!r}")
+            changes["sample_rate"] = float(sample_rate)
+        if max_age is not None:
+            changes["max_age_s"] = duration_us(max_age, what="max_age") / 1e6
+        if thresholds is not None:
+            if not isinstance(thresholds, Thresholds):
+                raise ConfigurationError("thresholds must be a redfeat.quality.Thresholds")
+            changes["thresholds"] = thresholds
+        new = replace(cur, **changes)
+        try:
+            self._ctx.client.hset(
+                self._ctx.keys.quality_config, view, msgspec.msgpack.encode(asdict(new))
+            )
+        except redis.RedisError as exc:
+            raise BackendError(f"view {view!r}: saving quality settings failed: {exc}") from exc
+        self._monitor.reload()
+        return new
+
+    # -- validators ---------------------------------------------------------------------
+
+    def validator(
+        self, view: str, *, severity: str = "error", name: str | None = None
+    ) -> Callable[[_v.RowCheck], _v.RowCheck]:
+        """Decorator: ``@store.quality.validator("view", severity="warning")``."""
+
+        def decorate(fn: _v.RowCheck) -> _v.RowCheck:
+            self.add_validator(view, fn, severity=severity, name=name)
+            return fn
+
+        return decorate
+
+    def add_validator(
+        self, view: str, fn: _v.RowCheck, *, severity: str = "error", name: str | None = None
+    ) -> None:
+        self._ctx.registry.get(view)
+        v = _v.make(view, fn, severity, name)
+        with self._monitor.lock:
+            rest = [x for x in self._monitor.validators.get(view, []) if x.name != v.name]
+            self._monitor.validators[view] = [*rest, v]
+
+    def remove_validator(self, view: str, name: str) -> None:
+        with self._monitor.lock:
+            rest = [x for x in self._monitor.validators.get(view, []) if x.name != name]
+            if len(rest) == len(self._monitor.validators.get(view, [])):
+                raise NotFoundError(f"view {view!r} has no validator {name!r}")
+            self._monitor.validators[view] = rest
+
+    def validators(self, view: str) -> list[tuple[str, str]]:
+        """(name, severity) of the view's validators in this process."""
+        return [(v.name, v.severity) for v in self._monitor.validators.get(view, [])]
+
+    def validate(
+        self,
+        view: str,
+        rows: Any,
+        *,
+        entity_column: str = "entity_id",
+        event_time_column: str | None = None,
+    ) -> ValidationReport:
+        """Dry run of write_many: every problem of every row, nothing written."""
+        res = self._ctx.registry.get(view)
+        return validate_rows(
+            res.codec,
+            rows,
+            entity_column=entity_column,
+            event_time_column=event_time_column,
+            check=functools.partial(self._monitor.check_columns, res),
+        )
+
+    def flush(self) -> None:
+        """Send buffered profiles and counters to Redis now (also done every ~2 s)."""
+        self._monitor.flush()
 
     # -- profiles and baselines ---------------------------------------------------------
 
@@ -369,9 +408,9 @@ class Quality:
         ``source="read"`` gives the sampled serving log."""
         if source not in ("write", "read"):
             raise ConfigurationError(f"source must be 'write' or 'read', got {source!r}")
-        self._store.registry.get(view)
+        self._ctx.registry.get(view)
         lo, hi = self._span(start, end, timedelta(days=1))
-        prof = self.recorder.load(view, lo, hi, source)
+        prof = self._monitor.recorder.load(view, lo, hi, source)
         prof.start, prof.end = from_us(lo // HOUR_US * HOUR_US), from_us(hi)
         return prof
 
@@ -390,16 +429,16 @@ class Quality:
         """Make a frame (e.g. the training frame) the view's baseline. Columns may be named
         ``field``, ``view:field`` or ``view__field``; values go through the schema's checks
         and conversions as a write would (a bad value: ValidationError, nothing set)."""
-        prof = _baselines.profile_of_frame(self._store.registry.get(view), frame)
+        prof = _baselines.profile_of_frame(self._ctx.registry.get(view), frame)
         self._save_baseline(view, prof, {"from": "frame", "rows": prof.rows})
         return prof
 
     def _save_baseline(self, view: str, prof: Profile, meta: dict[str, Any]) -> None:
-        _baselines.save(self._store.client, self._store.keys, view, prof, meta)
+        _baselines.save(self._ctx.client, self._ctx.keys, view, prof, meta)
 
     def baseline(self, view: str) -> tuple[Profile, dict[str, Any]] | None:
         """The stored baseline and its description, or None."""
-        return _baselines.load(self._store.client, self._store.keys, view)
+        return _baselines.load(self._ctx.client, self._ctx.keys, view)
 
     # -- drift and health ---------------------------------------------------------------
 
@@ -415,7 +454,7 @@ class Quality:
     ) -> DriftReport:
         """Drift of [start, end) (default: the last 24 h) against the stored baseline, a
         Profile, or the profile of a (start, end) pair."""
-        th = thresholds or self.config(view).thresholds
+        th = thresholds or self._monitor.config(view).thresholds
         if baseline is None:
             stored = self.baseline(view)
             if stored is None:
@@ -446,10 +485,10 @@ class Quality:
         overall status ("ok", "warning" or "critical")."""
         at = now_us() if now is None else _us(now, "now")
         span = duration_us(window, what="window")
-        newest, written = self.recorder.freshness()
+        newest, written = self._monitor.recorder.freshness()
         views: dict[str, ViewHealth] = {}
-        for v in self._store.views():
-            counts = self.recorder.counters(v.name, at - span, at + 1)
+        for v in self._ctx.registry.views():
+            counts = self._monitor.recorder.counters(v.name, at - span, at + 1)
             report, problem = None, None
             try:
                 stored = self.baseline(v.name)  # read once, handed to drift
@@ -460,7 +499,13 @@ class Quality:
             except (RedfeatError, ValueError) as exc:  # one view's bad baseline: a reason
                 problem = f"drift check failed: {exc}"
             views[v.name] = assess(
-                v, self.config(v.name), at, newest.get(v.name), written.get(v.name), counts, report
+                v,
+                self._monitor.config(v.name),
+                at,
+                newest.get(v.name),
+                written.get(v.name),
+                counts,
+                report,
             )
             if problem is not None:
                 views[v.name].reasons.append(problem)

@@ -14,15 +14,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..core.context import Ctx, Reader
 from ..core.time import Duration, duration_us, now_us, to_us
 from ..errors import ConfigurationError
+from ..online.events import Subscription, subscribe
 
 if TYPE_CHECKING:
-    from ..online.events import ChangeEvent, Subscription
-    from ..online.writer import Record
-    from ..store import FeatureStore
+    from ..core.records import ChangeEvent, Record
 
-_MISSING = object()
+MISSING = object()  # lookup(): not cached (None is a cached miss)
 
 
 class Cache:
@@ -43,15 +43,15 @@ class Cache:
         self._invalidated: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._forgotten = 0  # newest epoch dropped from _invalidated (its memory is bounded)
         self._cleared: dict[str | None, int] = {}
-        self._store: FeatureStore | None = None
+        self._reader: Reader | None = None
         self._sub: Subscription | None = None
 
     # -- wiring ----------------------------------------------------------------------
 
-    def bind(self, store: FeatureStore) -> None:
-        """Start listening to the store's change events (called by FeatureStore)."""
-        self._store = store
-        self._sub = store.subscribe(None)
+    def bind(self, ctx: Ctx, reader: Reader) -> None:
+        """Start listening to the project's change events (called by FeatureStore)."""
+        self._reader = reader
+        self._sub = subscribe(ctx, None, None)
         self._sub.on_event(self._on_event)
 
     def close(self) -> None:
@@ -68,18 +68,18 @@ class Cache:
     # -- the cache itself --------------------------------------------------------------
 
     def lookup(self, view: str, entity_id: str) -> Any:
-        """The cached values (a copy), None for a cached miss, or _MISSING."""
+        """The cached values (a copy), None for a cached miss, or MISSING."""
         key = (view, entity_id)
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
                 self.misses += 1
-                return _MISSING
+                return MISSING
             expires, values = entry
             if expires < now_us():
                 del self._data[key]
                 self.misses += 1
-                return _MISSING
+                return MISSING
             self._data.move_to_end(key)
             self.hits += 1
         return None if values is None else _copy(values)
@@ -120,7 +120,7 @@ class Cache:
         """Values of ``ids``: hits from memory, the rest fetched (one call) and cached, as
         values or as a known miss, until the view's ttl runs out for them."""
         out = [self.lookup(view, str(e)) for e in ids]
-        missing = [i for i, hit in enumerate(out) if hit is _MISSING]
+        missing = [i for i, hit in enumerate(out) if hit is MISSING]
         if missing:
             filled = self.fill(view, [ids[i] for i in missing], fetch, ttl_us)
             for i, values in zip(missing, filled, strict=True):
@@ -169,9 +169,9 @@ class Cache:
 
     def preload(self, view: str, entity_ids: list[str | int]) -> int:
         """Read these entities now (one round trip) so later gets are served from memory."""
-        if self._store is None:
+        if self._reader is None:
             raise ConfigurationError("preload needs a cache attached to a FeatureStore")
-        return sum(1 for v in self._store.get_many(view, entity_ids) if v is not None)
+        return sum(1 for v in self._reader.get_many(view, entity_ids) if v is not None)
 
     def stats(self) -> dict[str, Any]:
         """Hits, misses, evictions, invalidations, hit_rate and entries, counted for real."""

@@ -19,16 +19,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import redis
 
+from ..core.context import Ctx, Writer
 from ..core.time import to_us
 from ..errors import BackendError, ConfigurationError
-
-if TYPE_CHECKING:
-    from ..store import FeatureStore
 
 ET = "__event_time_us"
 PUSH_CHUNK = 500
@@ -44,15 +42,15 @@ _encode = msgspec.msgpack.Encoder(enc_hook=_enc_hook).encode
 
 
 def push(
-    store: FeatureStore, view: str, rows: Iterable[Mapping[str, Any]], event_time_column: str | None
+    ctx: Ctx, view: str, rows: Iterable[Mapping[str, Any]], event_time_column: str | None
 ) -> int:
     """Append rows to the view's ingest stream; returns how many were pushed."""
-    store.registry.get(view)
+    ctx.registry.get(view)
     now = to_us(datetime.now(UTC))
     batch: list[dict[str, Any]] = []
     n = 0
-    key = store.keys.prefix + "ingest:" + view
-    pipe = store.client.pipeline(transaction=False)
+    key = ctx.keys.ingest(view)
+    pipe = ctx.client.pipeline(transaction=False)
     for row in rows:
         if not isinstance(row, Mapping):
             raise ConfigurationError(f"push takes dicts, got {type(row).__name__}")
@@ -98,7 +96,8 @@ class Worker:
 
     def __init__(
         self,
-        store: FeatureStore,
+        ctx: Ctx,
+        writer: Writer,
         views: Iterable[str] | None = None,
         *,
         group: str = "redfeat",
@@ -106,28 +105,28 @@ class Worker:
         claim_idle: float = 30.0,
         block: float = 1.0,
     ) -> None:
-        self.store = store
-        self.views = list(views) if views is not None else [v.name for v in store.views()]
+        self._ctx = ctx
+        self._writer = writer
+        self.views = list(views) if views is not None else [v.name for v in ctx.registry.views()]
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.claim_idle_ms = int(claim_idle * 1000)
         self.block_ms = int(block * 1000)
         self.stats = WorkerStats()
         self._stop = threading.Event()
-        self._prefix = store.keys.prefix
         for v in self.views:
-            store.registry.get(v)
+            ctx.registry.get(v)
             try:
-                store.client.xgroup_create(self._stream(v), group, id="0", mkstream=True)
+                ctx.client.xgroup_create(self._stream(v), group, id="0", mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise BackendError(f"cannot create the consumer group: {exc}") from exc
 
     def _stream(self, view: str) -> str:
-        return self._prefix + "ingest:" + view
+        return self._ctx.keys.ingest(view)
 
     def _dead(self, view: str) -> str:
-        return self._prefix + "dead:" + view
+        return self._ctx.keys.dead_letters(view)
 
     def stop(self) -> None:
         self._stop.set()
@@ -141,7 +140,7 @@ class Worker:
     ) -> WorkerStats:
         """Process batches until stopped, ``max_batches`` done, or (``until_idle``) nothing
         is left to read or claim."""
-        client: Any = self.store.client  # redis-py's stream replies are loosely typed
+        client: Any = self._ctx.client  # redis-py's stream replies are loosely typed
         while not self._stop.is_set():
             got = 0
             for view in self.views:
@@ -163,8 +162,10 @@ class Worker:
             else:
                 pairs = reply or []
             for stream, entries in pairs:
-                name = stream.decode() if isinstance(stream, bytes) else str(stream)
-                view = name[len(self._prefix) + len("ingest:") :]
+                parsed = self._ctx.keys.parse(stream)
+                if parsed is None:
+                    continue
+                view = parsed.name
                 for entry_id, data in entries:
                     self._process(view, entry_id, data)
                     got += 1
@@ -179,7 +180,7 @@ class Worker:
 
     def _claim(self, view: str) -> int:
         """Take over batches another consumer read but never acknowledged (it crashed)."""
-        client: Any = self.store.client
+        client: Any = self._ctx.client
         try:
             reply = client.xautoclaim(
                 self._stream(view), self.group, self.consumer, self.claim_idle_ms, "0-0", count=10
@@ -204,7 +205,7 @@ class Worker:
             rows: list[dict[str, Any]] = msgspec.msgpack.decode(raw) if raw else []
             for row in rows:
                 row[ET] = datetime.fromtimestamp(row[ET] / 1e6, UTC)
-            report = self.store.write_many(view, rows, event_time_column=ET, on_error="skip")
+            report = self._writer.write_many(view, rows, event_time_column=ET, on_error="skip")
             refused = [(rows[i], str(err)) for i, err in report.refused]
             written = report.written + report.duplicates
         except BackendError:
@@ -215,7 +216,7 @@ class Worker:
             rows = msgspec.msgpack.decode(raw) if raw else []
             refused = [(r, f"{type(exc).__name__}: {exc}") for r in rows]
         try:
-            pipe = self.store.client.pipeline(transaction=False)
+            pipe = self._ctx.client.pipeline(transaction=False)
             for row, error in refused:
                 bad = {k: v for k, v in row.items() if k != ET}
                 pipe.xadd(
@@ -235,7 +236,7 @@ class Worker:
     def _measure_lag(self) -> None:
         for view in self.views:
             try:
-                groups = self.store.client.xinfo_groups(self._stream(view))
+                groups = self._ctx.client.xinfo_groups(self._stream(view))
             except redis.RedisError:
                 continue
             for g in groups:
@@ -245,12 +246,12 @@ class Worker:
                     self.stats.lag[view] = int(lag) if lag is not None else -1
 
 
-def dead_letters(store: FeatureStore, view: str, limit: int = 100) -> list[dict[str, Any]]:
+def dead_letters(ctx: Ctx, view: str, limit: int = 100) -> list[dict[str, Any]]:
     """Rows refused by workers, newest last: {"row": ..., "error": ..., "entry": ...}."""
     out = []
-    client: Any = store.client
+    client: Any = ctx.client
     try:
-        entries = client.xrange(store.keys.prefix + "dead:" + view, count=limit)
+        entries = client.xrange(ctx.keys.dead_letters(view), count=limit)
     except redis.RedisError as exc:
         raise BackendError(f"view {view!r}: reading dead letters failed: {exc}") from exc
     for _id, data in entries:

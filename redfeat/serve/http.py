@@ -37,7 +37,6 @@ from ..errors import (
     RedfeatError,
     ValidationError,
 )
-from ..timeseries import multi
 from ..timeseries.analysis import InsufficientDataError
 from ..timeseries.series import Series
 from .web import bins as _bins
@@ -343,7 +342,6 @@ class Api:
         filters = request.query_params.getlist("filter")
 
         def work() -> list[dict[str, Any]]:
-            _, reg = self.store._ts()
             return [
                 {
                     "name": s.name,
@@ -352,15 +350,14 @@ class Api:
                     "rollups": [r.label for r in s.rollups],
                     "duplicate_policy": s.duplicate_policy,
                 }
-                for s in multi.select(reg.all(), filters)
+                for s in self.store.timeseries.specs(filters)
             ]
 
         return JSON({"series": await self._run(work)})
 
     def open_series(self, name: str) -> Series:
         """An existing series (NotFoundError otherwise: a read never creates one)."""
-        ctx, reg = self.store._ts()
-        return Series(ctx, reg, reg.require(name))
+        return self.store.timeseries.open(name)
 
     async def series(self, request: Request) -> Response:
         """GET /series/{name}/range and /series/{name}/anomalies."""

@@ -28,6 +28,7 @@ import numpy as np
 import redis
 
 from ..core.conn import Script
+from ..core.context import Ctx
 from ..core.time import Duration, from_us, now_us, to_us
 from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError, RedfeatError
 from . import analysis
@@ -43,7 +44,7 @@ from .alert_rules import (
 from .analysis import InsufficientDataError
 from .query import bucketed, read_tiles
 from .spec import SeriesRegistry, SeriesSpec
-from .storage import Ctx, raw_points
+from .storage import raw_points
 from .tiles import aggregate, aggregate_points, coarsen
 
 log = logging.getLogger("redfeat.alerts")

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import redis
 
+from ..core.context import Ctx
 from ..errors import BackendError, ConfigurationError, RedfeatError
 from .query import read_tiles
 from .spec import SeriesSpec
-from .storage import Ctx
 
 METHODS = ("zscore", "mad", "ewma")
 MIN_POINTS = 30  # baseline points for zscore/ewma

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
+from ..core.context import Ctx
 from ..errors import BackendError
 from .query import read_tiles
 from .spec import Rollup, SeriesSpec
-from .storage import Ctx
 from .tiles import MEM, WIRE_BYTES, from_wire, partials
 
 

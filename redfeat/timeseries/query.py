@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import redis
 
+from ..core.context import Ctx
 from ..errors import BackendError
 from .spec import Rollup, SeriesSpec
-from .storage import Ctx, raw_points
+from .storage import raw_points
 from .tiles import MEM, WIRE_BYTES, aggregate, aggregate_points, coarsen, from_wire
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import redis
 
+from ..core.context import Ctx
 from ..core.metrics import timed
 from ..core.time import from_us, now_us
 from ..errors import BackendError, ConfigurationError
@@ -16,7 +17,7 @@ from . import analysis
 from .query import bucketed
 from .spec import SeriesRegistry, SeriesSpec, as_ms_array, as_values, finite_value, to_ms
 from .spec import duration_ms as _duration_ms
-from .storage import Ctx, base_keys, raw_points
+from .storage import base_keys, raw_points
 from .tiles import check_agg
 from .write import Writer, dedupe_batch
 

@@ -1,35 +1,27 @@
-"""FeatureStore verbs for time series: series, series_list, mrange, correlate, cleanup,
-alerts."""
+"""Time series as a service: series, series_list, mrange, correlate, maintenance, and
+the store's alert rules."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..core.context import Ctx
 from ..core.time import Duration
 from ..errors import ConfigurationError
 from . import multi
 from .alerts import Alerts
 from .series import Series
 from .spec import SeriesRegistry, SeriesSpec, build_spec, check_labels, check_name, duration_ms
-from .storage import Ctx, trim
-
-if TYPE_CHECKING:
-    import redis
-
-    from ..core.keys import Keys
-    from ..core.metrics import Metrics
-    from ..online.online import Online
+from .storage import trim
 
 _DEFAULT_ROLLUPS = ("1m", "5m", "1h", "1d")
-_ALERTS_LOCK = threading.Lock()
 
 
 def _kept_rollup_retention(
@@ -64,39 +56,33 @@ class TimeSeriesAdmin:
         self._ctx = ctx
         self._registry = registry
 
+    def specs(self, filters: Iterable[str] | str = ()) -> list[SeriesSpec]:
+        """The definitions of the series whose labels match every filter, by name."""
+        return multi.select(self._registry.all(), filters)
+
+    def open(self, name: str) -> Series:
+        """An existing series (NotFoundError otherwise: unlike ``store.series``, this never
+        creates one)."""
+        return Series(self._ctx, self._registry, self._registry.require(name))
+
     def cleanup(self) -> int:
         """Apply retention to every series in the registry now (writes also do it, amortised);
         returns the number of chunks and tile pages removed. Walks the registry, never KEYS."""
         return sum(trim(self._ctx, spec) for spec in self._registry.all())
 
 
-class SeriesVerbs:
-    """Mixed into FeatureStore."""
+class SeriesService:
+    """The time series and alert rules of one store."""
 
-    # provided by FeatureStore
-    client: redis.Redis
-    keys: Keys
-    online: Online
-    metrics: Metrics
+    def __init__(self, ctx: Ctx) -> None:
+        self._ctx = ctx
+        self._registry = SeriesRegistry(ctx.client, ctx.keys)
+        self.admin = TimeSeriesAdmin(ctx, self._registry)
+        # one instance per store, so callbacks registered with on_transition are kept
+        self.alerts = Alerts(ctx, self._registry)
 
     def _ts(self) -> tuple[Ctx, SeriesRegistry]:
-        return Ctx(self.client, self.keys, self.online.direct, self.metrics), SeriesRegistry(
-            self.client, self.keys
-        )
-
-    @property
-    def timeseries(self) -> TimeSeriesAdmin:
-        return TimeSeriesAdmin(*self._ts())
-
-    @property
-    def alerts(self) -> Alerts:
-        """Alert rules on series (add, list, remove, history, evaluate, on_transition)."""
-        # one instance per store, so callbacks registered with on_transition are kept
-        with _ALERTS_LOCK:
-            a: Alerts | None = self.__dict__.get("_alerts")
-            if a is None:
-                a = self.__dict__["_alerts"] = Alerts(*self._ts())
-        return a
+        return self._ctx, self._registry
 
     def series(
         self,

@@ -6,12 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import redis
 
-from ..core.conn import Direct, Script
+from ..core.conn import Script
+from ..core.context import Ctx
 from ..core.keys import Keys
-from ..core.metrics import Metrics
-from ..errors import BackendError
 from . import lua
 from .chunks import decode_chunk, unpack_points
 from .spec import SeriesSpec
@@ -21,22 +19,6 @@ COMMIT = Script(lua.COMMIT)
 READ = Script(lua.READ, idempotent=True)  # reads only
 TRIM = Script(lua.TRIM)
 UNLOCK = Script(lua.UNLOCK)
-
-
-@dataclass
-class Ctx:
-    """What the series code needs from the store."""
-
-    client: redis.Redis
-    keys: Keys
-    direct: Direct
-    metrics: Metrics | None = None  # the store's operation counters (store.stats())
-
-    def run(self, script: Script, keys: list[str], args: list[Any], *, what: str) -> Any:
-        try:
-            return script.stream(self.direct.conn(), [(keys, args)])[0]
-        except redis.RedisError as exc:
-            raise BackendError(f"{what}: {exc}") from exc
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.context import Ctx
 from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
 from .chunks import (
     CHUNK_POINTS,
@@ -35,7 +36,7 @@ from .chunks import (
 )
 from .correct import Plan, finish, plan
 from .spec import SeriesRegistry, SeriesSpec
-from .storage import APPEND, COMMIT, UNLOCK, Ctx, State, base_keys, read_state, trim
+from .storage import APPEND, COMMIT, UNLOCK, State, base_keys, read_state, trim
 from .tiles import one_tile, partials, rollup_partials, tile_args
 
 SMALL = CHUNK_POINTS  # batches below this try the append path first

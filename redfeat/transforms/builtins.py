@@ -52,17 +52,17 @@ from ..core.schema import Field
 from ..core.time import MAX_US, MIN_US, to_us
 from ..errors import ConfigurationError
 from .core import (
-    _US_PER_DAY,
+    US_PER_DAY,
     Transform,
     TransformRegistry,
-    _builtin,
-    _float_transform,
-    _missing,
-    _num,
-    _number,
-    _nums,
+    builtin,
     derive,
     derive_frame,
+    float_transform,
+    missing,
+    num,
+    number,
+    nums,
     output_fields,
 )
 
@@ -86,7 +86,7 @@ __all__ = [
 
 
 def _edges(bins: Sequence[float], where: str) -> tuple[float, ...]:
-    edges = tuple(_number(b, "each bin", where) for b in bins)
+    edges = tuple(number(b, "each bin", where) for b in bins)
     if not edges or any(a >= b for a, b in zip(edges, edges[1:], strict=False)):
         raise ConfigurationError(f"{where}: bins must be non-empty and strictly increasing")
     return edges
@@ -121,17 +121,17 @@ def bucketize(
     edge_arr, lab_arr = np.array(edges), np.array(labs, dtype=object)
 
     def scalar(v: Any) -> str | None:
-        x = _num(v, where)
+        x = num(v, where)
         return None if x is None else labs[pick(edges, x)]
 
     def vector(s: pd.Series) -> np.ndarray:
-        x = _nums(s, where)
+        x = nums(s, where)
         got = lab_arr[np.searchsorted(edge_arr, x, side=side)]  # fancy indexing copies
         got[np.isnan(x)] = None
         return got
 
     params = {"bins": tuple(bins), "labels": labs, "right": right}
-    return _builtin("bucketize", (field,), (out,), params, scalar, vector)
+    return builtin("bucketize", (field,), (out,), params, scalar, vector)
 
 
 def min_max(
@@ -140,7 +140,7 @@ def min_max(
     """``(x - lo) / (hi - lo)``, clipped to [0, 1] unless ``clip=False``. Float,
     default ``f"{field}_minmax"``."""
     where = f"min_max({field!r})"
-    a, b = _number(lo, "lo", where), _number(hi, "hi", where)
+    a, b = number(lo, "lo", where), number(hi, "hi", where)
     if a >= b:
         raise ConfigurationError(f"{where}: lo must be < hi, got lo={lo}, hi={hi}")
     lo_hi = (0.0, 1.0) if clip else (None, None)
@@ -151,17 +151,17 @@ def min_max(
         return np.clip(y, 0.0, 1.0) if clip else y
 
     params = {"lo": lo, "hi": hi, "clip": clip}
-    return _float_transform("min_max", (field,), out, params, fn)
+    return float_transform("min_max", (field,), out, params, fn)
 
 
 def z_score(field: str, mean: float, std: float, *, output: str | None = None) -> Transform:
     """``(x - mean) / std``; ``std`` must be > 0. Float, default ``f"{field}_zscore"``."""
     where = f"z_score({field!r})"
-    m, s = _number(mean, "mean", where), _number(std, "std", where)
+    m, s = number(mean, "mean", where), number(std, "std", where)
     if s <= 0:
         raise ConfigurationError(f"{where}: std must be > 0, got {std}")
     out = Field(output or f"{field}_zscore", t.Float)
-    return _float_transform(
+    return float_transform(
         "z_score", (field,), out, {"mean": mean, "std": std}, lambda x: (x - m) / s
     )
 
@@ -175,21 +175,21 @@ def log1p(field: str, *, output: str | None = None) -> Transform:
         ok = x > -1.0  # log1p is not real there; substitute 0 so nothing invalid is computed
         return np.where(ok, np.log1p(np.where(ok, x, 0.0)), np.nan)[()]
 
-    return _float_transform("log1p", (field,), out, {}, fn)
+    return float_transform("log1p", (field,), out, {}, fn)
 
 
 def clip(field: str, lo: float | None, hi: float | None, *, output: str | None = None) -> Transform:
     """``x`` limited to [lo, hi] (either bound may be None). Always Float (the input type is
     not known here), with the bounds as the field's min/max; default ``f"{field}_clipped"``."""
     where = f"clip({field!r})"
-    a = None if lo is None else _number(lo, "lo", where)
-    b = None if hi is None else _number(hi, "hi", where)
+    a = None if lo is None else number(lo, "lo", where)
+    b = None if hi is None else number(hi, "hi", where)
     if a is None and b is None:
         raise ConfigurationError(f"{where}: give lo, hi or both")
     if a is not None and b is not None and a >= b:
         raise ConfigurationError(f"{where}: lo must be < hi, got lo={lo}, hi={hi}")
     out = Field(output or f"{field}_clipped", t.Float, min=a, max=b)
-    return _float_transform("clip", (field,), out, {"lo": lo, "hi": hi}, lambda x: np.clip(x, a, b))
+    return float_transform("clip", (field,), out, {"lo": lo, "hi": hi}, lambda x: np.clip(x, a, b))
 
 
 def ratio(a: str, b: str, *, output: str | None = None) -> Transform:
@@ -199,7 +199,7 @@ def ratio(a: str, b: str, *, output: str | None = None) -> Transform:
     def fn(x: Any, y: Any) -> Any:
         return np.where(y != 0, x / np.where(y != 0, y, 1.0), np.nan)[()]
 
-    return _float_transform("ratio", (a, b), out, {}, fn)
+    return float_transform("ratio", (a, b), out, {}, fn)
 
 
 def one_hot(field: str, categories: Sequence[str | int], *, output: str | None = None) -> Transform:
@@ -217,14 +217,14 @@ def one_hot(field: str, categories: Sequence[str | int], *, output: str | None =
     outs = tuple(Field(n, t.Bool) for n in names)
 
     def scalar(v: Any) -> list[bool | None]:
-        return [None if _missing(v) else bool(v == c) for c in cats]
+        return [None if missing(v) else bool(v == c) for c in cats]
 
     def vector(s: pd.Series) -> list[pd.Series]:
         s = s.astype(object)
         miss = s.isna()
         return [s.eq(c).astype("boolean").mask(miss) for c in cats]
 
-    return _builtin("one_hot", (field,), outs, {"categories": cats}, scalar, vector)
+    return builtin("one_hot", (field,), outs, {"categories": cats}, scalar, vector)
 
 
 def category_map(
@@ -256,14 +256,14 @@ def category_map(
     out = Field(output or f"{field}_mapped", dtype)
 
     def scalar(v: Any) -> Any:
-        return None if _missing(v) else table.get(v, default)
+        return None if missing(v) else table.get(v, default)
 
     def vector(s: pd.Series) -> list[Any]:
         return [scalar(v) for v in s.astype(object)]  # dict lookups: as fast as .map here
 
     # Pairs, not a dict: keys may be ints or None, which JSON objects would turn into strings.
     params = {"mapping": tuple((k, v) for k, v in table.items()), "default": default}
-    return _builtin("category_map", (field,), (out,), params, scalar, vector)
+    return builtin("category_map", (field,), (out,), params, scalar, vector)
 
 
 def days_since(
@@ -288,21 +288,21 @@ def days_since(
 
     def scalar(v: Any) -> float | None:
         # Integer microseconds, then one division: the frame path does exactly the same.
-        return None if _missing(v) else (now_us() - _us(v, where)) / _US_PER_DAY
+        return None if missing(v) else (now_us() - _us(v, where)) / US_PER_DAY
 
     def vector(s: pd.Series) -> Any:
         ref = now_us()
         if not pd.api.types.is_datetime64_any_dtype(s.dtype):
-            return [None if _missing(v) else (ref - _us(v, where)) / _US_PER_DAY for v in s]
+            return [None if missing(v) else (ref - _us(v, where)) / US_PER_DAY for v in s]
         utc = pd.to_datetime(s, utc=True).dt.tz_convert(None)
         miss = utc.isna().to_numpy()
         us = np.where(miss, 0, utc.to_numpy(dtype="datetime64[us]").astype(np.int64))
         if ((us < MIN_US) | (us >= MAX_US)).any():  # the same window as the row path
             raise ConfigurationError(f"{where}: a timestamp is outside 1900-01-01 .. 2200-01-01")
-        return np.where(miss, np.nan, (ref - us) / _US_PER_DAY)
+        return np.where(miss, np.nan, (ref - us) / US_PER_DAY)
 
     params = {"now": now.isoformat() if isinstance(now, datetime) else None}
-    return _builtin("days_since", (field,), (out,), params, scalar, vector)
+    return builtin("days_since", (field,), (out,), params, scalar, vector)
 
 
 def _us(v: Any, where: str) -> int:

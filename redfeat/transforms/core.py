@@ -24,10 +24,10 @@ from ..errors import ConfigurationError, NotFoundError
 RowFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 FrameFn = Callable[[pd.DataFrame], pd.DataFrame]
 F = TypeVar("F", bound=Callable[..., Any])
-_US_PER_DAY = 86_400_000_000
+US_PER_DAY = 86_400_000_000
 
 
-def _missing(v: Any) -> bool:
+def missing(v: Any) -> bool:
     if v is None or v is pd.NA or v is pd.NaT:
         return True
     if isinstance(v, np.datetime64):
@@ -37,13 +37,13 @@ def _missing(v: Any) -> bool:
 
 def _py(v: Any) -> Any:
     """A value as plain Python: missing -> None, numpy scalars -> int/float/bool."""
-    if _missing(v):
+    if missing(v):
         return None
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _num(v: Any, where: str) -> float | None:
-    if _missing(v):
+def num(v: Any, where: str) -> float | None:
+    if missing(v):
         return None
     if isinstance(v, int | float | np.integer | np.floating | np.bool_):
         return float(v)
@@ -51,15 +51,15 @@ def _num(v: Any, where: str) -> float | None:
     raise ConfigurationError(f"{where}: expected a number, got {v!r}")
 
 
-def _nums(s: pd.Series, where: str) -> np.ndarray:
-    """A column as float64, NaN where missing; same acceptance rules as ``_num``."""
+def nums(s: pd.Series, where: str) -> np.ndarray:
+    """A column as float64, NaN where missing; same acceptance rules as ``num``."""
     if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
-    vals = [_num(v, where) for v in s]
+    vals = [num(v, where) for v in s]
     return np.array([math.nan if x is None else x for x in vals], dtype=np.float64)
 
 
-def _number(v: Any, what: str, where: str) -> float:
+def number(v: Any, what: str, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         raise ConfigurationError(f"{where}: {what} must be a finite number, got {v!r}")
     return float(v)
@@ -76,7 +76,7 @@ def _column(values: Any, fld: Field, index: pd.Index) -> pd.Series:
         s = pd.Series(list(values), index=index, dtype=object)
     kind = fld.dtype.kind
     if kind == "Float":
-        return pd.Series(_nums(s, f"output {fld.name!r}"), index=index, dtype=np.float64)
+        return pd.Series(nums(s, f"output {fld.name!r}"), index=index, dtype=np.float64)
     if kind == "Int":
         return s.astype("Int64")
     if kind == "Bool":
@@ -174,7 +174,7 @@ class Transform:
         }
 
 
-def _builtin(
+def builtin(
     kind: str,
     inputs: tuple[str, ...],
     outputs: tuple[Field, ...],
@@ -205,7 +205,7 @@ def _builtin(
     )
 
 
-def _float_transform(
+def float_transform(
     kind: str,
     inputs: tuple[str, ...],
     out: Field,
@@ -219,7 +219,7 @@ def _float_transform(
     where = f"{kind}({', '.join(map(repr, inputs))})"
 
     def scalar(*vals: Any) -> float | None:
-        xs = [_num(v, where) for v in vals]
+        xs = [num(v, where) for v in vals]
         if any(x is None for x in xs):
             return None
         with np.errstate(all="ignore"):  # overflow to inf is a value; invalid -> NaN -> None
@@ -228,9 +228,9 @@ def _float_transform(
 
     def vector(*cols: pd.Series) -> np.ndarray:
         with np.errstate(all="ignore"):
-            return np.asarray(fn(*(_nums(c, where) for c in cols)), dtype=np.float64)
+            return np.asarray(fn(*(nums(c, where) for c in cols)), dtype=np.float64)
 
-    return _builtin(kind, inputs, (out,), params, scalar, vector)
+    return builtin(kind, inputs, (out,), params, scalar, vector)
 
 
 def _code_hash(fn: Callable[..., Any]) -> str:

@@ -13,18 +13,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from ..core.context import Ctx, Reader
 from ..core.registry import Resolved
 from ..core.schema import FeatureView
 from ..errors import ConfigurationError, NotFoundError
 from . import builtins as tr
-
-if TYPE_CHECKING:
-    from ..store import FeatureStore
 
 EVENT_TIME = "__redfeat_event_time"
 
@@ -86,14 +84,6 @@ def _one_hot(spec: dict[str, Any]) -> tr.Transform:
     return tr.one_hot(spec["inputs"][0], cats, output=prefix)
 
 
-def spec_of(transform: Any) -> dict[str, Any]:
-    """A transform's spec as kept in a view definition (without created_at, so that
-    applying the same view again is a no-op)."""
-    spec = dict(transform.spec())
-    spec.pop("created_at", None)
-    return spec
-
-
 def check_source(view: FeatureView, source: FeatureView) -> None:
     """The transforms of ``view`` read only fields that ``source`` has."""
     have = {f.name for f in source.fields}
@@ -119,10 +109,13 @@ def compute(transforms: Sequence[tr.Transform], values: dict[str, Any]) -> dict[
 
 
 class Deriver:
-    """Rebuilt transforms of derived views, cached per view definition."""
+    """Derived views of one store: their transforms (rebuilt from the registry's specs,
+    cached per view definition), which views derive from a source, and on-read views."""
 
-    def __init__(self, registry: tr.TransformRegistry) -> None:
-        self.registry = registry
+    def __init__(self, ctx: Ctx, registry: tr.TransformRegistry, reader: Reader) -> None:
+        self._ctx = ctx
+        self.registry = registry  # this process's custom transforms
+        self._reader = reader
         self._cache: dict[tuple[str, int], list[tr.Transform]] = {}
 
     def transforms(self, view: FeatureView) -> list[tr.Transform]:
@@ -141,31 +134,42 @@ class Deriver:
         outs = [f.name for f in tr.output_fields(self.transforms(view))]
         return tr.derive_frame(self.transforms(view), frame)[outs]
 
+    def writable(self, view: str) -> tuple[Resolved, list[Resolved]]:
+        """The view and its materialised derived views, once those are known to be
+        computable in this process (a missing custom transform fails before anything is
+        written)."""
+        res = self._ctx.registry.get(view)
+        if res.view.on_read:
+            raise ConfigurationError(
+                f"view {view!r} is computed on read from {res.view.source!r}; write that instead"
+            )
+        deps = self._ctx.registry.dependents(view)
+        for dep in deps:
+            self.transforms(dep.view)
+        return res, deps
 
-# -- how the store keeps derived views in step with their sources ------------------------
-
-
-def writable(store: FeatureStore, view: str) -> tuple[Resolved, list[Resolved]]:
-    """The view and its materialised derived views, once those are known to be computable
-    in this process (a missing custom transform fails before anything is written)."""
-    res = store.registry.get(view)
-    if res.view.on_read:
-        raise ConfigurationError(
-            f"view {view!r} is computed on read from {res.view.source!r}; write that instead"
-        )
-    deps = store.registry.dependents(view)
-    for dep in deps:
-        store.deriver.transforms(dep.view)
-    return res, deps
-
-
-def after_write(store: FeatureStore, deps: list[Resolved], entity_id: Any, version: Any) -> None:
-    """Write the derived views of one new version, with its event time."""
-    if version.id == 0:
-        return  # late data a latest-only view dropped: nothing to derive from
-    for dep in deps:
-        values = store.deriver.values(dep.view, version.values)
-        store.online.write(dep, entity_id, values, version.event_time)
+    def read(
+        self,
+        res: Resolved,
+        ids: list[Any],
+        feats: list[str] | None,
+        as_of: Any,
+        with_meta: bool,
+    ) -> list[Any]:
+        """An on_read view: read its source, compute the transforms now."""
+        assert res.view.source is not None
+        res.codec.select(feats)  # unknown features: ValidationError
+        rows = self._reader.get_many(res.view.source, ids, as_of=as_of, with_meta=with_meta)
+        out: list[Any] = []
+        for row in rows:
+            values = row.values if with_meta else row
+            derived = None
+            if values is not None:
+                derived = self.values(res.view, values)
+                if feats is not None:
+                    derived = {f: derived[f] for f in feats}
+            out.append(dataclasses.replace(row, values=derived) if with_meta else derived)
+        return out
 
 
 def with_event_time(rows: Any) -> tuple[Any, str]:
@@ -182,57 +186,8 @@ def with_event_time(rows: Any) -> tuple[Any, str]:
     return [{**r, EVENT_TIME: now} if isinstance(r, Mapping) else r for r in rows], EVENT_TIME
 
 
-def after_bulk(
-    store: FeatureStore,
-    deps: list[Resolved],
-    rows: Any,
-    entity_column: str,
-    event_time_column: str,
-    report: Any,
-) -> None:
-    """Write the derived views of the rows a bulk write accepted."""
-    frame = _frame(rows)
-    if report.refused:
-        frame = frame.drop(index=frame.index[[i for i, _ in report.refused]])
-    for dep in deps:
-        derived = store.deriver.frame(dep.view, frame)
-        derived.insert(0, entity_column, frame[entity_column].to_numpy())
-        derived.insert(1, event_time_column, frame[event_time_column].to_numpy())
-        store.online.write_many(
-            dep,
-            derived,
-            entity_column=entity_column,
-            event_time_column=event_time_column,
-            on_error="raise",
-            progress=None,
-        )
-
-
-def read(
-    store: FeatureStore,
-    res: Resolved,
-    ids: list[Any],
-    feats: list[str] | None,
-    as_of: Any,
-    with_meta: bool,
-) -> list[Any]:
-    """An on_read view: read its source, compute the transforms now."""
-    assert res.view.source is not None
-    res.codec.select(feats)  # unknown features: ValidationError
-    rows = store.get_many(res.view.source, ids, as_of=as_of, with_meta=with_meta)
-    out: list[Any] = []
-    for row in rows:
-        values = row.values if with_meta else row
-        derived = None
-        if values is not None:
-            derived = store.deriver.values(res.view, values)
-            if feats is not None:
-                derived = {f: derived[f] for f in feats}
-        out.append(dataclasses.replace(row, values=derived) if with_meta else derived)
-    return out
-
-
-def _frame(rows: Any) -> Any:
+def source_frame(rows: Any) -> Any:
+    """Rows of a bulk write as a pandas frame with a fresh index."""
     mod = type(rows).__module__
     if mod.startswith("pandas"):
         return rows.reset_index(drop=True)

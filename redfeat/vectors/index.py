@@ -1,6 +1,6 @@
 """Similarity search over a view's Vector field, in process, kept current by change events.
 
-``VectorIndex(store, view, field)`` loads every entity's latest vector (and the view's
+``VectorIndex(ctx, reader, view, field)`` loads every entity's latest vector (and the view's
 scalar fields, for ``where`` filters) from Redis into memory, then follows the view's change
 events so that a write made anywhere is searchable a few milliseconds later.
 
@@ -30,15 +30,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import types as t
+from ..core.context import Ctx, Reader
+from ..core.records import Match
 from ..core.time import now_us, to_us
 from ..errors import ConfigurationError, Problem, ValidationError
-from ..offline.transfer import entities_of
-from .rows import F32, Mask, _Hnsw, _Rows
+from ..online.events import subscribe
+from ..online.scan import entities_of
+from .rows import F32, Hnsw, Mask, Rows
 
 if TYPE_CHECKING:
-    from ..online.events import ChangeEvent, Subscription
-    from ..online.writer import Record
-    from ..store import FeatureStore
+    from ..core.records import ChangeEvent, Record
+    from ..online.events import Subscription
 
 __all__ = ["Match", "VectorIndex"]
 
@@ -50,17 +52,6 @@ _SMALL_SUBSET = 4096
 _MAX_ERRORS = 100
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
-    """One search result. ``score``: cosine similarity or inner product (higher is better),
-    or Euclidean distance for ``l2`` (lower is better). ``values``: the entity's latest
-    values when asked for (None if it was deleted between scoring and reading)."""
-
-    entity_id: str
-    score: float
-    values: dict[str, Any] | None
-
-
 # -- filter columns --------------------------------------------------------------------
 
 
@@ -68,8 +59,8 @@ class Match:
 class _State:
     """Everything a search reads; a rebuild makes a new one and swaps it in."""
 
-    rows: _Rows
-    hnsw: _Hnsw | None
+    rows: Rows
+    hnsw: Hnsw | None
 
 
 # -- the index ---------------------------------------------------------------------------
@@ -90,7 +81,8 @@ class VectorIndex:
 
     def __init__(
         self,
-        store: FeatureStore,
+        ctx: Ctx,
+        reader: Reader,
         view: str,
         field: str,
         *,
@@ -99,7 +91,7 @@ class VectorIndex:
         ef_construction: int = 200,
         ef_search: int = 32,
     ) -> None:
-        res = store.registry.get(view)
+        res = ctx.registry.get(view)
         fields = {f.name: f for f in res.view.fields}
         if field not in fields:
             raise ConfigurationError(
@@ -134,7 +126,8 @@ class VectorIndex:
                 raise ConfigurationError(
                     "index='hnsw' needs hnswlib: pip install hnswlib (or use index='exact')"
                 ) from None
-        self.store = store
+        self._ctx = ctx
+        self._reader = reader
         self.view = view
         self.field = field
         self.index = index
@@ -232,7 +225,7 @@ class VectorIndex:
         found = self._search_locked(q, k, where or {})
         if not include_values or not found:
             return [Match(e, s, None) for e, s in found]
-        rows = self.store.get_many(self.view, [e for e, _ in found])
+        rows = self._reader.get_many(self.view, [e for e, _ in found])
         return [Match(e, s, v) for (e, s), v in zip(found, rows, strict=True)]
 
     def _query(self, query: Any) -> F32:
@@ -288,7 +281,7 @@ class VectorIndex:
         return self._exact(rows, q, k, sel)
 
     def _exact(
-        self, rows: _Rows, q: F32, k: int, sel: np.ndarray[Any, Any] | None
+        self, rows: Rows, q: F32, k: int, sel: np.ndarray[Any, Any] | None
     ) -> list[tuple[str, float]]:
         n = rows.n
         if sel is None:
@@ -311,7 +304,7 @@ class VectorIndex:
         return self._rank(rows, q, idx, k)
 
     def _approximate(
-        self, hnsw: _Hnsw, rows: _Rows, q: F32, k: int, mask: Mask | None
+        self, hnsw: Hnsw, rows: Rows, q: F32, k: int, mask: Mask | None
     ) -> np.ndarray[Any, Any] | None:
         """Rows of the hnsw candidates that pass the mask; None: answer exactly instead."""
         live = len(hnsw.label)
@@ -333,7 +326,7 @@ class VectorIndex:
             fetch *= 4
 
     def _rank(
-        self, rows: _Rows, q: F32, idx: np.ndarray[Any, Any], k: int
+        self, rows: Rows, q: F32, idx: np.ndarray[Any, Any], k: int
     ) -> list[tuple[str, float]]:
         """Exact scores of candidate rows, best first, ties by id; the first k."""
         vecs = rows.vecs[idx]
@@ -355,12 +348,12 @@ class VectorIndex:
     # -- loading and applying changes ----------------------------------------------------
 
     def _new_state(self) -> _State:
-        return _State(_Rows(self.dim, self._columns), self._graph(1024))
+        return _State(Rows(self.dim, self._columns), self._graph(1024))
 
-    def _graph(self, capacity: int) -> _Hnsw | None:
+    def _graph(self, capacity: int) -> Hnsw | None:
         if self._lib is None:
             return None
-        return _Hnsw(
+        return Hnsw(
             self._lib,
             self.metric,
             self.dim,
@@ -373,12 +366,12 @@ class VectorIndex:
     def _load(self, progress: Callable[[int, int], None] | None) -> int:
         """Read every entity into a new state, then swap it in (searches meanwhile see the
         old one). Caller holds self._apply."""
-        res = self.store.registry.get(self.view)
-        ids = entities_of(self.store.client, self.store.keys, res)
-        state = _State(_Rows(self.dim, self._columns), None)
+        res = self._ctx.registry.get(self.view)
+        ids = entities_of(self._ctx, res)
+        state = _State(Rows(self.dim, self._columns), None)
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            records = self.store.get_many(self.view, chunk, features=self._read, with_meta=True)
+            records = self._reader.get_many(self.view, chunk, features=self._read, with_meta=True)
             self._merge(state, records)
             if progress is not None:
                 progress(min(start + CHUNK, len(ids)), len(ids))
@@ -425,7 +418,7 @@ class VectorIndex:
     def _follow(self) -> None:
         if self._sub is not None:
             return
-        self._sub = self.store.subscribe(self.view)
+        self._sub = subscribe(self._ctx, self.view, None)
         self._worker = threading.Thread(target=self._run, name="redfeat-vectors", daemon=True)
         self._worker.start()
         self._sub.on_event(self._on_event)
@@ -477,6 +470,6 @@ class VectorIndex:
                         state.hnsw.remove(e)
         for start in range(0, len(written), CHUNK):
             chunk = written[start : start + CHUNK]
-            records = self.store.get_many(self.view, chunk, features=self._read, with_meta=True)
+            records = self._reader.get_many(self.view, chunk, features=self._read, with_meta=True)
             with self._lock:
                 self._merge(state, records)

@@ -124,7 +124,7 @@ class _Column:
 # -- the rows ----------------------------------------------------------------------------
 
 
-class _Rows:
+class Rows:
     """Entity ids, vectors and filter columns in contiguous arrays (rows [0, n) are live).
 
     An id -> row map finds a row; a delete moves the last row into the hole, so the live
@@ -197,7 +197,7 @@ class _Rows:
         return True
 
 
-class _Hnsw:
+class Hnsw:
     """An hnswlib graph over the same entities, by stable integer labels.
 
     Labels never move (rows do, on delete): an entity keeps its label while it exists; a

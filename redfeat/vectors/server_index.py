@@ -32,16 +32,16 @@ import redis
 from redis.typing import EncodableT
 
 from .. import types as t
-from ..core.keys import escape_id, unescape_id
+from ..core.context import Ctx, Reader
+from ..core.keys import escape_id
 from ..core.time import now_us, to_us
 from ..errors import BackendError, ConfigurationError
-from ..offline.transfer import entities_of
+from ..online.scan import entities_of
 from .index import CHUNK, VectorIndex
 from .rows import F32
 
 if TYPE_CHECKING:
-    from ..online.writer import Record
-    from ..store import FeatureStore
+    from ..core.records import Record
 
 __all__ = ["ServerIndex", "drop_server_indexes"]
 
@@ -90,7 +90,9 @@ class ServerIndex(VectorIndex):
 
     def __init__(
         self,
-        store: FeatureStore,
+        ctx: Ctx,
+        reader: Reader,
+        capabilities: Mapping[str, Any],
         view: str,
         field: str,
         *,
@@ -99,12 +101,12 @@ class ServerIndex(VectorIndex):
         ef_search: int = 32,
     ) -> None:
         super().__init__(
-            store, view, field, M=M, ef_construction=ef_construction, ef_search=ef_search
+            ctx, reader, view, field, M=M, ef_construction=ef_construction, ef_search=ef_search
         )
-        if not store.capabilities.get("vector_search"):
+        if not capabilities.get("vector_search"):
             raise ConfigurationError(
                 f"index='server' needs a server with the Query Engine (FT.CREATE); "
-                f"{store.capabilities.get('server')} {store.capabilities.get('version')} "
+                f"{capabilities.get('server')} {capabilities.get('version')} "
                 "has none: use index='exact' or 'hnsw' (or 'auto')"
             )
         self.index = "server"
@@ -114,13 +116,14 @@ class ServerIndex(VectorIndex):
         ttl = self._ttl_us is not None  # the _et field exists only with a ttl
         layout = repr((self.dim, self.metric, columns, ttl, M, ef_construction)).encode()
         sig = hashlib.blake2b(layout, digest_size=4).hexdigest()
-        self.prefix = f"{store.keys.prefix}vx:{view}:{field}:{sig}:"
-        self.name = self.prefix + "idx"
+        self._sig = sig
+        self.prefix = ctx.keys.vectors(view, field, sig)
+        self.name = ctx.keys.vector_index(view, field, sig)
 
     def __len__(self) -> int:
         """Entities in the server index (FT.INFO num_docs)."""
         try:
-            raw: Any = self.store.client.execute_command("FT.INFO", self.name)  # type: ignore[no-untyped-call]
+            raw: Any = self._ctx.client.execute_command("FT.INFO", self.name)  # type: ignore[no-untyped-call]
         except redis.ResponseError:
             return 0  # not created yet (or dropped)
         info = raw if isinstance(raw, dict) else dict(zip(raw[::2], raw[1::2], strict=True))
@@ -129,7 +132,7 @@ class ServerIndex(VectorIndex):
     # -- the FT index ----------------------------------------------------------------------
 
     def _ensure_index(self) -> None:
-        client = self.store.client
+        client = self._ctx.client
         try:
             client.execute_command("FT.INFO", self.name)  # type: ignore[no-untyped-call]
             return
@@ -170,27 +173,27 @@ class ServerIndex(VectorIndex):
     def drop(self) -> None:
         """Stop following and drop the server index and its mirror hashes."""
         self.close()
-        drop_server_indexes(self.store.client, self.name)
+        drop_server_indexes(self._ctx.client, self.name)
 
     # -- keeping the mirror current (called by VectorIndex.build and its update thread) ----
 
     def _load(self, progress: Callable[[int, int], None] | None) -> int:
         self._ensure_index()
-        res = self.store.registry.get(self.view)
-        ids = entities_of(self.store.client, self.store.keys, res)
+        res = self._ctx.registry.get(self.view)
+        ids = entities_of(self._ctx, res)
         count = 0
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            records = self.store.get_many(self.view, chunk, features=self._read, with_meta=True)
+            records = self._reader.get_many(self.view, chunk, features=self._read, with_meta=True)
             count += self._mirror(records, skip_same=True)
             if progress is not None:
                 progress(min(start + CHUNK, len(ids)), len(ids))
         if progress is not None and not ids:
             progress(0, 0)
         # unmirror entities that are gone (deleted while nobody followed the view)
-        keep = {self.prefix + escape_id(e) for e in ids}
+        keep = {self._mirror_key(e) for e in ids}
         stale: list[bytes] = []
-        client = self.store.client
+        client = self._ctx.client
         try:
             for key in client.scan_iter(match=self._pattern(), count=1000):
                 if key.decode() not in keep and key.decode() != self.name:
@@ -214,12 +217,12 @@ class ServerIndex(VectorIndex):
         written = [e for e, kind in pending.items() if kind != "delete"]
         if deleted:
             try:
-                self.store.client.unlink(*[self.prefix + escape_id(e) for e in deleted])
+                self._ctx.client.unlink(*[self._mirror_key(e) for e in deleted])
             except redis.RedisError as exc:
                 raise BackendError(f"{self.name}: unmirroring failed: {exc}") from exc
         for start in range(0, len(written), CHUNK):
             chunk = written[start : start + CHUNK]
-            records = self.store.get_many(self.view, chunk, features=self._read, with_meta=True)
+            records = self._reader.get_many(self.view, chunk, features=self._read, with_meta=True)
             self._mirror(records)
 
     def _mirror(self, records: list[Record], *, skip_same: bool = False) -> int:
@@ -227,11 +230,11 @@ class ServerIndex(VectorIndex):
         how many are mirrored. ``skip_same``: leave alone a mirror whose content digest
         (field ``_h``) is unchanged, so a resync rewrites (and the server re-indexes) only
         what changed."""
-        client = self.store.client
+        client = self._ctx.client
         gone: list[str] = []
         todo: list[tuple[str, dict[EncodableT, EncodableT], list[str], str]] = []
         for rec in records:
-            key = self.prefix + escape_id(rec.entity_id)
+            key = self._mirror_key(rec.entity_id)
             values = rec.values
             vec = None if values is None else values.get(self.field)
             if values is None or vec is None or len(vec) != self.dim:
@@ -307,7 +310,7 @@ class ServerIndex(VectorIndex):
         query = f"({flt})" if flt else "*"
         query += f"=>[KNN {want} @v $vec EF_RUNTIME {ef} AS __d]"
         try:
-            reply = self.store.client.execute_command(  # type: ignore[no-untyped-call]
+            reply = self._ctx.client.execute_command(  # type: ignore[no-untyped-call]
                 "FT.SEARCH", self.name, query,
                 "PARAMS", "2", "vec", q.astype("<f4").tobytes(),
                 "SORTBY", "__d", "RETURN", "1", "__d", "LIMIT", "0", want, "DIALECT", "2",
@@ -328,9 +331,14 @@ class ServerIndex(VectorIndex):
             found.sort(key=lambda p: (-p[1], p[0]))
         return found[:k]
 
+    def _mirror_key(self, entity: str) -> str:
+        return self._ctx.keys.vector_mirror(self.view, self.field, self._sig, escape_id(entity))
+
     def _entity(self, key: bytes | str) -> str:
-        s = key.decode() if isinstance(key, bytes) else key
-        return unescape_id(s[len(self.prefix) :])
+        parsed = self._ctx.keys.parse(key)
+        if parsed is None or parsed.entity is None:
+            raise BackendError(f"FT.SEARCH {self.name}: a hit {key!r} is not a mirror key")
+        return parsed.entity
 
     def _score(self, distance: float) -> float:
         if self.metric == "l2":

@@ -1,42 +1,42 @@
-"""FeatureStore verbs for similarity: vectors and texts."""
+"""Similarity search as a service: the in-process and server vector indexes of a store
+(one per view, field and kind, built on first use) and the texts kept for ``put_text``."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from ..core.metrics import timed
-from . import texts as _texts
-from .index import Match, VectorIndex
+import msgspec
+import numpy as np
+
+from ..core.context import Ctx, Reader, Writer
+from ..core.records import Match
+from ..errors import ConfigurationError, NotFoundError
+from .index import VectorIndex
 from .server_index import ServerIndex
-
-if TYPE_CHECKING:
-    import redis
-
-    from ..core.keys import Keys
-    from ..core.registry import Registry
-    from ..online.online import Online
-    from ..store import FeatureStore
+from .texts import Embedder, embed, text_id, text_view, view_name
 
 
-class SearchVerbs:
-    """Mixed into FeatureStore."""
+class Search:
+    """Vector indexes (kept current by change events) and texts of one store."""
 
-    # provided by FeatureStore
-    client: redis.Redis
-    keys: Keys
-    registry: Registry
-    online: Online
-    _indexes: dict[tuple[str, str, str], VectorIndex]
-    _index_lock: threading.Lock
+    def __init__(
+        self,
+        ctx: Ctx,
+        reader: Reader,
+        writer: Writer,
+        capabilities: Callable[[], Mapping[str, Any]],
+        embedder: Embedder | None,
+    ) -> None:
+        self._ctx = ctx
+        self._reader = reader
+        self._writer = writer
+        self._capabilities = capabilities
+        self.embedder = embedder
+        self._indexes: dict[tuple[str, str, str], VectorIndex] = {}
+        self._lock = threading.Lock()  # concurrent first calls build one index, not two
 
-    def _fs(self) -> FeatureStore:
-        return cast("FeatureStore", self)
-
-    # -- similarity search -------------------------------------------------------------
-
-    @timed("similar")
     def similar(
         self,
         view: str,
@@ -49,34 +49,27 @@ class SearchVerbs:
         index: str = "exact",
         **index_options: int,
     ) -> list[Match]:
-        """Nearest entities to ``query`` by a Vector field, best first (ties by entity id).
-
-        ``where`` filters on other fields: ``{"segment": "premium"}``, ``{"segment": ["a",
-        "b"]}``, ``{"age": (25, 40)}`` (inclusive, None = open). The first call builds an
-        in-process index (``index="exact"`` or ``"hnsw"``) from Redis; change events keep
-        it current (a write is searchable within milliseconds). ``index="server"`` answers
-        with the server's Query Engine (FT.SEARCH KNN) over a mirror kept current the same
-        way (see server_index.py); ``"auto"`` is "server" where the server has it, else
-        "exact". ``index_options`` (M,
-        ef_construction, ef_search) tune hnsw when its index is first built: a lower
-        ef_search is faster and less exact (see bench/RESULTS.md)."""
         if index == "auto":
-            index = "server" if self._fs().capabilities.get("vector_search") else "exact"
+            index = "server" if self._capabilities().get("vector_search") else "exact"
         key = (view, field, index)
         idx = self._indexes.get(key)
         if idx is None:
-            with self._index_lock:  # concurrent first calls build one index, not two
+            with self._lock:
                 idx = self._indexes.get(key)
                 if idx is None:
                     if index == "server":
-                        idx = ServerIndex(self._fs(), view, field, **index_options)
+                        idx = ServerIndex(
+                            self._ctx, self._reader, self._capabilities(), view, field,
+                            **index_options,
+                        )  # fmt: skip
                     else:
-                        idx = VectorIndex(self._fs(), view, field, index=index, **index_options)
+                        idx = VectorIndex(
+                            self._ctx, self._reader, view, field, index=index, **index_options
+                        )
                     idx.build()
                     self._indexes[key] = idx
         return idx.search(query, k=k, where=where, include_values=include_values)
 
-    @timed("put_text")
     def put_text(
         self,
         text: str,
@@ -86,19 +79,30 @@ class SearchVerbs:
         metadata: Mapping[str, Any] | None = None,
         max_chars: int = 500,
     ) -> str:
-        """Store a text (its first ``max_chars`` characters), metadata and embedding (given,
-        or from the store's ``embedder``); returns its id, the sha256 of the text. Storing
-        the same text again keeps one entry."""
-        return _texts.put_text(
-            self._fs(),
-            text,
-            embedding=embedding,
-            model=model,
-            metadata=metadata,
-            max_chars=max_chars,
-        )
+        if not isinstance(text, str) or not text:
+            raise ConfigurationError("put_text needs a non-empty str")
+        view = view_name(model)
+        vec = embed(self.embedder, text, embedding)
+        if vec.ndim != 1 or not vec.size:
+            raise ConfigurationError(f"an embedding must be a 1-D vector, got shape {vec.shape}")
+        if not self._ctx.registry.has(view):
+            self._writer.apply(text_view(model, int(vec.size)))
+        tid = text_id(text)
+        values = {
+            "text": text[:max_chars],
+            "metadata": msgspec.json.encode(dict(metadata or {})).decode(),
+            "embedding": vec,
+        }
+        current = self._writer.get(view, tid)
+        if (
+            current is not None
+            and current["metadata"] == values["metadata"]
+            and np.array_equal(current["embedding"], vec.astype(np.float32))
+        ):
+            return tid  # already stored as is: no new version
+        self._writer.write(view, tid, values)
+        return tid
 
-    @timed("similar_texts")
     def similar_texts(
         self,
         *,
@@ -107,6 +111,20 @@ class SearchVerbs:
         k: int = 5,
         model: str = "default",
     ) -> list[Match]:
-        """Stored texts nearest to ``text`` (embedded by the store's embedder) or to
-        ``embedding``, best first; values hold text, metadata and embedding."""
-        return _texts.similar_texts(self._fs(), text=text, embedding=embedding, k=k, model=model)
+        if (text is None) == (embedding is None):
+            raise ConfigurationError("similar_texts takes text= or embedding=, exactly one")
+        view = view_name(model)
+        if not self._ctx.registry.has(view):
+            raise NotFoundError(f"no texts stored for model {model!r}: call put_text first")
+        query = embed(self.embedder, text or "", embedding)
+        out = []
+        for m in self.similar(view, "embedding", query, k=k, include_values=True):
+            values = dict(m.values or {})
+            if "metadata" in values and isinstance(values["metadata"], str):
+                values["metadata"] = msgspec.json.decode(values["metadata"])
+            out.append(Match(m.entity_id, m.score, values))
+        return out
+
+    def close(self) -> None:
+        for idx in self._indexes.values():
+            idx.close()

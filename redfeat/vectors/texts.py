@@ -1,4 +1,5 @@
-"""Texts with embeddings: ``put_text`` / ``similar_texts`` on top of a view per model.
+"""Texts with embeddings (``put_text`` / ``similar_texts``, see service.py) on top of a
+view per model.
 
 Each model gets a view ``texts_<model>`` (entity ``text``): the first ``max_chars``
 characters, the metadata as JSON and the embedding (its dimension fixed by the first text
@@ -10,34 +11,32 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import msgspec
 import numpy as np
 
 from .. import types as t
 from ..core.schema import FeatureView, Field
-from ..errors import ConfigurationError, NotFoundError
-
-if TYPE_CHECKING:
-    from ..store import FeatureStore
-    from .index import Match
+from ..errors import ConfigurationError
 
 Embedder = Callable[[Sequence[str]], Any]  # texts -> array-like of shape (n, dim)
 
 
 def text_id(text: str) -> str:
+    """A text's id: the sha256 of the whole text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _view_name(model: str) -> str:
+def view_name(model: str) -> str:
+    """The view holding a model's texts, ``texts_<model>``."""
     if not isinstance(model, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,64}", model):
         raise ConfigurationError(f"model name {model!r}: use 1-64 letters, digits or '_'")
     return f"texts_{model}"
 
 
-def _embed(embedder: Embedder | None, text: str, embedding: Any) -> np.ndarray:
+def embed(embedder: Embedder | None, text: str, embedding: Any) -> np.ndarray:
+    """The given embedding, or the embedder's for ``text``, as a float64 vector."""
     if embedding is None:
         if embedder is None:
             raise ConfigurationError(
@@ -48,75 +47,15 @@ def _embed(embedder: Embedder | None, text: str, embedding: Any) -> np.ndarray:
     return np.asarray(embedding, dtype=np.float64)
 
 
-def put_text(
-    store: FeatureStore,
-    text: str,
-    *,
-    embedding: Any = None,
-    model: str = "default",
-    metadata: Mapping[str, Any] | None = None,
-    max_chars: int = 500,
-) -> str:
-    """Store a text and its embedding; returns its id (sha256 of the text)."""
-    if not isinstance(text, str) or not text:
-        raise ConfigurationError("put_text needs a non-empty str")
-    view = _view_name(model)
-    vec = _embed(store.embedder, text, embedding)
-    if vec.ndim != 1 or not vec.size:
-        raise ConfigurationError(f"an embedding must be a 1-D vector, got shape {vec.shape}")
-    if not store.registry.has(view):
-        store.apply(
-            FeatureView(
-                view,
-                entity="text",
-                fields=[
-                    Field("text", t.String),
-                    Field("metadata", t.String),
-                    Field("embedding", t.Vector(int(vec.size))),
-                ],
-                history=0,
-            )
-        )
-    tid = text_id(text)
-    values = {
-        "text": text[:max_chars],
-        "metadata": msgspec.json.encode(dict(metadata or {})).decode(),
-        "embedding": vec,
-    }
-    current = store.get(view, tid)
-    if (
-        current is not None
-        and current["metadata"] == values["metadata"]
-        and np.array_equal(current["embedding"], vec.astype(np.float32))
-    ):
-        return tid  # already stored as is: no new version
-    store.write(view, tid, values)
-    return tid
-
-
-def similar_texts(
-    store: FeatureStore,
-    *,
-    text: str | None = None,
-    embedding: Any = None,
-    k: int = 5,
-    model: str = "default",
-) -> list[Match]:
-    """Texts nearest to a text (embedded with the store's embedder) or to an embedding.
-    Each match's values hold the text, its metadata (a dict) and its embedding."""
-    if (text is None) == (embedding is None):
-        raise ConfigurationError("similar_texts takes text= or embedding=, exactly one")
-    view = _view_name(model)
-    if not store.registry.has(view):
-        raise NotFoundError(f"no texts stored for model {model!r}: call put_text first")
-    query = _embed(store.embedder, text or "", embedding)
-    matches = store.similar(view, "embedding", query, k=k, include_values=True)
-    from .index import Match
-
-    out = []
-    for m in matches:
-        values = dict(m.values or {})
-        if "metadata" in values and isinstance(values["metadata"], str):
-            values["metadata"] = msgspec.json.decode(values["metadata"])
-        out.append(Match(m.entity_id, m.score, values))
-    return out
+def text_view(model: str, dim: int) -> FeatureView:
+    """The view that keeps a model's texts (created on the first put_text)."""
+    return FeatureView(
+        view_name(model),
+        entity="text",
+        fields=[
+            Field("text", t.String),
+            Field("metadata", t.String),
+            Field("embedding", t.Vector(dim)),
+        ],
+        history=0,
+    )

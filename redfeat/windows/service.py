@@ -1,10 +1,11 @@
-"""FeatureStore verbs for window features: apply, record, record_many, reads, training."""
+"""Window features as a service: definitions, record, record_many, reads at a time, and
+the window columns of training frames. The facade (``store.record`` ...) delegates here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -14,19 +15,16 @@ import redis
 
 from ..core.codec import READ, normalize_id
 from ..core.conn import Script, pack, read_all
+from ..core.context import Ctx
 from ..core.keys import escape_id
 from ..core.schema import Entity, FeatureView
 from ..core.time import now_us, to_us
 from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
+from ..online.scan import delete_view_data
 from ..timeseries.tiles import MEM, WIRE_BYTES, one_tile, partials, to_wire
 from . import spec as _w
 from .rows import checked_events, events_table, finite, future_limit, refuse_future
 from .spec import WindowFeatures
-
-if TYPE_CHECKING:
-    from ..core.keys import Keys
-    from ..core.registry import Registry
-    from ..online.online import Online
 
 Definition = Entity | FeatureView | WindowFeatures
 _RECORD = Script(_w.RECORD)  # not idempotent: it adds into tiles, never replayed
@@ -57,18 +55,19 @@ class WindowWanted:
         return [(f, a, m) for _, f, a, m in self.feats]
 
 
-class WindowVerbs:
-    """Mixed into FeatureStore."""
+class Windows:
+    """Window features of one store."""
 
-    # provided by FeatureStore
-    client: redis.Redis
-    keys: Keys
-    registry: Registry
-    online: Online
+    def __init__(self, ctx: Ctx) -> None:
+        self._ctx = ctx
+        self.client = ctx.client
+        self.keys = ctx.keys
+        self.registry = ctx.registry
 
     # -- definitions ----------------------------------------------------------------------
 
-    def _win(self, name: str) -> bool:
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is window features (not a view)."""
         return name in self.registry.window_specs()
 
     def window(self, name: str) -> WindowFeatures:
@@ -96,7 +95,7 @@ class WindowVerbs:
         specs = self.registry.window_specs()
         return [WindowFeatures.from_spec(specs[n]) for n in sorted(specs)]
 
-    def _split_windows(
+    def split(
         self, objects: tuple[Definition, ...]
     ) -> tuple[tuple[Any, ...], list[WindowFeatures]]:
         """Window features out of an apply() call, names checked against views."""
@@ -126,7 +125,7 @@ class WindowVerbs:
         extra = tuple(Entity(e) for e in sorted({w.entity for w in wins} - known))
         return rest + extra, wins
 
-    def _apply_windows(self, wins: list[WindowFeatures]) -> dict[str, str]:
+    def apply(self, wins: list[WindowFeatures]) -> dict[str, str]:
         """Store window definitions (MULTI: the specs and the registry's change counter).
         The hop and the source cannot change under stored tiles."""
         out: dict[str, str] = {}
@@ -155,11 +154,11 @@ class WindowVerbs:
             self.registry.load()
         return out
 
-    def delete_window(self, name: str, *, keep_definition: bool = False) -> int:
+    def delete(self, name: str, *, keep_definition: bool = False) -> int:
         """Remove every tile of window features ``name`` (SCAN batches) and, unless asked,
         the definition. Returns the number of keys removed."""
         self.window(name)
-        removed = self.online.delete_view_data(name)
+        removed = delete_view_data(self._ctx, name)
         if not keep_definition:
             try:
                 pipe = self.client.pipeline(transaction=True)
@@ -189,7 +188,7 @@ class WindowVerbs:
         args = [wf.span, b, b, b, one_tile(v, off)]
         try:
             # stream() reads every reply before raising, and disconnects on anything else
-            dropped = _RECORD.stream(self.online.direct.conn(), [([key], args)])[0]
+            dropped = _RECORD.stream(self._ctx.direct.conn(), [([key], args)])[0]
         except (redis.RedisError, BackendError) as exc:
             raise BackendError(f"window features {name!r}, entity {ent!r}: {exc}") from exc
         return int(dropped) == 0
@@ -275,7 +274,7 @@ class WindowVerbs:
             if progress is not None and (i % 1000 == 999 or i == len(st) - 1):
                 progress(int(events[i]), total)
 
-        conn = self.online.direct.conn()
+        conn = self._ctx.direct.conn()
         try:
             replies = _RECORD.stream(conn, calls, report)
         except BackendError as exc:  # a timeout: the outcome is unknown
@@ -294,7 +293,7 @@ class WindowVerbs:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _window_get_many(
+    def get_many(
         self,
         name: str,
         ids: Iterable[str | int],
@@ -336,7 +335,7 @@ class WindowVerbs:
         """Every entity's tiles: HGETALL (or HMGET of the buckets ``span`` = (lo, hi) and the
         retention mark, for reads at one time) sent IN_FLIGHT at a time on one connection,
         parsed by numpy from the raw replies."""
-        conn = self.online.direct.conn()
+        conn = self._ctx.direct.conn()
         fields = [] if span is None else ["_d", *map(str, range(span[0], span[1] + 1))]
         raw: list[Any] = []
         try:
@@ -378,7 +377,7 @@ class WindowVerbs:
 
     # -- mixing with views: get_features and training_frame -------------------------------
 
-    def _window_refs(
+    def refs(
         self, features: Sequence[str], full_feature_names: bool
     ) -> tuple[list[str], list[WindowWanted]]:
         """Split "name:feature" references into views' and window features' ones."""
@@ -398,7 +397,7 @@ class WindowVerbs:
             by.setdefault(name, []).append((out, feat, *wf.resolve(feat)))
         return rest, [WindowWanted(wfs[n], f) for n, f in by.items()]
 
-    def _window_frame(
+    def frame_columns(
         self, join: pa.Table, wins: list[WindowWanted], entity: str | None
     ) -> dict[str, np.ndarray]:
         """Window columns for a training frame's join table (entity_id, __ts in us)."""
@@ -409,10 +408,10 @@ class WindowVerbs:
                     f"a training frame reads features of one entity; window features "
                     f"{ww.wf.name!r} describe {ww.wf.entity!r}, the views {entity!r}"
                 )
-            out.update(self._window_columns(ww, join))
+            out.update(self._columns(ww, join))
         return out
 
-    def _window_columns(self, ww: WindowWanted, join: pa.Table) -> dict[str, np.ndarray]:
+    def _columns(self, ww: WindowWanted, join: pa.Table) -> dict[str, np.ndarray]:
         wf = ww.wf
         ids = join["entity_id"]
         row_ms = np.floor_divide(join["__ts"].to_numpy(zero_copy_only=False), 1000)

@@ -248,14 +248,13 @@ def _anomalies(
 
 
 def series_section(store: FeatureStore, params: dict[str, str]) -> str:
-    ctx, reg = store._ts()
-    specs = reg.all()
+    specs = store.timeseries.specs()
     if not specs:
         return '<p class="muted">No time series yet: <code>store.series(name)</code>.</p>'
     names = [s.name for s in specs]
     name = params.get("series") or names[0]
-    spec = reg.require(name)
-    series = Series(ctx, reg, spec)
+    series = store.timeseries.open(name)
+    spec = series.spec
     end = _when(params, "s_end")
     start = _when(params, "s_start")
     if end is None:

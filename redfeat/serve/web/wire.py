@@ -11,10 +11,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from ...core.records import Record, Version, WriteReport
 from ...core.schema import FeatureView
 from ...errors import ConfigurationError, Problem, ValidationError
-from ...online.history import Version
-from ...online.writer import Record, WriteReport
 
 # -- request bodies (msgspec checks them; unknown keys are refused, so typos show) --------
 

@@ -1,0 +1,125 @@
+"""The value types that public verbs return: versions, reads with metadata, write and
+validation reports, change events, search matches. Plain data, no Redis."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..errors import Problem, ValidationError
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One stored version of an entity's features."""
+
+    id: int
+    event_time: datetime
+    written_at: datetime
+    values: dict[str, Any]
+
+
+class Status(enum.StrEnum):
+    """Whether a read found the entity: PRESENT, EXPIRED (older than the ttl) or MISSING."""
+
+    PRESENT = "PRESENT"
+    EXPIRED = "EXPIRED"
+    MISSING = "MISSING"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A read with metadata (``get_many(..., with_meta=True)``)."""
+
+    entity_id: str
+    status: Status
+    event_time: datetime | None
+    values: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class WriteReport:
+    """What ``write_many`` did. ``written``: new versions; ``duplicates``: retries of versions
+    already stored; ``late``: rows older than the entity's latest (kept in history only);
+    ``dropped``: late rows for a view without history (nothing keeps them);
+    ``refused``: (row index, ValidationError) for rows that failed validation;
+    ``warnings``: problems found by warning-level validators (those rows were written)."""
+
+    written: int = 0
+    duplicates: int = 0
+    late: int = 0
+    dropped: int = 0
+    refused: list[tuple[int, ValidationError]] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # from custom validators
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """What ``store.validate`` found, without writing: every problem, and counts."""
+
+    rows: int
+    valid: int
+    problems: list[Problem]
+    warnings: list[Problem] = field(default_factory=list)  # rows that would be written anyway
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self, by: str = "rule") -> dict[str, int]:
+        """Problems counted by "rule", "field" or "row"."""
+        out: dict[str, int] = {}
+        for p in self.problems:
+            key = str(getattr(p, by))
+            out[key] = out.get(key, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "valid": self.valid,
+            "refused": self.rows - self.valid,
+            "by_rule": self.counts("rule"),
+            "by_field": self.counts("field"),
+            "problems": [problem_dict(p) for p in self.problems],
+            "warnings": [problem_dict(p) for p in self.warnings],
+        }
+
+
+def problem_dict(p: Problem) -> dict[str, Any]:
+    return {
+        "row": p.row,
+        "entity": p.entity,
+        "field": p.field,
+        "rule": p.rule,
+        "message": p.message,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One entity changed: a new version (kind "write"), a deletion ("delete"), or, on a
+    subscription, "gap": the connection was lost and events up to ``cursor`` may have been
+    missed live (they are replayed from the feed right after)."""
+
+    view: str
+    entity_id: str
+    kind: str
+    version_id: int
+    event_time: datetime | None
+    written_at: datetime | None
+    fields: tuple[str, ...]
+    cursor: str  # stream entry id: pass to changes(since=...) to resume after it
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One search result. ``score``: cosine similarity or inner product (higher is better),
+    or Euclidean distance for ``l2`` (lower is better). ``values``: the entity's latest
+    values when asked for (None if it was deleted between scoring and reading)."""
+
+    entity_id: str
+    score: float
+    values: dict[str, Any] | None

@@ -1,0 +1,161 @@
+"""Bulk reads of stored versions into Arrow tables (exports, training frames)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+
+from ..core.codec import decode
+from ..core.conn import Direct, pack
+from ..core.keys import Keys, escape_id
+from ..core.registry import Resolved
+from ..core.time import MAX_US, MIN_US
+from ..errors import BackendError
+from .arrow import empty_versions, versions_table
+
+DUMP_CHUNK = 500  # entities per pipelined batch
+
+
+class Dumper:
+    """Bulk reads of stored versions: pipelined ZRANGEBYSCORE (or MGET for latest-only
+    views) on a raw connection, turned into an Arrow table a batch at a time."""
+
+    def __init__(self, keys: Keys, direct: Direct) -> None:
+        self.keys = keys
+        self.direct = direct
+
+    def versions(
+        self,
+        res: Resolved,
+        entities: Sequence[str],
+        *,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> pa.Table:
+        """Every stored version of ``entities`` (event time in [start, end]) as an Arrow table,
+        grouped by entity, sorted by (event time, version id) within each."""
+        name = res.name
+        latest_only = res.hist_mode == "n"
+        lo = "-inf" if start_us is None else str(start_us)
+        hi = "+inf" if end_us is None else str(end_us)
+        tables: list[pa.Table] = []
+        conn = self.direct.conn()
+        gc_was_on = gc.isenabled()
+        gc.disable()  # millions of small objects: the cyclic collector would rescan them all
+        try:
+            pending: list[Sequence[str]] = []
+            for first in range(0, len(entities), DUMP_CHUNK):
+                chunk = entities[first : first + DUMP_CHUNK]
+                if latest_only:
+                    keys = [self.keys.latest(name, escape_id(e)) for e in chunk]
+                    packed = pack("MGET", *keys)
+                else:
+                    hist = self.keys.history
+                    packed = b"".join(
+                        [
+                            pack("ZRANGEBYSCORE", hist(name, escape_id(e)), lo, hi, "WITHSCORES")
+                            for e in chunk
+                        ]
+                    )
+                conn.send_packed_command([packed])  # one buffer: one sendall
+                pending.append(chunk)
+                if len(pending) > 1:  # one batch stays in flight while the previous is read
+                    tables.append(self._batch(res, conn, pending.pop(0), latest_only))
+                    if progress is not None:
+                        progress(first, len(entities))
+            while pending:
+                tables.append(self._batch(res, conn, pending.pop(0), latest_only))
+            if progress is not None:
+                progress(len(entities), len(entities))
+        except redis.RedisError as exc:
+            conn.disconnect()  # replies may still be in flight: start clean next time
+            raise BackendError(f"view {name!r}: reading versions failed: {exc}") from exc
+        except BaseException:
+            conn.disconnect()  # a raising progress callback or Ctrl-C: replies are in flight
+            raise
+        finally:
+            if gc_was_on:
+                gc.enable()
+        table = pa.concat_tables(tables) if tables else empty_versions(res.view)
+        if latest_only and (start_us is not None or end_us is not None):
+            et_us = pc.cast(table["event_time"], pa.int64())
+            keep = pc.and_(
+                pc.greater_equal(et_us, start_us if start_us is not None else MIN_US),
+                pc.less_equal(et_us, end_us if end_us is not None else MAX_US),
+            )
+            table = table.filter(keep)
+        return table
+
+    @staticmethod
+    def _batch(res: Resolved, conn: Any, chunk: Sequence[str], latest_only: bool) -> pa.Table:
+        if latest_only:  # one MGET: event_time (8) + version id (8) + payload per value
+            blobs = conn.read_response()
+            present = [i for i, b in enumerate(blobs) if b is not None]
+            heads = np.frombuffer(b"".join([blobs[i][:16] for i in present]), dtype=">i8")
+            return versions_table(
+                res.view,
+                res.codec.slots,
+                pa.array(chunk, pa.string()).take(pa.array(present, pa.int64())),
+                heads[0::2].astype(np.int64),
+                heads[1::2].astype(np.int64),
+                _decode_many([blobs[i][16:] for i in present]),
+            )
+        replies = read_replies(conn, len(chunk))
+        counts = [len(r) for r in replies]
+        nonempty = next((r for r in replies if r), None)
+        if nonempty is None:
+            return empty_versions(res.view)
+        if isinstance(nonempty[0], list):  # RESP3: [[member, score], ...]
+            members = [p[0] for r in replies for p in r]
+            scores = [p[1] for r in replies for p in r]
+        else:  # RESP2: [member, score, member, score, ...], scores as strings
+            members = [m for r in replies for m in r[0::2]]
+            scores = [float(x) for r in replies for x in r[1::2]]
+            counts = [c // 2 for c in counts]
+        owner = np.repeat(np.arange(len(chunk), dtype=np.int64), counts)
+        return versions_table(
+            res.view,
+            res.codec.slots,
+            pa.array(chunk, pa.string()).take(pa.array(owner)),
+            np.asarray(scores, dtype=np.float64).astype(np.int64),
+            *_ids_and_payloads(members),
+        )
+
+
+def read_replies(conn: Any, n: int) -> list[Any]:
+    """Read n pipelined replies. Straight from redis-py's hiredis reader when it has one:
+    half the cost of conn.read_response() per reply, which matters at 100k+ replies."""
+    parser = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    fill = getattr(parser, "read_from_socket", None)
+    if reader is None or fill is None or not hasattr(reader, "gets"):
+        return [conn.read_response() for _ in range(n)]
+    out: list[Any] = []
+    while len(out) < n:
+        reply = reader.gets()
+        if reply is False or type(reply) is object:  # redis-py's "not enough data" sentinel
+            fill()
+        elif isinstance(reply, redis.ResponseError):
+            raise reply
+        else:
+            out.append(reply)
+    return out
+
+
+def _ids_and_payloads(members: list[bytes]) -> tuple[np.ndarray, list[Any]]:
+    """History members are msgpack (uint64 id, array of values) pairs: one decode for all."""
+    flat: list[Any] = decode(b"\xdd" + (2 * len(members)).to_bytes(4, "big") + b"".join(members))
+    return np.array(flat[0::2], dtype=np.int64), flat[1::2]
+
+
+def _decode_many(parts: list[bytes]) -> list[Any]:
+    """Decode many msgpack values with one call: frame them as one msgpack array."""
+    result: list[Any] = decode(b"\xdd" + len(parts).to_bytes(4, "big") + b"".join(parts))
+    return result

@@ -1,0 +1,56 @@
+"""Bounded SCANs of a view's keys: list its entities, remove its data. Never KEYS, never
+blocking: batches of COUNT 1000-2000, removed with UNLINK."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+
+from ..core.context import Ctx
+from ..core.registry import Resolved
+from ..errors import BackendError
+
+
+def entities_of(
+    ctx: Ctx, res: Resolved, progress: Callable[[int], None] | None = None
+) -> list[str]:
+    """Every entity id of a view that has stored versions, sorted."""
+    suffix = "h" if res.hist_mode != "n" else ""  # the history key, else the latest one
+    out: list[str] = []
+    try:
+        for raw in ctx.client.scan_iter(match=ctx.keys.view_pattern(res.name), count=2000):
+            parsed = ctx.keys.parse(raw)
+            if parsed is not None and parsed.suffix == suffix and parsed.entity is not None:
+                out.append(parsed.entity)
+                if progress is not None and len(out) % 10_000 == 0:
+                    progress(len(out))
+    except redis.RedisError as exc:
+        raise BackendError(f"view {res.name!r}: listing entities failed: {exc}") from exc
+    return sorted(set(out))
+
+
+def unlink_matching(
+    ctx: Ctx, pattern: str, *, what: str, progress: Callable[[int], None] | None = None
+) -> int:
+    """UNLINK every key matching a SCAN pattern, in batches of 500; the number removed."""
+    removed = 0
+    try:
+        batch: list[bytes] = []
+        for key in ctx.client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                removed += ctx.client.unlink(*batch)
+                batch.clear()
+                if progress is not None:
+                    progress(removed)
+        if batch:
+            removed += ctx.client.unlink(*batch)
+    except redis.RedisError as exc:
+        raise BackendError(f"{what}: deleting its data failed: {exc}") from exc
+    return removed
+
+
+def delete_view_data(ctx: Ctx, view: str, *, suffix: str = "") -> int:
+    """Every key of a view (or window features), or only those ending in ``suffix``."""
+    return unlink_matching(ctx, ctx.keys.view_pattern(view) + suffix, what=f"view {view!r}")

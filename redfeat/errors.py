@@ -10,6 +10,8 @@ RedfeatError
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,30 @@ class ConflictError(RedfeatError):
 
 class BackendError(RedfeatError):
     """The Redis/Valkey server failed or could not be reached."""
+
+
+def backend_error(what: str, exc: BaseException) -> BackendError:
+    """The one place a redis-py error becomes a BackendError (raise it ``from exc``): the
+    message says what failed and the server's answer, and for a connection that failed,
+    that the server may be down."""
+    import redis
+
+    hint = ""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        hint = " (the server did not answer: is it running and reachable?)"
+    return BackendError(f"{what}: {exc}{hint}")
+
+
+@contextlib.contextmanager
+def wrap_redis(what: str) -> Iterator[None]:
+    """``with wrap_redis("view 'v': read"):`` turns a redis-py error inside into a
+    BackendError saying what failed."""
+    import redis  # here, not at the top: redfeat.errors stays importable without it
+
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise backend_error(what, exc) from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import redis
 
 from .core.codec import READ, normalize_id
 from .core.context import Ctx
@@ -17,7 +16,7 @@ from .core.keys import escape_id
 from .core.records import Record, Status
 from .core.registry import Resolved
 from .core.time import now_us
-from .errors import BackendError, ConfigurationError
+from .errors import ConfigurationError, wrap_redis
 from .offline.frames import entity_table, plan
 from .online import history as _history
 from .online.online import Online
@@ -167,7 +166,7 @@ class Reads:
         ents = [normalize_id(first, e, i, outcome=READ) for i, e in enumerate(ids)]
         stored = [w for w in wanted if not w.res.view.on_read]
         now_ms = now_us() // 1000
-        try:
+        with wrap_redis("get_features: read failed"):
             # every stored view and window features in one round trip; on_read views are
             # computed from their source
             pipe: Any = self._ctx.client.pipeline(transaction=False)
@@ -186,8 +185,6 @@ class Reads:
                     else:
                         pipe.execute_command("HMGET", key, *fields)
             replies = pipe.execute() if ents and (stored or wins) else []
-        except redis.RedisError as exc:
-            raise BackendError(f"get_features: read failed: {exc}") from exc
         per_view: dict[str, list[Any]] = {}
         for w, blobs in zip(stored, replies, strict=False):
             readers = w.res.codec.select(w.features)

@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
 from .core.context import Ctx
-from .errors import BackendError
+from .errors import wrap_redis
 from .timeseries.spec import SeriesRegistry
 
 FULL_SCAN_UNDER = 200_000  # keys in the database: below this, scan the project exactly
@@ -62,7 +60,7 @@ def _series_storage(ctx: Ctx) -> dict[str, dict[str, Any]]:
 def storage_report(ctx: Ctx) -> dict[str, Any]:
     """Server memory and this project's keys and bytes per view, series and quality data."""
     client = ctx.client
-    try:
+    with wrap_redis("reading storage statistics failed"):
         info = client.info("memory")
         dbsize = int(client.dbsize())
         groups: dict[str, list[bytes]] = {}
@@ -96,8 +94,6 @@ def storage_report(ctx: Ctx) -> dict[str, Any]:
                 "bytes": round(per_key * n),
                 "estimated": not exact or len(sample) < len(keys),
             }
-    except redis.RedisError as exc:
-        raise BackendError(f"reading storage statistics failed: {exc}") from exc
     kinds: dict[str, dict[str, Any]] = {"views": {}, "series": {}, "quality": {}, "other": {}}
     for g, v in out.items():
         kind, name = g.split(":", 1)

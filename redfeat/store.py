@@ -24,7 +24,7 @@ from .core.metrics import Metrics, timed
 from .core.records import ChangeEvent, Match, ValidationReport, Version, WriteReport
 from .core.registry import Registry
 from .core.schema import Entity, FeatureView, Field
-from .errors import BackendError, ConfigurationError, NotFoundError
+from .errors import BackendError, ConfigurationError, NotFoundError, backend_error, wrap_redis
 from .online.online import Online, Progress
 from .quality.service import Monitor, Quality
 from .reads import Reads
@@ -143,7 +143,7 @@ class FeatureStore:
             client.ping()
         except redis.RedisError as exc:
             self.close()
-            raise BackendError(f"cannot reach the server: {exc}") from exc
+            raise backend_error("cannot reach the server", exc) from exc
         direct = Direct(client)
         self._closers.append(direct.close)
         ctx = self._ctx = Ctx(client, keys, Registry(client, keys), direct, Metrics())
@@ -437,14 +437,12 @@ class FeatureStore:
         removed = delete_view_data(ctx, view)
         # the feed, and pushed rows not yet ingested (a view re-created under this name
         # must not ingest them)
-        try:
+        with wrap_redis(f"view {view!r}: deleting its streams failed"):
             removed += int(
                 ctx.client.unlink(
                     ctx.keys.feed(view), ctx.keys.ingest(view), ctx.keys.dead_letters(view)
                 )
             )
-        except redis.RedisError as exc:
-            raise BackendError(f"view {view!r}: deleting its streams failed: {exc}") from exc
         if self._cache is not None:
             self._cache.clear(view)
         if self.capabilities.get("vector_search"):  # server-side indexes and their mirrors

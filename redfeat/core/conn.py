@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from hiredis import pack_command
 
-from ..errors import BackendError
+from ..errors import BackendError, wrap_redis
 
 
 def pack(*args: Any) -> bytes:
@@ -246,10 +246,8 @@ def read_all(conn: Any, n: int) -> list[Any]:
 
 def detect_capabilities(client: redis.Redis) -> dict[str, Any]:
     """Server name and version, and which optional commands it has (no module required)."""
-    try:
+    with wrap_redis("cannot read server info"):
         info = client.info("server")
-    except redis.RedisError as exc:
-        raise BackendError(f"cannot read server info: {exc}") from exc
     name = str(info.get("server_name") or "redis")
     version = str(info.get("valkey_version") or info.get("redis_version") or "0")
     caps: dict[str, Any] = {"server": name, "version": version}

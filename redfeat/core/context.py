@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import redis
 
-from ..errors import BackendError, Problem
+from ..errors import Problem, wrap_redis
 from .conn import Direct, Script
 from .keys import Keys
 from .metrics import Metrics
@@ -36,10 +36,8 @@ class Ctx:
     def run(self, script: Script, keys: list[str], args: list[Any], *, what: str) -> Any:
         """One script call on this thread's raw connection; redis errors become
         BackendError prefixed with ``what``."""
-        try:
+        with wrap_redis(f"{what}"):
             return script.stream(self.direct.conn(), [(keys, args)])[0]
-        except redis.RedisError as exc:
-            raise BackendError(f"{what}: {exc}") from exc
 
 
 class Reader(Protocol):

@@ -38,7 +38,7 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from ..errors import BackendError, ConfigurationError, ConflictError
+from ..errors import BackendError, ConfigurationError, ConflictError, backend_error, wrap_redis
 
 DURABILITY = {"everysec": "everysec", "always": "always"}
 _SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
@@ -231,7 +231,7 @@ class EmbeddedServer:
                 client.ping()
             except redis.RedisError as exc:
                 client.close()
-                raise BackendError(f"cannot reach the embedded server: {exc}") from exc
+                raise backend_error("cannot reach the embedded server", exc) from exc
             return info, client
 
     def _ensure_locked(self, keep_running: bool) -> ServerInfo:
@@ -368,11 +368,9 @@ class EmbeddedServer:
         info = self._read_info()
         if info is None or not self._answers(info):
             return []
-        try:
-            with contextlib.closing(_admin(info, timeout=5)) as c:
-                return _describe_clients(c.client_list(), c.client_id())
-        except redis.RedisError as exc:
-            raise BackendError(f"could not list the embedded server's clients: {exc}") from exc
+        what = "could not list the embedded server's clients"
+        with wrap_redis(what), contextlib.closing(_admin(info, timeout=5)) as c:
+            return _describe_clients(c.client_list(), c.client_id())
 
     def stop(self, *, force: bool = False, only_if_unused_by: str | None = None) -> bool:
         """Stop the server, flushing the append-only file. Returns False if none was running.
@@ -388,33 +386,31 @@ class EmbeddedServer:
             if info is None or not self._answers(info):
                 self._clear_stale()
                 return False
-            try:
-                with contextlib.closing(_admin(info, timeout=5)) as c:
-                    if only_if_unused_by is not None:
-                        if info.keep_running:
-                            return False
-                        me = c.client_id()
-                        if any(
-                            cl.get("name") != only_if_unused_by and int(cl["id"]) != me
-                            for cl in c.client_list()
-                        ):
-                            return False
-                    elif not force:
-                        others = _describe_clients(c.client_list(), c.client_id())
-                        if others:
-                            raise ConflictError(
-                                f"the embedded server of {self.dir} is in use by "
-                                f"{len(others)} other process(es): " + "; ".join(others) + ". "
-                                "Close them first, or stop it anyway with --force (force=True):"
-                                " their stores then fail with BackendError until the server "
-                                "runs again"
-                            )
-                    with contextlib.suppress(redis.ConnectionError):
-                        # The server fsyncs the append-only file before it closes the
-                        # connection: every acknowledged write is on disk when this returns.
-                        c.execute_command("SHUTDOWN")  # type: ignore[no-untyped-call]
-            except redis.RedisError as exc:
-                raise BackendError(f"could not stop the embedded server: {exc}") from exc
+            what = "could not stop the embedded server"
+            with wrap_redis(what), contextlib.closing(_admin(info, timeout=5)) as c:
+                if only_if_unused_by is not None:
+                    if info.keep_running:
+                        return False
+                    me = c.client_id()
+                    if any(
+                        cl.get("name") != only_if_unused_by and int(cl["id"]) != me
+                        for cl in c.client_list()
+                    ):
+                        return False
+                elif not force:
+                    others = _describe_clients(c.client_list(), c.client_id())
+                    if others:
+                        raise ConflictError(
+                            f"the embedded server of {self.dir} is in use by "
+                            f"{len(others)} other process(es): " + "; ".join(others) + ". "
+                            "Close them first, or stop it anyway with --force (force=True):"
+                            " their stores then fail with BackendError until the server "
+                            "runs again"
+                        )
+                with contextlib.suppress(redis.ConnectionError):
+                    # The server fsyncs the append-only file before it closes the
+                    # connection: every acknowledged write is on disk when this returns.
+                    c.execute_command("SHUTDOWN")  # type: ignore[no-untyped-call]
             self._wait_exit(info.pid)
             self._clear_stale()
             return True

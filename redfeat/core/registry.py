@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import redis
 
-from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
+from ..errors import ConfigurationError, ConflictError, NotFoundError, wrap_redis
 from .codec import ViewCodec
 from .keys import Keys
 from .schema import Entity, FeatureView
@@ -137,10 +137,8 @@ class Registry:
         self._checked = 0.0
 
     def load(self) -> None:
-        try:
+        with wrap_redis(f"cannot read the registry {self._key!r}"):
             raw = self._client.hgetall(self._key)
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot read the registry {self._key!r}: {exc}") from exc
         views: dict[str, Resolved] = {}
         entities: dict[str, Entity] = {}
         windows: dict[str, dict[str, Any]] = {}
@@ -171,10 +169,8 @@ class Registry:
             return
         if time.monotonic() - self._checked < REFRESH_SECONDS:
             return
-        try:
+        with wrap_redis(f"cannot read the registry {self._key!r}"):
             gen = self._client.hget(self._key, "gen")
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot read the registry {self._key!r}: {exc}") from exc
         self._checked = time.monotonic()
         if int(gen or 0) != self._gen:
             self.load()
@@ -230,13 +226,11 @@ class Registry:
     def record_transform(self, spec: dict[str, Any]) -> None:
         """Keep a custom transform's spec (name, inputs, outputs, code hash, created_at)."""
         field = "transform:" + spec["name"]
-        try:
+        with wrap_redis(f"cannot write the registry {self._key!r}"):
             old = self._client.hget(self._key, field)
             if old and msgspec.json.decode(old).get("code_hash") == spec.get("code_hash"):
                 return  # same code: keep the first created_at
             self._client.hset(self._key, field, msgspec.json.encode(spec))
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot write the registry {self._key!r}: {exc}") from exc
 
     def views(self) -> list[FeatureView]:
         self.load()
@@ -256,7 +250,7 @@ class Registry:
         names = [o.name for o in objects if isinstance(o, FeatureView)]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"apply() got the same view twice: {sorted(names)}")
-        try:
+        with wrap_redis(f"cannot write the registry {self._key!r}"):
             pipe: Any
             with self._client.pipeline() as pipe:
                 while True:
@@ -274,8 +268,6 @@ class Registry:
                         break
                     except redis.WatchError:
                         continue
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot write the registry {self._key!r}: {exc}") from exc
         self.load()
         return {k.split(":", 1)[1]: why for k, (_, why) in result.items()}
 
@@ -307,11 +299,9 @@ class Registry:
         return result
 
     def remove_view(self, name: str) -> None:
-        try:
+        with wrap_redis(f"cannot write the registry {self._key!r}"):
             pipe = self._client.pipeline(transaction=True)
             pipe.hdel(self._key, "view:" + name)
             pipe.hincrby(self._key, "gen", 1)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot write the registry {self._key!r}: {exc}") from exc
         self.load()

@@ -16,7 +16,7 @@ from ..core.conn import Direct, pack
 from ..core.keys import Keys, escape_id
 from ..core.registry import Resolved
 from ..core.time import MAX_US, MIN_US
-from ..errors import BackendError
+from ..errors import backend_error
 from .arrow import empty_versions, versions_table
 
 DUMP_CHUNK = 500  # entities per pipelined batch
@@ -76,7 +76,7 @@ class Dumper:
                 progress(len(entities), len(entities))
         except redis.RedisError as exc:
             conn.disconnect()  # replies may still be in flight: start clean next time
-            raise BackendError(f"view {name!r}: reading versions failed: {exc}") from exc
+            raise backend_error(f"view {name!r}: reading versions failed", exc) from exc
         except BaseException:
             conn.disconnect()  # a raising progress callback or Ctrl-C: replies are in flight
             raise

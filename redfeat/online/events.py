@@ -24,7 +24,7 @@ from ..core.context import Ctx
 from ..core.keys import Keys, unescape_id
 from ..core.records import ChangeEvent
 from ..core.time import from_us
-from ..errors import BackendError
+from ..errors import BackendError, wrap_redis
 
 _KINDS = {"w": "write", "d": "delete"}
 
@@ -76,7 +76,7 @@ def changes(
     start = "-" if since is None else f"({since}"
     events: list[ChangeEvent] = []
     cursor = since
-    try:
+    with wrap_redis(f"view {view!r}: reading the change feed failed"):
         while len(events) < limit:
             rows = client.xrange(keys.feed(view), min=start, max="+", count=100)
             if not rows:
@@ -90,8 +90,6 @@ def changes(
                 if len(events) >= limit:
                     break
             start = f"({cursor}"
-    except redis.RedisError as exc:
-        raise BackendError(f"view {view!r}: reading the change feed failed: {exc}") from exc
     return events, cursor
 
 

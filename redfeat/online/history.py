@@ -13,7 +13,7 @@ from ..core.keys import Keys, escape_id
 from ..core.records import Version
 from ..core.registry import Resolved
 from ..core.time import from_us, now_us, to_us
-from ..errors import BackendError, NotFoundError, Problem, ValidationError
+from ..errors import NotFoundError, Problem, ValidationError, wrap_redis
 
 LATEST_HEAD = struct.Struct(">qQ")  # latest value: event_time_us, version id
 _ID = struct.Struct(">xQ")  # history member: 0xCF, version id (see scripts.py)
@@ -57,7 +57,7 @@ def history(
 ) -> list[Version]:
     """Versions of one entity, newest event time first (ties: last written first)."""
     esc = escape_id(entity)
-    try:
+    with wrap_redis(f"view {res.name!r}: reading history failed"):
         if res.hist_mode == "n":
             blob = cast(bytes | None, client.get(keys.latest(res.name, esc)))
             return [from_latest(res, blob)] if blob else []
@@ -68,8 +68,6 @@ def history(
         if not rows:  # written while the view kept no history: the latest is all there is
             blob = cast(bytes | None, client.get(keys.latest(res.name, esc)))
             return [from_latest(res, blob)] if blob else []
-    except redis.RedisError as exc:
-        raise BackendError(f"view {res.name!r}: reading history failed: {exc}") from exc
     return [from_member(res, m, s) for m, s in rows]
 
 
@@ -85,7 +83,7 @@ def get_many_as_of(
 ) -> list[Version | None]:
     """For each entity, the version with the greatest event time <= at_us (ttl applies)."""
     out: list[Version | None] = []
-    try:
+    with wrap_redis(f"view {res.name!r}: time-travel read failed"):
         if res.hist_mode == "n":
             blobs = cast(
                 list[bytes | None],
@@ -107,8 +105,6 @@ def get_many_as_of(
             )
             pipe.get(keys.latest(res.name, esc))
         replies = pipe.execute()
-    except redis.RedisError as exc:
-        raise BackendError(f"view {res.name!r}: time-travel read failed: {exc}") from exc
     for rows, blob in zip(replies[0::2], replies[1::2], strict=True):
         v = None
         if rows:

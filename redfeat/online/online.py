@@ -18,7 +18,13 @@ from ..core.records import Record, Status, Version, WriteReport
 from ..core.registry import Resolved
 from ..core.schema import Field
 from ..core.time import from_us, now_us, to_us
-from ..errors import BackendError, ConflictError, Problem, ValidationError
+from ..errors import (
+    ConflictError,
+    Problem,
+    ValidationError,
+    backend_error,
+    wrap_redis,
+)
 from . import lua as scripts
 from .history import LATEST_HEAD, from_latest, get_many_as_of, ttl_ok
 from .writer import Item, Writer, tally
@@ -214,10 +220,8 @@ class Online:
         key = self.keys.latest(res.name, esc)
         at = None if event_time is None else _event_us(res.name, ent, event_time, None)
         for _ in range(CAS_RETRIES):
-            try:
+            with wrap_redis(f"view {res.name!r}: read failed"):
                 cur = cast(bytes | None, self.client.get(key))
-            except redis.RedisError as exc:
-                raise BackendError(f"view {res.name!r}: read failed: {exc}") from exc
             cur_et = LATEST_HEAD.unpack_from(cur)[0] if cur else None
             if at is not None and cur_et is not None and at < cur_et:
                 # a correction of the past: merge into the version as of then
@@ -314,7 +318,7 @@ class Online:
             (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_cap])])
         except redis.RedisError as exc:
             conn.disconnect()
-            raise BackendError(f"view {res.name!r}: delete failed: {exc}") from exc
+            raise backend_error(f"view {res.name!r}: delete failed", exc) from exc
         except BaseException:
             conn.disconnect()
             raise
@@ -335,13 +339,11 @@ class Online:
         keys = [latest(name, escape_id(e)) for e in ents]
         if not keys:
             return []
-        try:
+        with wrap_redis(f"view {name!r}: read failed"):
             if len(keys) == 1:
                 blobs = [self.direct.call("GET", keys[0])]
             else:
                 blobs = self.direct.call("MGET", *keys)
-        except redis.RedisError as exc:
-            raise BackendError(f"view {name!r}: read failed: {exc}") from exc
         return self.decode_latest(res, ents, blobs, readers, with_meta)
 
     def decode_latest(
@@ -380,15 +382,13 @@ class Online:
                 records.append(Record(ents[i], Status.PRESENT, from_us(et), values))
         if missing and ttl is not None and res.hist_mode != "n":
             # The latest key expired with its ttl; history still says the entity existed.
-            try:
+            with wrap_redis(f"view {res.name!r}: read failed"):
                 pipe = self.client.pipeline(transaction=False)
                 for i in missing:
                     pipe.zrevrange(
                         self.keys.history(res.name, escape_id(ents[i])), 0, 0, withscores=True
                     )
                 replies = pipe.execute()
-            except redis.RedisError as exc:
-                raise BackendError(f"view {res.name!r}: read failed: {exc}") from exc
             for i, rows in zip(missing, replies, strict=True):
                 if rows:
                     records[i] = Record(ents[i], Status.EXPIRED, from_us(int(rows[0][1])), None)

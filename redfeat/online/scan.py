@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import redis
-
 from ..core.context import Ctx
 from ..core.registry import Resolved
-from ..errors import BackendError
+from ..errors import wrap_redis
 
 
 def entities_of(
@@ -18,15 +16,13 @@ def entities_of(
     """Every entity id of a view that has stored versions, sorted."""
     suffix = "h" if res.hist_mode != "n" else ""  # the history key, else the latest one
     out: list[str] = []
-    try:
+    with wrap_redis(f"view {res.name!r}: listing entities failed"):
         for raw in ctx.client.scan_iter(match=ctx.keys.view_pattern(res.name), count=2000):
             parsed = ctx.keys.parse(raw)
             if parsed is not None and parsed.suffix == suffix and parsed.entity is not None:
                 out.append(parsed.entity)
                 if progress is not None and len(out) % 10_000 == 0:
                     progress(len(out))
-    except redis.RedisError as exc:
-        raise BackendError(f"view {res.name!r}: listing entities failed: {exc}") from exc
     return sorted(set(out))
 
 
@@ -35,7 +31,7 @@ def unlink_matching(
 ) -> int:
     """UNLINK every key matching a SCAN pattern, in batches of 500; the number removed."""
     removed = 0
-    try:
+    with wrap_redis(f"{what}: deleting its data failed"):
         batch: list[bytes] = []
         for key in ctx.client.scan_iter(match=pattern, count=1000):
             batch.append(key)
@@ -46,8 +42,6 @@ def unlink_matching(
                     progress(removed)
         if batch:
             removed += ctx.client.unlink(*batch)
-    except redis.RedisError as exc:
-        raise BackendError(f"{what}: deleting its data failed: {exc}") from exc
     return removed
 
 

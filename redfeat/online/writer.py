@@ -12,7 +12,7 @@ from ..core.conn import Direct, Script
 from ..core.keys import Keys
 from ..core.records import WriteReport
 from ..core.registry import Resolved
-from ..errors import BackendError
+from ..errors import BackendError, backend_error
 from . import lua as scripts
 
 CHUNK = 256  # entities per server-side step: keeps each script call short (<1 ms)
@@ -114,7 +114,7 @@ class Writer:
             ) from exc
         except redis.RedisError as exc:
             conn.disconnect()  # replies may still be in flight: start clean
-            raise BackendError(f"view {res.name!r}: write failed on the server: {exc}") from exc
+            raise backend_error(f"view {res.name!r}: write failed on the server", exc) from exc
         except BaseException:
             # An error from the caller's progress callback, or Ctrl-C: unread replies would
             # be taken as answers to the next commands on this connection.

@@ -12,7 +12,7 @@ from ..core.columns import Columns, columns_of, encode_columns
 from ..core.keys import Keys
 from ..core.registry import Resolved
 from ..core.time import from_us, now_us
-from ..errors import BackendError, ConfigurationError, ValidationError
+from ..errors import ConfigurationError, ValidationError, wrap_redis
 from .profiles import Profile, add_column
 
 _ENTITY = "__rf_entity"  # a stand-in entity column while a frame goes through the schema
@@ -61,17 +61,13 @@ def save(client: redis.Redis, keys: Keys, view: str, prof: Profile, meta: dict[s
         "set_at": from_us(now_us()).isoformat(),
     }
     blob = msgspec.msgpack.encode({"meta": meta, "profile": prof.dumps()})
-    try:
+    with wrap_redis(f"view {view!r}: saving the baseline failed"):
         client.set(keys.quality(view, "baseline"), blob)
-    except redis.RedisError as exc:
-        raise BackendError(f"view {view!r}: saving the baseline failed: {exc}") from exc
 
 
 def load(client: redis.Redis, keys: Keys, view: str) -> tuple[Profile, dict[str, Any]] | None:
-    try:
+    with wrap_redis(f"view {view!r}: reading the baseline failed"):
         blob = client.get(keys.quality(view, "baseline"))
-    except redis.RedisError as exc:
-        raise BackendError(f"view {view!r}: reading the baseline failed: {exc}") from exc
     if blob is None:
         return None
     d = msgspec.msgpack.decode(blob)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ import redis
 from ..core.keys import Keys
 from ..core.schema import Field
 from ..core.time import now_us
-from ..errors import BackendError
+from ..errors import backend_error, wrap_redis
 from .profiles import Profile, add_column, profile_rows
 
 HOUR_US = 3_600_000_000
@@ -247,7 +247,7 @@ class Recorder:
             replies = pipe.execute()
         except redis.RedisError as exc:
             self._restore(profiles, counters, newest, written)
-            raise BackendError(f"recording feature profiles failed: {exc}") from exc
+            raise backend_error("recording feature profiles failed", exc) from exc
         for i, lkey in enumerate(order):
             if int(replies[4 * i]) > COMPACT_AT:
                 self.compact(lkey)
@@ -314,7 +314,7 @@ class Recorder:
         self.flush()
         k = self.keys
         first, last = start_us // HOUR_US, (end_us - 1) // HOUR_US
-        try:
+        with wrap_redis(f"view {view!r}: reading profiles failed"):
             found: list[bytes] = self.client.zrangebyscore(  # type: ignore[assignment]
                 k.quality(view, "hours", source), first, last
             )
@@ -323,8 +323,6 @@ class Recorder:
             for h in hours:
                 pipe.lrange(k.quality(view, "p", source, h), 0, -1)
             replies = pipe.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"view {view!r}: reading profiles failed: {exc}") from exc
         merged = Profile(view)
         gone = []
         closed = now_us() // HOUR_US - 1
@@ -347,7 +345,7 @@ class Recorder:
         first = max(start_us, now - KEEP_MS * 1000) // HOUR_US
         last = min(end_us - 1, now) // HOUR_US
         total: Counter[str] = Counter()
-        try:
+        with wrap_redis(f"view {view!r}: reading counters failed"):
             pipe = self.client.pipeline(transaction=False)
             for h in range(first, last + 1):
                 pipe.hgetall(self.keys.quality(view, "c", h))
@@ -355,21 +353,17 @@ class Recorder:
             for d in replies:
                 for name, n in d.items():
                     total[name.decode()] += int(n)
-        except redis.RedisError as exc:
-            raise BackendError(f"view {view!r}: reading counters failed: {exc}") from exc
         return total
 
     def freshness(self) -> tuple[dict[str, int], dict[str, int]]:
         """(view -> newest event time, view -> last write time), in us."""
         self.flush()
         k = self.keys
-        try:
+        with wrap_redis("reading freshness failed"):
             pipe = self.client.pipeline(transaction=False)
             pipe.zrange(k.newest_event, 0, -1, withscores=True)
             pipe.zrange(k.last_write, 0, -1, withscores=True)
             a, b = pipe.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"reading freshness failed: {exc}") from exc
         return {m.decode(): int(s) for m, s in a}, {m.decode(): int(s) for m, s in b}
 
 

@@ -20,7 +20,6 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-import redis
 
 from ..core.codec import decoder_for
 from ..core.columns import validate as validate_rows
@@ -36,6 +35,7 @@ from ..errors import (
     Problem,
     RedfeatError,
     ValidationError,
+    wrap_redis,
 )
 from ..online.scan import unlink_matching
 from . import baselines as _baselines
@@ -111,10 +111,8 @@ class Monitor:
 
     def load_config(self) -> None:
         """Read every view's settings from Redis now (BackendError if it cannot)."""
-        try:
+        with wrap_redis("reading quality settings failed"):
             raw: dict[bytes, bytes] = self._ctx.client.hgetall(self._ctx.keys.quality_config)  # type: ignore[assignment]
-        except redis.RedisError as exc:
-            raise BackendError(f"reading quality settings failed: {exc}") from exc
         conf = {}
         for k, v in raw.items():
             d = msgspec.msgpack.decode(v)
@@ -253,14 +251,12 @@ class Monitor:
         returns the number of keys removed."""
         self.recorder.forget(view)
         k = self._ctx.keys
-        try:
+        with wrap_redis(f"view {view!r}: removing its quality data failed"):
             pipe = self._ctx.client.pipeline(transaction=False)
             pipe.hdel(k.quality_config, view)
             pipe.zrem(k.newest_event, view)
             pipe.zrem(k.last_write, view)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"view {view!r}: removing its quality data failed: {exc}") from exc
         self._config_at = -math.inf
         return unlink_matching(self._ctx, k.quality_pattern(view), what=f"view {view!r}")
 
@@ -326,12 +322,10 @@ class Quality:
                 raise ConfigurationError("thresholds must be a redfeat.quality.Thresholds")
             changes["thresholds"] = thresholds
         new = replace(cur, **changes)
-        try:
+        with wrap_redis(f"view {view!r}: saving quality settings failed"):
             self._ctx.client.hset(
                 self._ctx.keys.quality_config, view, msgspec.msgpack.encode(asdict(new))
             )
-        except redis.RedisError as exc:
-            raise BackendError(f"view {view!r}: saving quality settings failed: {exc}") from exc
         self._monitor.reload()
         return new
 

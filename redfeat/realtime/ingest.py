@@ -26,7 +26,7 @@ import redis
 
 from ..core.context import Ctx, Writer
 from ..core.time import to_us
-from ..errors import BackendError, ConfigurationError
+from ..errors import BackendError, ConfigurationError, backend_error, wrap_redis
 
 ET = "__event_time_us"
 PUSH_CHUNK = 500
@@ -71,7 +71,7 @@ def push(
     try:
         pipe.execute()
     except (redis.RedisError, TypeError) as exc:
-        raise BackendError(f"view {view!r}: push failed: {exc}") from exc
+        raise backend_error(f"view {view!r}: push failed", exc) from exc
     return n
 
 
@@ -120,7 +120,7 @@ class Worker:
                 ctx.client.xgroup_create(self._stream(v), group, id="0", mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
-                    raise BackendError(f"cannot create the consumer group: {exc}") from exc
+                    raise backend_error("cannot create the consumer group", exc) from exc
 
     def _stream(self, view: str) -> str:
         return self._ctx.keys.ingest(view)
@@ -146,7 +146,7 @@ class Worker:
             for view in self.views:
                 got += self._claim(view)
             streams = {self._stream(v): ">" for v in self.views}
-            try:
+            with wrap_redis("worker: reading the ingest streams failed"):
                 reply = client.xreadgroup(
                     self.group,
                     self.consumer,
@@ -154,8 +154,6 @@ class Worker:
                     count=10,
                     block=None if until_idle else self.block_ms,
                 )
-            except redis.RedisError as exc:
-                raise BackendError(f"worker: reading the ingest streams failed: {exc}") from exc
             # RESP2: [[stream, entries], ...]; RESP3: {stream: [entries]}
             if isinstance(reply, dict):
                 pairs = [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
@@ -181,12 +179,10 @@ class Worker:
     def _claim(self, view: str) -> int:
         """Take over batches another consumer read but never acknowledged (it crashed)."""
         client: Any = self._ctx.client
-        try:
+        with wrap_redis("worker: claiming pending batches failed"):
             reply = client.xautoclaim(
                 self._stream(view), self.group, self.consumer, self.claim_idle_ms, "0-0", count=10
             )
-        except redis.RedisError as exc:
-            raise BackendError(f"worker: claiming pending batches failed: {exc}") from exc
         entries = reply[1] if reply else []
         n = 0
         for entry_id, data in entries:
@@ -215,7 +211,7 @@ class Worker:
             # the group: every row goes to the dead letters with the error, then it is acked.
             rows = msgspec.msgpack.decode(raw) if raw else []
             refused = [(r, f"{type(exc).__name__}: {exc}") for r in rows]
-        try:
+        with wrap_redis(f"worker: acknowledging a batch of {view!r} failed"):
             pipe = self._ctx.client.pipeline(transaction=False)
             for row, error in refused:
                 bad = {k: v for k, v in row.items() if k != ET}
@@ -227,8 +223,6 @@ class Worker:
                 )
             pipe.xack(self._stream(view), self.group, entry_id)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"worker: acknowledging a batch of {view!r} failed: {exc}") from exc
         self.stats.rows += written
         self.stats.dead += len(refused)
         self.stats.batches += 1
@@ -250,10 +244,8 @@ def dead_letters(ctx: Ctx, view: str, limit: int = 100) -> list[dict[str, Any]]:
     """Rows refused by workers, newest last: {"row": ..., "error": ..., "entry": ...}."""
     out = []
     client: Any = ctx.client
-    try:
+    with wrap_redis(f"view {view!r}: reading dead letters failed"):
         entries = client.xrange(ctx.keys.dead_letters(view), count=limit)
-    except redis.RedisError as exc:
-        raise BackendError(f"view {view!r}: reading dead letters failed: {exc}") from exc
     for _id, data in entries:
         d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in (data or {}).items()}
         out.append(

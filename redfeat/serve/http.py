@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 import pandas as pd
-import redis
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
@@ -36,6 +35,7 @@ from ..errors import (
     NotFoundError,
     RedfeatError,
     ValidationError,
+    wrap_redis,
 )
 from ..timeseries.analysis import InsufficientDataError
 from ..timeseries.series import Series
@@ -153,10 +153,8 @@ class Api:
         window = request.query_params.get("window") or "24h"
 
         def work() -> dict[str, Any]:
-            try:
+            with wrap_redis("the server does not answer"):
                 self.store.client.ping()
-            except redis.RedisError as exc:
-                raise BackendError(f"the server does not answer: {exc}") from exc
             report = self.store.quality.health(window=window)
             return {"status": "up", "project": self.store.project, "quality": report.to_dict()}
 

@@ -25,12 +25,17 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import redis
 
 from ..core.conn import Script
 from ..core.context import Ctx
 from ..core.time import Duration, from_us, now_us, to_us
-from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError, RedfeatError
+from ..errors import (
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    RedfeatError,
+    wrap_redis,
+)
 from . import analysis
 from .alert_rules import (
     AlertRule,
@@ -236,7 +241,7 @@ class Alerts:
         """Remove the rule, its state and its history (its version counter stays)."""
         check_alert_name(name)
         rules, state, ver = self._keys
-        try:
+        with wrap_redis(f"alert {name!r}: cannot remove"):
             pipe = self._ctx.client.pipeline(transaction=True)
             pipe.hdel(rules, name)
             pipe.hdel(state, name)
@@ -246,22 +251,18 @@ class Alerts:
             pipe.hincrby(ver, name, 1)
             pipe.unlink(self._ctx.keys.alert_history(name))
             gone = pipe.execute()[0]
-        except redis.RedisError as exc:
-            raise BackendError(f"alert {name!r}: cannot remove: {exc}") from exc
         if not gone:
             raise NotFoundError(f"alert {name!r} does not exist (alerts.list() shows them)")
 
     def _read(self) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, int]]:
         rules, state, ver = self._keys
-        try:
+        with wrap_redis("cannot read the alert rules"):
             # one MULTI: rule, state and version are a consistent snapshot
             pipe = self._ctx.client.pipeline(transaction=True)
             pipe.hgetall(rules)
             pipe.hgetall(state)
             pipe.hgetall(ver)
             r, s, v = pipe.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot read the alert rules: {exc}") from exc
 
         def text(d: dict[Any, Any]) -> dict[str, Any]:
             return {(k.decode() if isinstance(k, bytes) else k): x for k, x in d.items()}
@@ -299,12 +300,10 @@ class Alerts:
         check_alert_name(name)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigurationError(f"alert {name!r}: history limit must be an int >= 1")
-        try:
+        with wrap_redis(f"alert {name!r}: cannot read the history"):
             rows: builtins.list[Any] = self._ctx.client.xrevrange(  # type: ignore[assignment]
                 self._ctx.keys.alert_history(name), "+", "-", count=limit
             )
-        except redis.RedisError as exc:
-            raise BackendError(f"alert {name!r}: cannot read the history: {exc}") from exc
         out = []
         for entry, data in reversed(rows):
             event = {_text(k): v for k, v in (data or {}).items()}["e"]

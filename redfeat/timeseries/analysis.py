@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import redis
 
 from ..core.context import Ctx
-from ..errors import BackendError, ConfigurationError, RedfeatError
+from ..errors import ConfigurationError, RedfeatError, wrap_redis
 from .query import read_tiles
 from .spec import SeriesSpec
 
@@ -73,10 +72,8 @@ def baseline_from_tiles(ctx: Ctx, spec: SeriesSpec, lo: int, hi: int) -> Baselin
         raise ConfigurationError(
             f"series {spec.name!r} keeps no rollups; anomaly baselines are read from tiles"
         )
-    try:
+    with wrap_redis(f"series {spec.name!r}"):
         raw = ctx.client.hget(ctx.keys.series(spec.escaped), "newest")
-    except redis.RedisError as exc:
-        raise BackendError(f"series {spec.name!r}: {exc}") from exc
     newest = None if raw is None else int(raw)
     usable = [
         r

@@ -21,10 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import redis
 
 from ..core.context import Ctx
-from ..errors import BackendError
+from ..errors import wrap_redis
 from .query import read_tiles
 from .spec import Rollup, SeriesSpec
 from .tiles import MEM, WIRE_BYTES, from_wire, partials
@@ -33,14 +32,12 @@ from .tiles import MEM, WIRE_BYTES, from_wire, partials
 def stored_tiles(ctx: Ctx, spec: SeriesSpec, r: Rollup, buckets: np.ndarray) -> np.ndarray:
     """The stored tiles of rollup ``r`` for the given sorted bucket ids (missing: left out)."""
     pages = buckets // r.slots
-    try:
+    with wrap_redis(f"series {spec.name!r}: cannot read tiles"):
         pipe = ctx.client.pipeline(transaction=False)
         for p in np.unique(pages).tolist():
             slots = (buckets[pages == p] - p * r.slots).tolist()
             pipe.hmget(ctx.keys.series_page(spec.escaped, r.bucket_ms, p), slots)
         replies = pipe.execute()
-    except redis.RedisError as exc:
-        raise BackendError(f"series {spec.name!r}: cannot read tiles: {exc}") from exc
     ids: list[int] = []
     raw: list[bytes] = []
     for p, got in zip(np.unique(pages).tolist(), replies, strict=True):

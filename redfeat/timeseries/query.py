@@ -9,10 +9,9 @@ Empty buckets are omitted (like RedisTimeSeries without EMPTY).
 from __future__ import annotations
 
 import numpy as np
-import redis
 
 from ..core.context import Ctx
-from ..errors import BackendError
+from ..errors import BackendError, wrap_redis
 from .spec import Rollup, SeriesSpec
 from .storage import raw_points
 from .tiles import MEM, WIRE_BYTES, aggregate, aggregate_points, coarsen, from_wire
@@ -36,17 +35,15 @@ def pick_rollup(
 
 
 def _newest(ctx: Ctx, spec: SeriesSpec) -> int | None:
-    try:
+    with wrap_redis(f"series {spec.name!r}"):
         raw = ctx.client.hget(ctx.keys.series(spec.escaped), "newest")
-    except redis.RedisError as exc:
-        raise BackendError(f"series {spec.name!r}: {exc}") from exc
     return None if raw is None else int(raw)
 
 
 def read_tiles(ctx: Ctx, spec: SeriesSpec, r: Rollup, lo: int | None, hi: int | None) -> np.ndarray:
     """Tiles of rollup ``r`` with bucket start in [lo, hi], inside its retention, sorted."""
     e = spec.escaped
-    try:
+    with wrap_redis(f"series {spec.name!r}: cannot read tiles"):
         # the page index is scored by page end: a page overlaps [lo, hi] when it ends
         # after lo and starts at or before hi
         members: list[bytes] = ctx.client.zrangebyscore(  # type: ignore[assignment]
@@ -61,8 +58,6 @@ def read_tiles(ctx: Ctx, spec: SeriesSpec, r: Rollup, lo: int | None, hi: int | 
         for p in pages:
             pipe.hgetall(ctx.keys.series_page(e, r.bucket_ms, p))
         replies = pipe.execute()
-    except redis.RedisError as exc:
-        raise BackendError(f"series {spec.name!r}: cannot read tiles: {exc}") from exc
     newest = None if replies[0] is None else int(replies[0])
     parts: list[np.ndarray] = []
     for p, h in zip(pages, replies[1:], strict=True):

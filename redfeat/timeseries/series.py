@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import redis
 
 from ..core.context import Ctx
 from ..core.metrics import timed
 from ..core.time import from_us, now_us
-from ..errors import BackendError, ConfigurationError
+from ..errors import ConfigurationError, wrap_redis
 from . import analysis
 from .query import bucketed
 from .spec import SeriesRegistry, SeriesSpec, as_ms_array, as_values, finite_value, to_ms
@@ -158,10 +157,8 @@ class Series:
 
     def latest(self) -> tuple[datetime, float] | None:
         """The newest point, or None for an empty series."""
-        try:
+        with wrap_redis(f"series {self.name!r}"):
             newest = self._ctx.client.hget(self._ctx.keys.series(self.spec.escaped), "newest")
-        except redis.RedisError as exc:
-            raise BackendError(f"series {self.name!r}: {exc}") from exc
         if newest is None:
             return None
         ts, vs, _ = raw_points(self._ctx, self.spec, int(newest), int(newest))
@@ -264,7 +261,7 @@ class Series:
 
 def delete_series(ctx: Ctx, spec: SeriesSpec) -> None:
     e = spec.escaped
-    try:
+    with wrap_redis(f"series {spec.name!r}: cannot delete"):
         pages: list[bytes] = ctx.client.zrange(ctx.keys.series_pages(e), 0, -1)  # type: ignore[assignment]
         keys = [*base_keys(ctx.keys, spec), ctx.keys.series_pages(e)]
         for m in pages:
@@ -272,5 +269,3 @@ def delete_series(ctx: Ctx, spec: SeriesSpec) -> None:
             keys.append(ctx.keys.series_page(e, int(bucket_ms), int(page)))
         for i in range(0, len(keys), 500):
             ctx.client.unlink(*keys[i : i + 500])
-    except redis.RedisError as exc:
-        raise BackendError(f"series {spec.name!r}: cannot delete: {exc}") from exc

@@ -19,7 +19,7 @@ import redis
 
 from ..core.keys import MAX_ID_BYTES, Keys, escape_id
 from ..core.time import MAX_US, MIN_US, Duration, duration_us, to_us
-from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
+from ..errors import ConfigurationError, ConflictError, NotFoundError, wrap_redis
 
 POLICIES = ("block", "first", "last", "min", "max", "sum")
 MAX_BUCKET_MS = 30 * 86_400_000  # tiles keep first/last offsets in a uint32 of ms
@@ -211,18 +211,14 @@ class SeriesRegistry:
         self._key = keys.registry
 
     def _set_gen(self, spec: SeriesSpec) -> None:
-        try:
+        with wrap_redis(f"series {spec.name!r}: cannot write its state"):
             self._client.hset(self._keys.series(spec.escaped), "gen", spec.gen)
-        except redis.RedisError as exc:
-            raise BackendError(f"series {spec.name!r}: cannot write its state: {exc}") from exc
 
     def create(self, spec: SeriesSpec) -> bool:
         """Register a new series unless another process just did (HSETNX: the first
         definition wins); False when it did."""
-        try:
+        with wrap_redis(f"cannot write the registry {self._key!r}"):
             ok = self._client.hsetnx(self._key, FIELD_PREFIX + spec.name, spec.to_json())
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot write the registry {self._key!r}: {exc}") from exc
         if ok:
             self._set_gen(spec)
         return bool(ok)
@@ -231,16 +227,12 @@ class SeriesRegistry:
         """The registry holds ``spec`` but the state hash has no generation (created a
         moment ago by a process between its two steps, or its keys were removed by a
         delete that raced a re-creation): set it, unless set meanwhile."""
-        try:
+        with wrap_redis(f"series {spec.name!r}: cannot write its state"):
             self._client.hsetnx(self._keys.series(spec.escaped), "gen", spec.gen)
-        except redis.RedisError as exc:
-            raise BackendError(f"series {spec.name!r}: cannot write its state: {exc}") from exc
 
     def get(self, name: str) -> SeriesSpec | None:
-        try:
+        with wrap_redis(f"cannot read the registry {self._key!r}"):
             raw = self._client.hget(self._key, FIELD_PREFIX + name)
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot read the registry {self._key!r}: {exc}") from exc
         if raw is None:
             return None
         return SeriesSpec.from_json(raw if isinstance(raw, bytes) else raw.encode())
@@ -262,26 +254,20 @@ class SeriesRegistry:
                 f"{[r.label for r in spec.rollups]} would leave tiles inconsistent: delete the "
                 "series first (series.delete()) or keep its rollups"
             )
-        try:
+        with wrap_redis(f"cannot write the registry {self._key!r}"):
             self._client.hset(self._key, FIELD_PREFIX + spec.name, spec.to_json())
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot write the registry {self._key!r}: {exc}") from exc
         self._set_gen(spec)
 
     def remove(self, name: str) -> None:
-        try:
+        with wrap_redis(f"cannot write the registry {self._key!r}"):
             self._client.hdel(self._key, FIELD_PREFIX + name)
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot write the registry {self._key!r}: {exc}") from exc
 
     def all(self) -> list[SeriesSpec]:
         """Every series definition, by name (HSCAN: bounded batches, never KEYS)."""
         out: list[SeriesSpec] = []
-        try:
+        with wrap_redis(f"cannot read the registry {self._key!r}"):
             for _, raw in self._client.hscan_iter(self._key, match=FIELD_PREFIX + "*", count=500):
                 out.append(SeriesSpec.from_json(bytes(raw)))
-        except redis.RedisError as exc:
-            raise BackendError(f"cannot read the registry {self._key!r}: {exc}") from exc
         return sorted(out, key=lambda s: s.name)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..core.context import Ctx
-from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
+from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError, backend_error
 from .chunks import (
     CHUNK_POINTS,
     POINT_BYTES,
@@ -253,7 +253,7 @@ class Writer:
         try:
             ok = self.ctx.client.set(self._lock_key, token, nx=True, px=LOCK_MS)
         except Exception as exc:
-            raise BackendError(f"{self._what}: {exc}") from exc
+            raise backend_error(f"{self._what}", exc) from exc
         return token if ok else None
 
     def write_one(self, t: int, v: float) -> None:

@@ -35,7 +35,7 @@ from .. import types as t
 from ..core.context import Ctx, Reader
 from ..core.keys import escape_id
 from ..core.time import now_us, to_us
-from ..errors import BackendError, ConfigurationError
+from ..errors import BackendError, ConfigurationError, backend_error, wrap_redis
 from ..online.scan import entities_of
 from .index import CHUNK, VectorIndex
 from .rows import F32
@@ -168,7 +168,7 @@ class ServerIndex(VectorIndex):
             )  # fmt: skip
         except redis.ResponseError as exc:
             if "already exists" not in str(exc).lower():  # created meanwhile elsewhere
-                raise BackendError(f"FT.CREATE {self.name} failed: {exc}") from exc
+                raise backend_error(f"FT.CREATE {self.name} failed", exc) from exc
 
     def drop(self) -> None:
         """Stop following and drop the server index and its mirror hashes."""
@@ -194,7 +194,7 @@ class ServerIndex(VectorIndex):
         keep = {self._mirror_key(e) for e in ids}
         stale: list[bytes] = []
         client = self._ctx.client
-        try:
+        with wrap_redis(f"{self.name}: cleaning the mirror failed"):
             for key in client.scan_iter(match=self._pattern(), count=1000):
                 if key.decode() not in keep and key.decode() != self.name:
                     stale.append(key)
@@ -203,8 +203,6 @@ class ServerIndex(VectorIndex):
                     stale.clear()
             if stale:
                 client.unlink(*stale)
-        except redis.RedisError as exc:
-            raise BackendError(f"{self.name}: cleaning the mirror failed: {exc}") from exc
         return count
 
     def _pattern(self) -> str:
@@ -216,10 +214,8 @@ class ServerIndex(VectorIndex):
         deleted = [e for e, kind in pending.items() if kind == "delete"]
         written = [e for e, kind in pending.items() if kind != "delete"]
         if deleted:
-            try:
+            with wrap_redis(f"{self.name}: unmirroring failed"):
                 self._ctx.client.unlink(*[self._mirror_key(e) for e in deleted])
-            except redis.RedisError as exc:
-                raise BackendError(f"{self.name}: unmirroring failed: {exc}") from exc
         for start in range(0, len(written), CHUNK):
             chunk = written[start : start + CHUNK]
             records = self._reader.get_many(self.view, chunk, features=self._read, with_meta=True)
@@ -265,7 +261,7 @@ class ServerIndex(VectorIndex):
                 mapping["_et"] = 0 if rec.event_time is None else to_us(rec.event_time)
             content = repr(sorted(mapping.items())).encode()
             todo.append((key, mapping, nulls, hashlib.blake2b(content, digest_size=8).hexdigest()))
-        try:
+        with wrap_redis(f"{self.name}: mirroring failed"):
             if skip_same and todo:
                 pipe = client.pipeline(transaction=False)
                 for key, *_ in todo:
@@ -287,8 +283,6 @@ class ServerIndex(VectorIndex):
                 if self._ttl_us is not None:  # gone from the mirror when the value expires
                     pipe.pexpireat(key, (int(mapping["_et"]) + self._ttl_us) // 1000 + 1)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"{self.name}: mirroring failed: {exc}") from exc
         return len(records) - len(gone)
 
     def _search_locked(self, q: F32, k: int, where: Mapping[str, Any]) -> list[tuple[str, float]]:
@@ -321,9 +315,9 @@ class ServerIndex(VectorIndex):
                 # dropped under us (delete_view elsewhere): recreate and resync, once
                 self._load(None)
                 return self._search(q, k, where, retry=False)
-            raise BackendError(f"FT.SEARCH {self.name} failed: {exc}") from exc
+            raise backend_error(f"FT.SEARCH {self.name} failed", exc) from exc
         except redis.RedisError as exc:
-            raise BackendError(f"FT.SEARCH {self.name} failed: {exc}") from exc
+            raise backend_error(f"FT.SEARCH {self.name} failed", exc) from exc
         found = [(self._entity(key), self._score(d)) for key, d in _hits(reply)]
         if self.metric == "l2":
             found.sort(key=lambda p: (p[1], p[0]))

@@ -19,7 +19,14 @@ from ..core.context import Ctx
 from ..core.keys import escape_id
 from ..core.schema import Entity, FeatureView
 from ..core.time import now_us, to_us
-from ..errors import BackendError, ConfigurationError, ConflictError, NotFoundError
+from ..errors import (
+    BackendError,
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    backend_error,
+    wrap_redis,
+)
 from ..online.scan import delete_view_data
 from ..timeseries.tiles import MEM, WIRE_BYTES, one_tile, partials, to_wire
 from . import spec as _w
@@ -144,13 +151,11 @@ class Windows:
             updates["window:" + w.name] = msgspec.json.encode(w.spec())
             out[w.name] = "created" if old is None else "updated"
         if updates:
-            try:
+            with wrap_redis("cannot write the registry"):
                 pipe = self.client.pipeline(transaction=True)
                 pipe.hset(self.keys.registry, mapping=updates)  # type: ignore[arg-type]
                 pipe.hincrby(self.keys.registry, "gen", 1)
                 pipe.execute()
-            except redis.RedisError as exc:
-                raise BackendError(f"cannot write the registry: {exc}") from exc
             self.registry.load()
         return out
 
@@ -160,13 +165,11 @@ class Windows:
         self.window(name)
         removed = delete_view_data(self._ctx, name)
         if not keep_definition:
-            try:
+            with wrap_redis("cannot write the registry"):
                 pipe = self.client.pipeline(transaction=True)
                 pipe.hdel(self.keys.registry, "window:" + name)
                 pipe.hincrby(self.keys.registry, "gen", 1)
                 pipe.execute()
-            except redis.RedisError as exc:
-                raise BackendError(f"cannot write the registry: {exc}") from exc
             self.registry.load()
         return removed
 
@@ -190,7 +193,7 @@ class Windows:
             # stream() reads every reply before raising, and disconnects on anything else
             dropped = _RECORD.stream(self._ctx.direct.conn(), [([key], args)])[0]
         except (redis.RedisError, BackendError) as exc:
-            raise BackendError(f"window features {name!r}, entity {ent!r}: {exc}") from exc
+            raise backend_error(f"window features {name!r}, entity {ent!r}", exc) from exc
         return int(dropped) == 0
 
     def _event_ms(
@@ -278,7 +281,7 @@ class Windows:
         try:
             replies = _RECORD.stream(conn, calls, report)
         except BackendError as exc:  # a timeout: the outcome is unknown
-            raise BackendError(f"window features {wf.name!r}: record_many: {exc}") from exc
+            raise backend_error(f"window features {wf.name!r}: record_many", exc) from exc
         except redis.RedisError as exc:
             raise BackendError(
                 f"window features {wf.name!r}: record_many failed: {exc}; the other entities' "
@@ -354,7 +357,7 @@ class Windows:
             raw.extend(read_all(conn, pending))
         except redis.RedisError as exc:
             conn.disconnect()  # replies may be pending: never reuse it half read
-            raise BackendError(f"window features {wf.name!r}: read failed: {exc}") from exc
+            raise backend_error(f"window features {wf.name!r}: read failed", exc) from exc
         except BaseException:
             conn.disconnect()  # Ctrl-C or a failed send: the same, replies may be pending
             raise

@@ -14,10 +14,10 @@ from .core.codec import READ, normalize_id
 from .core.context import Ctx
 from .core.keys import escape_id
 from .core.records import Record, Status
+from .core.refs import plan
 from .core.registry import Resolved
 from .core.time import now_us
 from .errors import ConfigurationError, wrap_redis
-from .offline.frames import entity_table, plan
 from .online import history as _history
 from .online.online import Online
 from .quality.service import Monitor
@@ -269,6 +269,8 @@ class Reads:
         if not wins:
             return self._training().training_frame(entity_df, refs, **opts)
         import pyarrow as pa
+
+        from .offline.frames import entity_table
 
         table, join = entity_table(entity_df, entity_column, event_time_column)
         entity = None

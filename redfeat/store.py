@@ -29,7 +29,6 @@ from .online.online import Online, Progress
 from .quality.service import Monitor, Quality
 from .reads import Reads
 from .realtime.cache import Cache
-from .transforms.builtins import TransformRegistry
 from .transforms.derived import Deriver, check_source
 from .writes import Writes
 
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
     from .timeseries.alerts import Alerts
     from .timeseries.series import Series
     from .timeseries.service import SeriesService, TimeSeriesAdmin
+    from .transforms.core import TransformRegistry
     from .vectors.service import Search
     from .windows.service import RecordReport, Windows
     from .windows.spec import WindowFeatures
@@ -165,7 +165,7 @@ class FeatureStore:
                 log_versions(offline, *args)
 
         self._online = Online(ctx, feed_cap, observer=self._monitor, log=log)
-        self._transforms = TransformRegistry()
+        self._transforms = _Lazy(_transform_registry)
         self._deriver = Deriver(ctx, self._transforms, reader=self)
         self._cache = cache
         if cache is not None:
@@ -286,7 +286,7 @@ class FeatureStore:
     @property
     def transforms(self) -> TransformRegistry:
         """The custom transforms registered in this process (``@store.transform``)."""
-        return self._transforms
+        return self._transforms()
 
     @property
     def embedder(self) -> Any:
@@ -345,13 +345,13 @@ class FeatureStore:
     ) -> Callable[[Any], Any]:
         """Register a custom transform (row -> dict, or frame -> frame with ``vectorized``).
         The registry records its name, inputs, outputs and a hash of its code."""
-        register = self._transforms.register(
+        register = self._transforms().register(
             name, inputs=inputs, outputs=outputs, vectorized=vectorized
         )
 
         def decorate(fn: Any) -> Any:
             out = register(fn)
-            self._ctx.registry.record_transform(self._transforms.get(name).spec())
+            self._ctx.registry.record_transform(self._transforms().get(name).spec())
             return out
 
         return decorate
@@ -870,6 +870,12 @@ class FeatureStore:
 
 
 # -- the services built on first use ------------------------------------------------------
+
+
+def _transform_registry() -> TransformRegistry:
+    from .transforms.core import TransformRegistry  # pandas: only once a transform is used
+
+    return TransformRegistry()
 
 
 def _windows(ctx: Ctx) -> Windows:

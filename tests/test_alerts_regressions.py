@@ -96,7 +96,7 @@ def test_quality_tables_print_brackets_in_reasons_literally() -> None:
 
     from rich.console import Console
 
-    from redfeat.quality.drift import DriftReport, FeatureDrift, Thresholds
+    from redfeat.quality import DriftReport, FeatureDrift, Thresholds
     from redfeat.quality.health import HealthReport, ViewHealth
     from redfeat.serve.tables import drift_table, health_table
 

@@ -8,87 +8,18 @@ at or before t count. These are Feast's get_historical_features semantics.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..core.registry import Resolved
-from ..errors import ConfigurationError, Problem, ValidationError
+from ..core.refs import Wanted
+from ..errors import ConfigurationError
 from .arrow import TS
 
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Wanted:
-    """The features asked of one view, with their output column names."""
-
-    res: Resolved
-    features: list[str]
-    outputs: list[str]
-
-
-def plan(
-    features: Sequence[str],
-    resolve: Callable[[str], Resolved],
-    full_feature_names: bool,
-    *,
-    purpose: str = "a training frame",
-    on_read_ok: bool = False,
-) -> list[Wanted]:
-    """Group "view:feature" references by view and name the output columns (shared by
-    training frames and store.get_features)."""
-    if isinstance(features, str) or not features:
-        raise ConfigurationError("features must be a non-empty list like ['view:feature', ...]")
-    by_view: dict[str, list[str]] = {}
-    for ref in features:
-        view, sep, feat = str(ref).partition(":")
-        if not sep or not feat:
-            raise ConfigurationError(f"feature reference {ref!r} must look like 'view:feature'")
-        by_view.setdefault(view, []).append(feat)
-    resolved = {view: resolve(view) for view in by_view}
-    entities = {res.view.entity for res in resolved.values()}
-    if len(entities) > 1:
-        raise ConfigurationError(
-            f"{purpose} reads views of one entity; these views mix entities {sorted(entities)}"
-        )
-    wanted: list[Wanted] = []
-    seen: dict[str, str] = {}
-    problems: list[Problem] = []
-    for view, feats in by_view.items():
-        res = resolved[view]
-        res.codec.select(feats)  # unknown features: ValidationError naming them
-        if res.view.on_read and not on_read_ok:
-            raise ConfigurationError(
-                f"view {view!r} is computed on read and keeps no versions; for training "
-                "frames define it materialised (on_read=False), or ask for its source's "
-                "features and apply the transforms to the frame"
-            )
-        outs = []
-        for f in feats:
-            out = f"{view}__{f}" if full_feature_names else f
-            if out in seen:
-                problems.append(
-                    Problem(
-                        view,
-                        None,
-                        f,
-                        "ambiguous_feature",
-                        f,
-                        f"feature {f!r} is requested from views {seen[out]!r} and {view!r}; "
-                        "pass full_feature_names=True",
-                    )
-                )
-            seen[out] = view
-            outs.append(out)
-        wanted.append(Wanted(res, feats, outs))
-    if problems:
-        raise ValidationError(problems, outcome="nothing was read")
-    return wanted
 
 
 def entity_table(

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.codec import READ, normalize_id
 from ..core.context import Ctx, WriteObserver
 from ..core.records import Version, WriteReport
+from ..core.refs import Wanted, plan
 from ..errors import ConfigurationError, NotFoundError
 from ..online import history as _history
 from ..online.online import Online, Progress
-from . import frames as _offline
-from . import transfer as _transfer
-from .dump import Dumper
-from .log import OfflineLog
+
+if TYPE_CHECKING:
+    from .log import OfflineLog
+
+# The Arrow, Parquet and DuckDB modules load on first use of the verbs that need them:
+# history, version and diff read Redis only, and stay quick to import (the CLI).
 
 MAX_LIMIT = 2**31 - 1  # history limit: beyond it Redis refuses the count
 
@@ -31,7 +34,6 @@ class Training:
         self._online = online
         self._observer = observer
         self._offline = offline
-        self._dumper = Dumper(ctx.keys, ctx.direct)
         self.client = ctx.client
         self.keys = ctx.keys
         self.registry = ctx.registry
@@ -87,13 +89,15 @@ class Training:
         kept in order; no match gives null. Returns pandas (or Arrow with ``as_arrow``).
         ``progress(view, done, total)`` reports the bulk read of versions.
         """
-        wanted = _offline.plan(features, self.registry.get, full_feature_names)
+        wanted = plan(features, self.registry.get, full_feature_names)
 
-        def fetch(w: _offline.Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
+        def fetch(w: Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
             step = None if progress is None else (lambda d, n: progress(w.res.name, d, n))
             return self.versions(w.res.name, ents, start=lo, end=hi, _us=True, progress=step)
 
-        return _offline.training_frame(
+        from .frames import training_frame
+
+        return training_frame(
             entity_df,
             wanted,
             fetch,
@@ -117,9 +121,11 @@ class Training:
         entities (all when None) with event time in [start, end], as a pyarrow.Table."""
         lo = start if _us or start is None else _history.as_of_us(view, start)
         hi = end if _us or end is None else _history.as_of_us(view, end)
-        return _transfer.versions(
-            self._ctx, self._dumper, self._offline, view, entity_ids, lo, hi, progress
-        )
+        from .dump import Dumper
+        from .transfer import versions
+
+        dumper = Dumper(self._ctx.keys, self._ctx.direct)
+        return versions(self._ctx, dumper, self._offline, view, entity_ids, lo, hi, progress)
 
     def export(
         self,
@@ -133,7 +139,9 @@ class Training:
         """Write every version of a view with event time in [start, end] to one Parquet file
         (atomically). Returns the number of versions written."""
         table = self.versions(view, start=start, end=end, progress=progress)
-        _transfer.write_parquet(table, path)
+        from .transfer import write_parquet
+
+        write_parquet(table, path)
         return int(table.num_rows)
 
     def import_frame(
@@ -148,7 +156,9 @@ class Training:
     ) -> WriteReport:
         """Backfill historical versions (history and offline log). Latest values only move
         forward: a row older than an entity's latest lands in history. All or nothing."""
-        return _transfer.import_frame(
+        from .transfer import import_frame
+
+        return import_frame(
             self._ctx,
             self._online,
             self._observer,

@@ -7,8 +7,8 @@ profile holds, ``drift.py`` for the metrics and ``health.py`` for the health rul
 
 from __future__ import annotations
 
-from .config import QualityConfig
-from .drift import DriftReport, FeatureDrift, Thresholds
+from .config import QualityConfig, Thresholds
+from .drift import DriftReport, FeatureDrift
 from .health import HealthReport, ViewHealth
 from .profiles import FeatureProfile, Profile
 from .service import Quality

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .drift import Thresholds
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When a feature is flagged. KS is reported but only judged if given thresholds."""
+
+    psi_warning: float = 0.1
+    psi_drift: float = 0.2
+    js_warning: float = 0.05
+    js_drift: float = 0.1
+    ks_warning: float | None = None
+    ks_drift: float | None = None
+    null_rate_warning: float = 0.05
+    null_rate_drift: float = 0.2
+    out_of_range_warning: float = 0.05
+    min_count: int = 30  # fewer values than this on either side: no judgement
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,8 +40,8 @@ from ..errors import (
 from ..online.scan import unlink_matching
 from . import baselines as _baselines
 from . import validators as _v
-from .config import QualityConfig
-from .drift import DriftReport, FeatureDrift, Thresholds, compare
+from .config import QualityConfig, Thresholds
+from .drift import DriftReport, FeatureDrift, compare
 from .health import HealthReport, ViewHealth, assess
 from .profiles import FeatureProfile, Profile
 from .recorder import HOUR_US, Recorder

@@ -27,7 +27,6 @@ from ..core.embedded import EmbeddedServer, default_home, holds_data
 from ..core.time import duration_us
 from ..errors import RedfeatError
 from ..store import FeatureStore
-from .tables import drift_table, health_table
 
 app = typer.Typer(help="redfeat: a feature store on Redis.", no_args_is_help=True)
 server_app = typer.Typer(help="The embedded server.", no_args_is_help=True)
@@ -342,6 +341,8 @@ def drift_cmd(
         if as_json:
             print(json.dumps(report.to_dict(), indent=2))
         else:
+            from .tables import drift_table
+
             console.print(drift_table(report))
     levels = ["ok", "warning", "drift"]
     if fail_on is not None and levels.index(report.verdict) >= levels.index(fail_on):
@@ -363,6 +364,8 @@ def health_cmd(
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
+        from .tables import health_table
+
         console.print(health_table(report))
     if report.status == "critical":
         raise typer.Exit(1)

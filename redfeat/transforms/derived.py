@@ -11,18 +11,17 @@ its own registry by name. Code is never stored or executed from data.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
-
-import pandas as pd
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from ..core.context import Ctx, Reader
 from ..core.registry import Resolved
 from ..core.schema import FeatureView
 from ..errors import ConfigurationError, NotFoundError
-from . import builtins as tr
+
+if TYPE_CHECKING:
+    from . import builtins as tr
 
 EVENT_TIME = "__redfeat_event_time"
 
@@ -34,6 +33,8 @@ def _out(spec: dict[str, Any]) -> str:
 def rebuild(spec: dict[str, Any], registry: tr.TransformRegistry, view: str) -> tr.Transform:
     """A Transform from its registry spec: built-ins from their parameters, custom ones
     from this process's registry (with the same code hash, or a clear error)."""
+    from . import builtins as tr  # pandas: loaded when a derived view is first used
+
     name, params, ins = spec["name"], spec.get("params") or {}, spec["inputs"]
     if spec.get("kind") == "custom":
         try:
@@ -77,6 +78,8 @@ def rebuild(spec: dict[str, Any], registry: tr.TransformRegistry, view: str) -> 
 
 
 def _one_hot(spec: dict[str, Any]) -> tr.Transform:
+    from . import builtins as tr
+
     cats = spec["params"]["categories"]
     first = str(spec["outputs"][0]["name"])
     # outputs are "<prefix>_<category>": recover the prefix from the first one
@@ -103,6 +106,8 @@ def check_source(view: FeatureView, source: FeatureView) -> None:
 
 def compute(transforms: Sequence[tr.Transform], values: dict[str, Any]) -> dict[str, Any]:
     """The derived values (outputs only) for one row of source values."""
+    from . import builtins as tr
+
     names = [f.name for f in tr.output_fields(transforms)]
     full = tr.derive(transforms, values)
     return {n: full[n] for n in names}
@@ -112,9 +117,11 @@ class Deriver:
     """Derived views of one store: their transforms (rebuilt from the registry's specs,
     cached per view definition), which views derive from a source, and on-read views."""
 
-    def __init__(self, ctx: Ctx, registry: tr.TransformRegistry, reader: Reader) -> None:
+    def __init__(
+        self, ctx: Ctx, registry: Callable[[], tr.TransformRegistry], reader: Reader
+    ) -> None:
         self._ctx = ctx
-        self.registry = registry  # this process's custom transforms
+        self._registry = registry  # this process's custom transforms (built on first use)
         self._reader = reader
         self._cache: dict[tuple[str, int], list[tr.Transform]] = {}
 
@@ -122,7 +129,7 @@ class Deriver:
         key = (view.name, hash(repr(view.transform_specs)))
         found = self._cache.get(key)
         if found is None:
-            found = [rebuild(s, self.registry, view.name) for s in view.transform_specs]
+            found = [rebuild(s, self._registry(), view.name) for s in view.transform_specs]
             self._cache[key] = found
         return found
 
@@ -131,6 +138,8 @@ class Deriver:
 
     def frame(self, view: FeatureView, frame: Any) -> Any:
         """Derived columns (outputs only) for a pandas frame of source values."""
+        from . import builtins as tr
+
         outs = [f.name for f in tr.output_fields(self.transforms(view))]
         return tr.derive_frame(self.transforms(view), frame)[outs]
 
@@ -180,6 +189,8 @@ def with_event_time(rows: Any) -> tuple[Any, str]:
     if mod.startswith("pandas"):
         return rows.assign(**{EVENT_TIME: now}), EVENT_TIME
     if mod.startswith("pyarrow"):
+        import pyarrow as pa
+
         return rows.append_column(
             EVENT_TIME, pa.array([now] * rows.num_rows, pa.timestamp("us", tz="UTC"))
         ), EVENT_TIME
@@ -193,4 +204,6 @@ def source_frame(rows: Any) -> Any:
         return rows.reset_index(drop=True)
     if mod.startswith("pyarrow"):
         return rows.to_pandas()
+    import pandas as pd
+
     return pd.DataFrame(list(rows))

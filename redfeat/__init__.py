@@ -1,8 +1,17 @@
 """redfeat: a feature store for machine learning on Redis."""
 
 from . import types
-from .core.records import Match, Record, Status, ValidationReport, Version, WriteReport
-from .core.schema import Entity, FeatureView, Field
+from .core.records import (
+    Match,
+    MaterializeReport,
+    Record,
+    Status,
+    ValidationReport,
+    Version,
+    WriteReport,
+)
+from .core.schema import Entity, FeatureService, FeatureView, Field
+from .core.sources import CsvSource, ParquetSource, SqlSource
 from .errors import (
     BackendError,
     ConfigurationError,
@@ -21,15 +30,20 @@ __all__ = [
     "BackendError",
     "ConfigurationError",
     "ConflictError",
+    "CsvSource",
     "Entity",
+    "FeatureService",
     "FeatureStore",
     "FeatureView",
     "Field",
+    "MaterializeReport",
     "Match",
     "NotFoundError",
+    "ParquetSource",
     "Problem",
     "Record",
     "RedfeatError",
+    "SqlSource",
     "Status",
     "ValidationError",
     "ValidationReport",

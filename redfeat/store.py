@@ -21,9 +21,16 @@ from .core.context import Ctx
 from .core.embedded import EmbeddedServer, ServerInfo, holds_data
 from .core.keys import Keys
 from .core.metrics import Metrics, timed
-from .core.records import ChangeEvent, Match, ValidationReport, Version, WriteReport
+from .core.records import (
+    ChangeEvent,
+    Match,
+    MaterializeReport,
+    ValidationReport,
+    Version,
+    WriteReport,
+)
 from .core.registry import Registry
-from .core.schema import Entity, FeatureView, Field
+from .core.schema import Entity, FeatureService, FeatureView, Field
 from .errors import BackendError, ConfigurationError, NotFoundError, backend_error, wrap_redis
 from .online.online import Online, Progress
 from .quality.service import Monitor, Quality
@@ -36,6 +43,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .offline.log import OfflineLog
+    from .offline.materialize import Materializer
     from .offline.service import Training
     from .online.events import Subscription
     from .quality.validators import RowCheck
@@ -49,7 +57,7 @@ if TYPE_CHECKING:
     from .windows.service import RecordReport, Windows
     from .windows.spec import WindowFeatures
 
-    Definition = Entity | FeatureView | WindowFeatures
+    Definition = Entity | FeatureView | FeatureService | WindowFeatures
 
 _log = logging.getLogger("redfeat.home")
 T = TypeVar("T")
@@ -176,6 +184,7 @@ class FeatureStore:
         self._search = _Lazy(lambda: _search(ctx, self, lambda: self.capabilities, embedder))
         self._live = _Lazy(lambda: _live(ctx, self))
         self._series = _Lazy(lambda: _series(ctx))
+        self._materializer = _Lazy(lambda: _materializer(ctx, self))
         self._reads = Reads(
             ctx, self._online, self._deriver, cache, self._monitor, self._windows, self._training
         )
@@ -300,17 +309,20 @@ class FeatureStore:
     # -- definitions --------------------------------------------------------------------
 
     def apply(self, *objects: Definition, allow_breaking: bool = False) -> dict[str, str]:
-        """Register entities, views and window features; returns what happened to each.
+        """Register entities, views, feature services and window features; returns what
+        happened to each.
 
         A view that stops keeping history (``history=0``) has its history keys removed, so
-        that turning history on again later never serves versions from before."""
+        that turning history on again later never serves versions from before. A feature
+        service's references are checked, and a changed feature list is a new version."""
         from .online.scan import delete_view_data
         from .windows.spec import WindowFeatures
 
+        objects = self._reads.resolve_services(objects)
         registry = self._ctx.registry
         wins: list[WindowFeatures] = []
         if any(isinstance(o, WindowFeatures) for o in objects) or registry.window_specs():
-            objects, wins = self._windows().split(objects)
+            objects, wins = self._windows().split(objects)  # type: ignore[arg-type]
         known = {v.name: v for v in registry.views()}
         before = {name: v.history.keeps_versions for name, v in known.items()}
         known.update({o.name: o for o in objects if isinstance(o, FeatureView)})
@@ -356,9 +368,27 @@ class FeatureStore:
 
         return decorate
 
+    def plan(self, *objects: Definition) -> dict[str, str]:
+        """What ``apply(*objects)`` would do to each, changing nothing: "created",
+        "unchanged", "updated", "breaking change: ..." (a feature service: "version N")."""
+        return self._reads.plan(objects)
+
     def views(self) -> list[FeatureView]:
         """Every view in the registry."""
         return self._ctx.registry.views()
+
+    def feature_services(self) -> list[FeatureService]:
+        """Every feature service in the registry, at its current version."""
+        return self._ctx.registry.services()
+
+    def feature_service(self, name: str, *, version: int | None = None) -> FeatureService:
+        """One feature service (its current version, or ``version``); NotFoundError if none."""
+        return self._ctx.registry.service(name, version)
+
+    def delete_feature_service(self, name: str) -> None:
+        """Remove a feature service's definition and every version of it."""
+        self._ctx.registry.service(name)
+        self._ctx.registry.remove("service", name)
 
     def view(self, name: str) -> FeatureView:
         """One view's definition (NotFoundError if there is none)."""
@@ -440,7 +470,10 @@ class FeatureStore:
         with wrap_redis(f"view {view!r}: deleting its streams failed"):
             removed += int(
                 ctx.client.unlink(
-                    ctx.keys.feed(view), ctx.keys.ingest(view), ctx.keys.dead_letters(view)
+                    ctx.keys.feed(view),
+                    ctx.keys.ingest(view),
+                    ctx.keys.dead_letters(view),
+                    ctx.keys.materialized(view),  # a view made again loads from the start
                 )
             )
         if self._cache is not None:
@@ -488,24 +521,31 @@ class FeatureStore:
     @timed("get_features")
     def get_features(
         self,
-        entity_ids: Iterable[str | int],
-        features: Sequence[str],
+        entity_ids: Iterable[Any] | None = None,
+        features: Sequence[str] | None = None,
         *,
+        entity_rows: Iterable[Mapping[str, Any]] | None = None,
+        service: str | FeatureService | None = None,
         as_frame: bool = False,
         full_feature_names: bool = False,
         flatten_vectors: bool = False,
         as_numpy: bool = False,
     ) -> Any:
-        """One feature vector per entity across views of the same entity ("view:feature").
+        """One feature vector per row: ``features`` ("view:feature", window features too)
+        or a feature ``service`` (a name, "name@version" or a FeatureService).
 
-        All views are read in one round trip. Returns a list of dicts, or a pandas.DataFrame
-        (with an ``entity_id`` column) when ``as_frame=True``. ``flatten_vectors`` expands a
-        Vector feature into ``name_0 .. name_{d-1}``; ``as_numpy`` returns one float64 2-D
-        array (rows: entities, columns: features, vectors flattened; missing = NaN).
+        ``entity_ids`` address one entity; ``entity_rows=[{"user_id": .., "merchant_id":
+        ..}]`` mix views of several entities, each view joined on its own entity's join keys
+        from each row. All views are read in one round trip. Returns a list of dicts, or a
+        pandas.DataFrame (with an ``entity_id`` column, or the rows' join keys) when
+        ``as_frame=True``. ``flatten_vectors`` expands a Vector feature into ``name_0 ..
+        name_{d-1}``; ``as_numpy`` returns one float64 2-D array (rows, features; vectors
+        flattened; missing = NaN).
         """
         return self._reads.get_features(
             entity_ids,
-            features,
+            self._reads.features_of(features, service, "get_features"),
+            entity_rows=entity_rows,
             as_frame=as_frame,
             full_feature_names=full_feature_names,
             flatten_vectors=flatten_vectors,
@@ -532,8 +572,9 @@ class FeatureStore:
     def training_frame(
         self,
         entity_df: Any,
-        features: Sequence[str],
+        features: Sequence[str] | None = None,
         *,
+        service: str | FeatureService | None = None,
         entity_column: str = "entity_id",
         event_time_column: str = "event_time",
         full_feature_names: bool = False,
@@ -549,10 +590,14 @@ class FeatureStore:
         events in their window at the row's time. Every input row and column is kept in
         order; no match gives null. Returns pandas (or Arrow with ``as_arrow``).
         ``progress(view, done, total)`` reports the bulk read of versions.
+
+        ``features`` or a feature ``service`` (a name, "name@version" or a FeatureService).
+        Each view joins on its entity's join-key columns of entity_df (``user_id``,
+        ``merchant_id``...), or on ``entity_column`` where the entity declares none.
         """
         return self._reads.training_frame(
             entity_df,
-            features,
+            self._reads.features_of(features, service, "training_frame"),
             entity_column=entity_column,
             event_time_column=event_time_column,
             full_feature_names=full_feature_names,
@@ -614,6 +659,45 @@ class FeatureStore:
             self._writes.derive_bulk(deps, frame, entity_column, event_time_column, report)
         self._writes.forget_cached(view, deps)
         return report
+
+    @timed("materialize")
+    def materialize(
+        self,
+        view: str | FeatureView,
+        start: Any = None,
+        end: Any = None,
+        *,
+        on_error: str = "raise",
+        progress: Callable[[int, int], None] | bool | None = None,
+    ) -> MaterializeReport:
+        """Load the view's ``batch_source`` rows with ``start <= event time < end`` (None:
+        from the first row; until now) as versions, through the bulk write path. Reruns
+        write nothing new; an interrupted run resumes where it stopped. Moves the watermark
+        when the window continues the loaded range. ``progress``: a callable(done, total) or
+        True for a bar on stderr."""
+        return self._materializer().run(
+            view, start, end, incremental=False, on_error=on_error, progress=progress
+        )
+
+    @timed("materialize_incremental")
+    def materialize_incremental(
+        self,
+        view: str | FeatureView,
+        end: Any = None,
+        *,
+        on_error: str = "raise",
+        progress: Callable[[int, int], None] | bool | None = None,
+    ) -> MaterializeReport:
+        """Load the view's ``batch_source`` from its watermark (kept in Redis; the first run
+        loads everything) to ``end`` (None: now), then move the watermark to ``end``."""
+        return self._materializer().run(
+            view, None, end, incremental=True, on_error=on_error, progress=progress
+        )
+
+    def materialization(self, view: str) -> dict[str, Any]:
+        """A view's loading state: ``watermark``, the ``running`` (or interrupted) run's
+        window and progress, the ``last`` complete run."""
+        return self._materializer().state(view)
 
     # -- window features ------------------------------------------------------------------
 
@@ -908,3 +992,9 @@ def _series(ctx: Ctx) -> SeriesService:
     from .timeseries.service import SeriesService
 
     return SeriesService(ctx)
+
+
+def _materializer(ctx: Ctx, store: FeatureStore) -> Materializer:
+    from .offline.materialize import Materializer
+
+    return Materializer(ctx, store)

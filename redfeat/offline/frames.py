@@ -104,7 +104,7 @@ def _part(col: pa.ChunkedArray, integer: bool) -> pa.Array:
         col = pc.cast(col, pa.int64())  # pandas turns an int column with a null into floats
     if integer and not pa.types.is_integer(col.type):
         col = pc.cast(col, pa.int64())  # "007" and 7 are one id of an Int key
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+    if not pa.types.is_string(col.type):
         col = pc.cast(col, pa.string())
     return col
 

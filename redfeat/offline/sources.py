@@ -139,8 +139,19 @@ def _postgres(source: SqlSource, start_us: int | None, end_us: int, opened: list
         raise ConfigurationError(
             f"sql source {redact(source.url)}: the query failed: {str(exc).strip()}"
         ) from None
+    # PostgreSQL numeric arrives as text (it may not fit a double): read it as numbers
+    numeric = [
+        f.name
+        for f in reader.schema
+        if (f.metadata or {}).get(b"POSTGRESQL:type") in (b"numeric", b"decimal")
+    ]
     con = duckdb.connect()
-    con.register("src", reader)
+    if numeric:
+        con.register("pg_src", reader)
+        casts = ", ".join(f"CAST({_q(c)} AS DOUBLE) AS {_q(c)}" for c in numeric)
+        con.execute(f"CREATE TEMP VIEW src AS SELECT * REPLACE ({casts}) FROM pg_src")
+    else:
+        con.register("src", reader)
     return con
 
 
@@ -297,28 +308,35 @@ def scan(
             selects.append(f"{_q(source.created_column)} AS __rf_created")
         window = _window(source.event_time_column, et_kind, start_us, end_us)
         inner = f"SELECT {', '.join(selects)} FROM src WHERE {window}"
-        # one row per (entity, event time): the latest created, then a fixed order of the
-        # values, so that a rerun picks the same row (a latest-only view: per entity)
+        # One row per (entity, event time): the latest created, then a fixed order of the
+        # values, so that a rerun picks the same row. Then only the versions the view keeps
+        # (the latest; its history count; or its duration back from the entity's newest row
+        # in the window): older ones would be trimmed as soon as written. One window (one
+        # sort per entity) does both.
         created = "__rf_created DESC NULLS LAST, " if source.created_column else ""
         tie = ", ".join(f"{_q(f)} NULLS LAST" for f in fields)
-        keep_all = res.hist_mode != "n"
-        part = f"{ID}, {ET}" if keep_all else ID
-        order = f"{created}{tie}" if keep_all else f"{ET} DESC, {created}{tie}"
         out = ", ".join([ID, ET, *(_q(f) for f in fields)])
-        sql = (
-            f"SELECT {out} FROM ({inner}) "
-            f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {order}) = 1 "
-            f"ORDER BY {ET}"
-        )
+        w = f"PARTITION BY {ID} ORDER BY {ET} DESC, {created}{tie}"
+        if res.hist_mode == "n":
+            kept = f"SELECT {out} FROM ({inner}) QUALIFY row_number() OVER ({w}) = 1"
+        else:
+            first = f"lag({ET}) OVER w IS DISTINCT FROM {ET}"  # first row of its event time
+            if res.hist_mode == "c":
+                keep = f"dense_rank() OVER (PARTITION BY {ID} ORDER BY {ET} DESC)"
+                keep += f" <= {int(res.hist_value)}"
+            else:
+                keep = f"{ET} >= first_value({ET}) OVER w - {int(res.hist_value)}"
+            kept = f"SELECT {out} FROM ({inner}) WINDOW w AS ({w}) QUALIFY {first} AND {keep}"
+        sql = f"{kept} ORDER BY {ET}"
         total = None
         if count:  # a second pass (for a SQL source, a second query): only for progress
             if isinstance(source, SqlSource) and not source.url.startswith("duckdb://"):
                 total = _pg_count(source, start_us, end_us)
             else:
-                row = con.sql(f"SELECT count(*) FROM ({sql})").fetchone()
+                row = con.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0]
                 total = int(row[0]) if row else 0
         try:
-            reader = con.execute(sql).fetch_record_batch(batch_rows)
+            reader = con.sql(sql).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             raise ConfigurationError(
                 f"view {res.name!r}: reading the source ({what}) failed: {exc}"

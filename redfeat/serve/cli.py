@@ -27,6 +27,7 @@ from ..core.embedded import EmbeddedServer, default_home, holds_data
 from ..core.time import duration_us
 from ..errors import RedfeatError
 from ..store import FeatureStore
+from . import repo
 
 app = typer.Typer(help="redfeat: a feature store on Redis.", no_args_is_help=True)
 server_app = typer.Typer(help="The embedded server.", no_args_is_help=True)
@@ -520,6 +521,9 @@ def demo(home: Home = None, server_bin: Bin = None, url: Url = None) -> None:
     from .demo import run
 
     run(console, _open(url, "demo", home, server_bin))
+
+
+repo.register(app)  # init, plan, apply, materialize, materialize-incremental, services
 
 
 def main() -> None:

@@ -324,7 +324,7 @@ class Reads:
                         pipe.hgetall(tiles_key)
                     else:
                         pipe.execute_command("HMGET", tiles_key, *fields)
-            replies = pipe.execute() if n and (stored or wins) else []
+            replies = pipe.execute() if n and (stored or wins) else [[] for _ in stored]
         per_view: dict[str, list[Any]] = {}
         for w, blobs in zip(stored, replies, strict=False):
             readers = w.res.codec.select(w.features)

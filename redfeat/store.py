@@ -669,14 +669,23 @@ class FeatureStore:
         *,
         on_error: str = "raise",
         progress: Callable[[int, int], None] | bool | None = None,
+        batch_rows: int = 131_072,
     ) -> MaterializeReport:
         """Load the view's ``batch_source`` rows with ``start <= event time < end`` (None:
-        from the first row; until now) as versions, through the bulk write path. Reruns
-        write nothing new; an interrupted run resumes where it stopped. Moves the watermark
-        when the window continues the loaded range. ``progress``: a callable(done, total) or
-        True for a bar on stderr."""
+        from the first row; until now) as versions, through the bulk write path: one row
+        per entity and event time (the latest ``created_column`` wins), only as many as the
+        view's history keeps. Reruns write nothing new; a run interrupted after a batch
+        (``batch_rows``) resumes from there. Moves the watermark when the window continues
+        the loaded range. ``on_error``: "raise" stops at a batch with a bad row, "skip"
+        counts them. ``progress``: a callable(done, total), or True for a bar on stderr."""
         return self._materializer().run(
-            view, start, end, incremental=False, on_error=on_error, progress=progress
+            view,
+            start,
+            end,
+            incremental=False,
+            on_error=on_error,
+            progress=progress,
+            batch_rows=batch_rows,
         )
 
     @timed("materialize_incremental")
@@ -687,11 +696,19 @@ class FeatureStore:
         *,
         on_error: str = "raise",
         progress: Callable[[int, int], None] | bool | None = None,
+        batch_rows: int = 131_072,
     ) -> MaterializeReport:
         """Load the view's ``batch_source`` from its watermark (kept in Redis; the first run
-        loads everything) to ``end`` (None: now), then move the watermark to ``end``."""
+        loads everything) to ``end`` (None: now), then move the watermark to ``end``. As
+        ``materialize`` otherwise: idempotent, resumable, with progress."""
         return self._materializer().run(
-            view, None, end, incremental=True, on_error=on_error, progress=progress
+            view,
+            None,
+            end,
+            incremental=True,
+            on_error=on_error,
+            progress=progress,
+            batch_rows=batch_rows,
         )
 
     def materialization(self, view: str) -> dict[str, Any]:

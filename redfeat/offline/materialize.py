@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -37,6 +38,11 @@ Progress = Callable[[int, int], None]
 
 
 def _us(value: Any, what: str) -> int:
+    if isinstance(value, str):  # an ISO 8601 text, as the CLI passes it
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigurationError(f"{what} {value!r} is not an ISO date or datetime") from None
     try:
         return to_us(value, what=what)
     except ValueError as exc:
@@ -125,6 +131,8 @@ class Materializer:
                 self._batch(name, table, report, on_error, step, total)
                 run_state["done"] = int(table[_sources.ET][-1].value)
                 self._set(name, run=msgspec.json.encode(run_state))
+            if step is not None:
+                step(report.rows, report.rows)
         finally:
             batches.close()  # stops the read-ahead thread before its connection closes
             scan.close()

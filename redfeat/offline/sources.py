@@ -318,7 +318,10 @@ def scan(
         out = ", ".join([ID, ET, *(_q(f) for f in fields)])
         w = f"PARTITION BY {ID} ORDER BY {ET} DESC, {created}{tie}"
         if res.hist_mode == "n":
-            kept = f"SELECT {out} FROM ({inner}) QUALIFY row_number() OVER ({w}) = 1"
+            kept = (
+                f"SELECT {out} FROM ({inner}) "
+                f"QUALIFY row_number() OVER ({w}) = 1 OR {ID} IS NULL"
+            )
         else:
             first = f"lag({ET}) OVER w IS DISTINCT FROM {ET}"  # first row of its event time
             if res.hist_mode == "c":
@@ -326,7 +329,11 @@ def scan(
                 keep += f" <= {int(res.hist_value)}"
             else:
                 keep = f"{ET} >= first_value({ET}) OVER w - {int(res.hist_value)}"
-            kept = f"SELECT {out} FROM ({inner}) WINDOW w AS ({w}) QUALIFY {first} AND {keep}"
+            # rows without an id are kept, each, to be refused (and counted) one by one
+            kept = (
+                f"SELECT {out} FROM ({inner}) WINDOW w AS ({w}) "
+                f"QUALIFY ({first} AND {keep}) OR {ID} IS NULL"
+            )
         sql = f"{kept} ORDER BY {ET}"
         total = None
         if count:  # a second pass (for a SQL source, a second query): only for progress

@@ -147,3 +147,34 @@ def test_plan_is_a_dry_run(store: FeatureStore) -> None:
         "spend": "unchanged",
     }
     assert [f.name for f in store.view("profile").fields] == ["age", "city"]
+
+
+def test_http_features_by_entity_rows_and_service(store: FeatureStore) -> None:
+    from starlette.testclient import TestClient
+
+    from redfeat.serve.http import create_app
+
+    store.apply(USER, PAIR, PROFILE, PAIRS, FeatureService("fraud", features=[PAIRS, "profile"]))
+    store.write("profile", "u1", {"age": 30, "city": "Oslo"})
+    store.write("pair_stats", ("u1", 9), {"txn_count": 2, "amount": 5.0})
+    with TestClient(create_app(store)) as http:
+        rows = [{"user_id": "u1", "merchant_id": 9}, {"user_id": "u2", "merchant_id": 1}]
+        got = http.post("/features", json={"entity_rows": rows, "service": "fraud"})
+        assert got.status_code == 200, got.text
+        assert got.json()["rows"] == [
+            {"txn_count": 2, "amount": 5.0, "age": 30, "city": "Oslo"},
+            {"txn_count": None, "amount": None, "age": None, "city": None},
+        ]
+        got = http.post(
+            "/features",
+            json={"ids": [["u1", 9], "u1,9"], "features": ["pair_stats:amount"]},
+        )
+        assert got.json()["rows"] == [{"amount": 5.0}, {"amount": 5.0}]
+        got = http.post("/features", json={"ids": ["u1"], "features": ["profile:age"]})
+        assert got.json() == {"ids": ["u1"], "rows": [{"age": 30}]}  # as before
+        bad = http.post("/features", json={"entity_rows": [{"user_id": "u1"}], "service": "fraud"})
+        assert bad.status_code == 422 and "merchant_id" in bad.text
+        assert http.post("/features", json={"ids": ["u1"]}).status_code == 400
+        services = http.get("/services").json()["services"]
+        assert [(s["name"], s["version"]) for s in services] == [("fraud", 1)]
+        assert services[0]["features"][-1] == "profile:city"

@@ -319,8 +319,7 @@ def scan(
         w = f"PARTITION BY {ID} ORDER BY {ET} DESC, {created}{tie}"
         if res.hist_mode == "n":
             kept = (
-                f"SELECT {out} FROM ({inner}) "
-                f"QUALIFY row_number() OVER ({w}) = 1 OR {ID} IS NULL"
+                f"SELECT {out} FROM ({inner}) QUALIFY row_number() OVER ({w}) = 1 OR {ID} IS NULL"
             )
         else:
             first = f"lag({ET}) OVER w IS DISTINCT FROM {ET}"  # first row of its event time

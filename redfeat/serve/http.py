@@ -135,7 +135,7 @@ class Api:
             return await run_in_threadpool(wire.decode, raw, typ)
         return wire.decode(raw, typ)  # type: ignore[no-any-return]
 
-    def _ids(self, ids: list[str | int]) -> list[str | int]:
+    def _ids(self, ids: list[Any]) -> list[Any]:
         if len(ids) > self.max_ids:
             raise ConfigurationError(
                 f"{len(ids):,} ids in one request; at most {self.max_ids:,} are accepted "
@@ -223,11 +223,22 @@ class Api:
         body = await self._body(request, wire.FeaturesBody)
         rows = await self._run(
             self.store.get_features,
-            self._ids(body.ids),
+            None if body.ids is None else self._ids(body.ids),
             body.features,
+            entity_rows=None if body.entity_rows is None else self._ids(body.entity_rows),
+            service=body.service,
             full_feature_names=body.full_feature_names,
         )
+        if body.entity_rows is not None:
+            return await _json({"entity_rows": body.entity_rows, "rows": rows})
         return await _json({"ids": body.ids, "rows": rows})
+
+    async def services(self, request: Request) -> Response:
+        def work() -> list[dict[str, Any]]:
+            specs = self.store.feature_services()
+            return [{**s.spec(), "version": s.version} for s in specs]
+
+        return JSON({"services": await self._run(work)})
 
     async def write(self, request: Request) -> Response:
         view = request.path_params["view"]
@@ -470,6 +481,7 @@ def create_app(
         Route("/views/{view}/write_many", api.write_many, methods=post),
         Route("/views/{view}/similar", api.similar, methods=post),
         Route("/features", api.features, methods=post),
+        Route("/services", api.services, methods=get),
         Route("/quality/{view}/drift", api.drift, methods=get),
         Route("/quality/{view}/profile", api.profile, methods=get),
         Route("/series", api.series_list, methods=get),

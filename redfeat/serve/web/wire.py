@@ -26,8 +26,12 @@ class GetManyBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class FeaturesBody(msgspec.Struct, forbid_unknown_fields=True):
-    ids: list[str | int]
-    features: list[str]
+    # ids of one entity, or entity rows ({join key: value}) mixing views of several;
+    # features, or a feature service ("name" or "name@version")
+    ids: list[str | int | list[str | int]] | None = None
+    entity_rows: list[dict[str, str | int]] | None = None
+    features: list[str] | None = None
+    service: str | None = None
     full_feature_names: bool = False
 
 

@@ -16,7 +16,7 @@ from .core.keys import escape_id
 from .core.records import Record, Status
 from .core.refs import plan, shared_columns
 from .core.registry import Registry, Resolved
-from .core.schema import Entity, FeatureService
+from .core.schema import Entity, EntityId, FeatureService
 from .core.time import now_us
 from .errors import ConfigurationError, NotFoundError, wrap_redis
 from .online import history as _history
@@ -56,7 +56,7 @@ class Reads:
     def get(
         self,
         view: str,
-        entity_id: str | int,
+        entity_id: EntityId,
         features: Sequence[str] | None,
         as_of: Any,
     ) -> dict[str, Any] | None:
@@ -85,7 +85,7 @@ class Reads:
     def get_many(
         self,
         view: str,
-        entity_ids: Iterable[str | int],
+        entity_ids: Iterable[EntityId],
         features: Sequence[str] | None,
         as_of: Any,
         with_meta: bool,
@@ -129,6 +129,20 @@ class Reads:
 
     def _fetch_records(self, res: Resolved) -> Callable[[list[Any]], list[Record]]:
         return lambda ids: self._online.get_many(res, ids, None, True)
+
+    def entity_id(self, view: str, entity_id: Any, *, read: bool = False) -> Any:
+        """One id of ``view`` in its canonical form (a tuple or mapping encoded with the
+        entity's join keys), so that the write path, the cache and history see one string;
+        plain ids of a plain entity pass unchanged (checked where they are used)."""
+        if type(entity_id) is str or type(entity_id) is int:
+            res = self._ctx.registry.get(view)
+            key = res.key
+            if not key.composite and key.join_keys[0].dtype is not Int:
+                return entity_id
+        else:
+            res = self._ctx.registry.get(view)
+        outcome = READ if read else "nothing was written"
+        return normalize_id(view, entity_id, outcome=outcome, key=res.key)
 
     def _window_ids(self, name: str, ids: list[Any]) -> list[Any]:
         """Ids of window features' entity in canonical form (tuples and mappings encoded

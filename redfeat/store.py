@@ -30,7 +30,7 @@ from .core.records import (
     WriteReport,
 )
 from .core.registry import Registry
-from .core.schema import Entity, FeatureService, FeatureView, Field
+from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
 from .errors import BackendError, ConfigurationError, NotFoundError, backend_error, wrap_redis
 from .online.online import Online, Progress
 from .quality.service import Monitor, Quality
@@ -402,10 +402,10 @@ class FeatureStore:
 
     @timed("write")
     def write(
-        self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
+        self, view: str, entity_id: EntityId, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Write one version of an entity's features (event_time: datetime or epoch s; now)."""
-        return self._writes.write(view, entity_id, values, event_time)
+        return self._writes.write(view, self._reads.entity_id(view, entity_id), values, event_time)
 
     @timed("write_many")
     def write_many(
@@ -434,28 +434,30 @@ class FeatureStore:
 
     @timed("update")
     def update(
-        self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
+        self, view: str, entity_id: EntityId, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
-        return self._writes.update(view, entity_id, values, event_time)
+        return self._writes.update(view, self._reads.entity_id(view, entity_id), values, event_time)
 
     @timed("increment")
     def increment(
         self,
         view: str,
-        entity_id: str | int,
+        entity_id: EntityId,
         deltas: Mapping[str, int | float],
         *,
         event_time: Any = None,
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
-        return self._writes.increment(view, entity_id, deltas, event_time)
+        return self._writes.increment(
+            view, self._reads.entity_id(view, entity_id), deltas, event_time
+        )
 
     @timed("delete")
-    def delete(self, view: str, entity_id: str | int) -> bool:
+    def delete(self, view: str, entity_id: EntityId) -> bool:
         """Remove an entity's latest value and history (and its derived views' values).
         True if anything was there."""
-        return self._writes.delete(view, entity_id)
+        return self._writes.delete(view, self._reads.entity_id(view, entity_id))
 
     def delete_view(self, view: str, *, keep_definition: bool = False) -> int:
         """Remove every key of a view (SCAN batches, non-blocking) and, unless asked, its
@@ -493,7 +495,7 @@ class FeatureStore:
     def get(
         self,
         view: str,
-        entity_id: str | int,
+        entity_id: EntityId,
         *,
         features: Sequence[str] | None = None,
         as_of: Any = None,
@@ -505,7 +507,7 @@ class FeatureStore:
     def get_many(
         self,
         view: str,
-        entity_ids: Iterable[str | int],
+        entity_ids: Iterable[EntityId],
         *,
         features: Sequence[str] | None = None,
         as_of: Any = None,
@@ -554,19 +556,21 @@ class FeatureStore:
 
     # -- versions and training data ---------------------------------------------------
 
-    def history(self, view: str, entity_id: str | int, *, limit: int = 10) -> list[Version]:
+    def history(self, view: str, entity_id: EntityId, *, limit: int = 10) -> list[Version]:
         """Stored versions of one entity, newest event time first."""
-        return self._training().history(view, entity_id, limit=limit)
+        ent = self._reads.entity_id(view, entity_id, read=True)
+        return self._training().history(view, ent, limit=limit)
 
-    def version(self, view: str, entity_id: str | int, version_id: int) -> Version:
+    def version(self, view: str, entity_id: EntityId, version_id: int) -> Version:
         """One version by id (NotFoundError if it is not, or no longer, kept)."""
-        return self._training().version(view, entity_id, version_id)
+        ent = self._reads.entity_id(view, entity_id, read=True)
+        return self._training().version(view, ent, version_id)
 
     @timed("diff")
-    def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
+    def diff(self, view: str, entity_id: EntityId, a: Any, b: Any) -> dict[str, Any]:
         """What changed between two versions (ids, or datetimes read as-of):
         ``{"added": {f: new}, "removed": {f: old}, "modified": {f: (old, new)}}``."""
-        return self._training().diff(view, entity_id, a, b)
+        return self._training().diff(view, self._reads.entity_id(view, entity_id, read=True), a, b)
 
     @timed("training_frame")
     def training_frame(

@@ -3,6 +3,7 @@ get_features across entities (entity rows), training frames joined on each view'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -143,7 +144,7 @@ def test_bad_composite_ids_are_refused_everywhere(
 ) -> None:
     apply_all(store)
     before = sorted(client.scan_iter(match=f"rf:{project}:*"))
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: store.get("pair_stats", entity_id),
         lambda: store.get_many("pair_stats", [("u1", 1), entity_id]),
         lambda: store.get_many("pair_stats", [entity_id], as_of=T0),
@@ -151,6 +152,11 @@ def test_bad_composite_ids_are_refused_everywhere(
         lambda: store.write_many(
             "pair_stats", [{"entity_id": entity_id, "txn_count": 1}], on_error="raise"
         ),
+        lambda: store.write("pair_stats", entity_id, {"txn_count": 1}),
+        lambda: store.update("pair_stats", entity_id, {"txn_count": 1}),
+        lambda: store.increment("pair_stats", entity_id, {"txn_count": 1}),
+        lambda: store.delete("pair_stats", entity_id),
+        lambda: store.history("pair_stats", entity_id),
     ]
     if isinstance(entity_id, dict) and rule != "entity_key_unknown":  # rows hold other keys
         calls.append(

@@ -48,7 +48,7 @@ def test_service_definition_forms() -> None:
     assert FeatureService("s", features=["profile"]).unresolved == ["profile"]
     for bad in ([], "profile:age", [1], ["profile:"], [":x"]):
         with pytest.raises(ConfigurationError):
-            FeatureService("s", features=bad)  # type: ignore[arg-type]
+            FeatureService("s", features=bad)
     with pytest.raises(ConfigurationError):
         FeatureService("bad name", features=["a:b"])
     with pytest.raises(ConfigurationError, match="no field"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -34,6 +34,10 @@ def spec_of(transform: Any) -> dict[str, Any]:
     spec.pop("created_at", None)
     return spec
 
+
+# What an entity id may be: a str or an int (one key), a tuple or list in join-key order or
+# a mapping of join key to value (several), or a composite id's encoded str ("u1,9").
+EntityId = str | int | tuple[Any, ...] | list[Any] | Mapping[str, Any]
 
 DEFAULT_KEY = "entity_id"  # the one join key of an entity that names none (the id column)
 MAX_JOIN_KEYS = 8

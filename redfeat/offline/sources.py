@@ -20,7 +20,7 @@ import glob as globlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -31,6 +31,7 @@ from .. import types as t
 from ..core.registry import Resolved
 from ..core.schema import Entity
 from ..core.sources import CsvSource, ParquetSource, Source, SqlSource, redact
+from ..core.time import from_us
 from ..errors import ConfigurationError, NotFoundError
 
 ID, ET = "__rf_id", "__rf_et"  # the id and event-time columns handed to write_many
@@ -156,7 +157,7 @@ def _postgres(source: SqlSource, start_us: int | None, end_us: int, opened: list
 
 
 def _dt(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1e6, tz=UTC).replace(microsecond=us % 1_000_000)
+    return from_us(us)
 
 
 def _et_expr(col: str, kind: str) -> str:

@@ -191,6 +191,17 @@ def test_source_mistakes_are_named(store: FeatureStore, tmp_path: Path) -> None:
         SqlSource("select 1", url="mysql://x")
     with pytest.raises(ConfigurationError, match="on_error"):
         store.materialize("pairs", None, T0, on_error="ignore")
+    (tmp_path / "broken.parquet").write_text("not parquet")
+    store.apply(pair_view(ParquetSource(tmp_path / "broken.parquet")))
+    with pytest.raises(ConfigurationError, match="cannot read the source"):
+        store.materialize("pairs", None, T0 + H)
+    (tmp_path / "t.csv").write_text(
+        "user_id,merchant_id,event_time,txn_count,amount\nu,1,soon,1,1.0\n"
+    )
+    store.apply(pair_view(CsvSource(tmp_path / "t.csv")))
+    with pytest.raises(ConfigurationError, match="soon"):
+        store.materialize("pairs", None, T0 + H)
+    assert store.materialization("pairs")["watermark"] is None
 
 
 def test_duckdb_file_source(store: FeatureStore, tmp_path: Path) -> None:

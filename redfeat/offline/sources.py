@@ -271,13 +271,23 @@ def scan(
     opened: list[Any] = []
     try:
         con, what = _open(source, start_us, end_us, opened)
+    except duckdb.Error as exc:
+        _close(opened)
+        raise ConfigurationError(
+            f"view {res.name!r}: cannot read the source ({source.describe()}): {exc}"
+        ) from None
     except BaseException:
         _close(opened)
         raise
     opened.insert(0, con)
     try:
-        rel = con.sql("SELECT * FROM src LIMIT 0")
-        types = {c: str(ty) for c, ty in zip(rel.columns, rel.types, strict=True)}
+        try:
+            rel = con.sql("SELECT * FROM src LIMIT 0")
+            types = {c: str(ty) for c, ty in zip(rel.columns, rel.types, strict=True)}
+        except duckdb.Error as exc:
+            raise ConfigurationError(
+                f"view {res.name!r}: cannot read the source ({what}): {exc}"
+            ) from None
         ent_cols, field_cols = columns_for(source, res)
         need = {
             **{
@@ -353,7 +363,16 @@ def scan(
         raise
 
     def batches() -> Iterator[pa.Table]:
-        for batch in reader:
+        it = iter(reader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except (duckdb.Error, pa.ArrowException) as exc:  # e.g. text that is no time
+                raise ConfigurationError(
+                    f"view {res.name!r}: reading the source ({what}) failed: {exc}"
+                ) from None
             table = pa.Table.from_batches([batch])
             ets = pc.cast(table[ET], pa.timestamp("us", tz="UTC"))
             yield table.set_column(1, ET, ets)

@@ -401,15 +401,18 @@ class Registry:
     ) -> dict[str, tuple[bytes | None, str]]:
         result: dict[str, tuple[bytes | None, str]] = {}
         given = {o.name: o for o in objects if isinstance(o, Entity)}
-        # an Entity object given to a view is applied with it (its join keys matter)
+        # An Entity object given to a view is applied with it when it declares join keys
+        # (they decide the ids); one without keys only names its entity, as a str does.
         for obj in objects:
-            if isinstance(obj, FeatureView) and obj.entity_def is not None:
-                ent = given.setdefault(obj.entity, obj.entity_def)
-                if ent != obj.entity_def:
-                    raise ConfigurationError(
-                        f"view {obj.name!r}: its entity {obj.entity!r} is given twice with "
-                        f"different definitions ({ent} and {obj.entity_def})"
-                    )
+            ent_def = obj.entity_def if isinstance(obj, FeatureView) else None
+            if ent_def is None or not ent_def.declared:
+                continue
+            ent = given.setdefault(obj.entity, ent_def)
+            if ent != ent_def:
+                raise ConfigurationError(
+                    f"view {obj.name!r}: its entity {obj.entity!r} is given twice with "
+                    f"different definitions ({ent} and {ent_def})"
+                )
         stored_views = {
             name[5:]: msgspec.json.decode(raw)
             for name, raw in (
@@ -453,7 +456,7 @@ class Registry:
             old = stored_views.get(obj.name)
             if obj.entity not in given and not pipe.hexists(self._key, "entity:" + obj.entity):
                 # Views name their entity; record it so the registry lists every entity.
-                ent_spec = msgspec.json.encode(Entity(obj.entity).spec())
+                ent_spec = msgspec.json.encode((obj.entity_def or Entity(obj.entity)).spec())
                 result["entity:" + obj.entity] = (ent_spec, "created")
             stored, why = _plan(old, obj, allow_breaking)
             result[field] = (None if stored is None else msgspec.json.encode(stored), why)

@@ -78,14 +78,8 @@ def key_columns(columns: list[str], key: Entity, entity_column: str) -> list[str
 
 def ids_of(table: pa.Table, cols: list[str], key: Entity) -> pa.Array:
     """Canonical id strings (null where a key is null) from the frame's key columns."""
-    if len(cols) == 1 and key.composite:  # encoded ids: checked one by one (rare)
-        from ..core.codec import READ, normalize_id
-
-        raw = table[cols[0]].to_pylist()
-        return pa.array(
-            [None if v is None else normalize_id(key.name, v, outcome=READ, key=key) for v in raw],
-            pa.string(),
-        )
+    if len(cols) == 1 and key.composite:  # encoded ids: read one by one (rare)
+        return pa.array([_encoded(key, v) for v in table[cols[0]].to_pylist()], pa.string())
     parts = [_part(table[c], k.dtype is t.Int) for c, k in zip(cols, key.join_keys, strict=False)]
     if len(parts) == 1:
         return parts[0]
@@ -98,12 +92,31 @@ def ids_of(table: pa.Table, cols: list[str], key: Entity) -> pa.Array:
     return pc.binary_join_element_wise(*escaped, ",")
 
 
+def _encoded(key: Entity, value: Any) -> str | None:
+    """A composite id given whole, canonical; None (no match) when it is not one."""
+    from ..core.codec import READ, normalize_id
+    from ..errors import ValidationError
+
+    if value is None:
+        return None
+    try:
+        return normalize_id(key.name, value, outcome=READ, key=key)
+    except ValidationError:
+        return None
+
+
 def _part(col: pa.ChunkedArray, integer: bool) -> pa.Array:
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_floating(col.type):
-        col = pc.cast(col, pa.int64())  # pandas turns an int column with a null into floats
-    if integer and not pa.types.is_integer(col.type):
-        col = pc.cast(col, pa.int64())  # "007" and 7 are one id of an Int key
+        # pandas turns an int column with a null into floats; 1.5 is no id (no match)
+        whole = pc.equal(pc.floor(col), col)
+        col = pc.cast(pc.if_else(whole, col, pa.scalar(None, col.type)), pa.int64())
+    text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+    if integer and text:  # "007" and 7 are one id of an Int key; "x" is none (no match)
+        ok = pc.match_substring_regex(col, r"^[+-]?[0-9]{1,18}$")
+        col = pc.cast(pc.if_else(ok, col, pa.scalar(None, col.type)), pa.int64())
+    elif integer and not pa.types.is_integer(col.type):
+        col = pc.cast(col, pa.int64())
     if not pa.types.is_string(col.type):
         col = pc.cast(col, pa.string())
     return col

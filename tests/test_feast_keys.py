@@ -299,6 +299,18 @@ def test_training_frame_joins_each_view_on_its_own_keys(store: FeatureStore) -> 
     # the encoded id in entity_column also joins a composite view
     legacy = pd.DataFrame({"entity_id": ["u1,9", "u1,09"], "event_time": [T0 + H, T0 + H]})
     assert store.training_frame(legacy, ["pair_stats:amount"])["amount"].tolist() == [2.0, 2.0]
+    # ids that are none of the entity's match nothing; the frame is still made
+    odd = pd.DataFrame(
+        {"user_id": ["u1", "u1"], "merchant_id": ["009", "x"], "event_time": [T0, T0]}
+    )
+    amounts = store.training_frame(odd, ["pair_stats:amount"])["amount"]
+    assert amounts[0] == 1.0 and pd.isna(amounts[1])
+    odd = pd.DataFrame({"entity_id": ["u1,9", "u1", None], "event_time": [T0, T0, T0]})
+    assert store.training_frame(odd, ["pair_stats:amount"])["amount"].isna().tolist() == [
+        False,
+        True,
+        True,
+    ]
     with pytest.raises(ConfigurationError, match="merchant_id"):
         store.training_frame(edf.drop(columns=["merchant_id"]), ["pair_stats:amount"])
     arrow = store.training_frame(

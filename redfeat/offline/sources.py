@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import glob as globlib
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,6 +57,14 @@ class Scan:
     close: Any
 
 
+def _duckdb(path: str = ":memory:") -> Any:
+    """A DuckDB connection whose sorts spill to the system's temp dir (not the cwd)."""
+    con = duckdb.connect(path, read_only=path != ":memory:")
+    spill = os.path.join(tempfile.gettempdir(), "redfeat-duckdb")
+    con.execute(f"SET temp_directory = {_lit(spill)}")
+    return con
+
+
 def _files(path: str, pattern: str) -> list[str]:
     if "://" in path:
         return [path]  # a URL: DuckDB reads it (where its extension is available)
@@ -75,7 +84,7 @@ def _open(source: Source, start_us: int | None, end_us: int, opened: list[Any]) 
     sources already cut to the window), and what the source is for error messages.
     ``opened`` gets whatever must be closed with it."""
     if isinstance(source, ParquetSource):
-        con = duckdb.connect()
+        con = _duckdb()
         files = _files(source.path, "*.parquet")
         listed = "[" + ", ".join(_lit(f) for f in files) + "]"
         con.execute(
@@ -83,7 +92,7 @@ def _open(source: Source, start_us: int | None, end_us: int, opened: list[Any]) 
         )
         return con, f"parquet {source.path}"
     if isinstance(source, CsvSource):
-        con = duckdb.connect()
+        con = _duckdb()
         files = _files(source.path, "*.csv")
         listed = "[" + ", ".join(_lit(f) for f in files) + "]"
         con.execute(
@@ -96,7 +105,7 @@ def _open(source: Source, start_us: int | None, end_us: int, opened: list[Any]) 
             path = source.url[len("duckdb://") :]
             if not os.path.exists(path):
                 raise NotFoundError(f"sql source: no DuckDB file at {path!r}")
-            con = duckdb.connect(path, read_only=True)
+            con = _duckdb(path)
             con.execute(f"CREATE TEMP VIEW src AS {source.query}")
             return con, f"sql {source.url}"
         return _postgres(source, start_us, end_us, opened), f"sql {redact(source.url)}"
@@ -146,7 +155,7 @@ def _postgres(source: SqlSource, start_us: int | None, end_us: int, opened: list
         for f in reader.schema
         if (f.metadata or {}).get(b"POSTGRESQL:type") in (b"numeric", b"decimal")
     ]
-    con = duckdb.connect()
+    con = _duckdb()
     if numeric:
         con.register("pg_src", reader)
         casts = ", ".join(f"CAST({_q(c)} AS DOUBLE) AS {_q(c)}" for c in numeric)

@@ -33,6 +33,7 @@ from redfeat.serve.web import bins, svg
 from redfeat.vectors.index import VectorIndex
 
 Json = dict[str, Any]
+JSON_TYPE = {"content-type": "application/json"}
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 SEG = ["basic", "premium", "gold"]
 
@@ -184,7 +185,8 @@ def test_validation_error_is_422_with_every_problem(
     # a body of the wrong shape is a bad request (400), and says which key
     body = _err(http.post("/views/user_profile/write", json={"entity": "u9", "values": {}}), 400)
     assert "entity" in body["message"]
-    assert "JSON" in _err(http.post("/views/user_profile/write", content=b"{nope"), 400)["message"]
+    bad = http.post("/views/user_profile/write", content=b"{nope", headers=JSON_TYPE)
+    assert "JSON" in _err(bad, 400)["message"]
 
 
 def test_write_many_reports_refused_rows_and_warnings(
@@ -374,7 +376,7 @@ def test_similar(http: TestClient, store: FeatureStore, monkeypatch: pytest.Monk
 
     async def burst() -> list[Any]:
         transport = httpx2.ASGITransport(app=app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://localhost") as client:
             body = {"field": "w", "query": query, "k": 2}
             calls = [client.post("/views/items/similar", json=body) for _ in range(8)]
             return [r.json()["matches"] for r in await asyncio.gather(*calls)]
@@ -585,9 +587,14 @@ def test_page_shows_views_drift_plots_and_series(http: TestClient, store: Featur
     assert len(re.findall(r'<svg class="plot series-plot"', html)) == 1
     assert 'class="series-line"' in html and 'class="anomaly"' in html
     assert "<td class='drift'>drift</td>" in html  # the verdict column
-    # no network: no external script, stylesheet or image
-    assert not re.search(r"<(script|link|img)\b", html)
+    # no network: no external script, stylesheet or image; the one inline script runs by
+    # its nonce only (the Content-Security-Policy allows nothing else)
+    assert not re.search(r"<(link|img)\b", html) and not re.search(r"<script[^>]*src=", html)
     assert not re.search(r'(src|href)="(https?:)?//', html)
+    nonce = re.findall(r'<script nonce="([^"]+)">', html)
+    assert len(nonce) == 1 and f"script-src 'nonce-{nonce[0]}'" in page.headers[
+        "content-security-policy"
+    ]
     # the defaults: the day up to the view's newest event, the series' last day
     auto = http.get("/").text
     assert len(re.findall(r'<svg class="plot drift-plot"', auto)) == 4

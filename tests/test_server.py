@@ -592,9 +592,10 @@ def test_page_shows_views_drift_plots_and_series(http: TestClient, store: Featur
     assert not re.search(r"<(link|img)\b", html) and not re.search(r"<script[^>]*src=", html)
     assert not re.search(r'(src|href)="(https?:)?//', html)
     nonce = re.findall(r'<script nonce="([^"]+)">', html)
-    assert len(nonce) == 1 and f"script-src 'nonce-{nonce[0]}'" in page.headers[
-        "content-security-policy"
-    ]
+    assert (
+        len(nonce) == 1
+        and f"script-src 'nonce-{nonce[0]}'" in page.headers["content-security-policy"]
+    )
     # the defaults: the day up to the view's newest event, the series' last day
     auto = http.get("/").text
     assert len(re.findall(r'<svg class="plot drift-plot"', auto)) == 4

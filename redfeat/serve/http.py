@@ -782,7 +782,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
         nonce = secrets.token_urlsafe(12)
         headers = {**_page_headers(nonce), **(exc.headers or {})}
-        return HTMLResponse(login_page(None, nonce), status_code=401, headers=headers)
+        said = None if str(exc.detail).startswith("a token is needed") else str(exc.detail)
+        return HTMLResponse(login_page(said, nonce), status_code=401, headers=headers)
     body = {"error": "HTTPException", "message": exc.detail}
     return Response(
         wire.encode(body),

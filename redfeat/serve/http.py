@@ -29,6 +29,7 @@ sent as ``%2F`` (``urllib.parse.quote(id, safe="")``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -121,7 +122,10 @@ def _rest(request: Request, marker: str) -> list[str]:
         raise ConfigurationError("the path is not percent-encoded UTF-8") from None
 
 
+@functools.cache
 def _list_fields(typ: type[Any]) -> frozenset[str]:
+    """The query fields that take repeated parameters (msgspec's field introspection costs
+    ~0.1 ms: once per type)."""
     return frozenset(
         f.encode_name
         for f in msgspec.structs.fields(typ)
@@ -966,13 +970,15 @@ def create_app(
             if close_store:
                 await run_in_threadpool(store.close)
 
-    routes: list[BaseRoute] = []
+    # the hot reads first: Starlette tries the routes in order (~1-2 us each)
+    routes: list[BaseRoute] = [
+        Route("/views/{view}/entities/{rest:rf_rest}", api.entity_route, methods=["GET"]),
+    ]
     for ep in endpoints:
         if ep.handler in (api.latest, api.history, api.series_range, api.series_anomalies):
             continue  # served by entity_route / series_route below
         routes.append(Route(ep.path, api.bind(ep), methods=[ep.method]))
     routes += [
-        Route("/views/{view}/entities/{rest:rf_rest}", api.entity_route, methods=["GET"]),
         Route("/series/{rest:rf_rest}", api.series_route, methods=["GET"]),
         Route("/login", api.login, methods=["POST"]),
         Route("/logout", api.logout, methods=["POST"]),

@@ -517,8 +517,8 @@ def render_page(store: FeatureStore, params: dict[str, str], nonce: str = "") ->
         v = params.get(key) or None
         return v if v in names else (default() if v is None else v)
 
-    e_view = chosen("e_view", lambda: names[0] if names else None)
     view = chosen("view", lambda: _default_view(store, names))
+    e_view = chosen("e_view", lambda: view if view in names else None)
     series_names = [s.name for s in store.timeseries.specs()]
     series = params.get("series") or (series_names[0] if series_names else None)
     # an unknown choice stays in its selector, so the section can say it is unknown

@@ -185,8 +185,8 @@ def test_validation_error_is_422_with_every_problem(
     # a body of the wrong shape is a bad request (400), and says which key
     body = _err(http.post("/views/user_profile/write", json={"entity": "u9", "values": {}}), 400)
     assert "entity" in body["message"]
-    bad = http.post("/views/user_profile/write", content=b"{nope", headers=JSON_TYPE)
-    assert "JSON" in _err(bad, 400)["message"]
+    sent = http.post("/views/user_profile/write", content=b"{nope", headers=JSON_TYPE)
+    assert "JSON" in _err(sent, 400)["message"]
 
 
 def test_write_many_reports_refused_rows_and_warnings(
@@ -797,8 +797,8 @@ def test_serve_with_workers_shares_one_embedded_server_and_shuts_down_gracefully
         proc.terminate()
         time.sleep(0.5)
         conn.send(payload[10:])
-        resp = conn.getresponse()
-        assert resp.status == 201, resp.read()
+        answer = conn.getresponse()
+        assert answer.status == 201, answer.read()
         conn.close()
         out, err = _stop(proc)
     finally:

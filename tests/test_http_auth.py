@@ -146,6 +146,8 @@ def test_a_browser_session_cookie_reads_but_never_writes(
 ) -> None:
     login = http.get("/")
     assert login.status_code == 401 and '<form method="post" action="login"' in login.text
+    huge = http.post("/login", data={"token": "x" * 5000})
+    assert huge.status_code == 413  # a sign-in form is never buffered whole
     bad = http.post("/login", data={"token": "wrong"}, follow_redirects=False)
     assert bad.status_code == 401 and "not accepted" in bad.text
     foreign = http.post("/login", data={"token": RW}, headers={"origin": "https://evil.example"})

@@ -529,8 +529,12 @@ class Api:
             host = origin.split("://", 1)[-1]
             if host != request.headers.get("host"):
                 raise HTTPException(403, "a login form from another site is refused")
-        raw = await request.body()
-        form = parse_qs(raw.decode("utf-8", "replace")) if len(raw) < 4096 else {}
+        raw = b""
+        async for chunk in request.stream():  # a token is short: never buffer more
+            raw += chunk
+            if len(raw) > 4096:
+                raise HTTPException(413, "a sign-in form is at most 4,096 bytes")
+        form = parse_qs(raw.decode("utf-8", "replace"))
         presented = (form.get("token") or [""])[0].strip()
         token = self.tokens.find(presented) if presented else None
         if token is None:

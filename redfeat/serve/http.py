@@ -75,7 +75,7 @@ MAX_BODY_BYTES = 16 << 20
 MAX_IDS = 100_000
 INLINE_IDS = 1_000  # reads of up to this many ids run on the event loop (no thread hop)
 _DECODE_INLINE = 1 << 20  # bodies larger than this are decoded in the thread pool
-_ENCODE_INLINE = 256 << 10  # answers of more rows/points than this are encoded in the pool
+_ENCODE_INLINE = 8_192  # answers of more rows or points than this are encoded in the pool
 COOKIE = "redfeat_token"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "testserver")
 access_log = logging.getLogger("redfeat.access")
@@ -257,7 +257,7 @@ class Api:
 
     async def _encoded(self, content: Any, rows: int) -> Response:
         """A JSON answer; a large one is encoded in the thread pool, off the loop."""
-        if rows * 32 > _ENCODE_INLINE:
+        if rows > _ENCODE_INLINE:
             body = await run_in_threadpool(wire.encode, content)
         else:
             body = wire.encode(content)
@@ -403,7 +403,7 @@ class Api:
             )
 
         report = await self._run(work)
-        return await self._encoded(wire.write_report(report), len(body.rows) // 8)
+        return await self._encoded(wire.write_report(report), len(report.refused))
 
     async def similar(self, c: Call) -> wire.Matches:
         view, body = c.path["view"], c.body

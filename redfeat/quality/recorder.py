@@ -393,7 +393,7 @@ def _track(rec: Recorder) -> None:
         _hooks_installed = True
         os.register_at_fork(after_in_child=_after_fork)
         # registered after the first store's server finalizer, so it runs before it
-        atexit.register(_flush_all)
+        atexit.register(flush_all)
 
 
 def _after_fork() -> None:
@@ -401,7 +401,7 @@ def _after_fork() -> None:
         rec._reset_after_fork()
 
 
-def _flush_all() -> None:
+def flush_all() -> None:
     """At exit: send what stores that were never closed still buffer."""
     for rec in list(_LIVE):
         try:

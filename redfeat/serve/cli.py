@@ -569,6 +569,11 @@ def demo(conn: Conn) -> None:
     run(console, conn.open(project="demo" if conn.project == "default" else None))
 
 
+# Commands defined in other modules (``@app.command(...)`` with ``@connected`` from
+# ``.options``) are registered by importing their module here, one line each, e.g.
+#     from . import size  # noqa: E402, F401  -- redfeat size ...
+
+
 def main() -> None:
     try:
         app()

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
@@ -44,10 +43,9 @@ from ..core.schema import NAME_RE, Entity, FeatureService, FeatureView
 from ..core.sources import redact
 from ..errors import ConfigurationError
 from ..store import FeatureStore
+from .options import app, console, notes
 
 CONFIG = "redfeat.toml"
-console = Console()
-notes = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Repo = Annotated[
     Path | None, typer.Option("--repo", help="the repository [default: this directory]")
@@ -318,6 +316,7 @@ def _example_data(path: Path) -> None:
     pq.write_table(pa.table(rows), path)
 
 
+@app.command("init")
 def init(
     directory: Annotated[Path, typer.Argument(help="where to make the repository")],
     example: Annotated[
@@ -346,6 +345,7 @@ def init(
     )
 
 
+@app.command("plan")
 def plan_cmd(
     repo: Repo = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list unchanged too")] = False,
@@ -365,6 +365,7 @@ def plan_cmd(
         console.print("Breaking changes and removals are applied only with --allow-breaking.")
 
 
+@app.command("apply")
 def apply_cmd(
     repo: Repo = None,
     allow_breaking: Annotated[
@@ -461,6 +462,7 @@ def _materialize(
             )
 
 
+@app.command("materialize")
 def materialize_cmd(
     start: Annotated[str, typer.Argument(help="ISO time: rows with event time >= START")],
     end: Annotated[str, typer.Argument(help="ISO time or 'now': rows before END")],
@@ -471,6 +473,7 @@ def materialize_cmd(
     _materialize(repo, _time(start, "start"), _time(end, "end"), views, False)
 
 
+@app.command("materialize-incremental")
 def materialize_incremental_cmd(
     end: Annotated[str, typer.Argument(help="ISO time or 'now'")] = "now",
     views: Annotated[str | None, typer.Option(help="comma-separated views [all]")] = None,
@@ -480,6 +483,7 @@ def materialize_incremental_cmd(
     _materialize(repo, None, _time(end, "end"), views, True)
 
 
+@app.command("services")
 def services_cmd(repo: Repo = None) -> None:
     """List the feature services in the registry, with their versions (the repository's
     store; outside one, REDFEAT_URL / REDFEAT_PROJECT / REDFEAT_HOME as elsewhere)."""
@@ -496,13 +500,3 @@ def services_cmd(repo: Repo = None) -> None:
                 escape(s.name), str(s.version), escape(", ".join(s.features)), escape(s.description)
             )
         console.print(table)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the repository commands to the ``redfeat`` command line."""
-    app.command("init")(init)
-    app.command("plan")(plan_cmd)
-    app.command("apply")(apply_cmd)
-    app.command("materialize")(materialize_cmd)
-    app.command("materialize-incremental")(materialize_incremental_cmd)
-    app.command("services")(services_cmd)

@@ -340,9 +340,10 @@ class Writes:
         """Refuse, before anything is written, a row that a derived view refuses."""
         if values is None:
             return
+        row = {f: values.get(f) for f in res.codec.fields}  # as stored: every field
         problems: list[Problem] = []
         for dep in deps:
-            problems += self._deriver.checked_values(dep, values, str(entity_id))[1]
+            problems += self._deriver.checked_values(dep, row, str(entity_id))[1]
         if problems:
             self._monitor.refused(res.name)
             raise ValidationError(problems)

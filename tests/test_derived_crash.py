@@ -106,7 +106,9 @@ def _run_and_kill(code: str, client: redis.Redis, project: str, seconds: float |
 
 def _pending(store: FeatureStore) -> list[str]:
     """What is left to catch up: spans of dead writers, unfinished backfills."""
-    fields = [bytes(k).decode() for k in store.client.hkeys(store.keys.derive)]
+    fields = [
+        k.decode() if isinstance(k, bytes) else k for k in store.client.hkeys(store.keys.derive)
+    ]
     return [k for k in fields if not k.startswith("L:")]
 
 

@@ -224,21 +224,23 @@ class FeatureStore:
         *,
         project: str = "default",
         offline_dir: str | os.PathLike[str] | None = None,
-        durability: str = "everysec",
+        durability: str | Durability = "everysec",
         **redis_kwargs: Any,
     ) -> FeatureStore:
         """Connect to redis://, rediss:// or unix:// (extra keywords go to redis-py).
 
-        ``durability`` ("everysec" or "always") is checked against the server's settings
-        where CONFIG GET is allowed, when the store opens and on every reconnect:
-        "always" needs ``appendfsync always`` or WAITAOF (Redis >= 7.2, Valkey; then each
-        write call waits for its fsync) and is refused (ConfigurationError) otherwise;
-        "everysec" logs a warning when the server keeps nothing on disk."""
+        ``durability`` ("everysec" or "always", or a ``Durability``) is checked against
+        the server's settings where CONFIG GET is allowed, when the store opens and on
+        every reconnect: "always" needs ``appendfsync always``, or a WAITAOF that waits for
+        the fsync (Redis >= 8.0: each write call then waits for it), and is refused
+        (ConfigurationError) otherwise; "everysec" logs a warning when the server keeps
+        nothing on disk."""
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(
                 f"unsupported URL {url!r}: use redis://host:port/db, rediss://... or unix:///path"
             )
-        dur = Durability(check_mode(durability))
+        dur = durability if isinstance(durability, Durability) else None
+        dur = dur or Durability(check_mode(durability))
         try:
             client = redis.Redis.from_url(url, redis_connect_func=dur.connected, **redis_kwargs)
         except ValueError as exc:

@@ -103,11 +103,13 @@ class Writes:
                     version = self._online.write(res, entity_id, values, event_time)
                 self._forget(res, deps, entity_id)
                 return version
-            self._check_derived(res, deps, entity_id, self._stored_form(res, entity_id, values))
+            stored = self._stored_form(res, entity_id, values)
+            pre = self._check_derived(res, deps, entity_id, stored)
             with self.leases.hold():
                 with self._monitor.refusals(view):
                     version = self._online.write(res, entity_id, values, event_time)
-                self._after_write(res, deps, entity_id, version)
+                # the derived values of exactly these stored values: computed already
+                self._after_write(res, deps, entity_id, version, pre)
         return version
 
     def update(
@@ -336,17 +338,23 @@ class Writes:
 
     def _check_derived(
         self, res: Resolved, deps: list[Resolved], entity_id: Any, values: Any
-    ) -> None:
-        """Refuse, before anything is written, a row that a derived view refuses."""
+    ) -> dict[str, dict[str, Any]] | None:
+        """Refuse, before anything is written, a row that a derived view refuses; else
+        the derived values by view (None when the source refuses the row itself)."""
         if values is None:
-            return
+            return None
         row = {f: values.get(f) for f in res.codec.fields}  # as stored: every field
         problems: list[Problem] = []
+        out: dict[str, dict[str, Any]] = {}
         for dep in deps:
-            problems += self._deriver.checked_values(dep, row, str(entity_id))[1]
+            derived, probs = self._deriver.checked_values(dep, row, str(entity_id))
+            problems += probs
+            if derived is not None:
+                out[dep.name] = derived
         if problems:
             self._monitor.refused(res.name)
             raise ValidationError(problems)
+        return out
 
     def _forget(self, res: Resolved, deps: list[Resolved], entity_id: Any) -> None:
         if self._cache is not None:
@@ -354,14 +362,23 @@ class Writes:
                 self._cache.invalidate(name, str(entity_id))
 
     def _after_write(
-        self, res: Resolved, deps: list[Resolved], entity_id: Any, version: Version
+        self,
+        res: Resolved,
+        deps: list[Resolved],
+        entity_id: Any,
+        version: Version,
+        pre: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         """Forget cached values of the entity (here and in derived views) and write the
-        derived views of the new version, with its event time."""
+        derived views of the new version, with its event time (``pre``: derived values
+        already computed from exactly the stored values)."""
         self._forget(res, deps, entity_id)
         if version.id == 0:
             return  # late data a latest-only view dropped: nothing to derive from
         for dep in deps:
+            if pre is not None and dep.name in pre:
+                self._online.write(dep, entity_id, pre[dep.name], version.event_time)
+                continue
             values, problems = self._deriver.checked_values(dep, version.values, str(entity_id))
             if problems or values is None:
                 # checked before the write: only a concurrent change of the entity (update,

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from redfeat import BackendError, ConfigurationError, FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.core.durability import MODES
+from redfeat.core.durability import MODES, Durability
 from redfeat.core.embedded import EmbeddedServer
 
 VIEW = FeatureView("v", entity="user", fields=[Field("x", t.Int)])
@@ -132,37 +132,70 @@ def test_unknown_modes_are_refused_and_change_nothing(tmp_path: Path, mode: obje
     assert not home.exists()  # no server started, nothing written
 
 
-def test_url_store_with_always_confirms_each_write_with_waitaof(data_dir: Path) -> None:
-    # Valkey running everysec: "always" is kept by WAITAOF after every write call.
+def test_valkey_waitaof_is_not_taken_as_an_fsync_under_everysec(data_dir: Path) -> None:
+    # Valkey's WAITAOF answers before the fsync under everysec (redis/redis#13793, fixed in
+    # Redis 8.0 only): "always" on such a server is refused, with the reason.
+    server = EmbeddedServer(data_dir)
+    info = server.ensure(keep_running=True)
+    try:
+        with pytest.raises(ConfigurationError, match="before the fsync") as err:
+            FeatureStore.from_url(info.url(), durability="always")
+        assert "valkey 9" in str(err.value) and "13793" in str(err.value)
+        # the same server with appendfsync always keeps the promise by itself
+        with info.client() as admin:
+            admin.config_set("appendfsync", "always")
+        with FeatureStore.from_url(info.url(), durability="always") as store:
+            assert not store.durability.confirms
+            assert "fsyncs every write" in store.durability.describe()
+    finally:
+        server.stop(force=True)
+
+
+def test_waitaof_confirms_each_write_call_and_crosses_reconnects(data_dir: Path) -> None:
+    # The WAITAOF path, on a server told to be trusted (trust_waitaof=True: what Redis
+    # >= 8.0 gets by default): one WAITAOF per write call, on the connection that wrote;
+    # after a reconnect inside a call, a barrier write first.
     server = EmbeddedServer(data_dir)
     info = server.ensure(keep_running=True)
     try:
         with info.client() as admin:
-            assert admin.config_get("appendfsync")["appendfsync"] == "everysec"
 
-            def waitaofs() -> int:
-                stats = admin.info("commandstats").get("cmdstat_waitaof") or {}
+            def calls(cmd: str) -> int:
+                stats = admin.info("commandstats").get(f"cmdstat_{cmd}") or {}
                 return int(stats.get("calls", 0))
 
-            store = FeatureStore.from_url(info.url(), durability="always")
+            dur = Durability("always", trust_waitaof=True)
+            store = FeatureStore.from_url(info.url(), durability=dur)
             try:
-                assert store.durability.confirms
-                assert "WAITAOF" in store.durability.describe()
+                assert store.durability is dur and dur.confirms
+                assert "WAITAOF" in dur.describe()
                 store.apply(VIEW)
-                before = waitaofs()
+                before = calls("waitaof")
                 store.write("v", "u", {"x": 1})
                 store.write_many("v", [{"entity_id": f"e{i}", "x": i} for i in range(600)])
                 store.update("v", "u", {"x": 2})
-                assert waitaofs() - before == 3  # one per write call, not per entity
-                assert store.get("v", "u") == {"x": 2}
+                store.increment("v", "u", {"x": 1})
+                store.delete("v", "e0")
+                assert calls("waitaof") - before == 5  # one per write call, not per entity
+                assert store.get("v", "u") == {"x": 3}
+                # a connection re-established during a call: WAITAOF alone would cover
+                # only what the new connection wrote
+                conn = store._ctx.direct.conn()
+                mark = dur.mark(conn)
+                conn.disconnect()
+                conn.connect()  # the durability check runs again (the hook)
+                sets = calls("set")
+                dur.confirm(conn, mark, store.keys.durability)
+                assert calls("set") == sets + 1
+                assert admin.get(store.keys.durability) == b"always"
             finally:
                 store.close()
             # everysec asks nothing more of the server
             with FeatureStore.from_url(info.url()) as relaxed:
                 relaxed.apply(VIEW)
-                before = waitaofs()
+                before = calls("waitaof")
                 relaxed.write("v", "u", {"x": 5})
-                assert waitaofs() == before and not relaxed.durability.confirms
+                assert calls("waitaof") == before and not relaxed.durability.confirms
     finally:
         server.stop(force=True)
 
@@ -234,7 +267,8 @@ def test_the_test_url_server_is_described_truthfully(
             assert "on disk" in caplog.text or "snapshots" in caplog.text
     finally:
         store.close()
-    can_keep = waitaof or (conf["appendonly"] == "yes" and conf["appendfsync"] == "always")
+    fsyncs = p.waitaof_fsyncs  # Redis >= 8.0 only
+    can_keep = fsyncs or (conf["appendonly"] == "yes" and conf["appendfsync"] == "always")
     if can_keep:
         with FeatureStore.from_url(url, project=project, durability="always") as strict:
             assert strict.durability.mode == "always"

@@ -75,14 +75,15 @@ def pairs(exc: ValidationError) -> set[tuple[str | None, str]]:
 
 
 def data_keys(client: redis.Redis, project: str) -> list[str]:
-    """Every entity key of the project (not the registry, not the change feeds)."""
+    """Every entity key of the project (not the registry, the change feeds, nor the
+    quality data its monitor flushes in the background every ~2 s)."""
     registry = f"rf:{project}:registry"
-    feeds = f"rf:{project}:feed:"
+    others = (f"rf:{project}:feed:", f"rf:{project}:q:")
     keys = [
         k.decode() if isinstance(k, bytes) else str(k)
         for k in client.scan_iter(match=f"rf:{project}:*", count=1000)
     ]
-    return sorted(k for k in keys if k != registry and not k.startswith(feeds))
+    return sorted(k for k in keys if k != registry and not k.startswith(others))
 
 
 def assert_absent(store: FeatureStore, entity_id: Any) -> None:

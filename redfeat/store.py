@@ -979,12 +979,15 @@ class FeatureStore:
         )
 
     def stats(self, *, storage: bool = True) -> dict[str, Any]:
-        """Per operation in this process: count, errors, mean/p50/p99 latency (ms); and, with
-        ``storage``, server memory and this project's keys and bytes per view, series and
-        quality data (sampled MEMORY USAGE; a bounded SCAN or RANDOMKEY sample, never KEYS)."""
+        """Per operation in this process: count, errors, mean/p50/p99 latency (ms) and
+        histogram buckets; the server's memory; per view the change feed's age and the
+        ingest backlog, pending rows, lag and dead letters; the age of buffered profiles;
+        and, with ``storage``, this project's keys and bytes per view, series and quality
+        data (sampled MEMORY USAGE; a bounded SCAN or RANDOMKEY sample, never KEYS)."""
         from .stats import stats
 
-        return stats(self._ctx, storage=storage, flush=self._monitor.flush)
+        monitor = self._monitor
+        return stats(self._ctx, storage=storage, flush=monitor.flush, recorder=monitor.recorder)
 
 
 # -- the services built on first use ------------------------------------------------------

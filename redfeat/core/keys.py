@@ -127,18 +127,9 @@ class Keys:
     def channel_pattern(self) -> str:
         return f"{self.prefix}events:*"
 
-    @property
-    def channel_prefix(self) -> str:
-        """What every change-event channel name starts with (``parse`` reads the view)."""
-        return f"{self.prefix}events:"
-
     def ingest(self, view: str) -> str:
         """Stream: rows pushed for workers (store.push), consumed by group "redfeat"."""
         return f"{self.prefix}ingest:{view}"
-
-    @property
-    def ingest_pattern(self) -> str:
-        return f"{self.prefix}ingest:*"
 
     def dead_letters(self, view: str) -> str:
         """Stream: rows workers refused, with the error."""

@@ -9,6 +9,7 @@ import importlib as _importlib
 import typing as _typing
 
 from . import types
+from .core.durability import Durability, Persistence
 from .core.embedded import EmbeddedServer, ServerInfo
 from .core.keys import Keys
 from .core.metrics import Metrics
@@ -64,6 +65,7 @@ __all__ = [
     "ChangeEvent",
     "ConfigurationError",
     "ConflictError",
+    "Durability",
     "EmbeddedServer",
     "Entity",
     "FeatureStore",
@@ -74,6 +76,7 @@ __all__ = [
     "Metrics",
     "NotFoundError",
     "OfflineLog",
+    "Persistence",
     "Problem",
     "Quality",
     "Record",

@@ -9,6 +9,7 @@ import importlib as _importlib
 import typing as _typing
 
 from . import types
+from .core.durability import Durability, Persistence
 from .core.embedded import EmbeddedServer, ServerInfo
 from .core.keys import Keys
 from .core.metrics import Metrics
@@ -67,6 +68,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "CsvSource",
+    "Durability",
     "EmbeddedServer",
     "Entity",
     "EntityId",
@@ -81,6 +83,7 @@ __all__ = [
     "NotFoundError",
     "OfflineLog",
     "ParquetSource",
+    "Persistence",
     "Problem",
     "Quality",
     "Record",

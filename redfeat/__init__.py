@@ -16,13 +16,15 @@ from .core.metrics import Metrics
 from .core.records import (
     ChangeEvent,
     Match,
+    MaterializeReport,
     Record,
     Status,
     ValidationReport,
     Version,
     WriteReport,
 )
-from .core.schema import Entity, FeatureView, Field
+from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
+from .core.sources import CsvSource, ParquetSource, SqlSource
 from .errors import (
     BackendError,
     ConfigurationError,
@@ -65,17 +67,22 @@ __all__ = [
     "ChangeEvent",
     "ConfigurationError",
     "ConflictError",
+    "CsvSource",
     "Durability",
     "EmbeddedServer",
     "Entity",
+    "EntityId",
+    "FeatureService",
     "FeatureStore",
     "FeatureView",
     "Field",
     "Keys",
+    "MaterializeReport",
     "Match",
     "Metrics",
     "NotFoundError",
     "OfflineLog",
+    "ParquetSource",
     "Persistence",
     "Problem",
     "Quality",
@@ -84,6 +91,7 @@ __all__ = [
     "RedfeatError",
     "Series",
     "ServerInfo",
+    "SqlSource",
     "Status",
     "Subscription",
     "TimeSeriesAdmin",

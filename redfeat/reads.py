@@ -5,7 +5,7 @@ features."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,16 +14,17 @@ from .core.codec import READ, normalize_id
 from .core.context import Ctx
 from .core.keys import escape_id
 from .core.records import Record, Status
-from .core.refs import plan
-from .core.registry import Resolved
+from .core.refs import plan, shared_columns
+from .core.registry import Registry, Resolved
+from .core.schema import Entity, EntityId, FeatureService
 from .core.time import now_us
-from .errors import ConfigurationError, wrap_redis
+from .errors import ConfigurationError, NotFoundError, wrap_redis
 from .online import history as _history
 from .online.online import Online
 from .quality.service import Monitor
 from .realtime.cache import MISSING, Cache
 from .transforms.derived import Deriver
-from .types import Vector
+from .types import Int, Vector
 from .windows.spec import decode, decode_range, read_range, values_at
 
 if TYPE_CHECKING:
@@ -55,24 +56,28 @@ class Reads:
     def get(
         self,
         view: str,
-        entity_id: str | int,
+        entity_id: EntityId,
         features: Sequence[str] | None,
         as_of: Any,
     ) -> dict[str, Any] | None:
-        if self._ctx.registry.is_window(view):
-            one = self._windows().get_many(view, [entity_id], features, as_of, False, strict=True)
+        reg = self._ctx.registry
+        if reg.is_window(view):
+            ids = self._window_ids(view, [entity_id])
+            one = self._windows().get_many(view, ids, features, as_of, False, strict=True)
             return one[0]  # type: ignore[no-any-return]
         cache = self._cache
-        if cache is not None and features is None and as_of is None:
+        plain = type(entity_id) is str or type(entity_id) is int
+        if cache is not None and features is None and as_of is None and plain:
             hit = cache.lookup(view, str(entity_id))
             if hit is not MISSING:
                 self._monitor.read_hit(view)
                 return hit  # type: ignore[no-any-return]
-            res = self._ctx.registry.get(view)
-            if not res.view.on_read:  # a known miss: fetch and cache it
-                got = cache.fill(view, [entity_id], self._fetch_records(res), res.view.ttl_us)
-                return got[0]  # type: ignore[no-any-return]
-        res = self._ctx.registry.get(view)
+        res = reg.get(view)
+        (entity_id,) = canonical_ids(res, [entity_id])
+        if cache is not None and features is None and as_of is None and not res.view.on_read:
+            # a known miss: fetch and cache it
+            got = cache.fill(view, [entity_id], self._fetch_records(res), res.view.ttl_us)
+            return got[0]  # type: ignore[no-any-return]
         out = self._get_many(res, [entity_id], features, as_of, False)
         self._monitor.read(res, out, features)
         return out[0]  # type: ignore[no-any-return]
@@ -80,15 +85,16 @@ class Reads:
     def get_many(
         self,
         view: str,
-        entity_ids: Iterable[str | int],
+        entity_ids: Iterable[EntityId],
         features: Sequence[str] | None,
         as_of: Any,
         with_meta: bool,
     ) -> list[Any]:
         if self._ctx.registry.is_window(view):
-            return self._windows().get_many(view, entity_ids, features, as_of, with_meta)
+            ids = self._window_ids(view, list(entity_ids))
+            return self._windows().get_many(view, ids, features, as_of, with_meta)
         res = self._ctx.registry.get(view)
-        out = self._get_many(res, list(entity_ids), features, as_of, with_meta)
+        out = self._get_many(res, canonical_ids(res, list(entity_ids)), features, as_of, with_meta)
         self._monitor.read(res, out, features)
         return out
 
@@ -124,6 +130,116 @@ class Reads:
     def _fetch_records(self, res: Resolved) -> Callable[[list[Any]], list[Record]]:
         return lambda ids: self._online.get_many(res, ids, None, True)
 
+    def entity_id(self, view: str, entity_id: Any, *, read: bool = False) -> Any:
+        """One id of ``view`` in its canonical form (a tuple or mapping encoded with the
+        entity's join keys), so that the write path, the cache and history see one string;
+        plain ids of a plain entity pass unchanged (checked where they are used)."""
+        if type(entity_id) is str or type(entity_id) is int:
+            res = self._ctx.registry.get(view)
+            key = res.key
+            if not key.composite and key.join_keys[0].dtype is not Int:
+                return entity_id
+        else:
+            res = self._ctx.registry.get(view)
+        outcome = READ if read else "nothing was written"
+        return normalize_id(view, entity_id, outcome=outcome, key=res.key)
+
+    def _window_ids(self, name: str, ids: list[Any]) -> list[Any]:
+        """Ids of window features' entity in canonical form (tuples and mappings encoded
+        with the entity's join keys)."""
+        if all(type(e) is str or type(e) is int for e in ids):
+            return ids
+        key = self._ctx.registry.entity(self._ctx.registry.window_specs()[name]["entity"])
+        return [normalize_id(name, e, i, outcome=READ, key=key) for i, e in enumerate(ids)]
+
+    def service_refs(self, service: str | FeatureService) -> tuple[FeatureService, list[str]]:
+        """A feature service (by name, "name@version" or the object) and its references."""
+        svc = resolve_service(self._ctx.registry, service)
+        return svc, list(svc.features)
+
+    def features_of(
+        self, features: Sequence[str] | None, service: str | FeatureService | None, verb: str
+    ) -> list[str]:
+        """The references a read asks for: ``features`` or a service's, not both."""
+        if service is not None:
+            if features is not None:
+                raise ConfigurationError(f"{verb}: pass features= or service=, not both")
+            return self.service_refs(service)[1]
+        if features is None:
+            raise ConfigurationError(
+                f"{verb}: pass features=['view:feature', ...] or service='<feature service>'"
+            )
+        return list(features) if not isinstance(features, str) else [features]
+
+    def resolve_services(self, objects: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The definitions of an apply() call with each FeatureService checked and its bare
+        view names resolved (against the registry and the call's own views)."""
+        if not any(isinstance(o, FeatureService) for o in objects):
+            return objects
+        return tuple(
+            self.check_service(o, objects) if isinstance(o, FeatureService) else o for o in objects
+        )
+
+    def plan(self, objects: tuple[Any, ...]) -> dict[str, str]:
+        """What apply(*objects) would do to each definition, storing nothing."""
+        from .windows.spec import WindowFeatures
+
+        objects = self.resolve_services(objects)
+        reg = self._ctx.registry
+        wins = [o for o in objects if isinstance(o, WindowFeatures)]
+        rest: tuple[Any, ...] = tuple(o for o in objects if not isinstance(o, WindowFeatures))
+        if wins or reg.window_specs():
+            rest, wins = self._windows().split(objects)
+        out = reg.apply(rest, allow_breaking=True, dry_run=True)
+        specs = reg.window_specs()
+        for w in wins:
+            old = specs.get(w.name)
+            if old is None:
+                out[w.name] = "created"
+            elif old == w.spec():
+                out[w.name] = "unchanged"
+            elif (old["hop_ms"], old["source"]) != (w.hop_ms, w.source):
+                out[w.name] = (
+                    "breaking change: changes the hop or source, which stored tiles cannot "
+                    "follow (delete the window features first)"
+                )
+            else:
+                out[w.name] = "updated"
+        return out
+
+    def check_service(self, svc: FeatureService, pending: Sequence[Any]) -> FeatureService:
+        """A service about to be applied, with bare view names resolved into their fields
+        and every reference checked against the views and window features (registered, or
+        applied in the same call: ``pending``)."""
+        reg = self._ctx.registry
+        views = {v.name: [f.name for f in v.fields] for v in reg.views()}
+        windows = {n: _window_outputs(spec) for n, spec in reg.window_specs().items()}
+        for obj in pending:
+            if hasattr(obj, "fields") and hasattr(obj, "entity"):
+                views[obj.name] = [f.name for f in obj.fields]
+            elif hasattr(obj, "aggs") and isinstance(getattr(obj, "features", None), list):
+                windows[obj.name] = list(obj.features)
+        refs: list[str] = []
+        for ref in svc.features:
+            name, sep, feat = ref.partition(":")
+            known = views.get(name, windows.get(name))
+            if known is None:
+                raise NotFoundError(
+                    f"feature service {svc.name!r}: {name!r} is neither a view nor window "
+                    f"features (views: {sorted(views) or 'none'}; window features: "
+                    f"{sorted(windows) or 'none'}); apply it first or in the same call"
+                )
+            if not sep:
+                refs.extend(f"{name}:{f}" for f in known)
+            elif feat not in known:
+                raise NotFoundError(
+                    f"feature service {svc.name!r}: {name!r} has no feature {feat!r} "
+                    f"(known: {known})"
+                )
+            else:
+                refs.append(ref)
+        return FeatureService(svc.name, features=refs, description=svc.description, tags=svc.tags)
+
     def split_refs(
         self, features: Sequence[str], full_feature_names: bool
     ) -> tuple[list[str], list[WindowWanted]]:
@@ -136,66 +252,106 @@ class Reads:
 
     def get_features(
         self,
-        entity_ids: Iterable[str | int],
+        entity_ids: Iterable[Any] | None,
         features: Sequence[str],
         *,
+        entity_rows: Iterable[Any] | None = None,
         as_frame: bool,
         full_feature_names: bool,
         flatten_vectors: bool,
         as_numpy: bool,
     ) -> Any:
-        ids = list(entity_ids)
+        if (entity_ids is None) == (entity_rows is None):
+            raise ConfigurationError(
+                "get_features: pass entity_ids=[...] (one entity) or "
+                "entity_rows=[{join key: value, ...}] (views of several entities), not both"
+            )
         refs, wins = self.split_refs(features, full_feature_names)
         reg = self._ctx.registry
+        if entity_ids is not None:
+            named = {v for v, sep, f in (str(r).partition(":") for r in refs) if sep and f}
+            mixed = sorted({reg.get(v).view.entity for v in named} | {w.wf.entity for w in wins})
+            if len(mixed) > 1:
+                raise ConfigurationError(
+                    f"get_features: entity_ids address one entity; these features mix "
+                    f"entities {mixed}: pass entity_rows=[{{join key: value, ...}}]"
+                )
         wanted = (
             plan(refs, reg.get, full_feature_names, purpose="get_features", on_read_ok=True)
             if refs
             else []
         )
-        entities = {w.res.view.entity for w in wanted} | {ww.wf.entity for ww in wins}
-        if len(entities) > 1:
-            raise ConfigurationError(
-                f"get_features reads features of one entity; these mix entities {sorted(entities)}"
-            )
         outs = [o for w in wanted for o in w.outputs] + [f[0] for ww in wins for f in ww.feats]
         if len(set(outs)) != len(outs):
             raise ConfigurationError(
                 f"get_features: output names {outs} repeat; pass full_feature_names=True"
             )
-        first = wanted[0].res.name if wanted else wins[0].wf.name
-        ents = [normalize_id(first, e, i, outcome=READ) for i, e in enumerate(ids)]
+        # the entity of each view and window features, and its ids for every row
+        keys: dict[str, Entity] = {w.res.name: w.res.key for w in wanted}
+        keys.update({ww.wf.name: reg.entity(ww.wf.entity) for ww in wins})
+        if entity_rows is not None:
+            rows_in = list(entity_rows)
+            bad = [i for i, r in enumerate(rows_in) if not isinstance(r, Mapping)]
+            if bad:
+                raise ConfigurationError(
+                    f"get_features: entity_rows must be mappings of join key to value; row "
+                    f"{bad[0]} is a {type(rows_in[bad[0]]).__name__}"
+                )
+            used: dict[tuple[str, ...], Entity] = {}
+            for key in {k.name: k for k in keys.values()}.values():
+                shared_columns(used, key.key_names, key)
+            n = len(rows_in)
+        else:
+            ids_in = list(entity_ids or [])
+            n = len(ids_in)
+        ents_of: dict[str, list[str]] = {}  # entity name -> canonical ids, one per row
+        for name, key in keys.items():
+            if key.name in ents_of:
+                continue
+            if entity_rows is not None:
+                ents_of[key.name] = [
+                    normalize_id(name, r, i, outcome=READ, key=key, extra_ok=True)
+                    for i, r in enumerate(rows_in)
+                ]
+            else:
+                ents_of[key.name] = [
+                    normalize_id(name, e, i, outcome=READ, key=key) for i, e in enumerate(ids_in)
+                ]
         stored = [w for w in wanted if not w.res.view.on_read]
         now_ms = now_us() // 1000
         with wrap_redis("get_features: read failed"):
             # every stored view and window features in one round trip; on_read views are
             # computed from their source
             pipe: Any = self._ctx.client.pipeline(transaction=False)
+            latest = self._ctx.keys.latest
             for w in stored:
-                pipe.execute_command(
-                    "MGET", *[self._ctx.keys.latest(w.res.name, escape_id(e)) for e in ents]
-                )
+                name = w.res.name
+                ents = ents_of[w.res.key.name]
+                pipe.execute_command("MGET", *[latest(name, escape_id(e)) for e in ents])
             # only the buckets the asked windows cover (HGETALL when that is most of them)
             spans = [read_range(ww.wf, now_ms, [w for _, _, w in ww.by_feature()]) for ww in wins]
             for ww, span in zip(wins, spans, strict=True):
                 fields = [] if span is None else ["_d", *map(str, range(span[0], span[1] + 1))]
-                for e in ents:
-                    key = self._ctx.keys.window_tiles(ww.wf.name, escape_id(e))
+                for e in ents_of[keys[ww.wf.name].name]:
+                    tiles_key = self._ctx.keys.window_tiles(ww.wf.name, escape_id(e))
                     if span is None:
-                        pipe.hgetall(key)
+                        pipe.hgetall(tiles_key)
                     else:
-                        pipe.execute_command("HMGET", key, *fields)
-            replies = pipe.execute() if ents and (stored or wins) else []
+                        pipe.execute_command("HMGET", tiles_key, *fields)
+            replies = pipe.execute() if n and (stored or wins) else [[] for _ in stored]
         per_view: dict[str, list[Any]] = {}
         for w, blobs in zip(stored, replies, strict=False):
             readers = w.res.codec.select(w.features)
+            ents = ents_of[w.res.key.name]
             per_view[w.res.name] = self._online.decode_latest(w.res, ents, blobs, readers)
         for w in wanted:
             if w.res.view.on_read:
+                ents = ents_of[w.res.key.name]
                 per_view[w.res.name] = self._deriver.read(w.res, ents, w.features, None, False)
         for w in wanted:  # the serving log: counted and sampled per view
             self._monitor.read(w.res, per_view[w.res.name], w.features)
         for k, (ww, span) in enumerate(zip(wins, spans, strict=True)):
-            raw = replies[len(stored) + k * len(ents) : len(stored) + (k + 1) * len(ents)]
+            raw = replies[len(stored) + k * n : len(stored) + (k + 1) * n]
             tiles = [decode(r) if span is None else decode_range(r, span[0]) for r in raw]
             per_view[ww.wf.name] = [values_at(ww.wf, et, now_ms, ww.by_feature()) for et in tiles]
         columns = [
@@ -211,7 +367,7 @@ class Reads:
                 out: None if (vals := per_view[name][i]) is None else vals[f]
                 for name, f, out in columns
             }
-            for i in range(len(ents))
+            for i in range(n)
         ]
         names = [out for _, _, out in columns]
         if flatten_vectors or as_numpy:
@@ -240,7 +396,16 @@ class Reads:
         import pandas as pd
 
         frame = pd.DataFrame(rows, columns=names)
-        frame.insert(0, "entity_id", ents)
+        if entity_rows is None:
+            (ents,) = ents_of.values() if ents_of else ([],)
+            frame.insert(0, "entity_id", ents)
+            return frame
+        # the rows' join keys first, as given, then the features
+        key_cols = list(
+            dict.fromkeys(k for key in keys.values() for k in key.key_names if k not in names)
+        )
+        for i, col in enumerate(key_cols):
+            frame.insert(i, col, [r.get(col) for r in rows_in])
         return frame
 
     def training_frame(
@@ -270,13 +435,15 @@ class Reads:
             return self._training().training_frame(entity_df, refs, **opts)
         import pyarrow as pa
 
-        from .offline.frames import entity_table
+        from .offline.frames import event_table, join_table, key_columns
 
-        table, join = entity_table(entity_df, entity_column, event_time_column)
-        entity = None
+        table, ts_us = event_table(entity_df, event_time_column)
+        reg = self._ctx.registry
+        used: dict[tuple[str, ...], Entity] = {}
         if refs:
-            wanted = plan(refs, self._ctx.registry.get, full_feature_names)
-            entity = wanted[0].res.view.entity
+            for w in plan(refs, reg.get, full_feature_names):
+                cols_of = key_columns(table.column_names, w.res.key, entity_column)
+                shared_columns(used, cols_of, w.res.key)
             frame = self._training().training_frame(entity_df, refs, **opts)
         elif as_arrow:
             frame = table
@@ -284,7 +451,13 @@ class Reads:
             frame = entity_df.copy()
         else:
             frame = table.to_pandas()
-        cols = self._windows().frame_columns(join, wins, entity)
+        cols: dict[str, Any] = {}
+        for ww in wins:  # each window features joined on its own entity's columns
+            key = reg.entity(ww.wf.entity)
+            cols_of = key_columns(table.column_names, key, entity_column)
+            shared_columns(used, cols_of, key)
+            join = join_table(table, ts_us, cols_of, key)
+            cols.update(self._windows().frame_columns(join, [ww], None))
         have = frame.column_names if as_arrow else list(frame.columns)
         clash = [c for c in cols if c in have]
         if clash:
@@ -320,3 +493,43 @@ def _flatten(row: dict[str, Any], dims: dict[str, int]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def canonical_ids(res: Resolved, ids: list[Any]) -> list[Any]:
+    """Ids in their canonical form where the view's entity needs it (tuples, mappings,
+    composite or Int keys); plain ids of a plain entity pass as they are (checked later)."""
+    key = res.key
+    if (
+        key.composite
+        or key.join_keys[0].dtype is Int
+        or not all(type(e) is str or type(e) is int for e in ids)
+    ):
+        return [normalize_id(res.name, e, i, outcome=READ, key=key) for i, e in enumerate(ids)]
+    return ids
+
+
+def resolve_service(registry: Registry, service: str | FeatureService) -> FeatureService:
+    """A service given by name ("fraud", or "fraud@2" for a version) or as the object
+    (applied: its features as given; else the registry's current version by that name)."""
+    if isinstance(service, FeatureService):
+        if service.unresolved:
+            return registry.service(service.name)
+        return service
+    if not isinstance(service, str) or not service:
+        raise ConfigurationError(
+            f"service must be a feature service's name or a FeatureService, got {service!r}"
+        )
+    name, at, version = service.partition("@")
+    if at:
+        if not version.isdigit():
+            raise ConfigurationError(
+                f"service {service!r}: write a version as 'name@<number>', e.g. 'fraud@2'"
+            )
+        return registry.service(name, int(version))
+    return registry.service(name)
+
+
+def _window_outputs(spec: dict[str, Any]) -> list[str]:
+    from .windows.spec import WindowFeatures
+
+    return WindowFeatures.from_spec(spec).features

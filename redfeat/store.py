@@ -23,9 +23,16 @@ from .core.durability import Durability, check_mode
 from .core.embedded import EmbeddedServer, ServerInfo, holds_data
 from .core.keys import Keys
 from .core.metrics import Metrics, timed
-from .core.records import ChangeEvent, Match, ValidationReport, Version, WriteReport
+from .core.records import (
+    ChangeEvent,
+    Match,
+    MaterializeReport,
+    ValidationReport,
+    Version,
+    WriteReport,
+)
 from .core.registry import Registry
-from .core.schema import Entity, FeatureView, Field
+from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
 from .errors import (
     BackendError,
     ConfigurationError,
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .offline.log import OfflineLog
+    from .offline.materialize import Materializer
     from .offline.service import Training
     from .online.events import Subscription
     from .quality.validators import RowCheck
@@ -58,7 +66,7 @@ if TYPE_CHECKING:
     from .windows.service import RecordReport, Windows
     from .windows.spec import WindowFeatures
 
-    Definition = Entity | FeatureView | WindowFeatures
+    Definition = Entity | FeatureView | FeatureService | WindowFeatures
 
 _log = logging.getLogger("redfeat.home")
 _log_derived = logging.getLogger("redfeat.derived")
@@ -205,6 +213,7 @@ class FeatureStore:
         self._search = _Lazy(lambda: _search(ctx, self, lambda: self.capabilities, embedder))
         self._live = _Lazy(lambda: _live(ctx, self))
         self._series = _Lazy(lambda: _series(ctx))
+        self._materializer = _Lazy(lambda: _materializer(ctx, self))
         self._reads = Reads(
             ctx, self._online, self._deriver, cache, self._monitor, self._windows, self._training
         )
@@ -375,10 +384,12 @@ class FeatureStore:
         backfill: bool = True,
         progress: Callable[[str, int, int], None] | None = None,
     ) -> dict[str, str]:
-        """Register entities, views and window features; returns what happened to each.
+        """Register entities, views, feature services and window features; returns what
+        happened to each.
 
         A view that stops keeping history (``history=0``) has its history keys removed, so
-        that turning history on again later never serves versions from before.
+        that turning history on again later never serves versions from before. A feature
+        service's references are checked, and a changed feature list is a new version.
 
         A new materialised derived view is backfilled: every version its source keeps
         gets its derived version (with the same event time), so existing entities read
@@ -389,10 +400,11 @@ class FeatureStore:
         from .online.scan import delete_view_data
         from .windows.spec import WindowFeatures
 
+        objects = self._reads.resolve_services(objects)
         registry = self._ctx.registry
         wins: list[WindowFeatures] = []
         if any(isinstance(o, WindowFeatures) for o in objects) or registry.window_specs():
-            objects, wins = self._windows().split(objects)
+            objects, wins = self._windows().split(objects)  # type: ignore[arg-type]
         known = {v.name: v for v in registry.views()}
         before = {name: v.history.keeps_versions for name, v in known.items()}
         specs = {name: v.transform_specs for name, v in known.items()}
@@ -467,9 +479,27 @@ class FeatureStore:
 
         return decorate
 
+    def plan(self, *objects: Definition) -> dict[str, str]:
+        """What ``apply(*objects)`` would do to each, changing nothing: "created",
+        "unchanged", "updated", "breaking change: ..." (a feature service: "version N")."""
+        return self._reads.plan(objects)
+
     def views(self) -> list[FeatureView]:
         """Every view in the registry."""
         return self._ctx.registry.views()
+
+    def feature_services(self) -> list[FeatureService]:
+        """Every feature service in the registry, at its current version."""
+        return self._ctx.registry.services()
+
+    def feature_service(self, name: str, *, version: int | None = None) -> FeatureService:
+        """One feature service (its current version, or ``version``); NotFoundError if none."""
+        return self._ctx.registry.service(name, version)
+
+    def delete_feature_service(self, name: str) -> None:
+        """Remove a feature service's definition and every version of it."""
+        self._ctx.registry.service(name)
+        self._ctx.registry.remove("service", name)
 
     def view(self, name: str) -> FeatureView:
         """One view's definition (NotFoundError if there is none)."""
@@ -483,10 +513,10 @@ class FeatureStore:
 
     @timed("write")
     def write(
-        self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
+        self, view: str, entity_id: EntityId, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Write one version of an entity's features (event_time: datetime or epoch s; now)."""
-        return self._writes.write(view, entity_id, values, event_time)
+        return self._writes.write(view, self._reads.entity_id(view, entity_id), values, event_time)
 
     @timed("write_many")
     def write_many(
@@ -515,28 +545,30 @@ class FeatureStore:
 
     @timed("update")
     def update(
-        self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
+        self, view: str, entity_id: EntityId, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
-        return self._writes.update(view, entity_id, values, event_time)
+        return self._writes.update(view, self._reads.entity_id(view, entity_id), values, event_time)
 
     @timed("increment")
     def increment(
         self,
         view: str,
-        entity_id: str | int,
+        entity_id: EntityId,
         deltas: Mapping[str, int | float],
         *,
         event_time: Any = None,
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
-        return self._writes.increment(view, entity_id, deltas, event_time)
+        return self._writes.increment(
+            view, self._reads.entity_id(view, entity_id), deltas, event_time
+        )
 
     @timed("delete")
-    def delete(self, view: str, entity_id: str | int) -> bool:
+    def delete(self, view: str, entity_id: EntityId) -> bool:
         """Remove an entity's latest value and history (and its derived views' values).
         True if anything was there."""
-        return self._writes.delete(view, entity_id)
+        return self._writes.delete(view, self._reads.entity_id(view, entity_id))
 
     def delete_view(self, view: str, *, keep_definition: bool = False) -> int:
         """Remove every key of a view (SCAN batches, non-blocking) and, unless asked, its
@@ -551,7 +583,10 @@ class FeatureStore:
         with wrap_redis(f"view {view!r}: deleting its streams failed"):
             removed += int(
                 ctx.client.unlink(
-                    ctx.keys.feed(view), ctx.keys.ingest(view), ctx.keys.dead_letters(view)
+                    ctx.keys.feed(view),
+                    ctx.keys.ingest(view),
+                    ctx.keys.dead_letters(view),
+                    ctx.keys.materialized(view),  # a view made again loads from the start
                 )
             )
         if self._cache is not None:
@@ -571,7 +606,7 @@ class FeatureStore:
     def get(
         self,
         view: str,
-        entity_id: str | int,
+        entity_id: EntityId,
         *,
         features: Sequence[str] | None = None,
         as_of: Any = None,
@@ -583,7 +618,7 @@ class FeatureStore:
     def get_many(
         self,
         view: str,
-        entity_ids: Iterable[str | int],
+        entity_ids: Iterable[EntityId],
         *,
         features: Sequence[str] | None = None,
         as_of: Any = None,
@@ -599,24 +634,31 @@ class FeatureStore:
     @timed("get_features")
     def get_features(
         self,
-        entity_ids: Iterable[str | int],
-        features: Sequence[str],
+        entity_ids: Iterable[Any] | None = None,
+        features: Sequence[str] | None = None,
         *,
+        entity_rows: Iterable[Mapping[str, Any]] | None = None,
+        service: str | FeatureService | None = None,
         as_frame: bool = False,
         full_feature_names: bool = False,
         flatten_vectors: bool = False,
         as_numpy: bool = False,
     ) -> Any:
-        """One feature vector per entity across views of the same entity ("view:feature").
+        """One feature vector per row: ``features`` ("view:feature", window features too)
+        or a feature ``service`` (a name, "name@version" or a FeatureService).
 
-        All views are read in one round trip. Returns a list of dicts, or a pandas.DataFrame
-        (with an ``entity_id`` column) when ``as_frame=True``. ``flatten_vectors`` expands a
-        Vector feature into ``name_0 .. name_{d-1}``; ``as_numpy`` returns one float64 2-D
-        array (rows: entities, columns: features, vectors flattened; missing = NaN).
+        ``entity_ids`` address one entity; ``entity_rows=[{"user_id": .., "merchant_id":
+        ..}]`` mix views of several entities, each view joined on its own entity's join keys
+        from each row. All views are read in one round trip. Returns a list of dicts, or a
+        pandas.DataFrame (with an ``entity_id`` column, or the rows' join keys) when
+        ``as_frame=True``. ``flatten_vectors`` expands a Vector feature into ``name_0 ..
+        name_{d-1}``; ``as_numpy`` returns one float64 2-D array (rows, features; vectors
+        flattened; missing = NaN).
         """
         return self._reads.get_features(
             entity_ids,
-            features,
+            self._reads.features_of(features, service, "get_features"),
+            entity_rows=entity_rows,
             as_frame=as_frame,
             full_feature_names=full_feature_names,
             flatten_vectors=flatten_vectors,
@@ -625,26 +667,29 @@ class FeatureStore:
 
     # -- versions and training data ---------------------------------------------------
 
-    def history(self, view: str, entity_id: str | int, *, limit: int = 10) -> list[Version]:
+    def history(self, view: str, entity_id: EntityId, *, limit: int = 10) -> list[Version]:
         """Stored versions of one entity, newest event time first."""
-        return self._training().history(view, entity_id, limit=limit)
+        ent = self._reads.entity_id(view, entity_id, read=True)
+        return self._training().history(view, ent, limit=limit)
 
-    def version(self, view: str, entity_id: str | int, version_id: int) -> Version:
+    def version(self, view: str, entity_id: EntityId, version_id: int) -> Version:
         """One version by id (NotFoundError if it is not, or no longer, kept)."""
-        return self._training().version(view, entity_id, version_id)
+        ent = self._reads.entity_id(view, entity_id, read=True)
+        return self._training().version(view, ent, version_id)
 
     @timed("diff")
-    def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
+    def diff(self, view: str, entity_id: EntityId, a: Any, b: Any) -> dict[str, Any]:
         """What changed between two versions (ids, or datetimes read as-of):
         ``{"added": {f: new}, "removed": {f: old}, "modified": {f: (old, new)}}``."""
-        return self._training().diff(view, entity_id, a, b)
+        return self._training().diff(view, self._reads.entity_id(view, entity_id, read=True), a, b)
 
     @timed("training_frame")
     def training_frame(
         self,
         entity_df: Any,
-        features: Sequence[str],
+        features: Sequence[str] | None = None,
         *,
+        service: str | FeatureService | None = None,
         entity_column: str = "entity_id",
         event_time_column: str = "event_time",
         full_feature_names: bool = False,
@@ -660,10 +705,14 @@ class FeatureStore:
         events in their window at the row's time. Every input row and column is kept in
         order; no match gives null. Returns pandas (or Arrow with ``as_arrow``).
         ``progress(view, done, total)`` reports the bulk read of versions.
+
+        ``features`` or a feature ``service`` (a name, "name@version" or a FeatureService).
+        Each view joins on its entity's join-key columns of entity_df (``user_id``,
+        ``merchant_id``...), or on ``entity_column`` where the entity declares none.
         """
         return self._reads.training_frame(
             entity_df,
-            features,
+            self._reads.features_of(features, service, "training_frame"),
             entity_column=entity_column,
             event_time_column=event_time_column,
             full_feature_names=full_feature_names,
@@ -726,6 +775,62 @@ class FeatureStore:
                 self._writes.derive_bulk(deps, frame, entity_column, event_time_column, report)
         self._writes.forget_cached(view, deps)
         return report
+
+    @timed("materialize")
+    def materialize(
+        self,
+        view: str | FeatureView,
+        start: Any = None,
+        end: Any = None,
+        *,
+        on_error: str = "raise",
+        progress: Callable[[int, int], None] | bool | None = None,
+        batch_rows: int = 131_072,
+    ) -> MaterializeReport:
+        """Load the view's ``batch_source`` rows with ``start <= event time < end`` (None:
+        from the first row; until now) as versions, through the bulk write path: one row
+        per entity and event time (the latest ``created_column`` wins), only as many as the
+        view's history keeps. Reruns write nothing new; a run interrupted after a batch
+        (``batch_rows``) resumes from there. Moves the watermark when the window continues
+        the loaded range. ``on_error``: "raise" stops at a batch with a bad row, "skip"
+        counts them. ``progress``: a callable(done, total), or True for a bar on stderr."""
+        return self._materializer().run(
+            view,
+            start,
+            end,
+            incremental=False,
+            on_error=on_error,
+            progress=progress,
+            batch_rows=batch_rows,
+        )
+
+    @timed("materialize_incremental")
+    def materialize_incremental(
+        self,
+        view: str | FeatureView,
+        end: Any = None,
+        *,
+        on_error: str = "raise",
+        progress: Callable[[int, int], None] | bool | None = None,
+        batch_rows: int = 131_072,
+    ) -> MaterializeReport:
+        """Load the view's ``batch_source`` from its watermark (kept in Redis; the first run
+        loads everything) to ``end`` (None: now), then move the watermark to ``end``. As
+        ``materialize`` otherwise: idempotent, resumable, with progress."""
+        return self._materializer().run(
+            view,
+            None,
+            end,
+            incremental=True,
+            on_error=on_error,
+            progress=progress,
+            batch_rows=batch_rows,
+        )
+
+    def materialization(self, view: str) -> dict[str, Any]:
+        """A view's loading state: ``watermark``, the ``running`` (or interrupted) run's
+        window and progress, the ``last`` complete run."""
+        return self._materializer().state(view)
 
     # -- window features ------------------------------------------------------------------
 
@@ -1029,3 +1134,9 @@ def _series(ctx: Ctx) -> SeriesService:
     from .timeseries.service import SeriesService
 
     return SeriesService(ctx)
+
+
+def _materializer(ctx: Ctx, store: FeatureStore) -> Materializer:
+    from .offline.materialize import Materializer
+
+    return Materializer(ctx, store)

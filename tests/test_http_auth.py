@@ -74,6 +74,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/views/users/entities/u1/history", None, "read"),
     ("POST", "/views/users/get_many", {"ids": ["u1"]}, "read"),
     ("POST", "/features", {"ids": ["u1"], "features": ["users:spend"]}, "read"),
+    ("GET", "/services", None, "read"),
     ("POST", "/views/users/similar", {"field": "spend", "query": [1.0]}, "read"),
     ("POST", "/views/users/write", {"entity_id": "u2", "values": {"spend": 2.0}}, "write"),
     ("POST", "/views/users/write_many", {"rows": [{"entity_id": "u3", "spend": 3.0}]}, "write"),

@@ -20,7 +20,7 @@ import numpy as np
 from .. import types as t
 from ..errors import Problem, ValidationError
 from .keys import MAX_ID_BYTES
-from .schema import FeatureView, Field
+from .schema import Entity, FeatureView, Field, JoinKey
 from .time import from_us, to_us
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -45,16 +45,188 @@ READ = "nothing was read"  # the outcome of a ValidationError raised by a read
 
 
 def normalize_id(
-    view: str, entity_id: object, row: int | None = None, *, outcome: str = "nothing was written"
+    view: str,
+    entity_id: object,
+    row: int | None = None,
+    *,
+    outcome: str = "nothing was written",
+    key: Entity | None = None,
+    extra_ok: bool = False,
 ) -> str:
-    """Entity ids are str or int; return the canonical string or raise ValidationError
-    (``outcome`` ends its message: reads pass "nothing was read")."""
+    """The canonical id string of one entity, or ValidationError (``outcome`` ends its
+    message: reads pass "nothing was read").
+
+    Ids of a one-key entity are a str or an int. With ``key`` (the view's Entity), an id
+    may also be a tuple (or list) in join-key order or a mapping of join key to value
+    (``extra_ok``: other keys in the mapping are ignored, as in get_features' entity rows);
+    a composite entity's id is its parts joined by ``,`` (see ``encode_parts``), and a str
+    given for one is read as that encoded form and checked. Without ``key`` a tuple is
+    encoded the same way, unchecked against any entity."""
     try:
-        return _normalize_id(view, entity_id, row)
+        if key is None or not key.declared:
+            if isinstance(entity_id, str | int) or not isinstance(
+                entity_id, tuple | list | Mapping
+            ):
+                return _normalize_id(view, entity_id, row)
+            if key is not None and isinstance(entity_id, Mapping):
+                return _keyed_id(view, key, entity_id, row, extra_ok)  # {"entity_id": ...}
+            if key is not None or isinstance(entity_id, Mapping) or len(entity_id) < 2:
+                raise _problem(
+                    view,
+                    "entity_id_type",
+                    shorten(entity_id),
+                    f"entity id must be a str or int, got {type(entity_id).__name__}"
+                    + (
+                        ""
+                        if key is not None
+                        else " (a tuple needs two parts or more, a mapping its view's entity)"
+                    ),
+                    row,
+                )
+            # a composite id reached without its entity: encoded the same way, unchecked
+            parts = [_normalize_id(view, p, row) for p in entity_id]
+            return _normalize_id(view, encode_parts(parts), row)
+        if not key.composite and key.join_keys[0].dtype is t.String and type(entity_id) is str:
+            return _normalize_id(view, entity_id, row)
+        return _keyed_id(view, key, entity_id, row, extra_ok)
     except ValidationError as exc:
         if outcome == "nothing was written":
             raise
         raise ValidationError(exc.problems, outcome=outcome) from None
+
+
+SEP = ","  # between the parts of a composite id: readable, and left as is by escape_id
+
+
+def encode_parts(parts: list[str]) -> str:
+    """Join canonical parts into one id: injective, since a ``%`` or ``,`` inside a part is
+    written ``%25`` / ``%2C`` first."""
+    return SEP.join(
+        p.replace("%", "%25").replace(",", "%2C") if ("%" in p or "," in p) else p for p in parts
+    )
+
+
+_PART_ESCAPE = re.compile("%(25|2C|2c)")
+
+
+def split_id(encoded: str) -> list[str] | None:
+    """The parts of a composite id (None when a ``%`` is not one of the two escapes)."""
+    parts = encoded.split(SEP)
+    out = []
+    for p in parts:
+        if "%" in p:
+            if _PART_ESCAPE.sub("", p).count("%"):
+                return None
+            p = _PART_ESCAPE.sub(lambda m: "%" if m.group(1) == "25" else ",", p)
+        out.append(p)
+    return out
+
+
+def decode_id(key: Entity, entity_id: str) -> tuple[str | int, ...]:
+    """An encoded id back as its typed parts, in join-key order."""
+    parts = split_id(entity_id) if key.composite else [entity_id]
+    if parts is None or len(parts) != len(key.join_keys):
+        raise ValueError(f"{entity_id!r} is not an id of entity {key.name!r}")
+    return tuple(
+        int(p) if k.dtype is t.Int else p for p, k in zip(parts, key.join_keys, strict=True)
+    )
+
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _problem(view: str, rule: str, value: Any, message: str, row: int | None) -> ValidationError:
+    return ValidationError([Problem(view, None, None, rule, value, message, row)])
+
+
+def _part(view: str, k: JoinKey, v: Any, row: int | None) -> str:
+    """One join key's value as its canonical text (Int keys: decimal, no leading zeros)."""
+    if v is None:
+        raise _problem(view, "entity_key_null", None, f"join key {k.name!r} is null", row)
+    if k.dtype is t.Int:
+        if isinstance(v, str):
+            if not _INT_TEXT.fullmatch(v.strip()):
+                raise _problem(
+                    view,
+                    "entity_key_type",
+                    shorten(v),
+                    f"join key {k.name!r} is an Int; {shorten(v)!r} is not a whole number",
+                    row,
+                )
+            v = int(v)
+        elif not _is_int(v):
+            raise _problem(
+                view,
+                "entity_key_type",
+                shorten(v),
+                f"join key {k.name!r} is an Int, got {type(v).__name__}",
+                row,
+            )
+        v = int(v)
+        if not INT64_MIN <= v <= INT64_MAX:
+            raise _problem(
+                view, "entity_key_range", v, f"join key {k.name!r} does not fit in 64 bits", row
+            )
+        return str(v)
+    if isinstance(v, str):
+        if not v:
+            raise _problem(view, "entity_id_empty", v, f"join key {k.name!r} is empty", row)
+        return v
+    if _is_int(v):
+        return str(int(v))
+    raise _problem(
+        view,
+        "entity_key_type",
+        shorten(v),
+        f"join key {k.name!r} is a String (or an int), got {type(v).__name__}",
+        row,
+    )
+
+
+def _keyed_id(view: str, key: Entity, entity_id: Any, row: int | None, extra_ok: bool) -> str:
+    names = key.key_names
+    values: list[Any]
+    if isinstance(entity_id, Mapping):
+        missing = [n for n in names if n not in entity_id]
+        extra = [] if extra_ok else [str(k) for k in entity_id if k not in names]
+        if missing or extra:
+            raise _problem(
+                view,
+                "entity_key_missing" if missing else "entity_key_unknown",
+                sorted(map(str, entity_id)),
+                f"entity {key.name!r} has join keys {names}; "
+                + (f"the id lacks {missing}" if missing else f"{extra} are not among them"),
+                row,
+            )
+        values = [entity_id[n] for n in names]
+    elif isinstance(entity_id, tuple | list):
+        if len(entity_id) != len(names):
+            raise _problem(
+                view,
+                "entity_key_arity",
+                shorten(entity_id),
+                f"entity {key.name!r} has {len(names)} join key(s) {names}; "
+                f"the id has {len(entity_id)} part(s)",
+                row,
+            )
+        values = list(entity_id)
+    elif isinstance(entity_id, str) and key.composite:
+        split = split_id(entity_id)
+        if split is None or len(split) != len(names):
+            raise _problem(
+                view,
+                "entity_key_arity",
+                shorten(entity_id),
+                f"entity {key.name!r} has join keys {names}: give a tuple, a mapping, or "
+                f"the encoded id (parts joined by ',', e.g. 'u1,m9'); "
+                f"{shorten(entity_id)!r} is not one",
+                row,
+            )
+        values = list(split)
+    else:
+        values = [entity_id]
+    parts = [_part(view, k, v, row) for k, v in zip(key.join_keys, values, strict=True)]
+    return _normalize_id(view, encode_parts(parts) if key.composite else parts[0], row)
 
 
 def _normalize_id(view: str, entity_id: object, row: int | None) -> str:
@@ -336,9 +508,16 @@ class Reader:
 class ViewCodec:
     """Validation and (de)serialisation for one version of a view's layout."""
 
-    def __init__(self, view: FeatureView, slots: Mapping[str, int], n_slots: int) -> None:
+    def __init__(
+        self,
+        view: FeatureView,
+        slots: Mapping[str, int],
+        n_slots: int,
+        key: Entity | None = None,
+    ) -> None:
         self.view = view
         self.name = view.name
+        self.key = key or Entity(view.entity)  # the entity: its join keys make the ids
         self.slots = dict(slots)
         self.n_slots = n_slots
         self.fields = {f.name: f for f in view.fields}

@@ -18,7 +18,7 @@ from ..errors import Problem, ValidationError
 from .codec import INT64_MAX, INT64_MIN, Refuse, ViewCodec, encode, normalize_id, shorten
 from .keys import escape_id
 from .records import ValidationReport
-from .schema import Field
+from .schema import Entity, Field
 from .time import MAX_US, MIN_US, from_us, now_us, to_us
 
 _MISSING = object()
@@ -123,6 +123,21 @@ def _fast(f: Field, col: list[Any]) -> list[Any] | None:
     return None
 
 
+def _plain_ids(ids: list[Any], key: Entity) -> bool:
+    """Whether the ids are already canonical, checked at C speed: short ASCII strings, and
+    for a composite entity one ',' between each two parts (anything else is checked and
+    encoded one id at a time)."""
+    if key.join_keys[0].dtype is t.Int and not key.composite:
+        return False
+    if not all(type(e) is str and e.isascii() and 0 < len(e) <= 1024 for e in ids):
+        return False
+    if key.composite:
+        seps = len(key.join_keys) - 1
+        if any(e.count(",") != seps for e in ids) or any(k.dtype is t.Int for k in key.join_keys):
+            return False
+    return True
+
+
 # Custom checks on checked columns: (entity ids, field -> typed values, problems by row to
 # add refusals to) -> warnings (rows written anyway).
 ColumnCheck = Callable[[list[str], dict[str, list[Any]], dict[int, list[Problem]]], list[Problem]]
@@ -151,6 +166,7 @@ def encode_columns(
 
     if cols.from_frame:
         ints = [f for f in codec.fields.values() if f.dtype is t.Int] + [entity_column]
+        ints += [k.name for k in codec.key.join_keys if k.dtype is t.Int]
         for f in ints:
             name = f if isinstance(f, str) else f.name
             col = cols.data.get(name)
@@ -158,6 +174,16 @@ def encode_columns(
                 cols.data[name] = [_int_if_whole(v) for v in col]
     raw_ids = cols.data.get(entity_column)
     ids: list[str] = [""] * n
+    key = codec.key
+    key_cols: list[str] = []
+    if raw_ids is None and key.declared and all(k in cols.data for k in key.key_names):
+        # rows keyed by the entity's join-key columns (user_id, merchant_id...)
+        key_cols = key.key_names
+        raw_ids = (
+            cols.data[key_cols[0]]
+            if len(key_cols) == 1
+            else list(zip(*(cols.data[k] for k in key_cols), strict=True))
+        )
     if raw_ids is None:
         for i in range(n):
             refuse(
@@ -168,16 +194,17 @@ def encode_columns(
                     entity_column,
                     "entity_column",
                     None,
-                    f"row has no {entity_column!r} (the entity id column)",
+                    f"row has no {entity_column!r} (the entity id column)"
+                    + (f" nor the join keys {key.key_names}" if key.declared else ""),
                     i,
                 ),
             )
-    elif all(type(e) is str and e.isascii() and 0 < len(e) <= 1024 for e in raw_ids):
+    elif len(key_cols) < 2 and _plain_ids(raw_ids, key):
         ids = raw_ids
     else:
         for i, e in enumerate(raw_ids):
             try:
-                ids[i] = normalize_id(view, e, i)
+                ids[i] = normalize_id(view, e, i, key=key)
             except ValidationError as exc:
                 problems.setdefault(i, []).extend(exc.problems)
 
@@ -211,7 +238,7 @@ def encode_columns(
                     ),
                 )
 
-    skip = {entity_column, event_time_column}
+    skip = {entity_column, event_time_column, *key_cols}
     unknown = [c for c in cols.data if c not in codec.fields and c not in skip]
     for name in unknown:
         for i, v in enumerate(cols.data[name]):

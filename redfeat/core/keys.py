@@ -10,6 +10,7 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:events:<view>            pub/sub channel of live change events
     rf:<project>:ingest:<view>            pushed rows for workers (stream, group "redfeat")
     rf:<project>:dead:<view>              rows workers refused, with the error (stream)
+    rf:<project>:mat:<view>               materialization: watermark, run in progress (hash)
     rf:<project>:vx:<view>:<field>:<sig>:<id>   mirror hash for a server vector index
     rf:<project>:vx:<view>:<field>:<sig>:idx    that FT index's name
     rf:<project>:q:<view>:...             quality: hourly profiles, counters, baseline
@@ -79,8 +80,8 @@ def check_project(project: object) -> str:
 
 
 class Parsed(NamedTuple):
-    """A key read back: its family ("entity", "feed", "events", "ingest", "dead", "vx",
-    "q", "ts", "alerts", "registry"), the view (window, series...) it belongs to, the
+    """A key read back: its family ("entity", "feed", "events", "ingest", "dead", "mat",
+    "vx", "q", "ts", "alerts", "registry"), the view (window, series...) it belongs to, the
     entity id (unescaped) for per-entity keys, and what follows (e.g. "h" for history)."""
 
     family: str
@@ -134,6 +135,11 @@ class Keys:
     def dead_letters(self, view: str) -> str:
         """Stream: rows workers refused, with the error."""
         return f"{self.prefix}dead:{view}"
+
+    def materialized(self, view: str) -> str:
+        """Hash: how far a view's batch source is loaded (``watermark``, us) and the run in
+        progress (``run``: its window and how far it got), for resuming after a crash."""
+        return f"{self.prefix}mat:{view}"
 
     def vectors(self, view: str, field: str | None = None, sig: str | None = None) -> str:
         """Prefix of a server vector index's mirror hashes: of one (view, field, layout
@@ -195,7 +201,7 @@ class Keys:
             close = rest.find("}")
             return Parsed("ts", unescape_id(rest[4:close]), None, rest[close + 2 :])
         family, _, tail = rest.partition(":")
-        if family in ("feed", "events", "ingest", "dead"):
+        if family in ("feed", "events", "ingest", "dead", "mat"):
             return Parsed(family, tail)
         if family == "vx":
             view, _, more = tail.partition(":")

@@ -123,3 +123,30 @@ class Match:
     entity_id: str
     score: float
     values: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class MaterializeReport:
+    """What one materialize run did: the window it loaded (``start`` None: from the first
+    row), rows read from the source (one per entity and event time), versions written
+    (``late``: older than an entity's latest, kept in history), ``duplicates`` (already
+    stored: a rerun writes none), ``dropped`` (older than the latest of a view without
+    history), ``refused`` (bad rows, with ``on_error="skip"``), where it resumed from after
+    an interrupted run, and the watermark after it."""
+
+    view: str
+    start: datetime | None
+    end: datetime
+    rows: int = 0
+    written: int = 0
+    late: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    refused: int = 0
+    seconds: float = 0.0
+    resumed_from: datetime | None = None
+    watermark: datetime | None = None
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0

@@ -1,5 +1,6 @@
 """Feature references ("view:feature"): grouped by view, checked against the schemas,
-and named as output columns. Shared by get_features and training frames."""
+and named as output columns. Shared by get_features and training frames, which join each
+view on its own entity's keys (views of several entities mix in one call)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigurationError, Problem, ValidationError
 from .registry import Resolved
+from .schema import Entity
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +30,7 @@ def plan(
     on_read_ok: bool = False,
 ) -> list[Wanted]:
     """Group "view:feature" references by view and name the output columns (shared by
-    training frames and store.get_features)."""
+    training frames and store.get_features). ``purpose`` names the caller in errors."""
     if isinstance(features, str) or not features:
         raise ConfigurationError("features must be a non-empty list like ['view:feature', ...]")
     by_view: dict[str, list[str]] = {}
@@ -38,11 +40,6 @@ def plan(
             raise ConfigurationError(f"feature reference {ref!r} must look like 'view:feature'")
         by_view.setdefault(view, []).append(feat)
     resolved = {view: resolve(view) for view in by_view}
-    entities = {res.view.entity for res in resolved.values()}
-    if len(entities) > 1:
-        raise ConfigurationError(
-            f"{purpose} reads views of one entity; these views mix entities {sorted(entities)}"
-        )
     wanted: list[Wanted] = []
     seen: dict[str, str] = {}
     problems: list[Problem] = []
@@ -66,8 +63,8 @@ def plan(
                         f,
                         "ambiguous_feature",
                         f,
-                        f"feature {f!r} is requested from views {seen[out]!r} and {view!r}; "
-                        "pass full_feature_names=True",
+                        f"{purpose}: feature {f!r} is requested from views {seen[out]!r} "
+                        f"and {view!r}; pass full_feature_names=True",
                     )
                 )
             seen[out] = view
@@ -76,3 +73,16 @@ def plan(
     if problems:
         raise ValidationError(problems, outcome="nothing was read")
     return wanted
+
+
+def shared_columns(used: dict[tuple[str, ...], Entity], cols: list[str], key: Entity) -> None:
+    """Record that entity ``key`` is read from columns ``cols`` (of an entity_df or entity
+    rows). Two entities may share columns only when both declared their join keys (as in
+    Feast, a join key names a column); an undeclared entity's ``entity_id`` names one."""
+    other = used.setdefault(tuple(cols), key)
+    if other.name != key.name and not (other.declared and key.declared):
+        raise ConfigurationError(
+            f"entities {sorted([other.name, key.name])} would both be read from column(s) "
+            f"{cols}: a column of ids names one entity; declare join keys "
+            "(Entity(name, join_keys=[...])) and give each entity its own columns"
+        )

@@ -15,17 +15,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..core.refs import Wanted
+from .. import types as t
+from ..core.refs import Wanted, shared_columns
+from ..core.schema import Entity
 from ..errors import ConfigurationError
 from .arrow import TS
 
 Progress = Callable[[str, int, int], None]
 
 
-def entity_table(
-    entity_df: Any, entity_column: str, event_time_column: str
-) -> tuple[pa.Table, pa.Table]:
-    """(the input as Arrow, a join table: __rid, entity_id string, __ts int64 us UTC)."""
+def event_table(entity_df: Any, event_time_column: str) -> tuple[pa.Table, pa.Array]:
+    """(the input as Arrow, its event times as int64 us UTC)."""
     mod = type(entity_df).__module__
     if mod.startswith("pandas"):
         table = pa.Table.from_pandas(entity_df, preserve_index=False)
@@ -36,17 +36,11 @@ def entity_table(
             "entity_df must be a pandas.DataFrame or a pyarrow.Table, "
             f"got {type(entity_df).__name__}"
         )
-    for col in (entity_column, event_time_column):
-        if col not in table.column_names:
-            raise ConfigurationError(
-                f"entity_df has no column {col!r} (columns: {table.column_names}); "
-                "pass entity_column= / event_time_column="
-            )
-    ids = table[entity_column]
-    if pa.types.is_floating(ids.type):
-        ids = pc.cast(ids, pa.int64())  # pandas turns an int column with a null into floats
-    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
-        ids = pc.cast(ids, pa.string())
+    if event_time_column not in table.column_names:
+        raise ConfigurationError(
+            f"entity_df has no column {event_time_column!r} (columns: {table.column_names}); "
+            "pass event_time_column="
+        )
     ts = table[event_time_column]
     if pa.types.is_timestamp(ts.type):
         # naive timestamps are UTC; aware ones are converted (Arrow stores UTC instants)
@@ -62,14 +56,91 @@ def entity_table(
             f"entity_df column {event_time_column!r} must hold timestamps or epoch seconds, "
             f"not {ts.type}"
         )
-    join = pa.table(
+    return table, ts_us
+
+
+def key_columns(columns: list[str], key: Entity, entity_column: str) -> list[str]:
+    """The entity_df columns a view of entity ``key`` joins on: its declared join keys when
+    the frame has them all, else ``entity_column`` (ids as written: one key's values, or a
+    composite entity's encoded ids)."""
+    names = key.key_names
+    if key.declared and all(n in columns for n in names):
+        return names
+    if entity_column in columns:
+        return [entity_column]
+    missing = [n for n in names if n not in columns] if key.declared else [entity_column]
+    raise ConfigurationError(
+        f"entity_df has no column(s) {missing} for entity {key.name!r} "
+        f"(join keys {names}; columns: {columns}); add them"
+        + ("" if key.declared else " or pass entity_column=")
+    )
+
+
+def ids_of(table: pa.Table, cols: list[str], key: Entity) -> pa.Array:
+    """Canonical id strings (null where a key is null) from the frame's key columns."""
+    if len(cols) == 1 and key.composite:  # encoded ids: read one by one (rare)
+        return pa.array([_encoded(key, v) for v in table[cols[0]].to_pylist()], pa.string())
+    parts = [_part(table[c], k.dtype is t.Int) for c, k in zip(cols, key.join_keys, strict=False)]
+    if len(parts) == 1:
+        return parts[0]
+    escaped = [
+        pc.replace_substring(pc.replace_substring(p, "%", "%25"), ",", "%2C")
+        if pc.any(pc.match_substring_regex(p, "[%,]")).as_py()
+        else p
+        for p in parts
+    ]
+    return pc.binary_join_element_wise(*escaped, ",")
+
+
+def _encoded(key: Entity, value: Any) -> str | None:
+    """A composite id given whole, canonical; None (no match) when it is not one."""
+    from ..core.codec import READ, normalize_id
+    from ..errors import ValidationError
+
+    if value is None:
+        return None
+    try:
+        return normalize_id(key.name, value, outcome=READ, key=key)
+    except ValidationError:
+        return None
+
+
+def _part(col: pa.ChunkedArray, integer: bool) -> pa.Array:
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_floating(col.type):
+        # pandas turns an int column with a null into floats; 1.5 is no id (no match)
+        whole = pc.equal(pc.floor(col), col)
+        col = pc.cast(pc.if_else(whole, col, pa.scalar(None, col.type)), pa.int64())
+    text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+    if integer and text:  # "007" and 7 are one id of an Int key; "x" is none (no match)
+        ok = pc.match_substring_regex(col, r"^[+-]?[0-9]{1,18}$")
+        col = pc.cast(pc.if_else(ok, col, pa.scalar(None, col.type)), pa.int64())
+    elif integer and not pa.types.is_integer(col.type):
+        col = pc.cast(col, pa.int64())
+    if not pa.types.is_string(col.type):
+        col = pc.cast(col, pa.string())
+    return col
+
+
+def entity_table(
+    entity_df: Any, entity_column: str, event_time_column: str, key: Entity | None = None
+) -> tuple[pa.Table, pa.Table]:
+    """(the input as Arrow, a join table: __rid, entity_id string, __ts int64 us UTC) for the
+    entity ``key`` (default: one id column, ``entity_column``)."""
+    table, ts_us = event_table(entity_df, event_time_column)
+    key = key or Entity("entity")
+    cols = key_columns(table.column_names, key, entity_column)
+    return table, join_table(table, ts_us, cols, key)
+
+
+def join_table(table: pa.Table, ts_us: pa.Array, cols: list[str], key: Entity) -> pa.Table:
+    return pa.table(
         {
             "__rid": pa.array(range(table.num_rows), pa.int64()),
-            "entity_id": ids,
+            "entity_id": ids_of(table, cols, key),
             "__ts": ts_us,
         }
     )
-    return table, join
 
 
 def last_written(vers: pa.Table) -> pa.Table:
@@ -154,19 +225,29 @@ def training_frame(
     """Join every wanted view onto entity_df; ``fetch`` returns a view's candidate versions."""
     import duckdb
 
-    table, join = entity_table(entity_df, entity_column, event_time_column)
+    table, ts_us = event_table(entity_df, event_time_column)
     clash = [o for w in wanted for o in w.outputs if o in table.column_names]
     if clash:
         raise ConfigurationError(
             f"entity_df already has column(s) {clash}; rename them or pass full_feature_names=True"
         )
-    unique = pc.unique(join["entity_id"].drop_null())
-    entities = unique.to_pylist()
-    codes = pa.table({"entity_id": unique})
-    coded = join.set_column(1, "entity_id", pc.index_in(join["entity_id"], value_set=unique))
-    ts = join["__ts"]
-    hi = pc.max(ts).as_py() if join.num_rows else None
-    lo_all = pc.min(ts).as_py() if join.num_rows else None
+    hi = pc.max(ts_us).as_py() if table.num_rows else None
+    lo_all = pc.min(ts_us).as_py() if table.num_rows else None
+    # each view joins on its own entity's columns: one join table per set of columns
+    used: dict[tuple[str, ...], Entity] = {}
+    groups: dict[tuple[str, ...], tuple[pa.Table, pa.Table, list[str]]] = {}
+    view_cols: dict[str, tuple[str, ...]] = {}
+    for w in wanted:
+        cols = key_columns(table.column_names, w.res.key, entity_column)
+        shared_columns(used, cols, w.res.key)
+        view_cols[w.res.name] = tuple(cols)
+        if tuple(cols) not in groups:
+            join = join_table(table, ts_us, cols, w.res.key)
+            unique = pc.unique(join["entity_id"].drop_null())
+            coded = join.set_column(
+                1, "entity_id", pc.index_in(join["entity_id"], value_set=unique)
+            )
+            groups[tuple(cols)] = (coded, pa.table({"entity_id": unique}), unique.to_pylist())
     columns: dict[str, pa.ChunkedArray] = {}
     con = duckdb.connect()
     # DuckDB releases the GIL: view k is joined on a worker thread while this thread reads
@@ -175,6 +256,7 @@ def training_frame(
     joins: list[tuple[Wanted, Future[pa.Table]]] = []
     try:
         for w in wanted:
+            coded, codes, entities = groups[view_cols[w.res.name]]
             ttl = w.res.view.ttl_us
             # Only versions that can win are fetched: none after the latest row's time and,
             # with a ttl, none older than the earliest row's window.
@@ -182,7 +264,7 @@ def training_frame(
             versions = fetch(w, entities, lo, hi) if entities else None
             if versions is None or versions.num_rows == 0:
                 for f, out in zip(w.features, w.outputs, strict=True):
-                    columns[out] = pa.chunked_array([pa.nulls(join.num_rows, _type(w, f))])
+                    columns[out] = pa.chunked_array([pa.nulls(table.num_rows, _type(w, f))])
                 continue
             job = pool.submit(join_view, con, coded, codes, versions, w, filter_by_written_at)
             joins.append((w, job))

@@ -572,6 +572,7 @@ def demo(conn: Conn) -> None:
 # Commands defined in other modules (``@app.command(...)`` with ``@connected`` from
 # ``.options``) are registered by importing their module here, one line each, e.g.
 #     from . import size  # noqa: E402, F401  -- redfeat size ...
+from . import repo  # noqa: E402, F401  -- init, plan, apply, materialize(-incremental), services
 
 
 def main() -> None:

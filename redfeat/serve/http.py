@@ -221,7 +221,7 @@ class Api:
             return await run_in_threadpool(wire.decode, raw, typ)
         return wire.decode(raw, typ)  # type: ignore[no-any-return]
 
-    def _ids(self, ids: list[str | int]) -> list[str | int]:
+    def _ids(self, ids: list[Any]) -> list[Any]:
         if len(ids) > self.max_ids:
             raise ConfigurationError(
                 f"{len(ids):,} ids in one request; at most {self.max_ids:,} are accepted "
@@ -357,13 +357,26 @@ class Api:
 
     async def features(self, c: Call) -> Response:
         body = c.body
-        ids = self._ids(body.ids)
-        kw = {"full_feature_names": body.full_feature_names}
-        if len(ids) <= self.inline_ids:
+        ids = None if body.ids is None else self._ids(body.ids)
+        rows_in = None if body.entity_rows is None else self._ids(body.entity_rows)
+        kw: dict[str, Any] = {
+            "entity_rows": rows_in,
+            "service": body.service,
+            "full_feature_names": body.full_feature_names,
+        }
+        if len(ids or rows_in or ()) <= self.inline_ids:
             rows = self.store.get_features(ids, body.features, **kw)
         else:
             rows = await self._run(self.store.get_features, ids, body.features, **kw)
-        return await self._encoded(wire.FeatureRows(body.ids, rows), len(rows))
+        out = wire.FeatureRows(rows, body.ids, body.entity_rows)
+        return await self._encoded(out, len(rows))
+
+    async def services(self, c: Call) -> wire.ServiceList:
+        def work() -> wire.ServiceList:
+            specs = self.store.feature_services()
+            return wire.ServiceList([{**s.spec(), "version": s.version} for s in specs])
+
+        return await self._run(work)
 
     async def write(self, c: Call) -> wire.VersionOut:
         view, body = c.path["view"], c.body
@@ -686,10 +699,19 @@ class Api:
                 "POST",
                 "/features",
                 self.features,
-                "Features of several views for the same entities",
+                "Features of several views, or a feature service, for ids or entity rows",
                 body=wire.FeaturesBody,
                 response=wire.FeatureRows,
                 errors=(400, 404, 413, 415, 422, 503),
+            ),
+            Endpoint(
+                "GET",
+                "/services",
+                self.services,
+                "Every feature service, at its current version",
+                response=wire.ServiceList,
+                errors=(503,),
+                tag=views,
             ),
             Endpoint(
                 "POST",

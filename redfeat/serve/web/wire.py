@@ -34,10 +34,14 @@ class GetManyBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class FeaturesBody(msgspec.Struct, forbid_unknown_fields=True):
-    """Features of several views (``view:feature``) for the same entities."""
+    """Features of several views (``view:feature``) or a feature service (``name`` or
+    ``name@version``), for the ids of one entity (a composite id as a list of its parts or
+    ``"u1,9"``) or for entity rows (``{join key: value}``) mixing views of several."""
 
-    ids: list[EntityId]
-    features: list[str]
+    ids: list[EntityId | list[EntityId]] | None = None
+    entity_rows: list[dict[str, EntityId]] | None = None
+    features: list[str] | None = None
+    service: str | None = None
     full_feature_names: bool = False
 
 
@@ -199,9 +203,16 @@ class Rows(msgspec.Struct):
     rows: list[Values | None]
 
 
-class FeatureRows(msgspec.Struct):
-    ids: list[EntityId]
+class FeatureRows(msgspec.Struct, omit_defaults=True):
     rows: list[Values]
+    ids: list[EntityId | list[EntityId]] | None = None  # as asked: ids, or entity rows
+    entity_rows: list[dict[str, EntityId]] | None = None
+
+
+class ServiceList(msgspec.Struct):
+    """Feature services at their current version (``features``: ``view:feature``)."""
+
+    services: list[dict[str, Any]]
 
 
 class RefusedRow(msgspec.Struct):

@@ -184,7 +184,7 @@ class Reads:
                         pipe.hgetall(key)
                     else:
                         pipe.execute_command("HMGET", key, *fields)
-            replies = pipe.execute() if ents and (stored or wins) else []
+            replies = pipe.execute() if ents and (stored or wins) else [[] for _ in stored]
         per_view: dict[str, list[Any]] = {}
         for w, blobs in zip(stored, replies, strict=False):
             readers = w.res.codec.select(w.features)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import redis
 
+from .core import args
 from .core.conn import Direct, detect_capabilities
 from .core.context import Ctx
 from .core.embedded import EmbeddedServer, ServerInfo, holds_data
@@ -395,10 +396,10 @@ class FeatureStore:
         """
         return self._writes.write_many(
             view,
-            rows,
-            entity_column=entity_column,
-            event_time_column=event_time_column,
-            on_error=on_error,
+            args.rows("write_many: rows", rows),
+            entity_column=args.column("entity_column", entity_column),
+            event_time_column=args.column("event_time_column", event_time_column, optional=True),
+            on_error=args.choice("write_many: on_error", on_error, ("raise", "skip")),
             progress=progress,
         )
 
@@ -419,7 +420,9 @@ class FeatureStore:
         event_time: Any = None,
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
-        return self._writes.increment(view, entity_id, deltas, event_time)
+        return self._writes.increment(
+            view, entity_id, args.mapping("increment: deltas", deltas), event_time
+        )
 
     @timed("delete")
     def delete(self, view: str, entity_id: str | int) -> bool:
@@ -466,7 +469,7 @@ class FeatureStore:
         as_of: Any = None,
     ) -> dict[str, Any] | None:
         """Latest values of one entity (or as of a past time), typed by the schema."""
-        return self._reads.get(view, entity_id, features, as_of)
+        return self._reads.get(view, entity_id, args.names("get: features", features), as_of)
 
     @timed("get_many")
     def get_many(
@@ -483,7 +486,13 @@ class FeatureStore:
         One round trip for the whole batch. ``with_meta=True`` returns ``Record`` objects with
         status PRESENT / EXPIRED / MISSING and the event time.
         """
-        return self._reads.get_many(view, entity_ids, features, as_of, with_meta)
+        return self._reads.get_many(
+            view,
+            args.ids("get_many: entity_ids", entity_ids),
+            args.names("get_many: features", features),
+            as_of,
+            args.flag("get_many: with_meta", with_meta),
+        )
 
     @timed("get_features")
     def get_features(
@@ -504,8 +513,8 @@ class FeatureStore:
         array (rows: entities, columns: features, vectors flattened; missing = NaN).
         """
         return self._reads.get_features(
-            entity_ids,
-            features,
+            args.ids("get_features: entity_ids", entity_ids),
+            args.names("get_features: features", features) or [],
             as_frame=as_frame,
             full_feature_names=full_feature_names,
             flatten_vectors=flatten_vectors,
@@ -552,9 +561,9 @@ class FeatureStore:
         """
         return self._reads.training_frame(
             entity_df,
-            features,
-            entity_column=entity_column,
-            event_time_column=event_time_column,
+            args.names("training_frame: features", features) or [],
+            entity_column=args.column("entity_column", entity_column),
+            event_time_column=args.column("event_time_column", event_time_column),
             full_feature_names=full_feature_names,
             filter_by_written_at=filter_by_written_at,
             as_arrow=as_arrow,
@@ -572,7 +581,8 @@ class FeatureStore:
     ) -> Any:
         """Every stored version (Redis history, plus the offline log when configured) of some
         entities (all when None) with event time in [start, end], as a pyarrow.Table."""
-        return self._training().versions(view, entity_ids, start=start, end=end, progress=progress)
+        ids = args.optional_ids("versions: entity_ids", entity_ids)
+        return self._training().versions(view, ids, start=start, end=end, progress=progress)
 
     @timed("export")
     def export(
@@ -603,9 +613,9 @@ class FeatureStore:
         forward: a row older than an entity's latest lands in history. All or nothing."""
         report = self._training().import_frame(
             view,
-            frame,
-            entity_column=entity_column,
-            event_time_column=event_time_column,
+            args.rows("import_frame: frame", frame),
+            entity_column=args.column("entity_column", entity_column),
+            event_time_column=args.column("event_time_column", event_time_column),
             written_at_column=written_at_column,
             progress=progress,
         )
@@ -653,9 +663,9 @@ class FeatureStore:
         return self._windows().record_many(
             name,
             rows,
-            entity_column=entity_column,
-            value_column=value_column,
-            event_time_column=event_time_column,
+            entity_column=args.column("entity_column", entity_column),
+            value_column=args.column("value_column", value_column, optional=True),
+            event_time_column=args.column("event_time_column", event_time_column, optional=True),
             progress=progress,
         )
 
@@ -676,7 +686,9 @@ class FeatureStore:
     ) -> Subscription:
         """Live change events of one view, several, or all (None), optionally only for
         some entities. Iterate it, ``async for`` it, or ``sub.on_event(callback)``."""
-        return self._live().subscribe(view, entity_ids)
+        if view is not None and not isinstance(view, str):
+            view = args.names("subscribe: view", view)
+        return self._live().subscribe(view, args.optional_ids("subscribe: entity_ids", entity_ids))
 
     @timed("push")
     def push(
@@ -688,7 +700,11 @@ class FeatureStore:
     ) -> int:
         """Append raw rows (dicts with an ``entity_id``) to the view's ingest stream, for
         workers to validate and write. Rows without an event time get the push time."""
-        return self._live().push(view, rows, event_time_column=event_time_column)
+        return self._live().push(
+            view,
+            rows,
+            event_time_column=args.column("event_time_column", event_time_column, optional=True),
+        )
 
     def worker(self, views: Iterable[str] | None = None, **options: Any) -> Worker:
         """A consumer-group worker for the ingest streams of ``views`` (all when None)."""
@@ -857,7 +873,10 @@ class FeatureStore:
         """Dry run of write_many: every problem of every row (view, entity, field, rule,
         value, message), nothing written."""
         return self._quality.validate(
-            view, rows, entity_column=entity_column, event_time_column=event_time_column
+            view,
+            args.rows("validate: rows", rows),
+            entity_column=args.column("entity_column", entity_column),
+            event_time_column=args.column("event_time_column", event_time_column, optional=True),
         )
 
     def stats(self, *, storage: bool = True) -> dict[str, Any]:
@@ -866,7 +885,7 @@ class FeatureStore:
         quality data (sampled MEMORY USAGE; a bounded SCAN or RANDOMKEY sample, never KEYS)."""
         from .stats import stats
 
-        return stats(self._ctx, storage=storage, flush=self._monitor.flush)
+        return stats(self._ctx, storage=args.flag("storage", storage), flush=self._monitor.flush)
 
 
 # -- the services built on first use ------------------------------------------------------

@@ -27,8 +27,14 @@ def entity_table(
 ) -> tuple[pa.Table, pa.Table]:
     """(the input as Arrow, a join table: __rid, entity_id string, __ts int64 us UTC)."""
     mod = type(entity_df).__module__
-    if mod.startswith("pandas"):
-        table = pa.Table.from_pandas(entity_df, preserve_index=False)
+    if mod.startswith("pandas") and type(entity_df).__name__ == "DataFrame":
+        try:
+            table = pa.Table.from_pandas(entity_df, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"entity_df: a column mixes kinds of values Arrow cannot hold together ({exc}); "
+                "entity ids must be str or int, event times datetimes or epoch seconds"
+            ) from None
     elif mod.startswith("pyarrow") and isinstance(entity_df, pa.Table):
         table = entity_df
     else:
@@ -43,10 +49,15 @@ def entity_table(
                 "pass entity_column= / event_time_column="
             )
     ids = table[entity_column]
-    if pa.types.is_floating(ids.type):
-        ids = pc.cast(ids, pa.int64())  # pandas turns an int column with a null into floats
-    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
-        ids = pc.cast(ids, pa.string())
+    try:
+        if pa.types.is_floating(ids.type):
+            ids = pc.cast(ids, pa.int64())  # pandas turns an int column with a null into floats
+        if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+            ids = pc.cast(ids, pa.string())
+    except pa.ArrowException as exc:
+        raise ConfigurationError(
+            f"entity_df column {entity_column!r} must hold entity ids (str or int): {exc}"
+        ) from None
     ts = table[event_time_column]
     if pa.types.is_timestamp(ts.type):
         # naive timestamps are UTC; aware ones are converted (Arrow stores UTC instants)
@@ -54,7 +65,12 @@ def entity_table(
         utc = pc.cast(ts, pa.timestamp("us", tz=ts.type.tz or "UTC"), safe=False)
         ts_us = pc.cast(utc, pa.int64())
     elif pa.types.is_integer(ts.type) or pa.types.is_floating(ts.type):
-        ts_us = pc.cast(pc.floor(pc.multiply(pc.cast(ts, pa.float64()), 1e6)), pa.int64())
+        try:
+            ts_us = pc.cast(pc.floor(pc.multiply(pc.cast(ts, pa.float64()), 1e6)), pa.int64())
+        except pa.ArrowException as exc:  # inf, NaN or 1e308 seconds
+            raise ConfigurationError(
+                f"entity_df column {event_time_column!r}: epoch seconds out of range ({exc})"
+            ) from None
     elif pa.types.is_date(ts.type):
         ts_us = pc.cast(pc.cast(pc.cast(ts, pa.timestamp("us")), TS), pa.int64())
     else:

@@ -173,6 +173,12 @@ class Series:
         n = len(ts)
         if n == 0:
             return {"count": 0}
+        with np.errstate(over="ignore", invalid="ignore"):  # near 1e308: inf, as in pandas
+            return self._stats(ts, vs)
+
+    @staticmethod
+    def _stats(ts: np.ndarray, vs: np.ndarray) -> dict[str, Any]:
+        n = len(ts)
         return {
             "count": n,
             "min": float(vs.min()),

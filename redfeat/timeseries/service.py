@@ -18,7 +18,15 @@ from ..errors import ConfigurationError
 from . import multi
 from .alerts import Alerts
 from .series import Series
-from .spec import SeriesRegistry, SeriesSpec, build_spec, check_labels, check_name, duration_ms
+from .spec import (
+    SeriesRegistry,
+    SeriesSpec,
+    build_spec,
+    check_labels,
+    check_name,
+    duration_ms,
+    rollup_list,
+)
 from .storage import trim
 
 _DEFAULT_ROLLUPS = ("1m", "5m", "1h", "1d")
@@ -34,7 +42,7 @@ def _kept_rollup_retention(
     named in ``given`` (reopening without it must not reset retention to the defaults,
     or the next trim deletes tiles). Changed rollups are refused by the registry anyway."""
     if rollups is not None:
-        wanted = [rollups] if isinstance(rollups, str) else list(rollups)
+        wanted = rollup_list(name, rollups)
         buckets = {duration_ms(r, what=f"series {name!r} rollup") for r in wanted}
         if buckets != {r.bucket_ms for r in old.rollups}:
             return given
@@ -175,6 +183,8 @@ class SeriesService:
         """Pearson correlation matrix of the series' bucket means over the buckets they all
         have (read from tiles when a rollup fits). Raises InsufficientDataError below 3."""
         ctx, reg = self._ts()
+        if isinstance(names, str | bytes) or not isinstance(names, Iterable):
+            raise ConfigurationError(f"correlate: names must be a list, got {names!r:.60}")
         names = list(names)
         if len(names) < 2:
             raise ConfigurationError("correlate needs at least two series")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 import numpy as np
 import redis
 
+from ..core.args import text
 from ..core.keys import MAX_ID_BYTES, Keys, escape_id
 from ..core.time import MAX_US, MIN_US, Duration, duration_us, to_us
 from ..errors import ConfigurationError, ConflictError, NotFoundError, wrap_redis
@@ -68,6 +69,7 @@ def to_ms(value: Any, *, series: str, what: str = "timestamp") -> int:
 def check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"a series name must be a non-empty string, got {name!r}")
+    text("series name", name)
     if len(name.encode()) > MAX_ID_BYTES:
         raise ConfigurationError(f"series name is longer than {MAX_ID_BYTES} bytes: {name[:40]!r}")
     return name
@@ -95,7 +97,8 @@ def check_labels(name: str, labels: Mapping[str, Any] | None) -> dict[str, str]:
                 f"series {name!r}: label {k!r} value {str(v)!r} is wrapped in parentheses; "
                 "filters read l=(a,b) as a list, so they could never select it"
             )
-        out[k] = str(v)
+        text(f"series {name!r}: label", k)
+        out[k] = text(f"series {name!r}: label {k!r} value", str(v))
     return out
 
 
@@ -156,6 +159,18 @@ class SeriesSpec:
         )
 
 
+def rollup_list(name: str, rollups: Any) -> list[Duration]:
+    """``rollups=``: one duration or a list of them."""
+    if isinstance(rollups, str | timedelta):
+        return [rollups]
+    if isinstance(rollups, bytes | Mapping) or not isinstance(rollups, Iterable):
+        raise ConfigurationError(
+            f"series {name!r}: rollups must be a list of durations like ['1m', '1h'], "
+            f"got {rollups!r:.60}"
+        )
+    return list(rollups)
+
+
 def build_spec(
     name: str,
     labels: Mapping[str, Any] | None,
@@ -165,14 +180,13 @@ def build_spec(
     duplicate_policy: str,
 ) -> SeriesSpec:
     check_name(name)
-    if duplicate_policy not in POLICIES:
+    if not isinstance(duplicate_policy, str) or duplicate_policy not in POLICIES:
         raise ConfigurationError(
             f"series {name!r}: duplicate_policy {duplicate_policy!r} is not one of {POLICIES}"
         )
     ret = duration_ms(retention, what=f"series {name!r} retention")
-    if isinstance(rollups, str):
-        rollups = [rollups]
     buckets: list[int] = []
+    rollups = rollup_list(name, rollups)
     for r in rollups:
         b = duration_ms(r, what=f"series {name!r} rollup")
         if b > MAX_BUCKET_MS:

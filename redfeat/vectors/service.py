@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from ..core import args
 from ..core.context import Ctx, Reader, Writer
 from ..core.records import Match
 from ..errors import ConfigurationError, NotFoundError
@@ -49,6 +50,12 @@ class Search:
         index: str = "exact",
         **index_options: int,
     ) -> list[Match]:
+        if not isinstance(index, str):
+            raise ConfigurationError(
+                f"index must be 'exact', 'hnsw', 'server' or 'auto', got {index!r:.60}"
+            )
+        if not isinstance(view, str) or not isinstance(field, str):
+            raise ConfigurationError("similar: view and field are names (str)")
         if index == "auto":
             index = "server" if self._capabilities().get("vector_search") else "exact"
         key = (view, field, index)
@@ -81,18 +88,21 @@ class Search:
     ) -> str:
         if not isinstance(text, str) or not text:
             raise ConfigurationError("put_text needs a non-empty str")
+        args.text("put_text: text", text)
+        if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+            raise ConfigurationError(f"put_text: max_chars must be an int >= 1, got {max_chars!r}")
         view = view_name(model)
+        meta = args.mapping("put_text: metadata", {} if metadata is None else metadata)
+        try:
+            meta_json = msgspec.json.encode(dict(meta)).decode()
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise ConfigurationError(f"put_text: metadata must be plain JSON data: {exc}") from None
+        # everything checked before the texts' view is created: a refusal changes nothing
         vec = embed(self.embedder, text, embedding)
-        if vec.ndim != 1 or not vec.size:
-            raise ConfigurationError(f"an embedding must be a 1-D vector, got shape {vec.shape}")
         if not self._ctx.registry.has(view):
             self._writer.apply(text_view(model, int(vec.size)))
         tid = text_id(text)
-        values = {
-            "text": text[:max_chars],
-            "metadata": msgspec.json.encode(dict(metadata or {})).decode(),
-            "embedding": vec,
-        }
+        values = {"text": text[:max_chars], "metadata": meta_json, "embedding": vec}
         current = self._writer.get(view, tid)
         if (
             current is not None

@@ -22,7 +22,14 @@ from .core.context import Ctx
 from .core.embedded import EmbeddedServer, ServerInfo, holds_data
 from .core.keys import Keys
 from .core.metrics import Metrics, timed
-from .core.records import ChangeEvent, Match, ValidationReport, Version, WriteReport
+from .core.records import (
+    ChangeEvent,
+    Match,
+    ValidationReport,
+    Version,
+    WriteReport,
+    mark_expired,
+)
 from .core.registry import Registry
 from .core.schema import Entity, FeatureView, Field
 from .errors import BackendError, ConfigurationError, NotFoundError, backend_error, wrap_redis
@@ -375,8 +382,10 @@ class FeatureStore:
     def write(
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
-        """Write one version of an entity's features (event_time: datetime or epoch s; now)."""
-        return self._writes.write(view, entity_id, values, event_time)
+        """Write one version of an entity's features (event_time: datetime or epoch s; now).
+        ``Version.expired`` says the event time was already past the view's ttl: the
+        version is kept in history, but reads as missing."""
+        return self._stamped(view, self._writes.write(view, entity_id, values, event_time))
 
     @timed("write_many")
     def write_many(
@@ -392,7 +401,8 @@ class FeatureStore:
         """Write many rows (list of dicts, pandas.DataFrame or pyarrow.Table), pipelined.
 
         ``on_error="raise"`` writes nothing if any row is bad; ``"skip"`` writes the good rows
-        and reports the others in ``WriteReport.refused``. ``progress(done, total)``.
+        and reports the others in ``WriteReport.refused``; ``WriteReport.expired`` counts rows
+        whose event time was already past the view's ttl. ``progress(done, total)``.
         """
         return self._writes.write_many(
             view,
@@ -408,7 +418,7 @@ class FeatureStore:
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
-        return self._writes.update(view, entity_id, values, event_time)
+        return self._stamped(view, self._writes.update(view, entity_id, values, event_time))
 
     @timed("increment")
     def increment(
@@ -420,9 +430,11 @@ class FeatureStore:
         event_time: Any = None,
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
-        return self._writes.increment(
-            view, entity_id, args.mapping("increment: deltas", deltas), event_time
-        )
+        deltas = args.mapping("increment: deltas", deltas)
+        return self._stamped(view, self._writes.increment(view, entity_id, deltas, event_time))
+
+    def _stamped(self, view: str, version: Version) -> Version:
+        return mark_expired(version, self._ctx.registry.get(view).view.ttl_us)
 
     @timed("delete")
     def delete(self, view: str, entity_id: str | int) -> bool:

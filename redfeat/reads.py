@@ -58,11 +58,12 @@ class Reads:
         entity_id: str | int,
         features: Sequence[str] | None,
         as_of: Any,
+        cache_ok: bool = True,
     ) -> dict[str, Any] | None:
         if self._ctx.registry.is_window(view):
             one = self._windows().get_many(view, [entity_id], features, as_of, False, strict=True)
             return one[0]  # type: ignore[no-any-return]
-        cache = self._cache
+        cache = self._cache if cache_ok else None
         if cache is not None and features is None and as_of is None:
             hit = cache.lookup(view, str(entity_id))
             if hit is not MISSING:
@@ -73,7 +74,7 @@ class Reads:
                 got = cache.fill(view, [entity_id], self._fetch_records(res), res.view.ttl_us)
                 return got[0]  # type: ignore[no-any-return]
         res = self._ctx.registry.get(view)
-        out = self._get_many(res, [entity_id], features, as_of, False)
+        out = self._get_many(res, [entity_id], features, as_of, False, cache_ok)
         self._monitor.read(res, out, features)
         return out[0]  # type: ignore[no-any-return]
 
@@ -84,11 +85,12 @@ class Reads:
         features: Sequence[str] | None,
         as_of: Any,
         with_meta: bool,
+        cache_ok: bool = True,
     ) -> list[Any]:
         if self._ctx.registry.is_window(view):
             return self._windows().get_many(view, entity_ids, features, as_of, with_meta)
         res = self._ctx.registry.get(view)
-        out = self._get_many(res, list(entity_ids), features, as_of, with_meta)
+        out = self._get_many(res, list(entity_ids), features, as_of, with_meta, cache_ok)
         self._monitor.read(res, out, features)
         return out
 
@@ -99,13 +101,15 @@ class Reads:
         features: Sequence[str] | None,
         as_of: Any,
         with_meta: bool,
+        cache_ok: bool = True,
     ) -> list[Any]:
         view = res.name
         feats = None if features is None else list(features)
         if res.view.on_read:
             return self._deriver.read(res, ids, feats, as_of, with_meta)
-        if as_of is None and self._cache is not None and feats is None and not with_meta:
-            return self._cache.read_many(res.name, ids, self._fetch_records(res), res.view.ttl_us)
+        cache = self._cache if cache_ok else None
+        if as_of is None and cache is not None and feats is None and not with_meta:
+            return cache.read_many(res.name, ids, self._fetch_records(res), res.view.ttl_us)
         if as_of is None:
             return self._online.get_many(res, ids, feats, with_meta)
         at = _history.as_of_us(view, as_of)
@@ -143,6 +147,7 @@ class Reads:
         full_feature_names: bool,
         flatten_vectors: bool,
         as_numpy: bool,
+        cache_ok: bool = True,
     ) -> Any:
         ids = list(entity_ids)
         refs, wins = self.split_refs(features, full_feature_names)
@@ -166,14 +171,26 @@ class Reads:
         ents = [normalize_id(first, e, i, outcome=READ) for i, e in enumerate(ids)]
         stored = [w for w in wanted if not w.res.view.on_read]
         now_ms = now_us() // 1000
+        # the near cache serves whole rows; what it misses is read below (and cached)
+        cache = self._cache if cache_ok else None
+        epoch = 0 if cache is None else cache.epoch  # taken before anything is read
+        hits = {
+            w.res.name: [MISSING] * len(ents)
+            if cache is None
+            else [cache.lookup(w.res.name, e) for e in ents]
+            for w in stored
+        }
+        fetch = {n: [i for i, h in enumerate(row) if h is MISSING] for n, row in hits.items()}
+        sent = [w for w in stored if fetch[w.res.name]]
         with wrap_redis("get_features: read failed"):
             # every stored view and window features in one round trip; on_read views are
             # computed from their source
             pipe: Any = self._ctx.client.pipeline(transaction=False)
-            for w in stored:
-                pipe.execute_command(
-                    "MGET", *[self._ctx.keys.latest(w.res.name, escape_id(e)) for e in ents]
-                )
+            for w in sent:
+                keys = [
+                    self._ctx.keys.latest(w.res.name, escape_id(ents[i])) for i in fetch[w.res.name]
+                ]
+                pipe.execute_command("MGET", *keys)
             # only the buckets the asked windows cover (HGETALL when that is most of them)
             spans = [read_range(ww.wf, now_ms, [w for _, _, w in ww.by_feature()]) for ww in wins]
             for ww, span in zip(wins, spans, strict=True):
@@ -184,18 +201,28 @@ class Reads:
                         pipe.hgetall(key)
                     else:
                         pipe.execute_command("HMGET", key, *fields)
-            replies = pipe.execute() if ents and (stored or wins) else [[] for _ in stored]
+            replies = pipe.execute() if sent or (ents and wins) else []
         per_view: dict[str, list[Any]] = {}
-        for w, blobs in zip(stored, replies, strict=False):
-            readers = w.res.codec.select(w.features)
-            per_view[w.res.name] = self._online.decode_latest(w.res, ents, blobs, readers)
+        for w, blobs in zip(sent, replies, strict=False):
+            got, name = hits[w.res.name], w.res.name
+            todo = [ents[i] for i in fetch[name]]
+            if cache is None:
+                readers = w.res.codec.select(w.features)
+                values = self._online.decode_latest(w.res, todo, blobs, readers)
+            else:
+                records = self._online.decode_latest(w.res, todo, blobs, w.res.codec.reader, True)
+                values = cache.keep(name, records, w.res.view.ttl_us, epoch)
+            for i, v in zip(fetch[name], values, strict=True):
+                got[i] = v
+        for w in stored:
+            per_view[w.res.name] = hits[w.res.name]
         for w in wanted:
             if w.res.view.on_read:
                 per_view[w.res.name] = self._deriver.read(w.res, ents, w.features, None, False)
         for w in wanted:  # the serving log: counted and sampled per view
             self._monitor.read(w.res, per_view[w.res.name], w.features)
         for k, (ww, span) in enumerate(zip(wins, spans, strict=True)):
-            raw = replies[len(stored) + k * len(ents) : len(stored) + (k + 1) * len(ents)]
+            raw = replies[len(sent) + k * len(ents) : len(sent) + (k + 1) * len(ents)]
             tiles = [decode(r) if span is None else decode_range(r, span[0]) for r in raw]
             per_view[ww.wf.name] = [values_at(ww.wf, et, now_ms, ww.by_feature()) for et in tiles]
         columns = [

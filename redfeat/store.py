@@ -479,9 +479,12 @@ class FeatureStore:
         *,
         features: Sequence[str] | None = None,
         as_of: Any = None,
+        cache: bool = True,
     ) -> dict[str, Any] | None:
-        """Latest values of one entity (or as of a past time), typed by the schema."""
-        return self._reads.get(view, entity_id, args.names("get: features", features), as_of)
+        """Latest values of one entity (or as of a past time), typed by the schema.
+        ``cache=False`` reads Redis even with a near cache (and leaves the cache alone)."""
+        feats = args.names("get: features", features)
+        return self._reads.get(view, entity_id, feats, as_of, args.flag("get: cache", cache))
 
     @timed("get_many")
     def get_many(
@@ -492,11 +495,13 @@ class FeatureStore:
         features: Sequence[str] | None = None,
         as_of: Any = None,
         with_meta: bool = False,
+        cache: bool = True,
     ) -> list[Any]:
         """Values for many entities, aligned with the input (None where missing or expired).
 
         One round trip for the whole batch. ``with_meta=True`` returns ``Record`` objects with
-        status PRESENT / EXPIRED / MISSING and the event time.
+        status PRESENT / EXPIRED / MISSING and the event time. ``cache=False`` bypasses the
+        near cache.
         """
         return self._reads.get_many(
             view,
@@ -504,6 +509,7 @@ class FeatureStore:
             args.names("get_many: features", features),
             as_of,
             args.flag("get_many: with_meta", with_meta),
+            args.flag("get_many: cache", cache),
         )
 
     @timed("get_features")
@@ -516,13 +522,16 @@ class FeatureStore:
         full_feature_names: bool = False,
         flatten_vectors: bool = False,
         as_numpy: bool = False,
+        cache: bool = True,
     ) -> Any:
         """One feature vector per entity across views of the same entity ("view:feature").
 
         All views are read in one round trip. Returns a list of dicts, or a pandas.DataFrame
         (with an ``entity_id`` column) when ``as_frame=True``. ``flatten_vectors`` expands a
         Vector feature into ``name_0 .. name_{d-1}``; ``as_numpy`` returns one float64 2-D
-        array (rows: entities, columns: features, vectors flattened; missing = NaN).
+        array (rows: entities, columns: features, vectors flattened; missing = NaN). With a
+        near cache, rows it holds are served from memory and the rest read in the same
+        round trip (then cached); ``cache=False`` bypasses it.
         """
         return self._reads.get_features(
             args.ids("get_features: entity_ids", entity_ids),
@@ -531,6 +540,7 @@ class FeatureStore:
             full_feature_names=full_feature_names,
             flatten_vectors=flatten_vectors,
             as_numpy=as_numpy,
+            cache_ok=args.flag("get_features: cache", cache),
         )
 
     # -- versions and training data ---------------------------------------------------

@@ -385,7 +385,9 @@ class FeatureStore:
         """Write one version of an entity's features (event_time: datetime or epoch s; now).
         ``Version.expired`` says the event time was already past the view's ttl: the
         version is kept in history, but reads as missing."""
-        return self._stamped(view, self._writes.write(view, entity_id, values, event_time))
+        version = self._writes.write(view, entity_id, values, event_time)
+        self._touched(view)
+        return self._stamped(view, version)
 
     @timed("write_many")
     def write_many(
@@ -404,21 +406,28 @@ class FeatureStore:
         and reports the others in ``WriteReport.refused``; ``WriteReport.expired`` counts rows
         whose event time was already past the view's ttl. ``progress(done, total)``.
         """
-        return self._writes.write_many(
-            view,
-            args.rows("write_many: rows", rows),
-            entity_column=args.column("entity_column", entity_column),
-            event_time_column=args.column("event_time_column", event_time_column, optional=True),
-            on_error=args.choice("write_many: on_error", on_error, ("raise", "skip")),
-            progress=progress,
-        )
+        try:
+            return self._writes.write_many(
+                view,
+                args.rows("write_many: rows", rows),
+                entity_column=args.column("entity_column", entity_column),
+                event_time_column=args.column(
+                    "event_time_column", event_time_column, optional=True
+                ),
+                on_error=args.choice("write_many: on_error", on_error, ("raise", "skip")),
+                progress=progress,
+            )
+        finally:  # also after a failure midway: some chunks may be written
+            self._touched(view)
 
     @timed("update")
     def update(
         self, view: str, entity_id: str | int, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
-        return self._stamped(view, self._writes.update(view, entity_id, values, event_time))
+        version = self._writes.update(view, entity_id, values, event_time)
+        self._touched(view)
+        return self._stamped(view, version)
 
     @timed("increment")
     def increment(
@@ -431,16 +440,27 @@ class FeatureStore:
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
         deltas = args.mapping("increment: deltas", deltas)
-        return self._stamped(view, self._writes.increment(view, entity_id, deltas, event_time))
+        version = self._writes.increment(view, entity_id, deltas, event_time)
+        self._touched(view)
+        return self._stamped(view, version)
 
     def _stamped(self, view: str, version: Version) -> Version:
         return mark_expired(version, self._ctx.registry.get(view).view.ttl_us)
+
+    def _touched(self, view: str) -> None:
+        """Tell this store's vector indexes of the view that it changed: their next search
+        catches up with the change feed first (read-your-writes)."""
+        search = self._search.built
+        if search is not None:
+            search.touched(view)
 
     @timed("delete")
     def delete(self, view: str, entity_id: str | int) -> bool:
         """Remove an entity's latest value and history (and its derived views' values).
         True if anything was there."""
-        return self._writes.delete(view, entity_id)
+        gone = self._writes.delete(view, entity_id)
+        self._touched(view)
+        return gone
 
     def delete_view(self, view: str, *, keep_definition: bool = False) -> int:
         """Remove every key of a view (SCAN batches, non-blocking) and, unless asked, its
@@ -645,6 +665,7 @@ class FeatureStore:
         if deps:
             self._writes.derive_bulk(deps, frame, entity_column, event_time_column, report)
         self._writes.forget_cached(view, deps)
+        self._touched(view)
         return report
 
     # -- window features ------------------------------------------------------------------
@@ -753,6 +774,7 @@ class FeatureStore:
         where: Mapping[str, Any] | None = None,
         include_values: bool = False,
         index: str = "exact",
+        consistent: bool = False,
         **index_options: int,
     ) -> list[Match]:
         """Nearest entities to ``query`` by a Vector field, best first (ties by entity id).
@@ -760,9 +782,12 @@ class FeatureStore:
         ``where`` filters on other fields: ``{"segment": "premium"}``, ``{"segment": ["a",
         "b"]}``, ``{"age": (25, 40)}`` (inclusive, None = open). The first call builds an
         in-process index (``index="exact"`` or ``"hnsw"``) from Redis; change events keep
-        it current (a write is searchable within milliseconds). ``index="server"`` answers
-        with the server's Query Engine (FT.SEARCH KNN) over a mirror kept current the same
-        way; ``"auto"`` is "server" where the server has it, else "exact".
+        it current. ``index="server"`` answers with the server's Query Engine (FT.SEARCH
+        KNN) over a mirror kept current the same way; ``"auto"`` is "server" where the
+        server has it, else "exact". A search sees every write and delete this store made
+        before it; writes of other processes within milliseconds (their change events), at
+        most ~1 s when an event is lost; ``consistent=True`` catches up with the view's
+        change feed first, so every write acknowledged before the call is seen.
         ``index_options`` (M, ef_construction, ef_search) tune hnsw when its index is first
         built: a lower ef_search is faster and less exact (see bench/RESULTS.md)."""
         return self._search().similar(
@@ -773,6 +798,7 @@ class FeatureStore:
             where=where,
             include_values=include_values,
             index=index,
+            consistent=consistent,
             **index_options,
         )
 
@@ -801,10 +827,14 @@ class FeatureStore:
         embedding: Any = None,
         k: int = 5,
         model: str = "default",
+        consistent: bool = False,
     ) -> list[Match]:
         """Stored texts nearest to ``text`` (embedded by the store's embedder) or to
-        ``embedding``, best first; values hold text, metadata and embedding."""
-        return self._search().similar_texts(text=text, embedding=embedding, k=k, model=model)
+        ``embedding``, best first; values hold text, metadata and embedding. Texts this
+        store put are always found; ``consistent`` as for ``similar``."""
+        return self._search().similar_texts(
+            text=text, embedding=embedding, k=k, model=model, consistent=consistent
+        )
 
     # -- time series ----------------------------------------------------------------------
 

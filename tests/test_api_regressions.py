@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -137,3 +139,99 @@ def test_get_features_is_served_from_the_cache(client: redis.Redis, project: str
         assert frame["x"].tolist() == [3, 5]
     finally:
         store.close()
+
+
+# -- item 10: vector search reads its writes ---------------------------------------------------
+
+
+def _vectors(store: FeatureStore) -> None:
+    store.apply(
+        FeatureView("vv", entity="item", fields=[Field("e", t.Vector(3)), Field("kind", t.String)])
+    )
+    store.write("vv", "seed", {"e": [0.0, 0.0, 1.0], "kind": "a"})
+
+
+def _direction(i: int) -> list[float]:
+    angle = 0.05 * (i + 1)
+    return [math.cos(angle), math.sin(angle), 0.0]
+
+
+def _nearest(store: FeatureStore, q: list[float], **kw: Any) -> list[str]:
+    return [m.entity_id for m in store.similar("vv", "e", q, k=3, **kw)]
+
+
+@pytest.mark.parametrize("index", ["exact", "hnsw"])
+def test_a_search_sees_the_writes_and_deletes_of_its_store(store: FeatureStore, index: str) -> None:
+    _vectors(store)
+    assert _nearest(store, [0.0, 0.0, 1.0], index=index)[0] == "seed"  # the index exists
+    for i in range(20):  # before the fix: 20 of 20 missed the new vector
+        store.write("vv", f"n{i}", {"e": _direction(i), "kind": "b"})
+        assert _nearest(store, _direction(i), index=index)[0] == f"n{i}"
+        store.delete("vv", f"n{i}")
+        assert f"n{i}" not in _nearest(store, _direction(i), index=index)
+    rows = [{"entity_id": f"m{i}", "e": _direction(i + 40)} for i in range(5)]
+    store.write_many("vv", rows)
+    assert _nearest(store, _direction(44), index=index)[0] == "m4"
+    store.update("vv", "m4", {"e": [0.0, -1.0, 0.0]})
+    assert _nearest(store, [0.0, -1.0, 0.0], index=index)[0] == "m4"
+
+
+def _texts(store: FeatureStore, q: list[float]) -> list[str]:
+    return [(m.values or {}).get("text", "") for m in store.similar_texts(embedding=q, k=1)]
+
+
+def test_put_text_then_similar_texts_finds_it(store: FeatureStore) -> None:
+    store.put_text("first", embedding=[0.0, 0.0, 1.0])
+    assert _texts(store, [0.0, 0.0, 1.0]) == ["first"]
+    for i in range(20):
+        store.put_text(f"text {i}", embedding=_direction(i))
+        assert _texts(store, _direction(i)) == [f"text {i}"]
+
+
+def test_consistent_search_sees_another_stores_writes_at_once(
+    store: FeatureStore, client: redis.Redis
+) -> None:
+    _vectors(store)
+    other = FeatureStore(client=client, project=store.project)
+    try:
+        assert _nearest(other, [0.0, 0.0, 1.0])[0] == "seed"
+        for i in range(10):
+            store.write("vv", f"o{i}", {"e": _direction(i)})
+            assert _nearest(other, _direction(i), consistent=True)[0] == f"o{i}"
+            store.delete("vv", f"o{i}")
+            assert f"o{i}" not in _nearest(other, _direction(i), consistent=True)
+        with pytest.raises(ConfigurationError, match="consistent"):
+            other.similar("vv", "e", [1.0, 0.0, 0.0], consistent="yes")  # type: ignore[arg-type]
+    finally:
+        other.close()
+
+
+def test_writes_elsewhere_arrive_within_the_bound_even_when_events_are_lost(
+    store: FeatureStore, client: redis.Redis
+) -> None:
+    from redfeat.vectors.index import SYNC_SECONDS
+
+    _vectors(store)
+    other = FeatureStore(client=client, project=store.project)
+    try:
+        assert _nearest(other, [0.0, 0.0, 1.0])[0] == "seed"
+        idx = other._search()._indexes[("vv", "e", "exact")]
+        assert idx._sub is not None
+        idx._sub.close()  # its live events are lost from now on
+        store.write("vv", "late", {"e": [1.0, 0.0, 0.0]})
+        started = time.monotonic()
+        while _nearest(other, [1.0, 0.0, 0.0])[0] != "late":
+            assert time.monotonic() - started < SYNC_SECONDS + 2.0, "not seen within the bound"
+            time.sleep(0.05)
+    finally:
+        other.close()
+
+
+def test_server_index_reads_its_writes(search_store: FeatureStore) -> None:
+    _vectors(search_store)
+    assert _nearest(search_store, [0.0, 0.0, 1.0], index="server")[0] == "seed"
+    for i in range(10):
+        search_store.write("vv", f"s{i}", {"e": _direction(i)})
+        assert _nearest(search_store, _direction(i), index="server")[0] == f"s{i}"
+        search_store.delete("vv", f"s{i}")
+        assert f"s{i}" not in _nearest(search_store, _direction(i), index="server")

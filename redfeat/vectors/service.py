@@ -48,6 +48,7 @@ class Search:
         where: Mapping[str, Any] | None = None,
         include_values: bool = False,
         index: str = "exact",
+        consistent: bool = False,
         **index_options: int,
     ) -> list[Match]:
         if not isinstance(index, str):
@@ -75,7 +76,19 @@ class Search:
                         )
                     idx.build()
                     self._indexes[key] = idx
-        return idx.search(query, k=k, where=where, include_values=include_values)
+        return idx.search(
+            query, k=k, where=where, include_values=include_values, consistent=consistent
+        )
+
+    def touched(self, view: str) -> None:
+        """This store wrote or deleted in ``view``: its indexes (and those of the views
+        derived from it) catch up with the change feed before their next search."""
+        if not self._indexes:
+            return
+        names = {view, *(d.name for d in self._ctx.registry.dependents(view))}
+        for idx in list(self._indexes.values()):
+            if idx.view in names:
+                idx.touched()
 
     def put_text(
         self,
@@ -120,6 +133,7 @@ class Search:
         embedding: Any = None,
         k: int = 5,
         model: str = "default",
+        consistent: bool = False,
     ) -> list[Match]:
         if (text is None) == (embedding is None):
             raise ConfigurationError("similar_texts takes text= or embedding=, exactly one")
@@ -128,7 +142,10 @@ class Search:
             raise NotFoundError(f"no texts stored for model {model!r}: call put_text first")
         query = embed(self.embedder, text or "", embedding)
         out = []
-        for m in self.similar(view, "embedding", query, k=k, include_values=True):
+        found = self.similar(
+            view, "embedding", query, k=k, include_values=True, consistent=consistent
+        )
+        for m in found:
             values = dict(m.values or {})
             if "metadata" in values and isinstance(values["metadata"], str):
                 values["metadata"] = msgspec.json.decode(values["metadata"])

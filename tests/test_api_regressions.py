@@ -7,6 +7,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import redis
 
@@ -235,3 +237,61 @@ def test_server_index_reads_its_writes(search_store: FeatureStore) -> None:
         assert _nearest(search_store, _direction(i), index="server")[0] == f"s{i}"
         search_store.delete("vv", f"s{i}")
         assert f"s{i}" not in _nearest(search_store, _direction(i), index="server")
+
+
+# -- item 11: drift on too few values has no verdict --------------------------------------------
+
+
+def test_drift_on_too_few_values_is_insufficient_data_not_ok(store: FeatureStore) -> None:
+    store.apply(
+        FeatureView(
+            "dv", entity="user", fields=[Field("x", t.Float), Field("c", t.Category(["a", "b"]))]
+        )
+    )
+    rng = np.random.default_rng(7)
+    store.quality.set_baseline_from(
+        "dv", pd.DataFrame({"x": rng.normal(0, 1, 500), "c": rng.choice(["a", "b"], 500)})
+    )
+    now = datetime.now(UTC)
+    few = [{"entity_id": f"e{i}", "x": float(i), "c": "a"} for i in range(5)]
+    store.write_many("dv", few)
+    store.quality.flush()
+    report = store.quality.drift("dv", start=now - timedelta(hours=1), end=now + timedelta(hours=1))
+    assert report.features["x"].verdict == "insufficient_data"  # was "ok"
+    assert report.features["c"].verdict == "insufficient_data"
+    assert report.verdict == "insufficient_data"
+    assert report.insufficient == ["c", "x"]
+    assert report.features["x"].psi is None and "too few values" in report.features["x"].reasons[0]
+    assert report.to_dict()["features"]["x"]["verdict"] == "insufficient_data"
+    assert report.at_least("insufficient_data") and not report.at_least("warning")
+    health = store.quality.health(window="2h").views["dv"]
+    assert health.insufficient_data == ["c", "x"]  # not counted as healthy
+    assert any("too few values to judge drift" in r for r in health.reasons)
+    assert store.quality.health(window="2h").to_dict()["views"]["dv"]["insufficient_data"] == [
+        "c",
+        "x",
+    ]
+    # enough values: a verdict again
+    many = [
+        {"entity_id": f"m{i}", "x": float(v), "c": "a"} for i, v in enumerate(rng.normal(0, 1, 200))
+    ]
+    store.write_many("dv", many)
+    store.quality.flush()
+    again = store.quality.drift("dv", start=now - timedelta(hours=1), end=now + timedelta(hours=1))
+    assert again.features["x"].verdict in ("ok", "warning", "drift")
+    assert again.insufficient == []
+
+
+def test_a_drifting_feature_outranks_one_without_data() -> None:
+    from redfeat.quality.config import Thresholds
+    from redfeat.quality.drift import VERDICTS, DriftReport, FeatureDrift
+
+    assert VERDICTS == ("ok", "insufficient_data", "warning", "drift")
+    feats = {
+        "a": FeatureDrift("a", "numeric", "insufficient_data"),
+        "b": FeatureDrift("b", "numeric", "drift"),
+    }
+    report = DriftReport("v", None, None, "drift", feats, Thresholds())
+    assert report.drifting == ["b"] and report.insufficient == ["a"]
+    with pytest.raises(ValueError):
+        report.at_least("nope")

@@ -216,6 +216,9 @@ class FeatureStore:
     def close(self) -> None:
         """Flush monitoring data and the offline log; close connections this store opened
         (an embedded server stops with its last user)."""
+        series = self._series.built if hasattr(self, "_series") else None
+        if series is not None:  # the background alert evaluator (alerts.start) first
+            series.alerts.stop()
         search = self._search.built if hasattr(self, "_search") else None
         if search is not None:
             search.close()
@@ -845,7 +848,8 @@ class FeatureStore:
 
     @property
     def alerts(self) -> Alerts:
-        """Alert rules on series (add, list, remove, history, evaluate, on_transition)."""
+        """Alert rules on series (add, list, remove, history, evaluate, on_transition;
+        ``start(interval)`` evaluates them in a background thread until ``close()``)."""
         return self._series().alerts
 
     def series(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -295,3 +296,70 @@ def test_a_drifting_feature_outranks_one_without_data() -> None:
     assert report.drifting == ["b"] and report.insufficient == ["a"]
     with pytest.raises(ValueError):
         report.at_least("nope")
+
+
+# -- item 12: alerts evaluated in the background, once per rule per round ----------------------
+
+
+def _hot_series(store: FeatureStore) -> None:
+    now = time.time()
+    s = store.series("cpu", rollups=["1m"])
+    s.add_many([now - i for i in range(30)], [95.0] * 30)
+    store.alerts.add("hot", "cpu", threshold=90, window="1m", for_=0)
+
+
+def test_alerts_start_fires_rules_in_the_background(store: FeatureStore) -> None:
+    _hot_series(store)
+    seen: list[str] = []
+    store.alerts.on_transition(lambda t: seen.append(f"{t.from_state}->{t.to_state}"))
+    store.alerts.start(interval="100ms")
+    try:
+        assert store.alerts.running
+        with pytest.raises(ConfigurationError, match="already running"):
+            store.alerts.start(interval="1s")
+        deadline = time.monotonic() + 10
+        while store.alerts.get("hot").state != "firing" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.alerts.get("hot").state == "firing"  # nobody called evaluate()
+        assert seen == ["ok->firing"]
+    finally:
+        store.alerts.stop()
+    assert not store.alerts.running
+    with pytest.raises(ConfigurationError):
+        store.alerts.start(interval="0s")
+
+
+def test_close_stops_the_background_evaluator(client: redis.Redis, project: str) -> None:
+    s = FeatureStore(client=client, project=project)
+    _hot_series(s)
+    s.alerts.start(interval="50ms")
+    alerts = s.alerts
+    s.close()
+    assert not alerts.running
+    assert not any(t.name == "redfeat-alerts" and t.is_alive() for t in threading.enumerate())
+
+
+def test_several_evaluators_evaluate_each_rule_once_per_round(
+    store: FeatureStore, client: redis.Redis
+) -> None:
+    _hot_series(store)
+    store.alerts.add("cool", "cpu", threshold=10, condition="below", window="1m", for_=0)
+    others = [FeatureStore(client=client, project=store.project) for _ in range(2)]
+    interval_ms = 100
+    try:
+        started = time.time()
+        for s in [store, *others]:
+            s.alerts.start(interval=f"{interval_ms}ms")
+        time.sleep(1.5)
+        for s in [store, *others]:
+            s.alerts.stop()
+        ended = time.time()
+        rounds = int(ended * 1000) // interval_ms - int(started * 1000) // interval_ms + 1
+        total = sum(s.alerts.evaluated for s in [store, *others])
+        # two rules, at most one evaluation each per round, whoever ran it
+        assert 2 * (rounds // 2) <= total <= 2 * rounds, (total, rounds)
+        assert sum(1 for s in [store, *others] if s.alerts.evaluated) >= 1
+        assert store.alerts.get("hot").state == "firing"
+    finally:
+        for s in others:
+            s.close()

@@ -1,7 +1,15 @@
 """redfeat: a feature store for machine learning on Redis."""
 
 from . import types
-from .core.records import Match, Record, Status, ValidationReport, Version, WriteReport
+from .core.records import (
+    EntityStats,
+    Match,
+    Record,
+    Status,
+    ValidationReport,
+    Version,
+    WriteReport,
+)
 from .core.schema import Entity, FeatureView, Field
 from .errors import (
     BackendError,
@@ -22,6 +30,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "Entity",
+    "EntityStats",
     "FeatureStore",
     "FeatureView",
     "Field",

@@ -24,6 +24,7 @@ from .core.keys import Keys
 from .core.metrics import Metrics, timed
 from .core.records import (
     ChangeEvent,
+    EntityStats,
     Match,
     ValidationReport,
     Version,
@@ -934,6 +935,15 @@ class FeatureStore:
             entity_column=args.column("entity_column", entity_column),
             event_time_column=args.column("event_time_column", event_time_column, optional=True),
         )
+
+    def entity_stats(self, view: str, entity_id: str | int) -> EntityStats:
+        """What is stored for one entity (the seed's ``getFeatureStats``): the view's fields
+        with their types and which ones the latest version holds, its event time and when
+        it was written, the versions kept, the bytes its keys take in the server, and when
+        the latest value expires. A missing entity gives status MISSING (no error)."""
+        from .stats import entity_stats
+
+        return entity_stats(self._ctx, view, entity_id)
 
     def stats(self, *, storage: bool = True) -> dict[str, Any]:
         """Per operation in this process: count, errors, mean/p50/p99 latency (ms); and, with

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import redis
 
-from redfeat import ConfigurationError, FeatureStore, FeatureView, Field
+from redfeat import ConfigurationError, FeatureStore, FeatureView, Field, NotFoundError, Status
 from redfeat import types as t
 from redfeat.realtime.cache import Cache
 
@@ -363,3 +363,53 @@ def test_several_evaluators_evaluate_each_rule_once_per_round(
     finally:
         for s in others:
             s.close()
+
+
+# -- item 14: per-entity stats -----------------------------------------------------------------
+
+
+def test_entity_stats_gives_fields_types_last_update_versions_and_bytes(
+    store: FeatureStore,
+) -> None:
+    store.apply(
+        FeatureView(
+            "es",
+            entity="user",
+            fields=[Field("age", t.Int), Field("e", t.Vector(3)), Field("tag", t.String)],
+            ttl="1h",
+            history=10,
+        )
+    )
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    for i in range(3):
+        store.write(
+            "es", "u1", {"age": 30 + i, "e": [1.0, 2.0, 3.0]}, event_time=t0 + timedelta(seconds=i)
+        )
+    last = store.write(
+        "es", "u1", {"age": 40, "e": [1.0, 2.0, 3.0]}, event_time=t0 + timedelta(minutes=1)
+    )
+    st = store.entity_stats("es", "u1")
+    assert st.fields == {"age": "Int", "e": "Vector(3, metric='cosine')", "tag": "String"}
+    assert st.present == ["age", "e"]
+    assert st.status == Status.PRESENT
+    assert st.event_time == last.event_time and st.last_update == last.written_at
+    assert st.versions == 4
+    assert st.value_bytes > 12 and st.bytes >= st.value_bytes
+    assert st.expires_in_s is not None and 0 < st.expires_in_s <= 3600
+    d = st.to_dict()
+    assert d["status"] == "PRESENT" and d["versions"] == 4 and isinstance(d["last_update"], str)
+    # an entity with nothing stored: no error, status MISSING
+    none = store.entity_stats("es", "nobody")
+    assert (none.status, none.versions, none.bytes, none.present) == (Status.MISSING, 0, 0, [])
+    # older than the ttl: EXPIRED, still counted
+    store.write("es", "old", {"age": 1}, event_time=datetime.now(UTC) - timedelta(hours=2))
+    assert store.entity_stats("es", "old").status == Status.EXPIRED
+    with pytest.raises(NotFoundError):
+        store.entity_stats("nope", "u1")
+
+
+def test_entity_stats_of_a_latest_only_view(store: FeatureStore) -> None:
+    store.apply(FeatureView("lo", entity="user", fields=[Field("x", t.Float)], history=0))
+    store.write("lo", 7, {"x": 1.5})
+    st = store.entity_stats("lo", 7)
+    assert (st.entity_id, st.versions, st.present, st.expires_in_s) == ("7", 1, ["x"], None)

@@ -62,6 +62,7 @@ def test_public_surface_is_pinned() -> None:
             "ConfigurationError",
             "ConflictError",
             "Entity",
+            "EntityStats",
             "FeatureStore",
             "FeatureView",
             "Field",

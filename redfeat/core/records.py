@@ -88,6 +88,38 @@ class WriteReport:
 
 
 @dataclass(frozen=True, slots=True)
+class EntityStats:
+    """What is stored for one entity of a view (``store.entity_stats``).
+
+    ``fields``: every field of the view with its type; ``present``: the fields the latest
+    version holds a value for; ``event_time`` / ``last_update``: the latest version's event
+    time and when it was written (server clock); ``versions``: versions kept (history, or
+    1 for a view without history); ``bytes``: server memory of the entity's keys (MEMORY
+    USAGE); ``value_bytes``: the stored latest value; ``expires_in_s``: seconds before the
+    latest key expires (None: no expiry); ``status``: PRESENT, EXPIRED (past the ttl) or
+    MISSING."""
+
+    view: str
+    entity_id: str
+    status: Status
+    fields: dict[str, str]
+    present: list[str]
+    event_time: datetime | None
+    last_update: datetime | None
+    versions: int
+    bytes: int
+    value_bytes: int
+    expires_in_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__slots__}
+        out["status"] = str(self.status)
+        for k in ("event_time", "last_update"):
+            out[k] = None if out[k] is None else out[k].isoformat()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class ValidationReport:
     """What ``store.validate`` found, without writing: every problem, and counts."""
 

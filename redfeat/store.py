@@ -862,6 +862,8 @@ class FeatureStore:
         rollups: Iterable[Any] | None = None,
         rollup_retention: Any = None,
         duplicate_policy: str | None = None,
+        max_points: int | None = None,
+        precision: int | None = None,
     ) -> Series:
         """Create or open the time series ``name`` (its definition lives in the registry).
 
@@ -869,7 +871,12 @@ class FeatureStore:
         back from the newest), rollups ("1m", "5m", "1h", "1d") kept 7d/30d/90d/365d,
         duplicate_policy "last" (block, first, last, min, max, sum). Opening an existing
         series keeps what is not given and updates what is (rollup_retention per rollup: a
-        mapping naming one rollup leaves the others as stored); its rollups cannot change."""
+        mapping naming one rollup leaves the others as stored); its rollups cannot change.
+
+        ``max_points``: keep only the newest N raw points (older ones read as gone at once
+        and are removed by the same write); rollups keep their own retention. ``precision``:
+        round values to this many decimal places as they are written (lossy; regular
+        decimals compress to a fraction of a byte per point)."""
         return self._series().series(
             name,
             labels=labels,
@@ -877,6 +884,8 @@ class FeatureStore:
             rollups=rollups,
             rollup_retention=rollup_retention,
             duplicate_policy=duplicate_policy,
+            max_points=max_points,
+            precision=precision,
         )
 
     def series_list(self, filters: Iterable[str] | str = ()) -> list[str]:

@@ -413,3 +413,100 @@ def test_entity_stats_of_a_latest_only_view(store: FeatureStore) -> None:
     store.write("lo", 7, {"x": 1.5})
     st = store.entity_stats("lo", 7)
     assert (st.entity_id, st.versions, st.present, st.expires_in_s) == ("7", 1, ["x"], None)
+
+
+# -- item 15: series: a count cap, several aggregates at once, lossy precision --------------------
+
+
+def test_max_points_keeps_the_newest_points(store: FeatureStore) -> None:
+    s = store.series("cap", max_points=10_000, rollups=["1m"])
+    assert s.spec.max_points == 10_000
+    t0 = 1_700_000_000.0
+    s.add_many([t0 + i for i in range(12_000)], [float(i) for i in range(12_000)])
+    ts, vs = s.range()
+    assert len(vs) == 10_000 and vs[0] == 2_000.0 and vs[-1] == 11_999.0  # was 12,000
+    assert s.stats()["count"] == 10_000
+    for i in range(12_000, 12_050):  # single points keep it exact too
+        s.add(float(i), t0 + i)
+    ts, vs = s.range()
+    assert len(vs) == 10_000 and vs[0] == 2_050.0
+    # an out-of-order point older than the kept ones is not among the newest 10,000
+    s.add(-1.0, t0 + 100.5)
+    assert len(s.range()[1]) == 10_000 and -1.0 not in s.range()[1]
+    # and the storage follows: older sealed chunks are gone
+    keys = store.keys
+    chunks = store.client.hlen(keys.series_chunks(s.spec.escaped))
+    assert chunks <= 10_000 // 4096 + 2
+    # rollups keep their own retention: the 1m buckets still count every point written
+    _, counts = s.range(bucket="1m", agg="count")
+    assert counts.sum() == 12_050 + 1
+
+
+def test_max_points_with_a_small_cap_and_reopen(store: FeatureStore) -> None:
+    s = store.series("small", max_points=5)
+    for i in range(20):
+        s.add(float(i), 1_700_000_000 + i)
+    assert s.range()[1].tolist() == [15.0, 16.0, 17.0, 18.0, 19.0]
+    again = store.series("small")
+    assert again.spec.max_points == 5  # kept when reopened without it
+    with pytest.raises(ConfigurationError, match="max_points"):
+        store.series("bad", max_points=0)
+    with pytest.raises(ConfigurationError, match="max_points"):
+        store.series("bad", max_points=1.5)  # type: ignore[arg-type]
+
+
+def test_range_returns_several_aggregates_of_one_bucket(store: FeatureStore) -> None:
+    s = store.series("multi", rollups=["1m"])
+    t0 = 1_700_000_040  # a minute boundary
+    s.add_many([t0 + i for i in range(180)], [float(i % 60) for i in range(180)])
+    ts, got = s.range(t0, t0 + 179, bucket="1m", agg=["avg", "min", "max"])
+    assert list(got) == ["avg", "min", "max"]
+    assert got["min"].tolist() == [0.0, 0.0, 0.0] and got["max"].tolist() == [59.0] * 3
+    assert got["avg"].tolist() == [29.5] * 3
+    for agg in ("avg", "min", "max"):  # the same as one aggregate at a time
+        assert got[agg].tolist() == s.range(t0, t0 + 179, bucket="1m", agg=agg)[1].tolist()
+    # from raw points too (no rollup divides 90 s)
+    _, raw = s.range(t0, t0 + 179, bucket="90s", agg=["count", "sum", "std"])
+    assert raw["count"].tolist() == s.range(t0, t0 + 179, bucket="90s", agg="count")[1].tolist()
+    frame = s.range(t0, t0 + 179, bucket="1m", agg=["min", "max"], as_frame=True)
+    assert list(frame.columns) == ["min", "max"] and len(frame) == 3
+    with pytest.raises(ConfigurationError, match="bucket"):
+        s.range(agg=["min", "max"])
+    with pytest.raises(ConfigurationError):
+        s.range(bucket="1m", agg=["min", "nope"])
+    with pytest.raises(ConfigurationError):
+        s.range(bucket="1m", agg=["min", "min"])
+
+
+def test_precision_rounds_values_as_they_are_written(store: FeatureStore) -> None:
+    s = store.series("round", precision=2)
+    s.add(45.23456, 1_700_000_000)
+    s.add_many([1_700_000_001, 1_700_000_002], [0.123456, 99.999])
+    assert s.range()[1].tolist() == [45.23, 0.12, 100.0]
+    assert store.series("round").spec.precision == 2
+    exact = store.series("exact")
+    exact.add(45.23456, 1_700_000_000)
+    assert exact.range()[1].tolist() == [45.23456]
+    with pytest.raises(ConfigurationError, match="precision"):
+        store.series("bad", precision=-1)
+
+
+def test_max_points_holds_under_concurrent_writers(store: FeatureStore) -> None:
+    store.series("busy", max_points=5_000, rollups=["1m"])
+    t0 = 1_700_000_000.0
+
+    def writer(k: int) -> None:
+        s = store.series("busy")
+        for start in range(0, 3_000, 500):
+            ts = [t0 + (start + i) * 4 + k for i in range(500)]  # interleaved, distinct
+            s.add_many(ts, [float(k)] * 500)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    ts, _ = store.series("busy").range()
+    assert len(ts) == 5_000
+    newest = ts.astype("datetime64[ms]").astype("int64")
+    assert newest[0] == int((t0 + 12_000 - 5_000) * 1000)  # exactly the newest 5,000

@@ -101,14 +101,17 @@ class SeriesService:
         rollups: Iterable[Duration] | None = None,
         rollup_retention: Duration | Mapping[str, Duration] | None = None,
         duplicate_policy: str | None = None,
+        max_points: int | None = None,
+        precision: int | None = None,
     ) -> Series:
         """Create or open the time series ``name`` (its definition lives in the registry).
 
         On creation, None means the default: no labels, retention "7d" (raw points, counted
         back from the newest), rollups ("1m", "5m", "1h", "1d") kept 7d/30d/90d/365d,
-        duplicate_policy "last" (block, first, last, min, max, sum). Opening an existing
-        series keeps what is not given and updates what is (rollup_retention per rollup: a
-        mapping naming one rollup leaves the others as stored); its rollups cannot change."""
+        duplicate_policy "last" (block, first, last, min, max, sum), no count cap, values
+        kept exactly. Opening an existing series keeps what is not given and updates what
+        is (rollup_retention per rollup: a mapping naming one rollup leaves the others as
+        stored); its rollups cannot change."""
         ctx, reg = self._ts()
         old = reg.get(check_name(name))
         if old is None:
@@ -119,6 +122,8 @@ class SeriesService:
                 _DEFAULT_ROLLUPS if rollups is None else rollups,
                 rollup_retention,
                 "last" if duplicate_policy is None else duplicate_policy,
+                max_points,
+                precision,
             )
             spec = replace(spec, gen=uuid.uuid4().hex[:16])
             if reg.create(spec):
@@ -137,6 +142,8 @@ class SeriesService:
             [ms(r.bucket_ms) for r in old.rollups] if rollups is None else rollups,
             kept_retention,
             old.duplicate_policy if duplicate_policy is None else duplicate_policy,
+            old.max_points if max_points is None else max_points,
+            old.precision if precision is None else precision,
         )
         spec = replace(spec, gen=old.gen)
         if spec != old:

@@ -129,6 +129,8 @@ class SeriesSpec:
     # holding an old definition (deleted, recreated, changed by another process) reloads
     # it instead of writing with stale rules. '' (series made before generations): no check.
     gen: str = ""
+    max_points: int | None = None  # raw points kept: the newest ones (None: no count cap)
+    precision: int | None = None  # values rounded to this many decimals on write (lossy)
 
     @property
     def escaped(self) -> str:
@@ -143,6 +145,8 @@ class SeriesSpec:
                 "rollups": [[r.bucket_ms, r.retention_ms] for r in self.rollups],
                 "duplicate_policy": self.duplicate_policy,
                 "gen": self.gen,
+                "max_points": self.max_points,
+                "precision": self.precision,
             }
         )
 
@@ -156,6 +160,8 @@ class SeriesSpec:
             d["duplicate_policy"],
             dict(d["labels"]),
             str(d.get("gen", "")),
+            d.get("max_points"),
+            d.get("precision"),
         )
 
 
@@ -178,8 +184,24 @@ def build_spec(
     rollups: Iterable[Duration],
     rollup_retention: Duration | Mapping[str, Duration] | None,
     duplicate_policy: str,
+    max_points: int | None = None,
+    precision: int | None = None,
 ) -> SeriesSpec:
     check_name(name)
+    if max_points is not None and (
+        isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1
+    ):
+        raise ConfigurationError(
+            f"series {name!r}: max_points must be an int >= 1 (None: no cap), "
+            f"got {max_points!r:.40}"
+        )
+    if precision is not None and (
+        isinstance(precision, bool) or not isinstance(precision, int) or not 0 <= precision <= 15
+    ):
+        raise ConfigurationError(
+            f"series {name!r}: precision must be an int of decimal places in 0 .. 15 (None: "
+            f"values kept exactly), got {precision!r:.40}"
+        )
     if not isinstance(duplicate_policy, str) or duplicate_policy not in POLICIES:
         raise ConfigurationError(
             f"series {name!r}: duplicate_policy {duplicate_policy!r} is not one of {POLICIES}"
@@ -213,6 +235,8 @@ def build_spec(
         tuple(Rollup(b, per.get(b, default_rollup_retention(b))) for b in buckets),
         duplicate_policy,
         check_labels(name, labels),
+        max_points=max_points,
+        precision=precision,
     )
 
 

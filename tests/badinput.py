@@ -198,7 +198,8 @@ def writes() -> st.SearchStrategy[Call]:
 def reads() -> st.SearchStrategy[Call]:
     v, e = arg(VIEW), arg(*IDS)
     return st.one_of(
-        _call("get", v, e, features=arg(*_FEATS), as_of=arg(*_TIMES)),
+        _call("get", v, e, features=arg(*_FEATS), as_of=arg(*_TIMES), cache=arg(True, False)),
+        _call("entity_stats", v, e),
         _call(
             "get_many",
             v,
@@ -206,8 +207,14 @@ def reads() -> st.SearchStrategy[Call]:
             features=arg(*_FEATS),
             as_of=arg(*_TIMES),
             with_meta=arg(False, True),
+            cache=arg(True, False),
         ),
-        _call("get_features", arg(IDS, ["u1"]), arg(["v:x"], ["v:x", "clicks:amount_sum_1h"])),
+        _call(
+            "get_features",
+            arg(IDS, ["u1"]),
+            arg(["v:x"], ["v:x", "clicks:amount_sum_1h"]),
+            cache=arg(True, False),
+        ),
         _call("history", v, e, limit=arg(1, 10)),
         _call("version", v, e, arg(1, 2)),
         _call("diff", v, e, arg(NOW), arg(NOW)),
@@ -235,9 +242,15 @@ def search() -> st.SearchStrategy[Call]:
             where=arg(None, {"c": "a"}, {"x": (0.0, 2.0)}),
             include_values=arg(False, True),
             index=arg("exact"),
+            consistent=arg(False, True),
         ),
         _call("put_text", arg("some text"), embedding=arg([0.0, 1.0, 0.0]), metadata=arg(None)),
-        _call("similar_texts", embedding=arg([1.0, 0.0, 0.0]), k=arg(1, 3)),
+        _call(
+            "similar_texts",
+            embedding=arg([1.0, 0.0, 0.0]),
+            k=arg(1, 3),
+            consistent=arg(False, True),
+        ),
         _call("subscribe", arg(VIEW, None), arg(None, ["u1"])),
     )
 
@@ -252,10 +265,19 @@ def series() -> st.SearchStrategy[Call]:
             retention=arg(None, "7d"),
             rollups=arg(None, ["1m"]),
             duplicate_policy=arg(None, "last"),
+            max_points=arg(None, 100),
+            precision=arg(None, 2),
         ),
         _call("series.add", arg(1.0, 2), ts),
         _call("series.add_many", arg([NOW.timestamp()]), arg([1.0])),
-        _call("series.range", arg(None, NOW), arg(None, NOW), bucket=arg(None, "1m")),
+        _call(
+            "series.range",
+            arg(None, NOW),
+            arg(None, NOW),
+            bucket=arg(None, "1m"),
+            agg=arg("avg", ["min", "max"]),
+            limit=arg(None, 3),
+        ),
         _call("series.stats", arg(None, NOW), arg(None)),
         _call("series.anomalies", arg(NOW - timedelta(minutes=5)), arg(NOW)),
         _call("series.outliers", arg(NOW - timedelta(minutes=5)), arg(NOW), k=arg(1.5)),
@@ -273,6 +295,7 @@ def series() -> st.SearchStrategy[Call]:
         _call("alerts.history", arg(RULE), arg(10)),
         _call("alerts.get", arg(RULE)),
         _call("alerts.evaluate", arg(None, NOW)),
+        _call("alerts.start", interval=arg("1h")),
     )
 
 

@@ -319,10 +319,12 @@ def as_ms_array(values: Any, *, series: str) -> np.ndarray:
             raise ConfigurationError(f"series {series!r}: a timestamp is NaT")
         ms = np.floor_divide(arr.astype("datetime64[us]").astype(np.int64), 1000)
     elif arr.dtype.kind in "iu":
+        _in_range_s(arr, series)  # before * 1000: int64 would wrap around silently
         ms = arr.astype(np.int64) * 1000
     elif arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             raise ConfigurationError(f"series {series!r}: a timestamp is not finite")
+        _in_range_s(arr, series)  # before * 1e6: 1e308 s would overflow
         ms = np.floor(np.round(arr * 1e6) / 1000).astype(np.int64)
     elif arr.dtype.kind == "O":
         if len(arr) and all(isinstance(x, datetime) for x in arr):
@@ -342,6 +344,11 @@ def as_ms_array(values: Any, *, series: str) -> np.ndarray:
     if len(ms) and (ms.min() < lo or ms.max() >= hi):
         raise ConfigurationError(f"series {series!r}: a timestamp is outside 1900..2200")
     return np.ascontiguousarray(ms, dtype=np.int64)
+
+
+def _in_range_s(arr: np.ndarray, series: str) -> None:
+    if len(arr) and (arr.min() < MIN_US // 1_000_000 or arr.max() >= MAX_US // 1_000_000):
+        raise ConfigurationError(f"series {series!r}: a timestamp is outside 1900..2200")
 
 
 def as_values(values: Any, n: int, *, series: str) -> np.ndarray:

@@ -14,9 +14,11 @@ service (pandas, DuckDB).
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -273,3 +275,19 @@ def test_view_ttl_of_1e308_is_a_configuration_error() -> None:
 
     with pytest.raises(ConfigurationError, match="ttl"):
         FeatureView("w", entity="user", fields=[Field("x", t.Float)], ttl=1e308)
+
+
+def test_values_near_the_float_limit_are_profiled_and_judged_without_warnings(
+    world: World,
+) -> None:
+    # found by the property test: a Float of 1e308 overflowed the profile's moments (in the
+    # monitor's flush), and outliers(k=1e308) its bound (RuntimeWarnings, errors here)
+    store = world.fresh()
+    store.write("v", "u1", {"x": 1e308})
+    store.quality.flush()
+    s = store.series("s1")
+    s.add(1e308)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    assert len(s.outliers(start, None, k=1e308)) == 0
+    with pytest.raises(RedfeatError):
+        s.outliers(start, None, k=math.inf)

@@ -75,14 +75,15 @@ def pairs(exc: ValidationError) -> set[tuple[str | None, str]]:
 
 
 def data_keys(client: redis.Redis, project: str) -> list[str]:
-    """Every entity key of the project (not the registry, not the change feeds)."""
+    """Every entity key of the project (not the registry, not the change feeds, not the
+    monitoring data the store flushes in the background)."""
     registry = f"rf:{project}:registry"
-    feeds = f"rf:{project}:feed:"
+    skip = (f"rf:{project}:feed:", f"rf:{project}:q:")
     keys = [
         k.decode() if isinstance(k, bytes) else str(k)
         for k in client.scan_iter(match=f"rf:{project}:*", count=1000)
     ]
-    return sorted(k for k in keys if k != registry and not k.startswith(feeds))
+    return sorted(k for k in keys if k != registry and not k.startswith(skip))
 
 
 def assert_absent(store: FeatureStore, entity_id: Any) -> None:

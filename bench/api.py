@@ -13,23 +13,32 @@ Starts a private embedded server in a temporary directory and stops it at the en
 - bytes per raw point of a 10 s gauge with ``precision=2`` against the exact values (noisy
   values with many decimals);
 - ``get_features`` with a near cache holding every row against no cache.
+
+BLAS runs on one thread (``OPENBLAS_NUM_THREADS=1`` unless set): with its worker threads,
+a matrix product right after any wait on the network wakes them first, which on a busy
+2-core machine costs milliseconds and drowns what is measured here (redfeat's own round
+trips) in noise.
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import tempfile
-import time
-from collections.abc import Callable
+import os
 
-import numpy as np
-import redis
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported
 
-from redfeat import FeatureStore, FeatureView, Field
-from redfeat import types as t
-from redfeat.core.embedded import EmbeddedServer
-from redfeat.realtime.cache import Cache
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import redis  # noqa: E402
+
+from redfeat import FeatureStore, FeatureView, Field  # noqa: E402
+from redfeat import types as t  # noqa: E402
+from redfeat.core.embedded import EmbeddedServer  # noqa: E402
+from redfeat.realtime.cache import Cache  # noqa: E402
 
 
 def p50(fn: Callable[[], object], rounds: int) -> float:

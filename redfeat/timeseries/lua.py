@@ -301,9 +301,11 @@ return gone
 #
 # KEYS[1] state hash, KEYS[2] head, KEYS[3] chunk index, KEYS[4] chunks hash
 # ARGV[1] the cap
-# Returns {0}: no more points than the cap; {1, t}: the floor is t (found in the head);
-# {2, k, chunk, stored floor or ''}: the floor is the k-th newest point of that chunk at or
-# after the stored floor (if it has k such points; else no more points than the cap).
+# Returns {0}: no more points than the cap; {1, t}: the floor is t (found in the head, and
+# stored here; older records leave the head with the next TRIM); {2, k, chunk, stored floor
+# or ''}: the floor is the k-th newest point of that chunk at or after the stored floor (if
+# it has k such points; else no more points than the cap): the client decodes it and
+# stores the floor with TRIM.
 CAP = r"""
 local m = tonumber(ARGV[1])
 local st = redis.call('HMGET', KEYS[1], 'newest', 'floor')
@@ -321,6 +323,7 @@ if floor then
 end
 if hn - a >= m then
   local t = struct.unpack('<i8', head, (hn - m) * 16 + 1)
+  if not floor or t > floor then redis.call('HSET', KEYS[1], 'floor', string.format('%.0f', t)) end
   return {1, t}
 end
 local left = m - (hn - a)

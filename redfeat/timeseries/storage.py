@@ -15,7 +15,7 @@ from .chunks import decode_chunk, unpack_points
 from .spec import SeriesSpec
 
 APPEND = Script(lua.APPEND)
-CAP = Script(lua.CAP, idempotent=True)  # reads only
+CAP = Script(lua.CAP, idempotent=True)  # a replay stores the same floor
 COMMIT = Script(lua.COMMIT)
 READ = Script(lua.READ, idempotent=True)  # reads only
 TRIM = Script(lua.TRIM)
@@ -127,17 +127,11 @@ def cap(ctx: Ctx, spec: SeriesSpec) -> None:
     keys = [ctx.keys.series(e), ctx.keys.series_head(e)]
     keys += [ctx.keys.series_chunk_index(e), ctx.keys.series_chunks(e)]
     reply = ctx.run(CAP, keys, [spec.max_points], what=f"series {spec.name!r} max_points")
-    kind = int(reply[0])
-    if kind == 0:
-        return
-    if kind == 1:
-        floor = int(reply[1])
-    else:
-        left, blob, stored = int(reply[1]), reply[2], reply[3]
-        ts, _ = decode_chunk(blob)
-        if stored not in (b"", ""):
-            ts = ts[ts >= int(stored)]
-        if len(ts) < left:
-            return  # fewer points than the cap after all
-        floor = int(ts[len(ts) - left])
-    trim(ctx, spec, floor)
+    if int(reply[0]) != 2:
+        return  # no more points than the cap, or the floor is set (in the head)
+    left, blob, stored = int(reply[1]), reply[2], reply[3]
+    ts, _ = decode_chunk(blob)
+    if stored not in (b"", ""):
+        ts = ts[ts >= int(stored)]
+    if len(ts) >= left:  # else fewer points than the cap after all
+        trim(ctx, spec, int(ts[len(ts) - left]))

@@ -390,7 +390,7 @@ class FeatureStore:
         ``Version.expired`` says the event time was already past the view's ttl: the
         version is kept in history, but reads as missing."""
         version = self._writes.write(view, entity_id, values, event_time)
-        self._touched(view)
+        self._touched(view, entity_id)
         return self._stamped(view, version)
 
     @timed("write_many")
@@ -430,7 +430,7 @@ class FeatureStore:
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
         version = self._writes.update(view, entity_id, values, event_time)
-        self._touched(view)
+        self._touched(view, entity_id)
         return self._stamped(view, version)
 
     @timed("increment")
@@ -445,25 +445,25 @@ class FeatureStore:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
         deltas = args.mapping("increment: deltas", deltas)
         version = self._writes.increment(view, entity_id, deltas, event_time)
-        self._touched(view)
+        self._touched(view, entity_id)
         return self._stamped(view, version)
 
     def _stamped(self, view: str, version: Version) -> Version:
         return mark_expired(version, self._ctx.registry.get(view).view.ttl_us)
 
-    def _touched(self, view: str) -> None:
-        """Tell this store's vector indexes of the view that it changed: their next search
-        catches up with the change feed first (read-your-writes)."""
+    def _touched(self, view: str, entity_id: Any = None, kind: str = "write") -> None:
+        """Tell this store's vector indexes what it just wrote (read-your-writes): their
+        next search applies it first (None: a bulk write, caught up from the feed)."""
         search = self._search.built
         if search is not None:
-            search.touched(view)
+            search.touched(view, entity_id, kind)
 
     @timed("delete")
     def delete(self, view: str, entity_id: str | int) -> bool:
         """Remove an entity's latest value and history (and its derived views' values).
         True if anything was there."""
         gone = self._writes.delete(view, entity_id)
-        self._touched(view)
+        self._touched(view, entity_id, "delete")
         return gone
 
     def delete_view(self, view: str, *, keep_definition: bool = False) -> int:

@@ -200,10 +200,18 @@ class VectorIndex:
         self._built = True
         return count
 
-    def touched(self) -> None:
-        """This store just wrote or deleted in the view: the next search catches up with
-        the change feed first, so it sees that (acknowledged) change."""
-        self._touched = True
+    def touched(self, entity_ids: list[str] | None = None, kind: str = "write") -> None:
+        """This store just wrote (or deleted, ``kind="delete"``) these entities of the view,
+        and the server acknowledged it: the next search applies that first (a re-read, or
+        a removal). None (a bulk write): the next search catches up with the change feed."""
+        if entity_ids is None:
+            self._touched = True
+            return
+        with self._cond:
+            for e in entity_ids:
+                self._pending[e] = kind
+            self._seq += 1
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Stop following changes (the index keeps its last contents but refuses searches)."""

@@ -11,6 +11,7 @@ import msgspec
 import numpy as np
 
 from ..core import args
+from ..core.codec import normalize_id
 from ..core.context import Ctx, Reader, Writer
 from ..core.records import Match
 from ..errors import ConfigurationError, NotFoundError
@@ -80,15 +81,17 @@ class Search:
             query, k=k, where=where, include_values=include_values, consistent=consistent
         )
 
-    def touched(self, view: str) -> None:
-        """This store wrote or deleted in ``view``: its indexes (and those of the views
-        derived from it) catch up with the change feed before their next search."""
+    def touched(self, view: str, entity_id: Any = None, kind: str = "write") -> None:
+        """This store wrote (or deleted) ``entity_id`` of ``view`` (None: some entities,
+        a bulk write): its indexes of the view, and of the views derived from it, apply
+        that before their next search."""
         if not self._indexes:
             return
+        ids = None if entity_id is None else [normalize_id(view, entity_id)]
         names = {view, *(d.name for d in self._ctx.registry.dependents(view))}
         for idx in list(self._indexes.values()):
             if idx.view in names:
-                idx.touched()
+                idx.touched(ids, kind)
 
     def put_text(
         self,

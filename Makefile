@@ -54,6 +54,7 @@ bench: $(BIN)/.dev  ## the benchmarks (each prints its ratio against a baseline 
 	$(BIN)/python bench/windows.py
 	$(BIN)/python bench/vectors.py
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/http.py
 	$(BIN)/python bench/api.py
 
 lock: | $(UV)  ## upgrade every locked dependency on purpose, then run the suite on it

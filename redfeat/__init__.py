@@ -1,7 +1,20 @@
-"""redfeat: a feature store for machine learning on Redis."""
+"""redfeat: a feature store for machine learning on Redis.
+
+Every type a public verb of ``FeatureStore`` takes or returns is exported here. The ones
+whose modules load pandas, pyarrow or pcodec are imported on first use, so that ``import
+redfeat`` stays quick (a CLI command is a new process).
+"""
+
+import importlib as _importlib
+import typing as _typing
 
 from . import types
+from .core.durability import Durability, Persistence
+from .core.embedded import EmbeddedServer, ServerInfo
+from .core.keys import Keys
+from .core.metrics import Metrics
 from .core.records import (
+    ChangeEvent,
     EntityStats,
     Match,
     Record,
@@ -20,31 +33,82 @@ from .errors import (
     RedfeatError,
     ValidationError,
 )
+from .online.events import Subscription
+from .quality.service import Quality
+from .realtime.cache import Cache
+from .realtime.ingest import Worker
 from .store import FeatureStore
 from .windows.spec import WindowFeatures
 
+if _typing.TYPE_CHECKING:
+    from .offline.log import OfflineLog
+    from .timeseries.alerts import Alerts
+    from .timeseries.series import Series
+    from .timeseries.service import TimeSeriesAdmin
+    from .transforms.core import TransformRegistry
+    from .windows.service import RecordReport
+
 __version__ = "0.1.0"
 
+_LAZY = {
+    "Alerts": ".timeseries.alerts",
+    "OfflineLog": ".offline.log",
+    "RecordReport": ".windows.service",
+    "Series": ".timeseries.series",
+    "TimeSeriesAdmin": ".timeseries.service",
+    "TransformRegistry": ".transforms.core",
+}
+
 __all__ = [
+    "Alerts",
     "BackendError",
+    "Cache",
+    "ChangeEvent",
     "ConfigurationError",
     "ConflictError",
+    "Durability",
+    "EmbeddedServer",
     "Entity",
     "EntityStats",
     "FeatureStore",
     "FeatureView",
     "Field",
+    "Keys",
     "Match",
+    "Metrics",
     "NotFoundError",
+    "OfflineLog",
+    "Persistence",
     "Problem",
+    "Quality",
     "Record",
+    "RecordReport",
     "RedfeatError",
+    "Series",
+    "ServerInfo",
     "Status",
+    "Subscription",
+    "TimeSeriesAdmin",
+    "TransformRegistry",
     "ValidationError",
     "ValidationReport",
     "Version",
     "WindowFeatures",
+    "Worker",
     "WriteReport",
     "__version__",
     "types",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(where, __name__), name)
+    globals()[name] = value  # found once, then a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

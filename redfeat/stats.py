@@ -1,23 +1,60 @@
-"""``store.stats()``: the store's operation metrics and storage accounting.
+"""``store.stats()``: the store's operation metrics, the server's memory, the realtime
+backlog, the age of buffered profiles, and (``storage``) storage accounting. ``GET /metrics``
+(``redfeat.serve.prom``) renders these same numbers for Prometheus.
 
 Storage comes from INFO, the registries and sampled MEMORY USAGE: every project key when
 the database is small (a bounded SCAN of the project's prefix), a RANDOMKEY sample
-extrapolated by DBSIZE when it is large; never KEYS.
+extrapolated by DBSIZE when it is large; never KEYS. The realtime section is one pipelined
+round trip per view for the change feed and ingest streams (XLEN, XRANGE ... COUNT 1,
+XINFO GROUPS, XPENDING): O(views), never O(entries).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+import redis
 
 from .core.codec import READ, normalize_id
 from .core.context import Ctx
 from .core.keys import escape_id
+from .core.metrics import BOUNDS_NS, Metrics
 from .core.records import EntityStats, Status
 from .core.time import to_us
 from .errors import wrap_redis
 from .online.history import from_latest, ttl_ok
 from .timeseries.spec import SeriesRegistry
+
+# Histogram edges for exporters (seconds): each counts the operations whose fine bucket
+# (20 a decade) ends at or below it, so an edge is exact to the fine buckets' 12 %.
+EDGES_S = (
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class Profiles(Protocol):
+    """What stats() reads of the profile recorder (``quality.recorder.Recorder``)."""
+
+    flushed_at: float | None
+    pending_since: float | None
+
 
 FULL_SCAN_UNDER = 200_000  # keys in the database: below this, scan the project exactly
 SAMPLE_KEYS = 2_000  # RANDOMKEY samples for a large database
@@ -120,10 +157,147 @@ def storage_report(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-def stats(ctx: Ctx, *, storage: bool, flush: Callable[[], None]) -> dict[str, Any]:
-    """``store.stats()``: operations of this process, and (``storage``) what is stored;
-    ``flush`` sends buffered profiles first, so that they count as stored."""
-    out: dict[str, Any] = {"operations": ctx.metrics.snapshot()}
+def operations(metrics: Metrics) -> dict[str, dict[str, Any]]:
+    """Per operation of this process: count, errors, mean/p50/p99 ms, the sum of latencies
+    and cumulative counts at ``EDGES_S`` (a Prometheus histogram's buckets)."""
+    out = metrics.snapshot()
+    for op, h in metrics.histograms().items():
+        cum, i, seen = [], 0, 0
+        for edge in EDGES_S:
+            limit = edge * 1e9 * (1 + 1e-9)
+            while i < len(BOUNDS_NS) and BOUNDS_NS[i] <= limit:
+                seen += h.buckets[i]
+                i += 1
+            cum.append(seen)
+        out[op] = {
+            **out[op],
+            "sum_s": h.total_ns / 1e9,
+            "buckets": {"le_s": list(EDGES_S), "counts": cum},
+        }
+    return out
+
+
+def _server(client: redis.Redis) -> dict[str, Any]:
+    info: dict[str, Any] = client.info("memory")
+    return {
+        "used_memory": int(info["used_memory"]),
+        "used_memory_peak": int(info["used_memory_peak"]),
+        "maxmemory": int(info.get("maxmemory", 0)),
+        "fragmentation": float(info.get("mem_fragmentation_ratio", 0.0)),
+        "dbsize": int(client.dbsize()),
+    }
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _id_ms(entry_id: Any) -> int:
+    return int(_text(entry_id).partition("-")[0])
+
+
+def _first_id(reply: Any) -> Any:
+    return reply[0][0] if reply else None
+
+
+def realtime(ctx: Ctx) -> dict[str, Any]:
+    """Per view: the change feed (``entries`` kept; ``age_s``: seconds since its newest
+    event by the server's clock, the change-feed lag a consumer that is up to date with the
+    feed can have; ``span_s``: how far back a cursor can resume) and the ingest stream
+    (``backlog``: rows not yet read by a worker group, ``pending``: read, not acknowledged,
+    ``lag_s``: age of the oldest row not yet acknowledged, ``dead_letters``)."""
+    client: Any = ctx.client  # redis-py's stream replies are loosely typed
+    k = ctx.keys
+    views = [v.name for v in ctx.registry.views()]
+    with wrap_redis("reading the change feed and ingest streams failed"):
+        pipe = client.pipeline(transaction=False)
+        pipe.time()
+        for v in views:
+            pipe.xlen(k.feed(v))
+            pipe.xrevrange(k.feed(v), count=1)
+            pipe.xrange(k.feed(v), count=1)
+            pipe.xlen(k.ingest(v))
+            pipe.xinfo_groups(k.ingest(v))
+            pipe.xlen(k.dead_letters(v))
+        replies = pipe.execute(raise_on_error=False)
+        sec, usec = replies[0]
+        now_ms = int(sec) * 1000 + int(usec) // 1000
+        out: dict[str, Any] = {}
+        second = client.pipeline(transaction=False)
+        asks: list[tuple[str, str, str]] = []
+        for i, v in enumerate(views):
+            n, newest, oldest, ilen, groups, dead = replies[1 + 6 * i : 7 + 6 * i]
+            feed: dict[str, Any] = {"entries": int(n), "age_s": None, "span_s": None}
+            if newest and oldest:
+                feed["age_s"] = max(0, now_ms - _id_ms(_first_id(newest))) / 1000
+                feed["span_s"] = (_id_ms(_first_id(newest)) - _id_ms(_first_id(oldest))) / 1000
+            if isinstance(groups, Exception):  # no stream yet: nothing was pushed
+                groups = []
+            backlog = int(ilen) if not groups and not isinstance(ilen, Exception) else 0
+            pending = 0
+            for g in groups:
+                g = {_text(a): b for a, b in g.items()}
+                lag = g.get("lag")
+                backlog = max(backlog, int(ilen) if lag is None else int(lag))
+                pending += int(g.get("pending") or 0)
+                name, last = _text(g["name"]), _text(g.get("last-delivered-id") or "0-0")
+                second.xpending(k.ingest(v), name)
+                second.xrange(k.ingest(v), min=f"({last}", count=1)
+                asks.append((v, name, last))
+            out[v] = {
+                "feed": feed,
+                "ingest": {
+                    "backlog": backlog,
+                    "pending": pending,
+                    "lag_s": 0.0,
+                    "dead_letters": 0 if isinstance(dead, Exception) else int(dead),
+                },
+            }
+            if not groups and backlog:  # pushed, but no worker ever read it
+                first = client.xrange(k.ingest(v), count=1)
+                if first:
+                    out[v]["ingest"]["lag_s"] = max(0, now_ms - _id_ms(first[0][0])) / 1000
+        if asks:
+            more = second.execute(raise_on_error=False)
+            for j, (v, _name, _last) in enumerate(asks):
+                summary, undelivered = more[2 * j], more[2 * j + 1]
+                oldest_ms = []
+                if isinstance(summary, dict) and summary.get("pending"):
+                    oldest_ms.append(_id_ms(summary["min"]))
+                if isinstance(undelivered, list) and undelivered:
+                    oldest_ms.append(_id_ms(undelivered[0][0]))
+                if oldest_ms:
+                    lag = max(0, now_ms - min(oldest_ms)) / 1000
+                    ing = out[v]["ingest"]
+                    ing["lag_s"] = max(ing["lag_s"], lag)
+    return out
+
+
+def profiles(recorder: Profiles) -> dict[str, Any]:
+    """``flush_age_s``: how long the oldest profile data not yet in Redis has waited (0:
+    nothing waits); ``last_flush_s``: seconds since the last successful flush (None: none
+    yet in this process)."""
+    now = time.time()
+    pending = recorder.pending_since
+    flushed = recorder.flushed_at
+    return {
+        "flush_age_s": 0.0 if pending is None else max(0.0, now - pending),
+        "last_flush_s": None if flushed is None else max(0.0, now - flushed),
+    }
+
+
+def stats(
+    ctx: Ctx, *, storage: bool, flush: Callable[[], None], recorder: Profiles | None = None
+) -> dict[str, Any]:
+    """``store.stats()``: operations of this process, the server's memory, the realtime
+    backlog, buffered profiles and (``storage``) what is stored; ``flush`` sends buffered
+    profiles first, so that they count as stored."""
+    out: dict[str, Any] = {"operations": operations(ctx.metrics)}
+    with wrap_redis("reading server statistics failed"):
+        out["server"] = _server(ctx.client)
+    out["realtime"] = realtime(ctx)
+    if recorder is not None:
+        out["profiles"] = profiles(recorder)
     if storage:
         flush()
         out["storage"] = storage_report(ctx)

@@ -6,6 +6,7 @@ delegates each verb to one of them; the user-facing contracts live in the docstr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -19,6 +20,7 @@ import redis
 from .core import args
 from .core.conn import Direct, detect_capabilities
 from .core.context import Ctx
+from .core.durability import Durability, check_mode
 from .core.embedded import EmbeddedServer, ServerInfo, holds_data
 from .core.keys import Keys
 from .core.metrics import Metrics, timed
@@ -33,7 +35,14 @@ from .core.records import (
 )
 from .core.registry import Registry
 from .core.schema import Entity, FeatureView, Field
-from .errors import BackendError, ConfigurationError, NotFoundError, backend_error, wrap_redis
+from .errors import (
+    BackendError,
+    ConfigurationError,
+    NotFoundError,
+    RedfeatError,
+    backend_error,
+    wrap_redis,
+)
 from .online.online import Online, Progress
 from .quality.service import Monitor, Quality
 from .reads import Reads
@@ -61,6 +70,7 @@ if TYPE_CHECKING:
     Definition = Entity | FeatureView | WindowFeatures
 
 _log = logging.getLogger("redfeat.home")
+_log_derived = logging.getLogger("redfeat.derived")
 T = TypeVar("T")
 
 
@@ -112,7 +122,7 @@ class FeatureStore:
         project: str = "default",
         data_dir: str | os.PathLike[str] | None = None,
         server_bin: str | None = None,
-        durability: str = "everysec",
+        durability: str | Durability = "everysec",
         client: redis.Redis | None = None,
         offline_dir: str | os.PathLike[str] | None = None,
         feed_cap: int = 100_000,
@@ -131,8 +141,10 @@ class FeatureStore:
             )
         if cache is not None and not feed_cap:
             raise ConfigurationError("a near cache needs change events (feed_cap > 0)")
+        dur = durability if isinstance(durability, Durability) else None
+        mode = check_mode(durability if dur is None else dur.mode)
         if client is None:
-            self._server = EmbeddedServer(data_dir, server_bin=server_bin, durability=durability)
+            self._server = EmbeddedServer(data_dir, server_bin=server_bin, durability=mode)
             if not holds_data(self._server.dir):
                 _log.warning(
                     "redfeat: %s holds no data yet: starting an empty store there "
@@ -140,21 +152,38 @@ class FeatureStore:
                     self._server.dir,
                 )
             name = f"redfeat-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-            self._server_info, client = self._server.open(name)
+            # The data dir's promise (the strictest ever asked for it) is this store's too;
+            # every connection, reconnects included, checks the server keeps it.
+            dur = Durability(self._server.promised(), managed=True)
+            self._server_info, client = self._server.open(name, on_connect=dur.connected)
             self._finalizer = weakref.finalize(self, _close_embedded, self._server, client, name)
+        elif dur is None:
+            dur = Durability(mode)
+            kwargs = client.connection_pool.connection_kwargs
+            if kwargs.get("redis_connect_func") is None:
+                kwargs["redis_connect_func"] = dur.connected  # new connections are checked
         self._client = client
+        self._durability = dur
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             self.close()
             raise ConfigurationError(
                 "FeatureStore needs a client with decode_responses=False: values are binary"
             )
+        direct = Direct(client)
+        self._closers.append(direct.close)
         try:
             client.ping()
+            if dur.persistence is None:  # a client whose connections were made before
+                conn = direct.conn()
+                conn.connect()
+                if dur.persistence is None:
+                    dur.verify(conn)
         except redis.RedisError as exc:
             self.close()
             raise backend_error("cannot reach the server", exc) from exc
-        direct = Direct(client)
-        self._closers.append(direct.close)
+        except BaseException:  # the server cannot keep the promised durability
+            self.close()
+            raise
         ctx = self._ctx = Ctx(client, keys, Registry(client, keys), direct, Metrics())
         self._caps: dict[str, Any] | None = None
 
@@ -188,7 +217,14 @@ class FeatureStore:
         self._reads = Reads(
             ctx, self._online, self._deriver, cache, self._monitor, self._windows, self._training
         )
-        self._writes = Writes(ctx, self._online, self._deriver, cache, self._monitor)
+        self._writes = Writes(ctx, self._online, self._deriver, cache, self._monitor, dur)
+        self._closers.insert(0, self._writes.close)
+        # Derived versions that a writer killed mid-write left behind (see writes.Recovery):
+        # usually one HGETALL that finds nothing.
+        try:
+            self._writes.recovery.run()
+        except RedfeatError as exc:
+            _log_derived.warning("redfeat: catching derived views up failed: %s", exc)
 
     @classmethod
     def from_url(
@@ -197,18 +233,32 @@ class FeatureStore:
         *,
         project: str = "default",
         offline_dir: str | os.PathLike[str] | None = None,
+        durability: str | Durability = "everysec",
         **redis_kwargs: Any,
     ) -> FeatureStore:
-        """Connect to redis://, rediss:// or unix:// (extra keywords go to redis-py)."""
+        """Connect to redis://, rediss:// or unix:// (extra keywords go to redis-py).
+
+        ``durability`` ("everysec" or "always", or a ``Durability``) is checked against
+        the server's settings where CONFIG GET is allowed, when the store opens and on
+        every reconnect: "always" needs ``appendfsync always``, or a WAITAOF that waits for
+        the fsync (Redis >= 8.0: each write call then waits for it), and is refused
+        (ConfigurationError) otherwise; "everysec" logs a warning when the server keeps
+        nothing on disk."""
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(
                 f"unsupported URL {url!r}: use redis://host:port/db, rediss://... or unix:///path"
             )
+        dur = durability if isinstance(durability, Durability) else None
+        dur = dur or Durability(check_mode(durability))
         try:
-            client = redis.Redis.from_url(url, **redis_kwargs)
+            client = redis.Redis.from_url(url, redis_connect_func=dur.connected, **redis_kwargs)
         except ValueError as exc:
             raise ConfigurationError(f"cannot use URL {url!r}: {exc}") from exc
-        store = cls(project=project, client=client, offline_dir=offline_dir)
+        try:
+            store = cls(project=project, client=client, offline_dir=offline_dir, durability=dur)
+        except BaseException:
+            client.close()
+            raise
         store._owns_client = True
         return store
 
@@ -224,7 +274,10 @@ class FeatureStore:
         if search is not None:
             search.close()
         for close in getattr(self, "_closers", []):
-            close()
+            # a server gone, or no longer keeping the promised durability, must not keep
+            # the store from closing
+            with contextlib.suppress(RedfeatError):
+                close()
         if self._finalizer is not None:
             self._finalizer()
         elif self._owns_client and hasattr(self, "_client"):
@@ -270,8 +323,24 @@ class FeatureStore:
 
     @property
     def server_info(self) -> ServerInfo | None:
-        """How the embedded server is reached (pid, socket or port), or None."""
-        return self._server_info
+        """How the embedded server is reached (pid, socket or port) and the durability it
+        runs at, as of now (another process may have restarted it), or None."""
+        if self._server is None:
+            return None
+        info = self._server.info() or self._server_info
+        running = self._durability.persistence
+        if info is not None and running is not None and running.appendfsync:
+            # what the server was found running at this store's last (re)connect
+            info = dataclasses.replace(info, durability=running.appendfsync)
+        self._server_info = info
+        return info
+
+    @property
+    def durability(self) -> Durability:
+        """The durability this store promises (``.mode``), how it keeps it on its server
+        (``.describe()``: the server's setting, or WAITAOF after each write call) and the
+        server's persistence settings as last checked (``.persistence``)."""
+        return self._durability
 
     @property
     def capabilities(self) -> dict[str, Any]:
@@ -311,11 +380,24 @@ class FeatureStore:
 
     # -- definitions --------------------------------------------------------------------
 
-    def apply(self, *objects: Definition, allow_breaking: bool = False) -> dict[str, str]:
+    def apply(
+        self,
+        *objects: Definition,
+        allow_breaking: bool = False,
+        backfill: bool = True,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> dict[str, str]:
         """Register entities, views and window features; returns what happened to each.
 
         A view that stops keeping history (``history=0``) has its history keys removed, so
-        that turning history on again later never serves versions from before."""
+        that turning history on again later never serves versions from before.
+
+        A new materialised derived view is backfilled: every version its source keeps
+        gets its derived version (with the same event time), so existing entities read
+        values at once; a derived view whose transforms changed is derived again. Writes
+        during the backfill are derived as usual. ``backfill=False`` leaves that for later
+        (existing entities read None until written again); ``progress(view, entities done,
+        total)``. A backfill cut short (a crash) resumes at the next store open."""
         from .online.scan import delete_view_data
         from .windows.spec import WindowFeatures
 
@@ -325,6 +407,7 @@ class FeatureStore:
             objects, wins = self._windows().split(objects)
         known = {v.name: v for v in registry.views()}
         before = {name: v.history.keeps_versions for name, v in known.items()}
+        specs = {name: v.transform_specs for name, v in known.items()}
         known.update({o.name: o for o in objects if isinstance(o, FeatureView)})
         for obj in objects:
             if isinstance(obj, FeatureView) and obj.source is not None:
@@ -345,7 +428,35 @@ class FeatureStore:
                 delete_view_data(self._ctx, obj.name, suffix=":h")
         if wins:
             result.update(self._windows().apply(wins))
+        if backfill:
+            fill = {
+                o.name: o.name in specs  # changed transforms: derive every version again
+                for o in objects
+                if isinstance(o, FeatureView)
+                and o.source is not None
+                and not o.on_read
+                and (o.name not in specs or specs[o.name] != o.transform_specs)
+            }
+            if fill:
+                self._writes.recovery.backfill_views(fill, progress=progress)
         return result
+
+    def backfill_derived(
+        self, view: str, *, progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """Derive every version the source of derived view ``view`` keeps that has no
+        derived version yet (what ``apply`` does for a new derived view); returns the
+        derived versions written. ``progress(entities done, total)``."""
+        res = self._ctx.registry.get(view)
+        if res.view.source is None or res.view.on_read:
+            raise ConfigurationError(
+                f"view {view!r} is not a materialised derived view (FeatureView(..., "
+                "source=..., transforms=[...]) without on_read)"
+            )
+        self._deriver.transforms(res.view)
+        return self._writes.recovery.backfill_views(
+            {view: False}, progress=None if progress is None else lambda _v, d, t: progress(d, t)
+        )
 
     def transform(
         self,
@@ -657,17 +768,21 @@ class FeatureStore:
     ) -> WriteReport:
         """Backfill historical versions (history and offline log). Latest values only move
         forward: a row older than an entity's latest lands in history. All or nothing."""
-        report = self._training().import_frame(
-            view,
-            args.rows("import_frame: frame", frame),
-            entity_column=args.column("entity_column", entity_column),
-            event_time_column=args.column("event_time_column", event_time_column),
-            written_at_column=written_at_column,
-            progress=progress,
-        )
+        frame = args.rows("import_frame: frame", frame)
+        entity_column = args.column("entity_column", entity_column)
+        event_time_column = args.column("event_time_column", event_time_column)
         deps = self._ctx.registry.dependents(view)
-        if deps:
-            self._writes.derive_bulk(deps, frame, entity_column, event_time_column, report)
+        with self._writes.deriving(deps):
+            report = self._training().import_frame(
+                view,
+                frame,
+                entity_column=entity_column,
+                event_time_column=event_time_column,
+                written_at_column=written_at_column,
+                progress=progress,
+            )
+            if deps:
+                self._writes.derive_bulk(deps, frame, entity_column, event_time_column, report)
         self._writes.forget_cached(view, deps)
         self._touched(view)
         return report
@@ -690,7 +805,9 @@ class FeatureStore:
     def record(self, name: str, entity_id: str | int, value: float, ts: Any = None) -> bool:
         """Add one event (``ts``: datetime or epoch seconds; None = now) to an entity's
         windows, atomically. False when it is older than the retention (not counted)."""
-        return self._windows().record(name, entity_id, value, ts)
+        counted = self._windows().record(name, entity_id, value, ts)
+        self._writes.sync()
+        return counted
 
     def record_many(
         self,
@@ -707,7 +824,7 @@ class FeatureStore:
         tiles per (entity, hop) are built with numpy and merged by one atomic step per
         entity, streamed. Every row is checked first: a bad one raises and nothing is
         recorded. ``progress(events done, total)``."""
-        return self._windows().record_many(
+        report = self._windows().record_many(
             name,
             rows,
             entity_column=args.column("entity_column", entity_column),
@@ -715,6 +832,8 @@ class FeatureStore:
             event_time_column=args.column("event_time_column", event_time_column, optional=True),
             progress=progress,
         )
+        self._writes.sync()
+        return report
 
     # -- real time --------------------------------------------------------------------
 
@@ -747,11 +866,13 @@ class FeatureStore:
     ) -> int:
         """Append raw rows (dicts with an ``entity_id``) to the view's ingest stream, for
         workers to validate and write. Rows without an event time get the push time."""
-        return self._live().push(
+        n = self._live().push(
             view,
             rows,
             event_time_column=args.column("event_time_column", event_time_column, optional=True),
         )
+        self._writes.sync()
+        return n
 
     def worker(self, views: Iterable[str] | None = None, **options: Any) -> Worker:
         """A consumer-group worker for the ingest streams of ``views`` (all when None)."""
@@ -955,12 +1076,20 @@ class FeatureStore:
         return entity_stats(self._ctx, view, entity_id)
 
     def stats(self, *, storage: bool = True) -> dict[str, Any]:
-        """Per operation in this process: count, errors, mean/p50/p99 latency (ms); and, with
-        ``storage``, server memory and this project's keys and bytes per view, series and
-        quality data (sampled MEMORY USAGE; a bounded SCAN or RANDOMKEY sample, never KEYS)."""
+        """Per operation in this process: count, errors, mean/p50/p99 latency (ms) and
+        histogram buckets; the server's memory; per view the change feed's age and the
+        ingest backlog, pending rows, lag and dead letters; the age of buffered profiles;
+        and, with ``storage``, this project's keys and bytes per view, series and quality
+        data (sampled MEMORY USAGE; a bounded SCAN or RANDOMKEY sample, never KEYS)."""
         from .stats import stats
 
-        return stats(self._ctx, storage=args.flag("storage", storage), flush=self._monitor.flush)
+        monitor = self._monitor
+        return stats(
+            self._ctx,
+            storage=args.flag("storage", storage),
+            flush=monitor.flush,
+            recorder=monitor.recorder,
+        )
 
 
 # -- the services built on first use ------------------------------------------------------

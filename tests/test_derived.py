@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import math
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from redfeat import ConfigurationError, FeatureStore, FeatureView, Field, NotFoundError
+from redfeat import (
+    ConfigurationError,
+    FeatureStore,
+    FeatureView,
+    Field,
+    NotFoundError,
+    ValidationError,
+)
 from redfeat import types as t
 from redfeat.transforms.builtins import bucketize, seed_scenario
 
@@ -178,3 +189,186 @@ def test_on_read_views_in_get_features_and_training_frames(store: FeatureStore) 
         store.training_frame(
             pd.DataFrame({"entity_id": ["u1"], "event_time": [T0]}), ["user_derived:age_group"]
         )
+
+
+# -- issue 17.5: a row a derived view refuses is refused before anything is written ------
+
+
+def _refusing(store: FeatureStore) -> None:
+    """user_profile -> "logs": a custom transform that fails on a negative income, and
+    an output the derived view bounds (a huge income gives a value above its maximum)."""
+
+    @store.transform(
+        "log_income", inputs=["income"], outputs=[Field("log_income", t.Float, max=12)]
+    )
+    def log_income(row: dict[str, Any]) -> dict[str, Any]:
+        income = row["income"]
+        if income is not None and income < 0:
+            raise ValueError(f"negative income {income}")
+        return {"log_income": None if income is None else math.log1p(income)}
+
+    store.apply(
+        PROFILE,
+        FeatureView(
+            "logs",
+            entity="user",
+            source="user_profile",
+            transforms=[store.transforms.get("log_income")],
+        ),
+    )
+
+
+GOOD: dict[str, Any] = {"entity_id": "good", **ROW, "income": 100.0}
+NEGATIVE: dict[str, Any] = {"entity_id": "neg", **ROW, "income": -1.0}
+HUGE: dict[str, Any] = {"entity_id": "huge", **ROW, "income": 1e10}
+
+
+def test_write_many_refuses_what_a_derived_view_refuses_before_writing(
+    store: FeatureStore,
+) -> None:
+    _refusing(store)
+    with pytest.raises(ValidationError) as err:
+        store.write_many("user_profile", [GOOD, NEGATIVE, HUGE])
+    text = str(err.value)
+    assert "nothing was written" in text and "'logs'" in text
+    assert "negative income -1.0" in text and "maximum" in text
+    assert {p.row for p in err.value.problems} == {1, 2}
+    assert store.get_many("user_profile", ["good", "neg", "huge"]) == [None, None, None]
+
+    report = store.write_many("user_profile", [GOOD, NEGATIVE, HUGE], on_error="skip")
+    assert report.written == 1 and [i for i, _ in report.refused] == [1, 2]
+    assert "negative income" in str(report.refused[0][1])
+    assert store.get("user_profile", "good") is not None
+    assert store.get("logs", "good") == {"log_income": pytest.approx(math.log1p(100.0))}
+    assert store.get_many("user_profile", ["neg", "huge"]) == [None, None]
+    assert store.get_many("logs", ["neg", "huge"]) == [None, None]
+    # a row the source refuses itself is reported with the source's reason
+    bad_type = {"entity_id": "typo", **ROW, "income": "lots"}
+    report = store.write_many("user_profile", [bad_type], on_error="skip")
+    (only,) = report.refused
+    assert "income" in str(only[1]) and "'user_profile'" in str(only[1])
+
+
+def test_single_writes_refuse_what_a_derived_view_refuses(store: FeatureStore) -> None:
+    _refusing(store)
+    with pytest.raises(ValidationError, match="negative income"):
+        store.write("user_profile", "u", {**ROW, "income": -5.0})
+    assert store.get("user_profile", "u") is None
+    store.write("user_profile", "u", ROW)
+    before = store.history("user_profile", "u")
+    with pytest.raises(ValidationError, match="maximum"):
+        store.update("user_profile", "u", {"income": 1e12})
+    with pytest.raises(ValidationError, match="negative income"):
+        store.increment("user_profile", "u", {"income": -1e6})
+    assert store.history("user_profile", "u") == before  # nothing written
+    assert store.get("logs", "u") == {"log_income": pytest.approx(math.log1p(30000.0))}
+
+
+def test_missing_input_columns_read_as_null_in_both_views(store: FeatureStore) -> None:
+    setup(store)
+    report = store.write_many("user_profile", [{"entity_id": "a", "age": 30}])
+    assert report.written == 1 and not report.refused
+    got = store.get("user_derived", "a")
+    assert got is not None and got["age_group"] == "young_adult"
+    assert got["income_category"] is None  # no income: no income category, and no error
+
+
+def test_worker_dead_letters_only_refused_rows_with_their_own_error(
+    store: FeatureStore,
+) -> None:
+    _refusing(store)
+    store.push("user_profile", [GOOD, NEGATIVE, HUGE])
+    stats = store.run_worker(["user_profile"], until_idle=True)
+    assert (stats.rows, stats.dead) == (1, 2)
+    dead = {d["row"]["entity_id"]: d["error"] for d in store.dead_letters("user_profile")}
+    assert set(dead) == {"neg", "huge"}
+    assert "negative income" in dead["neg"] and "maximum" in dead["huge"]
+    assert store.get_many("user_profile", ["neg", "huge"]) == [None, None]  # not stored
+    assert store.get("logs", "good") is not None
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    incomes=st.lists(
+        st.one_of(st.floats(-1e3, 1e3), st.just(1e9), st.just(-0.5)), min_size=1, max_size=8
+    ),
+    on_error=st.sampled_from(["raise", "skip"]),
+)
+def test_refusals_by_derived_views_never_half_write(
+    store: FeatureStore, incomes: list[float], on_error: str
+) -> None:
+    if "logs" not in {v.name for v in store.views()}:
+        _refusing(store)
+    tag = uuid.uuid4().hex[:8]
+    rows = [{"entity_id": f"{tag}-{i}", **ROW, "income": x} for i, x in enumerate(incomes)]
+    bad = {i for i, x in enumerate(incomes) if x < 0 or math.log1p(x) > 12}
+    ids = [r["entity_id"] for r in rows]
+    if on_error == "raise" and bad:
+        with pytest.raises(ValidationError) as err:
+            store.write_many("user_profile", rows)
+        assert {p.row for p in err.value.problems} == bad
+        assert store.get_many("user_profile", ids) == [None] * len(ids)
+        return
+    report = store.write_many("user_profile", rows, on_error=on_error)
+    assert {i for i, _ in report.refused} == bad
+    src = store.get_many("user_profile", ids)
+    der = store.get_many("logs", ids)
+    for i in range(len(rows)):
+        assert (src[i] is None) == (i in bad) == (der[i] is None)
+
+
+# -- issue 17.6: a new derived view is backfilled over what its source holds -----------
+
+
+def _three_versions(store: FeatureStore, n: int) -> None:
+    store.apply(PROFILE)
+    for k in range(3):
+        rows = [
+            {"entity_id": f"u{i}", **ROW, "age": 20 + 10 * k + i % 5, "ts": T0 + timedelta(days=k)}
+            for i in range(n)
+        ]
+        store.write_many("user_profile", rows, event_time_column="ts")
+
+
+def test_apply_backfills_a_new_derived_view(store: FeatureStore) -> None:
+    _three_versions(store, 30)
+    seen: list[tuple[str, int, int]] = []
+    derived = FeatureView(
+        "user_derived", entity="user", source="user_profile", transforms=SEED, history=10
+    )
+    store.apply(derived, progress=lambda v, done, total: seen.append((v, done, total)))
+    assert seen[0] == ("user_derived", 0, 30) and seen[-1] == ("user_derived", 30, 30)
+    got = store.get("user_derived", "u1")
+    assert got is not None and got["age_group"] == "adult"  # age 41: the latest version
+    hist = store.history("user_derived", "u1")
+    assert [v.event_time for v in hist] == [T0 + timedelta(days=k) for k in (2, 1, 0)]
+    assert hist[-1].values["age_group"] == "young"  # age 21 as of day 0
+    out = store.training_frame(
+        pd.DataFrame({"entity_id": ["u1"], "event_time": [T0 + timedelta(days=1, hours=1)]}),
+        ["user_derived:age_group"],
+    )
+    assert out["age_group"].tolist() == ["young_adult"]  # age 31: point in time correct
+    assert store.apply(derived) == {"user_derived": "unchanged"}  # nothing to do again
+
+
+def test_backfill_can_wait_and_changed_transforms_derive_again(store: FeatureStore) -> None:
+    _three_versions(store, 12)
+    later = FeatureView("later", entity="user", source="user_profile", transforms=SEED)
+    store.apply(later, backfill=False)
+    assert store.get("later", "u0") is None  # as documented: until written or backfilled
+    assert store.backfill_derived("later") == 12 * 3
+    assert store.backfill_derived("later") == 0  # everything has its derived version
+    got = store.get("later", "u0")
+    assert got is not None and got["age_group"] == "adult"
+    labels = ["young", "young_adult", "adult", "senior"]
+    coarse = bucketize("age", [100, 200, 300], labels, output="age_group")  # all "young"
+    changed = FeatureView(
+        "later", entity="user", source="user_profile", transforms=[coarse, *SEED[1:]]
+    )
+    assert store.apply(changed) == {"later": "updated"}
+    assert store.get("later", "u0", features=["age_group"]) == {"age_group": "young"}
+    assert store.history("later", "u0")[0].values["age_group"] == "young"
+    with pytest.raises(ConfigurationError, match="not a materialised derived view"):
+        store.backfill_derived("user_profile")

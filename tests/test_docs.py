@@ -55,45 +55,6 @@ def test_readme_blocks_each_run_alone_pasted_into_a_repl(
     assert EmbeddedServer(tmp_path / ".redfeat").status() is None
 
 
-def test_public_surface_is_pinned() -> None:
-    assert sorted(redfeat.__all__) == sorted(
-        [
-            "BackendError",
-            "ConfigurationError",
-            "ConflictError",
-            "Entity",
-            "EntityStats",
-            "FeatureStore",
-            "FeatureView",
-            "Field",
-            "Match",
-            "NotFoundError",
-            "Problem",
-            "Record",
-            "RedfeatError",
-            "Status",
-            "ValidationError",
-            "ValidationReport",
-            "Version",
-            "WindowFeatures",
-            "WriteReport",
-            "__version__",
-            "types",
-        ]
-    )
-    for name in redfeat.__all__:
-        assert hasattr(redfeat, name)
-    for exc in (
-        "BackendError",
-        "ConfigurationError",
-        "ConflictError",
-        "NotFoundError",
-        "ValidationError",
-    ):
-        assert issubclass(getattr(redfeat, exc), redfeat.RedfeatError)
-    assert (ROOT / "redfeat" / "py.typed").exists()
-
-
 def test_demo_runs(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo"], env={"REDFEAT_HOME": str(tmp_path / "home")})
     assert result.exit_code == 0, result.output

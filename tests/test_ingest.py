@@ -5,12 +5,17 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
+from redfeat.core.embedded import EmbeddedServer
 
 
 def setup(store: FeatureStore) -> None:
@@ -76,3 +81,39 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(
     for i in (0, 50, 150, 399):
         assert store.get("v", f"e{i}") == {"x": i}
         assert len(store.history("v", f"e{i}")) == 1  # the replay made no second version
+
+
+def _wait_for(check: Any, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_worker_waits_out_a_server_outage(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 17.7: an outage longer than the client's retries must not end the worker.
+    store = FeatureStore(data_dir=data_dir)
+    try:
+        setup(store)
+        store.push("v", [{"entity_id": f"e{i}", "x": i} for i in range(100)])
+        worker = store.worker(["v"], max_backoff=1.0, block=0.2)
+        result: list[Any] = []
+        thread = threading.Thread(target=lambda: result.append(worker.run()), daemon=True)
+        with caplog.at_level("WARNING", logger="redfeat.worker"):
+            thread.start()
+            _wait_for(lambda: store.get("v", "e99") is not None)
+            EmbeddedServer(data_dir).stop(force=True)
+            time.sleep(6.0)  # longer than any client retry
+            assert thread.is_alive() and not result
+            EmbeddedServer(data_dir).ensure(keep_running=True)
+            store.push("v", [{"entity_id": f"e{i}", "x": i} for i in range(100, 200)])
+            _wait_for(lambda: store.get("v", "e199") == {"x": 199})
+            worker.stop()
+            thread.join(10)
+        assert result and result[0].outages == 1 and result[0].rows == 200
+        assert "cannot be reached" in caplog.text and "answers again" in caplog.text
+    finally:
+        store.close()
+        EmbeddedServer(data_dir).stop(force=True)

@@ -249,8 +249,11 @@ def test_delete_entity_and_view(store: FeatureStore, client: redis.Redis) -> Non
     assert store.delete("v", "e5") is True
     assert store.delete("v", "e5") is False
     assert store.get("v", "e5") is None and store.history("v", "e5") == []
+    store.quality.flush()  # the profiles of those writes, stored now rather than later
+    quality = len(list(client.scan_iter(match=f"rf:{store.project}:q:v:*", count=1000)))
     removed = store.delete_view("v")
-    assert removed == 1199 * 2 + 1  # latest and history keys, and the change feed
+    # latest and history keys, the change feed, and the view's quality data
+    assert removed == 1199 * 2 + 1 + quality
     assert [v.name for v in store.views()] == ["other"]
     assert store.get("other", "e1") == {"x": 1, "y": None}
     left = list(client.scan_iter(match=f"rf:{store.project}:{{v|*", count=1000))

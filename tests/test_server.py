@@ -33,6 +33,7 @@ from redfeat.serve.web import bins, svg
 from redfeat.vectors.index import VectorIndex
 
 Json = dict[str, Any]
+JSON_TYPE = {"content-type": "application/json"}
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 SEG = ["basic", "premium", "gold"]
 
@@ -184,7 +185,8 @@ def test_validation_error_is_422_with_every_problem(
     # a body of the wrong shape is a bad request (400), and says which key
     body = _err(http.post("/views/user_profile/write", json={"entity": "u9", "values": {}}), 400)
     assert "entity" in body["message"]
-    assert "JSON" in _err(http.post("/views/user_profile/write", content=b"{nope"), 400)["message"]
+    sent = http.post("/views/user_profile/write", content=b"{nope", headers=JSON_TYPE)
+    assert "JSON" in _err(sent, 400)["message"]
 
 
 def test_write_many_reports_refused_rows_and_warnings(
@@ -374,7 +376,7 @@ def test_similar(http: TestClient, store: FeatureStore, monkeypatch: pytest.Monk
 
     async def burst() -> list[Any]:
         transport = httpx2.ASGITransport(app=app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://localhost") as client:
             body = {"field": "w", "query": query, "k": 2}
             calls = [client.post("/views/items/similar", json=body) for _ in range(8)]
             return [r.json()["matches"] for r in await asyncio.gather(*calls)]
@@ -585,9 +587,15 @@ def test_page_shows_views_drift_plots_and_series(http: TestClient, store: Featur
     assert len(re.findall(r'<svg class="plot series-plot"', html)) == 1
     assert 'class="series-line"' in html and 'class="anomaly"' in html
     assert "<td class='drift'>drift</td>" in html  # the verdict column
-    # no network: no external script, stylesheet or image
-    assert not re.search(r"<(script|link|img)\b", html)
+    # no network: no external script, stylesheet or image; the one inline script runs by
+    # its nonce only (the Content-Security-Policy allows nothing else)
+    assert not re.search(r"<(link|img)\b", html) and not re.search(r"<script[^>]*src=", html)
     assert not re.search(r'(src|href)="(https?:)?//', html)
+    nonce = re.findall(r'<script nonce="([^"]+)">', html)
+    assert (
+        len(nonce) == 1
+        and f"script-src 'nonce-{nonce[0]}'" in page.headers["content-security-policy"]
+    )
     # the defaults: the day up to the view's newest event, the series' last day
     auto = http.get("/").text
     assert len(re.findall(r'<svg class="plot drift-plot"', auto)) == 4
@@ -674,3 +682,132 @@ def test_redfeat_serve_over_real_http(embedded: ServerInfo, project: str, tmp_pa
         client.close()
     # uvicorn re-raises the SIGTERM it caught once it has shut down (the store closed first)
     assert proc.returncode in (0, -signal.SIGTERM)
+
+
+def _start_serve(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    exe = Path(sys.executable).with_name("redfeat")
+    return subprocess.Popen(
+        [str(exe), "serve", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def _wait_up(proc: subprocess.Popen[str], url: str, headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx2.get(url, headers=headers, timeout=2).status_code == 200:
+                return
+        except httpx2.TransportError:
+            pass
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "redfeat serve did not answer"
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return out, err
+
+
+def test_serve_with_workers_shares_one_embedded_server_and_shuts_down_gracefully(
+    tmp_path: Path,
+) -> None:
+    """Two worker processes on one port, both attached to the one embedded server of the
+    data dir; SIGTERM lets a request in flight finish, then everything stops."""
+    import http.client
+    import json
+
+    from redfeat.core.embedded import EmbeddedServer
+    from redfeat.serve import auth
+
+    home = tmp_path / "home"
+    token = "rf_workers-test-token-0123456789"
+    (tmp_path / "tokens.json").write_text(
+        json.dumps({"tokens": [{"token": token, "scopes": ["admin"]}]})
+    )
+    with FeatureStore(data_dir=home, project="w") as store:
+        store.apply(FeatureView("users", entity="user", fields=[Field("spend", t.Float)]))
+    port = _free_port()
+    proc = _start_serve(
+        [
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--home",
+            str(home),
+            "--project",
+            "w",
+            "--token-file",
+            str(tmp_path / "tokens.json"),
+            "--access-log",
+        ],
+        {},
+        tmp_path,
+    )
+    auth_h = {"authorization": f"Bearer {token}"}
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(proc, f"{base}/views", auth_h)
+        deadline = time.monotonic() + 30
+        while len(attached := EmbeddedServer(home).attached()) < 3:  # supervisor + 2 workers
+            assert time.monotonic() < deadline, attached
+            time.sleep(0.1)
+        for i in range(20):
+            body = {"entity_id": f"u{i}", "values": {"spend": float(i)}}
+            resp = httpx2.post(f"{base}/views/users/write", json=body, headers=auth_h)
+            assert resp.status_code == 201, resp.text
+        got = httpx2.post(
+            f"{base}/views/users/get_many", json={"ids": ["u3", "u19"]}, headers=auth_h
+        ).json()
+        assert got["rows"] == [{"spend": 3.0}, {"spend": 19.0}]
+        metrics = httpx2.get(f"{base}/metrics", headers=auth_h).text
+        pids = re.findall(r'redfeat_http_process_resident_bytes\{pid="(\d+)"\}', metrics)
+        assert len(set(pids)) == 2, metrics  # each worker reports itself
+        writes = re.search(
+            r'redfeat_http_requests_total\{method="POST",route="/views/\{view\}/write",'
+            r'status="201"\} (\S+)',
+            metrics,
+        )
+        assert writes is not None and float(writes.group(1)) == 20  # summed over both
+        # a request in flight when SIGTERM arrives: its body is still on its way
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        payload = json.dumps({"entity_id": "late", "values": {"spend": 7.0}}).encode()
+        conn.putrequest("POST", "/views/users/write")
+        for k, v in {
+            **auth_h,
+            "content-type": "application/json",
+            "content-length": str(len(payload)),
+        }.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        conn.send(payload[:10])
+        time.sleep(0.3)
+        proc.terminate()
+        time.sleep(0.5)
+        conn.send(payload[10:])
+        answer = conn.getresponse()
+        assert answer.status == 201, answer.read()
+        conn.close()
+        out, err = _stop(proc)
+    finally:
+        _stop(proc)
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    assert len({x["pid"] for x in lines}) >= 1 and all(x["token"] for x in lines)
+    assert EmbeddedServer(home).status() is None  # the last user left: the server stopped
+    with FeatureStore(data_dir=home, project="w") as store:
+        assert store.get("users", "late") == {"spend": 7.0}  # the in-flight write landed
+        assert store.get("users", "u19") == {"spend": 19.0}
+    assert auth.digest(token) not in out + err and token not in out + err

@@ -5,7 +5,7 @@ search_server); skipped where the module is not installed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from test_vectors import DIM, apply, brute, ids, populate, wait_for
+from test_vectors import DIM, apply, brute, filter_cases, ids, populate, wait_for
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
@@ -91,37 +91,7 @@ def test_filters_give_the_brute_force_answer(
     index = server_index(search_store, made)
     index.build()
 
-    def age_in(lo: int | None, hi: int | None) -> Callable[[dict[str, Any]], bool]:
-        return lambda r: (
-            r["age"] is not None
-            and (lo is None or r["age"] >= lo)
-            and (hi is None or r["age"] <= hi)
-        )
-
-    cases: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
-        ({"segment": "premium"}, lambda r: r["segment"] == "premium"),
-        ({"segment": ["basic"]}, lambda r: r["segment"] == "basic"),
-        ({"segment": ["basic", "premium"]}, lambda r: True),
-        ({"age": 30}, lambda r: r["age"] == 30),
-        ({"age": [20, 21, 22]}, lambda r: r["age"] in (20, 21, 22)),
-        ({"age": (30, 40)}, age_in(30, 40)),
-        ({"age": (None, 25)}, age_in(None, 25)),
-        ({"age": (75, None)}, age_in(75, None)),
-        ({"age": (40.5, 41.5)}, age_in(41, 41)),
-        ({"age": None}, lambda r: r["age"] is None),
-        ({"age": [None, 18]}, lambda r: r["age"] in (None, 18)),
-        (
-            {"segment": "basic", "age": (20, 40)},
-            lambda r: r["segment"] == "basic" and age_in(20, 40)(r),
-        ),
-        (
-            {"segment": "premium", "age": [33, 34]},
-            lambda r: r["segment"] == "premium" and r["age"] in (33, 34),
-        ),
-        ({"segment": "nobody"}, lambda r: False),
-        ({"age": (50, 40)}, lambda r: False),
-        ({"age": []}, lambda r: False),
-    ]
+    cases = filter_cases()
     hits = total = 0
     for q in rng.standard_normal((5, DIM)).astype(np.float32):
         for where, keep in cases:

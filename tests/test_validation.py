@@ -75,15 +75,15 @@ def pairs(exc: ValidationError) -> set[tuple[str | None, str]]:
 
 
 def data_keys(client: redis.Redis, project: str) -> list[str]:
-    """Every entity key of the project (not the registry, not the change feeds, not the
-    monitoring data the store flushes in the background)."""
+    """Every entity key of the project (not the registry, the change feeds, or the quality
+    data a store's background flush may write at any moment)."""
     registry = f"rf:{project}:registry"
-    skip = (f"rf:{project}:feed:", f"rf:{project}:q:")
+    feeds, quality = f"rf:{project}:feed:", f"rf:{project}:q:"
     keys = [
         k.decode() if isinstance(k, bytes) else str(k)
         for k in client.scan_iter(match=f"rf:{project}:*", count=1000)
     ]
-    return sorted(k for k in keys if k != registry and not k.startswith(skip))
+    return sorted(k for k in keys if k != registry and not k.startswith((feeds, quality)))
 
 
 def assert_absent(store: FeatureStore, entity_id: Any) -> None:

@@ -98,6 +98,41 @@ def ids(matches: list[Match]) -> list[str]:
     return [m.entity_id for m in matches]
 
 
+def _age_in(lo: int | None, hi: int | None) -> Callable[[dict[str, Any]], bool]:
+    return lambda r: (
+        r["age"] is not None and (lo is None or r["age"] >= lo) and (hi is None or r["age"] <= hi)
+    )
+
+
+def filter_cases() -> list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]]:
+    """``where`` filters and what each keeps of a row: one table for every index kind
+    (exact here, server in test_server_index.py)."""
+    return [
+        ({"segment": "premium"}, lambda r: r["segment"] == "premium"),
+        ({"segment": ["basic"]}, lambda r: r["segment"] == "basic"),
+        ({"segment": ["basic", "premium"]}, lambda r: True),
+        ({"age": 30}, lambda r: r["age"] == 30),
+        ({"age": [20, 21, 22]}, lambda r: r["age"] in (20, 21, 22)),
+        ({"age": (30, 40)}, _age_in(30, 40)),
+        ({"age": (None, 25)}, _age_in(None, 25)),
+        ({"age": (75, None)}, _age_in(75, None)),
+        ({"age": (40.5, 41.5)}, _age_in(41, 41)),
+        ({"age": None}, lambda r: r["age"] is None),
+        ({"age": [None, 18]}, lambda r: r["age"] in (None, 18)),
+        (
+            {"segment": "basic", "age": (20, 40)},
+            lambda r: r["segment"] == "basic" and _age_in(20, 40)(r),
+        ),
+        (
+            {"segment": "premium", "age": [33, 34]},
+            lambda r: r["segment"] == "premium" and r["age"] in (33, 34),
+        ),
+        ({"segment": "nobody"}, lambda r: False),
+        ({"age": (50, 40)}, lambda r: False),
+        ({"age": []}, lambda r: False),
+    ]
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(42)
@@ -166,36 +201,7 @@ def test_filters_give_the_brute_force_answer_on_the_subset(
     indexes.append(index)
     index.build()
 
-    def age_in(lo: int | None, hi: int | None) -> Callable[[dict[str, Any]], bool]:
-        return lambda r: (
-            r["age"] is not None
-            and (lo is None or r["age"] >= lo)
-            and (hi is None or r["age"] <= hi)
-        )
-
-    cases: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
-        ({"segment": "premium"}, lambda r: r["segment"] == "premium"),
-        ({"segment": ["basic"]}, lambda r: r["segment"] == "basic"),
-        ({"segment": ["basic", "premium"]}, lambda r: True),
-        ({"age": 30}, lambda r: r["age"] == 30),
-        ({"age": [20, 21, 22]}, lambda r: r["age"] in (20, 21, 22)),
-        ({"age": (30, 40)}, age_in(30, 40)),
-        ({"age": (None, 25)}, age_in(None, 25)),
-        ({"age": (75, None)}, age_in(75, None)),
-        ({"age": (40.5, 41.5)}, age_in(41, 41)),
-        ({"age": None}, lambda r: r["age"] is None),
-        ({"age": [None, 18]}, lambda r: r["age"] in (None, 18)),
-        (
-            {"segment": "basic", "age": (20, 40)},
-            lambda r: r["segment"] == "basic" and age_in(20, 40)(r),
-        ),
-        (
-            {"segment": "premium", "age": [33, 34]},
-            lambda r: r["segment"] == "premium" and r["age"] in (33, 34),
-        ),
-        ({"segment": "nobody"}, lambda r: False),
-        ({"age": (50, 40)}, lambda r: False),
-    ]
+    cases = filter_cases()
     for q in rng.standard_normal((5, DIM)).astype(np.float32):
         for where, keep in cases:
             got = index.search(q, k=10, where=where)

@@ -3,11 +3,10 @@ a read timeout, future event times, and the cost of a read."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -82,7 +81,9 @@ LOOP = "local x = 0 for i = 1, tonumber(ARGV[1]) do x = x + i end return 1"
 
 
 def _iters(client: redis.Redis, seconds: float) -> int:
-    """Loop iterations that keep this server busy for about ``seconds``."""
+    """Loop iterations that keep this server busy for about ``seconds``. (Time is frozen
+    inside a script, so the loop cannot watch the clock; on a loaded machine this estimate
+    can be off by a few times, hence busy periods far longer than the 0.2 s timeouts.)"""
     t0 = time.perf_counter()
     client.eval(LOOP, 0, 2_000_000)
     return int(2_000_000 * seconds / max(time.perf_counter() - t0, 1e-4))
@@ -90,14 +91,17 @@ def _iters(client: redis.Redis, seconds: float) -> int:
 
 @contextmanager
 def _server_busy(client: redis.Redis, seconds: float) -> Iterator[None]:
-    """Another connection keeps the server busy (one Lua loop) for about ``seconds``."""
-    th = threading.Thread(target=client.eval, args=(LOOP, 0, _iters(client, seconds)))
-    th.start()
-    time.sleep(0.05)  # the loop is running: later commands queue behind it
+    """Another connection keeps the server busy (one Lua loop) for about ``seconds``. The
+    loop is sent from this thread before anything else (a thread of its own might start
+    after the call it should hold up, on a loaded machine)."""
+    conn = client.connection_pool.get_connection()
     try:
+        conn.send_command("EVAL", LOOP, 0, _iters(client, seconds))  # type: ignore[no-untyped-call]
+        time.sleep(0.3)  # the loop is running (the server read it): later commands queue behind
         yield
     finally:
-        th.join()
+        conn.read_response()
+        client.connection_pool.release(conn)
 
 
 def _slow_store(client: redis.Redis, project: str) -> FeatureStore:
@@ -124,11 +128,11 @@ def test_read_timeout_does_not_count_a_window_event_twice(
     slow = _slow_store(client, project)
     try:
         slow.record("w", "a", 1.0, ts=T0)  # the script is loaded on this connection
-        with _server_busy(client, 0.6), pytest.raises(BackendError, match="unknown"):
+        with _server_busy(client, 1.5), pytest.raises(BackendError, match="unknown"):
             slow.record("w", "a", 10.0, ts=T0 + 1)
         # the server ran the queued call once; it was not sent again
         assert slow.get("w", "a", as_of=T0 + 2) == {"x_count_1h": 2, "x_sum_1h": 11.0}
-        with _server_busy(client, 0.6), pytest.raises(BackendError, match="unknown"):
+        with _server_busy(client, 1.5), pytest.raises(BackendError, match="unknown"):
             slow.record_many("w", _batch(["a", "b"], T0 + 3))
         assert slow.get_many("w", ["a", "b"], as_of=T0 + 4) == [
             {"x_count_1h": 3, "x_sum_1h": 12.0},
@@ -146,13 +150,13 @@ def test_read_timeout_does_not_apply_a_compare_and_set_twice(
     merge (increment) again. So it is not replayed either."""
     store.apply(FeatureView("v", entity="u", fields=[Field("x", t.Int)]))
     slow = _slow_store(client, project)
-    busy: list[threading.Thread] = []
+    busy: list[Any] = []
 
     def merge(current: dict[str, object] | None) -> dict[str, object]:
         if not busy:  # the server turns busy between the read and the write
-            busy.append(threading.Thread(target=client.eval, args=(LOOP, 0, _iters(client, 0.6))))
-            busy[0].start()
-            time.sleep(0.05)
+            ctx = _server_busy(client, 1.5)
+            ctx.__enter__()
+            busy.append(ctx)
         return {"x": cast(int, (current or {}).get("x") or 0) + 1}
 
     try:
@@ -160,7 +164,7 @@ def test_read_timeout_does_not_apply_a_compare_and_set_twice(
         res = slow._ctx.registry.get("v")
         with pytest.raises(BackendError, match="unknown"):
             slow._online._cas(res, "a", None, merge, ["x"])
-        busy[0].join()
+        busy[0].__exit__(None, None, None)
         assert slow.get("v", "a") == {"x": 2}
     finally:
         slow.close()

@@ -341,3 +341,18 @@ def test_record_many_reports_progress_and_merges_batches(store: FeatureStore) ->
     got = store.get_many("txn_stats", ["7", "42"], as_of=at, features=["amount_sum_2d"])
     for ent, g in zip(["7", "42"], got, strict=True):
         assert g["amount_sum_2d"] == pytest.approx(float(vs[ents == ent].sum()), abs=1e-9)
+
+
+def test_events_at_one_millisecond_keep_the_order_they_were_recorded_in(
+    store: FeatureStore,
+) -> None:
+    # The tile-merge tie rule shared with series rollups (timeseries/lua.py TILE_MERGE):
+    # the first recorded is first, the last recorded is last, across separate steps too.
+    store.apply(WindowFeatures("w", entity="user", source="x", aggs=["first", "last"],
+                               windows=["1h"], hop="5m"))  # fmt: skip
+    at = datetime(2026, 1, 1, 0, 1, 0, 500_000, tzinfo=UTC)
+    for value in (1.0, 2.0, 3.0):
+        store.record("w", "u", value, ts=at)
+    store.record_many("w", [{"entity_id": "u", "x": 4.0, "event_time": at}])
+    got = store.get("w", "u", as_of=at)
+    assert got == {"x_first_1h": 1.0, "x_last_1h": 4.0}

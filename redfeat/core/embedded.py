@@ -7,8 +7,10 @@ Files under the data dir (``default_home()``: ``$REDFEAT_HOME``, else ``./.redfe
     server.pid    written by the server itself
     server.log    the server's log
     server.lock   flock taken while starting, attaching or stopping
+    durability    the strictest durability ever asked for this data dir: every later start
+                  (and attach) runs at least that (see core/durability.py)
     run/          0700 directory holding the unix socket
-    data/         the append-only file (AOF): everything written survives a restart
+    data/         the append-only file (AOF)
 
 Every process that opens the same data dir attaches to the one running server. The server
 stops when the last store using it closes, unless it was started to keep running
@@ -29,7 +31,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +41,9 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from ..errors import BackendError, ConfigurationError, ConflictError, backend_error, wrap_redis
+from .durability import MODES, check_mode, strictest
 
-DURABILITY = {"everysec": "everysec", "always": "always"}
+DURABILITY = {m: m for m in MODES}  # mode -> appendfsync
 _SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 START_TIMEOUT = 20.0
 LOAD_TIMEOUT = 600.0  # a large append-only file can take minutes to load
@@ -153,10 +156,7 @@ class EmbeddedServer:
         durability: str = "everysec",
         modules: Sequence[str] = (),
     ) -> None:
-        if durability not in DURABILITY:
-            raise ConfigurationError(
-                f"durability must be one of {sorted(DURABILITY)}, got {durability!r}"
-            )
+        check_mode(durability)
         self.dir = default_home() if data_dir is None else Path(data_dir).expanduser().resolve()
         self.server_bin = server_bin
         self.durability = durability
@@ -166,6 +166,7 @@ class EmbeddedServer:
             if not os.path.isfile(m):
                 raise ConfigurationError(f"server module {m!r} does not exist")
         self.info_path = self.dir / "server.json"
+        self.durability_path = self.dir / "durability"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -219,22 +220,66 @@ class EmbeddedServer:
         with self._locked():
             return self._ensure_locked(keep_running)
 
+    def info(self) -> ServerInfo | None:
+        """What server.json says about the server (as last started or attached), without
+        asking the server: None when there is none."""
+        return self._read_info()
+
     def open(
-        self, client_name: str, *, keep_running: bool = False
+        self,
+        client_name: str,
+        *,
+        keep_running: bool = False,
+        on_connect: Callable[[Any], None] | None = None,
     ) -> tuple[ServerInfo, redis.Redis]:
         """ensure(), then connect while still holding the lock: a store closing at the same
-        moment sees this connection and leaves the server running."""
+        moment sees this connection and leaves the server running. ``on_connect``: the
+        client's redis-py ``redis_connect_func`` (it runs on every new connection)."""
         with self._locked():
             info = self._ensure_locked(keep_running)
-            client = info.client(client_name=client_name)
+            extra: dict[str, Any] = {}
+            if on_connect is not None:
+                extra["redis_connect_func"] = on_connect
+            client = info.client(client_name=client_name, **extra)
             try:
                 client.ping()
             except redis.RedisError as exc:
                 client.close()
                 raise backend_error("cannot reach the embedded server", exc) from exc
+            except BaseException:  # on_connect refused the server
+                client.close()
+                raise
             return info, client
 
+    def promised(self) -> str:
+        """The durability this data dir runs at: the strictest ever asked for it (kept in
+        the ``durability`` file) or asked now, whichever is stricter."""
+        try:
+            saved = check_mode(self.durability_path.read_text().strip())
+        except (OSError, ConfigurationError):
+            saved = MODES[0]
+        return strictest(saved, self.durability)
+
+    def _promise(self) -> str:
+        """Record the strictest durability asked for so far, before any server runs with
+        it: a later start by anyone (a default ``FeatureStore()``, the CLI) keeps it."""
+        mode = self.promised()
+        try:
+            saved: str | None = self.durability_path.read_text().strip()
+        except OSError:
+            saved = None
+        if saved != mode:
+            tmp = self.durability_path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(mode + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.durability_path)
+        return mode
+
     def _ensure_locked(self, keep_running: bool) -> ServerInfo:
+        mode = self._promise()
         info = self._read_info()
         if info is not None and self._state(info) == "loading":
             self._wait_loaded(info)
@@ -242,14 +287,26 @@ class EmbeddedServer:
             if keep_running and not info.keep_running:
                 info = dataclasses.replace(info, keep_running=True)
                 self._write_info(info)
-            if self.durability == "always" and info.durability != "always":
-                with contextlib.closing(_admin(info, timeout=5)) as c:
-                    c.config_set("appendfsync", "always")
-                info = dataclasses.replace(info, durability="always")
+            # What the server runs, not what server.json says: it may have been started
+            # by an older version or by hand, or reconfigured since.
+            what = "could not check the embedded server's durability"
+            with wrap_redis(what), contextlib.closing(_admin(info, timeout=5)) as c:
+                conf = c.config_get("appendonly", "appendfsync")
+                running = conf.get("appendfsync")
+                if (
+                    conf.get("appendonly") != "yes"
+                    or running not in MODES
+                    or strictest(mode, running) != running
+                ):
+                    c.config_set("appendonly", "yes")
+                    c.config_set("appendfsync", DURABILITY[mode])
+                    running = mode
+            if info.durability != running:
+                info = dataclasses.replace(info, durability=running)
                 self._write_info(info)
             return info
         self._clear_stale()
-        return self._start(keep_running)
+        return self._start(keep_running, mode)
 
     def _clear_stale(self) -> None:
         for name in ("server.json", "server.pid"):
@@ -265,7 +322,7 @@ class EmbeddedServer:
             json.dump(dataclasses.asdict(info), fh)
         os.replace(tmp, self.info_path)
 
-    def _start(self, keep_running: bool) -> ServerInfo:
+    def _start(self, keep_running: bool, mode: str) -> ServerInfo:
         binary = self.server_bin or default_binary()
         if not os.access(binary, os.X_OK):
             raise ConfigurationError(f"server binary {binary!r} is missing or not executable")
@@ -281,7 +338,7 @@ class EmbeddedServer:
             f"logfile {_quote(str(self.dir / 'server.log'))}",
             f"dir {_quote(str(data))}",
             "appendonly yes",
-            f"appendfsync {DURABILITY[self.durability]}",
+            f"appendfsync {DURABILITY[mode]}",
             'save ""',
             "protected-mode yes",
             *(f"loadmodule {_quote(m)}" for m in self.modules),
@@ -320,7 +377,7 @@ class EmbeddedServer:
                     port=port,
                     password=password,
                     keep_running=keep_running,
-                    durability=self.durability,
+                    durability=mode,
                     binary=binary,
                 )
                 state = self._state(info)

@@ -16,6 +16,10 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:q:config|newest|written  quality settings, newest event, last write
     rf:<project>:ts:{<series>}...         time series: state, head, chunks, tile pages
     rf:<project>:alerts:...               alert rules, state, history, events channel
+    rf:<project>:derive                   hash: leases of writers deriving views, and spans
+                                          of source writes to derive again
+    rf:<project>:derive:lock              string with a ttl: held while those are derived
+    rf:<project>:durability               string: WAITAOF barrier after a reconnect
 
 Every key is built here, and ``Keys.parse`` reads any of them back; nothing else in the
 package slices key strings. All keys of one (view, entity) share one hash tag, so the
@@ -123,18 +127,9 @@ class Keys:
     def channel_pattern(self) -> str:
         return f"{self.prefix}events:*"
 
-    @property
-    def channel_prefix(self) -> str:
-        """What every change-event channel name starts with (``parse`` reads the view)."""
-        return f"{self.prefix}events:"
-
     def ingest(self, view: str) -> str:
         """Stream: rows pushed for workers (store.push), consumed by group "redfeat"."""
         return f"{self.prefix}ingest:{view}"
-
-    @property
-    def ingest_pattern(self) -> str:
-        return f"{self.prefix}ingest:*"
 
     def dead_letters(self, view: str) -> str:
         """Stream: rows workers refused, with the error."""
@@ -155,6 +150,27 @@ class Keys:
         clash with the mirror of an entity called "idx"; ``parse`` reads that text as the
         index."""
         return self.vectors(view, field, sig) + "idx"
+
+    # -- derived views: crash recovery (transforms.derived.Leases, writes.Recovery) ------
+
+    @property
+    def derive(self) -> str:
+        """Hash, one key so that it is changed atomically: ``L:<writer>`` ->
+        "<since ms>:<heartbeat ms>" while a writer writes a source view that has derived
+        views (server time); ``P:<source>|<writer>`` -> "<from ms>:<to ms>" or "all": source
+        writes whose derived versions must be checked again (the writer died);
+        ``B:<derived view>`` -> "all" or "force": a backfill not finished yet."""
+        return self.prefix + "derive"
+
+    @property
+    def derive_lock(self) -> str:
+        """String with a ttl: held by the process catching derived views up."""
+        return self.prefix + "derive:lock"
+
+    @property
+    def durability(self) -> str:
+        """String: written before WAITAOF when a write call spanned a reconnect."""
+        return self.prefix + "durability"
 
     def view_pattern(self, view: str) -> str:
         """SCAN MATCH pattern covering every key of one view ('{' is not special to MATCH)."""

@@ -24,6 +24,7 @@ R = TypeVar("R")
 
 # bucket upper bounds in ns: 1 us .. 100 s, 20 per decade
 _BOUNDS = [int(1_000 * 10 ** (i / 20)) for i in range(0, 161)]
+BOUNDS_NS: tuple[int, ...] = tuple(_BOUNDS)  # bucket i counts latencies <= BOUNDS_NS[i]
 
 
 @dataclass(slots=True)
@@ -78,6 +79,15 @@ class Metrics:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {op: s.to_dict() for op, s in sorted(self._ops.items())}
+
+    def histograms(self) -> dict[str, OpStats]:
+        """A copy of every operation's counters and buckets (``BOUNDS_NS``; the last
+        bucket holds what is over 100 s), for exporters such as Prometheus."""
+        with self._lock:
+            return {
+                op: OpStats(s.count, s.errors, s.total_ns, list(s.buckets))
+                for op, s in sorted(self._ops.items())
+            }
 
     def reset(self) -> None:
         with self._lock:

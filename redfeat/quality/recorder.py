@@ -65,6 +65,10 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._dirty = False
         self._since_flush = 0
+        # for store.stats()["profiles"]: when the last flush succeeded, and since when the
+        # oldest data not yet in Redis waits (None: nothing waits), both time.time()
+        self.flushed_at: float | None = None
+        self.pending_since: float | None = None
         _track(self)
 
     def _reset_after_fork(self) -> None:
@@ -78,6 +82,7 @@ class Recorder:
         self._thread = None
         self._dirty = False
         self._since_flush = 0
+        self.flushed_at = self.pending_since = None
 
     # -- recording (cheap: in-process only) ---------------------------------------------
 
@@ -135,7 +140,7 @@ class Recorder:
             full = len(entry[1]) >= FOLD_AT
             if full:
                 del self._pending[pkey]
-            self._dirty = True
+            self._mark()
         if full:
             self._merge(key, profile_rows(view, entry[0], entry[1]))
         self._ensure_thread()
@@ -150,7 +155,7 @@ class Recorder:
             if c is None:
                 c = self._counters[key] = Counter()
             c[name] += n
-            self._dirty = True
+            self._mark()
         self._ensure_thread()
 
     def _merge(self, key: _Key, prof: Profile) -> None:
@@ -160,7 +165,7 @@ class Recorder:
                 self._profiles[key] = prof
             else:
                 mine.merge(prof)
-            self._dirty = True
+            self._mark()
         self._ensure_thread()
 
     def saw(self, view: str, et_us: int) -> None:
@@ -172,7 +177,7 @@ class Recorder:
             if et_us > self._newest.get(view, -(2**62)):
                 self._newest[view] = et_us
             self._written[view] = now
-            self._dirty = True
+            self._mark()
         self._ensure_thread()
 
     def forget(self, view: str) -> None:
@@ -186,6 +191,12 @@ class Recorder:
                 del self._counters[ck]
             self._newest.pop(view, None)
             self._written.pop(view, None)
+
+    def _mark(self) -> None:
+        """Data waits for the next flush (called under ``_lock``)."""
+        if not self._dirty:
+            self.pending_since = time.time()
+        self._dirty = True
 
     # -- flushing -----------------------------------------------------------------------
 
@@ -216,6 +227,7 @@ class Recorder:
             newest, self._newest = self._newest, {}
             written, self._written = self._written, {}
             self._dirty = False
+            since, self.pending_since = self.pending_since, None
             self._since_flush = 0
             self._wake.clear()
         for (key, _names), (fields, rows) in pending.items():
@@ -247,7 +259,10 @@ class Recorder:
             replies = pipe.execute()
         except redis.RedisError as exc:
             self._restore(profiles, counters, newest, written)
+            with self._lock:
+                self.pending_since = min(since or time.time(), self.pending_since or time.time())
             raise backend_error("recording feature profiles failed", exc) from exc
+        self.flushed_at = time.time()
         for i, lkey in enumerate(order):
             if int(replies[4 * i]) > COMPACT_AT:
                 self.compact(lkey)
@@ -270,7 +285,7 @@ class Recorder:
                 self._newest[view] = max(et, self._newest.get(view, et))
             for view, at in written.items():
                 self._written[view] = max(at, self._written.get(view, at))
-            self._dirty = True
+            self._mark()
 
     def compact(self, lkey: str) -> None:
         """Merge an hour's partial profiles into one (skipped if another process is on it)."""
@@ -378,7 +393,7 @@ def _track(rec: Recorder) -> None:
         _hooks_installed = True
         os.register_at_fork(after_in_child=_after_fork)
         # registered after the first store's server finalizer, so it runs before it
-        atexit.register(_flush_all)
+        atexit.register(flush_all)
 
 
 def _after_fork() -> None:
@@ -386,7 +401,7 @@ def _after_fork() -> None:
         rec._reset_after_fork()
 
 
-def _flush_all() -> None:
+def flush_all() -> None:
     """At exit: send what stores that were never closed still buffer."""
     for rec in list(_LIVE):
         try:

@@ -8,10 +8,15 @@ Every pushed row gets its event time at push (unless it has one), so a batch rep
 a crash writes the same (event time, values) again, which the write step recognises as the
 same version: no duplicates. A crashed worker's unacknowledged batches are claimed by
 another one (XAUTOCLAIM) once idle for ``claim_idle`` seconds.
+
+A worker outlives server outages: while the server cannot be reached it waits (0.5 s,
+doubling up to ``max_backoff``), says so in its log (``redfeat.worker``) when the outage
+starts and ends, then goes on with its own unacknowledged batches first.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -30,6 +35,8 @@ from ..errors import BackendError, ConfigurationError, backend_error, wrap_redis
 
 ET = "__event_time_us"
 PUSH_CHUNK = 500
+
+_log = logging.getLogger("redfeat.worker")
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -83,6 +90,7 @@ class WorkerStats:
     batches: int = 0
     dead: int = 0
     claimed: int = 0
+    outages: int = 0  # times the server could not be reached (the worker waited)
     started: float = field(default_factory=time.monotonic)
     lag: dict[str, int] = field(default_factory=dict)
 
@@ -104,6 +112,7 @@ class Worker:
         consumer: str | None = None,
         claim_idle: float = 30.0,
         block: float = 1.0,
+        max_backoff: float = 30.0,
     ) -> None:
         self._ctx = ctx
         self._writer = writer
@@ -112,8 +121,10 @@ class Worker:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.claim_idle_ms = int(claim_idle * 1000)
         self.block_ms = int(block * 1000)
+        self.max_backoff = max_backoff
         self.stats = WorkerStats()
         self._stop = threading.Event()
+        self._own_first = True  # read this consumer's unacknowledged batches before new ones
         for v in self.views:
             ctx.registry.get(v)
             try:
@@ -139,34 +150,34 @@ class Worker:
         on_progress: Callable[[WorkerStats], None] | None = None,
     ) -> WorkerStats:
         """Process batches until stopped, ``max_batches`` done, or (``until_idle``) nothing
-        is left to read or claim."""
-        client: Any = self._ctx.client  # redis-py's stream replies are loosely typed
+        is left to read or claim. A server outage does not end it: it waits and goes on."""
+        down_since: float | None = None
+        wait = 0.0
         while not self._stop.is_set():
-            got = 0
-            for view in self.views:
-                got += self._claim(view)
-            streams = {self._stream(v): ">" for v in self.views}
-            with wrap_redis("worker: reading the ingest streams failed"):
-                reply = client.xreadgroup(
-                    self.group,
+            try:
+                got = self._round(until_idle)
+            except BackendError as exc:
+                self._own_first = True  # what this consumer had read stays pending
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self.stats.outages += 1
+                    _log.warning(
+                        "redfeat worker %s: the server cannot be reached (%s); waiting and "
+                        "retrying (up to every %.0f s). Unacknowledged batches stay pending",
+                        self.consumer,
+                        exc,
+                        self.max_backoff,
+                    )
+                wait = min(self.max_backoff, max(0.5, wait * 2))
+                self._stop.wait(wait)
+                continue
+            if down_since is not None:
+                _log.warning(
+                    "redfeat worker %s: the server answers again after %.1f s; going on",
                     self.consumer,
-                    streams,
-                    count=10,
-                    block=None if until_idle else self.block_ms,
+                    time.monotonic() - down_since,
                 )
-            # RESP2: [[stream, entries], ...]; RESP3: {stream: [entries]}
-            if isinstance(reply, dict):
-                pairs = [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
-            else:
-                pairs = reply or []
-            for stream, entries in pairs:
-                parsed = self._ctx.keys.parse(stream)
-                if parsed is None:
-                    continue
-                view = parsed.name
-                for entry_id, data in entries:
-                    self._process(view, entry_id, data)
-                    got += 1
+                down_since, wait = None, 0.0
             self._measure_lag()
             if on_progress is not None:
                 on_progress(self.stats)
@@ -175,6 +186,47 @@ class Worker:
             if until_idle and got == 0:
                 break
         return self.stats
+
+    def _round(self, until_idle: bool) -> int:
+        """One read of the streams (this consumer's own pending batches first, after a
+        start or an outage), plus batches claimed from dead consumers; how many it took."""
+        client: Any = self._ctx.client  # redis-py's stream replies are loosely typed
+        got = 0
+        for view in self.views:
+            got += self._claim(view)
+        own = self._own_first
+        streams = {self._stream(v): "0" if own else ">" for v in self.views}
+        with wrap_redis("worker: reading the ingest streams failed"):
+            reply = client.xreadgroup(
+                self.group,
+                self.consumer,
+                streams,
+                count=10,
+                block=None if until_idle or own else self.block_ms,
+            )
+        # RESP2: [[stream, entries], ...]; RESP3: {stream: [entries]}
+        if isinstance(reply, dict):
+            pairs = [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
+        else:
+            pairs = reply or []
+        mine = 0
+        for stream, entries in pairs:
+            parsed = self._ctx.keys.parse(stream)
+            if parsed is None:
+                continue
+            view = parsed.name
+            for entry_id, data in entries:
+                if data is None:  # own pending entry deleted from the stream meanwhile
+                    with wrap_redis(f"worker: acknowledging a batch of {view!r} failed"):
+                        client.xack(self._stream(view), self.group, entry_id)
+                    continue
+                self._process(view, entry_id, data)
+                got += 1
+                mine += 1
+        if own and mine == 0:
+            self._own_first = False  # none left: on to new batches, in this same round
+            return got + self._round(until_idle)
+        return got
 
     def _claim(self, view: str) -> int:
         """Take over batches another consumer read but never acknowledged (it crashed)."""
@@ -205,10 +257,13 @@ class Worker:
             refused = [(rows[i], str(err)) for i, err in report.refused]
             written = report.written + report.duplicates
         except BackendError:
-            raise  # the server is unreachable: leave the batch pending for a later claim
+            self._own_first = True  # the batch stays pending: read it again first
+            raise  # the server is unreachable: leave the batch pending
         except Exception as exc:
-            # A batch that fails as a whole (e.g. a derived view's transform) must not block
-            # the group: every row goes to the dead letters with the error, then it is acked.
+            # A batch that fails as a whole must not block the group: write_many refuses
+            # before it writes anything (a derived view's refusal is a row's refusal, with
+            # its own error), so none of these rows is stored; each goes to the dead letters
+            # with the error, then the batch is acknowledged.
             rows = msgspec.msgpack.decode(raw) if raw else []
             refused = [(r, f"{type(exc).__name__}: {exc}") for r in rows]
         with wrap_redis(f"worker: acknowledging a batch of {view!r} failed"):

@@ -1,74 +1,38 @@
-"""The ``redfeat`` command line. Environment variables are read here, at the edge:
+"""The ``redfeat`` command line (environment variables: ``redfeat.serve.options``).
 
-REDFEAT_URL          use this server instead of the embedded one (redis://, rediss://, unix://)
-REDFEAT_PROJECT      project name (default "default")
-REDFEAT_HOME         data dir of the embedded server (default ./.redfeat; the library's
-                     FeatureStore() follows the same rule)
-REDFEAT_SERVER_BIN   a redis-server/valkey-server binary for the embedded server
+The shared options (``--url --project --home --server-bin``) are declared once, in
+``options.py``: a command that opens a store takes ``conn: Conn`` and is decorated with
+``@connected``. Commands defined in other modules register themselves on ``app`` when this
+module imports them (one line each, at the end of this file).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 from rich.text import Text
 
-from ..core.embedded import EmbeddedServer, default_home, holds_data
+from ..core.embedded import EmbeddedServer, holds_data
 from ..core.time import duration_us
-from ..errors import RedfeatError
-from ..store import FeatureStore
+from ..errors import ConfigurationError, RedfeatError
+from .options import Bin, Conn, Home, app, connected, console, home_dir, notes
 
-app = typer.Typer(help="redfeat: a feature store on Redis.", no_args_is_help=True)
 server_app = typer.Typer(help="The embedded server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 alerts_app = typer.Typer(help="Alert rules on time series.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
-console = Console()
-# Where the data is goes to stderr, so that stdout stays what the command prints (JSON...).
-notes = Console(stderr=True, highlight=False, soft_wrap=True)
+token_app = typer.Typer(help="API tokens for `redfeat serve`.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
-Home = Annotated[
-    str | None,
-    typer.Option(envvar="REDFEAT_HOME", help="data dir [default: ./.redfeat]"),
-]
-Bin = Annotated[str | None, typer.Option(envvar="REDFEAT_SERVER_BIN", help="server binary to run")]
-Url = Annotated[str | None, typer.Option(envvar="REDFEAT_URL", help="use this server instead")]
-Project = Annotated[str, typer.Option(envvar="REDFEAT_PROJECT", help="project name")]
-
-
-def _home(home: str | None) -> Path:
-    return default_home() if not home else Path(home).expanduser().resolve()
-
-
-def _open(url: str | None, project: str, home: str | None, server_bin: str | None) -> FeatureStore:
-    if url:
-        notes.print(escape(f"server: {_redact(url)}, project {project!r}"))
-        return FeatureStore.from_url(url, project=project)
-    path = _home(home)
-    empty = "" if holds_data(path) else " (holds no data yet: a new, empty store)"
-    notes.print(escape(f"data: {path}{empty}, project {project!r}"))
-    # the library says the same about an empty dir in a log line: printed once here
-    logging.getLogger("redfeat.home").setLevel(logging.ERROR)
-    return FeatureStore(project=project, data_dir=path, server_bin=server_bin)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password."""
-    head, sep, tail = url.partition("://")
-    creds, at, rest = tail.rpartition("@")
-    if not at or ":" not in creds:
-        return url
-    return f"{head}{sep}{creds.split(':', 1)[0]}:***@{rest}"
+__all__ = ["app", "main"]
 
 
 @server_app.command("start")
@@ -78,7 +42,7 @@ def server_start(
     durability: Annotated[str, typer.Option(help="everysec or always")] = "everysec",
 ) -> None:
     """Start the embedded server and keep it running until `redfeat server stop`."""
-    server = EmbeddedServer(_home(home), server_bin=server_bin, durability=durability)
+    server = EmbeddedServer(home_dir(home), server_bin=server_bin, durability=durability)
     info = server.ensure(keep_running=True)
     console.print(escape(f"data: {server.dir}"), soft_wrap=True)
     console.print(f"running: pid {info.pid}, {escape(info.url())}, durability {info.durability}")
@@ -95,7 +59,7 @@ def server_stop(
 
     Refuses while other processes use it, and names them; --force stops it anyway (their
     stores then fail with BackendError until the server runs again)."""
-    server = EmbeddedServer(_home(home))
+    server = EmbeddedServer(home_dir(home))
     console.print(escape(f"data: {server.dir}"), soft_wrap=True)
     stopped = server.stop(force=force)
     console.print("stopped" if stopped else "not running")
@@ -104,7 +68,7 @@ def server_stop(
 @server_app.command("status")
 def server_status(home: Home = None) -> None:
     """Show whether the embedded server runs, where, and who is attached."""
-    server = EmbeddedServer(_home(home))
+    server = EmbeddedServer(home_dir(home))
     empty = "" if holds_data(server.dir) else " (holds no data yet)"
     console.print(escape(f"data: {server.dir}{empty}"), soft_wrap=True)
     info = server.status()
@@ -120,11 +84,10 @@ def server_status(home: Home = None) -> None:
 
 
 @app.command("views")
-def views(
-    url: Url = None, project: Project = "default", home: Home = None, server_bin: Bin = None
-) -> None:
+@connected
+def views(conn: Conn) -> None:
     """List the registered feature views."""
-    with _open(url, project, home, server_bin) as store:
+    with conn.open() as store:
         table = Table("view", "entity", "fields", "ttl", "history", "schema")
         for v in store.views():
             h = v.history
@@ -149,16 +112,10 @@ def _jsonable(value: Any) -> Any:
 
 
 @app.command("get")
-def get(
-    view: str,
-    entity_id: str,
-    url: Url = None,
-    project: Project = "default",
-    home: Home = None,
-    server_bin: Bin = None,
-) -> None:
+@connected
+def get(conn: Conn, view: str, entity_id: str) -> None:
     """Print the latest values of one entity as JSON."""
-    with _open(url, project, home, server_bin) as store:
+    with conn.open() as store:
         row = store.get(view, entity_id)
         if row is None:
             console.print(escape(f"no values for {entity_id!r} in {view!r}"))
@@ -167,17 +124,10 @@ def get(
 
 
 @app.command("history")
-def history(
-    view: str,
-    entity_id: str,
-    limit: int = 10,
-    url: Url = None,
-    project: Project = "default",
-    home: Home = None,
-    server_bin: Bin = None,
-) -> None:
+@connected
+def history(conn: Conn, view: str, entity_id: str, limit: int = 10) -> None:
     """Show the stored versions of one entity, newest first."""
-    with _open(url, project, home, server_bin) as store:
+    with conn.open() as store:
         versions = store.history(view, entity_id, limit=limit)
         if not versions:
             console.print(escape(f"no versions for {entity_id!r} in {view!r}"))
@@ -203,18 +153,16 @@ def _when(text: str | None) -> datetime | None:
 
 
 @app.command("export")
+@connected
 def export(
+    conn: Conn,
     view: str,
     out: Path,
     start: Annotated[str | None, typer.Option(help="ISO time, inclusive")] = None,
     end: Annotated[str | None, typer.Option(help="ISO time, inclusive")] = None,
-    url: Url = None,
-    project: Project = "default",
-    home: Home = None,
-    server_bin: Bin = None,
 ) -> None:
     """Write every version of VIEW (event time in [start, end]) to a Parquet file."""
-    with _open(url, project, home, server_bin) as store, _progress() as bar:
+    with conn.open() as store, _progress() as bar:
         task = bar.add_task(escape(f"reading {view}"), total=None)
         n = store.export(
             view,
@@ -227,7 +175,9 @@ def export(
 
 
 @app.command("training-frame")
+@connected
 def training_frame_cmd(
+    conn: Conn,
     entities: Annotated[Path, typer.Argument(help="Parquet or CSV with entity_id, event_time")],
     features: Annotated[str, typer.Option(help="comma-separated view:feature list")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write")],
@@ -235,10 +185,6 @@ def training_frame_cmd(
     event_time_column: str = "event_time",
     full_feature_names: bool = False,
     filter_by_written_at: bool = False,
-    url: Url = None,
-    project: Project = "default",
-    home: Home = None,
-    server_bin: Bin = None,
 ) -> None:
     """Point-in-time correct features for each (entity, time) row of ENTITIES."""
     import pyarrow.csv as pacsv
@@ -248,7 +194,7 @@ def training_frame_cmd(
 
     table = pacsv.read_csv(entities) if entities.suffix == ".csv" else pq.read_table(entities)
     refs = [f.strip() for f in features.split(",") if f.strip()]
-    with _open(url, project, home, server_bin) as store, _progress() as bar:
+    with conn.open() as store, _progress() as bar:
         tasks: dict[str, Any] = {}
 
         def step(view: str, done: int, total: int) -> None:
@@ -271,19 +217,17 @@ def training_frame_cmd(
 
 
 @app.command("worker")
+@connected
 def worker_cmd(
+    conn: Conn,
     views: Annotated[str | None, typer.Option(help="comma-separated views (default: all)")] = None,
     group: str = "redfeat",
-    url: Url = None,
-    project: Project = "default",
-    home: Home = None,
-    server_bin: Bin = None,
 ) -> None:
     """Consume the ingest streams (store.push): validate, transform, write; Ctrl-C stops."""
     from rich.live import Live
 
     names = None if views is None else [v.strip() for v in views.split(",") if v.strip()]
-    with _open(url, project, home, server_bin) as store:
+    with conn.open() as store:
         worker = store.worker(names, group=group)
         console.print(
             escape(f"worker {worker.consumer} on {', '.join(worker.views) or 'no views'}")
@@ -317,7 +261,9 @@ def _since(text: str) -> datetime:
 
 
 @app.command("drift")
+@connected
 def drift_cmd(
+    conn: Conn,
     view: str,
     since: Annotated[str, typer.Option(help="window start: '24h', '7d' or an ISO time")] = "24h",
     until: Annotated[str | None, typer.Option(help="window end (ISO; default now)")] = None,
@@ -325,15 +271,11 @@ def drift_cmd(
     baseline_end: Annotated[str | None, typer.Option(help="(with --baseline-start)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     fail_on: Annotated[str | None, typer.Option(help="exit 1 at 'warning' or 'drift'")] = None,
-    url: Url = None,
-    project: Project = "default",
-    home: Home = None,
-    server_bin: Bin = None,
 ) -> None:
     """Drift of a view's features since a time, against its baseline."""
     if fail_on not in (None, "warning", "drift"):
         raise typer.BadParameter(f"--fail-on takes 'warning' or 'drift', got {fail_on!r}")
-    with _open(url, project, home, server_bin) as store:
+    with conn.open() as store:
         baseline = None
         if baseline_start is not None:
             baseline = (_when(baseline_start), _when(baseline_end) or datetime.now(UTC))
@@ -350,16 +292,14 @@ def drift_cmd(
 
 
 @app.command("health")
+@connected
 def health_cmd(
+    conn: Conn,
     window: Annotated[str, typer.Option(help="volumes and drift over this window")] = "24h",
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-    url: Url = None,
-    project: Project = "default",
-    home: Home = None,
-    server_bin: Bin = None,
 ) -> None:
     """Freshness, volumes, validation failures and drift of every view; exit 1 if critical."""
-    with _open(url, project, home, server_bin) as store:
+    with conn.open() as store:
         report = store.quality.health(window=window)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -372,31 +312,146 @@ def health_cmd(
 
 
 @app.command("serve")
+@connected
 def serve(
+    conn: Conn,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-    url: Url = None,
-    project: Project = "default",
-    home: Home = None,
-    server_bin: Bin = None,
+    workers: Annotated[int, typer.Option(min=1, help="processes serving the port")] = 1,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="REDFEAT_TOKEN_FILE",
+            help="JSON tokens file [default: tokens.json in the data dir, if there]",
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="a Host name clients use (repeat; '*' any) [default: loopback]"),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="an origin browsers may call from (repeat)")
+    ] = None,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="a JSON line per request on stderr")
+    ] = False,
+    graceful_timeout: Annotated[
+        float, typer.Option(help="seconds requests in flight get at shutdown")
+    ] = 10.0,
 ) -> None:
-    """Serve the HTTP API and the web page (uvicorn) until Ctrl-C or SIGTERM."""
-    import uvicorn
+    """Serve the HTTP API and the web page (uvicorn) until Ctrl-C or SIGTERM.
 
-    from .http import create_app
+    With tokens (--token-file, REDFEAT_TOKENS, or the data dir's tokens.json that `redfeat
+    token create` writes) every route but /livez needs one; without, only a loopback
+    address is served."""
+    import os
 
-    store = _open(url, project, home, server_bin)
+    from . import auth
+    from .http import is_loopback
+    from .runner import Plan, Settings, run
+
+    tokens = auth.Tokens()
+    default_file = conn.home_dir / TOKEN_FILE
+    source = token_file or (default_file if default_file.exists() else None)
+    if source is not None:
+        tokens = tokens + auth.from_file(source)
+    env_tokens = os.environ.get("REDFEAT_TOKENS", "")
+    if env_tokens.strip():
+        tokens = tokens + auth.from_env(env_tokens)
+    wildcard = host in ("0.0.0.0", "::", "")
+    if not tokens and not is_loopback(host):
+        raise ConfigurationError(
+            f"refusing to serve {host!r} without tokens: anyone who reaches the port could "
+            "read and write. Create one (`redfeat token create --scopes read,write`) or pass "
+            "--token-file / REDFEAT_TOKENS; or serve 127.0.0.1 only."
+        )
+    hosts: list[str] | None = list(allowed_host) if allowed_host else None
+    if hosts is None and not is_loopback(host):
+        # tokens are required off loopback, which is what stops a rebound name there
+        hosts = ["*"] if wildcard else [*LOOPBACK, host]
+    settings = Settings(
+        url=conn.url,
+        project=conn.project,
+        home=str(conn.home_dir) if not conn.url else None,
+        server_bin=conn.server_bin,
+        tokens=tokens.to_json(),
+        allowed_hosts=hosts,
+        cors_origins=list(cors_origin or []),
+        access_log=access_log,
+    )
     shown = f"[{host}]" if ":" in host else host
+    auth_note = (
+        f"{len(tokens)} token(s) from {', '.join(tokens.sources)}" if tokens else "no tokens"
+    )
+    notes.print(escape(f"auth: {auth_note}; {workers} worker(s)"))
     # plain print, flushed: a supervisor or a test reads the URL from the first line
-    print(f"redfeat serving project {project!r} on http://{shown}:{port}/", flush=True)
-    # One process: the store (and an embedded server) belong to it. The app closes the
-    # store at shutdown, because uvicorn ends the process by re-raising SIGTERM/SIGINT.
-    app = create_app(store, close_store=True)
-    try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-    except BaseException:
-        store.close()  # it never started (port taken): close here
-        raise
+    print(f"redfeat serving project {conn.project!r} on http://{shown}:{port}/", flush=True)
+    run(Plan(host, port, workers, graceful_timeout, settings))
+
+
+LOOPBACK = ["localhost", "127.0.0.1", "::1"]
+TOKEN_FILE = "tokens.json"
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--file", envvar="REDFEAT_TOKEN_FILE", help="[default: tokens.json in the data dir]"
+    ),
+]
+
+
+def _token_file(file: Path | None, home: str | None) -> Path:
+    return file if file is not None else home_dir(home) / TOKEN_FILE
+
+
+@token_app.command("create")
+def token_create(
+    scopes: Annotated[str, typer.Option(help="comma-separated: read, write, admin")] = "read",
+    name: Annotated[str | None, typer.Option(help="a name to list and revoke it by")] = None,
+    file: TokenFile = None,
+    home: Home = None,
+) -> None:
+    """Create a token; it is printed once (the file keeps its SHA-256 only)."""
+    from . import auth
+
+    path = _token_file(file, home)
+    raw, token = auth.create(path, [s for s in scopes.split(",") if s.strip()], name)
+    notes.print(
+        escape(f"token {token.name!r} ({', '.join(token.scopes)}) added to {path}; ")
+        + "it is shown this once: send it as 'Authorization: Bearer <token>'"
+    )
+    print(raw, flush=True)
+
+
+@token_app.command("list")
+def token_list(file: TokenFile = None, home: Home = None) -> None:
+    """The tokens of the file: name, scopes, created, digest prefix (never the token)."""
+    from . import auth
+
+    path = _token_file(file, home)
+    if not path.exists():
+        console.print(escape(f"no tokens: {path} does not exist"))
+        return
+    table = Table("name", "scopes", "created", "sha256")
+    for t in auth.from_file(path).tokens:
+        table.add_row(escape(t.name), ", ".join(t.scopes), t.created or "-", t.sha256[:12])
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="the token's name (or 8+ digits of its sha256)")],
+    file: TokenFile = None,
+    home: Home = None,
+) -> None:
+    """Remove a token from the file (a running server reads the file at start: restart it)."""
+    from . import auth
+
+    path = _token_file(file, home)
+    n = auth.revoke(path, name)
+    if not n:
+        console.print(escape(f"no token {name!r} in {path}"))
+        raise typer.Exit(1)
+    console.print(escape(f"revoked {n} token(s) named {name!r} in {path}"))
 
 
 def _progress() -> Progress:
@@ -417,20 +472,18 @@ _STATE_STYLE = {"ok": "green", "pending": "yellow", "firing": "bold red", "resol
 
 
 @alerts_app.command("run")
+@connected
 def alerts_run(
+    conn: Conn,
     interval: Annotated[str, typer.Option(help="time between evaluations, e.g. '10s'")] = "10s",
     once: Annotated[bool, typer.Option("--once", help="evaluate once and exit")] = False,
-    url: Url = None,
-    project: Project = "default",
-    home: Home = None,
-    server_bin: Bin = None,
 ) -> None:
     """Evaluate every alert rule every INTERVAL and print the transitions; Ctrl-C stops."""
     try:
         seconds = duration_us(interval, what="--interval") / 1e6
     except RedfeatError as exc:
         raise typer.BadParameter(str(exc)) from None
-    with _open(url, project, home, server_bin) as store:
+    with conn.open() as store:
         alerts = store.alerts
         if not once:
             n = len(alerts.list())
@@ -465,11 +518,10 @@ def alerts_run(
 
 
 @alerts_app.command("list")
-def alerts_list(
-    url: Url = None, project: Project = "default", home: Home = None, server_bin: Bin = None
-) -> None:
+@connected
+def alerts_list(conn: Conn) -> None:
     """The alert rules: series, condition, state, since when, last value."""
-    with _open(url, project, home, server_bin) as store:
+    with conn.open() as store:
         table = Table("name", "series", "condition", "for", "state", "since", "last value")
         for a in store.alerts.list():
             style = _STATE_STYLE.get(a.state, "")
@@ -487,16 +539,10 @@ def alerts_list(
 
 
 @alerts_app.command("history")
-def alerts_history(
-    name: str,
-    limit: int = 20,
-    url: Url = None,
-    project: Project = "default",
-    home: Home = None,
-    server_bin: Bin = None,
-) -> None:
+@connected
+def alerts_history(conn: Conn, name: str, limit: int = 20) -> None:
     """The last transitions of alert NAME, oldest first."""
-    with _open(url, project, home, server_bin) as store:
+    with conn.open() as store:
         rows = store.alerts.history(name, limit=limit)
         if not rows:
             console.print(escape(f"no transitions for alert {name!r}"))
@@ -515,11 +561,17 @@ def alerts_history(
 
 
 @app.command("demo")
-def demo(home: Home = None, server_bin: Bin = None, url: Url = None) -> None:
-    """Run the end-to-end demo (embedded server unless REDFEAT_URL is set)."""
+@connected
+def demo(conn: Conn) -> None:
+    """Run the end-to-end demo (embedded server unless REDFEAT_URL is set; project 'demo')."""
     from .demo import run
 
-    run(console, _open(url, "demo", home, server_bin))
+    run(console, conn.open(project="demo" if conn.project == "default" else None))
+
+
+# Commands defined in other modules (``@app.command(...)`` with ``@connected`` from
+# ``.options``) are registered by importing their module here, one line each, e.g.
+#     from . import size  # noqa: E402, F401  -- redfeat size ...
 
 
 def main() -> None:

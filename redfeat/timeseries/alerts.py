@@ -41,7 +41,7 @@ from ..errors import (
     RedfeatError,
     wrap_redis,
 )
-from . import analysis
+from . import analysis, lua
 from .alert_rules import (
     AlertRule,
     AlertState,
@@ -62,33 +62,8 @@ HISTORY_MAXLEN = 1000
 ERRORS_KEPT = 1000
 FUTURE_TOLERANCE_MS = 60_000  # how far an explicit ``now`` may run ahead of the clock
 
-# KEYS: rules, state, ver. ARGV: name, rule JSON, replace flag, fresh state JSON.
-# A new or replaced rule starts at "ok"; its version moves on, so an evaluator still
-# holding the old state cannot write it over the new rule.
-_ADD = Script("""
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 and ARGV[3] ~= '1' then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
-redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
-return 1
-""")
-
-# KEYS: rules, state, ver, history. ARGV: name, expected version, state JSON, channel,
-# event JSON ('' = no transition), history maxlen, history field/value pairs...
-_CAS = Script("""
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
-if tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') ~= tonumber(ARGV[2]) then
-  return 0
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
-if ARGV[5] == '' then return 1 end
-local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return id
-""")
+_ADD = Script(lua.ALERT_ADD)
+_CAS = Script(lua.ALERT_CAS)
 
 
 # KEYS: rounds. ARGV: round start ms, rule names... Claims each rule for the round unless

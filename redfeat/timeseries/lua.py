@@ -16,8 +16,30 @@ large against the spread; both merge in one step (Chan et al.).
 
 from __future__ import annotations
 
-_MERGE = r"""
+# One tile merge for series rollups and window features (windows/spec.py RECORD): two
+# partial aggregates of one bucket, the stored one and the incoming one, become one (Chan
+# et al. for m2). Ties: an incoming tile whose first event is at the same offset as the
+# stored first keeps the stored one (it was recorded first); an incoming last at the same
+# offset as the stored last wins (it was recorded last). So among events at one
+# millisecond, the order they were recorded in decides first and last, as pandas'
+# resample().first()/.last() go by input order.
+TILE_MERGE = r"""
 local FMT = '<IddddddII'
+local function merge_tile(cur, t)
+  local n1, s1, q1, mn1, mx1, f1, l1, fo1, lo1 = struct.unpack(FMT, cur)
+  local n2, s2, q2, mn2, mx2, f2, l2, fo2, lo2 = struct.unpack(FMT, t)
+  local nn = n1 + n2
+  local d = s2 / n2 - s1 / n1
+  if fo2 < fo1 then f1, fo1 = f2, fo2 end
+  if lo2 >= lo1 then l1, lo1 = l2, lo2 end
+  return struct.pack(FMT, nn, s1 + s2, q1 + q2 + d * d * n1 * n2 / nn,
+    math.min(mn1, mn2), math.max(mx1, mx2), f1, l1, fo1, lo1)
+end
+"""
+
+_MERGE = (
+    TILE_MERGE
+    + r"""
 local function check_tiles(base, a)
   -- every tile group well formed and every stored tile it merges into readable, checked
   -- before the script's first write: Redis does not roll back a script that fails midway,
@@ -66,22 +88,14 @@ local function apply_tiles(base, a)
       for i = 1, #slots do
         local slot, t = string.byte(slots, i), string.sub(blob, i * 60 - 59, i * 60)
         local cur = mode == 'm' and redis.call('HGET', key, slot)
-        if cur then
-          local n1, s1, q1, mn1, mx1, f1, l1, fo1, lo1 = struct.unpack(FMT, cur)
-          local n2, s2, q2, mn2, mx2, f2, l2, fo2, lo2 = struct.unpack(FMT, t)
-          local nn = n1 + n2
-          local d = s2 / n2 - s1 / n1
-          if fo2 < fo1 then f1, fo1 = f2, fo2 end
-          if lo2 > lo1 then l1, lo1 = l2, lo2 end
-          t = struct.pack(FMT, nn, s1 + s2, q1 + q2 + d * d * n1 * n2 / nn,
-            math.min(mn1, mn2), math.max(mx1, mx2), f1, l1, fo1, lo1)
-        end
+        if cur then t = merge_tile(cur, t) end
         redis.call('HSET', key, slot, t)
       end
     end
   end
 end
 """
+)
 
 # APPEND: a small batch of new points: newer than the newest point go to the end of the
 # head; older ones are inserted into the head when they are newer than every sealed point,
@@ -350,4 +364,34 @@ end
 UNLOCK = r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# -- alert rules (alerts.py) ------------------------------------------------------------
+
+# KEYS: rules, state, ver. ARGV: name, rule JSON, replace flag, fresh state JSON.
+# A new or replaced rule starts at "ok"; its version moves on, so an evaluator still
+# holding the old state cannot write it over the new rule.
+ALERT_ADD = r"""
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 and ARGV[3] ~= '1' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+return 1
+"""
+
+# KEYS: rules, state, ver, history. ARGV: name, expected version, state JSON, channel,
+# event JSON ('' = no transition), history maxlen, history field/value pairs...
+ALERT_CAS = r"""
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+if tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+if ARGV[5] == '' then return 1 end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return id
 """

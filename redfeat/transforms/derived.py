@@ -6,24 +6,149 @@ entity and event time whenever the source is written) or, with ``on_read=True``,
 when read. The registry keeps each transform's spec (name, inputs, outputs, parameters,
 hash of its code); a process rebuilds built-ins from that and finds custom transforms in
 its own registry by name. Code is never stored or executed from data.
+
+A derived version is written right after its source version, by the same process. So that
+a process killed in between leaves nothing behind for good, a writer holds a *lease* in
+Redis while it writes a source that has derived views (``Leases``): the server time since
+which its unfinished calls run, refreshed about once a second. A lease whose process is
+gone (same host, pid not alive) or silent for ``LEASE_TIMEOUT_MS`` marks a span of the
+change feed whose derived versions are checked and written again (``writes.Recovery``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..core.context import Ctx, Reader
 from ..core.registry import Resolved
 from ..core.schema import FeatureView
-from ..errors import ConfigurationError, NotFoundError
+from ..errors import (
+    BackendError,
+    ConfigurationError,
+    NotFoundError,
+    Problem,
+    RedfeatError,
+    wrap_redis,
+)
 
 if TYPE_CHECKING:
     from . import builtins as tr
 
 EVENT_TIME = "__redfeat_event_time"
+
+LEASE_BEAT = 1.0  # s between refreshes of a busy lease
+LEASE_TIMEOUT_MS = 30_000  # a lease not refreshed for this long belongs to a dead writer
+LEASE_MARGIN_MS = 1000  # taken off a lease's start: the client's clock is not the server's
+
+# KEYS[1] the derive hash. ARGV[1] the lease field, ARGV[2] how long ago (ms) this
+# process's oldest unfinished call began ("" = none: drop the lease), ARGV[3] a margin (ms).
+# The value is "<since ms>:<now ms>" in server time, the clock of the change feed's ids.
+LEASE = r"""
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local since = now - tonumber(ARGV[2]) - tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f:%.0f', since, now))
+return now
+"""
+
+
+def lease_field(token: str) -> str:
+    return "L:" + token
+
+
+def lease_token() -> str:
+    """host|pid|random: the host and pid tell a dead writer on this machine at once."""
+    return f"{socket.gethostname()}|{os.getpid()}|{uuid.uuid4().hex[:8]}"
+
+
+class Leases:
+    """This process's lease on deriving (see the module docstring).
+
+    ``hold()`` wraps one write call of a source with derived views: the first call of a
+    busy period records the lease before anything is written; the lease is refreshed at
+    most once a second (``beat``), with its start moved up to the oldest call still
+    running, and dropped once the process has been idle for a second. Cost: one small
+    script call when a busy period starts, then at most ~2 a second."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self._ctx = ctx
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.token = lease_token()
+        self._pid = os.getpid()
+        self._calls: dict[int, float] = {}
+        self._next = 0
+        self._busy = False  # a lease is recorded in Redis
+        self._last = 0.0
+        self._script: Any = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[Callable[[], None]]:
+        with self._lock:
+            if os.getpid() != self._pid:  # a forked child: its own lease
+                self._reset()
+            call = self._next
+            self._next += 1
+            self._calls[call] = time.monotonic()
+            try:
+                if not self._busy:
+                    self._publish()
+            except BaseException:
+                del self._calls[call]
+                raise
+        try:
+            yield self.beat
+        finally:
+            with self._lock:
+                self._calls.pop(call, None)
+                if time.monotonic() - self._last >= LEASE_BEAT:
+                    # the lease stays as it was if the server is down: still covering
+                    with contextlib.suppress(BackendError):
+                        self._publish()
+
+    def beat(self) -> None:
+        """Refresh the lease if it is due (call it as a long write progresses)."""
+        if time.monotonic() - self._last >= LEASE_BEAT:
+            with self._lock:
+                if time.monotonic() - self._last >= LEASE_BEAT:
+                    self._publish()
+
+    def release(self) -> None:
+        """Drop the lease (the store closes): nothing of this process is unfinished."""
+        with self._lock:
+            self._calls.clear()
+            if self._busy and os.getpid() == self._pid:
+                with contextlib.suppress(RedfeatError):
+                    self._publish()
+
+    def _publish(self) -> None:
+        now = time.monotonic()
+        ago = "" if not self._calls else str(int((now - min(self._calls.values())) * 1000))
+        if self._script is None:
+            self._script = self._ctx.client.register_script(LEASE)
+        # On the client's pool, never on this thread's raw connection: a beat comes from
+        # the progress callback of a write whose replies are still in flight there.
+        with wrap_redis("recording the lease of a derived-view writer failed"):
+            self._script(
+                keys=[self._ctx.keys.derive], args=[lease_field(self.token), ago, LEASE_MARGIN_MS]
+            )
+        self._busy = bool(self._calls)
+        self._last = now
 
 
 def _out(spec: dict[str, Any]) -> str:
@@ -143,6 +268,55 @@ class Deriver:
         outs = [f.name for f in tr.output_fields(self.transforms(view))]
         return tr.derive_frame(self.transforms(view), frame)[outs]
 
+    def checked_values(
+        self, dep: Resolved, source_values: Mapping[str, Any], entity: str
+    ) -> tuple[dict[str, Any] | None, list[Problem]]:
+        """One derived row and what refuses it: a transform that fails on the source
+        values, or derived values the derived view's schema refuses."""
+        try:
+            values = self.values(dep.view, dict(source_values))
+        except Exception as exc:  # a transform's own error, whatever it is, refuses the row
+            return None, [_transform_problem(dep.name, entity, exc, None)]
+        _arr, problems = dep.codec.problems_for(entity, values)
+        return values, [_relabel(p, dep.name) for p in problems]
+
+    def checked_frame(
+        self, dep: Resolved, frame: Any, entity_column: str, event_time_column: str
+    ) -> tuple[Any, dict[int, list[Problem]]]:
+        """The derived rows of a source frame (index 0..n-1), with its entity and event
+        time columns, and the rows they refuse, by position: a transform that fails on
+        them, or derived values the derived view's schema refuses."""
+        import pandas as pd
+
+        from ..core.columns import validate
+        from .core import output_fields
+
+        problems: dict[int, list[Problem]] = {}
+        ids = frame[entity_column].tolist() if entity_column in frame else [None] * len(frame)
+        try:
+            derived = self.frame(dep.view, frame)
+        except Exception:
+            # The vectorised path failed somewhere: find the rows, one at a time.
+            outs = [f.name for f in output_fields(self.transforms(dep.view))]
+            records: list[dict[str, Any]] = []
+            for i, row in enumerate(frame.to_dict("records")):
+                try:
+                    records.append(self.values(dep.view, row))
+                except Exception as exc:
+                    problems[i] = [_transform_problem(dep.name, _str(ids[i]), exc, i)]
+                    records.append(dict.fromkeys(outs))
+            derived = pd.DataFrame(records, columns=outs, index=frame.index)
+        derived.insert(0, entity_column, frame[entity_column].to_numpy())
+        derived.insert(1, event_time_column, frame[event_time_column].to_numpy())
+        report = validate(
+            dep.codec, derived, entity_column=entity_column, event_time_column=event_time_column
+        )
+        for p in report.problems:
+            # entity ids and event times are the source's: its own check reports them
+            if p.row is not None and p.row not in problems and p.field in dep.codec.fields:
+                problems.setdefault(p.row, []).append(_relabel(p, dep.name))
+        return derived, problems
+
     def writable(self, view: str) -> tuple[Resolved, list[Resolved]]:
         """The view and its materialised derived views, once those are known to be
         computable in this process (a missing custom transform fails before anything is
@@ -179,6 +353,26 @@ class Deriver:
                     derived = {f: derived[f] for f in feats}
             out.append(dataclasses.replace(row, values=derived) if with_meta else derived)
         return out
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _transform_problem(view: str, entity: str | None, exc: Exception, row: int | None) -> Problem:
+    return Problem(
+        view,
+        entity,
+        None,
+        "transform",
+        None,
+        f"derived view {view!r}: a transform failed on this row: {type(exc).__name__}: {exc}",
+        row,
+    )
+
+
+def _relabel(p: Problem, view: str) -> Problem:
+    return dataclasses.replace(p, view=view, message=f"derived view {view!r}: {p.message}")
 
 
 def with_event_time(rows: Any) -> tuple[Any, str]:

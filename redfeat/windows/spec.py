@@ -21,6 +21,7 @@ import numpy as np
 from ..core.schema import Entity, check_name
 from ..core.time import MAX_US, Duration
 from ..errors import ConfigurationError, NotFoundError
+from ..timeseries.lua import TILE_MERGE
 from ..timeseries.spec import duration_ms
 from ..timeseries.tiles import MEM, WIRE
 
@@ -169,8 +170,9 @@ class WindowFeatures:
 # ARGV[1] tiles kept back from the newest bucket, ARGV[2] and ARGV[3] the batch's oldest
 # and newest bucket, then (bucket id, tile) pairs, one per distinct bucket.
 # Returns the number of events refused as too old.
-RECORD = r"""
-local FMT = '<IddddddII'
+RECORD = (
+    TILE_MERGE
+    + r"""
 local K, span, lo, hi = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local meta = redis.call('HMGET', K, '_n', '_c', '_d')
 local before, old, lost = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
@@ -192,16 +194,7 @@ else
       lose(b)
     else
       local cur = before and b <= before and redis.call('HGET', K, f)
-      if cur then
-        local n1, s1, q1, mn1, mx1, f1, l1, fo1, lo1 = struct.unpack(FMT, cur)
-        local n2, s2, q2, mn2, mx2, f2, l2, fo2, lo2 = struct.unpack(FMT, t)
-        local nn = n1 + n2
-        local d = s2 / n2 - s1 / n1
-        if fo2 < fo1 then f1, fo1 = f2, fo2 end
-        if lo2 >= lo1 then l1, lo1 = l2, lo2 end
-        t = struct.pack(FMT, nn, s1 + s2, q1 + q2 + d * d * n1 * n2 / nn,
-          math.min(mn1, mn2), math.max(mx1, mx2), f1, l1, fo1, lo1)
-      end
+      if cur then t = merge_tile(cur, t) end
       redis.call('HSET', K, f, t)
     end
   end
@@ -226,6 +219,7 @@ if lost then st[5], st[6] = '_d', string.format('%.0f', lost) end
 redis.call('HSET', K, unpack(st))
 return dropped
 """
+)
 
 
 @dataclass(frozen=True, slots=True)

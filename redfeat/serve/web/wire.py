@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -16,41 +16,248 @@ from ...core.schema import FeatureView
 from ...errors import ConfigurationError, Problem, ValidationError
 
 # -- request bodies (msgspec checks them; unknown keys are refused, so typos show) --------
+# These Structs are also the OpenAPI document's schemas (redfeat.serve.openapi): the types
+# the handlers decode with are the types the document describes.
+
+EntityId = Annotated[str, msgspec.Meta(min_length=1)] | int
+Time = Annotated[str, msgspec.Meta(description="ISO 8601 (naive = UTC) or epoch seconds")]
+Values = dict[str, Any]
 
 
 class GetManyBody(msgspec.Struct, forbid_unknown_fields=True):
-    ids: list[str | int]
+    """Latest (or as-of) values of many entities of one view."""
+
+    ids: list[EntityId]
     features: list[str] | None = None
-    as_of: str | float | None = None
+    as_of: Time | float | None = None
     with_meta: bool = False
 
 
 class FeaturesBody(msgspec.Struct, forbid_unknown_fields=True):
-    ids: list[str | int]
+    """Features of several views (``view:feature``) for the same entities."""
+
+    ids: list[EntityId]
     features: list[str]
     full_feature_names: bool = False
 
 
 class WriteBody(msgspec.Struct, forbid_unknown_fields=True):
-    entity_id: str | int
-    values: dict[str, Any]
-    event_time: str | float | None = None
+    """One entity's values (a Timestamp field takes ISO 8601 text)."""
+
+    entity_id: EntityId
+    values: Values
+    event_time: Time | float | None = None
 
 
 class WriteManyBody(msgspec.Struct, forbid_unknown_fields=True):
-    rows: list[dict[str, Any]]
-    on_error: str = "raise"
+    """Rows with an entity id (and an event time) each."""
+
+    rows: list[Values]
+    on_error: Literal["raise", "skip"] = "raise"
     entity_column: str = "entity_id"
     event_time_column: str | None = None
 
 
+class Range(msgspec.Struct, forbid_unknown_fields=True):
+    min: float | None = None
+    max: float | None = None
+
+
 class SimilarBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Nearest neighbours of ``query`` in a vector field, optionally filtered."""
+
     field: str
     query: list[float]
-    k: int = 10
+    k: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10
     where: dict[str, Any] | None = None
     include_values: bool = False
-    index: str = "exact"
+    index: Literal["exact", "hnsw", "server", "auto"] = "exact"
+
+
+# -- query parameters -------------------------------------------------------------------
+
+
+class NoQuery(msgspec.Struct):
+    pass
+
+
+class HealthQuery(msgspec.Struct):
+    window: str = "24h"
+
+
+class StatsQuery(msgspec.Struct):
+    storage: bool = True
+
+
+class LatestQuery(msgspec.Struct):
+    as_of: Time | None = None
+    features: Annotated[str, msgspec.Meta(description="comma-separated names")] | None = None
+
+
+class HistoryQuery(msgspec.Struct):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] = 10
+
+
+class WindowQuery(msgspec.Struct):
+    start: Time | None = None
+    end: Time | None = None
+
+
+class DriftQuery(msgspec.Struct):
+    start: Time | None = None
+    end: Time | None = None
+    bins: bool = False
+
+
+class ProfileQuery(msgspec.Struct):
+    start: Time | None = None
+    end: Time | None = None
+    source: Literal["write", "read"] = "write"
+
+
+class SeriesListQuery(msgspec.Struct):
+    filter: list[str] = []
+
+
+class RangeQuery(msgspec.Struct):
+    start: Time | None = None
+    end: Time | None = None
+    bucket: str | None = None
+    agg: str = "avg"
+    limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    time_format: Literal["iso", "ms"] = "iso"
+
+
+class AnomaliesQuery(msgspec.Struct):
+    start: Time | None = None
+    end: Time | None = None
+    method: str = "zscore"
+    threshold: float | None = None
+    baseline: str = "1d"
+    time_format: Literal["iso", "ms"] = "iso"
+
+
+# -- responses --------------------------------------------------------------------------
+
+
+class ProblemOut(msgspec.Struct):
+    view: str | None
+    entity: str | None
+    field: str | None
+    rule: str
+    value: Any
+    message: str
+    row: int | None
+    severity: str
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every error: the exception's class and message (and what else it carries)."""
+
+    error: str
+    message: str
+    problems: list[ProblemOut] | None = None
+    needed: int | None = None
+    found: int | None = None
+
+
+class Live(msgspec.Struct):
+    status: str
+
+
+class Health(msgspec.Struct):
+    status: str
+    project: str
+    quality: dict[str, Any]
+
+
+class ViewList(msgspec.Struct):
+    views: list[dict[str, Any]]
+
+
+class Latest(msgspec.Struct):
+    view: str
+    entity_id: str
+    values: Values
+
+
+class VersionOut(msgspec.Struct):
+    id: int
+    event_time: datetime
+    written_at: datetime
+    values: Values
+
+
+class History(msgspec.Struct):
+    view: str
+    entity_id: str
+    versions: list[VersionOut]
+
+
+class Rows(msgspec.Struct):
+    view: str
+    rows: list[Values | None]
+
+
+class FeatureRows(msgspec.Struct):
+    ids: list[EntityId]
+    rows: list[Values]
+
+
+class RefusedRow(msgspec.Struct):
+    row: int
+    message: str
+    problems: list[ProblemOut]
+
+
+class WriteReportOut(msgspec.Struct):
+    written: int
+    duplicates: int
+    late: int
+    dropped: int
+    refused: list[RefusedRow]
+    warnings: list[ProblemOut]
+
+
+class MatchOut(msgspec.Struct):
+    entity_id: str
+    score: float | None
+    values: Values | None
+
+
+class Matches(msgspec.Struct):
+    view: str
+    matches: list[MatchOut]
+
+
+class SeriesInfo(msgspec.Struct):
+    name: str
+    labels: dict[str, str]
+    retention_ms: int | None
+    rollups: list[str]
+    duplicate_policy: str
+
+
+class SeriesList(msgspec.Struct):
+    series: list[SeriesInfo]
+
+
+class Points(msgspec.Struct):
+    name: str
+    bucket: str | None
+    agg: str | None
+    timestamps: list[str | int]
+    values: list[float | None]
+
+
+class Anomalies(msgspec.Struct):
+    name: str
+    timestamps: list[str | int]
+    values: list[float | None]
+    scores: list[float | None]
+
+
+Report = dict[str, Any]  # drift, profile and stats reports: documented in the README
 
 
 def where(where: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -186,25 +393,16 @@ def typed_values(view: FeatureView, values: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-def problem(p: Problem) -> dict[str, Any]:
-    return {
-        "view": p.view,
-        "entity": p.entity,
-        "field": p.field,
-        "rule": p.rule,
-        "value": p.value,
-        "message": p.message,
-        "row": p.row,
-        "severity": p.severity,
-    }
+def problem(p: Problem) -> ProblemOut:
+    return ProblemOut(p.view, p.entity, p.field, p.rule, p.value, p.message, p.row, p.severity)
 
 
 def validation_error(exc: ValidationError) -> dict[str, Any]:
     return {"message": str(exc), "problems": [problem(p) for p in exc.problems]}
 
 
-def version(v: Version) -> dict[str, Any]:
-    return {"id": v.id, "event_time": v.event_time, "written_at": v.written_at, "values": v.values}
+def version(v: Version) -> VersionOut:
+    return VersionOut(v.id, v.event_time, v.written_at, v.values)
 
 
 def record(r: Record) -> dict[str, Any]:
@@ -216,12 +414,14 @@ def record(r: Record) -> dict[str, Any]:
     }
 
 
-def write_report(r: WriteReport) -> dict[str, Any]:
-    return {
-        "written": r.written,
-        "duplicates": r.duplicates,
-        "late": r.late,
-        "dropped": r.dropped,
-        "refused": [{"row": i, **validation_error(exc)} for i, exc in r.refused],
-        "warnings": [problem(p) for p in r.warnings],
-    }
+def write_report(r: WriteReport) -> WriteReportOut:
+    return WriteReportOut(
+        written=r.written,
+        duplicates=r.duplicates,
+        late=r.late,
+        dropped=r.dropped,
+        refused=[
+            RefusedRow(i, str(exc), [problem(p) for p in exc.problems]) for i, exc in r.refused
+        ],
+        warnings=[problem(p) for p in r.warnings],
+    )

@@ -510,3 +510,13 @@ def test_max_points_holds_under_concurrent_writers(store: FeatureStore) -> None:
     assert len(ts) == 5_000
     newest = ts.astype("datetime64[ms]").astype("int64")
     assert newest[0] == int((t0 + 12_000 - 5_000) * 1000)  # exactly the newest 5,000
+
+
+def test_a_refused_bulk_write_with_a_bad_view_name_leaves_the_indexes_alone(
+    store: FeatureStore,
+) -> None:
+    _vectors(store)
+    assert _nearest(store, [0.0, 0.0, 1.0])[0] == "seed"  # an index exists
+    with pytest.raises(ConfigurationError):
+        store.write_many(["vv"], [{"entity_id": "x"}])  # type: ignore[arg-type]
+    assert _nearest(store, [0.0, 0.0, 1.0])[0] == "seed"

@@ -85,8 +85,8 @@ class Search:
         """This store wrote (or deleted) ``entity_id`` of ``view`` (None: some entities,
         a bulk write): its indexes of the view, and of the views derived from it, apply
         that before their next search."""
-        if not self._indexes:
-            return
+        if not self._indexes or not isinstance(view, str):
+            return  # (a refused call with a bad view name wrote nothing)
         ids = None if entity_id is None else [normalize_id(view, entity_id)]
         names = {view, *(d.name for d in self._ctx.registry.dependents(view))}
         for idx in list(self._indexes.values()):

@@ -36,7 +36,16 @@ DB = 3
 RESET_EVERY = 100  # examples (of BATCH calls each) between rebuilds of the world
 BATCH = 5
 TOTAL = int(os.environ.get("REDFEAT_BAD_INPUT_EXAMPLES", "10000"))
-PARTS = {"writes": 0.3, "reads": 0.25, "search": 0.1, "series": 0.25, "quality": 0.1}
+# "mixed" draws from every group, after the others have built indexes, series and caches,
+# so that one verb's refusal meets another's state
+PARTS = {
+    "writes": 0.25,
+    "reads": 0.2,
+    "search": 0.1,
+    "series": 0.2,
+    "quality": 0.1,
+    "mixed": 0.15,
+}
 
 
 def _examples(part: str) -> int:
@@ -202,6 +211,12 @@ def test_bad_series_calls_raise_redfeat_errors(world: World, batch: list[Call]) 
 @_settings("quality")
 @given(batch=batches(quality()))
 def test_bad_quality_calls_raise_redfeat_errors(world: World, batch: list[Call]) -> None:
+    check(world, batch)
+
+
+@_settings("mixed")
+@given(batch=batches(calls()))
+def test_bad_calls_of_every_kind_mixed(world: World, batch: list[Call]) -> None:
     check(world, batch)
 
 

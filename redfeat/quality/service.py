@@ -61,6 +61,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("redfeat.quality")
+# The serving log's sampling draws from its own generator: the module-level one belongs to
+# the program (a library must not move its seeded sequence, from any thread).
+_SAMPLING = random.Random()
 CONFIG_TTL = 1.0  # seconds a process trusts its copy of the per-view settings
 
 
@@ -234,7 +237,7 @@ class Monitor:
         try:
             self.recorder.count(res.name, "reads")
             rate = self.config(res.name).sample_rate
-            if rate <= 0 or random.random() >= rate:
+            if rate <= 0 or _SAMPLING.random() >= rate:
                 return
             fields = res.codec.fields
             if features is not None:

@@ -15,6 +15,7 @@ from .core.keys import Keys
 from .core.metrics import Metrics
 from .core.records import (
     ChangeEvent,
+    EntityStats,
     Match,
     MaterializeReport,
     Record,
@@ -73,6 +74,7 @@ __all__ = [
     "Entity",
     "EntityId",
     "FeatureService",
+    "EntityStats",
     "FeatureStore",
     "FeatureView",
     "Field",

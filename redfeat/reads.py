@@ -59,13 +59,14 @@ class Reads:
         entity_id: EntityId,
         features: Sequence[str] | None,
         as_of: Any,
+        cache_ok: bool = True,
     ) -> dict[str, Any] | None:
         reg = self._ctx.registry
         if reg.is_window(view):
             ids = self._window_ids(view, [entity_id])
             one = self._windows().get_many(view, ids, features, as_of, False, strict=True)
             return one[0]  # type: ignore[no-any-return]
-        cache = self._cache
+        cache = self._cache if cache_ok else None
         plain = type(entity_id) is str or type(entity_id) is int
         if cache is not None and features is None and as_of is None and plain:
             hit = cache.lookup(view, str(entity_id))
@@ -78,7 +79,7 @@ class Reads:
             # a known miss: fetch and cache it
             got = cache.fill(view, [entity_id], self._fetch_records(res), res.view.ttl_us)
             return got[0]  # type: ignore[no-any-return]
-        out = self._get_many(res, [entity_id], features, as_of, False)
+        out = self._get_many(res, [entity_id], features, as_of, False, cache_ok)
         self._monitor.read(res, out, features)
         return out[0]  # type: ignore[no-any-return]
 
@@ -89,12 +90,14 @@ class Reads:
         features: Sequence[str] | None,
         as_of: Any,
         with_meta: bool,
+        cache_ok: bool = True,
     ) -> list[Any]:
         if self._ctx.registry.is_window(view):
             ids = self._window_ids(view, list(entity_ids))
             return self._windows().get_many(view, ids, features, as_of, with_meta)
         res = self._ctx.registry.get(view)
-        out = self._get_many(res, canonical_ids(res, list(entity_ids)), features, as_of, with_meta)
+        ids = canonical_ids(res, list(entity_ids))
+        out = self._get_many(res, ids, features, as_of, with_meta, cache_ok)
         self._monitor.read(res, out, features)
         return out
 
@@ -105,13 +108,15 @@ class Reads:
         features: Sequence[str] | None,
         as_of: Any,
         with_meta: bool,
+        cache_ok: bool = True,
     ) -> list[Any]:
         view = res.name
         feats = None if features is None else list(features)
         if res.view.on_read:
             return self._deriver.read(res, ids, feats, as_of, with_meta)
-        if as_of is None and self._cache is not None and feats is None and not with_meta:
-            return self._cache.read_many(res.name, ids, self._fetch_records(res), res.view.ttl_us)
+        cache = self._cache if cache_ok else None
+        if as_of is None and cache is not None and feats is None and not with_meta:
+            return cache.read_many(res.name, ids, self._fetch_records(res), res.view.ttl_us)
         if as_of is None:
             return self._online.get_many(res, ids, feats, with_meta)
         at = _history.as_of_us(view, as_of)
@@ -260,6 +265,7 @@ class Reads:
         full_feature_names: bool,
         flatten_vectors: bool,
         as_numpy: bool,
+        cache_ok: bool = True,
     ) -> Any:
         if (entity_ids is None) == (entity_rows is None):
             raise ConfigurationError(
@@ -319,15 +325,25 @@ class Reads:
                 ]
         stored = [w for w in wanted if not w.res.view.on_read]
         now_ms = now_us() // 1000
+        # the near cache serves whole rows; what it misses is read below (and cached)
+        cache = self._cache if cache_ok else None
+        epoch = 0 if cache is None else cache.epoch  # taken before anything is read
+        hits = {
+            w.res.name: [MISSING] * n
+            if cache is None
+            else [cache.lookup(w.res.name, e) for e in ents_of[w.res.key.name]]
+            for w in stored
+        }
+        fetch = {n: [i for i, h in enumerate(row) if h is MISSING] for n, row in hits.items()}
+        sent = [w for w in stored if fetch[w.res.name]]
         with wrap_redis("get_features: read failed"):
             # every stored view and window features in one round trip; on_read views are
             # computed from their source
             pipe: Any = self._ctx.client.pipeline(transaction=False)
-            latest = self._ctx.keys.latest
-            for w in stored:
-                name = w.res.name
-                ents = ents_of[w.res.key.name]
-                pipe.execute_command("MGET", *[latest(name, escape_id(e)) for e in ents])
+            for w in sent:
+                name, ents = w.res.name, ents_of[w.res.key.name]
+                keys_ = [self._ctx.keys.latest(name, escape_id(ents[i])) for i in fetch[name]]
+                pipe.execute_command("MGET", *keys_)
             # only the buckets the asked windows cover (HGETALL when that is most of them)
             spans = [read_range(ww.wf, now_ms, [w for _, _, w in ww.by_feature()]) for ww in wins]
             for ww, span in zip(wins, spans, strict=True):
@@ -338,12 +354,22 @@ class Reads:
                         pipe.hgetall(tiles_key)
                     else:
                         pipe.execute_command("HMGET", tiles_key, *fields)
-            replies = pipe.execute() if n and (stored or wins) else [[] for _ in stored]
+            replies = pipe.execute() if sent or (n and wins) else []
         per_view: dict[str, list[Any]] = {}
-        for w, blobs in zip(stored, replies, strict=False):
-            readers = w.res.codec.select(w.features)
+        for w, blobs in zip(sent, replies, strict=False):
+            got, name = hits[w.res.name], w.res.name
             ents = ents_of[w.res.key.name]
-            per_view[w.res.name] = self._online.decode_latest(w.res, ents, blobs, readers)
+            todo = [ents[i] for i in fetch[name]]
+            if cache is None:
+                readers = w.res.codec.select(w.features)
+                values = self._online.decode_latest(w.res, todo, blobs, readers)
+            else:
+                records = self._online.decode_latest(w.res, todo, blobs, w.res.codec.reader, True)
+                values = cache.keep(name, records, w.res.view.ttl_us, epoch)
+            for i, v in zip(fetch[name], values, strict=True):
+                got[i] = v
+        for w in stored:
+            per_view[w.res.name] = hits[w.res.name]
         for w in wanted:
             if w.res.view.on_read:
                 ents = ents_of[w.res.key.name]
@@ -351,7 +377,7 @@ class Reads:
         for w in wanted:  # the serving log: counted and sampled per view
             self._monitor.read(w.res, per_view[w.res.name], w.features)
         for k, (ww, span) in enumerate(zip(wins, spans, strict=True)):
-            raw = replies[len(stored) + k * n : len(stored) + (k + 1) * n]
+            raw = replies[len(sent) + k * n : len(sent) + (k + 1) * n]
             tiles = [decode(r) if span is None else decode_range(r, span[0]) for r in raw]
             per_view[ww.wf.name] = [values_at(ww.wf, et, now_ms, ww.by_feature()) for et in tiles]
         columns = [

@@ -17,9 +17,14 @@ from typing import Any, Protocol
 
 import redis
 
+from .core.codec import READ, normalize_id
 from .core.context import Ctx
+from .core.keys import escape_id
 from .core.metrics import BOUNDS_NS, Metrics
+from .core.records import EntityStats, Status
+from .core.time import to_us
 from .errors import wrap_redis
+from .online.history import from_latest, ttl_ok
 from .timeseries.spec import SeriesRegistry
 
 # Histogram edges for exporters (seconds): each counts the operations whose fine bucket
@@ -297,3 +302,45 @@ def stats(
         flush()
         out["storage"] = storage_report(ctx)
     return out
+
+
+def entity_stats(ctx: Ctx, view: str, entity_id: str | int) -> EntityStats:
+    """One entity's fields, latest version, versions kept and bytes, in one round trip."""
+    res = ctx.registry.get(view)
+    ent = normalize_id(view, entity_id, outcome=READ)
+    latest = ctx.keys.latest(view, escape_id(ent))
+    history = ctx.keys.history(view, escape_id(ent))
+    keeps = res.hist_mode != "n"
+    with wrap_redis(f"view {view!r}, entity {ent!r}: reading its stats failed"):
+        pipe = ctx.client.pipeline(transaction=False)
+        pipe.get(latest)
+        pipe.pttl(latest)
+        pipe.memory_usage(latest, samples=0)
+        if keeps:
+            pipe.zcard(history)
+            pipe.memory_usage(history, samples=0)
+        replies = pipe.execute()
+    blob, pttl, mem = replies[0], int(replies[1]), int(replies[2] or 0)
+    kept = int(replies[3]) if keeps else (1 if blob is not None else 0)
+    mem += int(replies[4] or 0) if keeps else 0
+    fields = {f.name: repr(f.dtype).removeprefix("t.") for f in res.view.fields}
+    if blob is None:
+        status = Status.EXPIRED if kept else Status.MISSING  # the latest key expired
+        return EntityStats(view, ent, status, fields, [], None, None, kept, mem, 0, None)
+    v = from_latest(res, blob)
+    status = Status.PRESENT if ttl_ok(res, to_us(v.event_time)) else Status.EXPIRED
+    present = [name for name in fields if v.values.get(name) is not None]
+    expires = pttl / 1000 if pttl >= 0 else None
+    return EntityStats(
+        view,
+        ent,
+        status,
+        fields,
+        present,
+        v.event_time,
+        v.written_at,
+        kept,
+        mem,
+        len(blob),
+        expires,
+    )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import redis
 
+from .core import args
 from .core.conn import Direct, detect_capabilities
 from .core.context import Ctx
 from .core.durability import Durability, check_mode
@@ -25,11 +26,13 @@ from .core.keys import Keys
 from .core.metrics import Metrics, timed
 from .core.records import (
     ChangeEvent,
+    EntityStats,
     Match,
     MaterializeReport,
     ValidationReport,
     Version,
     WriteReport,
+    mark_expired,
 )
 from .core.registry import Registry
 from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
@@ -267,6 +270,9 @@ class FeatureStore:
     def close(self) -> None:
         """Flush monitoring data and the offline log; close connections this store opened
         (an embedded server stops with its last user)."""
+        series = self._series.built if hasattr(self, "_series") else None
+        if series is not None:  # the background alert evaluator (alerts.start) first
+            series.alerts.stop()
         search = self._search.built if hasattr(self, "_search") else None
         if search is not None:
             search.close()
@@ -515,8 +521,13 @@ class FeatureStore:
     def write(
         self, view: str, entity_id: EntityId, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
-        """Write one version of an entity's features (event_time: datetime or epoch s; now)."""
-        return self._writes.write(view, self._reads.entity_id(view, entity_id), values, event_time)
+        """Write one version of an entity's features (event_time: datetime or epoch s; now).
+        ``Version.expired`` says the event time was already past the view's ttl: the
+        version is kept in history, but reads as missing."""
+        ent = self._reads.entity_id(view, entity_id)
+        version = self._writes.write(view, ent, values, event_time)
+        self._touched(view, ent)
+        return self._stamped(view, version)
 
     @timed("write_many")
     def write_many(
@@ -532,23 +543,32 @@ class FeatureStore:
         """Write many rows (list of dicts, pandas.DataFrame or pyarrow.Table), pipelined.
 
         ``on_error="raise"`` writes nothing if any row is bad; ``"skip"`` writes the good rows
-        and reports the others in ``WriteReport.refused``. ``progress(done, total)``.
+        and reports the others in ``WriteReport.refused``; ``WriteReport.expired`` counts rows
+        whose event time was already past the view's ttl. ``progress(done, total)``.
         """
-        return self._writes.write_many(
-            view,
-            rows,
-            entity_column=entity_column,
-            event_time_column=event_time_column,
-            on_error=on_error,
-            progress=progress,
-        )
+        try:
+            return self._writes.write_many(
+                view,
+                args.rows("write_many: rows", rows),
+                entity_column=args.column("entity_column", entity_column),
+                event_time_column=args.column(
+                    "event_time_column", event_time_column, optional=True
+                ),
+                on_error=args.choice("write_many: on_error", on_error, ("raise", "skip")),
+                progress=progress,
+            )
+        finally:  # also after a failure midway: some chunks may be written
+            self._touched(view)
 
     @timed("update")
     def update(
         self, view: str, entity_id: EntityId, values: Mapping[str, Any], *, event_time: Any = None
     ) -> Version:
         """Merge some fields into the latest values and write the result as a new version."""
-        return self._writes.update(view, self._reads.entity_id(view, entity_id), values, event_time)
+        ent = self._reads.entity_id(view, entity_id)
+        version = self._writes.update(view, ent, values, event_time)
+        self._touched(view, ent)
+        return self._stamped(view, version)
 
     @timed("increment")
     def increment(
@@ -560,15 +580,30 @@ class FeatureStore:
         event_time: Any = None,
     ) -> Version:
         """Add to numeric fields atomically (safe under concurrency); writes a new version."""
-        return self._writes.increment(
-            view, self._reads.entity_id(view, entity_id), deltas, event_time
-        )
+        deltas = args.mapping("increment: deltas", deltas)
+        ent = self._reads.entity_id(view, entity_id)
+        version = self._writes.increment(view, ent, deltas, event_time)
+        self._touched(view, ent)
+        return self._stamped(view, version)
+
+    def _stamped(self, view: str, version: Version) -> Version:
+        return mark_expired(version, self._ctx.registry.get(view).view.ttl_us)
+
+    def _touched(self, view: str, entity_id: Any = None, kind: str = "write") -> None:
+        """Tell this store's vector indexes what it just wrote (read-your-writes): their
+        next search applies it first (None: a bulk write, caught up from the feed)."""
+        search = self._search.built
+        if search is not None:
+            search.touched(view, entity_id, kind)
 
     @timed("delete")
     def delete(self, view: str, entity_id: EntityId) -> bool:
         """Remove an entity's latest value and history (and its derived views' values).
         True if anything was there."""
-        return self._writes.delete(view, self._reads.entity_id(view, entity_id))
+        ent = self._reads.entity_id(view, entity_id)
+        gone = self._writes.delete(view, ent)
+        self._touched(view, ent, "delete")
+        return gone
 
     def delete_view(self, view: str, *, keep_definition: bool = False) -> int:
         """Remove every key of a view (SCAN batches, non-blocking) and, unless asked, its
@@ -610,9 +645,12 @@ class FeatureStore:
         *,
         features: Sequence[str] | None = None,
         as_of: Any = None,
+        cache: bool = True,
     ) -> dict[str, Any] | None:
-        """Latest values of one entity (or as of a past time), typed by the schema."""
-        return self._reads.get(view, entity_id, features, as_of)
+        """Latest values of one entity (or as of a past time), typed by the schema.
+        ``cache=False`` reads Redis even with a near cache (and leaves the cache alone)."""
+        feats = args.names("get: features", features)
+        return self._reads.get(view, entity_id, feats, as_of, args.flag("get: cache", cache))
 
     @timed("get_many")
     def get_many(
@@ -623,13 +661,22 @@ class FeatureStore:
         features: Sequence[str] | None = None,
         as_of: Any = None,
         with_meta: bool = False,
+        cache: bool = True,
     ) -> list[Any]:
         """Values for many entities, aligned with the input (None where missing or expired).
 
         One round trip for the whole batch. ``with_meta=True`` returns ``Record`` objects with
-        status PRESENT / EXPIRED / MISSING and the event time.
+        status PRESENT / EXPIRED / MISSING and the event time. ``cache=False`` bypasses the
+        near cache.
         """
-        return self._reads.get_many(view, entity_ids, features, as_of, with_meta)
+        return self._reads.get_many(
+            view,
+            args.ids("get_many: entity_ids", entity_ids),
+            args.names("get_many: features", features),
+            as_of,
+            args.flag("get_many: with_meta", with_meta),
+            args.flag("get_many: cache", cache),
+        )
 
     @timed("get_features")
     def get_features(
@@ -643,6 +690,7 @@ class FeatureStore:
         full_feature_names: bool = False,
         flatten_vectors: bool = False,
         as_numpy: bool = False,
+        cache: bool = True,
     ) -> Any:
         """One feature vector per row: ``features`` ("view:feature", window features too)
         or a feature ``service`` (a name, "name@version" or a FeatureService).
@@ -653,16 +701,20 @@ class FeatureStore:
         pandas.DataFrame (with an ``entity_id`` column, or the rows' join keys) when
         ``as_frame=True``. ``flatten_vectors`` expands a Vector feature into ``name_0 ..
         name_{d-1}``; ``as_numpy`` returns one float64 2-D array (rows, features; vectors
-        flattened; missing = NaN).
+        flattened; missing = NaN). With a near cache, rows it holds are served from memory
+        and the rest read in the same round trip (then cached); ``cache=False`` bypasses it.
         """
         return self._reads.get_features(
-            entity_ids,
-            self._reads.features_of(features, service, "get_features"),
+            args.optional_ids("get_features: entity_ids", entity_ids),
+            self._reads.features_of(
+                args.names("get_features: features", features), service, "get_features"
+            ),
             entity_rows=entity_rows,
             as_frame=as_frame,
             full_feature_names=full_feature_names,
             flatten_vectors=flatten_vectors,
             as_numpy=as_numpy,
+            cache_ok=args.flag("get_features: cache", cache),
         )
 
     # -- versions and training data ---------------------------------------------------
@@ -712,9 +764,11 @@ class FeatureStore:
         """
         return self._reads.training_frame(
             entity_df,
-            self._reads.features_of(features, service, "training_frame"),
-            entity_column=entity_column,
-            event_time_column=event_time_column,
+            self._reads.features_of(
+                args.names("training_frame: features", features), service, "training_frame"
+            ),
+            entity_column=args.column("entity_column", entity_column),
+            event_time_column=args.column("event_time_column", event_time_column),
             full_feature_names=full_feature_names,
             filter_by_written_at=filter_by_written_at,
             as_arrow=as_arrow,
@@ -732,7 +786,8 @@ class FeatureStore:
     ) -> Any:
         """Every stored version (Redis history, plus the offline log when configured) of some
         entities (all when None) with event time in [start, end], as a pyarrow.Table."""
-        return self._training().versions(view, entity_ids, start=start, end=end, progress=progress)
+        ids = args.optional_ids("versions: entity_ids", entity_ids)
+        return self._training().versions(view, ids, start=start, end=end, progress=progress)
 
     @timed("export")
     def export(
@@ -761,6 +816,9 @@ class FeatureStore:
     ) -> WriteReport:
         """Backfill historical versions (history and offline log). Latest values only move
         forward: a row older than an entity's latest lands in history. All or nothing."""
+        frame = args.rows("import_frame: frame", frame)
+        entity_column = args.column("entity_column", entity_column)
+        event_time_column = args.column("event_time_column", event_time_column)
         deps = self._ctx.registry.dependents(view)
         with self._writes.deriving(deps):
             report = self._training().import_frame(
@@ -774,6 +832,7 @@ class FeatureStore:
             if deps:
                 self._writes.derive_bulk(deps, frame, entity_column, event_time_column, report)
         self._writes.forget_cached(view, deps)
+        self._touched(view)
         return report
 
     @timed("materialize")
@@ -872,9 +931,9 @@ class FeatureStore:
         report = self._windows().record_many(
             name,
             rows,
-            entity_column=entity_column,
-            value_column=value_column,
-            event_time_column=event_time_column,
+            entity_column=args.column("entity_column", entity_column),
+            value_column=args.column("value_column", value_column, optional=True),
+            event_time_column=args.column("event_time_column", event_time_column, optional=True),
             progress=progress,
         )
         self._writes.sync()
@@ -897,7 +956,9 @@ class FeatureStore:
     ) -> Subscription:
         """Live change events of one view, several, or all (None), optionally only for
         some entities. Iterate it, ``async for`` it, or ``sub.on_event(callback)``."""
-        return self._live().subscribe(view, entity_ids)
+        if view is not None and not isinstance(view, str):
+            view = args.names("subscribe: view", view)
+        return self._live().subscribe(view, args.optional_ids("subscribe: entity_ids", entity_ids))
 
     @timed("push")
     def push(
@@ -909,7 +970,11 @@ class FeatureStore:
     ) -> int:
         """Append raw rows (dicts with an ``entity_id``) to the view's ingest stream, for
         workers to validate and write. Rows without an event time get the push time."""
-        n = self._live().push(view, rows, event_time_column=event_time_column)
+        n = self._live().push(
+            view,
+            rows,
+            event_time_column=args.column("event_time_column", event_time_column, optional=True),
+        )
         self._writes.sync()
         return n
 
@@ -938,6 +1003,7 @@ class FeatureStore:
         where: Mapping[str, Any] | None = None,
         include_values: bool = False,
         index: str = "exact",
+        consistent: bool = False,
         **index_options: int,
     ) -> list[Match]:
         """Nearest entities to ``query`` by a Vector field, best first (ties by entity id).
@@ -945,9 +1011,12 @@ class FeatureStore:
         ``where`` filters on other fields: ``{"segment": "premium"}``, ``{"segment": ["a",
         "b"]}``, ``{"age": (25, 40)}`` (inclusive, None = open). The first call builds an
         in-process index (``index="exact"`` or ``"hnsw"``) from Redis; change events keep
-        it current (a write is searchable within milliseconds). ``index="server"`` answers
-        with the server's Query Engine (FT.SEARCH KNN) over a mirror kept current the same
-        way; ``"auto"`` is "server" where the server has it, else "exact".
+        it current. ``index="server"`` answers with the server's Query Engine (FT.SEARCH
+        KNN) over a mirror kept current the same way; ``"auto"`` is "server" where the
+        server has it, else "exact". A search sees every write and delete this store made
+        before it; writes of other processes within milliseconds (their change events), at
+        most ~1 s when an event is lost; ``consistent=True`` catches up with the view's
+        change feed first, so every write acknowledged before the call is seen.
         ``index_options`` (M, ef_construction, ef_search) tune hnsw when its index is first
         built: a lower ef_search is faster and less exact (see bench/RESULTS.md)."""
         return self._search().similar(
@@ -958,6 +1027,7 @@ class FeatureStore:
             where=where,
             include_values=include_values,
             index=index,
+            consistent=consistent,
             **index_options,
         )
 
@@ -986,10 +1056,14 @@ class FeatureStore:
         embedding: Any = None,
         k: int = 5,
         model: str = "default",
+        consistent: bool = False,
     ) -> list[Match]:
         """Stored texts nearest to ``text`` (embedded by the store's embedder) or to
-        ``embedding``, best first; values hold text, metadata and embedding."""
-        return self._search().similar_texts(text=text, embedding=embedding, k=k, model=model)
+        ``embedding``, best first; values hold text, metadata and embedding. Texts this
+        store put are always found; ``consistent`` as for ``similar``."""
+        return self._search().similar_texts(
+            text=text, embedding=embedding, k=k, model=model, consistent=consistent
+        )
 
     # -- time series ----------------------------------------------------------------------
 
@@ -1000,7 +1074,8 @@ class FeatureStore:
 
     @property
     def alerts(self) -> Alerts:
-        """Alert rules on series (add, list, remove, history, evaluate, on_transition)."""
+        """Alert rules on series (add, list, remove, history, evaluate, on_transition;
+        ``start(interval)`` evaluates them in a background thread until ``close()``)."""
         return self._series().alerts
 
     def series(
@@ -1012,6 +1087,8 @@ class FeatureStore:
         rollups: Iterable[Any] | None = None,
         rollup_retention: Any = None,
         duplicate_policy: str | None = None,
+        max_points: int | None = None,
+        precision: int | None = None,
     ) -> Series:
         """Create or open the time series ``name`` (its definition lives in the registry).
 
@@ -1019,7 +1096,12 @@ class FeatureStore:
         back from the newest), rollups ("1m", "5m", "1h", "1d") kept 7d/30d/90d/365d,
         duplicate_policy "last" (block, first, last, min, max, sum). Opening an existing
         series keeps what is not given and updates what is (rollup_retention per rollup: a
-        mapping naming one rollup leaves the others as stored); its rollups cannot change."""
+        mapping naming one rollup leaves the others as stored); its rollups cannot change.
+
+        ``max_points``: keep only the newest N raw points (older ones read as gone at once
+        and are removed by the same write); rollups keep their own retention. ``precision``:
+        round values to this many decimal places as they are written (lossy; regular
+        decimals compress to a fraction of a byte per point)."""
         return self._series().series(
             name,
             labels=labels,
@@ -1027,6 +1109,8 @@ class FeatureStore:
             rollups=rollups,
             rollup_retention=rollup_retention,
             duplicate_policy=duplicate_policy,
+            max_points=max_points,
+            precision=precision,
         )
 
     def series_list(self, filters: Iterable[str] | str = ()) -> list[str]:
@@ -1080,8 +1164,20 @@ class FeatureStore:
         """Dry run of write_many: every problem of every row (view, entity, field, rule,
         value, message), nothing written."""
         return self._quality.validate(
-            view, rows, entity_column=entity_column, event_time_column=event_time_column
+            view,
+            args.rows("validate: rows", rows),
+            entity_column=args.column("entity_column", entity_column),
+            event_time_column=args.column("event_time_column", event_time_column, optional=True),
         )
+
+    def entity_stats(self, view: str, entity_id: str | int) -> EntityStats:
+        """What is stored for one entity (the seed's ``getFeatureStats``): the view's fields
+        with their types and which ones the latest version holds, its event time and when
+        it was written, the versions kept, the bytes its keys take in the server, and when
+        the latest value expires. A missing entity gives status MISSING (no error)."""
+        from .stats import entity_stats
+
+        return entity_stats(self._ctx, view, entity_id)
 
     def stats(self, *, storage: bool = True) -> dict[str, Any]:
         """Per operation in this process: count, errors, mean/p50/p99 latency (ms) and
@@ -1092,7 +1188,12 @@ class FeatureStore:
         from .stats import stats
 
         monitor = self._monitor
-        return stats(self._ctx, storage=storage, flush=monitor.flush, recorder=monitor.recorder)
+        return stats(
+            self._ctx,
+            storage=args.flag("storage", storage),
+            flush=monitor.flush,
+            recorder=monitor.recorder,
+        )
 
 
 # -- the services built on first use ------------------------------------------------------

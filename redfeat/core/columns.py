@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import types as t
-from ..errors import Problem, ValidationError
+from ..errors import ConfigurationError, Problem, ValidationError
 from .codec import INT64_MAX, INT64_MIN, Refuse, ViewCodec, encode, normalize_id, shorten
 from .keys import escape_id
 from .records import ValidationReport
@@ -39,6 +39,28 @@ class Columns:
     micros: frozenset[str] = frozenset()
 
 
+def _missing(v: Any) -> bool:
+    if v is None or type(v).__name__ in ("NaTType", "NAType"):
+        return True
+    try:
+        return bool(v != v)
+    except Exception:  # an array, or a value that cannot compare: not missing
+        return False
+
+
+def _pandas_columns(frame: Any) -> Columns:
+    if not hasattr(frame, "columns"):
+        raise ConfigurationError(
+            f"rows must be a list of dicts, a pandas.DataFrame or a pyarrow.Table, "
+            f"got {type(frame).__name__}"
+        )
+    data = {
+        str(name): [None if _missing(v) else v for v in frame[name].tolist()]
+        for name in frame.columns
+    }
+    return Columns(len(frame), data, from_frame=True)
+
+
 def columns_of(rows: Any) -> Columns:
     """A list of dicts, a pandas.DataFrame or a pyarrow.Table, as columns."""
     mod = type(rows).__module__
@@ -46,7 +68,12 @@ def columns_of(rows: Any) -> Columns:
         import pyarrow as pa
 
         # pandas' missing values (NaN, None, NaT, pd.NA) become nulls on the way.
-        rows = pa.Table.from_pandas(rows, preserve_index=False)
+        try:
+            rows = pa.Table.from_pandas(rows, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError):
+            # a column Arrow cannot type (mixed kinds in an object column): value by value,
+            # so each bad value is reported with its row and field
+            return _pandas_columns(rows)
         mod = "pyarrow"
     if mod.startswith("pyarrow"):
         import pyarrow as pa

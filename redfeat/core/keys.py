@@ -280,7 +280,8 @@ class Keys:
     # -- alerts (redfeat.timeseries.alerts): rules, state, versions, history, events -----
 
     def alerts(self, part: str) -> str:
-        """``rules`` / ``state`` / ``ver`` (hashes by rule name), ``events`` (channel)."""
+        """``rules`` / ``state`` / ``ver`` / ``rounds`` (hashes by rule name), ``events``
+        (channel)."""
         return f"{self.prefix}alerts:{part}"
 
     def alert_history(self, name: str) -> str:

@@ -4,8 +4,9 @@ validation reports, change events, search matches. Plain data, no Redis."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import Problem, ValidationError
@@ -13,12 +14,40 @@ from ..errors import Problem, ValidationError
 
 @dataclass(frozen=True, slots=True)
 class Version:
-    """One stored version of an entity's features."""
+    """One stored version of an entity's features. ``expired`` (set by the write verbs
+    only): its event time was already older than the view's ttl when it was written, so
+    it is kept in history but reads as missing."""
 
     id: int
     event_time: datetime
     written_at: datetime
     values: dict[str, Any]
+    expired: bool = field(default=False, compare=False)
+
+
+def mark_expired(version: Version, ttl_us: int | None) -> Version:
+    """``version`` with ``expired`` set if its event time was past the ttl at write time."""
+    if ttl_us is None or version.id == 0:  # no ttl, or nothing was stored
+        return version
+    if version.written_at - version.event_time > timedelta(microseconds=ttl_us):
+        return replace(version, expired=True)
+    return version
+
+
+def count_expired(
+    ttl_us: int | None, ets: list[int], refused: Mapping[int, Any], flat: list[int]
+) -> int:
+    """How many rows a bulk write stored with an event time already past the ttl: ``ets``
+    the event times (us) of every input row, ``refused`` the rows left out, ``flat`` the
+    write step's (version id, status) per written row (status 0/1: a new version)."""
+    if ttl_us is None or not flat:
+        return 0
+    kept = [et for i, et in enumerate(ets) if i not in refused] if refused else ets
+    return sum(
+        1
+        for et, vid, status in zip(kept, flat[0::2], flat[1::2], strict=False)
+        if status in (0, 1) and et < vid - ttl_us
+    )
 
 
 class Status(enum.StrEnum):
@@ -44,6 +73,8 @@ class WriteReport:
     """What ``write_many`` did. ``written``: new versions; ``duplicates``: retries of versions
     already stored; ``late``: rows older than the entity's latest (kept in history only);
     ``dropped``: late rows for a view without history (nothing keeps them);
+    ``expired``: rows written with an event time already older than the view's ttl (kept
+    in history, but they read as missing);
     ``refused``: (row index, ValidationError) for rows that failed validation;
     ``warnings``: problems found by warning-level validators (those rows were written)."""
 
@@ -51,8 +82,41 @@ class WriteReport:
     duplicates: int = 0
     late: int = 0
     dropped: int = 0
+    expired: int = 0
     refused: list[tuple[int, ValidationError]] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)  # from custom validators
+
+
+@dataclass(frozen=True, slots=True)
+class EntityStats:
+    """What is stored for one entity of a view (``store.entity_stats``).
+
+    ``fields``: every field of the view with its type; ``present``: the fields the latest
+    version holds a value for; ``event_time`` / ``last_update``: the latest version's event
+    time and when it was written (server clock); ``versions``: versions kept (history, or
+    1 for a view without history); ``bytes``: server memory of the entity's keys (MEMORY
+    USAGE); ``value_bytes``: the stored latest value; ``expires_in_s``: seconds before the
+    latest key expires (None: no expiry); ``status``: PRESENT, EXPIRED (past the ttl) or
+    MISSING."""
+
+    view: str
+    entity_id: str
+    status: Status
+    fields: dict[str, str]
+    present: list[str]
+    event_time: datetime | None
+    last_update: datetime | None
+    versions: int
+    bytes: int
+    value_bytes: int
+    expires_in_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__slots__}
+        out["status"] = str(self.status)
+        for k in ("event_time", "last_update"):
+            out[k] = None if out[k] is None else out[k].isoformat()
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,6 +263,8 @@ class Registry:
 
     def get(self, name: str) -> Resolved:
         """The view ``name``; re-reads the registry once before giving up."""
+        if not isinstance(name, str):
+            raise ConfigurationError(f"a view name is a str, got {name!r:.60}")
         self._maybe_refresh()
         res = self._views.get(name)
         if res is None:
@@ -289,7 +291,7 @@ class Registry:
 
     def is_window(self, name: str) -> bool:
         """Whether ``name`` is window features (not a view)."""
-        return name in self.window_specs()
+        return isinstance(name, str) and name in self.window_specs()
 
     def has(self, name: str) -> bool:
         """Whether view ``name`` exists (cached; re-read once before saying no)."""
@@ -302,7 +304,7 @@ class Registry:
     def dependents(self, source: str) -> list[Resolved]:
         """Materialised derived views computed from ``source`` (from the cached registry)."""
         self._maybe_refresh()
-        return self._deps.get(source, [])
+        return self._deps.get(source, []) if isinstance(source, str) else []
 
     def record_transform(self, spec: dict[str, Any]) -> None:
         """Keep a custom transform's spec (name, inputs, outputs, code hash, created_at)."""

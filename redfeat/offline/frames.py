@@ -27,8 +27,14 @@ Progress = Callable[[str, int, int], None]
 def event_table(entity_df: Any, event_time_column: str) -> tuple[pa.Table, pa.Array]:
     """(the input as Arrow, its event times as int64 us UTC)."""
     mod = type(entity_df).__module__
-    if mod.startswith("pandas"):
-        table = pa.Table.from_pandas(entity_df, preserve_index=False)
+    if mod.startswith("pandas") and type(entity_df).__name__ == "DataFrame":
+        try:
+            table = pa.Table.from_pandas(entity_df, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"entity_df: a column mixes kinds of values Arrow cannot hold together ({exc}); "
+                "entity ids must be str or int, event times datetimes or epoch seconds"
+            ) from None
     elif mod.startswith("pyarrow") and isinstance(entity_df, pa.Table):
         table = entity_df
     else:
@@ -48,7 +54,12 @@ def event_table(entity_df: Any, event_time_column: str) -> tuple[pa.Table, pa.Ar
         utc = pc.cast(ts, pa.timestamp("us", tz=ts.type.tz or "UTC"), safe=False)
         ts_us = pc.cast(utc, pa.int64())
     elif pa.types.is_integer(ts.type) or pa.types.is_floating(ts.type):
-        ts_us = pc.cast(pc.floor(pc.multiply(pc.cast(ts, pa.float64()), 1e6)), pa.int64())
+        try:
+            ts_us = pc.cast(pc.floor(pc.multiply(pc.cast(ts, pa.float64()), 1e6)), pa.int64())
+        except pa.ArrowException as exc:  # inf, NaN or 1e308 seconds
+            raise ConfigurationError(
+                f"entity_df column {event_time_column!r}: epoch seconds out of range ({exc})"
+            ) from None
     elif pa.types.is_date(ts.type):
         ts_us = pc.cast(pc.cast(pc.cast(ts, pa.timestamp("us")), TS), pa.int64())
     else:
@@ -106,6 +117,15 @@ def _encoded(key: Entity, value: Any) -> str | None:
 
 
 def _part(col: pa.ChunkedArray, integer: bool) -> pa.Array:
+    try:
+        return _cast_part(col, integer)
+    except pa.ArrowException as exc:
+        raise ConfigurationError(
+            f"entity_df: a key column must hold entity ids (str or int): {exc}"
+        ) from None
+
+
+def _cast_part(col: pa.ChunkedArray, integer: bool) -> pa.Array:
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_floating(col.type):
         # pandas turns an int column with a null into floats; 1.5 is no id (no match)

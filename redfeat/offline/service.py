@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..core.codec import READ, normalize_id
 from ..core.context import Ctx, WriteObserver
 from ..core.records import Version, WriteReport
@@ -51,6 +53,11 @@ class Training:
     def version(self, view: str, entity_id: str | int, version_id: int) -> Version:
         """One version by id (NotFoundError if it is not, or no longer, kept)."""
         res = self.registry.get(view)
+        if isinstance(version_id, bool) or not isinstance(version_id, int | np.integer):
+            raise ConfigurationError(
+                f"view {view!r}: a version id is an int (Version.id), got {version_id!r:.60}"
+            )
+        version_id = int(version_id)
         ent = normalize_id(view, entity_id, outcome=READ)
         found = _history.find_version(self.client, self.keys, res, ent, version_id)
         if found is not None:

@@ -14,7 +14,7 @@ from ..core.columns import columns_of, encode_columns
 from ..core.conn import Script
 from ..core.context import Ctx, WriteObserver
 from ..core.keys import escape_id, unescape_id
-from ..core.records import Record, Status, Version, WriteReport
+from ..core.records import Record, Status, Version, WriteReport, count_expired
 from ..core.registry import Resolved
 from ..core.schema import Field
 from ..core.time import from_us, now_us, to_us
@@ -199,6 +199,7 @@ class Online:
         )
         if q is not None:
             q.written_columns(res, out, problems, flat)
+        report.expired = count_expired(res.view.ttl_us, out["ets"], problems, flat)
         return tally(report, flat)
 
     def _cas(

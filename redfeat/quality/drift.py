@@ -9,6 +9,10 @@
 - null-rate change: current share of nulls minus the baseline's.
 - out-of-range rate: share of current values outside the baseline's [min, max] (numbers) or
   in categories the baseline never saw.
+
+Verdicts, from best to worst: ``ok``, ``insufficient_data`` (fewer than ``min_count``
+values on either side: the distributions are not compared, so nothing says the feature is
+fine), ``warning``, ``drift``. A report's verdict is its worst feature's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 from .config import Thresholds
 from .profiles import FeatureProfile, Profile
 
-VERDICTS = ("ok", "warning", "drift")
+VERDICTS = ("ok", "insufficient_data", "warning", "drift")  # best to worst
 PSI_FLOOR = 1e-4
 
 
@@ -153,6 +157,18 @@ class DriftReport:
     def warnings(self) -> list[str]:
         return [n for n, f in self.features.items() if f.verdict == "warning"]
 
+    @property
+    def insufficient(self) -> list[str]:
+        """Features with too few values (either side) to be judged."""
+        return [n for n, f in self.features.items() if f.verdict == "insufficient_data"]
+
+    def at_least(self, verdict: str) -> bool:
+        """Whether the report is ``verdict`` or worse (``VERDICTS`` order), e.g. for a
+        ``--fail-on`` switch."""
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+        return VERDICTS.index(self.verdict) >= VERDICTS.index(verdict)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "view": self.view,
@@ -216,6 +232,7 @@ def compare_feature(
             f"too few values to compare distributions ({base.count} in the baseline, "
             f"{cur.count} now; need {th.min_count})"
         )
+        levels.append("insufficient_data")  # no verdict: never "ok" (a null-rate one wins)
     out.verdict = _worst(levels)
     return out
 

@@ -5,6 +5,8 @@ Rules (each adds a reason; the worst level wins):
   no max_age is set); 10 % or more of written rows refused by validation;
 - warning: no write ever recorded; 1 % or more refused; any feature drifting against the
   baseline (when one is set).
+Features with too few values to judge drift are listed (``insufficient_data``) with a
+reason; they are not counted as healthy, nor do they change the level.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class ViewHealth:
     failure_rate: float
     drifting: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    insufficient_data: list[str] = field(default_factory=list)  # drift not judged
 
 
 @dataclass(slots=True)
@@ -104,6 +107,9 @@ def assess(
         drifting = drift.drifting
         levels.append("warning")
         reasons.append(f"drifting: {', '.join(drifting)}")
+    unjudged = [] if drift is None else drift.insufficient
+    if unjudged:
+        reasons.append(f"too few values to judge drift: {', '.join(unjudged)}")
     return ViewHealth(
         view=view.name,
         status=max(levels, key=LEVELS.index),
@@ -118,4 +124,5 @@ def assess(
         failure_rate=rate,
         drifting=drifting,
         reasons=reasons,
+        insufficient_data=unjudged,
     )

@@ -67,8 +67,9 @@ class FeatureProfile:
             self.kll = ds.kll_doubles_sketch(KLL_K)
         self.kll.update(arr)
         lo, hi = float(arr.min()), float(arr.max())
-        mean = float(arr.mean())
-        m2 = float(((arr - mean) ** 2).sum())
+        with np.errstate(over="ignore", invalid="ignore"):  # values near 1e308: inf, no warning
+            mean = float(arr.mean())
+            m2 = float(((arr - mean) ** 2).sum())
         self._merge_moments(n, mean, m2, lo, hi)
         if distinct:
             if self.hll is None:

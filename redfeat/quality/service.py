@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from ..core import args
 from ..core.codec import decoder_for
 from ..core.columns import validate as validate_rows
 from ..core.context import Ctx
@@ -60,6 +61,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("redfeat.quality")
+# The serving log's sampling draws from its own generator: the module-level one belongs to
+# the program (a library must not move its seeded sequence, from any thread).
+_SAMPLING = random.Random()
 CONFIG_TTL = 1.0  # seconds a process trusts its copy of the per-view settings
 
 
@@ -233,7 +237,7 @@ class Monitor:
         try:
             self.recorder.count(res.name, "reads")
             rate = self.config(res.name).sample_rate
-            if rate <= 0 or random.random() >= rate:
+            if rate <= 0 or _SAMPLING.random() >= rate:
                 return
             fields = res.codec.fields
             if features is not None:
@@ -423,7 +427,8 @@ class Quality:
         """Make a frame (e.g. the training frame) the view's baseline. Columns may be named
         ``field``, ``view:field`` or ``view__field``; values go through the schema's checks
         and conversions as a write would (a bad value: ValidationError, nothing set)."""
-        prof = _baselines.profile_of_frame(self._ctx.registry.get(view), frame)
+        res = self._ctx.registry.get(view)
+        prof = _baselines.profile_of_frame(res, args.rows("set_baseline_from: frame", frame))
         self._save_baseline(view, prof, {"from": "frame", "rows": prof.rows})
         return prof
 
@@ -448,6 +453,9 @@ class Quality:
     ) -> DriftReport:
         """Drift of [start, end) (default: the last 24 h) against the stored baseline, a
         Profile, or the profile of a (start, end) pair."""
+        self._ctx.registry.get(view)
+        if thresholds is not None and not isinstance(thresholds, Thresholds):
+            raise ConfigurationError("thresholds must be a redfeat.quality.Thresholds")
         th = thresholds or self._monitor.config(view).thresholds
         if baseline is None:
             stored = self.baseline(view)
@@ -460,10 +468,15 @@ class Quality:
             base, meta = stored
         elif isinstance(baseline, Profile):
             base, meta = baseline, {"from": "argument"}
-        else:
+        elif isinstance(baseline, tuple | list) and len(baseline) == 2:
             b_start, b_end = baseline
             base = self.profile(view, start=b_start, end=b_end)
             meta = {"from": "profiles", "start": str(b_start), "end": str(b_end)}
+        else:
+            raise ConfigurationError(
+                f"view {view!r}: baseline must be None (the stored one), a Profile or a "
+                f"(start, end) pair, got {type(baseline).__name__}"
+            )
         if base.rows == 0:
             raise NotFoundError(
                 f"view {view!r}: the baseline holds no profiled rows ({meta}); pick a time "

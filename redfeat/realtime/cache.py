@@ -1,6 +1,8 @@
 """Near cache: an in-process LRU for latest reads, invalidated by change events.
 
-``FeatureStore(..., cache=Cache(max_entries=100_000, ttl="5m"))``. Writes made through this
+``FeatureStore(..., cache=Cache(max_entries=100_000, ttl="5m"))`` serves ``get``,
+``get_many`` and ``get_features`` of whole rows from memory (``cache=False`` on a call reads
+Redis and leaves the cache as it is). Writes made through this
 store invalidate at once; writes from other processes as soon as their change event
 arrives (a subscription on a background thread). After a lost connection every entry is
 dropped, since events may have been missed. An entry also expires with the view's ttl (by
@@ -136,8 +138,13 @@ class Cache:
     ) -> list[Any]:
         """Fetch ``ids`` (known misses) with one call, cache and return copies."""
         epoch = self.epoch
+        return self.keep(view, fetch(ids), ttl_us, epoch)
+
+    def keep(self, view: str, records: list[Record], ttl_us: int | None, epoch: int) -> list[Any]:
+        """Cache records read from Redis while the cache was at ``epoch`` (take it before
+        the read); returns copies of their values."""
         out: list[Any] = []
-        for rec in fetch(ids):
+        for rec in records:
             expires = 2**62
             if ttl_us is not None and rec.event_time is not None:
                 expires = to_us(rec.event_time) + ttl_us

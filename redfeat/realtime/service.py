@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..core import args
 from ..core.context import Ctx, Writer
 from ..core.records import ChangeEvent
+from ..errors import ConfigurationError
 from ..online import events as _events
 from ..online.events import Subscription
 from . import ingest as _ingest
+
+_CURSOR = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 class Live:
@@ -23,7 +28,12 @@ class Live:
         self, view: str, *, since: str | None = None, limit: int = 1000
     ) -> tuple[list[ChangeEvent], str | None]:
         self._ctx.registry.get(view)
-        return _events.changes(self._ctx.client, self._ctx.keys, view, since, limit)
+        if since is not None and (not isinstance(since, str) or not _CURSOR.fullmatch(since)):
+            raise ConfigurationError(
+                f"view {view!r}: since must be a cursor from changes() like '1700000000000-0', "
+                f"got {since!r:.60}"
+            )
+        return _events.changes(self._ctx.client, self._ctx.keys, view, since, _limit(limit))
 
     def subscribe(
         self,
@@ -39,7 +49,7 @@ class Live:
         *,
         event_time_column: str | None = None,
     ) -> int:
-        return _ingest.push(self._ctx, view, rows, event_time_column)
+        return _ingest.push(self._ctx, view, args.rows("push: rows", rows), event_time_column)
 
     def worker(self, views: Iterable[str] | None = None, **options: Any) -> _ingest.Worker:
         return _ingest.Worker(self._ctx, self._writer, views, **options)
@@ -49,4 +59,10 @@ class Live:
         return self.worker(views, **options).run(**run_opts)
 
     def dead_letters(self, view: str, limit: int = 100) -> list[dict[str, Any]]:
-        return _ingest.dead_letters(self._ctx, view, limit)
+        return _ingest.dead_letters(self._ctx, view, _limit(limit))
+
+
+def _limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 2**31 - 1:
+        raise ConfigurationError(f"limit must be an int in 1 .. 2,147,483,647, got {limit!r:.60}")
+    return limit

@@ -41,7 +41,7 @@ def check_alert_name(name: object) -> str:
 
 def span_ms(value: Duration | None, *, what: str) -> int:
     """A duration in ms where 0 (or None, "0s", timedelta(0)) means "none"."""
-    if value is None or value == timedelta(0):
+    if value is None or (isinstance(value, timedelta) and value == timedelta(0)):
         return 0
     if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
         return 0

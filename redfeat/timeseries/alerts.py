@@ -10,6 +10,11 @@ Every evaluator reads rule, state and version together, computes the next state,
 writes it with a compare-and-set on the version (one Lua step that also appends the
 history entry and publishes the event). Two evaluators on one rule: one wins, the other
 changes nothing, so each transition is stored, published and called back once.
+
+``start(interval)`` evaluates in a background thread, once per round: rounds are aligned
+to the clock (multiples of the interval), and each rule of a round is claimed first in the
+``rounds`` hash (rule name -> start of the last round claimed), so that several processes
+running it evaluate each rule once per round between them.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from .alert_rules import (
 )
 from .analysis import InsufficientDataError
 from .query import bucketed, read_tiles
-from .spec import SeriesRegistry, SeriesSpec
+from .spec import SeriesRegistry, SeriesSpec, duration_ms
 from .storage import raw_points
 from .tiles import aggregate, aggregate_points, coarsen
 
@@ -59,6 +64,22 @@ FUTURE_TOLERANCE_MS = 60_000  # how far an explicit ``now`` may run ahead of the
 
 _ADD = Script(lua.ALERT_ADD)
 _CAS = Script(lua.ALERT_CAS)
+
+
+# KEYS: rounds. ARGV: round start ms, rule names... Claims each rule for the round unless
+# this round (or a later one) is claimed already; returns the names claimed.
+_CLAIM = Script("""
+local out = {}
+local round = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  if cur < round then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+    out[#out + 1] = ARGV[i]
+  end
+end
+return out
+""")
 
 
 def _now_ms(now: Any, clock_ms: int) -> int:
@@ -140,6 +161,10 @@ class Alerts:
         # (rule name, exception): what a rule's evaluation or a callback raised (also
         # logged); the last ERRORS_KEPT, so a long-running evaluator does not grow it
         self.errors: deque[tuple[str, Exception]] = deque(maxlen=ERRORS_KEPT)
+        self.evaluated = 0  # rule evaluations this process made (by evaluate or start)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._interval_ms = 0
 
     @property
     def _keys(self) -> builtins.list[str]:
@@ -224,6 +249,7 @@ class Alerts:
             # continues from it, so an evaluator still holding the removed rule's
             # version cannot pass the compare-and-set on the new rule
             pipe.hincrby(ver, name, 1)
+            pipe.hdel(self._ctx.keys.alerts("rounds"), name)
             pipe.unlink(self._ctx.keys.alert_history(name))
             gone = pipe.execute()[0]
         if not gone:
@@ -305,10 +331,24 @@ class Alerts:
         logged, kept in ``alerts.errors`` as (name, exception) and skipped; the other
         rules are still evaluated. A failure reading the rules themselves raises."""
         clock_ms = now_us() // 1000
-        now_ms = _now_ms(now, clock_ms)
+        return self._evaluate(_now_ms(now, clock_ms), clock_ms, None)
+
+    def _evaluate(
+        self, now_ms: int, clock_ms: int, round_ms: int | None
+    ) -> builtins.list[AlertTransition]:
+        """Evaluate every rule at ``now_ms``; with ``round_ms``, only the rules this process
+        claims for that round."""
         rules, states, vers = self._read()
+        names = sorted(rules)
+        if round_ms is not None and names:
+            claimed = self._ctx.run(
+                _CLAIM, [self._ctx.keys.alerts("rounds")], [round_ms, *names], what="alerts"
+            )
+            mine = {_text(n) for n in claimed or []}
+            names = [n for n in names if n in mine]
         out: builtins.list[AlertTransition] = []
-        for name in sorted(rules):
+        for name in names:
+            self.evaluated += 1
             try:
                 t = self._evaluate_one(
                     rules[name], states.get(name), vers.get(name, 0), now_ms, clock_ms
@@ -324,6 +364,56 @@ class Alerts:
                 out.append(t)
                 self._notify(t)
         return out
+
+    # -- evaluating in the background ----------------------------------------------------
+
+    def start(self, interval: Duration = "10s") -> None:
+        """Evaluate every rule every ``interval`` in a background thread of this process
+        (until ``stop()`` or the store's ``close()``), like ``redfeat alerts run``. Rounds
+        are aligned to the clock; each rule is claimed per round in Redis, so several
+        processes running this evaluate each rule once per round between them. Failures
+        are logged and kept in ``errors``; transitions go to ``on_transition`` callbacks.
+        Raises ConfigurationError when already running."""
+        ms = duration_ms(interval, what="alerts.start: interval")
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise ConfigurationError(
+                    "alerts.start: the evaluator is already running here; stop() it first"
+                )
+            self._stop = threading.Event()
+            self._interval_ms = ms
+            self._thread = threading.Thread(
+                target=self._run, args=(ms, self._stop), name="redfeat-alerts", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the background evaluator (waits for a round in progress)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether ``start`` runs an evaluator in this process."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self, interval_ms: int, stop: threading.Event) -> None:
+        last: int | None = None
+        while not stop.is_set():
+            clock_ms = now_us() // 1000
+            round_ms = clock_ms // interval_ms * interval_ms
+            if round_ms != last:
+                last = round_ms
+                try:
+                    self._evaluate(round_ms, clock_ms, round_ms)
+                except Exception as exc:  # the server may be back next round
+                    log.warning("alerts: a background round failed: %s", exc)
+                    self.errors.append(("*", exc))
+            wait_ms = round_ms + interval_ms - now_us() // 1000
+            stop.wait(max(wait_ms, 1) / 1000)
 
     def _evaluate_one(
         self, raw_rule: bytes, raw_state: bytes | None, ver: int, now_ms: int, clock_ms: int

@@ -154,8 +154,8 @@ def score(base: Baseline, values: np.ndarray, method: str, limit: float) -> np.n
 
 
 def iqr_mask(values: np.ndarray, k: float, name: str) -> np.ndarray:
-    if isinstance(k, bool) or not isinstance(k, int | float) or not k >= 0:
-        raise ConfigurationError(f"series {name!r}: k must be a number >= 0, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, int | float) or not 0 <= k < math.inf:
+        raise ConfigurationError(f"series {name!r}: k must be a finite number >= 0, got {k!r}")
     if len(values) < 4:
         raise InsufficientDataError(
             f"series {name!r}: {len(values)} point(s) in range; quartiles need at least 4",
@@ -163,5 +163,6 @@ def iqr_mask(values: np.ndarray, k: float, name: str) -> np.ndarray:
             found=len(values),
         )
     q1, q3 = np.percentile(values, [25, 75])
-    iqr = q3 - q1
-    return np.asarray((values < q1 - k * iqr) | (values > q3 + k * iqr))
+    with np.errstate(over="ignore", invalid="ignore"):  # k * iqr past 1e308: no bound
+        iqr = q3 - q1
+        return np.asarray((values < q1 - k * iqr) | (values > q3 + k * iqr))

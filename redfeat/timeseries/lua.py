@@ -3,7 +3,9 @@
 State hash fields (keys.series): ``gen`` (the definition's generation, see
 SeriesSpec.gen), ``newest`` (ms of the newest point), ``ver`` (bumped by
 every write), ``hgen`` (bumped when the head is rewritten or cut), ``sealed_last`` (ms of
-the last point in a sealed chunk; head points are all newer).
+the last point in a sealed chunk; head points are all newer), ``floor`` (ms of the oldest
+point a count cap keeps: older points read as gone; it only moves forward, since adding
+points can only move the N-th newest later).
 
 Tiles (one hash per page of 128 buckets, field = slot in the page) are 60 bytes,
 little-endian ``<IddddddII``: count, sum, m2 (sum of squared deviations from the bucket
@@ -210,10 +212,12 @@ return 1
 #
 # KEYS[1] state hash, KEYS[2] head, KEYS[3] chunk index, KEYS[4] chunks hash
 # ARGV[1] = '': no chunks, the head only
-# Returns {newest or false, ver, hgen, sealed_last or false, head, first ms 1, chunk 1, ...}
+# Returns {newest or false, ver, hgen, sealed_last or false, head, floor or false,
+#          first ms 1, chunk 1, ...}
 READ = r"""
-local st = redis.call('HMGET', KEYS[1], 'newest', 'ver', 'hgen', 'sealed_last')
-local out = {st[1], st[2] or '0', st[3] or '0', st[4], redis.call('GET', KEYS[2]) or ''}
+local st = redis.call('HMGET', KEYS[1], 'newest', 'ver', 'hgen', 'sealed_last', 'floor')
+local out = {st[1], st[2] or '0', st[3] or '0', st[4], redis.call('GET', KEYS[2]) or '',
+             st[5] or false}
 if ARGV[1] == '' then return out end  -- the head only
 local firsts = redis.call('ZREVRANGEBYSCORE', KEYS[3], ARGV[1], '-inf', 'LIMIT', 0, 1)
 for _, s in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], ARGV[2])) do
@@ -234,16 +238,27 @@ return out
 # Head records older than the cut go too (a sparse series may never fill a chunk), which
 # bumps hgen and ver: a writer that read the old head retries.
 #
+# The raw cut is also the count floor when that is later (see CAP): ARGV[3] proposes a
+# new floor, kept when it is later than the stored one.
+#
 # KEYS[1] state hash, KEYS[2] chunk index, KEYS[3] chunks hash, KEYS[4] tile page index,
 # KEYS[5] head
 # ARGV[1] the series key (tile pages are ARGV[1] .. ':t:' .. member: same hash tag)
-# ARGV[2] raw retention ms, then per rollup: bucket ms, retention ms
+# ARGV[2] raw retention ms, ARGV[3] floor proposed ('' none), then per rollup: bucket ms,
+# retention ms
 # Returns the number of chunks and pages removed (and 1 when the head was cut).
 TRIM = r"""
-local st = redis.call('HMGET', KEYS[1], 'newest', 'sealed_last')
+local st = redis.call('HMGET', KEYS[1], 'newest', 'sealed_last', 'floor')
 if not st[1] then return 0 end
 local newest = tonumber(st[1])
 local cut = newest - tonumber(ARGV[2])
+local floor = tonumber(st[3] or '')
+local proposed = tonumber(ARGV[3])
+if proposed and (not floor or proposed > floor) then
+  floor = proposed
+  redis.call('HSET', KEYS[1], 'floor', ARGV[3])
+end
+if floor and floor > cut then cut = floor end
 local gone = 0
 local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', cut))
 -- every old-starting chunk but the newest is followed by one starting at or before the cut;
@@ -270,7 +285,7 @@ if head and #head >= 16 and struct.unpack('<i8', head, 1) < cut then
   gone = gone + 1
 end
 local cuts, maxcut = {}, nil
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local b = tonumber(ARGV[i])
   local c = math.floor((newest - tonumber(ARGV[i + 1])) / b) * b
   cuts[ARGV[i]] = c
@@ -291,6 +306,57 @@ if maxcut then
   end
 end
 return gone
+"""
+
+# CAP: where the count cap of a series (keep the newest ARGV[1] raw points) puts its floor.
+# Points before the stored floor do not count. Sealed chunks are counted by their headers
+# (uint32 n after the 2-byte magic) from the newest back; the chunk holding the boundary
+# (or straddling the stored floor) goes back to the client, which decodes it.
+#
+# KEYS[1] state hash, KEYS[2] head, KEYS[3] chunk index, KEYS[4] chunks hash
+# ARGV[1] the cap
+# Returns {0}: no more points than the cap; {1, t}: the floor is t (found in the head, and
+# stored here; older records leave the head with the next TRIM); {2, k, chunk, stored floor
+# or ''}: the floor is the k-th newest point of that chunk at or after the stored floor (if
+# it has k such points; else no more points than the cap): the client decodes it and
+# stores the floor with TRIM.
+CAP = r"""
+local m = tonumber(ARGV[1])
+local st = redis.call('HMGET', KEYS[1], 'newest', 'floor')
+if not st[1] then return {0} end
+local floor = tonumber(st[2] or '')
+local head = redis.call('GET', KEYS[2]) or ''
+local hn = #head / 16
+local a = 0
+if floor then
+  local b = hn
+  while a < b do
+    local mid = math.floor((a + b) / 2)
+    if struct.unpack('<i8', head, mid * 16 + 1) < floor then a = mid + 1 else b = mid end
+  end
+end
+if hn - a >= m then
+  local t = struct.unpack('<i8', head, (hn - m) * 16 + 1)
+  if not floor or t > floor then redis.call('HSET', KEYS[1], 'floor', string.format('%.0f', t)) end
+  return {1, t}
+end
+local left = m - (hn - a)
+local start = 0
+while true do
+  local firsts = redis.call('ZREVRANGE', KEYS[3], start, start + 15)
+  if #firsts == 0 then return {0} end
+  for _, first in ipairs(firsts) do
+    local blob = redis.call('HGET', KEYS[4], first)
+    if blob then
+      local n = struct.unpack('<I4', blob, 3)
+      if n >= left or (floor and tonumber(first) < floor) then
+        return {2, left, blob, st[2] or ''}
+      end
+      left = left - n
+    end
+  end
+  start = start + 16
+end
 """
 
 # UNLOCK: release the careful writers' lock if it is still ours.

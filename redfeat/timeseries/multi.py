@@ -4,7 +4,7 @@ GROUPBY/REDUCE, and correlation."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +34,10 @@ def parse_filters(filters: Iterable[str] | str) -> list[Matcher]:
     """``l=v``, ``l!=v``, ``l=(a,b)``, ``l!=(a,b)``, ``l=`` (no label l), ``l!=`` (has l)."""
     if isinstance(filters, str):
         filters = [filters]
+    elif isinstance(filters, bytes | Mapping) or not isinstance(filters, Iterable):
+        raise ConfigurationError(
+            f"label filters must be a str or a list of str like ['region=eu'], got {filters!r}"
+        )
     out: list[Matcher] = []
     for f in filters:
         m = _FILTER.match(f) if isinstance(f, str) else None

@@ -14,7 +14,7 @@ from ..core.context import Ctx
 from ..errors import BackendError, wrap_redis
 from .spec import Rollup, SeriesSpec
 from .storage import raw_points
-from .tiles import MEM, WIRE_BYTES, aggregate, aggregate_points, coarsen, from_wire
+from .tiles import MEM, WIRE_BYTES, aggregate, aggregate_points, coarsen, from_wire, partials
 
 
 def pick_rollup(
@@ -85,14 +85,24 @@ def bucketed(
     ctx: Ctx, spec: SeriesSpec, lo: int | None, hi: int | None, bucket_ms: int, agg: str
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(bucket starts ms, values, source) where source is 'tiles:<rollup>' or 'raw'."""
+    ts, values, source = bucketed_many(ctx, spec, lo, hi, bucket_ms, [agg])
+    return ts, values[0], source
+
+
+def bucketed_many(
+    ctx: Ctx, spec: SeriesSpec, lo: int | None, hi: int | None, bucket_ms: int, aggs: list[str]
+) -> tuple[np.ndarray, list[np.ndarray], str]:
+    """Several aggregates of the same buckets from one read: (bucket starts ms, values per
+    agg, source)."""
     lo_b = None if lo is None else lo // bucket_ms * bucket_ms
     hi_b = None if hi is None else (hi // bucket_ms + 1) * bucket_ms - 1
     r = pick_rollup(spec, bucket_ms, lo_b, _newest(ctx, spec))
     if r is not None:
         tiles = coarsen(read_tiles(ctx, spec, r, lo_b, hi_b), bucket_ms // r.bucket_ms)
-        source = f"tiles:{r.label}"
-    else:
-        ts, vs, _ = raw_points(ctx, spec, lo_b, hi_b)
-        b, values = aggregate_points(ts, vs, bucket_ms, agg)
-        return b * bucket_ms, values, "raw"
-    return tiles["b"] * bucket_ms, aggregate(tiles, agg), source
+        return tiles["b"] * bucket_ms, [aggregate(tiles, a) for a in aggs], f"tiles:{r.label}"
+    ts, vs, _ = raw_points(ctx, spec, lo_b, hi_b)
+    if len(aggs) == 1:  # computes only what the one aggregate needs
+        b, values = aggregate_points(ts, vs, bucket_ms, aggs[0])
+        return b * bucket_ms, [values], "raw"
+    t = partials(ts, vs, bucket_ms)
+    return t["b"] * bucket_ms, [aggregate(t, a) for a in aggs], "raw"

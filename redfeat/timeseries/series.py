@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ from ..core.metrics import timed
 from ..core.time import from_us, now_us
 from ..errors import ConfigurationError, wrap_redis
 from . import analysis
-from .query import bucketed
+from .query import bucketed, bucketed_many
 from .spec import SeriesRegistry, SeriesSpec, as_ms_array, as_values, finite_value, to_ms
 from .spec import duration_ms as _duration_ms
 from .storage import base_keys, raw_points
@@ -117,7 +118,7 @@ class Series:
         end: Any = None,
         *,
         bucket: Any = None,
-        agg: str = "avg",
+        agg: str | list[str] = "avg",
         limit: int | None = None,
         as_frame: bool = False,
     ) -> Any:
@@ -126,13 +127,47 @@ class Series:
         Returns (timestamps as datetime64[ms] UTC, float64 values), or a DataFrame indexed
         by UTC timestamp with a ``value`` column. With ``bucket``, every bucket overlapping
         [start, end] is returned whole, timestamped by its start; tiles serve it when a
-        rollup divides the bucket and still covers the start, raw points otherwise."""
+        rollup divides the bucket and still covers the start, raw points otherwise.
+        ``agg`` a list (``["avg", "min", "max"]``): every aggregate of the same buckets from
+        one read, as (timestamps, {agg: values}) or a DataFrame with a column per agg."""
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise ConfigurationError(f"series {self.name!r}: limit must be an int >= 0")
+        if not isinstance(agg, str):
+            ts, cols = self._range_many(start, end, bucket, agg)
+            if limit is not None:
+                ts, cols = ts[:limit], {a: v[:limit] for a, v in cols.items()}
+            if as_frame:
+                out = frame(ts, np.zeros(len(ts)))[[]]
+                for a, v in cols.items():
+                    out[a] = v
+                return out
+            return to_datetimes(ts), cols
         ts, vs, _ = self._range(start, end, bucket, agg)
         if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise ConfigurationError(f"series {self.name!r}: limit must be an int >= 0")
             ts, vs = ts[:limit], vs[:limit]
         return frame(ts, vs) if as_frame else (to_datetimes(ts), vs)
+
+    def _range_many(
+        self, start: Any, end: Any, bucket: Any, aggs: Any
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        where = f"series {self.name!r}"
+        if isinstance(aggs, bytes | Mapping) or not isinstance(aggs, Iterable):
+            raise ConfigurationError(f"{where}: agg is one name or a list, got {aggs!r:.60}")
+        wanted = list(aggs)
+        if not wanted or len(set(map(str, wanted))) != len(wanted):
+            raise ConfigurationError(f"{where}: agg lists distinct aggregates, got {wanted!r}")
+        for a in wanted:
+            check_agg(a)
+        if bucket is None:
+            raise ConfigurationError(f"{where}: several aggregates need a bucket= (e.g. '1m')")
+        b = _duration_ms(bucket, what=f"{where} bucket")
+        lo, hi = self._bounds(start, end)
+        if lo is not None and hi is not None and lo > hi:
+            return np.zeros(0, np.int64), {a: np.zeros(0) for a in wanted}
+        ts, values, _ = bucketed_many(self._ctx, self.spec, lo, hi, b, wanted)
+        return ts, dict(zip(wanted, values, strict=True))
 
     def _range(
         self, start: Any, end: Any, bucket: Any, agg: str
@@ -173,6 +208,12 @@ class Series:
         n = len(ts)
         if n == 0:
             return {"count": 0}
+        with np.errstate(over="ignore", invalid="ignore"):  # near 1e308: inf, as in pandas
+            return self._stats(ts, vs)
+
+    @staticmethod
+    def _stats(ts: np.ndarray, vs: np.ndarray) -> dict[str, Any]:
+        n = len(ts)
         return {
             "count": n,
             "min": float(vs.min()),

@@ -18,7 +18,15 @@ from ..errors import ConfigurationError
 from . import multi
 from .alerts import Alerts
 from .series import Series
-from .spec import SeriesRegistry, SeriesSpec, build_spec, check_labels, check_name, duration_ms
+from .spec import (
+    SeriesRegistry,
+    SeriesSpec,
+    build_spec,
+    check_labels,
+    check_name,
+    duration_ms,
+    rollup_list,
+)
 from .storage import trim
 
 _DEFAULT_ROLLUPS = ("1m", "5m", "1h", "1d")
@@ -34,7 +42,7 @@ def _kept_rollup_retention(
     named in ``given`` (reopening without it must not reset retention to the defaults,
     or the next trim deletes tiles). Changed rollups are refused by the registry anyway."""
     if rollups is not None:
-        wanted = [rollups] if isinstance(rollups, str) else list(rollups)
+        wanted = rollup_list(name, rollups)
         buckets = {duration_ms(r, what=f"series {name!r} rollup") for r in wanted}
         if buckets != {r.bucket_ms for r in old.rollups}:
             return given
@@ -93,14 +101,17 @@ class SeriesService:
         rollups: Iterable[Duration] | None = None,
         rollup_retention: Duration | Mapping[str, Duration] | None = None,
         duplicate_policy: str | None = None,
+        max_points: int | None = None,
+        precision: int | None = None,
     ) -> Series:
         """Create or open the time series ``name`` (its definition lives in the registry).
 
         On creation, None means the default: no labels, retention "7d" (raw points, counted
         back from the newest), rollups ("1m", "5m", "1h", "1d") kept 7d/30d/90d/365d,
-        duplicate_policy "last" (block, first, last, min, max, sum). Opening an existing
-        series keeps what is not given and updates what is (rollup_retention per rollup: a
-        mapping naming one rollup leaves the others as stored); its rollups cannot change."""
+        duplicate_policy "last" (block, first, last, min, max, sum), no count cap, values
+        kept exactly. Opening an existing series keeps what is not given and updates what
+        is (rollup_retention per rollup: a mapping naming one rollup leaves the others as
+        stored); its rollups cannot change."""
         ctx, reg = self._ts()
         old = reg.get(check_name(name))
         if old is None:
@@ -111,6 +122,8 @@ class SeriesService:
                 _DEFAULT_ROLLUPS if rollups is None else rollups,
                 rollup_retention,
                 "last" if duplicate_policy is None else duplicate_policy,
+                max_points,
+                precision,
             )
             spec = replace(spec, gen=uuid.uuid4().hex[:16])
             if reg.create(spec):
@@ -129,6 +142,8 @@ class SeriesService:
             [ms(r.bucket_ms) for r in old.rollups] if rollups is None else rollups,
             kept_retention,
             old.duplicate_policy if duplicate_policy is None else duplicate_policy,
+            old.max_points if max_points is None else max_points,
+            old.precision if precision is None else precision,
         )
         spec = replace(spec, gen=old.gen)
         if spec != old:
@@ -175,6 +190,8 @@ class SeriesService:
         """Pearson correlation matrix of the series' bucket means over the buckets they all
         have (read from tiles when a rollup fits). Raises InsufficientDataError below 3."""
         ctx, reg = self._ts()
+        if isinstance(names, str | bytes) or not isinstance(names, Iterable):
+            raise ConfigurationError(f"correlate: names must be a list, got {names!r:.60}")
         names = list(names)
         if len(names) < 2:
             raise ConfigurationError("correlate needs at least two series")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 import numpy as np
 import redis
 
+from ..core.args import text
 from ..core.keys import MAX_ID_BYTES, Keys, escape_id
 from ..core.time import MAX_US, MIN_US, Duration, duration_us, to_us
 from ..errors import ConfigurationError, ConflictError, NotFoundError, wrap_redis
@@ -68,6 +69,7 @@ def to_ms(value: Any, *, series: str, what: str = "timestamp") -> int:
 def check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"a series name must be a non-empty string, got {name!r}")
+    text("series name", name)
     if len(name.encode()) > MAX_ID_BYTES:
         raise ConfigurationError(f"series name is longer than {MAX_ID_BYTES} bytes: {name[:40]!r}")
     return name
@@ -95,7 +97,8 @@ def check_labels(name: str, labels: Mapping[str, Any] | None) -> dict[str, str]:
                 f"series {name!r}: label {k!r} value {str(v)!r} is wrapped in parentheses; "
                 "filters read l=(a,b) as a list, so they could never select it"
             )
-        out[k] = str(v)
+        text(f"series {name!r}: label", k)
+        out[k] = text(f"series {name!r}: label {k!r} value", str(v))
     return out
 
 
@@ -126,6 +129,8 @@ class SeriesSpec:
     # holding an old definition (deleted, recreated, changed by another process) reloads
     # it instead of writing with stale rules. '' (series made before generations): no check.
     gen: str = ""
+    max_points: int | None = None  # raw points kept: the newest ones (None: no count cap)
+    precision: int | None = None  # values rounded to this many decimals on write (lossy)
 
     @property
     def escaped(self) -> str:
@@ -140,6 +145,8 @@ class SeriesSpec:
                 "rollups": [[r.bucket_ms, r.retention_ms] for r in self.rollups],
                 "duplicate_policy": self.duplicate_policy,
                 "gen": self.gen,
+                "max_points": self.max_points,
+                "precision": self.precision,
             }
         )
 
@@ -153,7 +160,21 @@ class SeriesSpec:
             d["duplicate_policy"],
             dict(d["labels"]),
             str(d.get("gen", "")),
+            d.get("max_points"),
+            d.get("precision"),
         )
+
+
+def rollup_list(name: str, rollups: Any) -> list[Duration]:
+    """``rollups=``: one duration or a list of them."""
+    if isinstance(rollups, str | timedelta):
+        return [rollups]
+    if isinstance(rollups, bytes | Mapping) or not isinstance(rollups, Iterable):
+        raise ConfigurationError(
+            f"series {name!r}: rollups must be a list of durations like ['1m', '1h'], "
+            f"got {rollups!r:.60}"
+        )
+    return list(rollups)
 
 
 def build_spec(
@@ -163,16 +184,31 @@ def build_spec(
     rollups: Iterable[Duration],
     rollup_retention: Duration | Mapping[str, Duration] | None,
     duplicate_policy: str,
+    max_points: int | None = None,
+    precision: int | None = None,
 ) -> SeriesSpec:
     check_name(name)
-    if duplicate_policy not in POLICIES:
+    if max_points is not None and (
+        isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1
+    ):
+        raise ConfigurationError(
+            f"series {name!r}: max_points must be an int >= 1 (None: no cap), "
+            f"got {max_points!r:.40}"
+        )
+    if precision is not None and (
+        isinstance(precision, bool) or not isinstance(precision, int) or not 0 <= precision <= 15
+    ):
+        raise ConfigurationError(
+            f"series {name!r}: precision must be an int of decimal places in 0 .. 15 (None: "
+            f"values kept exactly), got {precision!r:.40}"
+        )
+    if not isinstance(duplicate_policy, str) or duplicate_policy not in POLICIES:
         raise ConfigurationError(
             f"series {name!r}: duplicate_policy {duplicate_policy!r} is not one of {POLICIES}"
         )
     ret = duration_ms(retention, what=f"series {name!r} retention")
-    if isinstance(rollups, str):
-        rollups = [rollups]
     buckets: list[int] = []
+    rollups = rollup_list(name, rollups)
     for r in rollups:
         b = duration_ms(r, what=f"series {name!r} rollup")
         if b > MAX_BUCKET_MS:
@@ -199,6 +235,8 @@ def build_spec(
         tuple(Rollup(b, per.get(b, default_rollup_retention(b))) for b in buckets),
         duplicate_policy,
         check_labels(name, labels),
+        max_points=max_points,
+        precision=precision,
     )
 
 
@@ -281,10 +319,12 @@ def as_ms_array(values: Any, *, series: str) -> np.ndarray:
             raise ConfigurationError(f"series {series!r}: a timestamp is NaT")
         ms = np.floor_divide(arr.astype("datetime64[us]").astype(np.int64), 1000)
     elif arr.dtype.kind in "iu":
+        _in_range_s(arr, series)  # before * 1000: int64 would wrap around silently
         ms = arr.astype(np.int64) * 1000
     elif arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             raise ConfigurationError(f"series {series!r}: a timestamp is not finite")
+        _in_range_s(arr, series)  # before * 1e6: 1e308 s would overflow
         ms = np.floor(np.round(arr * 1e6) / 1000).astype(np.int64)
     elif arr.dtype.kind == "O":
         if len(arr) and all(isinstance(x, datetime) for x in arr):
@@ -304,6 +344,11 @@ def as_ms_array(values: Any, *, series: str) -> np.ndarray:
     if len(ms) and (ms.min() < lo or ms.max() >= hi):
         raise ConfigurationError(f"series {series!r}: a timestamp is outside 1900..2200")
     return np.ascontiguousarray(ms, dtype=np.int64)
+
+
+def _in_range_s(arr: np.ndarray, series: str) -> None:
+    if len(arr) and (arr.min() < MIN_US // 1_000_000 or arr.max() >= MAX_US // 1_000_000):
+        raise ConfigurationError(f"series {series!r}: a timestamp is outside 1900..2200")
 
 
 def as_values(values: Any, n: int, *, series: str) -> np.ndarray:

@@ -57,7 +57,7 @@ AGGS = ("avg", "sum", "min", "max", "count", "first", "last", "range", "std", "v
 
 
 def check_agg(agg: str) -> str:
-    if agg not in AGGS:
+    if not isinstance(agg, str) or agg not in AGGS:
         raise ConfigurationError(f"agg {agg!r} is not one of {AGGS}")
     return agg
 

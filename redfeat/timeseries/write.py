@@ -36,7 +36,7 @@ from .chunks import (
 )
 from .correct import Plan, finish, plan
 from .spec import SeriesRegistry, SeriesSpec
-from .storage import APPEND, COMMIT, UNLOCK, State, base_keys, read_state, trim
+from .storage import APPEND, COMMIT, UNLOCK, State, base_keys, cap, read_state, trim
 from .tiles import one_tile, partials, rollup_partials, tile_args
 
 SMALL = CHUNK_POINTS  # batches below this try the append path first
@@ -201,6 +201,7 @@ class Writer:
         for _ in range(MAX_TRIES):
             try:
                 self._write(ts, vs)
+                cap(self.ctx, self.spec)
                 return
             except _Stale:
                 self._refresh()  # then the whole write again: policy and rollups may differ
@@ -210,6 +211,8 @@ class Writer:
         )
 
     def _write(self, ts: np.ndarray, vs: np.ndarray) -> None:
+        if self.spec.precision is not None:  # lossy, on purpose: decimals compress well
+            vs = np.round(vs, self.spec.precision)
         ts, vs = dedupe_batch(self.spec, ts, vs)
         if len(ts) == 0:
             return
@@ -259,6 +262,8 @@ class Writer:
     def write_one(self, t: int, v: float) -> None:
         """One point: the append path with its tiles packed directly (numpy costs more
         than the round trip for a single point)."""
+        if self.spec.precision is not None:
+            v = float(np.round(v, self.spec.precision))
         keys = [self.base[0], self.base[1], self._lock_key, self.pages_key]
         args: list[Any] = [t, t, _POINT.pack(t, v), self.spec.retention_ms, self.spec.gen]
         args.append(len(self.spec.rollups))
@@ -272,6 +277,8 @@ class Writer:
         reply = self.ctx.run(APPEND, keys, args, what=self._what)
         if self._appended(reply) != 1:
             self.write(np.array([t], np.int64), np.array([v]))
+        else:
+            cap(self.ctx, self.spec)
 
     def _append(self, ts: np.ndarray, vs: np.ndarray) -> int:
         tkeys, targs = self._tile_groups(self._fresh_tiles(ts, vs, None, "m"))

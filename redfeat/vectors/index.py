@@ -4,6 +4,13 @@
 scalar fields, for ``where`` filters) from Redis into memory, then follows the view's change
 events so that a write made anywhere is searchable a few milliseconds later.
 
+Consistency (see ``search``): a search sees every write and delete its own store made
+before it (the store marks the index ``touched``; the search first catches up with the
+view's change feed); writes from other processes arrive with their change events, within
+milliseconds, and at the latest ``SYNC_SECONDS`` later (the index compares its position
+with the feed that often, which also covers events a connection lost); ``consistent=True``
+catches up with the feed before answering, whoever wrote.
+
 Scores (results are always best first, ties broken by entity id ascending):
 
 - ``cosine``: cosine similarity in [-1, 1], higher is better. Stored vectors are normalised
@@ -23,18 +30,20 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import redis
 
 from .. import types as t
 from ..core.context import Ctx, Reader
 from ..core.records import Match
 from ..core.time import now_us, to_us
-from ..errors import ConfigurationError, Problem, ValidationError
-from ..online.events import subscribe
+from ..errors import ConfigurationError, Problem, ValidationError, backend_error, wrap_redis
+from ..online.events import changes, subscribe
 from ..online.scan import entities_of
 from .rows import F32, Hnsw, Mask, Rows
 
@@ -45,11 +54,25 @@ if TYPE_CHECKING:
 __all__ = ["Match", "VectorIndex"]
 
 CHUNK = 1000  # entities per get_many while loading: one round trip each
+SYNC_SECONDS = 1.0  # the longest a write elsewhere stays unseen when its live event is lost
+_CATCH_UP_LIMIT = 100_000  # events read from the feed at once; more: reload instead
 _INDEXES = ("exact", "hnsw")
 # A filter keeping at most this many rows is answered exactly even on an hnsw index: scoring
 # a small subset directly is exact and cheaper than over-fetching candidates.
 _SMALL_SUBSET = 4096
 _MAX_ERRORS = 100
+
+
+def _stream_id(entry: Any) -> tuple[int, int] | None:
+    """A stream entry id (bytes or str, "ms-seq") as a comparable pair; None for none."""
+    if entry is None:
+        return None
+    text = entry.decode() if isinstance(entry, bytes) else str(entry)
+    ms, _, seq = text.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return None
 
 
 # -- filter columns --------------------------------------------------------------------
@@ -148,6 +171,13 @@ class VectorIndex:
         self._cond = threading.Condition()  # guards the fields below
         self._pending: dict[str, str] = {}  # entity id -> kind of its latest unapplied event
         self._rebuild = False
+        # read-your-writes: every note of work bumps _seq; _done is the _seq that the applied
+        # state covers, so a search waits for (or does) exactly the work noted before it
+        self._seq = 0
+        self._done = 0
+        self._cursor: tuple[int, int] | None = None  # feed position noted (stream id)
+        self._touched = False  # this store wrote the view: catch up with the feed first
+        self._synced = 0.0  # monotonic time of the last comparison with the feed
         self._closed = False
         self._built = False
         self._sub: Subscription | None = None
@@ -165,9 +195,23 @@ class VectorIndex:
         # event is applied (re-read) after the load is swapped in.
         self._follow()
         with self._apply:
+            self._move_cursor(self._feed_end())  # what the load covers, at least
             count = self._load(progress)
         self._built = True
         return count
+
+    def touched(self, entity_ids: list[str] | None = None, kind: str = "write") -> None:
+        """This store just wrote (or deleted, ``kind="delete"``) these entities of the view,
+        and the server acknowledged it: the next search applies that first (a re-read, or
+        a removal). None (a bulk write): the next search catches up with the change feed."""
+        if entity_ids is None:
+            self._touched = True
+            return
+        with self._cond:
+            for e in entity_ids:
+                self._pending[e] = kind
+            self._seq += 1
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Stop following changes (the index keeps its last contents but refuses searches)."""
@@ -197,13 +241,20 @@ class VectorIndex:
         k: int = 10,
         where: Mapping[str, Any] | None = None,
         include_values: bool = False,
+        consistent: bool = False,
     ) -> list[Match]:
         """The k best entities for ``query``, best first (ties: entity id ascending).
 
         ``where`` keeps rows whose scalar fields match: ``{"f": value}`` (None matches a
         missing value), ``{"f": [a, b]}`` (any of), ``{"f": (lo, hi)}`` (inclusive range,
         None for an open end; Int, Float, Timestamp). Conditions combine with AND.
-        ``include_values`` adds each entity's latest values (one more round trip)."""
+        ``include_values`` adds each entity's latest values (one more round trip).
+        Every change event received (and every write of this store, see ``touched``) is
+        applied before the search; ``consistent=True`` also catches up with the view's
+        change feed first (one round trip when nothing is new), so writes acknowledged
+        anywhere before the call are seen."""
+        if not isinstance(consistent, bool):
+            raise ConfigurationError(f"consistent must be True or False, got {consistent!r}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigurationError(f"k must be an int >= 1, got {k!r}")
         if where is not None and not isinstance(where, Mapping):
@@ -222,6 +273,10 @@ class VectorIndex:
             raise ConfigurationError(f"VectorIndex({self.view!r}) is closed")
         if not self._built:
             self.build()
+        if consistent or self._touched:
+            self._touched = False  # cleared first: a write noted meanwhile sets it again
+            self._sync_feed()
+        self._catch_up()
         found = self._search_locked(q, k, where or {})
         if not include_values or not found:
             return [Match(e, s, None) for e, s in found]
@@ -419,6 +474,7 @@ class VectorIndex:
         if self._sub is not None:
             return
         self._sub = subscribe(self._ctx, self.view, None)
+        self._synced = time.monotonic()
         self._worker = threading.Thread(target=self._run, name="redfeat-vectors", daemon=True)
         self._worker.start()
         self._sub.on_event(self._on_event)
@@ -426,35 +482,138 @@ class VectorIndex:
     def _on_event(self, ev: ChangeEvent) -> None:
         # Runs on the subscription's thread: only note it, so a burst of events (one
         # write_many call arrives as hundreds) is read back in a few get_many calls.
-        with self._cond:
-            if ev.kind == "gap":
-                self._rebuild = True
-            else:
-                self._pending[ev.entity_id] = ev.kind
-            self._cond.notify()
+        self._note([ev])
 
-    def _run(self) -> None:
-        """The update thread: apply pending events in order, one batch at a time."""
-        while True:
+    def _note(self, events: list[ChangeEvent], *, rebuild: bool = False) -> None:
+        with self._cond:
+            for ev in events:
+                if ev.kind == "gap":
+                    rebuild = True
+                else:
+                    self._pending[ev.entity_id] = ev.kind
+                if ev.kind != "gap":  # a gap's cursor is where the replay starts
+                    self._move_cursor_locked(ev.cursor)
+            if rebuild:
+                self._rebuild = True
+            self._seq += 1
+            self._cond.notify_all()
+
+    # -- where the index stands in the change feed --------------------------------------
+
+    def _move_cursor(self, entry: str | None) -> None:
+        with self._cond:
+            self._move_cursor_locked(entry)
+
+    def _move_cursor_locked(self, entry: str | None) -> None:
+        pos = _stream_id(entry)
+        if pos is not None and (self._cursor is None or pos > self._cursor):
+            self._cursor = pos
+
+    def _feed_info(self) -> tuple[tuple[int, int] | None, tuple[int, int] | None] | None:
+        """(last id generated, last id trimmed) of the view's feed; None: no feed. A raw
+        reply: redis-py would also decode the first and last entries (256 ids each)."""
+        try:
+            raw: Any = self._ctx.direct.call("XINFO", "STREAM", self._ctx.keys.feed(self.view))
+        except redis.ResponseError:
+            return None  # no feed (yet, or feed_cap=0)
+        except redis.RedisError as exc:
+            raise backend_error(f"view {self.view!r}: reading the change feed failed", exc) from exc
+        info = raw if isinstance(raw, dict) else dict(zip(raw[::2], raw[1::2], strict=False))
+        info = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in info.items()}
+        return (
+            _stream_id(info.get("last-generated-id")),
+            _stream_id(info.get("max-deleted-entry-id")),
+        )
+
+    def _feed_end(self) -> str | None:
+        info = self._feed_info()
+        last = None if info is None else info[0]
+        return None if last is None else f"{last[0]}-{last[1]}"
+
+    def _sync_feed(self) -> None:
+        """Note every change the feed holds after our position (or a reload, when the feed
+        was trimmed past it), so that applying the noted work covers every write the
+        server acknowledged before this call."""
+        self._synced = time.monotonic()
+        with self._cond:
+            cursor = self._cursor
+        start = "-" if cursor is None else f"({cursor[0]}-{cursor[1]}"
+        feed = self._ctx.keys.feed(self.view)
+        with wrap_redis(f"view {self.view!r}: reading the change feed failed"):
+            # the common case, nothing new, costs one small round trip
+            if not self._ctx.direct.call("XRANGE", feed, start, "+", "COUNT", 1):
+                return
+        info = self._feed_info()
+        if info is None:
+            return
+        last, trimmed = info
+        if last is None:
+            return
+        if trimmed is not None and trimmed > (cursor or (0, 0)):
+            # events we never saw were trimmed away: only a reload knows their effect
+            self._note([], rebuild=True)
+            self._move_cursor(f"{last[0]}-{last[1]}")
+            return
+        since = None if cursor is None else f"{cursor[0]}-{cursor[1]}"
+        events, end = changes(self._ctx.client, self._ctx.keys, self.view, since, _CATCH_UP_LIMIT)
+        self._note(events, rebuild=len(events) >= _CATCH_UP_LIMIT)
+        self._move_cursor(end)
+
+    # -- applying noted work ------------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        """Apply, here and now, whatever was noted before this call (waiting for a batch
+        the update thread is applying). Errors are raised: the search cannot be served."""
+        with self._cond:
+            if self._done >= self._seq:
+                return
+        self._drain()
+
+    def _drain(self) -> None:
+        """Take the noted work and apply it, under the apply lock, so that a batch is
+        never taken by one thread and still being applied when another one returns."""
+        with self._apply:
             with self._cond:
-                while not (self._pending or self._rebuild or self._closed):
-                    self._cond.wait()
-                if self._closed:
-                    return
                 pending, self._pending = self._pending, {}
                 rebuild, self._rebuild = self._rebuild, False
+                seq = self._seq
             try:
-                with self._apply:
-                    if rebuild:
-                        self._load(None)
-                    self._refresh(pending)
-            except Exception as exc:  # keep following; try these again shortly
+                if rebuild:
+                    self._move_cursor(self._feed_end())
+                    self._load(None)
+                self._refresh(pending)
+            except BaseException:
+                with self._cond:  # keep it for the next try; a newer event wins
+                    self._rebuild = self._rebuild or rebuild
+                    for e, kind in pending.items():
+                        self._pending.setdefault(e, kind)
+                raise
+            with self._cond:
+                self._done = max(self._done, seq)
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        """The update thread: apply noted events in order, one batch at a time; every
+        SYNC_SECONDS without events, compare the position with the feed."""
+        while True:
+            with self._cond:
+                while not (self._done < self._seq or self._closed):
+                    left = SYNC_SECONDS - (time.monotonic() - self._synced)
+                    if left <= 0 and self._built:
+                        break
+                    self._cond.wait(left if left > 0 else SYNC_SECONDS)
+                if self._closed:
+                    return
+                idle = self._done >= self._seq
+            try:
+                if idle:
+                    self._sync_feed()
+                else:
+                    self._drain()
+            except Exception as exc:  # keep following; try again shortly
                 if len(self.errors) < _MAX_ERRORS:
                     self.errors.append(exc)
                 with self._cond:
-                    self._rebuild = self._rebuild or rebuild
-                    for e, kind in pending.items():
-                        self._pending.setdefault(e, kind)  # a newer event wins
                     self._cond.wait(0.2)
 
     def _refresh(self, pending: dict[str, str]) -> None:

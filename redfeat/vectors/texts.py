@@ -44,7 +44,15 @@ def embed(embedder: Embedder | None, text: str, embedding: Any) -> np.ndarray:
                 "FeatureStore(..., embedder=fn) where fn(list_of_texts) returns vectors"
             )
         embedding = np.asarray(embedder([text]))[0]
-    return np.asarray(embedding, dtype=np.float64)
+    try:
+        vec = np.asarray(embedding, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"an embedding must be a list of numbers: {exc}") from None
+    if vec.ndim != 1 or not vec.size:
+        raise ConfigurationError(f"an embedding must be a 1-D vector, got shape {vec.shape}")
+    if not np.isfinite(vec).all():
+        raise ConfigurationError("an embedding must not hold NaN or infinite values")
+    return vec
 
 
 def text_view(model: str, dim: int) -> FeatureView:

@@ -79,6 +79,8 @@ class Windows:
 
     def window(self, name: str) -> WindowFeatures:
         """The WindowFeatures definition ``name``."""
+        if not isinstance(name, str):
+            raise ConfigurationError(f"window features are named by a str, got {name!r:.60}")
         spec = self.registry.window_specs().get(name)
         hit = _BUILT.get(name)
         if spec is not None and hit is not None and hit[0] is spec:

@@ -128,9 +128,15 @@ def _part(col: pa.ChunkedArray, integer: bool) -> pa.Array:
 def _cast_part(col: pa.ChunkedArray, integer: bool) -> pa.Array:
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_floating(col.type):
-        # pandas turns an int column with a null into floats; 1.5 is no id (no match)
-        whole = pc.equal(pc.floor(col), col)
-        col = pc.cast(pc.if_else(whole, col, pa.scalar(None, col.type)), pa.int64())
+        # pandas turns an int column with a null into floats: whole numbers are int ids,
+        # anything else (1.5, inf) is no id at all, and a mistake worth saying
+        whole = pc.fill_null(pc.equal(pc.floor(col), col), True)
+        if not pc.all(whole).as_py():
+            bad = col.filter(pc.invert(whole))[0].as_py()
+            raise ConfigurationError(
+                f"entity_df: a key column holds {bad!r}, which is no entity id (str or int)"
+            )
+        col = pc.cast(col, pa.int64())
     text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
     if integer and text:  # "007" and 7 are one id of an Int key; "x" is none (no match)
         ok = pc.match_substring_regex(col, r"^[+-]?[0-9]{1,18}$")

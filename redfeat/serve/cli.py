@@ -270,11 +270,22 @@ def drift_cmd(
     baseline_start: Annotated[str | None, typer.Option(help="baseline from profiles")] = None,
     baseline_end: Annotated[str | None, typer.Option(help="(with --baseline-start)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-    fail_on: Annotated[str | None, typer.Option(help="exit 1 at 'warning' or 'drift'")] = None,
+    fail_on: Annotated[
+        str | None,
+        typer.Option(help="exit 1 at this verdict or worse: insufficient_data, warning, drift"),
+    ] = None,
 ) -> None:
-    """Drift of a view's features since a time, against its baseline."""
-    if fail_on not in (None, "warning", "drift"):
-        raise typer.BadParameter(f"--fail-on takes 'warning' or 'drift', got {fail_on!r}")
+    """Drift of a view's features since a time, against its baseline.
+
+    With --fail-on, the exit status follows the report's own order of verdicts (ok <
+    insufficient_data < warning < drift); features too thin to judge are named on stderr
+    whenever they do not fail the run, so that a pass never hides them."""
+    from ..quality.drift import VERDICTS
+
+    if fail_on is not None and fail_on not in VERDICTS[1:]:
+        raise typer.BadParameter(
+            f"--fail-on takes {', '.join(VERDICTS[1:])}, got {fail_on!r}", param_hint="--fail-on"
+        )
     with conn.open() as store:
         baseline = None
         if baseline_start is not None:
@@ -286,8 +297,16 @@ def drift_cmd(
             from .tables import drift_table
 
             console.print(drift_table(report))
-    levels = ["ok", "warning", "drift"]
-    if fail_on is not None and levels.index(report.verdict) >= levels.index(fail_on):
+    failed = fail_on is not None and report.at_least(fail_on)
+    if report.insufficient and not failed:
+        notes.print(
+            escape(
+                f"not judged (too few values; need {report.thresholds.min_count}): "
+                f"{', '.join(report.insufficient)}"
+            )
+        )
+    if failed:
+        notes.print(escape(f"drift of {view!r} is {report.verdict} (--fail-on {fail_on})"))
         raise typer.Exit(1)
 
 

@@ -51,6 +51,7 @@ h3{font-size:14px;margin:12px 0 6px}
 table{border-collapse:collapse;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #eee;
 text-align:left;vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#2e7d32}.warning{color:#b26a00}.drift,.critical{color:#c62828;font-weight:600}
+.insufficient_data{color:#6a1b9a;font-style:italic}
 .error{color:#c62828}.muted{color:#777}.plots{display:flex;flex-wrap:wrap;gap:12px}
 .hint{background:#f4f7fb;border-left:3px solid #4e79a7;padding:6px 10px;margin:8px 0}
 td.changed{background:#fff4d6}tr.asof td:first-child{border-left:3px solid #4e79a7}
@@ -197,13 +198,20 @@ def views_section(store: FeatureStore, health: HealthReport) -> str:
     for v in views:
         h = health.views.get(v.name)
         status = "-" if h is None else h.status
+        unjudged = ""
+        if h is not None and h.insufficient_data:  # neither healthy nor drifting: said apart
+            n = len(h.insufficient_data)
+            unjudged = (
+                f' <span class="insufficient_data" title="too few values to judge drift: '
+                f'{_e(", ".join(h.insufficient_data))}">{n} unjudged</span>'
+            )
         rows.append(
             "<tr>"
             f"<td>{_e(v.name)}</td>"
             f'<td><a href="?e_view={_e(v.name)}#entity">look up</a> · '
             f'<a href="?view={_e(v.name)}#drift">drift</a></td>'
             f"<td>{_e(v.entity)}</td><td class='n'>{len(v.fields)}</td>"
-            f'<td class="{_e(status)}">{_e(status)}</td>'
+            f'<td><span class="{_e(status)}">{_e(status)}</span>{unjudged}</td>'
             f"<td class='n'>{_age(None if h is None else h.age_s)}</td>"
             f"<td class='n'>{'-' if h is None else f'{h.writes:,}'}</td>"
             f"<td class='n'>{'-' if h is None else f'{h.refused:,} ({h.failure_rate:.1%})'}</td>"

@@ -1,0 +1,75 @@
+"""CLI commands through the real entry point (``python -m redfeat.serve.cli``, what the
+``redfeat`` script runs) in a subprocess, against the suite's servers: ``drift --fail-on``
+with verdicts too thin to judge (issue 17 item 11)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from redfeat import FeatureStore, FeatureView, Field
+from redfeat import types as t
+from redfeat.core.embedded import ServerInfo
+
+T0 = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+@pytest.fixture
+def url(backend: str, embedded: ServerInfo) -> str:
+    """The URL of the ``store`` fixture's server, for a CLI in another process."""
+    return os.environ["REDFEAT_TEST_URL"] if backend == "url" else embedded.url()
+
+
+def redfeat(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("REDFEAT_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "redfeat.serve.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.fixture
+def thin(store: FeatureStore) -> Iterator[list[str]]:
+    """A view whose drift cannot be judged: 12 values on each side (min_count is 30)."""
+    store.apply(FeatureView("thin", entity="user", fields=[Field("x", t.Float)]))
+    rows = [
+        {"entity_id": f"u{i}", "x": float(i), "event_time": T0 + timedelta(minutes=i)}
+        for i in range(12)
+    ]
+    store.write_many("thin", rows, event_time_column="event_time")
+    store.quality.set_baseline("thin", T0, T0 + timedelta(hours=1))
+    store.quality.flush()  # another process reads the profiles
+    yield ["--since", T0.isoformat(), "--until", (T0 + timedelta(hours=1)).isoformat()]
+
+
+def test_drift_fail_on_follows_the_reports_order_and_names_unjudged_features(
+    store: FeatureStore, url: str, thin: list[str]
+) -> None:
+    conn = ["--url", url, "--project", store.project]
+    shown = redfeat("drift", "thin", *thin, *conn)
+    assert shown.returncode == 0, shown.stderr
+    assert "insufficient_data" in shown.stdout and "too few values" in shown.stdout
+    as_json = redfeat("drift", "thin", *thin, *conn, "--json")
+    assert json.loads(as_json.stdout)["verdict"] == "insufficient_data"
+    # warning and worse: not failed, but never silently passed
+    for level in ("warning", "drift"):
+        passed = redfeat("drift", "thin", *thin, *conn, "--fail-on", level)
+        assert passed.returncode == 0, passed.stderr
+        assert "not judged (too few values; need 30): x" in passed.stderr
+    failed = redfeat("drift", "thin", *thin, *conn, "--fail-on", "insufficient_data")
+    assert failed.returncode == 1, failed.stderr
+    assert "is insufficient_data (--fail-on insufficient_data)" in failed.stderr
+    bad = redfeat("drift", "thin", *thin, *conn, "--fail-on", "ok")
+    assert bad.returncode == 2 and "--fail-on takes insufficient_data, warning, drift" in (
+        bad.stderr
+    )

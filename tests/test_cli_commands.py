@@ -1,6 +1,6 @@
 """CLI commands through the real entry point (``python -m redfeat.serve.cli``, what the
 ``redfeat`` script runs) in a subprocess, against the suite's servers: ``drift --fail-on``
-with verdicts too thin to judge (issue 17 item 11)."""
+with verdicts too thin to judge (issue 17 item 11), ``--durability`` (items 1-2)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.core.embedded import ServerInfo
+from redfeat.core.embedded import EmbeddedServer, ServerInfo
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -26,15 +27,18 @@ def url(backend: str, embedded: ServerInfo) -> str:
     return os.environ["REDFEAT_TEST_URL"] if backend == "url" else embedded.url()
 
 
-def redfeat(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("REDFEAT_URL", None)
+def redfeat(
+    *argv: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``redfeat ARGV...`` in a new process (the environment's REDFEAT_* left out)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("REDFEAT_")}
+    full.update({"COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "redfeat.serve.cli", *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=full,
     )
 
 
@@ -73,3 +77,40 @@ def test_drift_fail_on_follows_the_reports_order_and_names_unjudged_features(
     assert bad.returncode == 2 and "--fail-on takes insufficient_data, warning, drift" in (
         bad.stderr
     )
+
+
+# -- --durability on every command that opens a store (issue 17 items 1-2) ------------------
+
+
+def test_durability_always_is_kept_in_the_data_dir(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    try:
+        out = redfeat("views", "--home", str(home), "--durability", "always")
+        assert out.returncode == 0, out.stderr
+        # the data dir promises it from now on, whoever starts its server next
+        assert (home / "durability").read_text().strip() == "always"
+    finally:
+        EmbeddedServer(home).stop(force=True)  # it stops with its last user; never left over
+
+
+def test_durability_always_is_refused_by_a_url_server_that_cannot_keep_it(
+    embedded: ServerInfo,
+) -> None:
+    probe = embedded.client()
+    try:
+        assert probe.config_get("appendfsync")["appendfsync"] == "everysec"
+    finally:
+        probe.close()
+    url = embedded.url()
+    for argv, env in (
+        (["views", "--url", url, "--durability", "always"], {}),
+        (["views", "--url", url], {"REDFEAT_DURABILITY": "always"}),
+        (["serve", "--url", url, "--port", "1", "--durability", "always"], {}),
+    ):
+        out = redfeat(*argv, env=env)
+        assert out.returncode == 2, (argv, out.stdout, out.stderr)
+        assert "always" in out.stdout + out.stderr and "Traceback" not in out.stderr, argv
+    # everysec, the default, is what the server keeps
+    assert redfeat("views", "--url", url, "--durability", "everysec").returncode == 0
+    bad = redfeat("views", "--url", url, "--durability", "sometimes")
+    assert bad.returncode == 2 and "durability must be one of" in bad.stdout + bad.stderr

@@ -1,6 +1,6 @@
 """The ``redfeat`` command line (environment variables: ``redfeat.serve.options``).
 
-The shared options (``--url --project --home --server-bin``) are declared once, in
+The shared options (``--url --project --home --server-bin --durability``) are declared once, in
 ``options.py``: a command that opens a store takes ``conn: Conn`` and is decorated with
 ``@connected``. Commands defined in other modules register themselves on ``app`` when this
 module imports them (one line each, at the end of this file).
@@ -393,6 +393,7 @@ def serve(
         project=conn.project,
         home=str(conn.home_dir) if not conn.url else None,
         server_bin=conn.server_bin,
+        durability=conn.durability,
         tokens=tokens.to_json(),
         allowed_hosts=hosts,
         cors_origins=list(cors_origin or []),

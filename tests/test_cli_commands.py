@@ -114,3 +114,50 @@ def test_durability_always_is_refused_by_a_url_server_that_cannot_keep_it(
     assert redfeat("views", "--url", url, "--durability", "everysec").returncode == 0
     bad = redfeat("views", "--url", url, "--durability", "sometimes")
     assert bad.returncode == 2 and "durability must be one of" in bad.stdout + bad.stderr
+
+
+# -- training-frame --service (issue 15 item 2) ----------------------------------------------
+
+
+def test_training_frame_by_feature_service(store: FeatureStore, url: str, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from redfeat import FeatureService
+
+    store.apply(FeatureView("v", entity="user", fields=[Field("x", t.Int), Field("y", t.Float)]))
+    store.apply(FeatureService("model", features=["v:x"]))
+    store.apply(FeatureService("model", features=["v:x", "v:y"]))  # version 2
+    for i in range(3):
+        store.write("v", "u", {"x": i, "y": i / 2}, event_time=T0 + timedelta(hours=i))
+    entities = tmp_path / "entities.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "entity_id": ["u", "u"],
+                "event_time": [T0 + timedelta(hours=1), T0 + timedelta(days=1)],
+            }
+        ),
+        entities,
+    )
+    conn = ["--url", url, "--project", store.project]
+    out = tmp_path / "tf.parquet"
+    done = redfeat("training-frame", str(entities), "--service", "model", "-o", str(out), *conn)
+    assert done.returncode == 0, done.stderr
+    assert "2 rows x 2 features of service 'model'" in done.stdout
+    frame = pq.read_table(out)
+    assert frame.column_names == ["entity_id", "event_time", "x", "y"]
+    assert frame.column("x").to_pylist() == [1, 2] and frame.column("y").to_pylist() == [0.5, 1.0]
+    # an earlier version of the service: what a model trained then used
+    old = redfeat("training-frame", str(entities), "--service", "model@1", "-o", str(out), *conn)
+    assert old.returncode == 0, old.stderr
+    assert pq.read_table(out).column_names == ["entity_id", "event_time", "x"]
+    # the same frame as --features gives
+    same = redfeat("training-frame", str(entities), "--features", "v:x", "-o", str(out), *conn)
+    assert same.returncode == 0 and pq.read_table(out).column("x").to_pylist() == [1, 2]
+    for argv in ([], ["--service", "model", "--features", "v:x"]):
+        bad = redfeat("training-frame", str(entities), "-o", str(out), *argv, *conn)
+        assert bad.returncode == 2 and "--service NAME (one of them)" in bad.stderr, argv
+    unknown = redfeat("training-frame", str(entities), "--service", "nope", "-o", str(out), *conn)
+    assert unknown.returncode == 2 and "nope" in unknown.stdout + unknown.stderr
+    assert "Traceback" not in unknown.stderr

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from served import served
 
-from redfeat import FeatureStore, FeatureView, Field
+from redfeat import FeatureService, FeatureStore, FeatureView, Field
 from redfeat import types as t
 from redfeat.core.embedded import ServerInfo
 from redfeat.serve import auth
@@ -120,6 +120,9 @@ def _data(store: FeatureStore) -> None:
         event_time_column="event_time",
     )
     store.quality.set_baseline("visits", recent - timedelta(hours=1), recent + timedelta(hours=1))
+    # a feature service in two versions
+    store.apply(FeatureService("churn", features=["users:spend"], description="churn model"))
+    store.apply(FeatureService("churn", features=["users:spend", "users:age", "visits:score"]))
 
 
 @pytest.fixture
@@ -304,6 +307,22 @@ def test_insufficient_data_is_shown_apart_from_healthy_and_drifting(
         if page.locator(f"#drift td.{v}").count()
     }
     assert others and mine[0] not in others, (mine, others)
+    assert errors == [], errors
+
+
+def test_feature_services_with_their_features_and_versions(site: str, browser: Any) -> None:
+    page, errors = _page(browser)
+    _sign_in(page, site, errors)
+    table = page.locator("section#services table.services-table")
+    row = table.locator("tr", has_text="churn")
+    cells = row.locator("td").all_inner_texts()
+    assert cells[0] == "churn" and cells[1] == "2" and cells[2] == "3"
+    assert "users: spend, age" in cells[3] and "visits: score" in cells[3]
+    assert cells[4].splitlines() == ["v2: +users:age, +visits:score", "v1: first"]
+    # a service's view links to its entity lookup
+    row.locator("a", has_text="visits").click()
+    page.wait_for_url("**e_view=visits**")
+    assert page.locator("#entity select[name=e_view]").input_value() == "visits"
     assert errors == [], errors
 
 

@@ -179,21 +179,31 @@ def export(
 def training_frame_cmd(
     conn: Conn,
     entities: Annotated[Path, typer.Argument(help="Parquet or CSV with entity_id, event_time")],
-    features: Annotated[str, typer.Option(help="comma-separated view:feature list")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write")],
+    features: Annotated[
+        str | None, typer.Option(help="comma-separated view:feature list (or --service)")
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option(help="a feature service: NAME or NAME@VERSION (or --features)")
+    ] = None,
     entity_column: str = "entity_id",
     event_time_column: str = "event_time",
     full_feature_names: bool = False,
     filter_by_written_at: bool = False,
 ) -> None:
-    """Point-in-time correct features for each (entity, time) row of ENTITIES."""
+    """Point-in-time correct features for each (entity, time) row of ENTITIES: the
+    --features listed, or those of a feature --service."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     from ..offline.transfer import write_parquet
 
+    if (features is None) == (service is None):
+        raise typer.BadParameter(
+            "give the features to join: --features view:f,... or --service NAME (one of them)"
+        )
     table = pacsv.read_csv(entities) if entities.suffix == ".csv" else pq.read_table(entities)
-    refs = [f.strip() for f in features.split(",") if f.strip()]
+    refs = None if features is None else [f.strip() for f in features.split(",") if f.strip()]
     with conn.open() as store, _progress() as bar:
         tasks: dict[str, Any] = {}
 
@@ -205,6 +215,7 @@ def training_frame_cmd(
         result = store.training_frame(
             table,
             refs,
+            service=service,
             entity_column=entity_column,
             event_time_column=event_time_column,
             full_feature_names=full_feature_names,
@@ -213,7 +224,9 @@ def training_frame_cmd(
             progress=step,
         )
     write_parquet(result, out)
-    console.print(escape(f"{result.num_rows:,} rows x {len(refs)} features written to {out}"))
+    n = result.num_columns - table.num_columns
+    what = "" if service is None else f" of service {service!r}"
+    console.print(escape(f"{result.num_rows:,} rows x {n} features{what} written to {out}"))
 
 
 @app.command("worker")

@@ -340,11 +340,13 @@ class Online:
         keys = [latest(name, escape_id(e)) for e in ents]
         if not keys:
             return []
-        with wrap_redis(f"view {name!r}: read failed"):
+        try:  # not wrap_redis: a context manager costs ~5% of a one-entity read
             if len(keys) == 1:
                 blobs = [self.direct.call("GET", keys[0])]
             else:
                 blobs = self.direct.call("MGET", *keys)
+        except redis.RedisError as exc:
+            raise backend_error(f"view {name!r}: read failed", exc) from exc
         return self.decode_latest(res, ents, blobs, readers, with_meta)
 
     def decode_latest(

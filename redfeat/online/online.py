@@ -96,13 +96,14 @@ class Online:
         ctx: Ctx,
         feed_cap: int = 100_000,
         *,
+        feed_retention_ms: int = 0,
         observer: WriteObserver | None = None,
         log: LogHook | None = None,
     ) -> None:
         self.client = ctx.client
         self.keys = ctx.keys
         self.direct = ctx.direct
-        self.writer = Writer(ctx.client, ctx.keys, ctx.direct, feed_cap)
+        self.writer = Writer(ctx.client, ctx.keys, ctx.direct, feed_cap, feed_retention_ms)
         self.delete_script = Script(scripts.DELETE)
         self.log = log  # new versions go there too (the offline log)
         self.observer = observer  # validators and profiles (store.quality)
@@ -316,7 +317,7 @@ class Online:
         channel = self.keys.channel(res.name) if self.writer.feed_cap else ""
         conn = self.direct.conn()
         try:
-            (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_cap])])
+            (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_bounds])])
         except redis.RedisError as exc:
             conn.disconnect()
             raise backend_error(f"view {res.name!r}: delete failed", exc) from exc

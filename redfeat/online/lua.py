@@ -96,8 +96,9 @@ end
 # Escaped ids never contain a newline (keys.py), so the join is unambiguous.
 #
 # Returns, per entity, {version id, status}: 0 written and latest moved, 1 written to history
-# only (late data), 2 duplicate of an existing version (id of that version), 3 CAS mismatch,
-# 4 late data for a view without history: dropped (id 0).
+# only (late data), 2 duplicate of an existing version (id of that version), or superseded by
+# a later row of the same entity and event time in the call (id of that row's version),
+# 3 CAS mismatch, 4 late data for a view without history: dropped (id 0).
 WRITE = (
     FEED
     + r"""
@@ -133,6 +134,18 @@ local dirty, dirty_order = {}, {}
 local lastid = {}
 local used = {}  -- backfill ids given out in this call, per entity
 local out = {}
+-- A plain write of two rows of one entity at one event time keeps the last: the earlier
+-- is superseded at once (last written wins), and keeping it would make a resent chunk add
+-- it again (it is not the latest any more, so it would not be found as a duplicate).
+local final = {}
+if not cas and not backfill then
+  local b = 11
+  for k = 1, nkeys, per do
+    final[KEYS[k] .. '@' .. ARGV[b]] = b
+    b = b + stride
+  end
+end
+local superseded = {}  -- position in out of a superseded row -> its key@event time
 local a = 11
 for k = 1, nkeys, per do
   local lkey = KEYS[k]
@@ -143,7 +156,13 @@ for k = 1, nkeys, per do
   local payload = ARGV[a + 1]
   local cur = latest[lkey]
   local id, status = nil, nil
-  if cas and (cur or '') ~= ARGV[a + 2] then
+  local fkey = lkey .. '@' .. et_s
+  if final[fkey] and final[fkey] ~= a then
+    status = 2
+    id = 0
+    superseded[#out + 1] = fkey
+  end
+  if not status and cas and (cur or '') ~= ARGV[a + 2] then
     status = 3
     id = 0
   end
@@ -167,14 +186,18 @@ for k = 1, nkeys, per do
     end
   end
   if not status and hkey and newest_et ~= nil and et <= newest_et
-      and not (cur_et ~= nil and et == cur_et) then
+      and (backfill or not (cur_et ~= nil and et == cur_et)) then
     -- A retry of a write older than the newest version is found in history. At the same
     -- event time as the latest, a different payload is a new write (last written wins),
     -- not the retry of an earlier one: A, B, A at one timestamp ends on A.
     local same = redis.call('ZRANGEBYSCORE', hkey, et_s, et_s)
+    -- a backfilled version is the same one only with its written_at as id (or the few
+    -- ids after it that rows sharing a written_at in one call get)
+    local want = backfill and tonumber(ARGV[a + 2]) or nil
     for _, m in ipairs(same) do
-      if string.sub(m, 10) == payload then
-        id = struct.unpack('>L', m, 2)
+      local mid = struct.unpack('>L', m, 2)
+      if string.sub(m, 10) == payload and (not want or (mid >= want and mid < want + 256)) then
+        id = mid
         status = 2
         break
       end
@@ -250,8 +273,10 @@ for k = 1, nkeys, per do
   end
   out[#out + 1] = id
   out[#out + 1] = status
+  if final[fkey] == a then final[fkey] = id end  -- the version the superseded rows got
   a = a + stride
 end
+for pos, fkey in pairs(superseded) do out[pos] = final[fkey] end
 if #dirty_order > 0 then
   local kv = {}
   for _, key in ipairs(dirty_order) do

@@ -55,6 +55,7 @@ from .writes import Writes
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .offline.feeder import LogFeeder
     from .offline.log import OfflineLog
     from .offline.materialize import Materializer
     from .offline.service import Training
@@ -200,20 +201,20 @@ class FeatureStore:
         self._closers.insert(0, self._close_monitor)
         self._quality = Quality(ctx, self._monitor)
         self._offline: OfflineLog | None = None
-        log = None
+        self._feeder: LogFeeder | None = None
         if offline_dir is not None:
+            if not feed_cap:
+                raise ConfigurationError(
+                    "offline_dir: the offline log is fed from the change feed; give feed_cap > 0"
+                )
+            from .offline.feeder import LogFeeder
             from .offline.log import OfflineLog
-            from .offline.transfer import log_versions
 
             offline = self._offline = OfflineLog(offline_dir)
             self._closers.insert(0, offline.close)
-
-            def log(*args: Any) -> None:
-                log_versions(offline, *args)
-
-        self._online = Online(
-            ctx, feed_cap, feed_retention_ms=retention_ms, observer=self._monitor, log=log
-        )
+            feeder = self._feeder = LogFeeder(ctx, offline).start()
+            self._closers.insert(0, feeder.close)
+        self._online = Online(ctx, feed_cap, feed_retention_ms=retention_ms, observer=self._monitor)
         self._transforms = _Lazy(_transform_registry)
         self._deriver = Deriver(ctx, self._transforms, reader=self)
         self._cache = cache
@@ -221,7 +222,9 @@ class FeatureStore:
             cache.bind(ctx, reader=self)
             self._closers.insert(0, cache.close)
         self._windows = _Lazy(lambda: _windows(ctx))
-        self._training = _Lazy(lambda: _training(ctx, self._online, self._monitor, self._offline))
+        self._training = _Lazy(
+            lambda: _training(ctx, self._online, self._monitor, self._offline, self._feeder)
+        )
         self._search = _Lazy(lambda: _search(ctx, self, lambda: self.capabilities, embedder))
         self._live = _Lazy(lambda: _live(ctx, self))
         self._series = _Lazy(lambda: _series(ctx))
@@ -1213,6 +1216,7 @@ class FeatureStore:
             storage=args.flag("storage", storage),
             flush=monitor.flush,
             recorder=monitor.recorder,
+            feeder=None if self._feeder is None else self._feeder.counters(),
         )
 
 
@@ -1231,10 +1235,16 @@ def _windows(ctx: Ctx) -> Windows:
     return Windows(ctx)
 
 
-def _training(ctx: Ctx, online: Online, monitor: Monitor, offline: OfflineLog | None) -> Training:
+def _training(
+    ctx: Ctx,
+    online: Online,
+    monitor: Monitor,
+    offline: OfflineLog | None,
+    feeder: LogFeeder | None,
+) -> Training:
     from .offline.service import Training
 
-    return Training(ctx, online, monitor, offline)
+    return Training(ctx, online, monitor, offline, feeder)
 
 
 def _search(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -336,3 +338,143 @@ def subscribe(
     ids = None if entity_ids is None else [str(e) for e in entity_ids]
     known = [v.name for v in ctx.registry.views()] if views is None else []
     return Subscription(ctx.client, ctx.keys, views, ids, known)
+
+
+# -- consumer groups: the offline log's durable reader of the feed ---------------------------
+
+OFFLINE_GROUP = "offline"  # the group the offline log reads every view's feed with
+
+
+@dataclass(frozen=True, slots=True)
+class FeedVersion:
+    """One new version as the write step put it in the feed: the payload as stored."""
+
+    entity_id: str
+    version_id: int
+    event_us: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FeedBatch:
+    """Feed entries read by a consumer group: their ids (to acknowledge), the versions they
+    carry in order, and whether entries were trimmed from under the group (``gap``: the
+    versions of those are not here; resync from history)."""
+
+    ids: list[str]
+    versions: list[FeedVersion]
+    gap: bool
+
+
+def ensure_group(client: redis.Redis, keys: Keys, view: str, group: str) -> None:
+    """Create ``group`` on the view's feed, reading from its oldest kept entry (MKSTREAM: a
+    view nothing was written to yet gets an empty feed)."""
+    with wrap_redis(f"view {view!r}: creating the feed's consumer group failed"):
+        try:
+            client.xgroup_create(keys.feed(view), group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+def read_group(
+    client: redis.Redis,
+    keys: Keys,
+    view: str,
+    group: str,
+    consumer: str,
+    *,
+    count: int,
+    block_ms: int | None,
+    pending: bool,
+) -> FeedBatch:
+    """The next entries for ``consumer`` (``pending``: those delivered to it and not yet
+    acknowledged, oldest first, as a restart must redo them; else new ones). Entries that
+    carry no payloads (written before feeds carried them) and pending entries trimmed
+    meanwhile set ``gap``."""
+    with wrap_redis(f"view {view!r}: reading the change feed failed"):
+        reply = client.xreadgroup(
+            group,
+            consumer,
+            {keys.feed(view): "0" if pending else ">"},
+            count=count,
+            block=None if pending else block_ms,
+        )
+    rows: list[Any] = []
+    if isinstance(reply, dict):  # RESP3
+        for v in reply.values():
+            rows.extend(v[0] if v and isinstance(v[0], list) else v)
+    else:
+        for _, entries in reply or []:
+            rows.extend(entries)
+    ids: list[str] = []
+    out: list[FeedVersion] = []
+    gap = False
+    for entry_id, data in rows:
+        ids.append(_text(entry_id))
+        if not data:
+            gap = True  # trimmed after delivery, before it was acknowledged
+            continue
+        d = {_text(k): v for k, v in data.items()}
+        if _text(d.get("k", b"")) != "w":
+            continue  # deletes are not versions
+        if "p" not in d:
+            gap = True
+            continue
+        ents = _raw(d["e"]).decode().split("\n") if d["e"] else []
+        nums = np.frombuffer(_raw(d["v"]), dtype=">i8").reshape(-1, 2).tolist()
+        blob, at = _raw(d["p"]), 0
+        for esc, (vid, et) in zip(ents, nums, strict=True):
+            if vid == 0:
+                continue
+            (size,) = struct.unpack_from(">I", blob, at)
+            out.append(
+                FeedVersion(unescape_id(esc), int(vid), int(et), blob[at + 4 : at + 4 + size])
+            )
+            at += 4 + size
+    return FeedBatch(ids, out, gap)
+
+
+def ack(client: redis.Redis, keys: Keys, view: str, group: str, ids: list[str]) -> None:
+    """Acknowledge entries: the group will not deliver them again."""
+    if ids:
+        with wrap_redis(f"view {view!r}: acknowledging feed entries failed"):
+            client.xack(keys.feed(view), group, *ids)
+
+
+def group_state(client: redis.Redis, keys: Keys, view: str, group: str) -> dict[str, Any]:
+    """How far ``group`` is behind on the view's feed: ``pending`` (delivered, not yet
+    acknowledged), ``lag`` (entries not yet delivered; None when the server cannot tell, or
+    the group does not exist) and ``gap`` (entries were trimmed before the group read them)."""
+    with wrap_redis(f"view {view!r}: reading the feed's groups failed"):
+        try:
+            groups = client.xinfo_groups(keys.feed(view))
+            info = client.xinfo_stream(keys.feed(view))
+        except redis.ResponseError:
+            return {"pending": 0, "lag": None, "gap": False}
+    mine = next((g for g in groups if _text(g.get("name", "")) == group), None)
+    if mine is None:
+        return {"pending": 0, "lag": None, "gap": False}
+    last = _text(mine.get("last-delivered-id", "0-0"))
+    # more entries were trimmed than the group ever read: some were never delivered
+    # (Redis >= 7.0 counts entries added to a stream and entries a group read)
+    first = info.get("first-entry")
+    trimmed = int(info.get("entries-added") or 0) - int(info.get("length") or 0)
+    read = mine.get("entries-read")
+    if read is None and last == "0-0":
+        read = 0
+    gap = bool(
+        first
+        and trimmed > 0
+        and _stream_id(last) < _stream_id(_text(first[0]))
+        and (read is None or trimmed > int(read))
+    )
+    lag = mine.get("lag")
+    if lag is None and not first:
+        lag = 0
+    if lag is None and not gap:
+        # Redis 7.0 answers no lag once entries were trimmed; count what follows the cursor
+        with wrap_redis(f"view {view!r}: reading the change feed failed"):
+            after = client.xrange(keys.feed(view), min=f"({last}", max="+", count=100_000)
+        lag = len(after or [])
+    return {"pending": int(mine.get("pending", 0)), "lag": lag, "gap": gap}

@@ -3,6 +3,7 @@ the window columns of training frames. The facade (``store.record`` ...) delegat
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -193,7 +194,7 @@ class Windows:
         args = [wf.span, b, b, b, one_tile(v, off)]
         try:
             # stream() reads every reply before raising, and disconnects on anything else
-            dropped = _RECORD.stream(self._ctx.direct.conn(), [([key], args)])[0]
+            dropped = _RECORD.stream(self._ctx.direct.conn(key), [([key], args)])[0]
         except (redis.RedisError, BackendError) as exc:
             raise backend_error(f"window features {name!r}, entity {ent!r}", exc) from exc
         return int(dropped) == 0
@@ -275,13 +276,27 @@ class Windows:
             for a, z in zip(st.tolist(), ends.tolist(), strict=True)
         )
 
-        def report(i: int, _reply: Any) -> None:
-            if progress is not None and (i % 1000 == 999 or i == len(st) - 1):
-                progress(int(events[i]), total)
+        sizes = np.diff(events, prepend=0).tolist()  # events per call
+        lock = threading.Lock()
+        done = [0, 0]  # calls, events answered (calls of several nodes answer in parallel)
 
-        conn = self._ctx.direct.conn()
+        def report(i: int) -> None:
+            with lock:
+                done[0] += 1
+                done[1] += sizes[i]
+                if progress is not None and (done[0] % 1000 == 0 or done[0] == len(st)):
+                    progress(int(done[1]), total)
+
+        listed = list(calls)
+
+        def on_node(conn: Any, idx: list[int]) -> list[Any]:
+            # not repeated after a redirection: RECORD adds into tiles (not idempotent)
+            return _RECORD.stream(conn, [listed[i] for i in idx], lambda j, _r: report(idx[j]))
+
         try:
-            replies = _RECORD.stream(conn, calls, report)
+            replies = self._ctx.direct.routed(
+                [c[0][0] for c in listed], on_node, retry=False, what="record_many"
+            )
         except BackendError as exc:  # a timeout: the outcome is unknown
             raise backend_error(f"window features {wf.name!r}: record_many", exc) from exc
         except redis.RedisError as exc:
@@ -289,11 +304,6 @@ class Windows:
                 f"window features {wf.name!r}: record_many failed: {exc}; the other entities' "
                 "events were recorded"
             ) from exc
-        except BaseException:
-            # stream() already disconnected; kept here so the rule holds if it changes:
-            # unread replies would answer the thread's next commands
-            conn.disconnect()
-            raise
         return RecordReport(total, len(st), sum(int(r) for r in replies))
 
     # -- reads ----------------------------------------------------------------------------
@@ -340,15 +350,28 @@ class Windows:
         """Every entity's tiles: HGETALL (or HMGET of the buckets ``span`` = (lo, hi) and the
         retention mark, for reads at one time) sent IN_FLIGHT at a time on one connection,
         parsed by numpy from the raw replies."""
-        conn = self._ctx.direct.conn()
         fields = [] if span is None else ["_d", *map(str, range(span[0], span[1] + 1))]
+        all_keys = [self.keys.window_tiles(wf.name, escape_id(e)) for e in ents]
+
+        def on_node(conn: Any, idx: list[int]) -> list[Any]:
+            return self._read_tiles_on(wf, conn, [all_keys[i] for i in idx], fields, span)
+
+        raw = self._ctx.direct.routed(all_keys, on_node, what=f"window features {wf.name!r}")
+        return [self._decoded(wf, e, r, span) for e, r in zip(ents, raw, strict=True)]
+
+    @staticmethod
+    def _read_tiles_on(
+        wf: WindowFeatures,
+        conn: Any,
+        all_keys: list[str],
+        fields: list[str],
+        span: tuple[int, int] | None,
+    ) -> list[Any]:
         raw: list[Any] = []
         try:
             pending = 0  # replies of the previous batch, read while the next one runs
-            for lo in range(0, len(ents), IN_FLIGHT):
-                keys = [
-                    self.keys.window_tiles(wf.name, escape_id(e)) for e in ents[lo : lo + IN_FLIGHT]
-                ]
+            for lo in range(0, len(all_keys), IN_FLIGHT):
+                keys = all_keys[lo : lo + IN_FLIGHT]
                 if span is None:
                     packed = b"".join([pack("HGETALL", k) for k in keys])
                 else:
@@ -363,7 +386,7 @@ class Windows:
         except BaseException:
             conn.disconnect()  # Ctrl-C or a failed send: the same, replies may be pending
             raise
-        return [self._decoded(wf, e, r, span) for e, r in zip(ents, raw, strict=True)]
+        return raw
 
     @staticmethod
     def _decoded(

@@ -211,8 +211,8 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
     k = ctx.keys
     views = [v.name for v in ctx.registry.views()]
     with wrap_redis("reading the change feed and ingest streams failed"):
+        sec, usec = client.time()  # alone: a cluster pipeline refuses a keyless command
         pipe = client.pipeline(transaction=False)
-        pipe.time()
         for v in views:
             pipe.xlen(k.feed(v))
             pipe.xrevrange(k.feed(v), count=1)
@@ -220,8 +220,7 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
             pipe.xlen(k.ingest(v))
             pipe.xinfo_groups(k.ingest(v))
             pipe.xlen(k.dead_letters(v))
-        replies = pipe.execute(raise_on_error=False)
-        sec, usec = replies[0]
+        replies = [None, *pipe.execute(raise_on_error=False)]
         now_ms = int(sec) * 1000 + int(usec) // 1000
         out: dict[str, Any] = {}
         second = client.pipeline(transaction=False)

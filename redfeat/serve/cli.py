@@ -31,6 +31,8 @@ alerts_app = typer.Typer(help="Alert rules on time series.", no_args_is_help=Tru
 app.add_typer(alerts_app, name="alerts")
 token_app = typer.Typer(help="API tokens for `redfeat serve`.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+offline_app = typer.Typer(help="The Parquet offline log.", no_args_is_help=True)
+app.add_typer(offline_app, name="offline")
 
 __all__ = ["app", "main"]
 
@@ -261,6 +263,31 @@ def worker_cmd(
                 worker.run(on_progress=show)
             except KeyboardInterrupt:
                 worker.stop()
+
+
+@offline_app.command("run")
+@connected
+def offline_run(
+    conn: Conn,
+    directory: Annotated[Path, typer.Argument(help="the log's root directory")],
+    every: Annotated[float, typer.Option(help="seconds between status lines")] = 5.0,
+) -> None:
+    """Feed the offline log from every view's change feed (a consumer group: killed at any
+    point, a restart loses and duplicates nothing); Ctrl-C stops after logging what the
+    feeds hold."""
+    with conn.open(offline_dir=str(directory)) as store:
+        console.print(escape(f"offline log: {directory}"), soft_wrap=True)
+        try:
+            while True:
+                time.sleep(every)
+                off = store.stats(storage=False)["offline"]
+                lag = ", ".join(f"{v}: {s['lag']}+{s['pending']}" for v, s in off["views"].items())
+                console.print(
+                    f"versions written {off['versions_written']:,}  gaps {off['gaps']}  "
+                    f"lag {lag or '-'}"
+                )
+        except KeyboardInterrupt:
+            console.print("stopping: logging what the feeds hold")
 
 
 def _since(text: str) -> datetime:

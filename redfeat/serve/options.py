@@ -92,13 +92,17 @@ class Conn:
     def home_dir(self) -> Path:
         return home_dir(self.home)
 
-    def open(self, project: str | None = None, quiet: bool = False) -> FeatureStore:
+    def open(
+        self, project: str | None = None, quiet: bool = False, offline_dir: str | None = None
+    ) -> FeatureStore:
         """The store (the data dir or server goes to stderr, unless ``quiet``)."""
         project = project or self.project
         if self.url:
             if not quiet:
                 notes.print(escape(f"server: {redact(self.url)}, project {project!r}"))
-            return FeatureStore.from_url(self.url, project=project, durability=self.durability)
+            return FeatureStore.from_url(
+                self.url, project=project, durability=self.durability, offline_dir=offline_dir
+            )
         path = self.home_dir
         if not quiet:
             empty = "" if holds_data(path) else " (holds no data yet: a new, empty store)"
@@ -110,6 +114,7 @@ class Conn:
             data_dir=path,
             server_bin=self.server_bin,
             durability=self.durability,
+            offline_dir=offline_dir,
         )
 
 

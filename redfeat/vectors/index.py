@@ -42,7 +42,14 @@ from .. import types as t
 from ..core.context import Ctx, Reader
 from ..core.records import Match
 from ..core.time import now_us, to_us
-from ..errors import ConfigurationError, Problem, ValidationError, backend_error, wrap_redis
+from ..errors import (
+    ConfigurationError,
+    FeedTrimmedError,
+    Problem,
+    ValidationError,
+    backend_error,
+    wrap_redis,
+)
 from ..online.events import changes, subscribe
 from ..online.scan import entities_of
 from .rows import F32, Hnsw, Mask, Rows
@@ -521,7 +528,8 @@ class VectorIndex:
         """(last id generated, last id trimmed) of the view's feed; None: no feed. A raw
         reply: redis-py would also decode the first and last entries (256 ids each)."""
         try:
-            raw: Any = self._ctx.direct.call("XINFO", "STREAM", self._ctx.keys.feed(self.view))
+            feed = self._ctx.keys.feed(self.view)
+            raw: Any = self._ctx.direct.call("XINFO", "STREAM", feed, key=feed)
         except redis.ResponseError:
             return None  # no feed (yet, or feed_cap=0)
         except redis.RedisError as exc:
@@ -554,16 +562,19 @@ class VectorIndex:
         info = self._feed_info()
         if info is None:
             return
-        last, trimmed = info
+        last, _ = info
         if last is None:
             return
-        if trimmed is not None and trimmed > (cursor or (0, 0)):
+        since = None if cursor is None else f"{cursor[0]}-{cursor[1]}"
+        try:
+            events, end = changes(
+                self._ctx.client, self._ctx.keys, self.view, since, _CATCH_UP_LIMIT
+            )
+        except FeedTrimmedError:
             # events we never saw were trimmed away: only a reload knows their effect
             self._note([], rebuild=True)
             self._move_cursor(f"{last[0]}-{last[1]}")
             return
-        since = None if cursor is None else f"{cursor[0]}-{cursor[1]}"
-        events, end = changes(self._ctx.client, self._ctx.keys, self.view, since, _CATCH_UP_LIMIT)
         self._note(events, rebuild=len(events) >= _CATCH_UP_LIMIT)
         self._move_cursor(end)
 

@@ -1024,10 +1024,11 @@ class FeatureStore:
     def subscribe(
         self,
         view: str | Iterable[str] | None = None,
-        entity_ids: Iterable[str | int] | None = None,
+        entity_ids: Iterable[EntityId] | None = None,
     ) -> Subscription:
         """Live change events of one view, several, or all (None), optionally only for
-        some entities. Iterate it, ``async for`` it, or ``sub.on_event(callback)``."""
+        some entities (ids as reads take them: a composite entity's tuple, mapping or
+        encoded string). Iterate it, ``async for`` it, or ``sub.on_event(callback)``."""
         if view is not None and not isinstance(view, str):
             view = args.names("subscribe: view", view)
         return self._live().subscribe(view, args.optional_ids("subscribe: entity_ids", entity_ids))
@@ -1242,14 +1243,14 @@ class FeatureStore:
             event_time_column=args.column("event_time_column", event_time_column, optional=True),
         )
 
-    def entity_stats(self, view: str, entity_id: str | int) -> EntityStats:
+    def entity_stats(self, view: str, entity_id: EntityId) -> EntityStats:
         """What is stored for one entity (the seed's ``getFeatureStats``): the view's fields
         with their types and which ones the latest version holds, its event time and when
         it was written, the versions kept, the bytes its keys take in the server, and when
         the latest value expires. A missing entity gives status MISSING (no error)."""
         from .stats import entity_stats
 
-        return entity_stats(self._ctx, view, entity_id)
+        return entity_stats(self._ctx, view, self._reads.entity_id(view, entity_id, read=True))
 
     def stats(self, *, storage: bool = True) -> dict[str, Any]:
         """Per operation in this process: count, errors, mean/p50/p99 latency (ms) and

@@ -385,3 +385,59 @@ def test_watermark_key_is_in_the_layout() -> None:
     keys = Keys("shop")
     assert keys.materialized("txn") == "rf:shop:mat:txn"
     assert keys.parse("rf:shop:mat:txn") == ("mat", "txn", None, "")
+
+
+# -- change events of composite ids -----------------------------------------------------------
+
+
+def test_subscribe_to_composite_ids_matches_the_ids_events_carry(store: FeatureStore) -> None:
+    """``subscribe(entity_ids=...)`` takes ids as the reads do (a tuple, a mapping, the
+    encoded string; parts with ``,`` or ``%`` escaped) and matches the events' ids."""
+    import time
+
+    apply_all(store)
+    odd = ("a,b%", 7)  # escaped in the encoded id: "a%2Cb%25,7"
+    wanted: list[Any] = [("u1", 9), {"user_id": "u2", "merchant_id": 9}, "u3,9", odd]
+    subs = {
+        "one view": store.subscribe("pair_stats", entity_ids=wanted),
+        "views": store.subscribe(["pair_stats", "profile"], entity_ids=wanted),
+        "all views": store.subscribe(None, entity_ids=[("u1", 9), "u2,9", "u3,9", odd]),
+    }
+    got: dict[str, list[str]] = {name: [] for name in subs}
+    try:
+        for name, sub in subs.items():
+            sub.on_event(_collect(got[name]))
+        time.sleep(0.2)
+        for ent in [("u1", 9), ("u2", 9), ("u3", 9), odd, ("u1", 8), ("u9", 9)]:
+            store.write("pair_stats", ent, {"txn_count": 1})
+        deadline = time.time() + 5
+        while any(len(g) < 4 for g in got.values()) and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # what else arrives (nothing should)
+    finally:
+        for sub in subs.values():
+            sub.close()
+    encoded = normalize_id("pair_stats", odd, key=PAIR)
+    assert encoded == "a%2Cb%25,7"
+    for name, ids in got.items():
+        assert sorted(ids) == sorted(["u1,9", "u2,9", "u3,9", encoded]), name
+    with pytest.raises(ValidationError, match="merchant_id"):
+        store.subscribe("pair_stats", entity_ids=[("u1", "nine")])
+
+
+def _collect(into: list[str]) -> Callable[[Any], None]:
+    return lambda ev: into.append(ev.entity_id)
+
+
+def test_entity_stats_of_a_composite_id_by_tuple_mapping_or_encoded_id(
+    store: FeatureStore,
+) -> None:
+    apply_all(store)
+    store.write("pair_stats", ("a,b", 9), {"txn_count": 3})
+    by_tuple = store.entity_stats("pair_stats", ("a,b", 9))
+    assert (by_tuple.entity_id, str(by_tuple.status)) == ("a%2Cb,9", "PRESENT")
+    assert by_tuple.present == ["txn_count"]
+    for same in ({"user_id": "a,b", "merchant_id": 9}, "a%2Cb,9", ["a,b", 9]):
+        assert store.entity_stats("pair_stats", same).to_dict() == by_tuple.to_dict(), same
+    with pytest.raises(ValidationError, match="merchant_id"):
+        store.entity_stats("pair_stats", ("a,b", "nine"))

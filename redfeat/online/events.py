@@ -23,11 +23,19 @@ import msgspec
 import numpy as np
 import redis
 
+from ..core.codec import READ, normalize_id
 from ..core.context import Ctx
 from ..core.keys import Keys, unescape_id
 from ..core.records import ChangeEvent
+from ..core.schema import Entity
 from ..core.time import from_us
-from ..errors import BackendError, ConfigurationError, FeedTrimmedError, wrap_redis
+from ..errors import (
+    BackendError,
+    ConfigurationError,
+    FeedTrimmedError,
+    ValidationError,
+    wrap_redis,
+)
 
 _KINDS = {"w": "write", "d": "delete"}
 
@@ -392,14 +400,37 @@ class Subscription:
         self.close()
 
 
+def _event_ids(keys: dict[str, Entity], entity_ids: list[Any]) -> list[str]:
+    """The ids as change events carry them: each encoded the way the views' writes encode
+    it (a tuple or mapping of a composite entity joined and escaped, an Int key's digits).
+    With several views, an id in the encoding of each view whose entity it fits (an id no
+    view's entity takes is refused); with none, tuples are encoded without checking them
+    against an entity."""
+    out: set[str] = set()
+    for i, e in enumerate(entity_ids):
+        if not keys:
+            out.add(normalize_id("(all views)", e, i, outcome=READ))
+            continue
+        refused: ValidationError | None = None
+        fits = 0
+        for view, key in keys.items():
+            try:
+                out.add(normalize_id(view, e, i, outcome=READ, key=key))
+                fits += 1
+            except ValidationError as exc:
+                refused = refused or exc
+        if not fits and refused is not None:
+            raise refused
+    return sorted(out)
+
+
 def subscribe(
-    ctx: Ctx, view: str | Iterable[str] | None, entity_ids: Iterable[str | int] | None
+    ctx: Ctx, view: str | Iterable[str] | None, entity_ids: Iterable[Any] | None
 ) -> Subscription:
     """A subscription to one view, several, or all (None), optionally to some entities."""
     views = None if view is None else [view] if isinstance(view, str) else list(view)
-    for v in views or []:
-        ctx.registry.get(v)
-    ids = None if entity_ids is None else [str(e) for e in entity_ids]
+    keys = {v: ctx.registry.get(v).key for v in views or []}
+    ids = None if entity_ids is None else _event_ids(keys, list(entity_ids))
     known = [v.name for v in ctx.registry.views()] if views is None else []
     return Subscription(ctx.client, ctx.keys, views, ids, known)
 

@@ -38,7 +38,7 @@ class Live:
     def subscribe(
         self,
         view: str | Iterable[str] | None = None,
-        entity_ids: Iterable[str | int] | None = None,
+        entity_ids: Iterable[Any] | None = None,
     ) -> Subscription:
         return _events.subscribe(self._ctx, view, entity_ids)
 

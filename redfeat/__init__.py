@@ -25,6 +25,7 @@ from .core.records import (
     WriteReport,
 )
 from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
+from .core.time import Duration
 from .core.sources import CsvSource, ParquetSource, SqlSource
 from .errors import (
     BackendError,
@@ -71,6 +72,7 @@ __all__ = [
     "ConflictError",
     "CsvSource",
     "Durability",
+    "Duration",
     "EmbeddedServer",
     "Entity",
     "EntityId",

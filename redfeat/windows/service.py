@@ -32,7 +32,7 @@ from ..online.scan import delete_view_data
 from ..timeseries.tiles import MEM, WIRE_BYTES, one_tile, partials, to_wire
 from . import spec as _w
 from .rows import checked_events, events_table, finite, future_limit, refuse_future
-from .spec import WindowFeatures
+from .spec import WindowFeatures, decoded
 
 Definition = Entity | FeatureView | WindowFeatures
 _RECORD = Script(_w.RECORD)  # not idempotent: it adds into tiles, never replayed
@@ -61,35 +61,6 @@ class WindowWanted:
 
     def by_feature(self) -> list[tuple[str, str, int]]:
         return [(f, a, m) for _, f, a, m in self.feats]
-
-
-def decoded(
-    wf: WindowFeatures,
-    ent: str,
-    reply: Any,
-    raw_reply: Any,
-    span: tuple[int, int] | None,
-    head: str | None,
-) -> _w.EntityTiles:
-    """One entity's read units from the replies of its tile hash (HGETALL, or HMGET of
-    range_fields(span)) and of its event hash (HGET of bucket ``head``, or HGETALL when
-    ``head`` is None); a key that is not well formed is named (every reply was read
-    already, so the connection stays usable)."""
-    for r in (reply, raw_reply):
-        if isinstance(r, redis.ResponseError):
-            raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {r}")
-    try:
-        if head is None:
-            raw = _w.events_of(raw_reply)
-        else:
-            raw = {} if raw_reply is None else {int(head): raw_reply}
-        if span is None:
-            return _w.decode(reply, raw, wf.hop_ms)
-        return _w.decode_range(reply, span[0], raw, wf.hop_ms)
-    except (TypeError, ValueError) as exc:
-        raise BackendError(
-            f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"
-        ) from None
 
 
 class Windows:

@@ -2,7 +2,12 @@
 
 Layout under ``root``::
 
-    <view>/schema=<schema_version>/date=<YYYY-MM-DD>/part-<unix ms>-<uuid8>.parquet
+    <view>/schema=<schema_version>/date=<YYYY-MM-DD>/part-<name>.parquet
+    <window features>/events/date=<YYYY-MM-DD>/part-<name>.parquet
+
+Views' files hold versions (EVENTS below for window features' raw events); ``<name>`` is the
+first feed entry id of the batch the file came from (``1733550000000_0``), ``resync_<us>``
+for a resync from history, or ``<unix ms>-<uuid8>`` for files written by ``append``.
 
 ``date`` is the UTC date of each row's ``event_time``. Files are written to ``.tmp-*`` in the
 same directory, fsynced, then renamed into place, so readers never see a partial
@@ -48,6 +53,23 @@ _SCAN_ATTEMPTS = 5
 _ORDER = [("entity_id", "ascending"), ("event_time", "ascending"), ("version_id", "ascending")]
 
 _Key = tuple[str, int]  # (view name, schema_version)
+# Window features' events: every event counted, with when it was recorded (``written_at``,
+# the feed entry's time) and ``seq``, its order among events recorded at the same ms.
+EVENTS = pa.schema(
+    [
+        pa.field("entity_id", pa.string()),
+        pa.field("event_time", arrowio.TS),
+        pa.field("value", pa.float64()),
+        pa.field("written_at", arrowio.TS),
+        pa.field("seq", pa.int64()),
+    ]
+)
+_EVENT_ORDER = [
+    ("entity_id", "ascending"),
+    ("event_time", "ascending"),
+    ("written_at", "ascending"),
+    ("seq", "ascending"),
+]
 
 
 @dataclass
@@ -142,6 +164,25 @@ class OfflineLog:
             _write_atomic(directory, part.sort_by(_ORDER), stem)
             written += part.num_rows
         return written
+
+    def write_events(self, name: str, table: pa.Table, stem: str) -> int:
+        """Window features' events (schema EVENTS) as ``part-<stem>.parquet`` per date, a
+        partition holding that file already skipped (see write_named)."""
+        check_name("window features", name)
+        if table.num_rows == 0:
+            return 0
+        written = 0
+        for day, part in _split_by_day(table):
+            directory = self.root / name / "events" / f"date={_day_name(day)}"
+            if (directory / f"{PART_PREFIX}{stem}{SUFFIX}").exists():
+                continue
+            _write_atomic(directory, part.sort_by(_EVENT_ORDER), stem)
+            written += part.num_rows
+        return written
+
+    def events_glob(self, name: str) -> str:
+        """Every event file of window features ``name``, as a glob for DuckDB or Polars."""
+        return str(self.root / name / "events" / "date=*" / f"{PART_PREFIX}*{SUFFIX}")
 
     def flush(self, view: str | None = None) -> int:
         """Write buffered rows (of one view, or of all) to Parquet; return how many rows."""

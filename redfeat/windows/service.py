@@ -94,8 +94,9 @@ def decoded(
 class Windows:
     """Window features of one store."""
 
-    def __init__(self, ctx: Ctx) -> None:
+    def __init__(self, ctx: Ctx, feed_cap: int = 100_000) -> None:
         self._ctx = ctx
+        self.feed_cap = feed_cap  # events go to the window features' feed (offline log)
         self.client = ctx.client
         self.keys = ctx.keys
         self.registry = ctx.registry
@@ -195,6 +196,8 @@ class Windows:
         the definition. Returns the number of keys removed."""
         self.window(name)
         removed = delete_view_data(self._ctx, name)
+        with wrap_redis(f"window features {name!r}: deleting the feed failed"):
+            self.client.unlink(self.keys.feed(name))
         if not keep_definition:
             with wrap_redis("cannot write the registry"):
                 pipe = self.client.pipeline(transaction=True)
@@ -219,8 +222,12 @@ class Windows:
         b = t // wf.hop_ms
         off = t - b * wf.hop_ms
         esc = escape_id(ent)
-        keys = [self.keys.window_tiles(name, esc), self.keys.window_events(name, esc)]
-        args = [wf.span, b, b, b, one_tile(v, off), _w.one_raw(v, off)]
+        keys = [
+            self.keys.window_tiles(name, esc),
+            self.keys.window_events(name, esc),
+            self.keys.feed(name),
+        ]
+        args = [wf.span, b, b, self.feed_cap, esc, b, one_tile(v, off), _w.one_raw(v, off)]
         try:
             # stream() reads every reply before raising, and disconnects on anything else
             dropped = _RECORD.stream(self._ctx.direct.conn(), [(keys, args)])[0]
@@ -306,13 +313,15 @@ class Windows:
         events = np.cumsum(np.add.reduceat(tiles["n"], st)).astype(np.int64)
         total = len(ts)
         bs = tiles["b"].tolist()
+        feed = self.keys.feed(wf.name)
         calls = (
             (
                 [
                     self.keys.window_tiles(wf.name, esc := escape_id(str(uniques[tcode[a]]))),
                     self.keys.window_events(wf.name, esc),
+                    feed,
                 ],
-                [wf.span, bs[a], bs[z - 1], *pairs[3 * a : 3 * z]],
+                [wf.span, bs[a], bs[z - 1], self.feed_cap, esc, *pairs[3 * a : 3 * z]],
             )
             for a, z in zip(st.tolist(), ends.tolist(), strict=True)
         )

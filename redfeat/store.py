@@ -36,6 +36,7 @@ from .core.records import (
 )
 from .core.registry import Registry
 from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
+from .core.time import Duration, duration_us
 from .errors import (
     BackendError,
     ConfigurationError,
@@ -129,6 +130,7 @@ class FeatureStore:
         client: redis.Redis | None = None,
         offline_dir: str | os.PathLike[str] | None = None,
         feed_cap: int = 100_000,
+        feed_retention: Duration | None = None,
         cache: Cache | None = None,
         embedder: Any = None,
     ) -> None:
@@ -144,6 +146,11 @@ class FeatureStore:
             )
         if cache is not None and not feed_cap:
             raise ConfigurationError("a near cache needs change events (feed_cap > 0)")
+        retention_ms = (
+            0
+            if feed_retention is None
+            else max(1, duration_us(feed_retention, what="feed_retention") // 1000)
+        )
         dur = durability if isinstance(durability, Durability) else None
         mode = check_mode(durability if dur is None else dur.mode)
         if client is None:
@@ -207,7 +214,7 @@ class FeatureStore:
             self._closers.insert(0, offline.close)
             feeder = self._feeder = LogFeeder(ctx, offline).start()
             self._closers.insert(0, feeder.close)
-        self._online = Online(ctx, feed_cap, observer=self._monitor)
+        self._online = Online(ctx, feed_cap, feed_retention_ms=retention_ms, observer=self._monitor)
         self._transforms = _Lazy(_transform_registry)
         self._deriver = Deriver(ctx, self._transforms, reader=self)
         self._cache = cache
@@ -242,6 +249,8 @@ class FeatureStore:
         project: str = "default",
         offline_dir: str | os.PathLike[str] | None = None,
         durability: str | Durability = "everysec",
+        feed_cap: int = 100_000,
+        feed_retention: Duration | None = None,
         **redis_kwargs: Any,
     ) -> FeatureStore:
         """Connect to redis://, rediss:// or unix:// (extra keywords go to redis-py).
@@ -263,7 +272,14 @@ class FeatureStore:
         except ValueError as exc:
             raise ConfigurationError(f"cannot use URL {url!r}: {exc}") from exc
         try:
-            store = cls(project=project, client=client, offline_dir=offline_dir, durability=dur)
+            store = cls(
+                project=project,
+                client=client,
+                offline_dir=offline_dir,
+                durability=dur,
+                feed_cap=feed_cap,
+                feed_retention=feed_retention,
+            )
         except BaseException:
             client.close()
             raise
@@ -951,7 +967,9 @@ class FeatureStore:
     ) -> tuple[list[ChangeEvent], str | None]:
         """Change events of a view after the cursor ``since`` (None: the oldest kept), and
         the cursor to resume from. The feed lives in Redis, so the cursor survives
-        restarts; it keeps about ``feed_cap`` write calls."""
+        restarts; it keeps the newest ``feed_cap`` versions (and none older than
+        ``feed_retention``). A cursor the feed was trimmed past raises FeedTrimmedError
+        (its ``resume`` is the oldest cursor kept): reload the view's state, then go on."""
         return self._live().changes(view, since=since, limit=limit)
 
     def subscribe(

@@ -26,7 +26,7 @@ from ..core.context import Ctx
 from ..core.keys import Keys, unescape_id
 from ..core.records import ChangeEvent
 from ..core.time import from_us
-from ..errors import BackendError, wrap_redis
+from ..errors import BackendError, FeedTrimmedError, wrap_redis
 
 _KINDS = {"w": "write", "d": "delete"}
 
@@ -70,17 +70,68 @@ def _raw(v: Any) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
 
 
+def _versions_in(entry: Any) -> int:
+    """How many versions one feed entry counts (its id's count grew by that much)."""
+    data = {_text(k): v for k, v in ((entry[1] or {}) if entry else {}).items()}
+    pairs = _raw(data.get("v", b""))
+    if _text(data.get("k", b"w")) == "d":
+        return len(pairs) // 16
+    return int(np.count_nonzero(np.frombuffer(pairs, dtype=">i8")[0::2]))
+
+
+def trimmed_after(info: Any, since: str) -> str | None:
+    """Whether the feed (its XINFO STREAM, parsed) lost entries after cursor ``since``:
+    None if not, else the cursor to read on from (just before the oldest entry kept).
+
+    Trims only remove the oldest entries, and an entry id's sequence counts the versions
+    recorded up to it (online.lua FEED), so the oldest entry kept says exactly where the
+    trimmed ones end: before it by the versions it holds. A cursor that is not that point
+    (a legacy feed's, or a made-up one) counts as a gap when anything was trimmed."""
+    if not isinstance(info, dict):
+        return None  # no feed: nothing was trimmed
+    first = info.get("first-entry")
+    if not first or int(info.get("entries-added") or 0) <= int(info.get("length") or 0):
+        return None  # empty, or nothing ever trimmed
+    ms, seq = _stream_id(_text(first[0]))
+    at = _stream_id(since)
+    if at >= (ms, seq):
+        return None
+    before = seq - _versions_in(first)
+    if at[1] == before and at[0] <= ms:
+        return None  # the cursor is the last entry before the oldest kept
+    return f"{ms}-{before}" if before >= 0 else f"{ms - 1}-{(1 << 64) - 1}"
+
+
 def changes(
     client: redis.Redis, keys: Keys, view: str, since: str | None, limit: int
 ) -> tuple[list[ChangeEvent], str | None]:
     """Events after ``since`` (a cursor; None = from the oldest kept), in order. Whole
-    stream entries are returned, so a call may give a few more than ``limit``."""
+    stream entries are returned, so a call may give a few more than ``limit``.
+
+    Raises FeedTrimmedError if entries after ``since`` were trimmed before they were read
+    (events read before the trim are returned first, and the next call raises)."""
     start = "-" if since is None else f"({since}"
     events: list[ChangeEvent] = []
     cursor = since
+    feed = keys.feed(view)
     with wrap_redis(f"view {view!r}: reading the change feed failed"):
         while len(events) < limit:
-            rows = client.xrange(keys.feed(view), min=start, max="+", count=100)
+            if cursor is None:
+                rows = client.xrange(feed, min=start, max="+", count=100)
+            else:
+                # the read and the trim mark in one step: the trim only ever removes the
+                # oldest entries, so any entry trimmed after the cursor means lost events
+                pipe = client.pipeline(transaction=True)
+                pipe.xrange(feed, min=start, max="+", count=100)
+                pipe.xinfo_stream(feed)
+                rows, info = pipe.execute(raise_on_error=False)
+                if isinstance(rows, Exception):
+                    raise rows
+                resume = trimmed_after(info, cursor)
+                if resume is not None:
+                    if events:
+                        break  # hand over what was read; the next call reports the gap
+                    raise FeedTrimmedError(view, cursor, resume)
             if not rows:
                 break
             for entry_id, data in rows:
@@ -189,13 +240,19 @@ class Subscription:
         return out + self._replay_now()
 
     def _replay(self) -> list[ChangeEvent]:
-        """A "gap" marker per view, then what the feed recorded after the last event seen."""
+        """A "gap" marker per view, then what the feed recorded after the last event seen;
+        a "trimmed" marker where the feed no longer holds all of it (its cursor: where the
+        events kept start again; what came between is lost, reload the view's state)."""
         out: list[ChangeEvent] = []
         if self._views is None:  # views created after subscribing have no cursor: say so
             out.append(ChangeEvent("*", "", "gap", 0, None, None, (), "0-0"))
         for view, cursor in list(self._cursors.items()):
             out.append(ChangeEvent(view, "", "gap", 0, None, None, (), cursor or "0-0"))
-            events, new_cursor = changes(self._client, self._keys, view, cursor, 1_000_000)
+            try:
+                events, new_cursor = changes(self._client, self._keys, view, cursor, 1_000_000)
+            except FeedTrimmedError as exc:
+                out.append(ChangeEvent(view, "", "trimmed", 0, None, None, (), exc.resume or ""))
+                events, new_cursor = changes(self._client, self._keys, view, exc.resume, 1_000_000)
             out.extend(ev for ev in events if self._wanted(ev))
             self._cursors[view] = new_cursor
         return out

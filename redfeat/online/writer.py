@@ -26,11 +26,21 @@ Item = tuple[str, int, bytes, bytes | int | None]
 class Writer:
     """Runs the WRITE script, chunked and pipelined, and reloads it if the server forgot it."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, direct: Direct, feed_cap: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        direct: Direct,
+        feed_cap: int,
+        feed_retention_ms: int = 0,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.direct = direct
-        self.feed_cap = feed_cap  # 0: no change events
+        self.feed_cap = feed_cap  # versions kept in the feed; 0: no change events
+        self.feed_retention_ms = feed_retention_ms  # 0: no age bound
+        # the FEED bounds argument of WRITE and DELETE
+        self.feed_bounds = f"{feed_cap} {feed_retention_ms}"
         self.script = Script(scripts.WRITE, idempotent=True)
 
     def _calls(
@@ -45,7 +55,7 @@ class Writer:
             res.ttl_ms,
             mode,
             channel,
-            self.feed_cap,
+            self.feed_bounds,
             "w",
             fields,
             "",  # the escaped ids of the call, filled in per call

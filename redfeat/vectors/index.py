@@ -42,7 +42,14 @@ from .. import types as t
 from ..core.context import Ctx, Reader
 from ..core.records import Match
 from ..core.time import now_us, to_us
-from ..errors import ConfigurationError, Problem, ValidationError, backend_error, wrap_redis
+from ..errors import (
+    ConfigurationError,
+    FeedTrimmedError,
+    Problem,
+    ValidationError,
+    backend_error,
+    wrap_redis,
+)
 from ..online.events import changes, subscribe
 from ..online.scan import entities_of
 from .rows import F32, Hnsw, Mask, Rows
@@ -546,16 +553,19 @@ class VectorIndex:
         info = self._feed_info()
         if info is None:
             return
-        last, trimmed = info
+        last, _ = info
         if last is None:
             return
-        if trimmed is not None and trimmed > (cursor or (0, 0)):
+        since = None if cursor is None else f"{cursor[0]}-{cursor[1]}"
+        try:
+            events, end = changes(
+                self._ctx.client, self._ctx.keys, self.view, since, _CATCH_UP_LIMIT
+            )
+        except FeedTrimmedError:
             # events we never saw were trimmed away: only a reload knows their effect
             self._note([], rebuild=True)
             self._move_cursor(f"{last[0]}-{last[1]}")
             return
-        since = None if cursor is None else f"{cursor[0]}-{cursor[1]}"
-        events, end = changes(self._ctx.client, self._ctx.keys, self.view, since, _CATCH_UP_LIMIT)
         self._note(events, rebuild=len(events) >= _CATCH_UP_LIMIT)
         self._move_cursor(end)
 

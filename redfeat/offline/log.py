@@ -235,7 +235,7 @@ class OfflineLog:
         if buf is None:
             buf = self._buffers[key] = _Buffer(tables[0].schema)
         # Rare: meanwhile a buffer of another shape started for this key; conform, never drop.
-        back = [t if t.schema.equals(buf.schema) else _conform(t, buf.schema) for t in tables]
+        back = [t if t.schema.equals(buf.schema) else conform(t, buf.schema) for t in tables]
         buf.tables[:0] = back
         buf.rows += sum(t.num_rows for t in back)
 
@@ -290,7 +290,7 @@ class OfflineLog:
             if expr is not None:
                 t = t.filter(expr)
             if t.num_rows:
-                pieces.append((schema_version, 0, _conform(t, target)))
+                pieces.append((schema_version, 0, conform(t, target)))
         pieces += self._read_files(view.name, target, expr, start_us, end_us)
         if not pieces:
             return arrowio.empty_versions(view)
@@ -502,7 +502,7 @@ def _same_type(a: pa.DataType, b: pa.DataType) -> bool:
     return False
 
 
-def _conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
     """``table`` in ``target``'s columns: missing or differently typed columns become null."""
     n = table.num_rows
     cols: list[pa.ChunkedArray] = []
@@ -539,7 +539,7 @@ def _read_conformed(
         dataset = ds.FileSystemDataset(frags, physical, fmt, local)
         t = dataset.to_table(columns=keep, filter=expr)
         if t.num_rows:
-            out.append((sv, 1, _conform(t, target)))
+            out.append((sv, 1, conform(t, target)))
     return out
 
 

@@ -462,6 +462,34 @@ class Windows:
             out.update(self._columns(ww, join))
         return out
 
+    def event_columns(
+        self, ww: WindowWanted, join: pa.Table, events: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Window columns for a training frame's join table from raw events (entity ids,
+        times in ms, values; sorted by entity, time and the order recorded: the offline
+        log's), under the rules of reads at one time: every event at or before the row's
+        time counts, the tail hopped. No retention: the log covers what it holds."""
+        wf = ww.wf
+        ev_ids, ev_ms, ev_vs = events
+        row_ms = np.floor_divide(join["__ts"].to_numpy(zero_copy_only=False), 1000)
+        ids = join["entity_id"].to_numpy(zero_copy_only=False)
+        codes, uniques = pd.factorize(ids, use_na_sentinel=True)
+        ev_codes = pd.Index(uniques).get_indexer(pd.Index(ev_ids)).astype(np.int64)
+        keep = ev_codes >= 0
+        units = np.empty(int(keep.sum()), MEM)
+        v = ev_vs[keep]
+        units["b"] = np.floor_divide(ev_ms[keep], wf.hop_ms)
+        units["n"] = 1.0
+        units["sum"] = units["min"] = units["max"] = units["first"] = units["last"] = v
+        units["m2"] = 0.0
+        units["ft"] = units["lt"] = ev_ms[keep]
+        ucodes = ev_codes[keep]
+        order = np.lexsort((units["lt"], ucodes))  # stable: ties keep the recorded order
+        units, ucodes = units[order], ucodes[order]
+        cuts = np.full(max(len(uniques), 1), np.iinfo(np.int64).min, np.int64)
+        cols = _w.at_times(wf, units, ucodes, cuts, codes.astype(np.int64), row_ms, ww.by_feature())
+        return {out: cols[f] for out, f, _, _ in ww.feats}
+
     def _columns(self, ww: WindowWanted, join: pa.Table) -> dict[str, np.ndarray]:
         wf = ww.wf
         ids = join["entity_id"]

@@ -54,7 +54,9 @@ def versions(
 ) -> pa.Table | None:
     """Logged versions of ``view`` for the entities ``ids`` with event time in [lo, hi] (us,
     inclusive), one row per (entity, version), grouped by entity and sorted by (event time,
-    version id); None when nothing is logged."""
+    version id); None when nothing is logged. A version logged twice (a resync overlapping
+    the feed) comes twice: the join keeps one of equal (entity, event time) rows anyway,
+    so the scan is not de-duplicated at this cost."""
     files = _glob(root, view.name, "schema=*")
     if files is None:
         return None
@@ -68,7 +70,6 @@ def versions(
             FROM {src}
             WHERE entity_id IN (SELECT entity_id FROM __ids)
               AND {_bounds("event_time", lo, hi)}
-            QUALIFY row_number() OVER (PARTITION BY entity_id, version_id) = 1
             ORDER BY entity_id, event_time, version_id
         """
         table: pa.Table = con.sql(sql).to_arrow_table()

@@ -88,6 +88,82 @@ def versions(
     return conform(table, target)
 
 
+# A training frame's join of one view over the log, as the README shows it: the ASOF JOIN
+# takes one inequality, so (event time, version id) become one HUGEINT key, the row's side
+# carrying the largest version id: the greatest event time at or before the row's time
+# wins, ties to the last written; the ttl is checked on the winner.
+FRAME_SQL = """
+SELECT e.__rid, {columns}
+FROM (SELECT *, (__ts::HUGEINT << 64) + 9223372036854775807 AS __k FROM edf) e
+ASOF LEFT JOIN (
+    SELECT c.code AS entity_id, epoch_us(v.event_time) AS et,
+           (epoch_us(v.event_time)::HUGEINT << 64) + v.version_id AS __k, {features}
+    FROM read_parquet('{files}', union_by_name = true) v
+    JOIN codes c ON v.entity_id = c.entity_id
+    WHERE {bounds}
+) v ON e.entity_id = v.entity_id AND e.__k >= v.__k
+ORDER BY e.__rid
+"""
+
+
+def join(
+    con: Any,
+    root: Path,
+    view: FeatureView,
+    features: list[str],
+    edf: pa.Table,
+    codes: pa.Table,
+    ttl: int | None,
+    lo: int | None,
+    hi: int | None,
+) -> pa.Table | None:
+    """One view's features for every row of ``edf`` (__rid, entity_id as an int code into
+    ``codes``, __ts in us), read from the log's Parquet in one DuckDB query (FRAME_SQL);
+    None when nothing is logged. Columns in the view's Arrow types, missing ones null."""
+    files = _glob(root, view.name, "schema=*")
+    if files is None:
+        return None
+    have = {
+        r[0]
+        for r in con.sql(
+            f"DESCRIBE SELECT * FROM read_parquet('{files}', union_by_name = true)"
+        ).fetchall()
+    }
+    present = [f for f in features if f in have]
+    ttl_cond = "" if ttl is None else f" AND v.et >= e.__ts - {int(ttl)}"
+    columns = ", ".join(
+        f'CASE WHEN v.et IS NOT NULL{ttl_cond} THEN v."{f}" END AS "{f}"' for f in present
+    )
+    sql = FRAME_SQL.format(
+        columns=columns or "NULL AS __none",
+        features=", ".join(f'v."{f}"' for f in present) or "NULL AS __none",
+        files=files,
+        bounds=_bounds("v.event_time", lo, hi),
+    )
+    con.register("edf", edf)
+    con.register("codes", codes.append_column("code", pa.array(range(codes.num_rows), pa.int64())))
+    try:
+        got: pa.Table = con.sql(sql).to_arrow_table()
+    finally:
+        con.unregister("edf")
+        con.unregister("codes")
+    schema = version_schema(view)
+    out: dict[str, pa.ChunkedArray] = {}
+    for f in features:
+        want = schema.field(f).type
+        if f not in present:
+            out[f] = pa.chunked_array([pa.nulls(got.num_rows, want)], want)
+            continue
+        col = got[f]
+        if not col.type.equals(want):
+            try:
+                col = col.cast(want)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                col = pa.chunked_array([pa.nulls(got.num_rows, want)], want)
+        out[f] = col
+    return pa.table(out)
+
+
 def window_events(
     con: Any, root: Path, name: str, ids: pa.Array, hi: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -138,10 +138,19 @@ class Training:
                 progress(w.res.name, len(ents), len(ents))
             return got
 
+        direct_con = logsql.connect()  # the joins run on the frame's worker thread
+
+        def direct(w: Wanted, edf: Any, codes: Any, lo: int | None, hi: int | None) -> Any:
+            return logsql.join(
+                direct_con, root, w.res.view, list(w.features), edf, codes, w.res.view.ttl_us,
+                lo, hi,
+            )  # fmt: skip
+
         try:
-            return training_frame(entity_df, wanted, from_log, **opts)
+            return training_frame(entity_df, wanted, from_log, direct=direct, **opts)
         finally:
             con.close()
+            direct_con.close()
 
     def sync(self) -> None:
         """Log what the feeds hold that the log has not taken yet (with a feeder in this

@@ -80,3 +80,53 @@ def test_window_values_over_history_the_tiles_no_longer_keep(store: FeatureStore
         assert frame.x_sum_1h.iloc[i] == pytest.approx(vs[sel].sum())
         if sel.any():
             assert frame.x_last_1h.iloc[i] == vs[sel][-1]
+
+
+def test_readme_sql_reproduces_a_training_frame(store: FeatureStore, tmp_path: Path) -> None:
+    import re
+
+    import duckdb
+
+    from redfeat import FeatureView, Field
+    from redfeat import types as t
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    join_sql, window_sql = re.findall(r"```sql\n(.*?)```", readme, re.S)[:2]
+    store.apply(
+        FeatureView("txn", entity="user", fields=[Field("amount", t.Float)], ttl="6h"),
+        WindowFeatures(
+            "txn_stats", entity="user", source="amount", aggs=["sum"], windows=["1h"], hop="5m"
+        ),
+    )
+    t0 = 1_767_225_600
+    rng = np.random.default_rng(5)
+    for i in range(200):
+        et = t0 + int(rng.integers(0, 86_400))
+        e = f"u{rng.integers(5)}"
+        store.write("txn", e, {"amount": float(i)}, event_time=et)
+        if i % 7 == 0:
+            store.write("txn", e, {"amount": float(-i)}, event_time=et)  # a tie: last wins
+        store.record("txn_stats", e, float(i), ts=et)
+    edf = pd.DataFrame(
+        {
+            "entity_id": [f"u{i}" for i in rng.integers(5, size=100)],
+            "event_time": pd.to_datetime(
+                t0 + rng.integers(0, 90_000, size=100), unit="s", utc=True
+            ),
+        }
+    )
+    want = store.training_frame(edf, ["txn:amount", "txn_stats:amount_sum_1h"])
+    root = str(store.offline.root) if store.offline is not None else ""
+    con = duckdb.connect()
+    con.register("edf", edf.assign(rid=range(len(edf))))
+    got = {}
+    for sql, col in ((join_sql, "amount"), (window_sql, "amount_sum_1h")):
+        statements = [s for s in sql.replace("features/", root + "/").split(";") if s.strip()]
+        for s in statements[:-1]:
+            con.execute(s)
+        rows = con.sql(statements[-1]).df().sort_values("rid")
+        got[col] = rows[col].to_numpy(dtype=float, na_value=np.nan)
+    for col in ("amount", "amount_sum_1h"):
+        np.testing.assert_allclose(
+            got[col], want[col].to_numpy(dtype=float, na_value=np.nan), equal_nan=True
+        )

@@ -260,7 +260,7 @@ class FeatureStore:
         if cache is not None:
             cache.bind(ctx, reader=self)
             self._closers.insert(0, cache.close)
-        self._windows = _Lazy(lambda: _windows(ctx))
+        self._windows = _Lazy(lambda: _windows(ctx, feed_cap))
         self._training = _Lazy(
             lambda: _training(ctx, self._online, self._monitor, self._offline, self._feeder)
         )
@@ -1278,10 +1278,10 @@ def _transform_registry() -> TransformRegistry:
     return TransformRegistry()
 
 
-def _windows(ctx: Ctx) -> Windows:
+def _windows(ctx: Ctx, feed_cap: int) -> Windows:
     from .windows.service import Windows
 
-    return Windows(ctx)
+    return Windows(ctx, feed_cap)
 
 
 def _training(

@@ -441,28 +441,18 @@ def ensure_group(client: redis.Redis, keys: Keys, view: str, group: str) -> None
                 raise
 
 
-def read_group(
+def _read_rows(
     client: redis.Redis,
     keys: Keys,
-    view: str,
+    name: str,
     group: str,
     consumer: str,
-    *,
     count: int,
-    block_ms: int | None,
     pending: bool,
-) -> FeedBatch:
-    """The next entries for ``consumer`` (``pending``: those delivered to it and not yet
-    acknowledged, oldest first, as a restart must redo them; else new ones). Entries that
-    carry no payloads (written before feeds carried them) and pending entries trimmed
-    meanwhile set ``gap``."""
-    with wrap_redis(f"view {view!r}: reading the change feed failed"):
+) -> list[tuple[str, dict[str, Any] | None]]:
+    with wrap_redis(f"{name!r}: reading the change feed failed"):
         reply = client.xreadgroup(
-            group,
-            consumer,
-            {keys.feed(view): "0" if pending else ">"},
-            count=count,
-            block=None if pending else block_ms,
+            group, consumer, {keys.feed(name): "0" if pending else ">"}, count=count
         )
     rows: list[Any] = []
     if isinstance(reply, dict):  # RESP3
@@ -471,15 +461,33 @@ def read_group(
     else:
         for _, entries in reply or []:
             rows.extend(entries)
+    return [
+        (_text(i), {_text(k): v for k, v in data.items()} if data else None) for i, data in rows
+    ]
+
+
+def read_group(
+    client: redis.Redis,
+    keys: Keys,
+    view: str,
+    group: str,
+    consumer: str,
+    *,
+    count: int,
+    pending: bool,
+) -> FeedBatch:
+    """The next entries of a view's feed for ``consumer`` (``pending``: those delivered to
+    it and not yet acknowledged, oldest first, as a restart must redo them; else new ones).
+    Entries that carry no payloads (written before feeds carried them) and pending entries
+    trimmed meanwhile set ``gap``."""
     ids: list[str] = []
     out: list[FeedVersion] = []
     gap = False
-    for entry_id, data in rows:
-        ids.append(_text(entry_id))
-        if not data:
+    for entry_id, d in _read_rows(client, keys, view, group, consumer, count, pending):
+        ids.append(entry_id)
+        if d is None:
             gap = True  # trimmed after delivery, before it was acknowledged
             continue
-        d = {_text(k): v for k, v in data.items()}
         if _text(d.get("k", b"")) != "w":
             continue  # deletes are not versions
         if "p" not in d:
@@ -497,6 +505,44 @@ def read_group(
             )
             at += 4 + size
     return FeedBatch(ids, out, gap)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowBatch:
+    """Entries of a window features' feed: ids (to acknowledge), and per bucket of an
+    entity the raw events counted (entity id, bucket id, packed events: windows/spec.py
+    RECORD); ``gap`` as in FeedBatch."""
+
+    ids: list[str]
+    events: list[tuple[str, int, bytes]]
+    gap: bool
+
+
+def read_window_group(
+    client: redis.Redis,
+    keys: Keys,
+    name: str,
+    group: str,
+    consumer: str,
+    *,
+    count: int,
+    pending: bool,
+) -> WindowBatch:
+    """read_group for the feed of window features ``name``."""
+    ids: list[str] = []
+    out: list[tuple[str, int, bytes]] = []
+    gap = False
+    for entry_id, d in _read_rows(client, keys, name, group, consumer, count, pending):
+        ids.append(entry_id)
+        if d is None:
+            gap = True
+            continue
+        ent, blob, at = unescape_id(_text(d["e"])), _raw(d["w"]), 0
+        while at < len(blob):
+            bucket, size = struct.unpack_from(">qI", blob, at)
+            out.append((ent, int(bucket), blob[at + 12 : at + 12 + size]))
+            at += 12 + size
+    return WindowBatch(ids, out, gap)
 
 
 def ack(client: redis.Redis, keys: Keys, view: str, group: str, ids: list[str]) -> None:

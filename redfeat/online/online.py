@@ -147,8 +147,8 @@ class Online:
         fields: Iterable[str] = (),
         superseded: Mapping[int, int] | None = None,
     ) -> list[int]:
-        """Writer.run (the write step puts new versions in the change feed, which feeds the
-        offline log: offline/feeder.py). ``superseded``: item index -> index of a later
+        """Writer.run (the write step puts new versions in the change feed, which feeds
+        the offline log: offline/feeder.py). ``superseded``: item index -> index of a later
         item of the same entity and event time; those are not sent and report that item's
         version as a duplicate (status 2)."""
         if superseded:

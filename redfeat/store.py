@@ -36,7 +36,7 @@ from .core.records import (
 )
 from .core.registry import Registry
 from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
-from .core.time import Duration, duration_us
+from .core.time import duration_us
 from .errors import (
     BackendError,
     ConfigurationError,
@@ -129,7 +129,7 @@ class FeatureStore:
         client: redis.Redis | None = None,
         offline_dir: str | os.PathLike[str] | None = None,
         feed_cap: int = 100_000,
-        feed_retention: Duration | None = None,
+        feed_retention: str | float | None = None,
         cache: Cache | None = None,
         embedder: Any = None,
     ) -> None:
@@ -247,7 +247,7 @@ class FeatureStore:
         offline_dir: str | os.PathLike[str] | None = None,
         durability: str | Durability = "everysec",
         feed_cap: int = 100_000,
-        feed_retention: Duration | None = None,
+        feed_retention: str | float | None = None,
         **redis_kwargs: Any,
     ) -> FeatureStore:
         """Connect to redis://, rediss:// or unix:// (extra keywords go to redis-py).
@@ -1198,6 +1198,35 @@ class FeatureStore:
         from .stats import entity_stats
 
         return entity_stats(self._ctx, view, entity_id)
+
+    def estimate_memory(
+        self,
+        *,
+        entities: int,
+        features: int,
+        history: int = 1,
+        server: str | None = None,
+        profiles: bool = True,
+    ) -> int:
+        """Bytes one view of ``entities`` entities with ``features`` Float features and
+        ``history`` versions kept per entity needs on this store's server ("redis" 7.0 or
+        "valkey" by default; or name it), change feed (this store's ``feed_cap``) and
+        profiles included. From constants measured by bench/memory.py; see the README's
+        sizing model."""
+        from .core.sizing import constants_for, estimate
+
+        if server is None:
+            with wrap_redis("reading the server's version failed"):
+                info = self._client.info("server")
+            server = "valkey" if "valkey_version" in info else "redis"
+        return estimate(
+            constants_for(server),
+            entities=entities,
+            features=features,
+            history=history,
+            feed_cap=self._online.writer.feed_cap,
+            profiles=profiles,
+        )
 
     def stats(self, *, storage: bool = True) -> dict[str, Any]:
         """Per operation in this process: count, errors, mean/p50/p99 latency (ms) and

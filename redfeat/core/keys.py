@@ -4,7 +4,8 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
 
     rf:<project>:registry                 hash: definitions (views, entities, windows)
     rf:<project>:{<view>|<entity id>}     latest version of one entity (string)
-    rf:<project>:{<view>|<entity id>}:h   history of one entity (sorted set by event time)
+    rf:<project>:{<view>|<entity id>}:h   older versions of one entity (sorted set by event
+                                          time; the latest too for a view with a ttl)
     rf:<project>:{<window>|<entity id>}:w tiles of one entity's window features (hash)
     rf:<project>:feed:<view>              change feed: capped stream of change events
     rf:<project>:events:<view>            pub/sub channel of live change events

@@ -5,6 +5,10 @@ Stored forms (see keys.py for names):
     latest key   string  = int64 BE event_time_us .. uint64 BE version_id .. payload
     history key  zset    score = event_time_us,
                          member = 0xCF .. uint64 BE version_id .. payload
+                         the versions older than the latest (for a view without ttl: the
+                         latest one is in the latest key only, not twice); with a ttl, the
+                         latest too, since its key expires. Readers merge the two and drop
+                         a version found in both (data written before this layout).
 
 A history member is two msgpack values back to back (0xCF is msgpack's uint64 marker, the
 payload a msgpack array), so many members joined decode in one call (offline.dump.Dumper).
@@ -250,15 +254,31 @@ for k = 1, nkeys, per do
       id = 0
     end
     if hkey and status ~= 4 then
-      redis.call('ZADD', hkey, et_s, '\207' .. struct.pack('>L', id) .. payload)
-      if not cur and ttl == 0 then
-        -- first version of a view without ttl: the history was empty, nothing to trim
-      elseif hmode == 'c' then
-        redis.call('ZREMRANGEBYRANK', hkey, 0, -hval - 1)
-      else
-        local newest = redis.call('ZRANGE', hkey, -1, -1, 'WITHSCORES')
-        local cutoff = string.format('%.0f', tonumber(newest[2]) - hval)
-        redis.call('ZREMRANGEBYSCORE', hkey, '-inf', '(' .. cutoff)
+      if ttl > 0 then
+        -- the latest key expires with the ttl: history keeps the latest version too
+        redis.call('ZADD', hkey, et_s, '\207' .. struct.pack('>L', id) .. payload)
+        if hmode == 'c' then
+          redis.call('ZREMRANGEBYRANK', hkey, 0, -hval - 1)
+        else
+          local newest = redis.call('ZRANGE', hkey, -1, -1, 'WITHSCORES')
+          local cutoff = string.format('%.0f', tonumber(newest[2]) - hval)
+          redis.call('ZREMRANGEBYSCORE', hkey, '-inf', '(' .. cutoff)
+        end
+      elseif cur then
+        -- Without a ttl the latest version lives in the latest key only: history holds
+        -- the older ones. Late data goes there; a new latest moves the one it replaces.
+        if status == 1 then
+          redis.call('ZADD', hkey, et_s, '\207' .. struct.pack('>L', id) .. payload)
+        else
+          redis.call('ZADD', hkey, string.format('%.0f', cur_et), '\207' .. string.sub(cur, 9))
+        end
+        if hmode == 'c' then
+          redis.call('ZREMRANGEBYRANK', hkey, 0, -hval)  -- keep COUNT - 1 besides the latest
+        else
+          local newest = status == 0 and et or cur_et
+          redis.call('ZREMRANGEBYSCORE', hkey, '-inf',
+            '(' .. string.format('%.0f', newest - hval))
+        end
       end
     end
   end

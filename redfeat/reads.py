@@ -25,7 +25,8 @@ from .quality.service import Monitor
 from .realtime.cache import MISSING, Cache
 from .transforms.derived import Deriver
 from .types import Int, Vector
-from .windows.spec import decode, decode_range, read_range, values_at
+from .windows.service import decoded
+from .windows.spec import range_fields, read_range, values_at
 
 if TYPE_CHECKING:
     from .offline.service import Training
@@ -340,21 +341,31 @@ class Reads:
             # every stored view and window features in one round trip; on_read views are
             # computed from their source
             pipe: Any = self._ctx.client.pipeline(transaction=False)
+            # on a cluster the keys of one view span slots: one grouped MGET per view
+            split = self._ctx.direct.cluster is not None
+            latest_blobs: list[Any] = []
             for w in sent:
                 name, ents = w.res.name, ents_of[w.res.key.name]
                 keys_ = [self._ctx.keys.latest(name, escape_id(ents[i])) for i in fetch[name]]
-                pipe.execute_command("MGET", *keys_)
+                if split:
+                    latest_blobs.append(self._ctx.direct.mget(keys_))
+                else:
+                    pipe.execute_command("MGET", *keys_)
             # only the buckets the asked windows cover (HGETALL when that is most of them)
             spans = [read_range(ww.wf, now_ms, [w for _, _, w in ww.by_feature()]) for ww in wins]
             for ww, span in zip(wins, spans, strict=True):
-                fields = [] if span is None else ["_d", *map(str, range(span[0], span[1] + 1))]
+                fields = [] if span is None else range_fields(span)
+                head = str(now_ms // ww.wf.hop_ms)  # the one tile a read at now may cut
                 for e in ents_of[keys[ww.wf.name].name]:
-                    tiles_key = self._ctx.keys.window_tiles(ww.wf.name, escape_id(e))
+                    esc = escape_id(e)
+                    tiles_key = self._ctx.keys.window_tiles(ww.wf.name, esc)
                     if span is None:
                         pipe.hgetall(tiles_key)
                     else:
                         pipe.execute_command("HMGET", tiles_key, *fields)
-            replies = pipe.execute() if sent or (n and wins) else []
+                    pipe.hget(self._ctx.keys.window_events(ww.wf.name, esc), head)
+            replies = pipe.execute() if (sent and not split) or (n and wins) else []
+            replies = latest_blobs + replies
         per_view: dict[str, list[Any]] = {}
         for w, blobs in zip(sent, replies, strict=False):
             got, name = hits[w.res.name], w.res.name
@@ -377,8 +388,13 @@ class Reads:
         for w in wanted:  # the serving log: counted and sampled per view
             self._monitor.read(w.res, per_view[w.res.name], w.features)
         for k, (ww, span) in enumerate(zip(wins, spans, strict=True)):
-            raw = replies[len(sent) + k * n : len(sent) + (k + 1) * n]
-            tiles = [decode(r) if span is None else decode_range(r, span[0]) for r in raw]
+            raw = replies[len(sent) + 2 * k * n : len(sent) + 2 * (k + 1) * n]
+            head = str(now_ms // ww.wf.hop_ms)
+            ents = ents_of[keys[ww.wf.name].name]
+            tiles = [
+                decoded(ww.wf, e, raw[2 * i], raw[2 * i + 1], span, head)
+                for i, e in enumerate(ents)
+            ]
             per_view[ww.wf.name] = [values_at(ww.wf, et, now_ms, ww.by_feature()) for et in tiles]
         columns = [
             (w.res.name, f, out)

@@ -24,6 +24,7 @@ from .core.metrics import BOUNDS_NS, Metrics
 from .core.records import EntityStats, Status
 from .core.time import to_us
 from .errors import wrap_redis
+from .online import events
 from .online.history import from_latest, ttl_ok
 from .timeseries.spec import SeriesRegistry
 
@@ -210,8 +211,8 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
     k = ctx.keys
     views = [v.name for v in ctx.registry.views()]
     with wrap_redis("reading the change feed and ingest streams failed"):
+        sec, usec = client.time()  # alone: a cluster pipeline refuses a keyless command
         pipe = client.pipeline(transaction=False)
-        pipe.time()
         for v in views:
             pipe.xlen(k.feed(v))
             pipe.xrevrange(k.feed(v), count=1)
@@ -219,8 +220,7 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
             pipe.xlen(k.ingest(v))
             pipe.xinfo_groups(k.ingest(v))
             pipe.xlen(k.dead_letters(v))
-        replies = pipe.execute(raise_on_error=False)
-        sec, usec = replies[0]
+        replies = [None, *pipe.execute(raise_on_error=False)]
         now_ms = int(sec) * 1000 + int(usec) // 1000
         out: dict[str, Any] = {}
         second = client.pipeline(transaction=False)
@@ -286,8 +286,25 @@ def profiles(recorder: Profiles) -> dict[str, Any]:
     }
 
 
+def offline(ctx: Ctx, feeder: dict[str, Any] | None) -> dict[str, Any]:
+    """The offline log's consumer group on each view's feed, whichever process runs it:
+    ``lag`` (entries not yet read; None without a group), ``pending`` (read, not yet in
+    Parquet) and ``gap`` (entries trimmed before it read them); with a feeder in this
+    process, its ``versions_written`` and ``gaps`` resynced from history."""
+    views = {
+        v.name: events.group_state(ctx.client, ctx.keys, v.name, events.OFFLINE_GROUP)
+        for v in ctx.registry.views()
+    }
+    return {"views": views, **(feeder or {})}
+
+
 def stats(
-    ctx: Ctx, *, storage: bool, flush: Callable[[], None], recorder: Profiles | None = None
+    ctx: Ctx,
+    *,
+    storage: bool,
+    flush: Callable[[], None],
+    recorder: Profiles | None = None,
+    feeder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``store.stats()``: operations of this process, the server's memory, the realtime
     backlog, buffered profiles and (``storage``) what is stored; ``flush`` sends buffered
@@ -296,6 +313,7 @@ def stats(
     with wrap_redis("reading server statistics failed"):
         out["server"] = _server(ctx.client)
     out["realtime"] = realtime(ctx)
+    out["offline"] = offline(ctx, feeder)
     if recorder is not None:
         out["profiles"] = profiles(recorder)
     if storage:

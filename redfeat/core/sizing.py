@@ -28,14 +28,14 @@ class Constants:
     per_payload_byte: float  # latest key growth per payload byte (allocator classes)
     history_key: tuple[float, float]  # the history key itself: listpack, skiplist
     per_version: tuple[float, float]  # each older version besides its member bytes
-    feed_per_version: float
+    feed_per_version: float  # besides the payload and its 4-byte length (the feed has both)
 
 
 # bench/memory.py, 20,000 entities, 3 and 20 Float features, 1, 2 and 10 versions, less
 # the main dictionary's buckets (8 bytes x the next power of two of the key count), which
 # the estimate adds for the keys it counts
-REDIS_7 = Constants(93.5, 1.14, (113.2, 861.0), (10.5, 137.2), 33.1)
-VALKEY_9 = Constants(73.6, 1.12, (62.7, 771.7), (13.1, 54.8), 28.5)
+REDIS_7 = Constants(93.5, 1.14, (113.2, 861.0), (10.5, 137.2), 31.7)
+VALKEY_9 = Constants(73.6, 1.12, (62.7, 771.7), (13.1, 54.8), 25.2)
 PROFILES = 32_768  # a view's hourly profiles (measured 15-31 KB for 20k-100k entities)
 
 
@@ -74,7 +74,7 @@ def estimate(
     if history > 1:
         per_entity += constants.history_key[skip]
         per_entity += (history - 1) * (member + constants.per_version[skip])
-    feed = min(entities * history, feed_cap) * constants.feed_per_version
+    feed = min(entities * history, feed_cap) * (constants.feed_per_version + p + 4)
     keys = entities * (2 if history > 1 else 1)
     return round(entities * per_entity + _buckets(keys) + feed + (PROFILES if profiles else 0))
 

@@ -95,7 +95,9 @@ end
 # of up to 256 entities), so the feed costs two commands per call, not two per entity:
 #   stream entry {k: kind, f: fields, e: escaped entity ids joined by "\n",
 #                 v: int64 BE (version id, event_time_us) per id; version id 0: the write
-#                 made no new version (a retry, or late data dropped)}
+#                 made no new version (a retry, or late data dropped),
+#                 p: the payload of every new version, in order, each as uint32 BE length
+#                 .. payload (the offline log is fed from the feed, not from history)}
 #   message      msgpack [entry id, kind, fields, ids, pairs], each as bin
 # Escaped ids never contain a newline (keys.py), so the join is unambiguous.
 #
@@ -122,6 +124,7 @@ local ZERO16 = string.rep('\0', 16)
 local ev_new = 0
 local nkeys = #KEYS - 1  -- the stream key comes last
 local ev_pairs = {}
+local ev_pay = {}
 -- Read every latest value with one MGET and, without a ttl, write them back with one MSET:
 -- one call per chunk instead of two per entity. The table keeps each key's current value
 -- so that an entity appearing twice in a chunk sees its own earlier version.
@@ -286,6 +289,7 @@ for k = 1, nkeys, per do
     -- one (version id, event time) pair per entity of the call; id 0: no new version
     if status == 0 or status == 1 then
       ev_pairs[#ev_pairs + 1] = struct.pack('>ll', id, et)
+      ev_pay[#ev_pay + 1] = struct.pack('>I4', #payload) .. payload
       ev_new = ev_new + 1
     else
       ev_pairs[#ev_pairs + 1] = ZERO16
@@ -308,7 +312,7 @@ end
 if ev_new > 0 then
   local ids, pairs = ARGV[10], table.concat(ev_pairs)
   local entry = feed_add(KEYS[#KEYS], ev_new, ARGV[7], math.floor(now / 1000),
-    'k', ARGV[8], 'f', ARGV[9], 'e', ids, 'v', pairs)
+    'k', ARGV[8], 'f', ARGV[9], 'e', ids, 'v', pairs, 'p', table.concat(ev_pay))
   redis.call('PUBLISH', channel, '\149' .. bin(entry) .. bin(ARGV[8]) .. bin(ARGV[9])
     .. bin(ids) .. bin(pairs))
 end
@@ -338,7 +342,12 @@ for k = 1, nkeys, 2 do
     local lkey = KEYS[k]
     local open = string.find(lkey, '{', 1, true)
     local bar = string.find(lkey, '|', open, true)
-    ids[#ids + 1] = string.sub(lkey, bar + 1, -2)
+    if string.sub(lkey, bar + 1, bar + 1) == ':' then
+      -- partitioned layout (keys.py): the id follows the partition's tag
+      ids[#ids + 1] = string.sub(lkey, string.find(lkey, '}', bar, true) + 2)
+    else
+      ids[#ids + 1] = string.sub(lkey, bar + 1, -2)
+    end
     pairs[#pairs + 1] = struct.pack('>ll', 0, now)
   end
 end

@@ -46,6 +46,7 @@ from .errors import (
     backend_error,
     wrap_redis,
 )
+from .online.history import check_tag
 from .online.online import Online, Progress
 from .quality.service import Monitor, Quality
 from .reads import Reads
@@ -589,13 +590,25 @@ class FeatureStore:
 
     @timed("write")
     def write(
-        self, view: str, entity_id: EntityId, values: Mapping[str, Any], *, event_time: Any = None
+        self,
+        view: str,
+        entity_id: EntityId,
+        values: Mapping[str, Any],
+        *,
+        event_time: Any = None,
+        tag: str | None = None,
     ) -> Version:
         """Write one version of an entity's features (event_time: datetime or epoch s; now).
         ``Version.expired`` says the event time was already past the view's ttl: the
-        version is kept in history, but reads as missing."""
+        version is kept in history, but reads as missing. ``tag="v2"`` names the version
+        (read it back with ``version(view, id, tag="v2")``; the name moves with a later
+        write tagged the same; it is set right after the version is stored)."""
+        if tag is not None:
+            check_tag(view, tag)
         ent = self._reads.entity_id(view, entity_id)
         version = self._writes.write(view, ent, values, event_time)
+        if tag is not None and version.id:
+            self._training().tag(view, ent, tag, version.id)
         self._touched(view, ent)
         return self._stamped(view, version)
 
@@ -794,10 +807,30 @@ class FeatureStore:
         ent = self._reads.entity_id(view, entity_id, read=True)
         return self._training().history(view, ent, limit=limit)
 
-    def version(self, view: str, entity_id: EntityId, version_id: int) -> Version:
-        """One version by id (NotFoundError if it is not, or no longer, kept)."""
+    def version(
+        self,
+        view: str,
+        entity_id: EntityId,
+        version_id: int | None = None,
+        *,
+        tag: str | None = None,
+    ) -> Version:
+        """One version by id, or by the ``tag`` a write gave it (NotFoundError if it is
+        not, or no longer, kept)."""
         ent = self._reads.entity_id(view, entity_id, read=True)
-        return self._training().version(view, ent, version_id)
+        return self._training().version(view, ent, version_id, tag)
+
+    @timed("delete_version")
+    def delete_version(self, view: str, entity_id: EntityId, version_id: int) -> bool:
+        """Remove one version of an entity (and the tags naming it); if it was the latest,
+        the newest remaining version becomes the latest. Whether it was there. No change
+        event is recorded: readers of the feed see the version's write only."""
+        ent = self._reads.entity_id(view, entity_id)
+        res = self._ctx.registry.get(view)
+        gone = self._online.delete_version(res, ent, version_id)
+        if gone:
+            self._touched(view, ent)
+        return gone
 
     @timed("diff")
     def diff(self, view: str, entity_id: EntityId, a: Any, b: Any) -> dict[str, Any]:

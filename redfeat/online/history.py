@@ -14,7 +14,7 @@ from ..core.keys import Keys, escape_id
 from ..core.records import Version
 from ..core.registry import Resolved
 from ..core.time import from_us, now_us, to_us
-from ..errors import NotFoundError, Problem, ValidationError, wrap_redis
+from ..errors import ConfigurationError, NotFoundError, Problem, ValidationError, wrap_redis
 
 LATEST_HEAD = struct.Struct(">qQ")  # latest value: event_time_us, version id
 _ID = struct.Struct(">xQ")  # history member: 0xCF, version id (see scripts.py)
@@ -142,6 +142,39 @@ def find_version(
         if v.id == version_id:
             return v
     return None
+
+
+MAX_TAG = 256
+
+
+def check_tag(view: str, tag: object) -> str:
+    if not isinstance(tag, str) or not tag or len(tag.encode()) > MAX_TAG:
+        raise ConfigurationError(
+            f"view {view!r}: a tag is a non-empty str of at most {MAX_TAG} bytes "
+            f"(e.g. 'v2'), got {tag!r:.60}"
+        )
+    return tag
+
+
+def set_tag(
+    client: redis.Redis, keys: Keys, res: Resolved, entity: str, tag: str, vid: int
+) -> None:
+    """Name version ``vid`` of an entity ``tag`` (a later tag of that name moves it)."""
+    with wrap_redis(f"view {res.name!r}, entity {entity!r}: tagging a version failed"):
+        client.hset(keys.tags(res.name, escape_id(entity)), tag, vid)
+
+
+def tagged(client: redis.Redis, keys: Keys, res: Resolved, entity: str, tag: str) -> Version:
+    """The version an entity's ``tag`` names (NotFoundError if none, or no longer kept)."""
+    with wrap_redis(f"view {res.name!r}, entity {entity!r}: reading a tag failed"):
+        raw = cast(bytes | None, client.hget(keys.tags(res.name, escape_id(entity)), tag))
+    found = None if raw is None else find_version(client, keys, res, entity, int(raw))
+    if found is None:
+        raise NotFoundError(
+            f"view {res.name!r}, entity {entity!r}: no version tagged {tag!r} "
+            + ("(never tagged)" if raw is None else f"(version {int(raw)} is no longer kept)")
+        )
+    return found
 
 
 def _same(a: Any, b: Any) -> bool:

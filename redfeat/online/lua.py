@@ -361,3 +361,52 @@ end
 return gone
 """
 )
+
+
+# DELETE_VERSION: remove one version of one entity; the newest remaining one becomes the
+# latest if it was the latest, and tags naming it go.
+#
+# KEYS[1] latest key, KEYS[2] history key, KEYS[3] tags hash
+# ARGV[1] version id, ARGV[2] ttl in ms (0 none; with a ttl history holds the latest too)
+# Returns 1 if the version was found, else 0.
+DELETE_VERSION = r"""
+local vid = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local found = 0
+-- history is bounded by the view's setting: a scan of one entity's versions
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if struct.unpack('>L', m, 2) == vid then
+    redis.call('ZREM', KEYS[2], m)
+    found = 1
+    break
+  end
+end
+local cur = redis.call('GET', KEYS[1])
+if cur and struct.unpack('>L', cur, 9) == vid then
+  found = 1
+  local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  if top[1] then
+    local et = tonumber(top[2])
+    local value = struct.pack('>lL', et, struct.unpack('>L', top[1], 2)) .. string.sub(top[1], 10)
+    if ttl > 0 then
+      local t = redis.call('TIME')
+      local exp = math.floor(et / 1000) + ttl
+      if exp > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then
+        redis.call('SET', KEYS[1], value, 'PXAT', exp)
+      else
+        redis.call('DEL', KEYS[1])
+      end
+    else
+      redis.call('ZREM', KEYS[2], top[1])  -- the latest lives in the latest key only
+      redis.call('SET', KEYS[1], value)
+    end
+  else
+    redis.call('DEL', KEYS[1])
+  end
+end
+local tags = redis.call('HGETALL', KEYS[3])
+for i = 1, #tags, 2 do
+  if tonumber(tags[i + 1]) == vid then redis.call('HDEL', KEYS[3], tags[i]) end
+end
+return found
+"""

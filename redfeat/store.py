@@ -179,6 +179,11 @@ class FeatureStore:
             raise ConfigurationError("a near cache needs change events (feed_cap > 0)")
         dur = durability if isinstance(durability, Durability) else None
         mode = check_mode(durability if dur is None else dur.mode)
+        if client is None and mode == "replicated":
+            raise ConfigurationError(
+                "durability='replicated' needs a server with replicas (a Redis Cluster, or a "
+                "master with replicas, by URL or client=); the embedded server has none"
+            )
         if client is None:
             self._server = EmbeddedServer(data_dir, server_bin=server_bin, durability=mode)
             if not holds_data(self._server.dir):
@@ -243,7 +248,8 @@ class FeatureStore:
             def log(*args: Any) -> None:
                 log_versions(offline, *args)
 
-        self._online = Online(ctx, feed_cap, observer=self._monitor, log=log)
+        replicate = dur.replicate if dur.replicated else None
+        self._online = Online(ctx, feed_cap, observer=self._monitor, log=log, replicate=replicate)
         self._transforms = _Lazy(_transform_registry)
         self._deriver = Deriver(ctx, self._transforms, reader=self)
         self._cache = cache

@@ -98,11 +98,12 @@ class Online:
         *,
         observer: WriteObserver | None = None,
         log: LogHook | None = None,
+        replicate: Callable[[Any], None] | None = None,
     ) -> None:
         self.client = ctx.client
         self.keys = ctx.keys
         self.direct = ctx.direct
-        self.writer = Writer(ctx.client, ctx.keys, ctx.direct, feed_cap)
+        self.writer = Writer(ctx.client, ctx.keys, ctx.direct, feed_cap, replicate)
         self.delete_script = Script(scripts.DELETE)
         self.log = log  # new versions go there too (the offline log)
         self.observer = observer  # validators and profiles (store.quality)
@@ -319,6 +320,8 @@ class Online:
             conn = self.direct.conn(keys[0])
             try:
                 (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_cap])])
+                if self.writer.replicate is not None:
+                    self.writer.replicate(conn)
             except BaseException:
                 conn.disconnect()
                 raise

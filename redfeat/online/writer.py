@@ -27,7 +27,17 @@ Item = tuple[str, int, bytes, bytes | int | None]
 class Writer:
     """Runs the WRITE script, chunked and pipelined, and reloads it if the server forgot it."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, direct: Direct, feed_cap: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        direct: Direct,
+        feed_cap: int,
+        replicate: Callable[[Any], None] | None = None,
+    ) -> None:
+        # replicate(conn): after the calls on a connection, confirm that replicas have them
+        # (durability "replicated"); raises when they do not
+        self.replicate = replicate
         self.client = client
         self.keys = keys
         self.direct = direct
@@ -114,6 +124,8 @@ class Writer:
             # caller would merge (increment) again
             for reply in self.script.stream(conn, calls, step, idempotent=mode != 1):
                 out.extend(reply)
+            if self.replicate is not None:
+                self.replicate(conn)
         except redis.ConnectionError as exc:
             conn.disconnect()
             raise BackendError(
@@ -180,6 +192,8 @@ class Writer:
                                 progress(len(reply) // 2)
 
                     self.script.stream(conn, [calls[c] for c in cs], got, idempotent=mode != 1)
+                    if self.replicate is not None:
+                        self.replicate(conn)
 
             self.direct.retrying(step, what=f"view {res.name!r}: write")
 

@@ -4,6 +4,7 @@ RedfeatError
 ├── ConfigurationError   bad arguments, bad definitions, unusable server set-up
 ├── ValidationError      rows refused by a view's schema (``.problems`` lists them all)
 ├── NotFoundError        unknown view, entity, version
+│   └── FeedTrimmedError change events a cursor asks for were trimmed from the feed
 ├── ConflictError        a definition change that would break stored data
 └── BackendError         the server failed or could not be reached (chained ``from``)
 """
@@ -26,6 +27,22 @@ class ConfigurationError(RedfeatError):
 
 class NotFoundError(RedfeatError):
     """A view, entity or version does not exist."""
+
+
+class FeedTrimmedError(NotFoundError):
+    """Change events after ``since`` were trimmed from ``view``'s feed (its ``feed_cap``
+    or ``feed_retention``) before they were read. ``resume`` is the oldest cursor kept:
+    reload what depends on the view (``get_many``, ``export``), then read on from it."""
+
+    def __init__(self, view: str, since: str, resume: str | None) -> None:
+        self.view = view
+        self.since = since
+        self.resume = resume
+        super().__init__(
+            f"view {view!r}: change events after cursor {since!r} were trimmed from the feed "
+            "(feed_cap / feed_retention) before they were read; reload the view's state "
+            f"(get_many or export), then read on with changes(since={resume!r})"
+        )
 
 
 class ConflictError(RedfeatError):

@@ -25,7 +25,8 @@ from .quality.service import Monitor
 from .realtime.cache import MISSING, Cache
 from .transforms.derived import Deriver
 from .types import Int, Vector
-from .windows.spec import decode, decode_range, read_range, values_at
+from .windows.service import decoded
+from .windows.spec import range_fields, read_range, values_at
 
 if TYPE_CHECKING:
     from .offline.service import Training
@@ -353,13 +354,16 @@ class Reads:
             # only the buckets the asked windows cover (HGETALL when that is most of them)
             spans = [read_range(ww.wf, now_ms, [w for _, _, w in ww.by_feature()]) for ww in wins]
             for ww, span in zip(wins, spans, strict=True):
-                fields = [] if span is None else ["_d", *map(str, range(span[0], span[1] + 1))]
+                fields = [] if span is None else range_fields(span)
+                head = str(now_ms // ww.wf.hop_ms)  # the one tile a read at now may cut
                 for e in ents_of[keys[ww.wf.name].name]:
-                    tiles_key = self._ctx.keys.window_tiles(ww.wf.name, escape_id(e))
+                    esc = escape_id(e)
+                    tiles_key = self._ctx.keys.window_tiles(ww.wf.name, esc)
                     if span is None:
                         pipe.hgetall(tiles_key)
                     else:
                         pipe.execute_command("HMGET", tiles_key, *fields)
+                    pipe.hget(self._ctx.keys.window_events(ww.wf.name, esc), head)
             replies = pipe.execute() if (sent and not split) or (n and wins) else []
             replies = latest_blobs + replies
         per_view: dict[str, list[Any]] = {}
@@ -384,8 +388,13 @@ class Reads:
         for w in wanted:  # the serving log: counted and sampled per view
             self._monitor.read(w.res, per_view[w.res.name], w.features)
         for k, (ww, span) in enumerate(zip(wins, spans, strict=True)):
-            raw = replies[len(sent) + k * n : len(sent) + (k + 1) * n]
-            tiles = [decode(r) if span is None else decode_range(r, span[0]) for r in raw]
+            raw = replies[len(sent) + 2 * k * n : len(sent) + 2 * (k + 1) * n]
+            head = str(now_ms // ww.wf.hop_ms)
+            ents = ents_of[keys[ww.wf.name].name]
+            tiles = [
+                decoded(ww.wf, e, raw[2 * i], raw[2 * i + 1], span, head)
+                for i, e in enumerate(ents)
+            ]
             per_view[ww.wf.name] = [values_at(ww.wf, et, now_ms, ww.by_feature()) for et in tiles]
         columns = [
             (w.res.name, f, out)

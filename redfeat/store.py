@@ -37,6 +37,7 @@ from .core.records import (
 )
 from .core.registry import Registry
 from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
+from .core.time import Duration, duration_us
 from .errors import (
     BackendError,
     ConfigurationError,
@@ -55,6 +56,7 @@ from .writes import Writes
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .offline.feeder import LogFeeder
     from .offline.log import OfflineLog
     from .offline.materialize import Materializer
     from .offline.service import Training
@@ -161,6 +163,7 @@ class FeatureStore:
         client: redis.Redis | RedisCluster | None = None,
         offline_dir: str | os.PathLike[str] | None = None,
         feed_cap: int = 100_000,
+        feed_retention: Duration | None = None,
         cache: Cache | None = None,
         embedder: Any = None,
         partitions: int | None = None,
@@ -177,6 +180,11 @@ class FeatureStore:
             )
         if cache is not None and not feed_cap:
             raise ConfigurationError("a near cache needs change events (feed_cap > 0)")
+        retention_ms = (
+            0
+            if feed_retention is None
+            else max(1, duration_us(feed_retention, what="feed_retention") // 1000)
+        )
         dur = durability if isinstance(durability, Durability) else None
         mode = check_mode(durability if dur is None else dur.mode)
         if client is None and mode == "replicated":
@@ -237,19 +245,26 @@ class FeatureStore:
         self._closers.insert(0, self._close_monitor)
         self._quality = Quality(ctx, self._monitor)
         self._offline: OfflineLog | None = None
-        log = None
+        self._feeder: LogFeeder | None = None
         if offline_dir is not None:
+            if not feed_cap:
+                raise ConfigurationError(
+                    "offline_dir: the offline log is fed from the change feed; give feed_cap > 0"
+                )
+            from .offline.feeder import LogFeeder
             from .offline.log import OfflineLog
-            from .offline.transfer import log_versions
 
             offline = self._offline = OfflineLog(offline_dir)
             self._closers.insert(0, offline.close)
-
-            def log(*args: Any) -> None:
-                log_versions(offline, *args)
-
-        replicate = dur.replicate if dur.replicated else None
-        self._online = Online(ctx, feed_cap, observer=self._monitor, log=log, replicate=replicate)
+            feeder = self._feeder = LogFeeder(ctx, offline).start()
+            self._closers.insert(0, feeder.close)
+        self._online = Online(
+            ctx,
+            feed_cap,
+            feed_retention_ms=retention_ms,
+            observer=self._monitor,
+            replicate=dur.replicate if dur.replicated else None,
+        )
         self._transforms = _Lazy(_transform_registry)
         self._deriver = Deriver(ctx, self._transforms, reader=self)
         self._cache = cache
@@ -257,7 +272,9 @@ class FeatureStore:
             cache.bind(ctx, reader=self)
             self._closers.insert(0, cache.close)
         self._windows = _Lazy(lambda: _windows(ctx))
-        self._training = _Lazy(lambda: _training(ctx, self._online, self._monitor, self._offline))
+        self._training = _Lazy(
+            lambda: _training(ctx, self._online, self._monitor, self._offline, self._feeder)
+        )
         self._search = _Lazy(lambda: _search(ctx, self, lambda: self.capabilities, embedder))
         self._live = _Lazy(lambda: _live(ctx, self))
         self._series = _Lazy(lambda: _series(ctx))
@@ -282,6 +299,8 @@ class FeatureStore:
         project: str = "default",
         offline_dir: str | os.PathLike[str] | None = None,
         durability: str | Durability = "everysec",
+        feed_cap: int = 100_000,
+        feed_retention: Duration | None = None,
         **redis_kwargs: Any,
     ) -> FeatureStore:
         """Connect to redis://, rediss:// or unix:// (extra keywords go to redis-py), or to a
@@ -313,7 +332,14 @@ class FeatureStore:
         except ValueError as exc:
             raise ConfigurationError(f"cannot use URL {url!r}: {exc}") from exc
         try:
-            store = cls(project=project, client=client, offline_dir=offline_dir, durability=dur)
+            store = cls(
+                project=project,
+                client=client,
+                offline_dir=offline_dir,
+                durability=dur,
+                feed_cap=feed_cap,
+                feed_retention=feed_retention,
+            )
         except BaseException:
             client.close()
             raise
@@ -673,8 +699,8 @@ class FeatureStore:
         with wrap_redis(f"view {view!r}: deleting its streams failed"):
             removed += int(
                 ctx.client.unlink(
-                    ctx.keys.feed(view),
-                    ctx.keys.ingest(view),
+                    *ctx.keys.feeds(view),
+                    *ctx.keys.ingests(view),
                     ctx.keys.dead_letters(view),
                     ctx.keys.materialized(view),  # a view made again loads from the start
                 )
@@ -1001,7 +1027,9 @@ class FeatureStore:
     ) -> tuple[list[ChangeEvent], str | None]:
         """Change events of a view after the cursor ``since`` (None: the oldest kept), and
         the cursor to resume from. The feed lives in Redis, so the cursor survives
-        restarts; it keeps about ``feed_cap`` write calls."""
+        restarts; it keeps the newest ``feed_cap`` versions (and none older than
+        ``feed_retention``). A cursor the feed was trimmed past raises FeedTrimmedError
+        (its ``resume`` is the oldest cursor kept): reload the view's state, then go on."""
         return self._live().changes(view, since=since, limit=limit)
 
     def subscribe(
@@ -1248,6 +1276,7 @@ class FeatureStore:
             storage=args.flag("storage", storage),
             flush=monitor.flush,
             recorder=monitor.recorder,
+            feeder=None if self._feeder is None else self._feeder.counters(),
         )
 
 
@@ -1266,10 +1295,16 @@ def _windows(ctx: Ctx) -> Windows:
     return Windows(ctx)
 
 
-def _training(ctx: Ctx, online: Online, monitor: Monitor, offline: OfflineLog | None) -> Training:
+def _training(
+    ctx: Ctx,
+    online: Online,
+    monitor: Monitor,
+    offline: OfflineLog | None,
+    feeder: LogFeeder | None,
+) -> Training:
     from .offline.service import Training
 
-    return Training(ctx, online, monitor, offline)
+    return Training(ctx, online, monitor, offline, feeder)
 
 
 def _search(

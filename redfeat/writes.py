@@ -29,12 +29,14 @@ from .core.records import Status, Version, WriteReport
 from .core.registry import Resolved
 from .errors import (
     ConfigurationError,
+    FeedTrimmedError,
     NotFoundError,
     Problem,
     RedfeatError,
     ValidationError,
     wrap_redis,
 )
+from .online.events import trimmed_after
 from .online.online import Online, Progress
 from .quality.service import Monitor
 from .realtime.cache import Cache
@@ -636,10 +638,15 @@ class Recovery:
             return self.backfill(src, deps, force=False)
         wrote: dict[str, set[int]] = {}
         deleted: set[str] = set()
-        cursor: str | None = f"{max(lo_ms - 1, 0)}-18446744073709551615"
+        start = f"{max(lo_ms - 1, 0)}-18446744073709551615"
+        # in a partitioned project, the same point in every partition's feed
+        cursor: str | None = ",".join([start] * max(1, ctx.keys.partitions))
         hi_us = (hi_ms + 1) * 1000
         while True:
-            events, nxt = changes(ctx.client, ctx.keys, src.name, cursor, 5000)
+            try:
+                events, nxt = changes(ctx.client, ctx.keys, src.name, cursor, 5000)
+            except FeedTrimmedError:  # trimmed while being read: catch the whole view up
+                return self.backfill(src, deps, force=False)
             if not events:
                 break
             for ev in events:
@@ -665,15 +672,19 @@ class Recovery:
         return n
 
     def _trimmed(self, src: Resolved, lo_ms: int) -> bool:
-        """Whether the feed may have lost entries from lo_ms on (capped by feed_cap)."""
-        try:
-            info = self._ctx.client.xinfo_stream(self._ctx.keys.feed(src.name))
-        except redis.ResponseError:
-            return False  # no feed at all: nothing was written since it was removed
-        except redis.RedisError as exc:
-            raise RedfeatError(f"view {src.name!r}: reading its change feed failed: {exc}") from exc
-        gone = _text(info.get("max-deleted-entry-id") or "0-0")
-        return int(gone.partition("-")[0]) >= lo_ms
+        """Whether the feed (any partition's) may have lost entries from lo_ms on."""
+        for feed in self._ctx.keys.feeds(src.name):
+            try:
+                info = self._ctx.client.xinfo_stream(feed)
+            except redis.ResponseError:
+                continue  # no feed at all: nothing was written since it was removed
+            except redis.RedisError as exc:
+                raise RedfeatError(
+                    f"view {src.name!r}: reading its change feed failed: {exc}"
+                ) from exc
+            if trimmed_after(info, f"{max(lo_ms - 1, 0)}-{(1 << 64) - 1}") is not None:
+                return True
+        return False
 
     def _deleted(self, src: Resolved, deps: list[Resolved], ents: list[str]) -> int:
         """Entities deleted in the span: their derived values go too if the source has

@@ -1,6 +1,6 @@
 """The CLI's shared options are declared once (``redfeat.serve.options``): every command
-that opens a store has the same ``--url --project --home --server-bin``, and a command from
-another module gets them by ``@connected`` alone."""
+that opens a store has the same ``--url --project --home --server-bin --durability``, and a
+command from another module gets them by ``@connected`` alone."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from redfeat.core.embedded import ServerInfo
 from redfeat.serve.cli import app
 from redfeat.serve.options import Conn, connected
 
-SHARED = {"--url", "--project", "--home", "--server-bin"}
+SHARED = {"--url", "--project", "--home", "--server-bin", "--durability"}
 OPENS_A_STORE = {
     "views", "get", "history", "export", "training-frame", "worker", "drift", "health",
     "serve", "demo", ("alerts", "run"), ("alerts", "list"), ("alerts", "history"),
@@ -45,9 +45,14 @@ def test_every_command_that_opens_a_store_has_the_shared_options() -> None:
         assert opts >= SHARED, name
         envs = {p.name: getattr(p, "envvar", None) for p in commands[name].params}
         assert envs["url"] == "REDFEAT_URL" and envs["project"] == "REDFEAT_PROJECT", name
+        assert envs["durability"] == "REDFEAT_DURABILITY", name
     # and the commands that do not open one do not pretend to
     assert not SHARED & {o for p in commands[("token", "create")].params for o in p.opts} - {
         "--home"
+    }
+    # `server start` has its own --durability (the server's setting), not a store's
+    assert not {"--url", "--project"} & {
+        o for p in commands[("server", "start")].params for o in p.opts
     }
 
 

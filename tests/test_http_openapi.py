@@ -95,6 +95,7 @@ def test_document_is_valid_openapi_31_and_lists_every_route(app: Any) -> None:
         ("GET", "/views/{view}/entities/{rest:rf_rest}"): {
             ("GET", "/views/{view}/entities/{entity_id}"),
             ("GET", "/views/{view}/entities/{entity_id}/history"),
+            ("GET", "/views/{view}/entities/{entity_id}/stats"),
         },
         ("GET", "/series/{rest:rf_rest}"): {
             ("GET", "/series/{name}/range"),

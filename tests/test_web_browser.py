@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from served import served
 
-from redfeat import FeatureStore, FeatureView, Field
+from redfeat import FeatureService, FeatureStore, FeatureView, Field
 from redfeat import types as t
 from redfeat.core.embedded import ServerInfo
 from redfeat.serve import auth
@@ -107,6 +107,22 @@ def _data(store: FeatureStore) -> None:
     )
     cpu.add(97.5, NOW)
     store.series("mem", labels={"host": "web-1"}).add(1.0, NOW)
+    # a view with a baseline but too few values to judge drift (min_count 30), recent so
+    # that health's window (the last 24h) sees them too
+    store.apply(FeatureView("visits", entity="user", fields=[Field("score", t.Float)]))
+    recent = datetime.now(UTC) - timedelta(minutes=30)
+    store.write_many(
+        "visits",
+        [
+            {"entity_id": f"t{i}", "score": float(i), "event_time": recent + timedelta(seconds=i)}
+            for i in range(12)
+        ],
+        event_time_column="event_time",
+    )
+    store.quality.set_baseline("visits", recent - timedelta(hours=1), recent + timedelta(hours=1))
+    # a feature service in two versions
+    store.apply(FeatureService("churn", features=["users:spend"], description="churn model"))
+    store.apply(FeatureService("churn", features=["users:spend", "users:age", "visits:score"]))
 
 
 @pytest.fixture
@@ -184,7 +200,7 @@ def test_page_in_chromium_forms_charts_and_no_console_error(
     page, errors = _page(browser)
     _sign_in(page, site, errors)
     # views and their health, with links to each view's lookup and drift
-    assert page.locator("table.views-table tr").count() == 3
+    assert page.locator("table.views-table tr").count() == 4
     # drift of the view with a baseline: the table and one bar chart per feature
     assert page.locator("#drift table.drift-table").count() == 1
     assert _drawn(page, "#drift svg.drift-plot") == 3  # spend, age, segment
@@ -252,6 +268,61 @@ def test_page_in_chromium_forms_charts_and_no_console_error(
     page.goto(site + "/?e_view=users&entity=alice")
     page.wait_for_selector("table.history-table")
     page.screenshot(path=shot or str(tmp_path / "page.png"), full_page=True)
+    assert errors == [], errors
+
+
+def _style(page: Any, selector: str) -> tuple[str, str]:
+    """The computed colour and font style of the first element ``selector`` matches."""
+    color, font = page.locator(selector).first.evaluate(
+        "e => [getComputedStyle(e).color, getComputedStyle(e).fontStyle]"
+    )
+    return str(color), str(font)
+
+
+def test_insufficient_data_is_shown_apart_from_healthy_and_drifting(
+    site: str, browser: Any
+) -> None:
+    page, errors = _page(browser)
+    _sign_in(page, site, errors)
+    row = page.locator("table.views-table tr", has_text="visits")
+    # health: the view is not drifting (ok), and its unjudged feature is said beside that
+    assert row.locator("span.ok").inner_text() == "ok"
+    unjudged = row.locator("span.insufficient_data")
+    assert unjudged.inner_text() == "1 unjudged" and "score" in unjudged.get_attribute("title")
+    assert "too few values to judge drift: score" in row.inner_text()
+    page.select_option("#drift select[name=view]", "visits")
+    page.wait_for_url("**view=visits**")
+    verdict = page.locator("#drift p span.insufficient_data")
+    assert verdict.inner_text() == "insufficient_data"
+    cell = page.locator("#drift table.drift-table td.insufficient_data")
+    assert cell.inner_text() == "insufficient_data"
+    # a style of its own: neither the green of ok, nor a warning's or drift's colour
+    mine = _style(page, "#drift td.insufficient_data")
+    assert mine[1] == "italic"
+    page.goto(site + "/?view=users#drift")
+    page.wait_for_selector("#drift table.drift-table")
+    others = {
+        _style(page, f"#drift td.{v}")[0]
+        for v in ("ok", "warning", "drift")
+        if page.locator(f"#drift td.{v}").count()
+    }
+    assert others and mine[0] not in others, (mine, others)
+    assert errors == [], errors
+
+
+def test_feature_services_with_their_features_and_versions(site: str, browser: Any) -> None:
+    page, errors = _page(browser)
+    _sign_in(page, site, errors)
+    table = page.locator("section#services table.services-table")
+    row = table.locator("tr", has_text="churn")
+    cells = row.locator("td").all_inner_texts()
+    assert cells[0] == "churn" and cells[1] == "2" and cells[2] == "3"
+    assert "users: spend, age" in cells[3] and "visits: score" in cells[3]
+    assert cells[4].splitlines() == ["v2: +users:age, +visits:score", "v1: first"]
+    # a service's view links to its entity lookup
+    row.locator("a", has_text="visits").click()
+    page.wait_for_url("**e_view=visits**")
+    assert page.locator("#entity select[name=e_view]").input_value() == "visits"
     assert errors == [], errors
 
 

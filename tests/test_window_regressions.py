@@ -282,3 +282,89 @@ def test_get_features_reads_only_the_asked_buckets(store: FeatureStore) -> None:
     assert store.get_features(["c"], ["r:x_count_5m", "r:x_count_1d"]) == [
         {"x_count_5m": 1, "x_count_1d": 2}
     ]
+
+
+# -- no leakage: a window at t counts only events at or before t ----------------------------
+
+
+def test_a_window_at_a_past_time_counts_no_event_after_it(store: FeatureStore) -> None:
+    store.apply(
+        WindowFeatures(
+            "k",
+            entity="u",
+            source="x",
+            aggs=["count", "sum", "max", "last"],
+            windows=["10m"],
+            hop="5m",
+        )
+    )
+    base = T0 - T0 % 300  # the start of a hop: every event below falls in one tile
+    store.record("k", "a", 1.0, ts=base + 10)
+    store.record_many("k", _batch(["a", "a"], base + 20).assign(x=[2.0, 3.0]))
+    store.record("k", "a", 100.0, ts=base + 200)  # after every time asked below
+    store.record("k", "a", 7.0, ts=base + 15)  # late, within the same tile
+    want = {"x_count_10m": 4, "x_sum_10m": 13.0, "x_max_10m": 7.0, "x_last_10m": 3.0}
+    assert store.get("k", "a", as_of=base + 20) == want
+    assert store.get_many("k", ["a"], as_of=base + 20) == [want]
+    assert store.get("k", "a", as_of=base + 12, features=["x_count_10m"]) == {"x_count_10m": 1}
+    assert store.get("k", "a", as_of=base + 200, features=["x_sum_10m"]) == {"x_sum_10m": 113.0}
+    rows = pd.DataFrame(
+        {
+            "entity_id": ["a", "a", "a"],
+            "event_time": pd.to_datetime([base + 20, base + 12, base + 5], unit="s"),
+        }
+    )
+    frame = store.training_frame(rows, ["k:x_count_10m", "k:x_sum_10m", "k:x_last_10m"])
+    assert frame.x_count_10m.tolist() == [4, 1, 0]
+    assert frame.x_sum_10m.tolist() == [13.0, 1.0, 0.0]
+    assert frame.x_last_10m.iloc[0] == 3.0 and frame.x_last_10m.iloc[1] == 1.0
+    # at now too: an event a little ahead (a fast producer clock) is not counted yet
+    now = time.time()
+    store.record("k", "b", 1.0, ts=now - 1)
+    store.record("k", "b", 5.0, ts=now + 120)
+    assert store.get("k", "b") == {
+        "x_count_10m": 1,
+        "x_sum_10m": 1.0,
+        "x_max_10m": 1.0,
+        "x_last_10m": 1.0,
+    }
+    assert store.get_features(["b"], ["k:x_sum_10m"]) == [{"x_sum_10m": 1.0}]
+
+
+def test_a_tile_without_raw_events_is_not_cut_but_not_answered(store: FeatureStore) -> None:
+    store.apply(
+        WindowFeatures("k", entity="u", source="x", aggs=["count"], windows=["10m"], hop="5m")
+    )
+    base = T0 - T0 % 300
+    store.record("k", "a", 1.0, ts=base + 10)
+    store.record("k", "a", 1.0, ts=base + 100)
+    key = store.keys.window_events("k", "a")
+    store.client.hdel(key, str(base // 300))  # as stored before raw events were kept
+    store.record("k", "a", 1.0, ts=base + 50)  # merged into the tile, no raw kept
+    assert store.client.hget(key, str(base // 300)) is None
+    assert store.get("k", "a", as_of=base + 200) == {"x_count_10m": 3}  # the whole tile
+    assert store.get("k", "a", as_of=base + 5) == {"x_count_10m": 0}  # before all of it
+    assert store.get_many("k", ["a"], as_of=base + 60) == [None]  # it would need a cut
+    with pytest.raises(ConfigurationError, match="raw events"):
+        store.get("k", "a", as_of=base + 60)
+    rows = pd.DataFrame({"entity_id": ["a"], "event_time": pd.to_datetime([base + 60], unit="s")})
+    assert np.isnan(store.training_frame(rows, ["k:x_count_10m"]).x_count_10m.iloc[0])
+
+
+def test_retention_drops_raw_events_with_their_tiles(store: FeatureStore) -> None:
+    store.apply(
+        WindowFeatures("k", entity="u", source="x", aggs=["count"], windows=["10m"], hop="5m")
+    )
+    base = T0 - T0 % 300
+    times = [base, base + 300, base + 600]
+    store.record_many("k", _batch(["a"] * 3, base).assign(event_time=times))
+    key = store.keys.window_events("k", "a")
+    assert len(store.client.hkeys(key)) == 3
+    store.record("k", "a", 1.0, ts=base + 3600)
+    assert store.client.hkeys(key) == [str((base + 3600) // 300).encode()]
+    assert store.get("k", "a", as_of=base + 3600) == {"x_count_10m": 1}
+    # malformed raw events are named, like a malformed tile
+    store.record("k", "a", 1.0, ts=base + 3700)
+    store.client.hset(key, str((base + 3600) // 300), b"odd")
+    with pytest.raises(BackendError, match="malformed"):
+        store.get("k", "a", as_of=base + 3650)

@@ -30,10 +30,9 @@ T0 = 1_767_225_600_000  # 2026-01-01 in ms
 
 
 def _brute(ev: pd.DataFrame, ent: str, t_ms: int, w_ms: int) -> dict[str, float | None]:
-    """Every event whose bucket starts in [round_down(t - W, hop), t]."""
+    """Every event at or before t whose bucket starts in [round_down(t - W, hop), t]."""
     lo = (t_ms - w_ms) // HOP * HOP
-    hi = (t_ms // HOP + 1) * HOP
-    sel = ev[(ev.ent == ent) & (ev.ts >= lo) & (ev.ts < hi)].sort_values("ts")
+    sel = ev[(ev.ent == ent) & (ev.ts >= lo) & (ev.ts <= t_ms)].sort_values("ts")
     v = sel.v.to_numpy()
     n = len(v)
     return {
@@ -316,7 +315,7 @@ def test_definitions_are_checked(store: FeatureStore) -> None:
     with pytest.raises(NotFoundError, match="window features, not a view"):
         store.view("w")
     store.record("w", "u1", 1.0)
-    assert store.delete_window("w") == 1
+    assert store.delete_window("w") == 2  # the tile hash and the event hash
     assert store.window_features() == []
 
 

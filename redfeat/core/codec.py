@@ -63,6 +63,8 @@ def normalize_id(
     given for one is read as that encoded form and checked. Without ``key`` a tuple is
     encoded the same way, unchecked against any entity."""
     try:
+        if type(entity_id) is str and key is None:  # the hot path of every read and write
+            return _normalize_id(view, entity_id, row)
         if key is None or not key.declared:
             if isinstance(entity_id, str | int) or not isinstance(
                 entity_id, tuple | list | Mapping

@@ -342,7 +342,7 @@ def encode_columns(
     checked = {fname: slot_cols[slot] for fname, slot, _n, _c in codec.checks}
     warnings = custom(ids, checked, problems) if custom is not None else []
     if out is not None:
-        out.update(ets=ets, checked=checked, warnings=warnings)
+        out.update(ids=ids, ets=ets, checked=checked, warnings=warnings)
 
     def items() -> Iterator[tuple[str, int, bytes, None]]:
         rows = zip(map(escape_id, ids), ets, map(encode, zip(*slot_cols, strict=True)), strict=True)

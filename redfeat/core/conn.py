@@ -375,12 +375,13 @@ class Script:
         retried = False
 
         def resend_after_drop(reading: bool) -> None:
-            # A connection error or timeout before the first reply: reconnect and send again
-            # what was sent. Only once, and only before the first reply. After a failed
-            # send nothing sent so far was answered; calls sent before it may have run, so
-            # that is a replay too unless it was the first send.
+            # A connection error or timeout: reconnect and send again what was sent and not
+            # answered yet (calls answered are done). Only once per stream. Those calls
+            # may have run (their replies lost with the connection), so this is a replay,
+            # for idempotent calls only; other calls get it only before any was answered
+            # and only if nothing ran for sure (a failed first send).
             nonlocal retried
-            if retried or results:
+            if retried or (results and not replay):
                 raise
             if not replay and (reading or sent):
                 exc = sys.exc_info()[1]
@@ -393,7 +394,7 @@ class Script:
                 ) from exc
             retried = True
             conn.disconnect()
-            for k, a in sent:
+            for k, a in sent[len(results) :]:
                 conn.send_packed_command([pack("EVALSHA", self.sha, len(k), *k, *a)])
 
         def read_one() -> None:

@@ -6,6 +6,7 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:{<view>|<entity id>}     latest version of one entity (string)
     rf:<project>:{<view>|<entity id>}:h   history of one entity (sorted set by event time)
     rf:<project>:{<window>|<entity id>}:w tiles of one entity's window features (hash)
+    rf:<project>:{<window>|<entity id>}:we  raw events of those tiles (hash, by bucket)
     rf:<project>:feed:<view>              change feed: capped stream of change events
     rf:<project>:events:<view>            pub/sub channel of live change events
     rf:<project>:ingest:<view>            pushed rows for workers (stream, group "redfeat")
@@ -161,6 +162,10 @@ class Keys:
     def window_tiles(self, name: str, escaped_id: str) -> str:
         """Hash: one entity's window-feature tiles, bucket id -> packed tile (windows.py)."""
         return self.tag(name, escaped_id) + ":w"
+
+    def window_events(self, name: str, escaped_id: str) -> str:
+        """Hash: the raw events of one entity's kept tiles, bucket id -> packed events."""
+        return self.tag(name, escaped_id) + ":we"
 
     def feed(self, view: str, k: int = 0) -> str:
         """The view's change feed (a capped stream of change events); of partition k in a

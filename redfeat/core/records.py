@@ -166,7 +166,9 @@ def problem_dict(p: Problem) -> dict[str, Any]:
 class ChangeEvent:
     """One entity changed: a new version (kind "write"), a deletion ("delete"), or, on a
     subscription, "gap": the connection was lost and events up to ``cursor`` may have been
-    missed live (they are replayed from the feed right after)."""
+    missed live (they are replayed from the feed right after), or "trimmed": the feed no
+    longer held some of those (its ``feed_cap``/``feed_retention``): events before
+    ``cursor`` are lost, reload the view's state; the events kept follow."""
 
     view: str
     entity_id: str

@@ -41,6 +41,7 @@ TMP_PREFIX = ".tmp-"
 PART_PREFIX = "part-"
 SUFFIX = ".parquet"
 COMPRESSION = "zstd"
+ROW_GROUP = 128 * 1024
 # compact() removes .tmp-* files older than this (a crashed writer's leftovers).
 STALE_TMP_SECONDS = 3600.0
 _SCAN_ATTEMPTS = 5
@@ -121,6 +122,26 @@ class OfflineLog:
             if buf.rows >= self.max_rows or time.monotonic() - buf.since >= self.max_age_seconds:
                 taken.append(self._take(key))
         self._write_taken(taken)
+
+    def write_named(self, view: FeatureView, table: pa.Table, stem: str) -> int:
+        """Write ``table`` now as ``part-<stem>.parquet`` in each date partition it touches,
+        skipping a partition that has that file already: a writer redoing a batch under the
+        same name (after a crash) writes nothing twice. Returns the rows written."""
+        if table.num_rows == 0:
+            return 0
+        if not table.schema.equals(arrowio.version_schema(view)):
+            raise ConfigurationError(
+                f"offline log, view {view.name!r}: table schema does not match the view"
+            )
+        base = self.root / view.name / f"schema={view.schema_version}"
+        written = 0
+        for day, part in _split_by_day(table):
+            directory = base / f"date={_day_name(day)}"
+            if (directory / f"{PART_PREFIX}{stem}{SUFFIX}").exists():
+                continue
+            _write_atomic(directory, part.sort_by(_ORDER), stem)
+            written += part.num_rows
+        return written
 
     def flush(self, view: str | None = None) -> int:
         """Write buffered rows (of one view, or of all) to Parquet; return how many rows."""
@@ -369,15 +390,18 @@ def _split_by_day(table: pa.Table) -> Iterator[tuple[int, pa.Table]]:
         yield int(sorted_days[s]), table.slice(s, e - s)
 
 
-def _write_atomic(directory: Path, table: pa.Table) -> Path:
-    """Write ``table`` as a new part file: temporary name, fsync, rename, fsync the dir."""
+def _write_atomic(directory: Path, table: pa.Table, stem: str | None = None) -> Path:
+    """Write ``table`` as a new part file: temporary name, fsync, rename, fsync the dir.
+    Row groups of ROW_GROUP rows: sorted by (entity, event time), their statistics let a
+    reader skip what an entity or time filter excludes."""
     directory.mkdir(parents=True, exist_ok=True)
-    stem = f"{time.time_ns() // 1_000_000}-{uuid.uuid4().hex[:8]}"
-    tmp = directory / f"{TMP_PREFIX}{stem}{SUFFIX}"
+    if stem is None:
+        stem = f"{time.time_ns() // 1_000_000}-{uuid.uuid4().hex[:8]}"
+    tmp = directory / f"{TMP_PREFIX}{stem}-{uuid.uuid4().hex[:8]}{SUFFIX}"
     final = directory / f"{PART_PREFIX}{stem}{SUFFIX}"
     try:
         with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression=COMPRESSION)
+            pq.write_table(table, fh, compression=COMPRESSION, row_group_size=ROW_GROUP)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)

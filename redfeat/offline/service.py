@@ -18,6 +18,7 @@ from ..online import history as _history
 from ..online.online import Online, Progress
 
 if TYPE_CHECKING:
+    from .feeder import LogFeeder
     from .log import OfflineLog
 
 # The Arrow, Parquet and DuckDB modules load on first use of the verbs that need them:
@@ -30,12 +31,18 @@ class Training:
     """Versions and training data of one store."""
 
     def __init__(
-        self, ctx: Ctx, online: Online, observer: WriteObserver, offline: OfflineLog | None
+        self,
+        ctx: Ctx,
+        online: Online,
+        observer: WriteObserver,
+        offline: OfflineLog | None,
+        feeder: LogFeeder | None = None,
     ) -> None:
         self._ctx = ctx
         self._online = online
         self._observer = observer
         self._offline = offline
+        self._feeder = feeder
         self.client = ctx.client
         self.keys = ctx.keys
         self.registry = ctx.registry
@@ -131,6 +138,10 @@ class Training:
         from .dump import Dumper
         from .transfer import versions
 
+        if self._feeder is not None:
+            # what the feed holds and the log has not taken yet may be gone from history
+            # already: log it first, so that log plus Redis is every version
+            self._feeder.drain()
         dumper = Dumper(self._ctx.keys, self._ctx.direct)
         return versions(self._ctx, dumper, self._offline, view, entity_ids, lo, hi, progress)
 

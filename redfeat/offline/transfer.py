@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..core.codec import READ, decode, normalize_id
+from ..core.codec import READ, normalize_id
 from ..core.columns import ColumnCheck, columns_of, encode_columns
 from ..core.context import Ctx, WriteObserver
 from ..core.records import WriteReport
@@ -23,7 +23,6 @@ from ..errors import ConfigurationError, Problem, ValidationError
 from ..online.online import Online
 from ..online.scan import entities_of
 from ..online.writer import tally
-from .arrow import versions_table
 from .dump import Dumper
 from .log import OfflineLog
 
@@ -174,18 +173,3 @@ def import_frame(
     report.warnings = out["warnings"]
     observer.written_columns(res, out, {}, flat)  # a backfill lands in its hours
     return report
-
-
-def log_versions(
-    offline: OfflineLog,
-    res: Resolved,
-    entities: list[str],
-    ets: list[int],
-    ids: list[int],
-    payloads: list[bytes],
-) -> None:
-    """Append new versions (as the write step stored them) to the offline log."""
-    table = versions_table(
-        res.view, res.codec.slots, entities, ets, ids, [decode(p) for p in payloads]
-    )
-    offline.append(res.view, table)

@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import dataclasses
 import queue
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -25,7 +27,7 @@ from ..core.context import Ctx
 from ..core.keys import Keys, unescape_id
 from ..core.records import ChangeEvent
 from ..core.time import from_us
-from ..errors import BackendError, ConfigurationError, wrap_redis
+from ..errors import BackendError, ConfigurationError, FeedTrimmedError, wrap_redis
 
 _KINDS = {"w": "write", "d": "delete"}
 
@@ -69,11 +71,46 @@ def _raw(v: Any) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
 
 
+def _versions_in(entry: Any) -> int:
+    """How many versions one feed entry counts (its id's count grew by that much)."""
+    data = {_text(k): v for k, v in ((entry[1] or {}) if entry else {}).items()}
+    pairs = _raw(data.get("v", b""))
+    if _text(data.get("k", b"w")) == "d":
+        return len(pairs) // 16
+    return int(np.count_nonzero(np.frombuffer(pairs, dtype=">i8")[0::2]))
+
+
+def trimmed_after(info: Any, since: str) -> str | None:
+    """Whether the feed (its XINFO STREAM, parsed) lost entries after cursor ``since``:
+    None if not, else the cursor to read on from (just before the oldest entry kept).
+
+    Trims only remove the oldest entries, and an entry id's sequence counts the versions
+    recorded up to it (online.lua FEED), so the oldest entry kept says exactly where the
+    trimmed ones end: before it by the versions it holds. A cursor that is not that point
+    (a legacy feed's, or a made-up one) counts as a gap when anything was trimmed."""
+    if not isinstance(info, dict):
+        return None  # no feed: nothing was trimmed
+    first = info.get("first-entry")
+    if not first or int(info.get("entries-added") or 0) <= int(info.get("length") or 0):
+        return None  # empty, or nothing ever trimmed
+    ms, seq = _stream_id(_text(first[0]))
+    at = _stream_id(since)
+    if at >= (ms, seq):
+        return None
+    before = seq - _versions_in(first)
+    if at[1] == before and at[0] <= ms:
+        return None  # the cursor is the last entry before the oldest kept
+    return f"{ms}-{before}" if before >= 0 else f"{ms - 1}-{(1 << 64) - 1}"
+
+
 def changes(
     client: redis.Redis, keys: Keys, view: str, since: str | None, limit: int
 ) -> tuple[list[ChangeEvent], str | None]:
     """Events after ``since`` (a cursor; None = from the oldest kept), in order. Whole
     stream entries are returned, so a call may give a few more than ``limit``.
+
+    Raises FeedTrimmedError if entries after ``since`` were trimmed before they were read
+    (events read before the trim are returned first, and the next call raises).
 
     The one reader of "every partition of a view's feed": in a partitioned project (a
     cluster) the partitions' entries are merged by entry id and a cursor holds every
@@ -94,7 +131,12 @@ def changes(
         pos = [p or None for p in parts]
     entries: list[tuple[tuple[int, int, int], int, str, list[ChangeEvent]]] = []
     for k in range(n):
-        evs, _ = _changes_of(client, keys.feed(view, k), view, pos[k], limit)
+        try:
+            evs, _ = _changes_of(client, keys.feed(view, k), view, pos[k], limit)
+        except FeedTrimmedError as exc:  # a gap in one partition: resume every partition
+            resume = [p or "" for p in pos]
+            resume[k] = exc.resume or ""
+            raise FeedTrimmedError(view, since or "", ",".join(resume)) from None
         by_entry: dict[str, list[ChangeEvent]] = {}
         for ev in evs:
             by_entry.setdefault(ev.cursor, []).append(ev)
@@ -114,6 +156,32 @@ def changes(
     return out, ",".join(p or "" for p in pos)
 
 
+def feed_end(client: redis.Redis, keys: Keys, view: str) -> str | None:
+    """The cursor of the view's newest event (composite in a partitioned project); None
+    when the feed is empty."""
+    ends: list[str] = []
+    with wrap_redis(f"view {view!r}: reading the change feed failed"):
+        for feed in keys.feeds(view):
+            last = client.xrevrange(feed, count=1)
+            ends.append(_text(last[0][0]) if last else "")
+    if not keys.partitions:
+        return ends[0] or None
+    return ",".join(ends) if any(ends) else None
+
+
+def later_cursor(a: str | None, b: str | None) -> str | None:
+    """The later of two cursors of one view (per partition, in a partitioned project)."""
+    if a is None or b is None:
+        return b if a is None else a
+    pa, pb = a.split(","), b.split(",")
+    if len(pa) != len(pb):
+        return b
+    return ",".join(
+        y if x == "" or (y != "" and _stream_id(y) > _stream_id(x)) else x
+        for x, y in zip(pa, pb, strict=True)
+    )
+
+
 def _changes_of(
     client: redis.Redis, feed: str, view: str, since: str | None, limit: int
 ) -> tuple[list[ChangeEvent], str | None]:
@@ -123,7 +191,22 @@ def _changes_of(
     cursor = since
     with wrap_redis(f"view {view!r}: reading the change feed failed"):
         while len(events) < limit:
-            rows = client.xrange(feed, min=start, max="+", count=100)
+            if cursor is None:
+                rows = client.xrange(feed, min=start, max="+", count=100)
+            else:
+                # the read and the trim mark in one step: the trim only ever removes the
+                # oldest entries, so any entry trimmed after the cursor means lost events
+                pipe = client.pipeline(transaction=True)
+                pipe.xrange(feed, min=start, max="+", count=100)
+                pipe.xinfo_stream(feed)
+                rows, info = pipe.execute(raise_on_error=False)
+                if isinstance(rows, Exception):
+                    raise rows
+                resume = trimmed_after(info, cursor)
+                if resume is not None:
+                    if events:
+                        break  # hand over what was read; the next call reports the gap
+                    raise FeedTrimmedError(view, cursor, resume)
             if not rows:
                 break
             for entry_id, data in rows:
@@ -184,16 +267,10 @@ class Subscription:
         self._reconnected = True
 
     def _feed_end(self, view: str) -> str | None:
-        ends: list[str] = []
-        for feed in self._keys.feeds(view):
-            try:
-                last = self._client.xrevrange(feed, count=1)
-            except redis.RedisError:
-                return None
-            ends.append(_text(last[0][0]) if last else "")
-        if not self._keys.partitions:
-            return ends[0] or None
-        return ",".join(ends)
+        try:
+            return feed_end(self._client, self._keys, view)
+        except BackendError:
+            return None
 
     def _wanted(self, ev: ChangeEvent) -> bool:
         return self._ids is None or ev.entity_id in self._ids
@@ -247,13 +324,19 @@ class Subscription:
         return out + self._replay_now()
 
     def _replay(self) -> list[ChangeEvent]:
-        """A "gap" marker per view, then what the feed recorded after the last event seen."""
+        """A "gap" marker per view, then what the feed recorded after the last event seen;
+        a "trimmed" marker where the feed no longer holds all of it (its cursor: where the
+        events kept start again; what came between is lost, reload the view's state)."""
         out: list[ChangeEvent] = []
         if self._views is None:  # views created after subscribing have no cursor: say so
             out.append(ChangeEvent("*", "", "gap", 0, None, None, (), "0-0"))
         for view, cursor in list(self._cursors.items()):
             out.append(ChangeEvent(view, "", "gap", 0, None, None, (), cursor or "0-0"))
-            events, new_cursor = changes(self._client, self._keys, view, cursor, 1_000_000)
+            try:
+                events, new_cursor = changes(self._client, self._keys, view, cursor, 1_000_000)
+            except FeedTrimmedError as exc:
+                out.append(ChangeEvent(view, "", "trimmed", 0, None, None, (), exc.resume or ""))
+                events, new_cursor = changes(self._client, self._keys, view, exc.resume, 1_000_000)
             out.extend(ev for ev in events if self._wanted(ev))
             self._cursors[view] = new_cursor
         return out
@@ -339,3 +422,176 @@ def subscribe(
     ids = None if entity_ids is None else [str(e) for e in entity_ids]
     known = [v.name for v in ctx.registry.views()] if views is None else []
     return Subscription(ctx.client, ctx.keys, views, ids, known)
+
+
+# -- consumer groups: the offline log's durable reader of the feed ---------------------------
+
+OFFLINE_GROUP = "offline"  # the group the offline log reads every view's feed with
+
+
+@dataclass(frozen=True, slots=True)
+class FeedVersion:
+    """One new version as the write step put it in the feed: the payload as stored."""
+
+    entity_id: str
+    version_id: int
+    event_us: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FeedBatch:
+    """Feed entries read by a consumer group: their ids (to acknowledge), the versions they
+    carry in order, and whether entries were trimmed from under the group (``gap``: the
+    versions of those are not here; resync from history)."""
+
+    ids: list[str]
+    versions: list[FeedVersion]
+    gap: bool
+
+
+# In a partitioned project (a cluster) a group reads every partition's feed; the ids of a
+# FeedBatch are then "<partition>/<entry id>", so that ack() finds each entry's stream.
+
+
+def ensure_group(client: redis.Redis, keys: Keys, view: str, group: str) -> None:
+    """Create ``group`` on the view's feed (each partition's), reading from its oldest kept
+    entry (MKSTREAM: a view nothing was written to yet gets an empty feed)."""
+    with wrap_redis(f"view {view!r}: creating the feed's consumer group failed"):
+        for feed in keys.feeds(view):
+            try:
+                client.xgroup_create(feed, group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+
+def read_group(
+    client: redis.Redis,
+    keys: Keys,
+    view: str,
+    group: str,
+    consumer: str,
+    *,
+    count: int,
+    block_ms: int | None,
+    pending: bool,
+) -> FeedBatch:
+    """The next entries for ``consumer`` (``pending``: those delivered to it and not yet
+    acknowledged, oldest first, as a restart must redo them; else new ones). Entries that
+    carry no payloads (written before feeds carried them) and pending entries trimmed
+    meanwhile set ``gap``. In a partitioned project, each partition's feed in turn (up to
+    ``count`` entries each; one entity's versions stay in order, they are in one feed);
+    ``block_ms`` then waits only when no partition had anything."""
+    feeds = keys.feeds(view)
+    rows: list[tuple[str, Any]] = []
+    with wrap_redis(f"view {view!r}: reading the change feed failed"):
+        for k, feed in enumerate(feeds):
+            reply = client.xreadgroup(
+                group,
+                consumer,
+                {feed: "0" if pending else ">"},
+                count=count,
+                block=None if pending or keys.partitions else block_ms,
+            )
+            got: list[Any] = []
+            if isinstance(reply, dict):  # RESP3
+                for v in reply.values():
+                    got.extend(v[0] if v and isinstance(v[0], list) else v)
+            else:
+                for _, entries in reply or []:
+                    got.extend(entries)
+            tag = f"{k}/" if keys.partitions else ""
+            rows.extend((tag + _text(entry_id), data) for entry_id, data in got)
+    if keys.partitions and not rows and not pending and block_ms:
+        time.sleep(min(block_ms, 200) / 1000)  # nothing anywhere: no busy loop
+    ids: list[str] = []
+    out: list[FeedVersion] = []
+    gap = False
+    for entry_id, data in rows:
+        ids.append(entry_id)
+        if not data:
+            gap = True  # trimmed after delivery, before it was acknowledged
+            continue
+        d = {_text(k): v for k, v in data.items()}
+        if _text(d.get("k", b"")) != "w":
+            continue  # deletes are not versions
+        if "p" not in d:
+            gap = True
+            continue
+        ents = _raw(d["e"]).decode().split("\n") if d["e"] else []
+        nums = np.frombuffer(_raw(d["v"]), dtype=">i8").reshape(-1, 2).tolist()
+        blob, at = _raw(d["p"]), 0
+        for esc, (vid, et) in zip(ents, nums, strict=True):
+            if vid == 0:
+                continue
+            (size,) = struct.unpack_from(">I", blob, at)
+            out.append(
+                FeedVersion(unescape_id(esc), int(vid), int(et), blob[at + 4 : at + 4 + size])
+            )
+            at += 4 + size
+    return FeedBatch(ids, out, gap)
+
+
+def ack(client: redis.Redis, keys: Keys, view: str, group: str, ids: list[str]) -> None:
+    """Acknowledge entries: the group will not deliver them again."""
+    if not ids:
+        return
+    by_feed: dict[str, list[str]] = {}
+    for i in ids:
+        k, _, entry = i.rpartition("/")
+        by_feed.setdefault(keys.feed(view, int(k or 0)), []).append(entry)
+    with wrap_redis(f"view {view!r}: acknowledging feed entries failed"):
+        for feed, entries in by_feed.items():
+            client.xack(feed, group, *entries)
+
+
+def group_state(client: redis.Redis, keys: Keys, view: str, group: str) -> dict[str, Any]:
+    """How far ``group`` is behind on the view's feed: ``pending`` (delivered, not yet
+    acknowledged), ``lag`` (entries not yet delivered; None when the server cannot tell, or
+    the group does not exist) and ``gap`` (entries were trimmed before the group read them).
+    In a partitioned project: summed over the partitions (gap: in any)."""
+    states = [_group_state(client, feed, view, group) for feed in keys.feeds(view)]
+    if len(states) == 1:
+        return states[0]
+    lags = [s["lag"] for s in states]
+    return {
+        "pending": sum(s["pending"] for s in states),
+        "lag": None if any(lag is None for lag in lags) else sum(lags),
+        "gap": any(s["gap"] for s in states),
+    }
+
+
+def _group_state(client: redis.Redis, feed: str, view: str, group: str) -> dict[str, Any]:
+    with wrap_redis(f"view {view!r}: reading the feed's groups failed"):
+        try:
+            groups = client.xinfo_groups(feed)
+            info = client.xinfo_stream(feed)
+        except redis.ResponseError:
+            return {"pending": 0, "lag": None, "gap": False}
+    mine = next((g for g in groups if _text(g.get("name", "")) == group), None)
+    if mine is None:
+        return {"pending": 0, "lag": None, "gap": False}
+    last = _text(mine.get("last-delivered-id", "0-0"))
+    # more entries were trimmed than the group ever read: some were never delivered
+    # (Redis >= 7.0 counts entries added to a stream and entries a group read)
+    first = info.get("first-entry")
+    trimmed = int(info.get("entries-added") or 0) - int(info.get("length") or 0)
+    read = mine.get("entries-read")
+    if read is None and last == "0-0":
+        read = 0
+    gap = bool(
+        first
+        and trimmed > 0
+        and _stream_id(last) < _stream_id(_text(first[0]))
+        and (read is None or trimmed > int(read))
+    )
+    lag = mine.get("lag")
+    if lag is None and not first:
+        lag = 0
+    if lag is None and not gap:
+        # Redis 7.0 answers no lag once entries were trimmed; count what follows the cursor
+        with wrap_redis(f"view {view!r}: reading the change feed failed"):
+            after = client.xrange(feed, min=f"({last}", max="+", count=100_000)
+        lag = len(after or [])
+    return {"pending": int(mine.get("pending", 0)), "lag": lag, "gap": gap}

@@ -16,6 +16,61 @@ zset, versions with equal event time sort by member, i.e. by id: the last writte
 
 from __future__ import annotations
 
+# FEED: the Lua function both WRITE and DELETE use to append one entry to a change feed and
+# keep the feed within its bounds. Written per feed key, so a feed split into partitions
+# is bounded per partition by the same rule.
+#
+# Entry ids are "<ms>-<count>": ms is the server clock (never going back within a feed), and
+# count the number of versions the feed has recorded up to and including this entry. So
+# the cap counts versions, not entries, without reading entries back: the entries whose
+# count is <= newest count - cap hold only versions older than the newest `cap`, and are
+# trimmed (exact MINID, amortised: only when the count crosses a multiple of `step`, so
+# the feed holds at most cap + step + (versions of one entry - 1) versions). The age bound
+# is MINID ~ (now - retention): whole stream nodes, never a scan. A reader that fell
+# behind sees it in XINFO STREAM's max-deleted-entry-id (events.changes).
+FEED = r"""
+local function feed_id_parts(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function feed_add(fkey, n, bounds, now_ms, ...)
+  local cap, keep_ms = string.match(bounds, '^(%d+) (%d+)$')
+  cap, keep_ms = tonumber(cap), tonumber(keep_ms)
+  local ms, count = now_ms, n
+  local last = redis.call('XREVRANGE', fkey, '+', '-', 'COUNT', 1)
+  if last[1] then
+    local lms, lcount = feed_id_parts(last[1][1])
+    if lms > ms then ms = lms end
+    count = lcount + n
+  end
+  local entry = redis.call('XADD', fkey, string.format('%.0f-%.0f', ms, count), ...)
+  local step = math.max(1, math.min(256, math.floor(cap / 8)))
+  if math.floor(count / step) > math.floor((count - n) / step) then
+    local oldest = count - cap  -- entries counted up to here hold only older versions
+    local k = 1
+    while oldest > 0 do
+      local rows = redis.call('XRANGE', fkey, '-', '+', 'COUNT', k)
+      local keep = nil
+      for _, row in ipairs(rows) do
+        local _, c = feed_id_parts(row[1])
+        if c > oldest then keep = row[1] break end
+      end
+      if keep then
+        if keep ~= rows[1][1] then redis.call('XTRIM', fkey, 'MINID', keep) end
+        break
+      end
+      local lms, lcount = feed_id_parts(rows[#rows][1])
+      redis.call('XTRIM', fkey, 'MINID', string.format('%.0f-%.0f', lms, lcount + 1))
+      k = math.min(k * 4, 64)
+    end
+  end
+  if keep_ms > 0 then
+    redis.call('XTRIM', fkey, 'MINID', '~', string.format('%.0f', now_ms - keep_ms))
+  end
+  return entry
+end
+"""
+
 # WRITE: write versions of one or more entities, each as one atomic step.
 #
 # KEYS: per entity, its latest key, then (when the view keeps history) its history key;
@@ -27,7 +82,8 @@ from __future__ import annotations
 # ARGV[5] "0" plain; "1" compare-and-set: each entity carries the latest value it expects;
 #         "2" backfill: each entity carries its written_at (us), used as the version id
 # ARGV[6] change feed: "" = no events, else the channel to PUBLISH to
-# ARGV[7] stream cap (XADD MAXLEN ~), ARGV[8] event kind ("w"), ARGV[9] changed fields
+# ARGV[7] feed bounds "<cap in versions> <retention ms, 0 none>" (FEED)
+# ARGV[8] event kind ("w"), ARGV[9] changed fields
 #         (comma-joined names), ARGV[10] the call's escaped entity ids joined by "\n"
 # ARGV[11..] per entity: event_time_us, payload[, expected latest ("" = none) | written_at]
 #
@@ -35,14 +91,19 @@ from __future__ import annotations
 # of up to 256 entities), so the feed costs two commands per call, not two per entity:
 #   stream entry {k: kind, f: fields, e: escaped entity ids joined by "\n",
 #                 v: int64 BE (version id, event_time_us) per id; version id 0: the write
-#                 made no new version (a retry, or late data dropped)}
+#                 made no new version (a retry, or late data dropped),
+#                 p: the payload of every new version, in order, each as uint32 BE length
+#                 .. payload (the offline log is fed from the feed, not from history)}
 #   message      msgpack [entry id, kind, fields, ids, pairs], each as bin
 # Escaped ids never contain a newline (keys.py), so the join is unambiguous.
 #
 # Returns, per entity, {version id, status}: 0 written and latest moved, 1 written to history
-# only (late data), 2 duplicate of an existing version (id of that version), 3 CAS mismatch,
-# 4 late data for a view without history: dropped (id 0).
-WRITE = r"""
+# only (late data), 2 duplicate of an existing version (id of that version), or superseded by
+# a later row of the same entity and event time in the call (id of that row's version),
+# 3 CAS mismatch, 4 late data for a view without history: dropped (id 0).
+WRITE = (
+    FEED
+    + r"""
 -- msgpack bin32: the ids and pairs are bytes, not text
 local function bin(s) return '\198' .. struct.pack('>I4', #s) .. s end
 local per = tonumber(ARGV[1])
@@ -59,6 +120,7 @@ local ZERO16 = string.rep('\0', 16)
 local ev_new = 0
 local nkeys = #KEYS - 1  -- the stream key comes last
 local ev_pairs = {}
+local ev_pay = {}
 -- Read every latest value with one MGET and, without a ttl, write them back with one MSET:
 -- one call per chunk instead of two per entity. The table keeps each key's current value
 -- so that an entity appearing twice in a chunk sees its own earlier version.
@@ -75,6 +137,18 @@ local dirty, dirty_order = {}, {}
 local lastid = {}
 local used = {}  -- backfill ids given out in this call, per entity
 local out = {}
+-- A plain write of two rows of one entity at one event time keeps the last: the earlier
+-- is superseded at once (last written wins), and keeping it would make a resent chunk add
+-- it again (it is not the latest any more, so it would not be found as a duplicate).
+local final = {}
+if not cas and not backfill then
+  local b = 11
+  for k = 1, nkeys, per do
+    final[KEYS[k] .. '@' .. ARGV[b]] = b
+    b = b + stride
+  end
+end
+local superseded = {}  -- position in out of a superseded row -> its key@event time
 local a = 11
 for k = 1, nkeys, per do
   local lkey = KEYS[k]
@@ -85,7 +159,13 @@ for k = 1, nkeys, per do
   local payload = ARGV[a + 1]
   local cur = latest[lkey]
   local id, status = nil, nil
-  if cas and (cur or '') ~= ARGV[a + 2] then
+  local fkey = lkey .. '@' .. et_s
+  if final[fkey] and final[fkey] ~= a then
+    status = 2
+    id = 0
+    superseded[#out + 1] = fkey
+  end
+  if not status and cas and (cur or '') ~= ARGV[a + 2] then
     status = 3
     id = 0
   end
@@ -109,14 +189,18 @@ for k = 1, nkeys, per do
     end
   end
   if not status and hkey and newest_et ~= nil and et <= newest_et
-      and not (cur_et ~= nil and et == cur_et) then
+      and (backfill or not (cur_et ~= nil and et == cur_et)) then
     -- A retry of a write older than the newest version is found in history. At the same
     -- event time as the latest, a different payload is a new write (last written wins),
     -- not the retry of an earlier one: A, B, A at one timestamp ends on A.
     local same = redis.call('ZRANGEBYSCORE', hkey, et_s, et_s)
+    -- a backfilled version is the same one only with its written_at as id (or the few
+    -- ids after it that rows sharing a written_at in one call get)
+    local want = backfill and tonumber(ARGV[a + 2]) or nil
     for _, m in ipairs(same) do
-      if string.sub(m, 10) == payload then
-        id = struct.unpack('>L', m, 2)
+      local mid = struct.unpack('>L', m, 2)
+      if string.sub(m, 10) == payload and (not want or (mid >= want and mid < want + 256)) then
+        id = mid
         status = 2
         break
       end
@@ -185,6 +269,7 @@ for k = 1, nkeys, per do
     -- one (version id, event time) pair per entity of the call; id 0: no new version
     if status == 0 or status == 1 then
       ev_pairs[#ev_pairs + 1] = struct.pack('>ll', id, et)
+      ev_pay[#ev_pay + 1] = struct.pack('>I4', #payload) .. payload
       ev_new = ev_new + 1
     else
       ev_pairs[#ev_pairs + 1] = ZERO16
@@ -192,8 +277,10 @@ for k = 1, nkeys, per do
   end
   out[#out + 1] = id
   out[#out + 1] = status
+  if final[fkey] == a then final[fkey] = id end  -- the version the superseded rows got
   a = a + stride
 end
+for pos, fkey in pairs(superseded) do out[pos] = final[fkey] end
 if #dirty_order > 0 then
   local kv = {}
   for _, key in ipairs(dirty_order) do
@@ -204,21 +291,24 @@ if #dirty_order > 0 then
 end
 if ev_new > 0 then
   local ids, pairs = ARGV[10], table.concat(ev_pairs)
-  local entry = redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[7], '*',
-    'k', ARGV[8], 'f', ARGV[9], 'e', ids, 'v', pairs)
+  local entry = feed_add(KEYS[#KEYS], ev_new, ARGV[7], math.floor(now / 1000),
+    'k', ARGV[8], 'f', ARGV[9], 'e', ids, 'v', pairs, 'p', table.concat(ev_pay))
   redis.call('PUBLISH', channel, '\149' .. bin(entry) .. bin(ARGV[8]) .. bin(ARGV[9])
     .. bin(ids) .. bin(pairs))
 end
 return out
 """
+)
 
 
 # DELETE: remove entities (latest and history) and record one delete event per call.
 #
 # KEYS: per entity its latest and history keys; last, the view's change-feed stream
-# ARGV[1] channel ("" = no events), ARGV[2] stream cap
+# ARGV[1] channel ("" = no events), ARGV[2] feed bounds (see WRITE)
 # Returns the number of entities that had any key.
-DELETE = r"""
+DELETE = (
+    FEED
+    + r"""
 -- msgpack bin32: the ids and pairs are bytes, not text
 local function bin(s) return '\198' .. struct.pack('>I4', #s) .. s end
 local nkeys = #KEYS - 1
@@ -243,10 +333,11 @@ for k = 1, nkeys, 2 do
 end
 if ARGV[1] ~= '' and #ids > 0 then
   local joined, packed = table.concat(ids, '\n'), table.concat(pairs)
-  local entry = redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[2], '*',
+  local entry = feed_add(KEYS[#KEYS], #ids, ARGV[2], math.floor(now / 1000),
     'k', 'd', 'f', '', 'e', joined, 'v', packed)
   redis.call('PUBLISH', ARGV[1], '\149' .. bin(entry) .. bin('d') .. bin('')
     .. bin(joined) .. bin(packed))
 end
 return gone
 """
+)

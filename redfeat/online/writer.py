@@ -33,6 +33,8 @@ class Writer:
         keys: Keys,
         direct: Direct,
         feed_cap: int,
+        feed_retention_ms: int = 0,
+        *,
         replicate: Callable[[Any], None] | None = None,
     ) -> None:
         # replicate(conn): after the calls on a connection, confirm that replicas have them
@@ -41,7 +43,10 @@ class Writer:
         self.client = client
         self.keys = keys
         self.direct = direct
-        self.feed_cap = feed_cap  # 0: no change events
+        self.feed_cap = feed_cap  # versions kept in the feed; 0: no change events
+        self.feed_retention_ms = feed_retention_ms  # 0: no age bound
+        # the FEED bounds argument of WRITE and DELETE
+        self.feed_bounds = f"{feed_cap} {feed_retention_ms}"
         self.script = Script(scripts.WRITE, idempotent=True)
 
     def _calls(
@@ -58,7 +63,7 @@ class Writer:
             res.ttl_ms,
             mode,
             channel,
-            self.feed_cap,
+            self.feed_bounds,
             "w",
             fields,
             "",  # the escaped ids of the call, filled in per call

@@ -60,6 +60,7 @@ __all__ = [
     "ViewHealth",
 ]
 
+_DEFAULT_CONFIG = QualityConfig()  # frozen: shared, not built on every read
 log = logging.getLogger("redfeat.quality")
 # The serving log's sampling draws from its own generator: the module-level one belongs to
 # the program (a library must not move its seeded sequence, from any thread).
@@ -107,7 +108,7 @@ class Monitor:
                 # (or the defaults) and try again after CONFIG_TTL
                 self._config_at = time.monotonic()
                 self._failed("reading settings", exc)
-        return self._config.get(view) or QualityConfig()
+        return self._config.get(view) or _DEFAULT_CONFIG
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.failures += 1

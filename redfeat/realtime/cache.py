@@ -62,7 +62,7 @@ class Cache:
             self._sub = None
 
     def _on_event(self, ev: ChangeEvent) -> None:
-        if ev.kind == "gap":
+        if ev.kind in ("gap", "trimmed"):
             self.clear()  # events may have been missed, of any view: trust nothing cached
         else:
             self.invalidate(ev.view, ev.entity_id)

@@ -1,6 +1,6 @@
 """The ``redfeat`` command line (environment variables: ``redfeat.serve.options``).
 
-The shared options (``--url --project --home --server-bin``) are declared once, in
+The shared options (``--url --project --home --server-bin --durability``) are declared once, in
 ``options.py``: a command that opens a store takes ``conn: Conn`` and is decorated with
 ``@connected``. Commands defined in other modules register themselves on ``app`` when this
 module imports them (one line each, at the end of this file).
@@ -31,6 +31,8 @@ alerts_app = typer.Typer(help="Alert rules on time series.", no_args_is_help=Tru
 app.add_typer(alerts_app, name="alerts")
 token_app = typer.Typer(help="API tokens for `redfeat serve`.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+offline_app = typer.Typer(help="The Parquet offline log.", no_args_is_help=True)
+app.add_typer(offline_app, name="offline")
 
 __all__ = ["app", "main"]
 
@@ -179,21 +181,31 @@ def export(
 def training_frame_cmd(
     conn: Conn,
     entities: Annotated[Path, typer.Argument(help="Parquet or CSV with entity_id, event_time")],
-    features: Annotated[str, typer.Option(help="comma-separated view:feature list")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write")],
+    features: Annotated[
+        str | None, typer.Option(help="comma-separated view:feature list (or --service)")
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option(help="a feature service: NAME or NAME@VERSION (or --features)")
+    ] = None,
     entity_column: str = "entity_id",
     event_time_column: str = "event_time",
     full_feature_names: bool = False,
     filter_by_written_at: bool = False,
 ) -> None:
-    """Point-in-time correct features for each (entity, time) row of ENTITIES."""
+    """Point-in-time correct features for each (entity, time) row of ENTITIES: the
+    --features listed, or those of a feature --service."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     from ..offline.transfer import write_parquet
 
+    if (features is None) == (service is None):
+        raise typer.BadParameter(
+            "give the features to join: --features view:f,... or --service NAME (one of them)"
+        )
     table = pacsv.read_csv(entities) if entities.suffix == ".csv" else pq.read_table(entities)
-    refs = [f.strip() for f in features.split(",") if f.strip()]
+    refs = None if features is None else [f.strip() for f in features.split(",") if f.strip()]
     with conn.open() as store, _progress() as bar:
         tasks: dict[str, Any] = {}
 
@@ -205,6 +217,7 @@ def training_frame_cmd(
         result = store.training_frame(
             table,
             refs,
+            service=service,
             entity_column=entity_column,
             event_time_column=event_time_column,
             full_feature_names=full_feature_names,
@@ -213,7 +226,9 @@ def training_frame_cmd(
             progress=step,
         )
     write_parquet(result, out)
-    console.print(escape(f"{result.num_rows:,} rows x {len(refs)} features written to {out}"))
+    n = result.num_columns - table.num_columns
+    what = "" if service is None else f" of service {service!r}"
+    console.print(escape(f"{result.num_rows:,} rows x {n} features{what} written to {out}"))
 
 
 @app.command("worker")
@@ -250,6 +265,31 @@ def worker_cmd(
                 worker.stop()
 
 
+@offline_app.command("run")
+@connected
+def offline_run(
+    conn: Conn,
+    directory: Annotated[Path, typer.Argument(help="the log's root directory")],
+    every: Annotated[float, typer.Option(help="seconds between status lines")] = 5.0,
+) -> None:
+    """Feed the offline log from every view's change feed (a consumer group: killed at any
+    point, a restart loses and duplicates nothing); Ctrl-C stops after logging what the
+    feeds hold."""
+    with conn.open(offline_dir=str(directory)) as store:
+        console.print(escape(f"offline log: {directory}"), soft_wrap=True)
+        try:
+            while True:
+                time.sleep(every)
+                off = store.stats(storage=False)["offline"]
+                lag = ", ".join(f"{v}: {s['lag']}+{s['pending']}" for v, s in off["views"].items())
+                console.print(
+                    f"versions written {off['versions_written']:,}  gaps {off['gaps']}  "
+                    f"lag {lag or '-'}"
+                )
+        except KeyboardInterrupt:
+            console.print("stopping: logging what the feeds hold")
+
+
 def _since(text: str) -> datetime:
     """'24h', '7d' (back from now) or an ISO date/datetime."""
     try:
@@ -270,11 +310,22 @@ def drift_cmd(
     baseline_start: Annotated[str | None, typer.Option(help="baseline from profiles")] = None,
     baseline_end: Annotated[str | None, typer.Option(help="(with --baseline-start)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-    fail_on: Annotated[str | None, typer.Option(help="exit 1 at 'warning' or 'drift'")] = None,
+    fail_on: Annotated[
+        str | None,
+        typer.Option(help="exit 1 at this verdict or worse: insufficient_data, warning, drift"),
+    ] = None,
 ) -> None:
-    """Drift of a view's features since a time, against its baseline."""
-    if fail_on not in (None, "warning", "drift"):
-        raise typer.BadParameter(f"--fail-on takes 'warning' or 'drift', got {fail_on!r}")
+    """Drift of a view's features since a time, against its baseline.
+
+    With --fail-on, the exit status follows the report's own order of verdicts (ok <
+    insufficient_data < warning < drift); features too thin to judge are named on stderr
+    whenever they do not fail the run, so that a pass never hides them."""
+    from ..quality.drift import VERDICTS
+
+    if fail_on is not None and fail_on not in VERDICTS[1:]:
+        raise typer.BadParameter(
+            f"--fail-on takes {', '.join(VERDICTS[1:])}, got {fail_on!r}", param_hint="--fail-on"
+        )
     with conn.open() as store:
         baseline = None
         if baseline_start is not None:
@@ -286,8 +337,16 @@ def drift_cmd(
             from .tables import drift_table
 
             console.print(drift_table(report))
-    levels = ["ok", "warning", "drift"]
-    if fail_on is not None and levels.index(report.verdict) >= levels.index(fail_on):
+    failed = fail_on is not None and report.at_least(fail_on)
+    if report.insufficient and not failed:
+        notes.print(
+            escape(
+                f"not judged (too few values; need {report.thresholds.min_count}): "
+                f"{', '.join(report.insufficient)}"
+            )
+        )
+    if failed:
+        notes.print(escape(f"drift of {view!r} is {report.verdict} (--fail-on {fail_on})"))
         raise typer.Exit(1)
 
 
@@ -374,6 +433,7 @@ def serve(
         project=conn.project,
         home=str(conn.home_dir) if not conn.url else None,
         server_bin=conn.server_bin,
+        durability=conn.durability,
         tokens=tokens.to_json(),
         allowed_hosts=hosts,
         cors_origins=list(cors_origin or []),

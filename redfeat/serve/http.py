@@ -313,13 +313,14 @@ class Api:
         return await self._run(work)
 
     async def entity_route(self, request: Request) -> Response:
-        """GET .../entities/{id} (latest) and .../entities/{id}/history: one route, since
-        an id may hold an encoded ``/history`` itself."""
+        """GET .../entities/{id} (latest), .../entities/{id}/history and .../{id}/stats:
+        one route, since an id may hold an encoded ``/history`` itself."""
         view = request.path_params["view"]
         parts = _rest(request, f"/views/{view}/entities/")  # view names need no escaping
-        if len(parts) >= 2 and parts[-1] == "history":
+        if len(parts) >= 2 and parts[-1] in ("history", "stats"):
             request.scope["redfeat.entity_id"] = "/".join(parts[:-1])
-            return await self.serve(self._history_ep, request)
+            ep = self._history_ep if parts[-1] == "history" else self._entity_stats_ep
+            return await self.serve(ep, request)
         request.scope["redfeat.entity_id"] = "/".join(parts)  # bare slashes; %2F is safer
         return await self.serve(self._latest_ep, request)
 
@@ -329,9 +330,11 @@ class Api:
         as_of = wire.parse_time(q.as_of, "as_of")
         features = wire.parse_list(q.features)
         if as_of is None:  # one round trip: on the loop (see the module's docstring)
-            row = self.store.get(view, entity_id, features=features)
+            row = self.store.get(view, entity_id, features=features, cache=q.cache)
         else:  # as-of reads search the history: the thread pool
-            row = await self._run(self.store.get, view, entity_id, features=features, as_of=as_of)
+            row = await self._run(
+                self.store.get, view, entity_id, features=features, as_of=as_of, cache=q.cache
+            )
         if row is None:
             when = "" if as_of is None else f" as of {q.as_of}"
             raise NotFoundError(f"view {view!r}: no values for entity {entity_id!r}{when}")
@@ -343,11 +346,21 @@ class Api:
         versions = await self._run(self.store.history, view, entity_id, limit=c.query.limit)
         return wire.History(view, entity_id, [wire.version(v) for v in versions])
 
+    async def entity_stats(self, c: Call) -> wire.EntityStatsOut:
+        view = c.path["view"]
+        entity_id = c.request.scope["redfeat.entity_id"]
+        return wire.entity_stats(await self._run(self.store.entity_stats, view, entity_id))
+
     async def get_many(self, c: Call) -> Response:
         view, body = c.path["view"], c.body
         as_of = wire.parse_time(body.as_of, "as_of")
         ids = self._ids(body.ids)
-        kw = {"features": body.features, "as_of": as_of, "with_meta": body.with_meta}
+        kw = {
+            "features": body.features,
+            "as_of": as_of,
+            "with_meta": body.with_meta,
+            "cache": body.cache,
+        }
         if as_of is None and len(ids) <= self.inline_ids:
             rows = self.store.get_many(view, ids, **kw)
         else:
@@ -363,6 +376,7 @@ class Api:
             "entity_rows": rows_in,
             "service": body.service,
             "full_feature_names": body.full_feature_names,
+            "cache": body.cache,
         }
         if len(ids or rows_in or ()) <= self.inline_ids:
             rows = self.store.get_features(ids, body.features, **kw)
@@ -430,6 +444,7 @@ class Api:
                 where=wire.where(body.where),
                 include_values=body.include_values,
                 index=body.index,
+                consistent=body.consistent,
             )
 
         matches = await self._run(work)
@@ -499,15 +514,17 @@ class Api:
         start = wire.parse_time(q.start, "start")
         end = wire.parse_time(q.end, "end")
         as_ms = q.time_format == "ms"
+        aggs = [a.strip() for a in q.agg.split(",")]
+        agg: str | list[str] = aggs if len(aggs) > 1 else q.agg
 
         def read() -> wire.Points:
             series = self.store.timeseries.open(name)  # a read never creates a series
-            ts, vs = series.range(start, end, bucket=q.bucket, agg=q.agg, limit=q.limit)
+            ts, vs = series.range(start, end, bucket=q.bucket, agg=agg, limit=q.limit)
             times = ts.astype("int64").tolist() if as_ms else ts
-            return wire.Points(name, q.bucket, q.agg if q.bucket else None, times, vs)
+            return wire.Points(name, q.bucket, agg if q.bucket else None, times, vs)
 
         points = await self._run(read)
-        return await self._encoded(points, len(points.values))
+        return await self._encoded(points, len(points.timestamps))
 
     async def series_anomalies(self, c: Call) -> Response:
         import pandas as pd
@@ -595,6 +612,14 @@ class Api:
             query=wire.HistoryQuery,
             response=wire.History,
             errors=(400, 404, 422, 503),
+        )
+        self._entity_stats_ep = Endpoint(
+            "GET",
+            "/views/{view}/entities/{entity_id}/stats",
+            self.entity_stats,
+            "What is stored for one entity: fields, versions kept, bytes, expiry",
+            response=wire.EntityStatsOut,
+            errors=(400, 404, 503),
         )
         self._range_ep = Endpoint(
             "GET",
@@ -686,6 +711,7 @@ class Api:
             ),
             self._latest_ep,
             self._history_ep,
+            self._entity_stats_ep,
             Endpoint(
                 "POST",
                 "/views/{view}/get_many",
@@ -1004,7 +1030,13 @@ def create_app(
         Route("/views/{view}/entities/{rest:rf_rest}", api.entity_route, methods=["GET"]),
     ]
     for ep in endpoints:
-        if ep.handler in (api.latest, api.history, api.series_range, api.series_anomalies):
+        if ep.handler in (
+            api.latest,
+            api.history,
+            api.entity_stats,
+            api.series_range,
+            api.series_anomalies,
+        ):
             continue  # served by entity_route / series_route below
         routes.append(Route(ep.path, api.bind(ep), methods=[ep.method]))
     routes += [

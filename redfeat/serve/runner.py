@@ -37,6 +37,7 @@ class Settings(msgspec.Struct, frozen=True):
     project: str = "default"
     home: str | None = None
     server_bin: str | None = None
+    durability: str = "everysec"
     tokens: str = '{"tokens": []}'  # digests and scopes (auth.Tokens.to_json)
     allowed_hosts: list[str] | None = None
     cors_origins: list[str] = []
@@ -68,7 +69,9 @@ def build(settings: Settings, *, quiet: bool = False) -> Any:
     """The app of one process: its own store, closed when the server shuts down."""
     from .http import create_app
 
-    conn = Conn(settings.url, settings.project, settings.home, settings.server_bin)
+    conn = Conn(
+        settings.url, settings.project, settings.home, settings.server_bin, settings.durability
+    )
     store = conn.open(quiet=quiet)
     try:
         tokens = auth.from_env(settings.tokens, "the serve settings")
@@ -129,7 +132,7 @@ def run(plan: Plan) -> None:
         return
     # Several processes. The embedded server stays up while any worker runs: this process
     # attaches first and detaches last.
-    keeper = Conn(s.url, s.project, s.home, s.server_bin).open()
+    keeper = Conn(s.url, s.project, s.home, s.server_bin, s.durability).open()
     shared = tempfile.mkdtemp(prefix="redfeat-metrics-")
     env = {ENV: msgspec.json.encode(s).decode(), "PROMETHEUS_MULTIPROC_DIR": shared}
     saved = {k: os.environ.get(k) for k in env}

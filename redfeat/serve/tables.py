@@ -8,7 +8,15 @@ from rich.table import Table
 from ..quality.drift import DriftReport
 from ..quality.health import HealthReport
 
-STYLE = {"ok": "green", "warning": "yellow", "drift": "bold red", "critical": "bold red"}
+# one style per verdict and health level; insufficient_data (drift not judged: too few
+# values) is neither healthy green nor a warning
+STYLE = {
+    "ok": "green",
+    "insufficient_data": "italic magenta",
+    "warning": "yellow",
+    "drift": "bold red",
+    "critical": "bold red",
+}
 
 
 def _num(v: float | None, fmt: str = ".3f") -> str:
@@ -52,9 +60,12 @@ def health_table(report: HealthReport) -> Table:
         table.add_column(col, justify="right")
     table.add_column("why", overflow="fold")
     for name, v in report.views.items():
+        status = f"[{STYLE[v.status]}]{v.status}[/]"
+        if v.insufficient_data:  # not counted healthy: said beside the level
+            status += f" [{STYLE['insufficient_data']}]({len(v.insufficient_data)} unjudged)[/]"
         table.add_row(
             escape(name),
-            f"[{STYLE[v.status]}]{v.status}[/]",
+            status,
             "-" if v.age_s is None else f"{v.age_s:,.0f} s",
             f"{v.writes:,}",
             f"{v.refused:,} ({v.failure_rate:.1%})",

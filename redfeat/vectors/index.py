@@ -42,8 +42,15 @@ from .. import types as t
 from ..core.context import Ctx, Reader
 from ..core.records import Match
 from ..core.time import now_us, to_us
-from ..errors import ConfigurationError, Problem, ValidationError, backend_error, wrap_redis
-from ..online.events import changes, subscribe
+from ..errors import (
+    ConfigurationError,
+    FeedTrimmedError,
+    Problem,
+    ValidationError,
+    backend_error,
+    wrap_redis,
+)
+from ..online.events import changes, feed_end, later_cursor, subscribe
 from ..online.scan import entities_of
 from .rows import F32, Hnsw, Mask, Rows
 
@@ -176,6 +183,7 @@ class VectorIndex:
         self._seq = 0
         self._done = 0
         self._cursor: tuple[int, int] | None = None  # feed position noted (stream id)
+        self._parts_cursor: str | None = None  # the same in a partitioned project (composite)
         self._touched = False  # this store wrote the view: catch up with the feed first
         self._synced = 0.0  # monotonic time of the last comparison with the feed
         self._closed = False
@@ -505,6 +513,9 @@ class VectorIndex:
             self._move_cursor_locked(entry)
 
     def _move_cursor_locked(self, entry: str | None) -> None:
+        if self._ctx.keys.partitions:  # a composite cursor: per partition
+            self._parts_cursor = later_cursor(self._parts_cursor, entry)
+            return
         pos = _stream_id(entry)
         if pos is not None and (self._cursor is None or pos > self._cursor):
             self._cursor = pos
@@ -527,6 +538,8 @@ class VectorIndex:
         )
 
     def _feed_end(self) -> str | None:
+        if self._ctx.keys.partitions:
+            return feed_end(self._ctx.client, self._ctx.keys, self.view)
         info = self._feed_info()
         last = None if info is None else info[0]
         return None if last is None else f"{last[0]}-{last[1]}"
@@ -536,6 +549,9 @@ class VectorIndex:
         was trimmed past it), so that applying the noted work covers every write the
         server acknowledged before this call."""
         self._synced = time.monotonic()
+        if self._ctx.keys.partitions:
+            self._sync_partitions()
+            return
         with self._cond:
             cursor = self._cursor
         start = "-" if cursor is None else f"({cursor[0]}-{cursor[1]}"
@@ -547,17 +563,37 @@ class VectorIndex:
         info = self._feed_info()
         if info is None:
             return
-        last, trimmed = info
+        last, _ = info
         if last is None:
             return
-        if trimmed is not None and trimmed > (cursor or (0, 0)):
+        since = None if cursor is None else f"{cursor[0]}-{cursor[1]}"
+        try:
+            events, end = changes(
+                self._ctx.client, self._ctx.keys, self.view, since, _CATCH_UP_LIMIT
+            )
+        except FeedTrimmedError:
             # events we never saw were trimmed away: only a reload knows their effect
             self._note([], rebuild=True)
             self._move_cursor(f"{last[0]}-{last[1]}")
             return
-        since = None if cursor is None else f"{cursor[0]}-{cursor[1]}"
-        events, end = changes(self._ctx.client, self._ctx.keys, self.view, since, _CATCH_UP_LIMIT)
         self._note(events, rebuild=len(events) >= _CATCH_UP_LIMIT)
+        self._move_cursor(end)
+
+    def _sync_partitions(self) -> None:
+        """_sync_feed of a partitioned project: every partition's feed after the composite
+        cursor (one read per partition)."""
+        with self._cond:
+            since = self._parts_cursor
+        try:
+            events, end = changes(
+                self._ctx.client, self._ctx.keys, self.view, since, _CATCH_UP_LIMIT
+            )
+        except FeedTrimmedError:
+            self._note([], rebuild=True)
+            self._move_cursor(self._feed_end())
+            return
+        if events:
+            self._note(events, rebuild=len(events) >= _CATCH_UP_LIMIT)
         self._move_cursor(end)
 
     # -- applying noted work ------------------------------------------------------------

@@ -63,6 +63,35 @@ class WindowWanted:
         return [(f, a, m) for _, f, a, m in self.feats]
 
 
+def decoded(
+    wf: WindowFeatures,
+    ent: str,
+    reply: Any,
+    raw_reply: Any,
+    span: tuple[int, int] | None,
+    head: str | None,
+) -> _w.EntityTiles:
+    """One entity's read units from the replies of its tile hash (HGETALL, or HMGET of
+    range_fields(span)) and of its event hash (HGET of bucket ``head``, or HGETALL when
+    ``head`` is None); a key that is not well formed is named (every reply was read
+    already, so the connection stays usable)."""
+    for r in (reply, raw_reply):
+        if isinstance(r, redis.ResponseError):
+            raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {r}")
+    try:
+        if head is None:
+            raw = _w.events_of(raw_reply)
+        else:
+            raw = {} if raw_reply is None else {int(head): raw_reply}
+        if span is None:
+            return _w.decode(reply, raw, wf.hop_ms)
+        return _w.decode_range(reply, span[0], raw, wf.hop_ms)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(
+            f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"
+        ) from None
+
+
 class Windows:
     """Window features of one store."""
 
@@ -190,11 +219,12 @@ class Windows:
         # one event's tile packed directly: numpy costs more than the round trip here
         b = t // wf.hop_ms
         off = t - b * wf.hop_ms
-        key = self.keys.window_tiles(name, escape_id(ent))
-        args = [wf.span, b, b, b, one_tile(v, off)]
+        esc = escape_id(ent)
+        keys = [self.keys.window_tiles(name, esc), self.keys.window_events(name, esc)]
+        args = [wf.span, b, b, b, one_tile(v, off), _w.one_raw(v, off)]
         try:
             # stream() reads every reply before raising, and disconnects on anything else
-            dropped = _RECORD.stream(self._ctx.direct.conn(key), [([key], args)])[0]
+            dropped = _RECORD.stream(self._ctx.direct.conn(keys[0]), [(keys, args)])[0]
         except (redis.RedisError, BackendError) as exc:
             raise backend_error(f"window features {name!r}, entity {ent!r}", exc) from exc
         return int(dropped) == 0
@@ -259,10 +289,19 @@ class Windows:
         tiles["b"] = tiles["b"] % width + base  # back to bucket ids for the wire offsets
         wire = to_wire(tiles, wf.hop_ms).tobytes()
         w = WIRE_BYTES
-        # (bucket id, tile) pairs, the argument list of every entity cut from one list
-        pairs: list[Any] = [None] * (2 * len(tiles))
-        pairs[0::2] = tiles["b"].tolist()
-        pairs[1::2] = [wire[i : i + w] for i in range(0, len(wire), w)]
+        # the raw events of each tile, in the order partials() saw them (by time, stable)
+        raw = np.empty(len(ts), _w.RAW)
+        raw["o"] = ts[order] - b[order] * wf.hop_ms
+        raw["v"] = vs[order]
+        rb = raw.tobytes()
+        edges = np.r_[0, np.flatnonzero(group[1:] != group[:-1]) + 1, len(ts)]
+        at = (edges * _w.RAW.itemsize).tolist()
+        # (bucket id, tile, raw events) triples, the argument list of every entity cut
+        # from one list
+        pairs: list[Any] = [None] * (3 * len(tiles))
+        pairs[0::3] = tiles["b"].tolist()
+        pairs[1::3] = [wire[i : i + w] for i in range(0, len(wire), w)]
+        pairs[2::3] = [rb[at[i] : at[i + 1]] for i in range(len(tiles))]
         st = np.flatnonzero(np.r_[True, tcode[1:] != tcode[:-1]])
         ends = np.append(st[1:], len(tiles))
         events = np.cumsum(np.add.reduceat(tiles["n"], st)).astype(np.int64)
@@ -270,8 +309,11 @@ class Windows:
         bs = tiles["b"].tolist()
         calls = (
             (
-                [self.keys.window_tiles(wf.name, escape_id(str(uniques[tcode[a]])))],
-                [wf.span, bs[a], bs[z - 1], *pairs[2 * a : 2 * z]],
+                [
+                    self.keys.window_tiles(wf.name, esc := escape_id(str(uniques[tcode[a]]))),
+                    self.keys.window_events(wf.name, esc),
+                ],
+                [wf.span, bs[a], bs[z - 1], *pairs[3 * a : 3 * z]],
             )
             for a, z in zip(st.tolist(), ends.tolist(), strict=True)
         )
@@ -331,7 +373,7 @@ class Windows:
         want = [(f, *wf.resolve(f)) for f in feats]
         ents = [normalize_id(name, e, i, outcome=READ) for i, e in enumerate(ids)]
         t = now_us() // 1000 if as_of is None else self._event_ms(wf, "<as_of>", as_of, READ)
-        raw = self._read_tiles(wf, ents, _w.read_range(wf, t, [w for _, _, w in want]))
+        raw = self._read_tiles(wf, ents, _w.read_range(wf, t, [w for _, _, w in want]), t)
         out: list[Any] = []
         for ent, et in zip(ents, raw, strict=True):
             vals = _w.values_at(wf, et, t, want)
@@ -339,46 +381,59 @@ class Windows:
                 raise ConfigurationError(
                     f"window features {name!r}, entity {ent!r}: as_of {as_of!r} needs tiles "
                     "that retention dropped (it keeps the largest window + one hop back from "
-                    "the entity's newest event); ask for a later time"
+                    "the entity's newest event), or cuts a tile recorded before raw events "
+                    "were kept; ask for a later time"
                 )
             out.append(vals)
         return out
 
     def _read_tiles(
-        self, wf: WindowFeatures, ents: list[str], span: tuple[int, int] | None = None
+        self,
+        wf: WindowFeatures,
+        ents: list[str],
+        span: tuple[int, int] | None = None,
+        t_ms: int | None = None,
     ) -> list[_w.EntityTiles]:
-        """Every entity's tiles: HGETALL (or HMGET of the buckets ``span`` = (lo, hi) and the
-        retention mark, for reads at one time) sent IN_FLIGHT at a time on one connection,
-        parsed by numpy from the raw replies."""
-        fields = [] if span is None else ["_d", *map(str, range(span[0], span[1] + 1))]
-        all_keys = [self.keys.window_tiles(wf.name, escape_id(e)) for e in ents]
+        """Every entity's tiles and raw events: for a read at one time ``t_ms`` the tiles
+        (HGETALL, or HMGET of the buckets ``span`` = (lo, hi) and the retention mark) and
+        the raw events of the tile holding t only (HGET); for training frames (``t_ms``
+        None) every tile and every raw event. Sent IN_FLIGHT entities at a time on one
+        connection per node (nodes in parallel on a cluster), parsed by numpy from the raw
+        replies."""
+        fields = [] if span is None else _w.range_fields(span)
+        head = None if t_ms is None else str(t_ms // wf.hop_ms)
+        escs = [escape_id(e) for e in ents]
+        all_keys = [self.keys.window_tiles(wf.name, esc) for esc in escs]
 
-        def on_node(conn: Any, idx: list[int]) -> list[Any]:
-            return self._read_tiles_on(wf, conn, [all_keys[i] for i in idx], fields, span)
+        def on_node(conn: Any, idx: list[int]) -> list[tuple[Any, Any]]:
+            return self._read_tiles_on(wf, conn, [escs[i] for i in idx], fields, head)
 
         raw = self._ctx.direct.routed(all_keys, on_node, what=f"window features {wf.name!r}")
-        return [self._decoded(wf, e, r, span) for e, r in zip(ents, raw, strict=True)]
+        return [decoded(wf, e, r[0], r[1], span, head) for e, r in zip(ents, raw, strict=True)]
 
-    @staticmethod
     def _read_tiles_on(
+        self,
         wf: WindowFeatures,
         conn: Any,
-        all_keys: list[str],
+        escs: list[str],
         fields: list[str],
-        span: tuple[int, int] | None,
-    ) -> list[Any]:
+        head: str | None,
+    ) -> list[tuple[Any, Any]]:
         raw: list[Any] = []
         try:
             pending = 0  # replies of the previous batch, read while the next one runs
-            for lo in range(0, len(all_keys), IN_FLIGHT):
-                keys = all_keys[lo : lo + IN_FLIGHT]
-                if span is None:
-                    packed = b"".join([pack("HGETALL", k) for k in keys])
-                else:
-                    packed = b"".join([pack("HMGET", k, *fields) for k in keys])
-                conn.send_packed_command([packed])
+            for lo in range(0, len(escs), IN_FLIGHT):
+                packed: list[bytes] = []
+                for esc in escs[lo : lo + IN_FLIGHT]:
+                    k, r = (
+                        self.keys.window_tiles(wf.name, esc),
+                        self.keys.window_events(wf.name, esc),
+                    )
+                    packed.append(pack("HGETALL", k) if not fields else pack("HMGET", k, *fields))
+                    packed.append(pack("HGETALL", r) if head is None else pack("HGET", r, head))
+                conn.send_packed_command([b"".join(packed)])
                 raw.extend(read_all(conn, pending))
-                pending = len(keys)
+                pending = len(packed)
             raw.extend(read_all(conn, pending))
         except redis.RedisError as exc:
             conn.disconnect()  # replies may be pending: never reuse it half read
@@ -386,22 +441,7 @@ class Windows:
         except BaseException:
             conn.disconnect()  # Ctrl-C or a failed send: the same, replies may be pending
             raise
-        return raw
-
-    @staticmethod
-    def _decoded(
-        wf: WindowFeatures, ent: str, reply: Any, span: tuple[int, int] | None
-    ) -> _w.EntityTiles:
-        """One entity's tiles; a key that is not a well-formed tile hash is named (every
-        reply was read already, so the connection stays usable)."""
-        if isinstance(reply, redis.ResponseError):
-            raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {reply}")
-        try:
-            return _w.decode(reply) if span is None else _w.decode_range(reply, span[0])
-        except (TypeError, ValueError) as exc:
-            raise BackendError(
-                f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"
-            ) from None
+        return [(raw[2 * i], raw[2 * i + 1]) for i in range(len(escs))]
 
     # -- mixing with views: get_features and training_frame -------------------------------
 
@@ -453,8 +493,9 @@ class Windows:
             for j, et in enumerate(self._read_tiles(wf, chunk)):
                 if et.cut is not None:
                     cuts[lo + j] = et.cut
-                parts.append(et.tiles)
-                tcodes.append(np.full(len(et.tiles), lo + j, np.int64))
+                units = et.units(wf.hop_ms)
+                parts.append(units)
+                tcodes.append(np.full(len(units), lo + j, np.int64))
         tiles = np.concatenate(parts) if parts else np.zeros(0, MEM)
         tc = np.concatenate(tcodes) if tcodes else np.zeros(0, np.int64)
         cols = _w.at_times(wf, tiles, tc, cuts, codes.astype(np.int64), row_ms, ww.by_feature())

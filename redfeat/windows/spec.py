@@ -2,15 +2,18 @@
 
 ``WindowFeatures("txn_stats", entity="user", source="amount", aggs=["sum", "count"],
 windows=["1h", "24h"], hop="5m")`` keeps, per entity, one tile per ``hop`` bucket (count,
-sum, m2, min, max, first, last: the time-series tiles of ``timeseries/tiles.py``) in one
-hash under the entity's hash tag. A window W read at time t merges the tiles whose start
-is in [round_down(t - W, hop), t] (sawtooth: the oldest tile counts whole, so the span
-covered is between W and W + hop, and the tile holding t counts whole too). Tiles older
+sum, m2, min, max, first, last: the time-series tiles of ``timeseries/tiles.py``) and the
+tile's raw events, in one hash under the entity's hash tag. A window W read at time t
+counts the events of the tiles whose start is in [round_down(t - W, hop), t] that happened
+at or before t: the tail is hopped (the oldest tile counts whole, so the span covered is
+between W and W + hop) and the head is exact (the tile holding t is cut at t from its raw
+events, so a read at a past t never sees what came after it). Tiles and raw events older
 than the largest window + one hop back from an entity's newest event are dropped on write.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,7 +26,7 @@ from ..core.time import MAX_US, Duration
 from ..errors import ConfigurationError, NotFoundError
 from ..timeseries.lua import TILE_MERGE
 from ..timeseries.spec import duration_ms
-from ..timeseries.tiles import MEM, WIRE
+from ..timeseries.tiles import MEM, WIRE, partials
 
 AGGS = ("count", "sum", "avg", "min", "max", "std", "var", "first", "last")
 MAX_TILES = 16_384  # largest window / hop: bounds the tiles one read merges
@@ -162,18 +165,25 @@ class WindowFeatures:
         )
 
 
-# RECORD: merge partial tiles into one entity's tile hash, then drop what retention lets go.
+# RECORD: merge partial tiles into one entity's tile hash and append their raw events to its
+# event hash, then drop what retention lets go.
 # KEYS[1] the tile hash. Fields: bucket id -> 60-byte tile (timeseries.tiles.WIRE); '_n'
 # the newest bucket; '_c' the retention cut (no tile below it); '_d' one past the newest
 # bucket that lost data (a tile dropped, or a late event refused): reads whose window
 # starts at or after it are exact, the others are not answered.
+# KEYS[2] the event hash: bucket id -> the tile's raw events (RAW, 12 bytes each, in the
+# order recorded), so that a read at t cuts the tile holding t at t. Kept apart from the
+# tiles so that a read fetches the raw events of one tile only. A tile stored without its
+# raw events (recorded before they were kept) gets none appended: a read that would cut it
+# is not answered rather than answered from half of them.
 # ARGV[1] tiles kept back from the newest bucket, ARGV[2] and ARGV[3] the batch's oldest
-# and newest bucket, then (bucket id, tile) pairs, one per distinct bucket.
+# and newest bucket, then (bucket id, tile, raw events) triples, one per distinct bucket.
 # Returns the number of events refused as too old.
 RECORD = (
     TILE_MERGE
     + r"""
-local K, span, lo, hi = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local K, R = KEYS[1], KEYS[2]
+local span, lo, hi = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local meta = redis.call('HMGET', K, '_n', '_c', '_d')
 local before, old, lost = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
 local function lose(x) if not lost or x + 1 > lost then lost = x + 1 end end
@@ -182,20 +192,32 @@ local cut = newest - span
 local dropped = 0
 if (not before or lo > before) and lo >= cut then
   -- every bucket is new and kept: set them all, nothing to read or merge
-  for i = 4, #ARGV, 1000 do
-    redis.call('HSET', K, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  local ft, fr = {}, {}
+  for i = 4, #ARGV, 3 do
+    ft[#ft + 1] = ARGV[i]; ft[#ft + 1] = ARGV[i + 1]
+    fr[#fr + 1] = ARGV[i]; fr[#fr + 1] = ARGV[i + 2]
+    if #ft >= 1000 then
+      redis.call('HSET', K, unpack(ft)); redis.call('HSET', R, unpack(fr)); ft, fr = {}, {}
+    end
   end
+  if #ft > 0 then redis.call('HSET', K, unpack(ft)); redis.call('HSET', R, unpack(fr)) end
 else
-  for i = 4, #ARGV, 2 do
-    local f, t = ARGV[i], ARGV[i + 1]
+  for i = 4, #ARGV, 3 do
+    local f, t, r = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local b = tonumber(f)
     if b < cut then
       dropped = dropped + struct.unpack('<I', t)
       lose(b)
     else
       local cur = before and b <= before and redis.call('HGET', K, f)
-      if cur then t = merge_tile(cur, t) end
-      redis.call('HSET', K, f, t)
+      if cur then
+        redis.call('HSET', K, f, merge_tile(cur, t))
+        local had = redis.call('HGET', R, f)
+        if had then redis.call('HSET', R, f, had .. r) end
+      else
+        redis.call('HSET', K, f, t)
+        redis.call('HSET', R, f, r)
+      end
     end
   end
 end
@@ -204,12 +226,14 @@ end
 if old and cut > old then
   if cut - old <= redis.call('HLEN', K) then
     for x = old, cut - 1 do
-      if redis.call('HDEL', K, string.format('%.0f', x)) == 1 then lose(x) end
+      local f = string.format('%.0f', x)
+      if redis.call('HDEL', K, f) == 1 then lose(x) end
+      redis.call('HDEL', R, f)
     end
   else
     for _, f in ipairs(redis.call('HKEYS', K)) do
       local x = tonumber(f)
-      if x and x < cut then redis.call('HDEL', K, f); lose(x) end
+      if x and x < cut then redis.call('HDEL', K, f); redis.call('HDEL', R, f); lose(x) end
     end
   end
 end
@@ -221,25 +245,50 @@ return dropped
 """
 )
 
+# One raw event as stored: ms from its bucket's start (like a tile's offsets) and the value.
+RAW = np.dtype([("o", "<u4"), ("v", "<f8")])
+_ONE_RAW = struct.Struct("<Id")
+
+
+def one_raw(v: float, off: int) -> bytes:
+    """The stored raw event of a single point ``v`` at ``off`` ms into its bucket."""
+    return _ONE_RAW.pack(off, v)
+
 
 @dataclass(frozen=True, slots=True)
 class EntityTiles:
-    """One entity's tiles as read: sorted by bucket (MEM dtype), and the first bucket
-    after any data retention dropped (windows starting before it are not answered)."""
+    """One entity's tiles as read: sorted by bucket (MEM dtype, absolute first/last
+    times), the first bucket after any data retention dropped (windows starting before it
+    are not answered), and the raw events read (bucket -> packed RAW events)."""
 
     tiles: np.ndarray
     cut: int | None
+    raw: dict[int, bytes]
+
+    def units(self, hop_ms: int) -> np.ndarray:
+        """The tiles with those whose raw events were read replaced by the events, one
+        unit each, sorted by time (training frames cut every tile at its row's time)."""
+        return _units(self.tiles, self.raw, hop_ms)
 
 
-def decode(reply: list[bytes] | dict[bytes, bytes]) -> EntityTiles:
-    """An HGETALL reply of a tile hash (RESP2 [field, value, ...] or RESP3 map): numpy does
-    the parsing."""
+def _check_raw(raw: dict[int, bytes]) -> None:
+    for x in raw.values():
+        if len(x) % RAW.itemsize:
+            raise ValueError("raw events of a tile are not whole 12-byte records")
+
+
+def decode(
+    reply: list[bytes] | dict[bytes, bytes], raw: dict[int, bytes], hop_ms: int
+) -> EntityTiles:
+    """An HGETALL reply of a tile hash (RESP2 [field, value, ...] or RESP3 map), numpy
+    doing the parsing, and the raw events read of its tiles (bucket -> packed events)."""
+    _check_raw(raw)
     if isinstance(reply, dict):
         fields, values = list(reply), list(reply.values())
     else:
         fields, values = reply[0::2], reply[1::2]
     if not fields:
-        return EntityTiles(np.zeros(0, MEM), None)
+        return EntityTiles(np.zeros(0, MEM), None, raw)
     arr = np.array(fields, dtype=np.bytes_)
     meta = arr.view(np.uint8)[:: arr.itemsize] == ord("_")  # '_n', '_c', '_d'
     lost = None
@@ -252,7 +301,20 @@ def decode(reply: list[bytes] | dict[bytes, bytes]) -> EntityTiles:
     if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
         order = np.argsort(ids)
         ids, wire = ids[order], wire[order]
-    return EntityTiles(_mem(ids, wire), lost)
+    return EntityTiles(_mem(ids, wire, hop_ms), lost, raw)
+
+
+def events_of(reply: list[bytes] | dict[bytes, bytes] | None) -> dict[int, bytes]:
+    """An HGETALL reply of an event hash: bucket -> packed raw events."""
+    if isinstance(reply, dict):
+        return {int(k): v for k, v in reply.items()}
+    return {} if not reply else dict(zip(map(int, reply[0::2]), reply[1::2], strict=True))
+
+
+def range_fields(span: tuple[int, int]) -> list[str]:
+    """HMGET fields of a tile hash for a read at one time over buckets [lo, hi]: the
+    retention mark and the tiles."""
+    return ["_d", *map(str, range(span[0], span[1] + 1))]
 
 
 def read_range(wf: WindowFeatures, t_ms: int, window_ms: Iterable[int]) -> tuple[int, int] | None:
@@ -264,25 +326,58 @@ def read_range(wf: WindowFeatures, t_ms: int, window_ms: Iterable[int]) -> tuple
     return None if (hi - lo + 1) * 4 > wf.span else (lo, hi)
 
 
-def decode_range(reply: list[bytes | None], lo: int) -> EntityTiles:
-    """An HMGET reply of fields '_d', lo, lo + 1, ..., hi (absent tiles are None)."""
+def decode_range(
+    reply: list[bytes | None], lo: int, raw: dict[int, bytes], hop_ms: int
+) -> EntityTiles:
+    """An HMGET reply of range_fields((lo, hi)) (absent fields are None) and the raw events
+    read of its tiles."""
+    _check_raw(raw)
     lost = None if reply[0] is None else int(reply[0])
     values = reply[1:]
     present = [i for i, v in enumerate(values) if v is not None]
     if not present:
-        return EntityTiles(np.zeros(0, MEM), lost)
+        return EntityTiles(np.zeros(0, MEM), lost, raw)
     ids = np.asarray(present, np.int64) + lo
     wire = np.frombuffer(b"".join([values[i] for i in present]), WIRE)  # type: ignore[misc]
-    return EntityTiles(_mem(ids, wire), lost)
+    return EntityTiles(_mem(ids, wire, hop_ms), lost, raw)
 
 
-def _mem(ids: np.ndarray, wire: np.ndarray) -> np.ndarray:
+def _mem(ids: np.ndarray, wire: np.ndarray, hop_ms: int) -> np.ndarray:
     out = np.empty(len(ids), MEM)
     for f in ("n", "sum", "m2", "min", "max", "first", "last"):
         out[f] = wire[f]
     out["b"] = ids
-    out["ft"], out["lt"] = wire["fo"], wire["lo"]  # offsets: windows never need them
+    start = ids * hop_ms
+    out["ft"], out["lt"] = start + wire["fo"], start + wire["lo"]
     return out
+
+
+def _events(raw: bytes) -> np.ndarray:
+    if len(raw) % RAW.itemsize:
+        raise ValueError("raw events of a tile are not whole 12-byte records")
+    return np.frombuffer(raw, RAW)
+
+
+def _units(tiles: np.ndarray, raw: dict[int, bytes], hop_ms: int) -> np.ndarray:
+    """Tiles with the ones whose raw events were read replaced by those events, one unit
+    each, sorted by time; events at one ms keep the order they were recorded in (a stable
+    sort), the tie rule of tiles (first recorded first, last recorded last)."""
+    if not raw:
+        return tiles
+    keys = np.fromiter(raw, np.int64, len(raw))
+    blobs = list(raw.values())
+    counts = np.fromiter((len(_events(x)) for x in blobs), np.int64, len(blobs))
+    ev = np.frombuffer(b"".join(blobs), RAW)
+    units = np.empty(len(ev), MEM)
+    b = np.repeat(keys, counts)
+    v = ev["v"]
+    units["b"] = b
+    units["n"] = 1.0
+    units["sum"] = units["min"] = units["max"] = units["first"] = units["last"] = v
+    units["m2"] = 0.0
+    units["ft"] = units["lt"] = b * hop_ms + ev["o"]
+    out = np.concatenate([tiles[~np.isin(tiles["b"], keys)], units])
+    return out[np.lexsort((out["lt"], out["b"]))]  # stable: ties keep the recorded order
 
 
 def bounds(t_ms: Any, window_ms: int, hop_ms: int) -> tuple[Any, Any]:
@@ -316,21 +411,53 @@ def _merged(t: np.ndarray, aggs: set[str]) -> dict[str, float]:
     return out
 
 
+def _head(et: EntityTiles, t_ms: int, hop_ms: int) -> tuple[int, np.ndarray | None]:
+    """How a read at t takes the tile holding t, when the entity has one: (tiles to take
+    whole from the ones up to t, the tile's events at or before t as one partial tile, or
+    None when they are not all known). The last tile counts whole when it ends at or
+    before t (a read at now, mostly: nothing to parse), not at all when it starts after t,
+    and is cut from its raw events otherwise."""
+    tiles = et.tiles
+    hi = t_ms // hop_ms
+    e = int(np.searchsorted(tiles["b"], hi, "right"))
+    if e == 0 or tiles["b"][e - 1] != hi or tiles["lt"][e - 1] <= t_ms:
+        return e, np.zeros(0, MEM)
+    if tiles["ft"][e - 1] > t_ms:
+        return e - 1, np.zeros(0, MEM)
+    raw = et.raw.get(hi)
+    if raw is None:
+        return e - 1, None
+    ev = _events(raw)
+    order = np.argsort(ev["o"], kind="stable")  # ties keep the recorded order
+    ev = ev[order]
+    ev = ev[: int(np.searchsorted(ev["o"], t_ms - hi * hop_ms, "right"))]
+    part = partials(hi * hop_ms + ev["o"].astype(np.int64), ev["v"], hop_ms)
+    return e - 1, part
+
+
 def values_at(
     wf: WindowFeatures, et: EntityTiles, t_ms: int, feats: Sequence[tuple[str, str, int]]
 ) -> dict[str, Any] | None:
-    """(output, agg, window ms) at t for one entity; None when retention dropped data a
-    window needs. Empty windows: count 0, sum 0.0, the others None."""
+    """(output, agg, window ms) at t for one entity, counting only events at or before t;
+    None when retention dropped data a window needs, or when a tile recorded before raw
+    events were kept would need a cut at t. Empty windows: count 0, sum 0.0, the others
+    None."""
     out: dict[str, Any] = {}
     merged: dict[int, dict[str, float]] = {}
     b = et.tiles["b"]
+    e, head = _head(et, t_ms, wf.hop_ms)
+    if head is None:
+        return None
     for name, agg, w in feats:
         if w not in merged:
-            lo, hi = bounds(t_ms, w, wf.hop_ms)
+            lo, _ = bounds(t_ms, w, wf.hop_ms)
             if et.cut is not None and lo < et.cut:
                 return None
-            s, e = np.searchsorted(b, lo, "left"), np.searchsorted(b, hi, "right")
-            merged[w] = _merged(et.tiles[s:e], {a for _, a, x in feats if x == w})
+            s = int(np.searchsorted(b, lo, "left"))
+            run = et.tiles[s:e]
+            if len(head):
+                run = np.concatenate([run, head])
+            merged[w] = _merged(run, {a for _, a, x in feats if x == w})
         m = merged[w]
         if agg == "count":
             out[name] = int(m["count"])
@@ -376,15 +503,17 @@ def at_times(
 ) -> dict[str, np.ndarray]:
     """Window values for many (entity, time) rows at once (training frames).
 
-    ``tiles`` of every entity concatenated, sorted by (entity code, bucket), ``codes`` their
-    entity codes; ``cuts[code]`` the retention cut (int64 min when none); rows with code -1
-    (no entity) or a window reaching before the cut get NaN. Cumulative sums and
-    searchsorted replace a loop over rows; min/max use a sparse table."""
+    ``tiles``: the read units (EntityTiles.tiles) of every entity concatenated, sorted by
+    (entity code, time), ``codes`` their entity codes; ``cuts[code]`` the retention cut
+    (int64 min when none); rows with code -1 (no entity), a window reaching before the cut
+    or a whole tile straddling the row's time get NaN. Only units at or before the row's
+    time count. Cumulative sums and searchsorted replace a loop over rows; min/max use a
+    sparse table."""
     n_rows = len(row_ms)
-    b = tiles["b"]
-    base = int(b.min()) if len(b) else 0
-    width = (int(b.max()) - base + 3) if len(b) else 3
-    key = codes * width + (b - base)
+    lt = tiles["lt"]
+    base = int(lt.min()) if len(lt) else 0
+    width = (int(lt.max()) - base + 3) if len(lt) else 3
+    key = codes * width + (lt - base)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         cn = np.concatenate(([0.0], np.cumsum(tiles["n"])))
         cs = np.concatenate(([0.0], np.cumsum(tiles["sum"])))
@@ -395,26 +524,33 @@ def at_times(
         shift = tiles["sum"] - tiles["n"] * first_mean[codes]
         cd = np.concatenate(([0.0], np.cumsum(shift)))
         cq = np.concatenate(([0.0], np.cumsum(tiles["m2"] + shift * shift / tiles["n"])))
-    longest = wf.span + 1
-    extremes = {
-        agg: _RangeExtreme(tiles[agg], np.minimum if agg == "min" else np.maximum, longest)
-        for agg in {a for _, a, _ in feats} & {"min", "max"}
-        if len(b)
-    }
     # rows sorted by (entity, time): searchsorted runs much faster on sorted needles
     perm = np.lexsort((row_ms, row_codes))
     row_codes, row_ms = row_codes[perm], row_ms[perm]
     ok_row = row_codes >= 0
     rc = np.where(ok_row, row_codes, 0)
+    e = np.searchsorted(key, rc * width + np.clip(row_ms - base, -1, width - 2), "right")
+    # the unit after the last one counted starts at or before t: a whole tile holding t
+    nxt = np.minimum(e, max(len(lt) - 1, 0))
+    if len(lt):
+        ok_row &= ~((e < len(lt)) & (codes[nxt] == rc) & (tiles["ft"][nxt] <= row_ms))
+    ranges: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for _, _, w in feats:
+        if w not in ranges:
+            lo, _ = bounds(row_ms, w, wf.hop_ms)
+            ok = ok_row & (lo >= cuts[rc]) if len(cuts) else ok_row.copy()
+            rel_lo = np.clip(lo * wf.hop_ms - base, -1, width - 2)
+            s = np.searchsorted(key, rc * width + rel_lo, "left")
+            ranges[w] = (np.minimum(s, e), ok)
+    longest = max((int((e - s).max()) for s, _ in ranges.values() if len(s)), default=1)
+    extremes = {
+        agg: _RangeExtreme(tiles[agg], np.minimum if agg == "min" else np.maximum, longest)
+        for agg in {a for _, a, _ in feats} & {"min", "max"}
+        if len(lt)
+    }
     out: dict[str, np.ndarray] = {}
     for name, agg, w in feats:
-        lo, hi = bounds(row_ms, w, wf.hop_ms)
-        ok = ok_row & (lo >= cuts[rc]) if len(cuts) else ok_row.copy()
-        rel_lo = np.clip(lo - base, -1, width - 2)
-        rel_hi = np.clip(hi - base, -1, width - 2)
-        s = np.searchsorted(key, rc * width + rel_lo, "left")
-        e = np.searchsorted(key, rc * width + rel_hi, "right")
-        e = np.maximum(e, s)
+        s, ok = ranges[w]
         cnt = cn[e] - cn[s]
         some = cnt > 0
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -433,7 +569,7 @@ def at_times(
                 var = np.where(cnt > 1, np.maximum(cq[e] - cq[s] - d * d / cnt, 0.0), np.nan)
                 var = var / np.where(cnt > 1, cnt - 1, 1)
                 v = np.sqrt(var) if agg == "std" else var
-            else:  # first / last: the first tile's first value, the last tile's last
+            else:  # first / last: the first unit's first value, the last unit's last
                 v = np.full(n_rows, np.nan)
                 idx = s[some] if agg == "first" else e[some] - 1
                 v[some] = tiles[agg][idx]

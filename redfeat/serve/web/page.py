@@ -1,6 +1,7 @@
-"""The web page at ``GET /``: views and their health, an entity lookup (latest values,
-history with what each version changed, as-of), a view's drift (table and plots), a time
-series (line chart with anomalies). One HTML document rendered on the server, with inline
+"""The web page at ``GET /``: views and their health, feature services (features and
+what each version changed), an entity lookup (latest values, history with what each
+version changed, as-of), a view's drift (table and plots), a time series (line chart with
+anomalies). One HTML document rendered on the server, with inline
 CSS and SVG: it needs no network; one small script (allowed by its nonce only) submits
 the form when a selector changes.
 
@@ -39,6 +40,7 @@ BUCKETS = ("1s", "5s", "10s", "30s", "1m", "5m", "15m", "30m", "1h", "3h", "6h",
 MAX_BUCKETS = 400  # points on the line: enough detail for 760 px
 MAX_MARKS = 200
 MAX_VERSIONS = 200
+MAX_SERVICE_VERSIONS = 10  # earlier versions of a feature service described on the page
 SHOWN_ITEMS = 8  # elements of a vector or list shown in a cell
 
 CSS = """
@@ -51,6 +53,7 @@ h3{font-size:14px;margin:12px 0 6px}
 table{border-collapse:collapse;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #eee;
 text-align:left;vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#2e7d32}.warning{color:#b26a00}.drift,.critical{color:#c62828;font-weight:600}
+.insufficient_data{color:#6a1b9a;font-style:italic}
 .error{color:#c62828}.muted{color:#777}.plots{display:flex;flex-wrap:wrap;gap:12px}
 .hint{background:#f4f7fb;border-left:3px solid #4e79a7;padding:6px 10px;margin:8px 0}
 td.changed{background:#fff4d6}tr.asof td:first-child{border-left:3px solid #4e79a7}
@@ -197,13 +200,20 @@ def views_section(store: FeatureStore, health: HealthReport) -> str:
     for v in views:
         h = health.views.get(v.name)
         status = "-" if h is None else h.status
+        unjudged = ""
+        if h is not None and h.insufficient_data:  # neither healthy nor drifting: said apart
+            n = len(h.insufficient_data)
+            unjudged = (
+                f' <span class="insufficient_data" title="too few values to judge drift: '
+                f'{_e(", ".join(h.insufficient_data))}">{n} unjudged</span>'
+            )
         rows.append(
             "<tr>"
             f"<td>{_e(v.name)}</td>"
             f'<td><a href="?e_view={_e(v.name)}#entity">look up</a> · '
             f'<a href="?view={_e(v.name)}#drift">drift</a></td>'
             f"<td>{_e(v.entity)}</td><td class='n'>{len(v.fields)}</td>"
-            f'<td class="{_e(status)}">{_e(status)}</td>'
+            f'<td><span class="{_e(status)}">{_e(status)}</span>{unjudged}</td>'
             f"<td class='n'>{_age(None if h is None else h.age_s)}</td>"
             f"<td class='n'>{'-' if h is None else f'{h.writes:,}'}</td>"
             f"<td class='n'>{'-' if h is None else f'{h.refused:,} ({h.failure_rate:.1%})'}</td>"
@@ -215,6 +225,63 @@ def views_section(store: FeatureStore, health: HealthReport) -> str:
         "event age</th><th>writes</th><th>refused</th><th>reads</th><th>why</th></tr>"
     )
     return f'<table class="views-table">{head}{"".join(rows)}</table>'
+
+
+# -- feature services --------------------------------------------------------------------
+
+
+def _by_view(refs: list[str] | tuple[str, ...]) -> str:
+    """``view: a, b`` per view, each view linked to its lookup."""
+    groups: dict[str, list[str]] = {}
+    for r in refs:
+        view, _, feat = r.partition(":")
+        groups.setdefault(view, []).append(feat or "*")
+    return "<br>".join(
+        f'<a href="?e_view={_e(v)}#entity">{_e(v)}</a>: {_e(", ".join(fs))}'
+        for v, fs in groups.items()
+    )
+
+
+def _changes(store: FeatureStore, name: str, current: int, features: tuple[str, ...]) -> str:
+    """What each version changed, newest first: ``v3: +a:x, -b:y``; the oldest ones beyond
+    MAX_SERVICE_VERSIONS are counted, not read."""
+    items = []
+    newer = features
+    low = max(1, current - MAX_SERVICE_VERSIONS)
+    for v in range(current - 1, low - 1, -1):
+        older = store.feature_service(name, version=v).features
+        added = [f"+{r}" for r in newer if r not in older]
+        removed = [f"-{r}" for r in older if r not in newer]
+        items.append(f"v{v + 1}: {', '.join(added + removed) or 'reordered'}")
+        newer = older
+    items.append(f"v{low}: first" if low == 1 else f"v{low} and {low - 1} earlier")
+    return "<br>".join(_e(i) for i in items)
+
+
+def services_section(store: FeatureStore) -> str:
+    services = store.feature_services()
+    if not services:
+        return _hint(
+            "No feature services yet: group the features a model uses with "
+            "<code>store.apply(FeatureService(name, features=[view, 'view:f', ...]))</code> "
+            "(or in a repository: <code>redfeat apply</code>); read them with "
+            "<code>get_features(service=name)</code> and <code>training_frame(..., "
+            "service=name)</code>."
+        )
+    rows = []
+    for svc in services:
+        version = svc.version or 1
+        rows.append(
+            f"<tr><td>{_e(svc.name)}</td><td class='n'>{version}</td>"
+            f"<td class='n'>{len(svc.features)}</td><td>{_by_view(svc.features)}</td>"
+            f"<td class='versions'>{_changes(store, svc.name, version, svc.features)}</td>"
+            f"<td>{_e(svc.description)}</td></tr>"
+        )
+    head = (
+        "<tr><th>service</th><th>version</th><th>features</th><th>by view</th>"
+        "<th>versions</th><th>description</th></tr>"
+    )
+    return f'<table class="services-table">{head}{"".join(rows)}</table>'
 
 
 # -- entity lookup -----------------------------------------------------------------------
@@ -527,6 +594,7 @@ def render_page(store: FeatureStore, params: dict[str, str], nonce: str = "") ->
     sopts = series_names if series is None or series in series_names else [*series_names, series]
     sections = [
         _section("Views", "views", "", lambda: views_section(store, health)),
+        _section("Feature services", "services", "", lambda: services_section(store)),
         _section(
             "Entity lookup",
             "entity",
@@ -551,9 +619,11 @@ def render_page(store: FeatureStore, params: dict[str, str], nonce: str = "") ->
         f"<header><h1>redfeat · project {_e(store.project)} · health "
         f'<span class="{_e(status)}">{_e(status)}</span> '
         f'<span class="muted">at {health.at:%Y-%m-%d %H:%M:%S} UTC</span></h1>'
-        '<nav><a href="#entity">lookup</a> · <a href="#drift">drift</a> · '
+        '<nav><a href="#services">services</a> · <a href="#entity">lookup</a> · '
+        '<a href="#drift">drift</a> · '
         '<a href="#series">series</a> · API: <a href="docs">/docs</a> '
         '<a href="openapi.json">/openapi.json</a> <a href="views">/views</a> '
+        '<a href="services">/services</a> '
         '<a href="health">/health</a> <a href="metrics">/metrics</a></nav></header>'
         '<main><form id="controls" method="get"></form>'
         f"{''.join(sections)}</main>"

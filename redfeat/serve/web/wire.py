@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import numpy as np
 
-from ...core.records import Record, Version, WriteReport
+from ...core.records import EntityStats, Record, Version, WriteReport
 from ...core.schema import FeatureView
 from ...errors import ConfigurationError, Problem, ValidationError
 
@@ -31,6 +31,7 @@ class GetManyBody(msgspec.Struct, forbid_unknown_fields=True):
     features: list[str] | None = None
     as_of: Time | float | None = None
     with_meta: bool = False
+    cache: bool = True  # false: read Redis, not the near cache
 
 
 class FeaturesBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,6 +44,7 @@ class FeaturesBody(msgspec.Struct, forbid_unknown_fields=True):
     features: list[str] | None = None
     service: str | None = None
     full_feature_names: bool = False
+    cache: bool = True  # false: read Redis, not the near cache
 
 
 class WriteBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -76,6 +78,7 @@ class SimilarBody(msgspec.Struct, forbid_unknown_fields=True):
     where: dict[str, Any] | None = None
     include_values: bool = False
     index: Literal["exact", "hnsw", "server", "auto"] = "exact"
+    consistent: bool = False  # catch up with the view's change feed first (any writer)
 
 
 # -- query parameters -------------------------------------------------------------------
@@ -96,6 +99,7 @@ class StatsQuery(msgspec.Struct):
 class LatestQuery(msgspec.Struct):
     as_of: Time | None = None
     features: Annotated[str, msgspec.Meta(description="comma-separated names")] | None = None
+    cache: Annotated[bool, msgspec.Meta(description="false: bypass the near cache")] = True
 
 
 class HistoryQuery(msgspec.Struct):
@@ -127,7 +131,12 @@ class RangeQuery(msgspec.Struct):
     start: Time | None = None
     end: Time | None = None
     bucket: str | None = None
-    agg: str = "avg"
+    agg: Annotated[
+        str,
+        msgspec.Meta(
+            description="an aggregate, or several comma-separated (avg,min,max: needs a bucket)"
+        ),
+    ] = "avg"
     limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
     time_format: Literal["iso", "ms"] = "iso"
 
@@ -186,10 +195,14 @@ class Latest(msgspec.Struct):
 
 
 class VersionOut(msgspec.Struct):
+    """One version. ``expired`` (a write's answer): the event time was already past the
+    view's ttl, so the version is kept in history but reads as missing (404)."""
+
     id: int
     event_time: datetime
     written_at: datetime
     values: Values
+    expired: bool = False
 
 
 class History(msgspec.Struct):
@@ -222,10 +235,14 @@ class RefusedRow(msgspec.Struct):
 
 
 class WriteReportOut(msgspec.Struct):
+    """What a bulk write did; ``expired``: rows stored with an event time already past the
+    view's ttl (kept in history, read as missing)."""
+
     written: int
     duplicates: int
     late: int
     dropped: int
+    expired: int
     refused: list[RefusedRow]
     warnings: list[ProblemOut]
 
@@ -254,11 +271,31 @@ class SeriesList(msgspec.Struct):
 
 
 class Points(msgspec.Struct):
+    """Points of a series; with several aggregates (``agg=avg,min,max``), ``agg`` lists
+    them and ``values`` holds one list per aggregate, keyed by its name."""
+
     name: str
     bucket: str | None
-    agg: str | None
+    agg: str | list[str] | None
     timestamps: list[str | int]
-    values: list[float | None]
+    values: list[float | None] | dict[str, list[float | None]]
+
+
+class EntityStatsOut(msgspec.Struct):
+    """``store.entity_stats``: what is stored for one entity (status PRESENT, EXPIRED or
+    MISSING; ``bytes`` the server memory of its keys)."""
+
+    view: str
+    entity_id: str
+    status: Literal["PRESENT", "EXPIRED", "MISSING"]
+    fields: dict[str, str]
+    present: list[str]
+    event_time: datetime | None
+    last_update: datetime | None
+    versions: int
+    bytes: int
+    value_bytes: int
+    expires_in_s: float | None
 
 
 class Anomalies(msgspec.Struct):
@@ -413,7 +450,23 @@ def validation_error(exc: ValidationError) -> dict[str, Any]:
 
 
 def version(v: Version) -> VersionOut:
-    return VersionOut(v.id, v.event_time, v.written_at, v.values)
+    return VersionOut(v.id, v.event_time, v.written_at, v.values, v.expired)
+
+
+def entity_stats(s: EntityStats) -> EntityStatsOut:
+    return EntityStatsOut(
+        s.view,
+        s.entity_id,
+        str(s.status),  # type: ignore[arg-type]  # a Status is one of the three names
+        s.fields,
+        s.present,
+        s.event_time,
+        s.last_update,
+        s.versions,
+        s.bytes,
+        s.value_bytes,
+        s.expires_in_s,
+    )
 
 
 def record(r: Record) -> dict[str, Any]:
@@ -431,6 +484,7 @@ def write_report(r: WriteReport) -> WriteReportOut:
         duplicates=r.duplicates,
         late=r.late,
         dropped=r.dropped,
+        expired=r.expired,
         refused=[
             RefusedRow(i, str(exc), [problem(p) for p in exc.problems]) for i, exc in r.refused
         ],

@@ -25,8 +25,8 @@ from .core.records import (
     WriteReport,
 )
 from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
-from .core.time import Duration
 from .core.sources import CsvSource, ParquetSource, SqlSource
+from .core.time import Duration
 from .errors import (
     BackendError,
     ConfigurationError,

@@ -61,3 +61,17 @@ def test_estimate_grows_as_it_should_and_checks_its_arguments() -> None:
         estimate(REDIS_7, entities=1, features=3, history=0)
     with pytest.raises(ConfigurationError, match="entities"):
         estimate(REDIS_7, entities=-1, features=3, history=1)
+
+
+def test_cli_size_prints_the_estimate_and_the_masters() -> None:
+    from typer.testing import CliRunner
+
+    from redfeat.serve.cli import app
+
+    args = ["size", "--entities", "100000000", "--features", "20", "--history", "10"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    want = estimate(REDIS_7, entities=100_000_000, features=20, history=10)
+    assert f"{want / 1e9:,.2f} GB" in res.output and "master(s)" in res.output
+    bad = CliRunner().invoke(app, ["size", "--entities", "5", "--features", "3", "--server", "x"])
+    assert bad.exit_code == 2 and "server must be" in bad.output

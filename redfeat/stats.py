@@ -214,23 +214,31 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
         sec, usec = client.time()  # alone: a cluster pipeline refuses a keyless command
         pipe = client.pipeline(transaction=False)
         for v in views:
-            pipe.xlen(k.feed(v))
-            pipe.xrevrange(k.feed(v), count=1)
-            pipe.xrange(k.feed(v), count=1)
+            for f in k.feeds(v):  # every partition's (one when not partitioned)
+                pipe.xlen(f)
+                pipe.xrevrange(f, count=1)
+                pipe.xrange(f, count=1)
             pipe.xlen(k.ingest(v))
             pipe.xinfo_groups(k.ingest(v))
             pipe.xlen(k.dead_letters(v))
-        replies = [None, *pipe.execute(raise_on_error=False)]
+        replies = pipe.execute(raise_on_error=False)
         now_ms = int(sec) * 1000 + int(usec) // 1000
         out: dict[str, Any] = {}
         second = client.pipeline(transaction=False)
         asks: list[tuple[str, str, str]] = []
-        for i, v in enumerate(views):
-            n, newest, oldest, ilen, groups, dead = replies[1 + 6 * i : 7 + 6 * i]
-            feed: dict[str, Any] = {"entries": int(n), "age_s": None, "span_s": None}
-            if newest and oldest:
-                feed["age_s"] = max(0, now_ms - _id_ms(_first_id(newest))) / 1000
-                feed["span_s"] = (_id_ms(_first_id(newest)) - _id_ms(_first_id(oldest))) / 1000
+        at = 0
+        nfeeds = max(1, k.partitions)
+        for v in views:
+            feeds = replies[at : at + 3 * nfeeds]
+            ilen, groups, dead = replies[at + 3 * nfeeds : at + 3 * nfeeds + 3]
+            at += 3 * nfeeds + 3
+            newest_ms = [_id_ms(_first_id(r)) for r in feeds[1::3] if r]
+            oldest_ms = [_id_ms(_first_id(r)) for r in feeds[2::3] if r]
+            entries = sum(int(n) for n in feeds[0::3] if not isinstance(n, Exception))
+            feed: dict[str, Any] = {"entries": entries, "age_s": None, "span_s": None}
+            if newest_ms and oldest_ms:
+                feed["age_s"] = max(0, now_ms - max(newest_ms)) / 1000
+                feed["span_s"] = (max(newest_ms) - min(oldest_ms)) / 1000
             if isinstance(groups, Exception):  # no stream yet: nothing was pushed
                 groups = []
             backlog = int(ilen) if not groups and not isinstance(ilen, Exception) else 0

@@ -188,6 +188,11 @@ class FeatureStore:
         )
         dur = durability if isinstance(durability, Durability) else None
         mode = check_mode(durability if dur is None else dur.mode)
+        if client is None and mode == "replicated":
+            raise ConfigurationError(
+                "durability='replicated' needs a server with replicas (a Redis Cluster, or a "
+                "master with replicas, by URL or client=); the embedded server has none"
+            )
         if client is None:
             self._server = EmbeddedServer(data_dir, server_bin=server_bin, durability=mode)
             if not holds_data(self._server.dir):
@@ -254,14 +259,20 @@ class FeatureStore:
             self._closers.insert(0, offline.close)
             feeder = self._feeder = LogFeeder(ctx, offline).start()
             self._closers.insert(0, feeder.close)
-        self._online = Online(ctx, feed_cap, feed_retention_ms=retention_ms, observer=self._monitor)
+        self._online = Online(
+            ctx,
+            feed_cap,
+            feed_retention_ms=retention_ms,
+            observer=self._monitor,
+            replicate=dur.replicate if dur.replicated else None,
+        )
         self._transforms = _Lazy(_transform_registry)
         self._deriver = Deriver(ctx, self._transforms, reader=self)
         self._cache = cache
         if cache is not None:
             cache.bind(ctx, reader=self)
             self._closers.insert(0, cache.close)
-        self._windows = _Lazy(lambda: _windows(ctx))
+        self._windows = _Lazy(lambda: _windows(ctx, feed_cap))
         self._training = _Lazy(
             lambda: _training(ctx, self._online, self._monitor, self._offline, self._feeder)
         )
@@ -701,8 +712,8 @@ class FeatureStore:
         with wrap_redis(f"view {view!r}: deleting its streams failed"):
             removed += int(
                 ctx.client.unlink(
-                    ctx.keys.feed(view),
-                    ctx.keys.ingest(view),
+                    *ctx.keys.feeds(view),
+                    *ctx.keys.ingests(view),
                     ctx.keys.dead_letters(view),
                     ctx.keys.materialized(view),  # a view made again loads from the start
                 )
@@ -1340,10 +1351,10 @@ def _transform_registry() -> TransformRegistry:
     return TransformRegistry()
 
 
-def _windows(ctx: Ctx) -> Windows:
+def _windows(ctx: Ctx, feed_cap: int) -> Windows:
     from .windows.service import Windows
 
-    return Windows(ctx)
+    return Windows(ctx, feed_cap)
 
 
 def _training(

@@ -130,11 +130,14 @@ class Online:
         *,
         feed_retention_ms: int = 0,
         observer: WriteObserver | None = None,
+        replicate: Callable[[Any], None] | None = None,
     ) -> None:
         self.client = ctx.client
         self.keys = ctx.keys
         self.direct = ctx.direct
-        self.writer = Writer(ctx.client, ctx.keys, ctx.direct, feed_cap, feed_retention_ms)
+        self.writer = Writer(
+            ctx.client, ctx.keys, ctx.direct, feed_cap, feed_retention_ms, replicate=replicate
+        )
         self.delete_script = Script(scripts.DELETE)
         self._delete_version = ctx.client.register_script(scripts.DELETE_VERSION)
         self.observer = observer  # validators and profiles (store.quality)
@@ -149,8 +152,8 @@ class Online:
         fields: Iterable[str] = (),
         superseded: Mapping[int, int] | None = None,
     ) -> list[int]:
-        """Writer.run (the write step puts new versions in the change feed, which feeds the
-        offline log: offline/feeder.py). ``superseded``: item index -> index of a later
+        """Writer.run (the write step puts new versions in the change feed, which feeds
+        the offline log: offline/feeder.py). ``superseded``: item index -> index of a later
         item of the same entity and event time; those are not sent and report that item's
         version as a duplicate (status 2)."""
         if superseded:
@@ -343,6 +346,8 @@ class Online:
             conn = self.direct.conn(keys[0])
             try:
                 (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_bounds])])
+                if self.writer.replicate is not None:
+                    self.writer.replicate(conn)
             except BaseException:
                 conn.disconnect()
                 raise

@@ -189,6 +189,8 @@ def writes(only: frozenset[str] | None = None) -> st.SearchStrategy[Call]:
     return _one_of(
         only,
         _call("write", v, e, arg(*_VALUES), event_time=arg(*_TIMES)),
+        _call("write", v, e, arg(*_VALUES), tag=arg("v2", None)),
+        _call("delete_version", v, arg("u9", "nobody"), arg(1, 2)),
         _call("update", v, e, arg(*_VALUES), event_time=arg(*_TIMES)),
         _call("increment", v, e, arg({"x": 1.0}, {"n": 2}), event_time=arg(*_TIMES)),
         _call(
@@ -230,6 +232,7 @@ def reads(only: frozenset[str] | None = None) -> st.SearchStrategy[Call]:
         ),
         _call("history", v, e, limit=arg(1, 10)),
         _call("version", v, e, arg(1, 2)),
+        _call("version", v, e, tag=arg("v2")),
         _call("diff", v, e, arg(NOW), arg(NOW)),
         _call("versions", v, arg(None, ["u1"]), start=arg(*_TIMES), end=arg(*_TIMES)),
         _call(

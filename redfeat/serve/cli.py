@@ -85,6 +85,41 @@ def server_status(home: Home = None) -> None:
         console.print(escape(f"  attached: {line}"))
 
 
+@app.command("size")
+def size_cmd(
+    entities: Annotated[int, typer.Option(min=0, help="entities of the view")],
+    features: Annotated[int, typer.Option(min=1, help="Float features per entity")],
+    history: Annotated[int, typer.Option(min=1, help="versions kept per entity")] = 1,
+    server: Annotated[str, typer.Option(help="redis (7.0) or valkey (9)")] = "redis",
+    feed_cap: Annotated[int, typer.Option(min=0, help="the store's feed_cap")] = 100_000,
+    master_gb: Annotated[
+        float, typer.Option(help="memory per cluster master, GB, for the masters needed")
+    ] = 25.0,
+) -> None:
+    """Estimate the memory one view needs (the README's sizing model, measured constants)."""
+    from ..core.sizing import constants_for, estimate
+
+    try:
+        total = estimate(
+            constants_for(server),
+            entities=entities,
+            features=features,
+            history=history,
+            feed_cap=feed_cap,
+        )
+    except ConfigurationError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    per = total / entities if entities else 0.0
+    # keep a quarter free on each master: fragmentation, replication and fork copy-on-write
+    masters = max(1, -(-total // int(master_gb * 0.75 * 1e9)))
+    console.print(
+        f"{entities:,} entities x {features} features x {history} version(s) on {server}: "
+        f"{total / 1e9:,.2f} GB ({per:,.0f} B per entity); "
+        f"{masters:,} master(s) of {master_gb:g} GB at 75 % use"
+    )
+
+
 @app.command("views")
 @connected
 def views(conn: Conn) -> None:

@@ -3,19 +3,27 @@
 Command:
 
     .venv/bin/python bench/training.py [--entities 100000] [--versions 10] [--rows 1000000]
+    .venv/bin/python bench/training.py --log [--rows 100000 1000000]
 
 Loads ENTITIES x VERSIONS versions into each of 3 views of 5 features (one with a ttl) on a
 private embedded server, then builds a training frame for ROWS (entity, timestamp) rows.
 redfeat's time includes reading every version from Redis; the baseline gets the same
 versions already in pandas (so it does less work) and runs merge_asof per view.
+
+``--log``: the store has an offline log (``offline_dir``), fed while loading, drained and
+compacted before timing; training frames read it with DuckDB. The baseline is a plain
+DuckDB ASOF JOIN per view over the same Parquet files (no ttl, no tie rule: less work).
+Peak RSS of the process is printed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -77,13 +85,102 @@ def baseline(entity_df: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> pd.Dat
     return out.sort_values("__rid")
 
 
+def duckdb_baseline(root: Path, entity_df: pd.DataFrame) -> tuple[float, pd.DataFrame]:
+    """A plain DuckDB ASOF JOIN of entity_df with each view's Parquet: the time and result."""
+    import duckdb
+    import pyarrow as pa
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    edf = pa.Table.from_pandas(entity_df.assign(__rid=np.arange(len(entity_df))))
+    t0 = time.perf_counter()
+    con.register("edf", edf)
+    out = entity_df.copy()
+    for name, ttl in VIEWS.items():
+        files = root / name / "schema=*" / "date=*" / "part-*.parquet"
+        cols = ", ".join(
+            f"v.{name}_f{i}" if ttl is None else
+            f"CASE WHEN v.event_time >= e.event_time - INTERVAL {int(ttl.total_seconds())} "
+            f"SECOND THEN v.{name}_f{i} END AS {name}_f{i}"
+            for i in range(5)
+        )  # fmt: skip
+        got = con.sql(
+            f"SELECT e.__rid, {cols} FROM edf e ASOF LEFT JOIN read_parquet('{files}') v "
+            "ON e.entity_id = v.entity_id AND e.event_time >= v.event_time ORDER BY e.__rid"
+        ).to_arrow_table()
+        for i in range(5):
+            out[f"{name}_f{i}"] = got[f"{name}_f{i}"].to_numpy(zero_copy_only=False)
+    return time.perf_counter() - t0, out
+
+
+def same(ours: pd.DataFrame, theirs: pd.DataFrame, features: list[str]) -> bool:
+    return all(
+        np.array_equal(
+            ours[c].to_numpy(dtype=float, na_value=np.nan),
+            theirs[c].to_numpy(dtype=float, na_value=np.nan),
+            equal_nan=True,
+        )
+        for c in (f.split(":")[1] for f in features)
+    )
+
+
+def log_run(args: argparse.Namespace, rng: np.random.Generator, tmp: str) -> None:
+    server = EmbeddedServer(Path(tmp) / "server")
+    info = server.ensure(keep_running=True)
+    root = Path(tmp) / "log"
+    try:
+        store = FeatureStore(client=info.client(), project="bench", offline_dir=root)
+        print(f"{args.entities:,} entities x {args.versions} versions x {len(VIEWS)} views")
+        load(store, args.entities, args.versions, rng)
+        features = [f"{v}:{v}_f{i}" for v in VIEWS for i in range(5)]
+        t0 = time.perf_counter()
+        store.training_frame(
+            pd.DataFrame({"entity_id": ["u0"], "event_time": [T0]}), features
+        )  # drains the feeds into the log; warm-up
+        assert store.offline is not None
+        for v in VIEWS:
+            store.offline.compact(v)
+        print(f"  log drained and compacted in {time.perf_counter() - t0:.1f} s")
+        for rows in args.rows:
+            entity_df = pd.DataFrame(
+                {
+                    "entity_id": [f"u{i}" for i in rng.integers(0, args.entities, rows)],
+                    "event_time": pd.to_datetime(
+                        T0.timestamp() + rng.integers(0, 32 * 86400, rows), unit="s", utc=True
+                    ),
+                }
+            )
+            runs = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                ours = store.training_frame(entity_df, features)
+                runs.append(time.perf_counter() - t0)
+            base_s, theirs = duckdb_baseline(root, entity_df)
+            print(f"training_frame from the log, {rows:,} rows x {len(features)} features:")
+            print(f"  runs: {', '.join(f'{r:.2f}' for r in runs)} s (best reported)")
+            print(f"  redfeat {min(runs):6.2f} s   plain DuckDB ASOF JOIN {base_s:6.2f} s   "
+                  f"ratio {base_s / min(runs):.2f}x   results identical: "
+                  f"{same(ours, theirs, features)}")  # fmt: skip
+        store.close()
+    finally:
+        server.stop()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process: {peak:,.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--entities", type=int, default=100_000)
     ap.add_argument("--versions", type=int, default=10)
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    ap.add_argument("--log", action="store_true", help="training frames from the offline log")
     args = ap.parse_args()
     rng = np.random.default_rng(7)
+    if args.log:
+        with tempfile.TemporaryDirectory() as tmp:
+            log_run(args, rng, tmp)
+        return
+    args.rows = args.rows[0]
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedServer(tmp)
         info = server.ensure(keep_running=True)

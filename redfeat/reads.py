@@ -25,8 +25,7 @@ from .quality.service import Monitor
 from .realtime.cache import MISSING, Cache
 from .transforms.derived import Deriver
 from .types import Int, Vector
-from .windows.service import decoded
-from .windows.spec import range_fields, read_range, values_at
+from .windows.spec import decoded, range_fields, read_range, values_at
 
 if TYPE_CHECKING:
     from .offline.service import Training
@@ -476,6 +475,7 @@ class Reads:
         if not wins:
             return self._training().training_frame(entity_df, refs, **opts)
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         from .offline.frames import event_table, join_table, key_columns
 
@@ -499,7 +499,13 @@ class Reads:
             cols_of = key_columns(table.column_names, key, entity_column)
             shared_columns(used, cols_of, key)
             join = join_table(table, ts_us, cols_of, key)
-            cols.update(self._windows().frame_columns(join, [ww], None))
+            ids = pc.unique(join["entity_id"].drop_null())
+            hi = pc.max(join["__ts"]).as_py() if join.num_rows else None
+            events = self._training().window_events(ww.wf.name, ids, hi)
+            if events is not None:  # the offline log: every event it holds, no retention
+                cols.update(self._windows().event_columns(ww, join, events))
+            else:
+                cols.update(self._windows().frame_columns(join, [ww], None))
         have = frame.column_names if as_arrow else list(frame.columns)
         clash = [c for c in cols if c in have]
         if clash:

@@ -345,10 +345,16 @@ def entity_stats(ctx: Ctx, view: str, entity_id: str | int) -> EntityStats:
         if keeps:
             pipe.zcard(history)
             pipe.memory_usage(history, samples=0)
+            pipe.zrange(history, -1, -1)
         replies = pipe.execute()
     blob, pttl, mem = replies[0], int(replies[1]), int(replies[2] or 0)
-    kept = int(replies[3]) if keeps else (1 if blob is not None else 0)
-    mem += int(replies[4] or 0) if keeps else 0
+    kept = 1 if blob is not None else 0
+    if keeps:
+        # history holds the versions older than the latest (and the latest too with a ttl)
+        top = replies[5]
+        twice = blob is not None and bool(top) and top[0][1:9] == blob[8:16]
+        kept = int(replies[3]) + kept - twice
+        mem += int(replies[4] or 0)
     fields = {f.name: repr(f.dtype).removeprefix("t.") for f in res.view.fields}
     if blob is None:
         status = Status.EXPIRED if kept else Status.MISSING  # the latest key expired

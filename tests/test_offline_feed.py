@@ -14,11 +14,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
-from redfeat import FeatureStore, FeatureView, Field
+from redfeat import FeatureStore, FeatureView, Field, WindowFeatures
 from redfeat import types as t
 from redfeat.offline.feeder import GROUP, LogFeeder
 from redfeat.offline.log import OfflineLog
@@ -160,9 +161,7 @@ def test_a_batch_written_but_not_acknowledged_is_not_written_twice(
     LogFeeder(ctx, log).views()
     events.ensure_group(ctx.client, ctx.keys, "v", GROUP)
     # what a log writer killed between the rename and XACK leaves: files, entries pending
-    batch = events.read_group(
-        ctx.client, ctx.keys, "v", GROUP, "log", count=5_000, block_ms=None, pending=False
-    )
+    batch = events.read_group(ctx.client, ctx.keys, "v", GROUP, "log", count=5_000, pending=False)
     vs = batch.versions
     from redfeat.core.codec import decode
     from redfeat.offline.arrow import versions_table
@@ -201,3 +200,33 @@ def test_trimmed_feed_is_resynced_from_history_and_lag_shows(
     assert set(pairs) == want
     assert logged.num_rows == 400
     assert pa.concat_tables([pq.read_table(p) for p in root.rglob("part-resync_*")]).num_rows == 400
+
+
+def test_window_events_reach_the_log(client: redis.Redis, project: str, tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    t0 = 1_767_225_600  # 2026-01-01, on a hop boundary
+    with FeatureStore(client=client, project=project, offline_dir=root) as store:
+        store.apply(
+            WindowFeatures("w", entity="u", source="x", aggs=["sum"], windows=["1h"], hop="5m")
+        )
+        store.record("w", "a", 1.5, ts=t0 + 0.25)
+        store.record("w", "a", 2.5, ts=t0 + 0.25)  # the same ms: kept in the recorded order
+        rows = [{"entity_id": f"e{i % 3}", "x": float(i), "event_time": t0 + 60 * i}
+                for i in range(100)]  # fmt: skip
+        report = store.record_many("w", rows)
+        assert (report.events, report.dropped_late) == (100, 30)  # older than 1h + 5m
+        assert not store.record("w", "a", 9.0, ts=t0 - 86_400)  # too late for the tiles
+        log = store.offline
+        assert log is not None
+    files = log.events_glob("w")
+    got = duckdb.execute(
+        f"SELECT entity_id, epoch_ms(event_time) AS ms, value FROM read_parquet('{files}') "
+        "ORDER BY entity_id, event_time, written_at, seq"
+    ).fetchall()
+    want = sorted(
+        [("a", (t0 - 86_400) * 1000, 9.0)]
+        + [("a", t0 * 1000 + 250, 1.5), ("a", t0 * 1000 + 250, 2.5)]
+        + [(f"e{i % 3}", (t0 + 60 * i) * 1000, float(i)) for i in range(100)],
+        key=lambda r: (r[0], r[1]),
+    )
+    assert got == want  # the log keeps what the tiles refused as too old

@@ -26,14 +26,18 @@ import logging
 import threading
 import time
 
+import numpy as np
+import pyarrow as pa
+
 from ..core.codec import decode
 from ..core.context import Ctx
 from ..errors import RedfeatError
 from ..online import events
 from ..online.scan import entities_of
-from .arrow import versions_table
+from ..timeseries.tiles import EVENT
+from .arrow import TS, versions_table
 from .dump import Dumper
-from .log import OfflineLog
+from .log import EVENTS, OfflineLog
 
 GROUP = events.OFFLINE_GROUP
 CONSUMER = "log"
@@ -65,14 +69,15 @@ class LogFeeder:
 
     def _step(self, view: str) -> int:
         ctx = self._ctx
+        if view in ctx.registry.window_specs():
+            return self._step_window(view)
         res = ctx.registry.get(view)
         pending = view not in self._ready
         if pending:
             events.ensure_group(ctx.client, ctx.keys, view, GROUP)
             self._check_gap(view)
         batch = events.read_group(
-            ctx.client, ctx.keys, view, GROUP, CONSUMER, count=self.batch, block_ms=None,
-            pending=pending,
+            ctx.client, ctx.keys, view, GROUP, CONSUMER, count=self.batch, pending=pending,
         )  # fmt: skip
         if pending and not batch.ids:
             self._ready.add(view)
@@ -93,6 +98,58 @@ class LogFeeder:
             self.written += len(vs)
         events.ack(ctx.client, ctx.keys, view, GROUP, batch.ids)
         return len(batch.ids)
+
+    def _step_window(self, name: str) -> int:
+        """One batch of a window features' feed: the events counted, as EVENTS rows."""
+        ctx = self._ctx
+        pending = name not in self._ready
+        if pending:
+            events.ensure_group(ctx.client, ctx.keys, name, GROUP)
+            if events.group_state(ctx.client, ctx.keys, name, GROUP)["gap"]:
+                self._gap(name, "the feed was trimmed past events the log had not read")
+        batch = events.read_window_group(
+            ctx.client, ctx.keys, name, GROUP, CONSUMER, count=self.batch, pending=pending
+        )
+        if pending and not batch.ids:
+            self._ready.add(name)
+            return self._step_window(name)
+        if batch.gap:
+            self._gap(name, "events were trimmed before they were logged")
+        if batch.events:
+            hop = int(ctx.registry.window_specs()[name]["hop_ms"])
+            ents: list[str] = []
+            times: list[np.ndarray] = []
+            values: list[np.ndarray] = []
+            for ent, bucket, blob in batch.events:
+                ev = np.frombuffer(blob, EVENT)
+                ents += [ent] * len(ev)
+                times.append((bucket * hop + ev["o"].astype(np.int64)) * 1000)
+                values.append(ev["v"])
+            n = len(ents)
+            first_ms = int(batch.ids[0].partition("-")[0])
+            table = pa.table(
+                {
+                    "entity_id": pa.array(ents, pa.string()),
+                    "event_time": pa.array(np.concatenate(times)).cast(TS),
+                    "value": pa.array(np.concatenate(values)),
+                    "written_at": pa.array(np.full(n, first_ms * 1000)).cast(TS),
+                    "seq": pa.array(np.arange(n, dtype=np.int64)),
+                },
+                schema=EVENTS,
+            )
+            self.log.write_events(name, table, batch.ids[0].replace("-", "_"))
+            self.written += n
+        events.ack(ctx.client, ctx.keys, name, GROUP, batch.ids)
+        return len(batch.ids)
+
+    def _gap(self, name: str, why: str) -> None:
+        self.gaps += 1
+        _log.warning(
+            "offline log, window features %r: %s; those events are not in the log (raise the "
+            "feed cap or keep the feeder running)",
+            name,
+            why,
+        )
 
     def _check_gap(self, view: str) -> None:
         state = events.group_state(self._ctx.client, self._ctx.keys, view, GROUP)
@@ -119,8 +176,10 @@ class LogFeeder:
     # -- running -----------------------------------------------------------------------
 
     def views(self) -> list[str]:
+        """Views and window features: every feed the log reads."""
         self._ctx.registry.load()
-        return [v.name for v in self._ctx.registry.views()]
+        names = [v.name for v in self._ctx.registry.views()]
+        return names + sorted(self._ctx.registry.window_specs())
 
     def drain(self) -> int:
         """Log everything the feeds hold now; the number of entries taken."""

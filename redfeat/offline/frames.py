@@ -238,6 +238,9 @@ def join_view(
     return result
 
 
+Direct = Callable[[Wanted, pa.Table, pa.Table, int | None, int | None], pa.Table | None]
+
+
 def training_frame(
     entity_df: Any,
     wanted: list[Wanted],
@@ -247,8 +250,12 @@ def training_frame(
     event_time_column: str,
     filter_by_written_at: bool,
     as_arrow: bool,
+    direct: Direct | None = None,
 ) -> Any:
-    """Join every wanted view onto entity_df; ``fetch`` returns a view's candidate versions."""
+    """Join every wanted view onto entity_df; ``fetch`` returns a view's candidate versions.
+    ``direct`` (the offline log) joins a view itself from where its versions are, given the
+    coded join table, the codes and the time bounds (None: nothing there); it serves every
+    frame but those with ``filter_by_written_at``."""
     import duckdb
 
     table, ts_us = event_table(entity_df, event_time_column)
@@ -279,7 +286,7 @@ def training_frame(
     # DuckDB releases the GIL: view k is joined on a worker thread while this thread reads
     # the versions of view k+1 from Redis.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redfeat-join")
-    joins: list[tuple[Wanted, Future[pa.Table]]] = []
+    joins: list[tuple[Wanted, Future[pa.Table | None]]] = []
     try:
         for w in wanted:
             coded, codes, entities = groups[view_cols[w.res.name]]
@@ -287,6 +294,9 @@ def training_frame(
             # Only versions that can win are fetched: none after the latest row's time and,
             # with a ttl, none older than the earliest row's window.
             lo = None if ttl is None or lo_all is None else lo_all - ttl
+            if direct is not None and not filter_by_written_at and entities:
+                joins.append((w, pool.submit(direct, w, coded, codes, lo, hi)))
+                continue
             versions = fetch(w, entities, lo, hi) if entities else None
             if versions is None or versions.num_rows == 0:
                 for f, out in zip(w.features, w.outputs, strict=True):
@@ -297,7 +307,11 @@ def training_frame(
         for w, job in joins:
             result = job.result()
             for f, out in zip(w.features, w.outputs, strict=True):
-                columns[out] = result[f]
+                columns[out] = (
+                    pa.chunked_array([pa.nulls(table.num_rows, _type(w, f))])
+                    if result is None
+                    else result[f]
+                )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         con.close()

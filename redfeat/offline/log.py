@@ -2,7 +2,12 @@
 
 Layout under ``root``::
 
-    <view>/schema=<schema_version>/date=<YYYY-MM-DD>/part-<unix ms>-<uuid8>.parquet
+    <view>/schema=<schema_version>/date=<YYYY-MM-DD>/part-<name>.parquet
+    <window features>/events/date=<YYYY-MM-DD>/part-<name>.parquet
+
+Views' files hold versions (EVENTS below for window features' raw events); ``<name>`` is the
+first feed entry id of the batch the file came from (``1733550000000_0``), ``resync_<us>``
+for a resync from history, or ``<unix ms>-<uuid8>`` for files written by ``append``.
 
 ``date`` is the UTC date of each row's ``event_time``. Files are written to ``.tmp-*`` in the
 same directory, fsynced, then renamed into place, so readers never see a partial
@@ -48,6 +53,23 @@ _SCAN_ATTEMPTS = 5
 _ORDER = [("entity_id", "ascending"), ("event_time", "ascending"), ("version_id", "ascending")]
 
 _Key = tuple[str, int]  # (view name, schema_version)
+# Window features' events: every event counted, with when it was recorded (``written_at``,
+# the feed entry's time) and ``seq``, its order among events recorded at the same ms.
+EVENTS = pa.schema(
+    [
+        pa.field("entity_id", pa.string()),
+        pa.field("event_time", arrowio.TS),
+        pa.field("value", pa.float64()),
+        pa.field("written_at", arrowio.TS),
+        pa.field("seq", pa.int64()),
+    ]
+)
+_EVENT_ORDER = [
+    ("entity_id", "ascending"),
+    ("event_time", "ascending"),
+    ("written_at", "ascending"),
+    ("seq", "ascending"),
+]
 
 
 @dataclass
@@ -143,6 +165,25 @@ class OfflineLog:
             written += part.num_rows
         return written
 
+    def write_events(self, name: str, table: pa.Table, stem: str) -> int:
+        """Window features' events (schema EVENTS) as ``part-<stem>.parquet`` per date, a
+        partition holding that file already skipped (see write_named)."""
+        check_name("window features", name)
+        if table.num_rows == 0:
+            return 0
+        written = 0
+        for day, part in _split_by_day(table):
+            directory = self.root / name / "events" / f"date={_day_name(day)}"
+            if (directory / f"{PART_PREFIX}{stem}{SUFFIX}").exists():
+                continue
+            _write_atomic(directory, part.sort_by(_EVENT_ORDER), stem)
+            written += part.num_rows
+        return written
+
+    def events_glob(self, name: str) -> str:
+        """Every event file of window features ``name``, as a glob for DuckDB or Polars."""
+        return str(self.root / name / "events" / "date=*" / f"{PART_PREFIX}*{SUFFIX}")
+
     def flush(self, view: str | None = None) -> int:
         """Write buffered rows (of one view, or of all) to Parquet; return how many rows."""
         if view is not None:
@@ -194,7 +235,7 @@ class OfflineLog:
         if buf is None:
             buf = self._buffers[key] = _Buffer(tables[0].schema)
         # Rare: meanwhile a buffer of another shape started for this key; conform, never drop.
-        back = [t if t.schema.equals(buf.schema) else _conform(t, buf.schema) for t in tables]
+        back = [t if t.schema.equals(buf.schema) else conform(t, buf.schema) for t in tables]
         buf.tables[:0] = back
         buf.rows += sum(t.num_rows for t in back)
 
@@ -249,7 +290,7 @@ class OfflineLog:
             if expr is not None:
                 t = t.filter(expr)
             if t.num_rows:
-                pieces.append((schema_version, 0, _conform(t, target)))
+                pieces.append((schema_version, 0, conform(t, target)))
         pieces += self._read_files(view.name, target, expr, start_us, end_us)
         if not pieces:
             return arrowio.empty_versions(view)
@@ -461,7 +502,7 @@ def _same_type(a: pa.DataType, b: pa.DataType) -> bool:
     return False
 
 
-def _conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
     """``table`` in ``target``'s columns: missing or differently typed columns become null."""
     n = table.num_rows
     cols: list[pa.ChunkedArray] = []
@@ -498,7 +539,7 @@ def _read_conformed(
         dataset = ds.FileSystemDataset(frags, physical, fmt, local)
         t = dataset.to_table(columns=keep, filter=expr)
         if t.num_rows:
-            out.append((sv, 1, _conform(t, target)))
+            out.append((sv, 1, conform(t, target)))
     return out
 
 

@@ -57,15 +57,25 @@ class Training:
         ent = normalize_id(view, entity_id, outcome=READ)
         return _history.history(self.client, self.keys, res, ent, limit)
 
-    def version(self, view: str, entity_id: str | int, version_id: int) -> Version:
-        """One version by id (NotFoundError if it is not, or no longer, kept)."""
+    def version(
+        self, view: str, entity_id: str | int, version_id: int | None, tag: str | None = None
+    ) -> Version:
+        """One version by id, or by the tag a write gave it (NotFoundError if it is not, or
+        no longer, kept)."""
         res = self.registry.get(view)
+        if (version_id is None) == (tag is None):
+            raise ConfigurationError(
+                f"view {view!r}: give a version id or tag=, one of them (got {version_id!r:.60}"
+                f" and tag={tag!r:.60})"
+            )
+        ent = normalize_id(view, entity_id, outcome=READ)
+        if tag is not None:
+            return _history.tagged(self.client, self.keys, res, ent, _history.check_tag(view, tag))
         if isinstance(version_id, bool) or not isinstance(version_id, int | np.integer):
             raise ConfigurationError(
                 f"view {view!r}: a version id is an int (Version.id), got {version_id!r:.60}"
             )
         version_id = int(version_id)
-        ent = normalize_id(view, entity_id, outcome=READ)
         found = _history.find_version(self.client, self.keys, res, ent, version_id)
         if found is not None:
             return found
@@ -73,6 +83,11 @@ class Training:
             f"view {view!r}, entity {entity_id!r}: no version {version_id} "
             "(never written, or trimmed by the view's history setting)"
         )
+
+    def tag(self, view: str, entity_id: str, tag: str, version_id: int) -> None:
+        """Name a version of an entity (``write(..., tag=)``)."""
+        res = self.registry.get(view)
+        _history.set_tag(self.client, self.keys, res, entity_id, tag, version_id)
 
     def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
         """What changed between two versions (ids, or datetimes read as-of):
@@ -104,22 +119,77 @@ class Training:
         ``progress(view, done, total)`` reports the bulk read of versions.
         """
         wanted = plan(features, self.registry.get, full_feature_names)
-
-        def fetch(w: Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
-            step = None if progress is None else (lambda d, n: progress(w.res.name, d, n))
-            return self.versions(w.res.name, ents, start=lo, end=hi, _us=True, progress=step)
-
         from .frames import training_frame
 
-        return training_frame(
-            entity_df,
-            wanted,
-            fetch,
+        opts: dict[str, Any] = dict(
             entity_column=entity_column,
             event_time_column=event_time_column,
             filter_by_written_at=filter_by_written_at,
             as_arrow=as_arrow,
         )
+        if self._offline is None:
+
+            def fetch(w: Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
+                step = None if progress is None else (lambda d, n: progress(w.res.name, d, n))
+                return self.versions(w.res.name, ents, start=lo, end=hi, _us=True, progress=step)
+
+            return training_frame(entity_df, wanted, fetch, **opts)
+        # With the log: it is the system of record. What the feeds hold and the log has not
+        # taken yet goes into it first; then DuckDB reads the Parquet, entity and time pushed
+        # into the scan, and Redis is not read at all.
+        import pyarrow as pa
+
+        from . import logsql
+
+        self.sync()
+        con = logsql.connect()
+        root = self._offline.root
+
+        def from_log(w: Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
+            got = logsql.versions(
+                con, root, w.res.view, list(w.features), pa.array(ents, pa.string()), lo, hi
+            )
+            if progress is not None:
+                progress(w.res.name, len(ents), len(ents))
+            return got
+
+        direct_con = logsql.connect()  # the joins run on the frame's worker thread
+
+        def direct(w: Wanted, edf: Any, codes: Any, lo: int | None, hi: int | None) -> Any:
+            return logsql.join(
+                direct_con, root, w.res.view, list(w.features), edf, codes, w.res.view.ttl_us,
+                lo, hi,
+            )  # fmt: skip
+
+        try:
+            return training_frame(entity_df, wanted, from_log, direct=direct, **opts)
+        finally:
+            con.close()
+            direct_con.close()
+
+    def sync(self) -> None:
+        """Log what the feeds hold that the log has not taken yet (with a feeder in this
+        process): the log plus nothing is then every version."""
+        if self._feeder is not None:
+            self._feeder.drain()
+
+    def window_events(self, name: str, ids: Any, hi_us: int | None) -> Any:
+        """The logged events of window features ``name`` for entities ``ids`` up to
+        ``hi_us``, from the offline log (None without one, or when nothing is logged)."""
+        if self._offline is None:
+            return None
+        import pyarrow as pa
+
+        from . import logsql
+
+        self.sync()
+        con = logsql.connect()
+        try:
+            return logsql.window_events(
+                con, self._offline.root, name, pa.array(ids, pa.string()), hi_us
+            )
+        finally:
+            con.close()
 
     def versions(
         self,
@@ -138,10 +208,7 @@ class Training:
         from .dump import Dumper
         from .transfer import versions
 
-        if self._feeder is not None:
-            # what the feed holds and the log has not taken yet may be gone from history
-            # already: log it first, so that log plus Redis is every version
-            self._feeder.drain()
+        self.sync()  # what the feed holds may be gone from history already: log it first
         dumper = Dumper(self._ctx.keys, self._ctx.direct)
         return versions(self._ctx, dumper, self._offline, view, entity_ids, lo, hi, progress)
 

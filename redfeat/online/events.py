@@ -508,34 +508,22 @@ def ensure_group(client: redis.Redis, keys: Keys, view: str, group: str) -> None
                     raise
 
 
-def read_group(
+def _read_rows(
     client: redis.Redis,
     keys: Keys,
-    view: str,
+    name: str,
     group: str,
     consumer: str,
-    *,
     count: int,
-    block_ms: int | None,
     pending: bool,
-) -> FeedBatch:
-    """The next entries for ``consumer`` (``pending``: those delivered to it and not yet
-    acknowledged, oldest first, as a restart must redo them; else new ones). Entries that
-    carry no payloads (written before feeds carried them) and pending entries trimmed
-    meanwhile set ``gap``. In a partitioned project, each partition's feed in turn (up to
-    ``count`` entries each; one entity's versions stay in order, they are in one feed);
-    ``block_ms`` then waits only when no partition had anything."""
-    feeds = keys.feeds(view)
-    rows: list[tuple[str, Any]] = []
-    with wrap_redis(f"view {view!r}: reading the change feed failed"):
-        for k, feed in enumerate(feeds):
-            reply = client.xreadgroup(
-                group,
-                consumer,
-                {feed: "0" if pending else ">"},
-                count=count,
-                block=None if pending or keys.partitions else block_ms,
-            )
+) -> list[tuple[str, dict[str, Any] | None]]:
+    """Entries of ``name``'s feed for ``consumer``; in a partitioned project each
+    partition's feed in turn (up to ``count`` entries each; one entity's entries stay in
+    order, they are in one feed), ids tagged "p<partition>.<entry id>" for ack()."""
+    rows: list[tuple[str, dict[str, Any] | None]] = []
+    with wrap_redis(f"{name!r}: reading the change feed failed"):
+        for k, feed in enumerate(keys.feeds(name)):
+            reply = client.xreadgroup(group, consumer, {feed: "0" if pending else ">"}, count=count)
             got: list[Any] = []
             if isinstance(reply, dict):  # RESP3
                 for v in reply.values():
@@ -544,18 +532,35 @@ def read_group(
                 for _, entries in reply or []:
                     got.extend(entries)
             tag = f"p{k}." if keys.partitions else ""
-            rows.extend((tag + _text(entry_id), data) for entry_id, data in got)
-    if keys.partitions and not rows and not pending and block_ms:
-        time.sleep(min(block_ms, 200) / 1000)  # nothing anywhere: no busy loop
+            rows.extend(
+                (tag + _text(i), {_text(f): v for f, v in data.items()} if data else None)
+                for i, data in got
+            )
+    return rows
+
+
+def read_group(
+    client: redis.Redis,
+    keys: Keys,
+    view: str,
+    group: str,
+    consumer: str,
+    *,
+    count: int,
+    pending: bool,
+) -> FeedBatch:
+    """The next entries of a view's feed for ``consumer`` (``pending``: those delivered to
+    it and not yet acknowledged, oldest first, as a restart must redo them; else new ones).
+    Entries that carry no payloads (written before feeds carried them) and pending entries
+    trimmed meanwhile set ``gap``."""
     ids: list[str] = []
     out: list[FeedVersion] = []
     gap = False
-    for entry_id, data in rows:
+    for entry_id, d in _read_rows(client, keys, view, group, consumer, count, pending):
         ids.append(entry_id)
-        if not data:
+        if d is None:
             gap = True  # trimmed after delivery, before it was acknowledged
             continue
-        d = {_text(k): v for k, v in data.items()}
         if _text(d.get("k", b"")) != "w":
             continue  # deletes are not versions
         if "p" not in d:
@@ -573,6 +578,44 @@ def read_group(
             )
             at += 4 + size
     return FeedBatch(ids, out, gap)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowBatch:
+    """Entries of a window features' feed: ids (to acknowledge), and per bucket of an
+    entity the raw events counted (entity id, bucket id, packed events: windows/spec.py
+    RECORD); ``gap`` as in FeedBatch."""
+
+    ids: list[str]
+    events: list[tuple[str, int, bytes]]
+    gap: bool
+
+
+def read_window_group(
+    client: redis.Redis,
+    keys: Keys,
+    name: str,
+    group: str,
+    consumer: str,
+    *,
+    count: int,
+    pending: bool,
+) -> WindowBatch:
+    """read_group for the feed of window features ``name``."""
+    ids: list[str] = []
+    out: list[tuple[str, int, bytes]] = []
+    gap = False
+    for entry_id, d in _read_rows(client, keys, name, group, consumer, count, pending):
+        ids.append(entry_id)
+        if d is None:
+            gap = True
+            continue
+        ent, blob, at = unescape_id(_text(d["e"])), _raw(d["w"]), 0
+        while at < len(blob):
+            bucket, size = struct.unpack_from(">qI", blob, at)
+            out.append((ent, int(bucket), blob[at + 12 : at + 12 + size]))
+            at += 12 + size
+    return WindowBatch(ids, out, gap)
 
 
 def ack(client: redis.Redis, keys: Keys, view: str, group: str, ids: list[str]) -> None:

@@ -45,6 +45,9 @@ WIRE = np.dtype(
     ]
 )
 WIRE_BYTES = WIRE.itemsize
+# One raw event of a window-features tile, as stored and as logged: ms from its bucket's
+# start (like a tile's offsets) and the value.
+EVENT = np.dtype([("o", "<u4"), ("v", "<f8")])
 _ONE = struct.Struct("<IddddddII")  # WIRE, packed one at a time
 
 

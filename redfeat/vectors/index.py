@@ -68,6 +68,7 @@ _INDEXES = ("exact", "hnsw")
 # a small subset directly is exact and cheaper than over-fetching candidates.
 _SMALL_SUBSET = 4096
 _MAX_ERRORS = 100
+_F32_MAX = float(np.finfo(np.float32).max)  # stored vectors are float32
 
 
 def _stream_id(entry: Any) -> tuple[int, int] | None:
@@ -308,11 +309,18 @@ class VectorIndex:
             )
         if not np.isfinite(q).all():
             raise refuse("finite", None, "query has NaN or infinite values")
+        peak = float(np.abs(q).max())
         if self.metric == "cosine":
-            norm = float(np.linalg.norm(q))
-            if norm == 0.0:
+            if peak == 0.0:
                 raise refuse("nonzero", 0.0, "a cosine query must not be all zeros")
-            q = q / norm
+            # scaled to its largest value first: the norm of values near the float limit
+            # overflows, and cosine does not depend on the scale
+            q = q / peak
+            q = q / float(np.linalg.norm(q))
+        elif peak > _F32_MAX:
+            raise refuse(
+                "range", peak, "query values must fit a float32 (|x| <= 3.4e38), as stored ones do"
+            )
         return q.astype(np.float32)
 
     def _search_locked(self, q: F32, k: int, where: Mapping[str, Any]) -> list[tuple[str, float]]:

@@ -32,7 +32,7 @@ from ..online.scan import delete_view_data
 from ..timeseries.tiles import MEM, WIRE_BYTES, one_tile, partials, to_wire
 from . import spec as _w
 from .rows import checked_events, events_table, finite, future_limit, refuse_future
-from .spec import WindowFeatures
+from .spec import WindowFeatures, decoded
 
 Definition = Entity | FeatureView | WindowFeatures
 _RECORD = Script(_w.RECORD)  # not idempotent: it adds into tiles, never replayed
@@ -63,40 +63,12 @@ class WindowWanted:
         return [(f, a, m) for _, f, a, m in self.feats]
 
 
-def decoded(
-    wf: WindowFeatures,
-    ent: str,
-    reply: Any,
-    raw_reply: Any,
-    span: tuple[int, int] | None,
-    head: str | None,
-) -> _w.EntityTiles:
-    """One entity's read units from the replies of its tile hash (HGETALL, or HMGET of
-    range_fields(span)) and of its event hash (HGET of bucket ``head``, or HGETALL when
-    ``head`` is None); a key that is not well formed is named (every reply was read
-    already, so the connection stays usable)."""
-    for r in (reply, raw_reply):
-        if isinstance(r, redis.ResponseError):
-            raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {r}")
-    try:
-        if head is None:
-            raw = _w.events_of(raw_reply)
-        else:
-            raw = {} if raw_reply is None else {int(head): raw_reply}
-        if span is None:
-            return _w.decode(reply, raw, wf.hop_ms)
-        return _w.decode_range(reply, span[0], raw, wf.hop_ms)
-    except (TypeError, ValueError) as exc:
-        raise BackendError(
-            f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"
-        ) from None
-
-
 class Windows:
     """Window features of one store."""
 
-    def __init__(self, ctx: Ctx) -> None:
+    def __init__(self, ctx: Ctx, feed_cap: int = 100_000) -> None:
         self._ctx = ctx
+        self.feed_cap = feed_cap  # events go to the window features' feed (offline log)
         self.client = ctx.client
         self.keys = ctx.keys
         self.registry = ctx.registry
@@ -196,6 +168,9 @@ class Windows:
         the definition. Returns the number of keys removed."""
         self.window(name)
         removed = delete_view_data(self._ctx, name)
+        with wrap_redis(f"window features {name!r}: deleting the feed failed"):
+            for feed in self.keys.feeds(name):  # one by one: partitions span slots
+                self.client.unlink(feed)
         if not keep_definition:
             with wrap_redis("cannot write the registry"):
                 pipe = self.client.pipeline(transaction=True)
@@ -220,8 +195,12 @@ class Windows:
         b = t // wf.hop_ms
         off = t - b * wf.hop_ms
         esc = escape_id(ent)
-        keys = [self.keys.window_tiles(name, esc), self.keys.window_events(name, esc)]
-        args = [wf.span, b, b, b, one_tile(v, off), _w.one_raw(v, off)]
+        keys = [
+            self.keys.window_tiles(name, esc),
+            self.keys.window_events(name, esc),
+            self.keys.feed(name, self.keys.partition(esc)),
+        ]
+        args = [wf.span, b, b, self.feed_cap, esc, b, one_tile(v, off), _w.one_raw(v, off)]
         try:
             # stream() reads every reply before raising, and disconnects on anything else
             dropped = _RECORD.stream(self._ctx.direct.conn(keys[0]), [(keys, args)])[0]
@@ -307,13 +286,15 @@ class Windows:
         events = np.cumsum(np.add.reduceat(tiles["n"], st)).astype(np.int64)
         total = len(ts)
         bs = tiles["b"].tolist()
+        feed = self.keys.feed
         calls = (
             (
                 [
                     self.keys.window_tiles(wf.name, esc := escape_id(str(uniques[tcode[a]]))),
                     self.keys.window_events(wf.name, esc),
+                    feed(wf.name, self.keys.partition(esc)),
                 ],
-                [wf.span, bs[a], bs[z - 1], *pairs[3 * a : 3 * z]],
+                [wf.span, bs[a], bs[z - 1], self.feed_cap, esc, *pairs[3 * a : 3 * z]],
             )
             for a, z in zip(st.tolist(), ends.tolist(), strict=True)
         )
@@ -478,6 +459,34 @@ class Windows:
                 )
             out.update(self._columns(ww, join))
         return out
+
+    def event_columns(
+        self, ww: WindowWanted, join: pa.Table, events: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Window columns for a training frame's join table from raw events (entity ids,
+        times in ms, values; sorted by entity, time and the order recorded: the offline
+        log's), under the rules of reads at one time: every event at or before the row's
+        time counts, the tail hopped. No retention: the log covers what it holds."""
+        wf = ww.wf
+        ev_ids, ev_ms, ev_vs = events
+        row_ms = np.floor_divide(join["__ts"].to_numpy(zero_copy_only=False), 1000)
+        ids = join["entity_id"].to_numpy(zero_copy_only=False)
+        codes, uniques = pd.factorize(ids, use_na_sentinel=True)
+        ev_codes = pd.Index(uniques).get_indexer(pd.Index(ev_ids)).astype(np.int64)
+        keep = ev_codes >= 0
+        units = np.empty(int(keep.sum()), MEM)
+        v = ev_vs[keep]
+        units["b"] = np.floor_divide(ev_ms[keep], wf.hop_ms)
+        units["n"] = 1.0
+        units["sum"] = units["min"] = units["max"] = units["first"] = units["last"] = v
+        units["m2"] = 0.0
+        units["ft"] = units["lt"] = ev_ms[keep]
+        ucodes = ev_codes[keep]
+        order = np.lexsort((units["lt"], ucodes))  # stable: ties keep the recorded order
+        units, ucodes = units[order], ucodes[order]
+        cuts = np.full(max(len(uniques), 1), np.iinfo(np.int64).min, np.int64)
+        cols = _w.at_times(wf, units, ucodes, cuts, codes.astype(np.int64), row_ms, ww.by_feature())
+        return {out: cols[f] for out, f, _, _ in ww.feats}
 
     def _columns(self, ww: WindowWanted, join: pa.Table) -> dict[str, np.ndarray]:
         wf = ww.wf

@@ -20,13 +20,14 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import redis
 
 from ..core.schema import Entity, check_name
 from ..core.time import MAX_US, Duration
-from ..errors import ConfigurationError, NotFoundError
+from ..errors import BackendError, ConfigurationError, NotFoundError
 from ..timeseries.lua import TILE_MERGE
 from ..timeseries.spec import duration_ms
-from ..timeseries.tiles import MEM, WIRE, partials
+from ..timeseries.tiles import EVENT, MEM, WIRE, partials
 
 AGGS = ("count", "sum", "avg", "min", "max", "std", "var", "first", "last")
 MAX_TILES = 16_384  # largest window / hop: bounds the tiles one read merges
@@ -176,14 +177,21 @@ class WindowFeatures:
 # tiles so that a read fetches the raw events of one tile only. A tile stored without its
 # raw events (recorded before they were kept) gets none appended: a read that would cut it
 # is not answered rather than answered from half of them.
+# KEYS[3] the window features' feed (a capped stream): one entry per call with every event
+# of it, for the offline log {e: escaped entity id, w: per bucket, int64 BE bucket id ..
+# uint32 BE bytes .. its raw events}. Events too old for the tiles are in it too: the
+# log keeps what tiles cannot (training over long history reads the log).
 # ARGV[1] tiles kept back from the newest bucket, ARGV[2] and ARGV[3] the batch's oldest
-# and newest bucket, then (bucket id, tile, raw events) triples, one per distinct bucket.
+# and newest bucket, ARGV[4] the feed's cap (MAXLEN ~; 0: no feed), ARGV[5] the escaped
+# entity id, then (bucket id, tile, raw events) triples, one per distinct bucket.
 # Returns the number of events refused as too old.
 RECORD = (
     TILE_MERGE
     + r"""
 local K, R = KEYS[1], KEYS[2]
 local span, lo, hi = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+local logged = {}
 local meta = redis.call('HMGET', K, '_n', '_c', '_d')
 local before, old, lost = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
 local function lose(x) if not lost or x + 1 > lost then lost = x + 1 end end
@@ -193,18 +201,22 @@ local dropped = 0
 if (not before or lo > before) and lo >= cut then
   -- every bucket is new and kept: set them all, nothing to read or merge
   local ft, fr = {}, {}
-  for i = 4, #ARGV, 3 do
+  for i = 6, #ARGV, 3 do
     ft[#ft + 1] = ARGV[i]; ft[#ft + 1] = ARGV[i + 1]
     fr[#fr + 1] = ARGV[i]; fr[#fr + 1] = ARGV[i + 2]
+    if cap > 0 then
+      logged[#logged + 1] = struct.pack('>lI4', tonumber(ARGV[i]), #ARGV[i + 2]) .. ARGV[i + 2]
+    end
     if #ft >= 1000 then
       redis.call('HSET', K, unpack(ft)); redis.call('HSET', R, unpack(fr)); ft, fr = {}, {}
     end
   end
   if #ft > 0 then redis.call('HSET', K, unpack(ft)); redis.call('HSET', R, unpack(fr)) end
 else
-  for i = 4, #ARGV, 3 do
+  for i = 6, #ARGV, 3 do
     local f, t, r = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local b = tonumber(f)
+    if cap > 0 then logged[#logged + 1] = struct.pack('>lI4', b, #r) .. r end
     if b < cut then
       dropped = dropped + struct.unpack('<I', t)
       lose(b)
@@ -241,12 +253,14 @@ if not old or cut > old then old = cut end
 local st = {'_n', string.format('%.0f', newest), '_c', string.format('%.0f', old)}
 if lost then st[5], st[6] = '_d', string.format('%.0f', lost) end
 redis.call('HSET', K, unpack(st))
+if #logged > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', cap, '*', 'e', ARGV[5], 'w', table.concat(logged))
+end
 return dropped
 """
 )
 
-# One raw event as stored: ms from its bucket's start (like a tile's offsets) and the value.
-RAW = np.dtype([("o", "<u4"), ("v", "<f8")])
+RAW = EVENT
 _ONE_RAW = struct.Struct("<Id")
 
 
@@ -577,3 +591,32 @@ def at_times(
         back[perm] = np.where(ok, v, np.nan)
         out[name] = back
     return out
+
+
+def decoded(
+    wf: WindowFeatures,
+    ent: str,
+    reply: Any,
+    raw_reply: Any,
+    span: tuple[int, int] | None,
+    head: str | None,
+) -> EntityTiles:
+    """One entity's read units from the replies of its tile hash (HGETALL, or HMGET of
+    range_fields(span)) and of its event hash (HGET of bucket ``head``, or HGETALL when
+    ``head`` is None); a key that is not well formed is named (every reply was read
+    already, so the connection stays usable)."""
+    for r in (reply, raw_reply):
+        if isinstance(r, redis.ResponseError):
+            raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {r}")
+    try:
+        if head is None:
+            raw = events_of(raw_reply)
+        else:
+            raw = {} if raw_reply is None else {int(head): raw_reply}
+        if span is None:
+            return decode(reply, raw, wf.hop_ms)
+        return decode_range(reply, span[0], raw, wf.hop_ms)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(
+            f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"
+        ) from None

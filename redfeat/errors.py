@@ -73,7 +73,9 @@ def wrap_redis(what: str) -> Iterator[None]:
 
     try:
         yield
-    except redis.RedisError as exc:
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        # the cluster client's own errors (no node to route to: closed, or every startup
+        # node unreachable) are not RedisErrors
         raise backend_error(what, exc) from exc
 
 

@@ -262,6 +262,7 @@ def test_offline_log_keeps_history_redis_trimmed(
         assert again.versions("v", ["u"]).num_rows == 5
         assert again.offline is not None and again.offline.compact("v") >= 0
         assert xs(again.training_frame(rows, ["v:x"])) == [0, 2, 4]
+        again.close()  # its log feeder must not outlive the client
     finally:
         store.close()
         store.delete_view("v")

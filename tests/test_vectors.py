@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
@@ -348,6 +349,9 @@ def test_hnsw_without_hnswlib_says_what_to_install(
 
 def other_store(client: redis.Redis, project: str) -> FeatureStore:
     """A second FeatureStore on its own connection pool, as another process would have."""
+    if isinstance(client, RedisCluster):
+        nodes = [ClusterNode(n.host, n.port) for n in client.get_primaries()]
+        return FeatureStore(client=RedisCluster(startup_nodes=nodes), project=project)
     pool = client.connection_pool
     other = redis.Redis(
         connection_pool=redis.ConnectionPool(

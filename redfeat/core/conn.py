@@ -103,10 +103,16 @@ class Direct:
     def conn(self, key: str | bytes | None = None) -> Any:
         """This thread's raw connection (to the node of ``key``'s slot on a cluster; with no
         key, to the node of slot 0)."""
-        if self.cluster is None:
-            pool = self._pool
-            assert pool is not None
-            return self._held("", lambda: pool.connection_class(**pool.connection_kwargs))
+        if self.cluster is None:  # the hot path of one node: one attribute read
+            held: _Held | None = getattr(self._local, "held", None)
+            if held is None or held.pid != os.getpid():
+                pool = self._pool
+                assert pool is not None
+                held = _Held(pool.connection_class(**pool.connection_kwargs))
+                self._local.held = held
+                with self._lock:
+                    self._all.add(held)
+            return held.conn
         return self.node_conn(self.node_of(key if key is not None else "{0}"))
 
     def node_of(self, key: str | bytes) -> str:
@@ -262,8 +268,8 @@ class Direct:
         """GET of many keys: one MGET per slot, pipelined per node, nodes in parallel."""
         if self.cluster is None:
             if len(keys) == 1:
-                return [self.call("GET", keys[0])]
-            return list(self.call("MGET", *keys))
+                return [self._call(self.conn(), ("GET", keys[0]))]
+            return list(self._call(self.conn(), ("MGET", *keys)))
         groups = self.group(keys)
         out: list[Any] = [None] * len(keys)
 

@@ -138,19 +138,26 @@ def changes(
             )
         pos = [p or None for p in parts]
     entries: list[tuple[tuple[int, int, int], int, str, list[ChangeEvent]]] = []
+    gaps: dict[int, str] = {}
     for k in range(n):
         try:
             evs, _ = _changes_of(client, keys.feed(view, k), view, pos[k], limit)
-        except FeedTrimmedError as exc:  # a gap in one partition: resume every partition
-            resume = [p or "" for p in pos]
-            resume[k] = exc.resume or ""
-            raise FeedTrimmedError(view, since or "", ",".join(resume)) from None
+        except FeedTrimmedError as exc:
+            gaps[k] = exc.resume or ""
+            continue
+        if not evs and pos[k] is None:
+            # empty now: what this partition gets next must count as after this read, or
+            # a trim of it before the next read would go unnoticed
+            pos[k] = "0-0"
         by_entry: dict[str, list[ChangeEvent]] = {}
         for ev in evs:
             by_entry.setdefault(ev.cursor, []).append(ev)
         for entry, group in by_entry.items():
             ms, seq = _stream_id(entry)
             entries.append(((ms, k, seq), k, entry, group))
+    if gaps:  # one error for every partition that lost events; the others stay where they are
+        resume = [gaps.get(k, p or "") for k, p in enumerate(pos)]
+        raise FeedTrimmedError(view, since or "", ",".join(resume))
     entries.sort(key=lambda e: e[0])
     out: list[ChangeEvent] = []
     for _, k, entry, group in entries:
@@ -159,9 +166,40 @@ def changes(
         pos[k] = entry
         cursor = ",".join(p or "" for p in pos)
         out.extend(dataclasses.replace(ev, cursor=cursor) for ev in group)
-    if since is None and not out:
-        return out, None
     return out, ",".join(p or "" for p in pos)
+
+
+def _pairs(v: Any) -> Any:
+    """A flat [k, v, k, v...] reply as a dict (keys decoded); anything else as it is."""
+    if isinstance(v, list):
+        return {_text(a): b for a, b in zip(v[0::2], v[1::2], strict=False)}
+    return v
+
+
+def _parsed_rows(rows: Any) -> Any:
+    """XRANGE rows as (id, {field: value}): a cluster client's MULTI hands them back raw."""
+    if not isinstance(rows, list):
+        return rows
+    return [(r[0], _pairs(r[1])) for r in rows]
+
+
+def _parsed_info(info: Any) -> Any:
+    """XINFO STREAM as a dict of str keys, its first entry as (id, {field: value}) (a
+    cluster client's MULTI leaves it half parsed)."""
+    if isinstance(info, dict):
+        out = {_text(k): v for k, v in info.items()}
+    elif isinstance(info, list):
+        out = _pairs(info)
+    else:
+        return info
+    for k in ("first-entry", "last-entry"):
+        e = out.get(k)
+        if isinstance(e, list | tuple) and e and isinstance(e[1], list):
+            out[k] = (e[0], _pairs(e[1]))
+    for k in ("length", "entries-added"):
+        if isinstance(out.get(k), bytes):
+            out[k] = int(out[k])
+    return out
 
 
 def feed_end(client: redis.Redis, keys: Keys, view: str) -> str | None:
@@ -171,10 +209,12 @@ def feed_end(client: redis.Redis, keys: Keys, view: str) -> str | None:
     with wrap_redis(f"view {view!r}: reading the change feed failed"):
         for feed in keys.feeds(view):
             last = client.xrevrange(feed, count=1)
-            ends.append(_text(last[0][0]) if last else "")
+            # "0-0": an empty partition's position, so that entries trimmed from it before
+            # they are read are reported, not skipped
+            ends.append(_text(last[0][0]) if last else "0-0")
     if not keys.partitions:
-        return ends[0] or None
-    return ",".join(ends) if any(ends) else None
+        return None if ends[0] == "0-0" else ends[0]
+    return ",".join(ends)
 
 
 def later_cursor(a: str | None, b: str | None) -> str | None:
@@ -210,6 +250,7 @@ def _changes_of(
                 rows, info = pipe.execute(raise_on_error=False)
                 if isinstance(rows, Exception):
                     raise rows
+                rows, info = _parsed_rows(rows), _parsed_info(info)
                 resume = trimmed_after(info, cursor)
                 if resume is not None:
                     if events:
@@ -482,7 +523,8 @@ class FeedBatch:
 
 
 # In a partitioned project (a cluster) a group reads every partition's feed; the ids of a
-# FeedBatch are then "<partition>/<entry id>", so that ack() finds each entry's stream.
+# FeedBatch are then "p<partition>.<entry id>" (safe in a file name), so that ack() finds
+# each entry's stream.
 
 
 def ensure_group(client: redis.Redis, keys: Keys, view: str, group: str) -> None:
@@ -508,7 +550,7 @@ def _read_rows(
 ) -> list[tuple[str, dict[str, Any] | None]]:
     """Entries of ``name``'s feed for ``consumer``; in a partitioned project each
     partition's feed in turn (up to ``count`` entries each; one entity's entries stay in
-    order, they are in one feed), ids tagged "<partition>/<entry id>" for ack()."""
+    order, they are in one feed), ids tagged "p<partition>.<entry id>" for ack()."""
     rows: list[tuple[str, dict[str, Any] | None]] = []
     with wrap_redis(f"{name!r}: reading the change feed failed"):
         for k, feed in enumerate(keys.feeds(name)):
@@ -520,7 +562,7 @@ def _read_rows(
             else:
                 for _, entries in reply or []:
                     got.extend(entries)
-            tag = f"{k}/" if keys.partitions else ""
+            tag = f"p{k}." if keys.partitions else ""
             rows.extend(
                 (tag + _text(i), {_text(f): v for f, v in data.items()} if data else None)
                 for i, data in got
@@ -613,8 +655,8 @@ def ack(client: redis.Redis, keys: Keys, view: str, group: str, ids: list[str]) 
         return
     by_feed: dict[str, list[str]] = {}
     for i in ids:
-        k, _, entry = i.rpartition("/")
-        by_feed.setdefault(keys.feed(view, int(k or 0)), []).append(entry)
+        k, _, entry = i.rpartition(".")
+        by_feed.setdefault(keys.feed(view, int(k[1:] or 0)), []).append(entry)
     with wrap_redis(f"view {view!r}: acknowledging feed entries failed"):
         for feed, entries in by_feed.items():
             client.xack(feed, group, *entries)

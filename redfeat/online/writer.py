@@ -46,7 +46,9 @@ class Writer:
         self.feed_cap = feed_cap  # versions kept in the feed; 0: no change events
         self.feed_retention_ms = feed_retention_ms  # 0: no age bound
         # the FEED bounds argument of WRITE and DELETE
-        self.feed_bounds = f"{feed_cap} {feed_retention_ms}"
+        # (in a partitioned project each partition's feed keeps its share of feed_cap)
+        cap = -(-feed_cap // keys.partitions) if keys.partitions else feed_cap
+        self.feed_bounds = f"{cap} {feed_retention_ms}"
         self.script = Script(scripts.WRITE, idempotent=True)
 
     def _calls(

@@ -196,19 +196,31 @@ class Worker:
             got += self._claim(view)
         own = self._own_first
         streams = {self._stream(v): "0" if own else ">" for v in self.views}
+        block = None if until_idle or own else self.block_ms
+        # on a cluster each view's stream is on its own slot: one read per stream, and a
+        # blocking one only when there is one stream
+        reads = (
+            [streams] if self._ctx.direct.cluster is None else [{k: v} for k, v in streams.items()]
+        )
+        pairs: list[Any] = []
         with wrap_redis("worker: reading the ingest streams failed"):
-            reply = client.xreadgroup(
-                self.group,
-                self.consumer,
-                streams,
-                count=10,
-                block=None if until_idle or own else self.block_ms,
-            )
-        # RESP2: [[stream, entries], ...]; RESP3: {stream: [entries]}
-        if isinstance(reply, dict):
-            pairs = [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
-        else:
-            pairs = reply or []
+            for part in reads:
+                reply = client.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    part,
+                    count=10,
+                    block=block if len(reads) == 1 else None,
+                )
+                # RESP2: [[stream, entries], ...]; RESP3: {stream: [entries]}
+                if isinstance(reply, dict):
+                    pairs += [
+                        (k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()
+                    ]
+                else:
+                    pairs += reply or []
+            if len(reads) > 1 and not any(entries for _, entries in pairs) and block:
+                self._stop.wait(min(block, 200) / 1000)  # nothing anywhere: no busy loop
         mine = 0
         for stream, entries in pairs:
             parsed = self._ctx.keys.parse(stream)

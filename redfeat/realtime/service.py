@@ -14,7 +14,8 @@ from ..online import events as _events
 from ..online.events import Subscription
 from . import ingest as _ingest
 
-_CURSOR = re.compile(r"\d{1,20}-\d{1,20}")
+# one feed's entry id; a partitioned project's: one (or nothing) per partition, comma-joined
+_CURSOR = re.compile(r"\d{1,20}-\d{1,20}|(?:(?:\d{1,20}-\d{1,20})?,){1,1023}(?:\d{1,20}-\d{1,20})?")
 
 
 class Live:

@@ -20,6 +20,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 from rich.text import Text
 
+from ..core.cluster import LocalCluster
 from ..core.embedded import EmbeddedServer, holds_data
 from ..core.time import duration_us
 from ..errors import ConfigurationError, RedfeatError
@@ -42,8 +43,26 @@ def server_start(
     home: Home = None,
     server_bin: Bin = None,
     durability: Annotated[str, typer.Option(help="everysec or always")] = "everysec",
+    cluster: Annotated[
+        int,
+        typer.Option(
+            "--cluster",
+            help="start a local Redis Cluster of this many masters (each with one replica) "
+            "under <home>/cluster instead",
+        ),
+    ] = 0,
 ) -> None:
     """Start the embedded server and keep it running until `redfeat server stop`."""
+    if cluster:
+        local = LocalCluster(home_dir(home) / "cluster", masters=cluster, durability=durability)
+        cinfo = local.start()
+        console.print(escape(f"data: {local.dir}"), soft_wrap=True)
+        console.print(
+            f"cluster running: {cinfo.masters} masters + {len(cinfo.ports) - cinfo.masters} "
+            f"replicas, pids {', '.join(map(str, cinfo.pids))}"
+        )
+        console.print(escape(f"url: {cinfo.url()}"), soft_wrap=True)
+        return
     server = EmbeddedServer(home_dir(home), server_bin=server_bin, durability=durability)
     info = server.ensure(keep_running=True)
     console.print(escape(f"data: {server.dir}"), soft_wrap=True)
@@ -57,10 +76,14 @@ def server_stop(
         bool, typer.Option("--force", help="stop even while other processes are attached")
     ] = False,
 ) -> None:
-    """Stop the embedded server (the append-only file is flushed first).
+    """Stop the embedded server (the append-only file is flushed first), and the local
+    cluster of `server start --cluster` if one runs under the same home.
 
     Refuses while other processes use it, and names them; --force stops it anyway (their
     stores then fail with BackendError until the server runs again)."""
+    local = LocalCluster(home_dir(home) / "cluster")
+    if local.status() is not None or local.info_path.exists():
+        console.print("cluster stopped" if local.stop() else "cluster not running")
     server = EmbeddedServer(home_dir(home))
     console.print(escape(f"data: {server.dir}"), soft_wrap=True)
     stopped = server.stop(force=force)

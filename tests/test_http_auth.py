@@ -72,6 +72,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/views/users", None, "read"),
     ("GET", "/views/users/entities/u1", None, "read"),
     ("GET", "/views/users/entities/u1/history", None, "read"),
+    ("GET", "/views/users/entities/u1/stats", None, "read"),
     ("POST", "/views/users/get_many", {"ids": ["u1"]}, "read"),
     ("POST", "/features", {"ids": ["u1"], "features": ["users:spend"]}, "read"),
     ("GET", "/services", None, "read"),

@@ -341,10 +341,16 @@ class Reads:
             # every stored view and window features in one round trip; on_read views are
             # computed from their source
             pipe: Any = self._ctx.client.pipeline(transaction=False)
+            # on a cluster the keys of one view span slots: one grouped MGET per view
+            split = self._ctx.direct.cluster is not None
+            latest_blobs: list[Any] = []
             for w in sent:
                 name, ents = w.res.name, ents_of[w.res.key.name]
                 keys_ = [self._ctx.keys.latest(name, escape_id(ents[i])) for i in fetch[name]]
-                pipe.execute_command("MGET", *keys_)
+                if split:
+                    latest_blobs.append(self._ctx.direct.mget(keys_))
+                else:
+                    pipe.execute_command("MGET", *keys_)
             # only the buckets the asked windows cover (HGETALL when that is most of them)
             spans = [read_range(ww.wf, now_ms, [w for _, _, w in ww.by_feature()]) for ww in wins]
             for ww, span in zip(wins, spans, strict=True):
@@ -358,7 +364,8 @@ class Reads:
                     else:
                         pipe.execute_command("HMGET", tiles_key, *fields)
                     pipe.hget(self._ctx.keys.window_events(ww.wf.name, esc), head)
-            replies = pipe.execute() if sent or (n and wins) else []
+            replies = pipe.execute() if (sent and not split) or (n and wins) else []
+            replies = latest_blobs + replies
         per_view: dict[str, list[Any]] = {}
         for w, blobs in zip(sent, replies, strict=False):
             got, name = hits[w.res.name], w.res.name

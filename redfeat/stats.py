@@ -211,8 +211,8 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
     k = ctx.keys
     views = [v.name for v in ctx.registry.views()]
     with wrap_redis("reading the change feed and ingest streams failed"):
+        sec, usec = client.time()  # alone: a cluster pipeline refuses a keyless command
         pipe = client.pipeline(transaction=False)
-        pipe.time()
         for v in views:
             pipe.xlen(k.feed(v))
             pipe.xrevrange(k.feed(v), count=1)
@@ -220,8 +220,7 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
             pipe.xlen(k.ingest(v))
             pipe.xinfo_groups(k.ingest(v))
             pipe.xlen(k.dead_letters(v))
-        replies = pipe.execute(raise_on_error=False)
-        sec, usec = replies[0]
+        replies = [None, *pipe.execute(raise_on_error=False)]
         now_ms = int(sec) * 1000 + int(usec) // 1000
         out: dict[str, Any] = {}
         second = client.pipeline(transaction=False)
@@ -292,10 +291,18 @@ def offline(ctx: Ctx, feeder: dict[str, Any] | None) -> dict[str, Any]:
     ``lag`` (entries not yet read; None without a group), ``pending`` (read, not yet in
     Parquet) and ``gap`` (entries trimmed before it read them); with a feeder in this
     process, its ``versions_written`` and ``gaps`` resynced from history."""
-    views = {
-        v.name: events.group_state(ctx.client, ctx.keys, v.name, events.OFFLINE_GROUP)
-        for v in ctx.registry.views()
-    }
+    views: dict[str, Any] = {}
+    for v in ctx.registry.views():
+        parts = [
+            events.group_state(ctx.client, ctx.keys, v.name, events.OFFLINE_GROUP, k)
+            for k in range(max(1, ctx.keys.partitions))
+        ]
+        lags = [p["lag"] for p in parts]
+        views[v.name] = {
+            "pending": sum(p["pending"] for p in parts),
+            "lag": None if None in lags else sum(lags),
+            "gap": any(p["gap"] for p in parts),
+        }
     return {"views": views, **(feeder or {})}
 
 

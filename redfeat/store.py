@@ -13,12 +13,13 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import redis
+from redis.cluster import RedisCluster
 
 from .core import args
-from .core.conn import Direct, detect_capabilities
+from .core.conn import Direct, cluster_from_url, detect_capabilities, is_cluster
 from .core.context import Ctx
 from .core.durability import Durability, check_mode
 from .core.embedded import EmbeddedServer, ServerInfo, holds_data
@@ -103,6 +104,38 @@ class _Lazy(Generic[T]):
         return self._value
 
 
+DEFAULT_PARTITIONS = 16  # on a cluster: enough to spread a view over up to ~16 masters
+
+
+def _partitions(client: redis.Redis | RedisCluster, keys: Keys, wanted: int | None) -> int:
+    """The project's partition count, kept in its registry: the first store that opens a
+    project fixes it (``partitions``, else 16 on a cluster and 0, one tag per entity, on
+    one node); later ones read it, and one asking for another count is refused."""
+    if wanted is not None:
+        Keys(keys.project, wanted)  # checks the value
+    with wrap_redis("cannot read the project's partition count"):
+        raw = client.hget(keys.registry, "partitions")
+        if raw is None:
+            default = DEFAULT_PARTITIONS if is_cluster(client) else 0
+            first = default if wanted is None else wanted
+            if not first:  # unpartitioned: nothing to keep (a read-only open writes nothing)
+                return 0
+            client.hsetnx(keys.registry, "partitions", first)
+            raw = client.hget(keys.registry, "partitions")
+    stored = int(raw or 0)
+    if not stored and is_cluster(client):
+        raise ConfigurationError(
+            f"project {keys.project!r}: a Redis Cluster needs partitions >= 1 (the write "
+            "step of many entities must stay on one slot)"
+        )
+    if wanted is not None and wanted != stored:
+        raise ConfigurationError(
+            f"project {keys.project!r} is stored with partitions={stored}; it cannot be "
+            f"opened with partitions={wanted} (export and import into a new project instead)"
+        )
+    return stored
+
+
 def _close_embedded(server: EmbeddedServer, client: redis.Redis, name: str) -> None:
     # Runs at close() or at interpreter exit for a store nobody closed.
     with contextlib.suppress(Exception):
@@ -127,12 +160,13 @@ class FeatureStore:
         data_dir: str | os.PathLike[str] | None = None,
         server_bin: str | None = None,
         durability: str | Durability = "everysec",
-        client: redis.Redis | None = None,
+        client: redis.Redis | RedisCluster | None = None,
         offline_dir: str | os.PathLike[str] | None = None,
         feed_cap: int = 100_000,
         feed_retention: Duration | None = None,
         cache: Cache | None = None,
         embedder: Any = None,
+        partitions: int | None = None,
     ) -> None:
         keys = Keys(project)
         self._server: EmbeddedServer | None = None
@@ -169,12 +203,16 @@ class FeatureStore:
             self._finalizer = weakref.finalize(self, _close_embedded, self._server, client, name)
         elif dur is None:
             dur = Durability(mode)
-            kwargs = client.connection_pool.connection_kwargs
-            if kwargs.get("redis_connect_func") is None:
-                kwargs["redis_connect_func"] = dur.connected  # new connections are checked
+            if isinstance(client, redis.Redis):
+                kwargs = client.connection_pool.connection_kwargs
+                if kwargs.get("redis_connect_func") is None:
+                    kwargs["redis_connect_func"] = dur.connected  # new connections are checked
+        # A cluster client speaks the same commands (routed by key): the services take it
+        # as a redis.Redis, and take care where a cluster differs (conn.Direct, is_cluster).
+        client = cast(redis.Redis, client)
         self._client = client
         self._durability = dur
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if client.get_encoder().decode_responses:
             self.close()
             raise ConfigurationError(
                 "FeatureStore needs a client with decode_responses=False: values are binary"
@@ -194,6 +232,7 @@ class FeatureStore:
         except BaseException:  # the server cannot keep the promised durability
             self.close()
             raise
+        keys = Keys(project, _partitions(client, keys, partitions))
         ctx = self._ctx = Ctx(client, keys, Registry(client, keys), direct, Metrics())
         self._caps: dict[str, Any] | None = None
 
@@ -253,7 +292,9 @@ class FeatureStore:
         feed_retention: Duration | None = None,
         **redis_kwargs: Any,
     ) -> FeatureStore:
-        """Connect to redis://, rediss:// or unix:// (extra keywords go to redis-py).
+        """Connect to redis://, rediss:// or unix:// (extra keywords go to redis-py), or to a
+        Redis Cluster: ``redis+cluster://host:7000,host:7001/`` (``rediss+cluster://`` for
+        TLS; the nodes listed are where redis-py's cluster client starts).
 
         ``durability`` ("everysec" or "always", or a ``Durability``) is checked against
         the server's settings where CONFIG GET is allowed, when the store opens and on
@@ -261,14 +302,22 @@ class FeatureStore:
         the fsync (Redis >= 8.0: each write call then waits for it), and is refused
         (ConfigurationError) otherwise; "everysec" logs a warning when the server keeps
         nothing on disk."""
-        if not url.startswith(("redis://", "rediss://", "unix://")):
+        cluster = url.startswith(("redis+cluster://", "rediss+cluster://"))
+        if not cluster and not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(
-                f"unsupported URL {url!r}: use redis://host:port/db, rediss://... or unix:///path"
+                f"unsupported URL {url!r}: use redis://host:port/db, rediss://..., "
+                "unix:///path or redis+cluster://host:port,host:port/"
             )
         dur = durability if isinstance(durability, Durability) else None
         dur = dur or Durability(check_mode(durability))
+        client: redis.Redis | RedisCluster
         try:
-            client = redis.Redis.from_url(url, redis_connect_func=dur.connected, **redis_kwargs)
+            if cluster:
+                client = cluster_from_url(url, redis_connect_func=dur.connected, **redis_kwargs)
+            else:
+                client = redis.Redis.from_url(url, redis_connect_func=dur.connected, **redis_kwargs)
+        except redis.RedisError as exc:
+            raise backend_error(f"cannot reach the cluster at {url!r}", exc) from exc
         except ValueError as exc:
             raise ConfigurationError(f"cannot use URL {url!r}: {exc}") from exc
         try:

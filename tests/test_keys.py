@@ -97,3 +97,60 @@ def test_projects_are_checked() -> None:
     for bad in ("", "a:b", "x" * 65, "a{b}", "é"):
         with pytest.raises(ConfigurationError):
             Keys(bad)
+
+
+P = Keys("shop", 16)  # a partitioned project (the default on a Redis Cluster)
+
+
+def test_the_partitioned_layout() -> None:
+    tag = P.part_tag("user_profile", P.partition("u1"))
+    golden = {
+        P.latest("user_profile", "u1"): f"rf:shop:{tag}:u1",
+        P.history("user_profile", "u1"): f"rf:shop:{tag}:u1:h",
+        P.feed("user_profile", 3): "rf:shop:feed:{user_profile|:3.21}",
+        P.ingest("user_profile", 3): "rf:shop:ingest:{user_profile|:3.21}",
+        P.alerts("rules"): "rf:shop:alerts:{a}:rules",
+        P.alert_history("cpu_hot"): "rf:shop:alerts:{a}:history:cpu_hot",
+        P.registry: "rf:shop:registry",
+        P.view_pattern("user_profile"): "rf:shop:{user_profile|*",
+    }
+    for built, want in golden.items():
+        assert built == want
+    assert len(P.feeds("v")) == 16 and len(K.feeds("v")) == 1
+
+
+def test_partitioned_keys_parse_back_and_spread_over_the_slots() -> None:
+    from redis.crc import key_slot
+
+    cases = {
+        P.latest("v", E): Parsed("entity", "v", WEIRD, ""),
+        P.history("v", E): Parsed("entity", "v", WEIRD, "h"),
+        P.latest("v", "h"): Parsed("entity", "v", "h", ""),  # an id that looks like a suffix
+        P.window_tiles("w", "u1"): Parsed("entity", "w", "u1", "w"),
+        P.feed("v", 7): Parsed("feed", "v", None, "7"),
+        P.ingest("v", 0): Parsed("ingest", "v", None, "0"),
+        P.alerts("state"): Parsed("alerts", "state"),
+    }
+    for key, want in cases.items():
+        assert P.parse(key) == want, key
+    # every key of one partition on one slot; the 16 partitions on 16 sixteenths of the slots
+    for view in ("v", "user_profile", "a_much_longer_view_name_0123456789"):
+        slots = []
+        for k in range(16):
+            tag = P.part_tag(view, k)
+            slot = key_slot(tag.encode())
+            assert k * 1024 <= slot < (k + 1) * 1024
+            slots.append(slot)
+            assert key_slot(P.feed(view, k).encode()) == slot
+        ids = [f"e{i}" for i in range(200)]
+        for e in ids:
+            k = P.partition(e)
+            assert key_slot(P.latest(view, e).encode()) == slots[k]
+            assert key_slot(P.history(view, e).encode()) == slots[k]
+        assert len({P.partition(e) for e in ids}) == 16
+
+
+def test_partition_counts_are_checked() -> None:
+    for bad in (-1, 1025, 2.0, True):
+        with pytest.raises(ConfigurationError, match="partitions"):
+            Keys("p", bad)  # type: ignore[arg-type]

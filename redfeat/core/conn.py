@@ -8,16 +8,21 @@ on a connection of their own, one per thread, built from the client's pool setti
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
 import threading
+import time
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import redis
 from hiredis import pack_command
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from ..errors import BackendError, wrap_redis
 
@@ -42,28 +47,160 @@ class _Held:
         weakref.finalize(self, conn.disconnect)
 
 
-class Direct:
-    """One raw connection per thread (and per process after a fork)."""
+T = TypeVar("T")
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._pool = client.connection_pool
+# Errors after which a cluster's slot map is read again and the step sent again: a slot
+# moved (MOVED, ASK during a migration), a master failing over (CLUSTERDOWN, TRYAGAIN, a
+# refused or dropped connection, a replica that cannot take writes yet).
+REDIRECTS = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.ReadOnlyError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+RETRY_WINDOW = 20.0  # seconds a step keeps retrying through a failover before it gives up
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def mget(client: redis.Redis | RedisCluster, keys: Sequence[str]) -> list[Any]:
+    """MGET through the client; split by slot on a cluster (keys of many slots)."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        return list(client.mget_nonatomic(keys))
+    return list(client.mget(keys))
+
+
+class Direct:
+    """One raw connection per thread (and per process after a fork), per node on a Redis
+    Cluster: ``conn(key)`` is the connection to the master that holds ``key``'s slot."""
+
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
+        self.cluster: RedisCluster | None = client if isinstance(client, RedisCluster) else None
+        self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._executor: ThreadPoolExecutor | None = None
 
-    def conn(self) -> Any:
-        held: _Held | None = getattr(self._local, "held", None)
+    def _held(self, name: str, make: Callable[[], Any]) -> Any:
+        conns: dict[str, _Held] | None = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        held = conns.get(name)
         if held is None or held.pid != os.getpid():
-            pool = self._pool
-            held = _Held(pool.connection_class(**pool.connection_kwargs))
-            self._local.held = held
+            held = conns[name] = _Held(make())
             with self._lock:
                 self._all.add(held)
         return held.conn
 
-    def call(self, *args: Any) -> Any:
-        """Send one command and read its reply; reconnects once after a dropped connection."""
-        c = self.conn()
+    def conn(self, key: str | bytes | None = None) -> Any:
+        """This thread's raw connection (to the node of ``key``'s slot on a cluster; with no
+        key, to the node of slot 0)."""
+        if self.cluster is None:
+            pool = self._pool
+            assert pool is not None
+            return self._held("", lambda: pool.connection_class(**pool.connection_kwargs))
+        return self.node_conn(self.node_of(key if key is not None else "{0}"))
+
+    def node_of(self, key: str | bytes) -> str:
+        """The name ("host:port") of the master serving ``key`` ("" on one node)."""
+        if self.cluster is None:
+            return ""
+        raw = key.encode() if isinstance(key, str) else key
+        node = self.cluster.nodes_manager.get_node_from_slot(key_slot(raw))
+        return str(node.name)
+
+    def node_conn(self, name: str) -> Any:
+        if self.cluster is None:
+            return self.conn()
+        cluster = self.cluster
+
+        def make() -> Any:
+            node = cluster.get_node(node_name=name)  # type: ignore[no-untyped-call]
+            if node is None or node.redis_connection is None:
+                raise redis.ConnectionError(f"no connection to cluster node {name}")
+            pool = node.redis_connection.connection_pool
+            return pool.connection_class(**pool.connection_kwargs)
+
+        return self._held(name, make)
+
+    def group(self, keys: Sequence[str]) -> dict[str, list[int]]:
+        """Indices of ``keys`` by the node that serves them (one group on one node)."""
+        if self.cluster is None:
+            return {"": list(range(len(keys)))}
+        out: dict[str, list[int]] = {}
+        slots: dict[int, str] = {}
+        get = self.cluster.nodes_manager.get_node_from_slot
+        for i, k in enumerate(keys):
+            slot = key_slot(k.encode())
+            name = slots.get(slot)
+            if name is None:
+                name = slots[slot] = str(get(slot).name)
+            out.setdefault(name, []).append(i)
+        return out
+
+    def parallel(self, fn: Callable[[str], T], names: Sequence[str]) -> list[T]:
+        """``fn(node name)`` for every node, on threads when there are several."""
+        if len(names) <= 1:
+            return [fn(n) for n in names]
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(16, thread_name_prefix="redfeat-node")
+            ex = self._executor
+        return list(ex.map(fn, names))
+
+    def refresh(self) -> None:
+        """Read the cluster's slot map again (after MOVED, ASK or a failover) and drop the
+        connections to nodes that left it."""
+        if self.cluster is None:
+            return
+        with contextlib.suppress(redis.RedisError):  # the next try finds out again
+            self.cluster.nodes_manager.initialize()
+
+    def retrying(self, step: Callable[[], T], *, what: str) -> T:
+        """Run ``step``; on a cluster, after a redirection or a failover, read the slot map
+        again and run it again, within RETRY_WINDOW. Only for steps that are safe to repeat
+        (a write step dedupes a repeated version; a read is a read)."""
+        if self.cluster is None:
+            return step()
+        deadline = time.monotonic() + RETRY_WINDOW
+        pause = 0.05
+        while True:
+            try:
+                try:
+                    return step()
+                except BackendError as wrapped:  # a redirection wrapped by the step
+                    if isinstance(wrapped.__cause__, REDIRECTS):
+                        raise wrapped.__cause__ from wrapped
+                    raise
+            except REDIRECTS as exc:
+                if time.monotonic() > deadline:
+                    raise BackendError(
+                        f"{what}: the cluster did not settle within {RETRY_WINDOW:.0f} s "
+                        f"({type(exc).__name__}: {exc})"
+                    ) from exc
+                if not isinstance(exc, redis.exceptions.MovedError | redis.exceptions.AskError):
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.5)
+                self.refresh()
+
+    def call(self, *args: Any, key: str | None = None) -> Any:
+        """Send one command and read its reply; reconnects once after a dropped connection.
+        On a cluster it goes to the node of ``key`` (default: the command's first argument)."""
+        if self.cluster is not None:
+            target = key if key is not None else str(args[1]) if len(args) > 1 else None
+            return self.retrying(lambda: self._call(self.conn(target), args), what=str(args[0]))
+        return self._call(self.conn(), args)
+
+    @staticmethod
+    def _call(c: Any, args: Sequence[Any]) -> Any:
         try:
             c.send_command(*args)
             return c.read_response()
@@ -77,11 +214,100 @@ class Direct:
             c.disconnect()  # never leave a reply unread on a shared connection
             raise
 
+    def routed(
+        self,
+        keys: Sequence[str],
+        run: Callable[[Any, list[int]], Sequence[T]],
+        *,
+        retry: bool = True,
+        what: str = "read",
+    ) -> list[T]:
+        """``run(connection, indices)`` -> one result per index, for the keys each node
+        serves (one call on one node), nodes in parallel; results in the order of ``keys``.
+        ``retry``: run a node's part again after a redirection or a failover (reads and
+        steps that are safe to repeat)."""
+        if self.cluster is None:
+            return list(run(self.conn(), list(range(len(keys)))))
+        out: list[Any] = [None] * len(keys)
+        groups = self.group(keys)
+
+        def node(name: str) -> None:
+            idx = groups[name]
+
+            def step() -> None:
+                sub = self.group([keys[i] for i in idx])  # again: slots may have moved
+                for nm, js in sub.items():
+                    part = [idx[j] for j in js]
+                    for i, r in zip(part, run(self.node_conn(nm), part), strict=True):
+                        out[i] = r
+
+            if retry:
+                self.retrying(step, what=what)
+            else:
+                step()
+
+        self.parallel(node, list(groups))
+        return out
+
+    def slot_groups(self, keys: Sequence[str]) -> list[list[int]]:
+        """Indices of ``keys`` by hash slot (all of them together on one node)."""
+        if self.cluster is None:
+            return [list(range(len(keys)))]
+        out: dict[int, list[int]] = {}
+        for i, k in enumerate(keys):
+            out.setdefault(key_slot(k.encode()), []).append(i)
+        return list(out.values())
+
+    def mget(self, keys: Sequence[str]) -> list[Any]:
+        """GET of many keys: one MGET per slot, pipelined per node, nodes in parallel."""
+        if self.cluster is None:
+            if len(keys) == 1:
+                return [self.call("GET", keys[0])]
+            return list(self.call("MGET", *keys))
+        groups = self.group(keys)
+        out: list[Any] = [None] * len(keys)
+
+        def node(name: str) -> None:
+            idx = groups[name]
+
+            def step() -> None:
+                # regrouped on every try: after a failover or a migration the slots of
+                # this group may be served by other nodes
+                by_slot: dict[int, list[int]] = {}
+                for i in idx:
+                    by_slot.setdefault(key_slot(keys[i].encode()), []).append(i)
+                by_conn: dict[int, tuple[Any, list[list[int]]]] = {}
+                for part in by_slot.values():
+                    c = self.conn(keys[part[0]])
+                    by_conn.setdefault(id(c), (c, []))[1].append(part)
+                for c, parts in by_conn.values():
+                    try:
+                        c.send_packed_command(
+                            [pack("MGET", *[keys[i] for i in part]) for part in parts]
+                        )
+                        replies = read_all(c, len(parts))
+                    except BaseException:
+                        c.disconnect()
+                        raise
+                    for part, reply in zip(parts, replies, strict=True):
+                        if isinstance(reply, Exception):
+                            raise reply
+                        for i, v in zip(part, reply, strict=True):
+                            out[i] = v
+
+            self.retrying(step, what="MGET")
+
+        self.parallel(node, list(groups))
+        return out
+
     def close(self) -> None:
         with self._lock:
             for held in list(self._all):
                 held.conn.disconnect()
             self._all.clear()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+                self._executor = None
         self._local = threading.local()
 
 
@@ -233,6 +459,39 @@ def _check_idle(conn: Any) -> None:
         conn.disconnect()
 
 
+def cluster_from_url(url: str, **kwargs: Any) -> RedisCluster:
+    """A redis-py cluster client from ``redis+cluster://[user:pass@]h1:p1,h2:p2/?opts``
+    (``rediss+cluster://`` for TLS): every listed node is a startup node, the options are
+    redis-py's URL options."""
+    from urllib.parse import urlsplit
+
+    from redis.cluster import ClusterNode
+    from redis.connection import parse_url
+
+    scheme, _, rest = url.partition("+cluster://")
+    if scheme not in ("redis", "rediss") or not rest:
+        raise ValueError("expected redis+cluster://host:port[,host:port...]/")
+    parts = urlsplit("//" + rest)
+    auth, _, hosts = parts.netloc.rpartition("@")
+    nodes: list[ClusterNode] = []
+    for hp in hosts.split(","):
+        host, _, port = hp.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{hp!r} is not host:port")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
+    first = f"{scheme}://{auth + '@' if auth else ''}{hosts.split(',')[0]}"
+    first += parts.path if parts.path not in ("", "/") else ""
+    opts = parse_url(first + ("?" + parts.query if parts.query else ""))  # type: ignore[no-untyped-call]
+    opts.pop("host", None)
+    opts.pop("port", None)
+    if opts.pop("db", 0):
+        raise ValueError("a Redis Cluster has only database 0")
+    opts.pop("connection_class", None)
+    if scheme == "rediss":
+        opts["ssl"] = True
+    return RedisCluster(startup_nodes=nodes, **{**opts, **kwargs})
+
+
 def read_all(conn: Any, n: int) -> list[Any]:
     """``n`` pipelined replies, error replies kept in the list rather than raised, so that
     a WRONGTYPE in the middle does not leave the later replies unread on the connection."""
@@ -247,16 +506,20 @@ def read_all(conn: Any, n: int) -> list[Any]:
 
 def detect_capabilities(client: redis.Redis) -> dict[str, Any]:
     """Server name and version, and which optional commands it has (no module required)."""
+    # on a cluster: one master answers for all (they run one binary)
+    target: dict[str, Any] = {}
+    if isinstance(client, RedisCluster):
+        target = {"target_nodes": RedisCluster.RANDOM}
     with wrap_redis("cannot read server info"):
-        info = client.info("server")
+        info = client.info("server", **target)
     name = str(info.get("server_name") or "redis")
     version = str(info.get("valkey_version") or info.get("redis_version") or "0")
-    caps: dict[str, Any] = {"server": name, "version": version}
+    caps: dict[str, Any] = {"server": name, "version": version, "cluster": bool(target)}
 
     def has(cmd: str) -> bool:
         # Called without arguments, a known command answers "wrong number of arguments".
         try:
-            client.execute_command(cmd)  # type: ignore[no-untyped-call]
+            client.execute_command(cmd, **target)  # type: ignore[no-untyped-call]
         except redis.ResponseError as exc:
             return "unknown command" not in str(exc).lower()
         except redis.RedisError:

@@ -36,8 +36,16 @@ class Ctx:
     def run(self, script: Script, keys: list[str], args: list[Any], *, what: str) -> Any:
         """One script call on this thread's raw connection; redis errors become
         BackendError prefixed with ``what``."""
+
+        def step() -> Any:
+            # on a cluster: to the node of the keys' slot, again after a redirection (a
+            # redirected call did not run)
+            return script.stream(self.direct.conn(keys[0] if keys else None), [(keys, args)])[0]
+
         with wrap_redis(f"{what}"):
-            return script.stream(self.direct.conn(), [(keys, args)])[0]
+            if self.direct.cluster is None:
+                return step()
+            return self.direct.retrying(step, what=what)
 
 
 class Reader(Protocol):

@@ -23,6 +23,17 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:derive:lock              string with a ttl: held while those are derived
     rf:<project>:durability               string: WAITAOF barrier after a reconnect
 
+A project stored partitioned (on a Redis Cluster; ``partitions`` P > 0, kept in the
+registry) tags entity keys by partition instead of by entity, so that one write step of
+many entities of one partition touches one slot, and splits each view's feed likewise::
+
+    rf:<project>:{<view>|:<k>.<salt>}:<entity id>     latest (":h" history, ":w" tiles)
+    rf:<project>:feed:{<view>|:<k>.<salt>}            change feed of partition k
+    rf:<project>:ingest:{<view>|:<k>.<salt>}          pushed rows of partition k
+
+k = crc32(escaped id) mod P; the salt is the smallest number that puts partition k's slot
+in the k-th P-th of the 16384 slots, so the partitions spread evenly over the masters.
+
 Every key is built here, and ``Keys.parse`` reads any of them back; nothing else in the
 package slices key strings. All keys of one (view, entity) share one hash tag, so the
 atomic write step and the time-travel read stay on one cluster slot. Entity ids are
@@ -33,11 +44,16 @@ pattern.
 from __future__ import annotations
 
 import re
+import zlib
 from typing import NamedTuple
+
+from redis.crc import key_slot
 
 from ..errors import ConfigurationError
 
 MAX_ID_BYTES = 1024
+MAX_PARTITIONS = 1024
+SLOTS = 16_384
 
 # Characters that would change the key's structure or SCAN MATCH semantics, plus whitespace
 # and controls (kept readable in redis-cli). Everything else, unicode included, passes as is.
@@ -94,17 +110,47 @@ class Parsed(NamedTuple):
 class Keys:
     """Key builder (and parser) for one project."""
 
-    __slots__ = ("project", "prefix")
+    __slots__ = ("project", "prefix", "partitions", "_tags")
 
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, partitions: int = 0) -> None:
         self.project = check_project(project)
         self.prefix = f"rf:{project}:"
+        if isinstance(partitions, bool) or not isinstance(partitions, int):
+            raise ConfigurationError(f"partitions must be an int, got {partitions!r}")
+        if not 0 <= partitions <= MAX_PARTITIONS:
+            raise ConfigurationError(
+                f"partitions must be in 0 .. {MAX_PARTITIONS} (0: one tag per entity), "
+                f"got {partitions}"
+            )
+        self.partitions = partitions
+        self._tags: dict[tuple[str, int], str] = {}
 
     @property
     def registry(self) -> str:
         return self.prefix + "registry"
 
+    def partition(self, escaped_id: str) -> int:
+        """The partition of an entity (0 when the project is not partitioned)."""
+        if not self.partitions:
+            return 0
+        return zlib.crc32(escaped_id.encode()) % self.partitions
+
+    def part_tag(self, view: str, k: int) -> str:
+        """``{<view>|:<k>.<salt>}``: the hash tag of a view's partition k."""
+        tag = self._tags.get((view, k))
+        if tag is None:
+            lo = k * SLOTS // self.partitions
+            hi = (k + 1) * SLOTS // self.partitions
+            salt = 0
+            while not lo <= key_slot(f"{view}|:{k}.{salt}".encode()) < hi:
+                salt += 1
+            tag = self._tags[(view, k)] = f"{{{view}|:{k}.{salt}}}"
+        return tag
+
     def tag(self, view: str, escaped_id: str) -> str:
+        if self.partitions:
+            k = zlib.crc32(escaped_id.encode()) % self.partitions
+            return f"{self.prefix}{self.part_tag(view, k)}:{escaped_id}"
         return f"{self.prefix}{{{view}|{escaped_id}}}"
 
     def latest(self, view: str, escaped_id: str) -> str:
@@ -121,9 +167,16 @@ class Keys:
         """Hash: the raw events of one entity's kept tiles, bucket id -> packed events."""
         return self.tag(name, escaped_id) + ":we"
 
-    def feed(self, view: str) -> str:
-        """The view's change feed (a capped stream of change events)."""
+    def feed(self, view: str, k: int = 0) -> str:
+        """The view's change feed (a capped stream of change events); of partition k in a
+        partitioned project."""
+        if self.partitions:
+            return f"{self.prefix}feed:{self.part_tag(view, k)}"
         return f"{self.prefix}feed:{view}"
+
+    def feeds(self, view: str) -> list[str]:
+        """Every partition's change feed of a view (one when not partitioned)."""
+        return [self.feed(view, k) for k in range(max(1, self.partitions))]
 
     def channel(self, view: str) -> str:
         """Where change events of a view are published live."""
@@ -133,9 +186,15 @@ class Keys:
     def channel_pattern(self) -> str:
         return f"{self.prefix}events:*"
 
-    def ingest(self, view: str) -> str:
-        """Stream: rows pushed for workers (store.push), consumed by group "redfeat"."""
+    def ingest(self, view: str, k: int = 0) -> str:
+        """Stream: rows pushed for workers (store.push), consumed by group "redfeat"; of
+        partition k in a partitioned project."""
+        if self.partitions:
+            return f"{self.prefix}ingest:{self.part_tag(view, k)}"
         return f"{self.prefix}ingest:{view}"
+
+    def ingests(self, view: str) -> list[str]:
+        return [self.ingest(view, k) for k in range(max(1, self.partitions))]
 
     def dead_letters(self, view: str) -> str:
         """Stream: rows workers refused, with the error."""
@@ -201,11 +260,17 @@ class Keys:
             if close < 0 or "|" not in inner:
                 return None
             view, _, esc = inner.partition("|")
+            if esc.startswith(":"):  # partitioned: the id follows the tag
+                esc, _, suffix = rest[close + 2 :].partition(":")
+                return Parsed("entity", view, unescape_id(esc), suffix)
             return Parsed("entity", view, unescape_id(esc), rest[close + 2 :])
         if rest.startswith("ts:{"):
             close = rest.find("}")
             return Parsed("ts", unescape_id(rest[4:close]), None, rest[close + 2 :])
         family, _, tail = rest.partition(":")
+        if family in ("feed", "ingest") and tail.startswith("{"):
+            view, _, part = tail[1:-1].partition("|:")
+            return Parsed(family, view, None, part.partition(".")[0])
         if family in ("feed", "events", "ingest", "dead", "mat"):
             return Parsed(family, tail)
         if family == "vx":
@@ -218,7 +283,7 @@ class Keys:
             name, _, more = tail.partition(":")
             return Parsed("q", name, None, more)
         if family == "alerts":
-            return Parsed("alerts", tail)
+            return Parsed("alerts", tail.removeprefix("{a}:"))
         return Parsed(family, tail)
 
     # -- quality: profiles, counters, baselines (not per entity: no hash tag needed) ------
@@ -286,9 +351,14 @@ class Keys:
 
     def alerts(self, part: str) -> str:
         """``rules`` / ``state`` / ``ver`` / ``rounds`` (hashes by rule name), ``events``
-        (channel)."""
-        return f"{self.prefix}alerts:{part}"
+        (channel). Partitioned (cluster) projects tag them ``alerts:{a}:...``: one slot, so
+        that a rule's state changes stay one atomic step."""
+        return f"{self.prefix}alerts:{self._alerts_tag}{part}"
+
+    @property
+    def _alerts_tag(self) -> str:
+        return "{a}:" if self.partitions else ""
 
     def alert_history(self, name: str) -> str:
         """Capped stream: one rule's transitions."""
-        return f"{self.prefix}alerts:history:{escape_id(name)}"
+        return f"{self.prefix}alerts:{self._alerts_tag}history:{escape_id(name)}"

@@ -378,7 +378,7 @@ class Registry:
                 raise ConfigurationError(f"apply() got the same {kind.__name__} twice: {dupes}")
         with wrap_redis(f"cannot write the registry {self._key!r}"):
             pipe: Any
-            with self._client.pipeline() as pipe:
+            with self._client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
                         pipe.watch(self._key)

@@ -41,12 +41,51 @@ class Dumper:
     ) -> pa.Table:
         """Every stored version of ``entities`` (event time in [start, end]) as an Arrow table,
         grouped by entity, sorted by (event time, version id) within each."""
+        if self.direct.cluster is None:
+            return self._versions_on(self.direct.conn(), res, entities, start_us, end_us, progress)
+        # On a cluster: the entities of each slot on its node's connection (an MGET of
+        # latest-only views must stay in one slot), then back in the order asked.
+        keys = [self.keys.latest(res.name, escape_id(e)) for e in entities]
+        groups = self.direct.slot_groups(keys)
+        done = 0
+
+        def part(n: int, _total: int) -> None:
+            if progress is not None:
+                progress(done + n, len(entities))
+
+        tables: list[pa.Table] = []
+        for idx in groups:
+            ents = [entities[i] for i in idx]
+
+            def step(ents: list[str] = ents, key: str = keys[idx[0]]) -> pa.Table:
+                return self._versions_on(self.direct.conn(key), res, ents, start_us, end_us, part)
+
+            tables.append(self.direct.retrying(step, what=f"view {res.name!r}: reading versions"))
+            done += len(idx)
+        if not tables:
+            return empty_versions(res.view)
+        table = pa.concat_tables(tables)
+        rank = {e: i for i, e in enumerate(entities)}
+        order = np.argsort(
+            np.asarray([rank[e] for e in table["entity_id"].to_pylist()], dtype=np.int64),
+            kind="stable",
+        )
+        return table.take(pa.array(order))
+
+    def _versions_on(
+        self,
+        conn: Any,
+        res: Resolved,
+        entities: Sequence[str],
+        start_us: int | None,
+        end_us: int | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> pa.Table:
         name = res.name
         latest_only = res.hist_mode == "n"
         lo = "-inf" if start_us is None else str(start_us)
         hi = "+inf" if end_us is None else str(end_us)
         tables: list[pa.Table] = []
-        conn = self.direct.conn()
         gc_was_on = gc.isenabled()
         gc.disable()  # millions of small objects: the cyclic collector would rescan them all
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import queue
 import struct
 import threading
@@ -26,7 +27,7 @@ from ..core.context import Ctx
 from ..core.keys import Keys, unescape_id
 from ..core.records import ChangeEvent
 from ..core.time import from_us
-from ..errors import BackendError, FeedTrimmedError, wrap_redis
+from ..errors import BackendError, ConfigurationError, FeedTrimmedError, wrap_redis
 
 _KINDS = {"w": "write", "d": "delete"}
 
@@ -109,11 +110,59 @@ def changes(
     stream entries are returned, so a call may give a few more than ``limit``.
 
     Raises FeedTrimmedError if entries after ``since`` were trimmed before they were read
-    (events read before the trim are returned first, and the next call raises)."""
+    (events read before the trim are returned first, and the next call raises).
+
+    The one reader of "every partition of a view's feed": in a partitioned project (a
+    cluster) the partitions' entries are merged by entry id and a cursor holds every
+    partition's position (``id0,id1,...``; empty: from the oldest kept), so that resuming
+    from any event's cursor neither repeats nor skips an event. One entity's events are
+    all in one partition: their order is the order they were written."""
+    if not keys.partitions:
+        return _changes_of(client, keys.feed(view), view, since, limit)
+    n = keys.partitions
+    pos: list[str | None] = [None] * n
+    if since is not None:
+        parts = since.split(",")
+        if len(parts) != n:
+            raise ConfigurationError(
+                f"view {view!r}: cursor {since!r} is not one of this project's change-feed "
+                f"cursors ({n} partitions: use an event's cursor, or None)"
+            )
+        pos = [p or None for p in parts]
+    entries: list[tuple[tuple[int, int, int], int, str, list[ChangeEvent]]] = []
+    for k in range(n):
+        try:
+            evs, _ = _changes_of(client, keys.feed(view, k), view, pos[k], limit)
+        except FeedTrimmedError as exc:  # a gap in one partition: resume every partition
+            resume = [p or "" for p in pos]
+            resume[k] = exc.resume or ""
+            raise FeedTrimmedError(view, since or "", ",".join(resume)) from None
+        by_entry: dict[str, list[ChangeEvent]] = {}
+        for ev in evs:
+            by_entry.setdefault(ev.cursor, []).append(ev)
+        for entry, group in by_entry.items():
+            ms, seq = _stream_id(entry)
+            entries.append(((ms, k, seq), k, entry, group))
+    entries.sort(key=lambda e: e[0])
+    out: list[ChangeEvent] = []
+    for _, k, entry, group in entries:
+        if len(out) >= limit:
+            break
+        pos[k] = entry
+        cursor = ",".join(p or "" for p in pos)
+        out.extend(dataclasses.replace(ev, cursor=cursor) for ev in group)
+    if since is None and not out:
+        return out, None
+    return out, ",".join(p or "" for p in pos)
+
+
+def _changes_of(
+    client: redis.Redis, feed: str, view: str, since: str | None, limit: int
+) -> tuple[list[ChangeEvent], str | None]:
+    """``changes`` of one feed stream."""
     start = "-" if since is None else f"({since}"
     events: list[ChangeEvent] = []
     cursor = since
-    feed = keys.feed(view)
     with wrap_redis(f"view {view!r}: reading the change feed failed"):
         while len(events) < limit:
             if cursor is None:
@@ -192,11 +241,16 @@ class Subscription:
         self._reconnected = True
 
     def _feed_end(self, view: str) -> str | None:
-        try:
-            last = self._client.xrevrange(self._keys.feed(view), count=1)
-        except redis.RedisError:
-            return None
-        return _text(last[0][0]) if last else None
+        ends: list[str] = []
+        for feed in self._keys.feeds(view):
+            try:
+                last = self._client.xrevrange(feed, count=1)
+            except redis.RedisError:
+                return None
+            ends.append(_text(last[0][0]) if last else "")
+        if not self._keys.partitions:
+            return ends[0] or None
+        return ",".join(ends)
 
     def _wanted(self, ev: ChangeEvent) -> bool:
         return self._ids is None or ev.entity_id in self._ids
@@ -219,10 +273,20 @@ class Subscription:
         except (msgspec.DecodeError, ValueError, TypeError):
             return []  # not one of ours: ignore
         last = self._cursors.get(view)
-        if last is not None and _stream_id(_text(entry)) <= _stream_id(last):
+        cursor = _text(entry)
+        if self._keys.partitions:
+            # the partition of a message: that of its entities (all of one partition)
+            first = _raw(ids).split(b"\n", 1)[0].decode()
+            k = self._keys.partition(first)
+            pos = (last or "").split(",") if last else [""] * self._keys.partitions
+            if pos[k] and _stream_id(cursor) <= _stream_id(pos[k]):
+                return []  # already delivered by a replay
+            pos[k] = cursor
+            cursor = ",".join(pos)
+        elif last is not None and _stream_id(cursor) <= _stream_id(last):
             return []  # already delivered by a replay
-        self._cursors[view] = _text(entry)
-        events = _decode(view, _text(entry), _text(kind), _text(fields), _raw(ids), _raw(pairs))
+        self._cursors[view] = cursor
+        events = _decode(view, cursor, _text(kind), _text(fields), _raw(ids), _raw(pairs))
         return [ev for ev in events if self._wanted(ev)]
 
     def _recover(self) -> list[ChangeEvent]:
@@ -366,12 +430,12 @@ class FeedBatch:
     gap: bool
 
 
-def ensure_group(client: redis.Redis, keys: Keys, view: str, group: str) -> None:
+def ensure_group(client: redis.Redis, keys: Keys, view: str, group: str, k: int = 0) -> None:
     """Create ``group`` on the view's feed, reading from its oldest kept entry (MKSTREAM: a
     view nothing was written to yet gets an empty feed)."""
     with wrap_redis(f"view {view!r}: creating the feed's consumer group failed"):
         try:
-            client.xgroup_create(keys.feed(view), group, id="0", mkstream=True)
+            client.xgroup_create(keys.feed(view, k), group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -385,10 +449,11 @@ def _read_rows(
     consumer: str,
     count: int,
     pending: bool,
+    k: int,
 ) -> list[tuple[str, dict[str, Any] | None]]:
     with wrap_redis(f"{name!r}: reading the change feed failed"):
         reply = client.xreadgroup(
-            group, consumer, {keys.feed(name): "0" if pending else ">"}, count=count
+            group, consumer, {keys.feed(name, k): "0" if pending else ">"}, count=count
         )
     rows: list[Any] = []
     if isinstance(reply, dict):  # RESP3
@@ -411,6 +476,7 @@ def read_group(
     *,
     count: int,
     pending: bool,
+    k: int = 0,
 ) -> FeedBatch:
     """The next entries of a view's feed for ``consumer`` (``pending``: those delivered to
     it and not yet acknowledged, oldest first, as a restart must redo them; else new ones).
@@ -419,7 +485,7 @@ def read_group(
     ids: list[str] = []
     out: list[FeedVersion] = []
     gap = False
-    for entry_id, d in _read_rows(client, keys, view, group, consumer, count, pending):
+    for entry_id, d in _read_rows(client, keys, view, group, consumer, count, pending, k):
         ids.append(entry_id)
         if d is None:
             gap = True  # trimmed after delivery, before it was acknowledged
@@ -463,12 +529,13 @@ def read_window_group(
     *,
     count: int,
     pending: bool,
+    k: int = 0,
 ) -> WindowBatch:
-    """read_group for the feed of window features ``name``."""
+    """read_group for the feed of window features ``name`` (partition k)."""
     ids: list[str] = []
     out: list[tuple[str, int, bytes]] = []
     gap = False
-    for entry_id, d in _read_rows(client, keys, name, group, consumer, count, pending):
+    for entry_id, d in _read_rows(client, keys, name, group, consumer, count, pending, k):
         ids.append(entry_id)
         if d is None:
             gap = True
@@ -481,21 +548,23 @@ def read_window_group(
     return WindowBatch(ids, out, gap)
 
 
-def ack(client: redis.Redis, keys: Keys, view: str, group: str, ids: list[str]) -> None:
+def ack(client: redis.Redis, keys: Keys, view: str, group: str, ids: list[str], k: int = 0) -> None:
     """Acknowledge entries: the group will not deliver them again."""
     if ids:
         with wrap_redis(f"view {view!r}: acknowledging feed entries failed"):
-            client.xack(keys.feed(view), group, *ids)
+            client.xack(keys.feed(view, k), group, *ids)
 
 
-def group_state(client: redis.Redis, keys: Keys, view: str, group: str) -> dict[str, Any]:
+def group_state(
+    client: redis.Redis, keys: Keys, view: str, group: str, k: int = 0
+) -> dict[str, Any]:
     """How far ``group`` is behind on the view's feed: ``pending`` (delivered, not yet
     acknowledged), ``lag`` (entries not yet delivered; None when the server cannot tell, or
     the group does not exist) and ``gap`` (entries were trimmed before the group read them)."""
     with wrap_redis(f"view {view!r}: reading the feed's groups failed"):
         try:
-            groups = client.xinfo_groups(keys.feed(view))
-            info = client.xinfo_stream(keys.feed(view))
+            groups = client.xinfo_groups(keys.feed(view, k))
+            info = client.xinfo_stream(keys.feed(view, k))
         except redis.ResponseError:
             return {"pending": 0, "lag": None, "gap": False}
     mine = next((g for g in groups if _text(g.get("name", "")) == group), None)
@@ -521,6 +590,6 @@ def group_state(client: redis.Redis, keys: Keys, view: str, group: str) -> dict[
     if lag is None and not gap:
         # Redis 7.0 answers no lag once entries were trimmed; count what follows the cursor
         with wrap_redis(f"view {view!r}: reading the change feed failed"):
-            after = client.xrange(keys.feed(view), min=f"({last}", max="+", count=100_000)
+            after = client.xrange(keys.feed(view, k), min=f"({last}", max="+", count=100_000)
         lag = len(after or [])
     return {"pending": int(mine.get("pending", 0)), "lag": lag, "gap": gap}

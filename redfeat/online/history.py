@@ -9,6 +9,7 @@ import numpy as np
 import redis
 
 from ..core.codec import Reader
+from ..core.conn import mget
 from ..core.keys import Keys, escape_id
 from ..core.records import Version
 from ..core.registry import Resolved
@@ -85,10 +86,9 @@ def get_many_as_of(
     out: list[Version | None] = []
     with wrap_redis(f"view {res.name!r}: time-travel read failed"):
         if res.hist_mode == "n":
-            blobs = cast(
-                list[bytes | None],
-                client.mget([keys.latest(res.name, escape_id(e)) for e in entities]),
-            )
+            # MGET split by slot (the cluster client's mget_nonatomic is plain MGET on one node)
+            latest = [keys.latest(res.name, escape_id(e)) for e in entities]
+            blobs = cast(list[bytes | None], mget(client, latest))
             for blob in blobs:
                 v = None
                 if blob:

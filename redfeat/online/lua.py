@@ -322,7 +322,12 @@ for k = 1, nkeys, 2 do
     local lkey = KEYS[k]
     local open = string.find(lkey, '{', 1, true)
     local bar = string.find(lkey, '|', open, true)
-    ids[#ids + 1] = string.sub(lkey, bar + 1, -2)
+    if string.sub(lkey, bar + 1, bar + 1) == ':' then
+      -- partitioned layout (keys.py): the id follows the partition's tag
+      ids[#ids + 1] = string.sub(lkey, string.find(lkey, '}', bar, true) + 2)
+    else
+      ids[#ids + 1] = string.sub(lkey, bar + 1, -2)
+    end
     pairs[#pairs + 1] = struct.pack('>ll', 0, now)
   end
 end

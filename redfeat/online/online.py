@@ -147,8 +147,8 @@ class Online:
         fields: Iterable[str] = (),
         superseded: Mapping[int, int] | None = None,
     ) -> list[int]:
-        """Writer.run (the write step puts new versions in the change feed, which feeds
-        the offline log: offline/feeder.py). ``superseded``: item index -> index of a later
+        """Writer.run (the write step puts new versions in the change feed, which feeds the
+        offline log: offline/feeder.py). ``superseded``: item index -> index of a later
         item of the same entity and event time; those are not sent and report that item's
         version as a duplicate (status 2)."""
         if superseded:
@@ -333,19 +333,24 @@ class Online:
         keys = [
             self.keys.latest(res.name, esc),
             self.keys.history(res.name, esc),
-            self.keys.feed(res.name),
+            self.keys.feed(res.name, self.keys.partition(esc)),
         ]
         channel = self.keys.channel(res.name) if self.writer.feed_cap else ""
-        conn = self.direct.conn()
+
+        def step() -> int:
+            conn = self.direct.conn(keys[0])
+            try:
+                (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_bounds])])
+            except BaseException:
+                conn.disconnect()
+                raise
+            return int(n)
+
         try:
-            (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_bounds])])
+            # a repeated delete finds nothing more to remove (and records no event)
+            return bool(self.direct.retrying(step, what=f"view {res.name!r}: delete"))
         except redis.RedisError as exc:
-            conn.disconnect()
             raise backend_error(f"view {res.name!r}: delete failed", exc) from exc
-        except BaseException:
-            conn.disconnect()
-            raise
-        return bool(n)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -363,10 +368,7 @@ class Online:
         if not keys:
             return []
         try:  # not wrap_redis: a context manager costs ~5% of a one-entity read
-            if len(keys) == 1:
-                blobs = [self.direct.call("GET", keys[0])]
-            else:
-                blobs = self.direct.call("MGET", *keys)
+            blobs = self.direct.mget(keys)
         except redis.RedisError as exc:
             raise backend_error(f"view {name!r}: read failed", exc) from exc
         return self.decode_latest(res, ents, blobs, readers, with_meta)

@@ -3,6 +3,7 @@ streams the WRITE script over chunks of entities (see scripts.py)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -44,10 +45,12 @@ class Writer:
         self.script = Script(scripts.WRITE, idempotent=True)
 
     def _calls(
-        self, res: Resolved, items: Iterable[Item], mode: int, fields: str
+        self, res: Resolved, items: Iterable[Item], mode: int, fields: str, k: int = 0
     ) -> Iterator[tuple[list[str], list[Any]]]:
+        """Script calls of up to CHUNK entities; in a partitioned project all ``items`` are
+        of partition ``k`` (keys of one slot, that partition's feed)."""
         channel = self.keys.channel(res.name) if self.feed_cap else ""
-        feed = self.keys.feed(res.name)
+        feed = self.keys.feed(res.name, k)
         head = [
             res.keys_per_entity,
             res.hist_mode,
@@ -63,12 +66,15 @@ class Writer:
         ids: list[str] = []
         keys: list[str] = []
         args: list[Any] = list(head)
-        pre = self.keys.tag(res.name, "")[:-1]  # "rf:<project>:{<view>|"
+        if self.keys.partitions:
+            pre, post = f"{self.keys.prefix}{self.keys.part_tag(res.name, k)}:", ""
+        else:
+            pre, post = self.keys.tag(res.name, "")[:-1], "}"  # "rf:<project>:{<view>|"
         two = res.keys_per_entity == 2
         n = 0
         for esc, et_us, payload, expected in items:
             ids.append(esc)
-            key = pre + esc + "}"
+            key = pre + esc + post
             keys.append(key)
             if two:
                 keys.append(key + ":h")
@@ -102,6 +108,8 @@ class Writer:
         ``fields``: the field names the write sets (for change events).
 
         Returns a flat list: id, status, id, status... in input order."""
+        if self.keys.partitions:
+            return self._run_partitioned(res, items, mode, progress, ",".join(fields))
         calls = self._calls(res, items, mode, ",".join(f for f in fields))
         out: list[int] = []
         conn = self.direct.conn()
@@ -130,6 +138,76 @@ class Writer:
             # be taken as answers to the next commands on this connection.
             conn.disconnect()
             raise
+        return out
+
+    def _run_partitioned(
+        self,
+        res: Resolved,
+        items: Iterable[Item],
+        mode: int,
+        progress: Callable[[int], None] | None,
+        fields: str,
+    ) -> list[int]:
+        """Rows grouped by partition, one script call per partition chunk (keys of one
+        slot), the calls of each node streamed on its connection, nodes in parallel.
+
+        On a cluster, a call answered by a redirection or lost in a failover is sent again
+        (to the node serving its slot by then) within the retry window: plain writes and
+        backfills dedupe a repeated version, and a compare-and-set that was redirected did
+        not run. A call whose reply was lost with its connection may have run: sent again,
+        its entities report a duplicate of the version it wrote (same version id)."""
+        keys = self.keys
+        parts: dict[int, list[int]] = {}
+        listed = items if isinstance(items, list) else list(items)
+        for i, it in enumerate(listed):
+            parts.setdefault(keys.partition(it[0]), []).append(i)
+        calls: list[tuple[list[str], list[Any]]] = []
+        where: list[list[int]] = []  # input indices of each call's entities
+        for k, idx in parts.items():
+            for first in range(0, len(idx), CHUNK):
+                chunk = idx[first : first + CHUNK]
+                calls.extend(self._calls(res, [listed[i] for i in chunk], mode, fields, k))
+                where.append(chunk)
+        replies: dict[int, list[int]] = {}
+        lock = threading.Lock()
+        by_node: dict[str, list[int]] = {}
+        for c, (ks, _) in enumerate(calls):
+            by_node.setdefault(self.direct.node_of(ks[-1]), []).append(c)
+
+        def node(name: str) -> None:
+            def step() -> None:
+                todo = [c for c in by_node[name] if c not in replies]
+                by_conn: dict[int, tuple[Any, list[int]]] = {}
+                for c in todo:  # regrouped each try: slots may have moved meanwhile
+                    conn = self.direct.conn(calls[c][0][-1])
+                    by_conn.setdefault(id(conn), (conn, []))[1].append(c)
+                for conn, cs in by_conn.values():
+
+                    def got(j: int, reply: Any, cs: list[int] = cs) -> None:
+                        with lock:
+                            replies[cs[j]] = reply
+                            if progress is not None:
+                                progress(len(reply) // 2)
+
+                    self.script.stream(conn, [calls[c] for c in cs], got, idempotent=mode != 1)
+
+            self.direct.retrying(step, what=f"view {res.name!r}: write")
+
+        try:
+            self.direct.parallel(node, list(by_node))
+        except redis.ConnectionError as exc:
+            raise BackendError(
+                f"view {res.name!r}: connection lost during a write; versions are idempotent, "
+                f"so retrying the same write is safe: {exc}"
+            ) from exc
+        except redis.RedisError as exc:
+            raise backend_error(f"view {res.name!r}: write failed on the server", exc) from exc
+        out = [0] * (2 * len(listed))
+        for c, idx in enumerate(where):
+            flat = replies[c]
+            for j, i in enumerate(idx):
+                out[2 * i] = flat[2 * j]
+                out[2 * i + 1] = flat[2 * j + 1]
         return out
 
 

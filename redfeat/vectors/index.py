@@ -520,7 +520,8 @@ class VectorIndex:
         """(last id generated, last id trimmed) of the view's feed; None: no feed. A raw
         reply: redis-py would also decode the first and last entries (256 ids each)."""
         try:
-            raw: Any = self._ctx.direct.call("XINFO", "STREAM", self._ctx.keys.feed(self.view))
+            feed = self._ctx.keys.feed(self.view)
+            raw: Any = self._ctx.direct.call("XINFO", "STREAM", feed, key=feed)
         except redis.ResponseError:
             return None  # no feed (yet, or feed_cap=0)
         except redis.RedisError as exc:

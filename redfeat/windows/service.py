@@ -3,6 +3,7 @@ the window columns of training frames. The facade (``store.record`` ...) delegat
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -197,7 +198,7 @@ class Windows:
         self.window(name)
         removed = delete_view_data(self._ctx, name)
         with wrap_redis(f"window features {name!r}: deleting the feed failed"):
-            self.client.unlink(self.keys.feed(name))
+            self.client.unlink(*self.keys.feeds(name))
         if not keep_definition:
             with wrap_redis("cannot write the registry"):
                 pipe = self.client.pipeline(transaction=True)
@@ -225,12 +226,12 @@ class Windows:
         keys = [
             self.keys.window_tiles(name, esc),
             self.keys.window_events(name, esc),
-            self.keys.feed(name),
+            self.keys.feed(name, self.keys.partition(esc)),  # the tiles' slot on a cluster
         ]
         args = [wf.span, b, b, self.feed_cap, esc, b, one_tile(v, off), _w.one_raw(v, off)]
         try:
             # stream() reads every reply before raising, and disconnects on anything else
-            dropped = _RECORD.stream(self._ctx.direct.conn(), [(keys, args)])[0]
+            dropped = _RECORD.stream(self._ctx.direct.conn(keys[0]), [(keys, args)])[0]
         except (redis.RedisError, BackendError) as exc:
             raise backend_error(f"window features {name!r}, entity {ent!r}", exc) from exc
         return int(dropped) == 0
@@ -313,26 +314,39 @@ class Windows:
         events = np.cumsum(np.add.reduceat(tiles["n"], st)).astype(np.int64)
         total = len(ts)
         bs = tiles["b"].tolist()
-        feed = self.keys.feed(wf.name)
         calls = (
             (
                 [
                     self.keys.window_tiles(wf.name, esc := escape_id(str(uniques[tcode[a]]))),
                     self.keys.window_events(wf.name, esc),
-                    feed,
+                    self.keys.feed(wf.name, self.keys.partition(esc)),
                 ],
                 [wf.span, bs[a], bs[z - 1], self.feed_cap, esc, *pairs[3 * a : 3 * z]],
             )
             for a, z in zip(st.tolist(), ends.tolist(), strict=True)
         )
 
-        def report(i: int, _reply: Any) -> None:
-            if progress is not None and (i % 1000 == 999 or i == len(st) - 1):
-                progress(int(events[i]), total)
+        sizes = np.diff(events, prepend=0).tolist()  # events per call
+        lock = threading.Lock()
+        done = [0, 0]  # calls, events answered (calls of several nodes answer in parallel)
 
-        conn = self._ctx.direct.conn()
+        def report(i: int) -> None:
+            with lock:
+                done[0] += 1
+                done[1] += sizes[i]
+                if progress is not None and (done[0] % 1000 == 0 or done[0] == len(st)):
+                    progress(int(done[1]), total)
+
+        listed = list(calls)
+
+        def on_node(conn: Any, idx: list[int]) -> list[Any]:
+            # not repeated after a redirection: RECORD adds into tiles (not idempotent)
+            return _RECORD.stream(conn, [listed[i] for i in idx], lambda j, _r: report(idx[j]))
+
         try:
-            replies = _RECORD.stream(conn, calls, report)
+            replies = self._ctx.direct.routed(
+                [c[0][0] for c in listed], on_node, retry=False, what="record_many"
+            )
         except BackendError as exc:  # a timeout: the outcome is unknown
             raise backend_error(f"window features {wf.name!r}: record_many", exc) from exc
         except redis.RedisError as exc:
@@ -340,11 +354,6 @@ class Windows:
                 f"window features {wf.name!r}: record_many failed: {exc}; the other entities' "
                 "events were recorded"
             ) from exc
-        except BaseException:
-            # stream() already disconnected; kept here so the rule holds if it changes:
-            # unread replies would answer the thread's next commands
-            conn.disconnect()
-            raise
         return RecordReport(total, len(st), sum(int(r) for r in replies))
 
     # -- reads ----------------------------------------------------------------------------
@@ -397,22 +406,38 @@ class Windows:
         (HGETALL, or HMGET of the buckets ``span`` = (lo, hi) and the retention mark) and
         the raw events of the tile holding t only (HGET); for training frames (``t_ms``
         None) every tile and every raw event. Sent IN_FLIGHT entities at a time on one
-        connection, parsed by numpy from the raw replies."""
-        conn = self._ctx.direct.conn()
+        connection per node (nodes in parallel on a cluster), parsed by numpy from the raw
+        replies."""
         fields = [] if span is None else _w.range_fields(span)
         head = None if t_ms is None else str(t_ms // wf.hop_ms)
+        escs = [escape_id(e) for e in ents]
+        all_keys = [self.keys.window_tiles(wf.name, esc) for esc in escs]
+
+        def on_node(conn: Any, idx: list[int]) -> list[tuple[Any, Any]]:
+            return self._read_tiles_on(wf, conn, [escs[i] for i in idx], fields, head)
+
+        raw = self._ctx.direct.routed(all_keys, on_node, what=f"window features {wf.name!r}")
+        return [decoded(wf, e, r[0], r[1], span, head) for e, r in zip(ents, raw, strict=True)]
+
+    def _read_tiles_on(
+        self,
+        wf: WindowFeatures,
+        conn: Any,
+        escs: list[str],
+        fields: list[str],
+        head: str | None,
+    ) -> list[tuple[Any, Any]]:
         raw: list[Any] = []
         try:
             pending = 0  # replies of the previous batch, read while the next one runs
-            for lo in range(0, len(ents), IN_FLIGHT):
+            for lo in range(0, len(escs), IN_FLIGHT):
                 packed: list[bytes] = []
-                for e in ents[lo : lo + IN_FLIGHT]:
-                    esc = escape_id(e)
+                for esc in escs[lo : lo + IN_FLIGHT]:
                     k, r = (
                         self.keys.window_tiles(wf.name, esc),
                         self.keys.window_events(wf.name, esc),
                     )
-                    packed.append(pack("HGETALL", k) if span is None else pack("HMGET", k, *fields))
+                    packed.append(pack("HGETALL", k) if not fields else pack("HMGET", k, *fields))
                     packed.append(pack("HGETALL", r) if head is None else pack("HGET", r, head))
                 conn.send_packed_command([b"".join(packed)])
                 raw.extend(read_all(conn, pending))
@@ -424,7 +449,7 @@ class Windows:
         except BaseException:
             conn.disconnect()  # Ctrl-C or a failed send: the same, replies may be pending
             raise
-        return [decoded(wf, e, raw[2 * i], raw[2 * i + 1], span, head) for i, e in enumerate(ents)]
+        return [(raw[2 * i], raw[2 * i + 1]) for i in range(len(escs))]
 
     # -- mixing with views: get_features and training_frame -------------------------------
 

@@ -25,8 +25,7 @@ from .quality.service import Monitor
 from .realtime.cache import MISSING, Cache
 from .transforms.derived import Deriver
 from .types import Int, Vector
-from .windows.service import decoded
-from .windows.spec import range_fields, read_range, values_at
+from .windows.spec import decoded, range_fields, read_range, values_at
 
 if TYPE_CHECKING:
     from .offline.service import Training

@@ -192,7 +192,8 @@ class LogFeeder:
         while not stop.is_set():
             try:
                 busy = sum(self.step(v) for v in self.views())
-            except RedfeatError as exc:  # the server away for a moment: try again
+            except Exception as exc:  # the server away, a view deleted meanwhile: go on
+                _log.warning("offline log: a feed could not be logged yet (%s); trying again", exc)
                 self.errors.append(exc)
                 del self.errors[:-20]
                 busy = 0

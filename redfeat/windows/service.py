@@ -63,35 +63,6 @@ class WindowWanted:
         return [(f, a, m) for _, f, a, m in self.feats]
 
 
-def decoded(
-    wf: WindowFeatures,
-    ent: str,
-    reply: Any,
-    raw_reply: Any,
-    span: tuple[int, int] | None,
-    head: str | None,
-) -> _w.EntityTiles:
-    """One entity's read units from the replies of its tile hash (HGETALL, or HMGET of
-    range_fields(span)) and of its event hash (HGET of bucket ``head``, or HGETALL when
-    ``head`` is None); a key that is not well formed is named (every reply was read
-    already, so the connection stays usable)."""
-    for r in (reply, raw_reply):
-        if isinstance(r, redis.ResponseError):
-            raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {r}")
-    try:
-        if head is None:
-            raw = _w.events_of(raw_reply)
-        else:
-            raw = {} if raw_reply is None else {int(head): raw_reply}
-        if span is None:
-            return _w.decode(reply, raw, wf.hop_ms)
-        return _w.decode_range(reply, span[0], raw, wf.hop_ms)
-    except (TypeError, ValueError) as exc:
-        raise BackendError(
-            f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"
-        ) from None
-
-
 class Windows:
     """Window features of one store."""
 
@@ -417,7 +388,7 @@ class Windows:
             return self._read_tiles_on(wf, conn, [escs[i] for i in idx], fields, head)
 
         raw = self._ctx.direct.routed(all_keys, on_node, what=f"window features {wf.name!r}")
-        return [decoded(wf, e, r[0], r[1], span, head) for e, r in zip(ents, raw, strict=True)]
+        return [_w.decoded(wf, e, r[0], r[1], span, head) for e, r in zip(ents, raw, strict=True)]
 
     def _read_tiles_on(
         self,

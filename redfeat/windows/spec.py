@@ -20,10 +20,11 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import redis
 
 from ..core.schema import Entity, check_name
 from ..core.time import MAX_US, Duration
-from ..errors import ConfigurationError, NotFoundError
+from ..errors import BackendError, ConfigurationError, NotFoundError
 from ..timeseries.lua import TILE_MERGE
 from ..timeseries.spec import duration_ms
 from ..timeseries.tiles import EVENT, MEM, WIRE, partials
@@ -590,3 +591,32 @@ def at_times(
         back[perm] = np.where(ok, v, np.nan)
         out[name] = back
     return out
+
+
+def decoded(
+    wf: WindowFeatures,
+    ent: str,
+    reply: Any,
+    raw_reply: Any,
+    span: tuple[int, int] | None,
+    head: str | None,
+) -> EntityTiles:
+    """One entity's read units from the replies of its tile hash (HGETALL, or HMGET of
+    range_fields(span)) and of its event hash (HGET of bucket ``head``, or HGETALL when
+    ``head`` is None); a key that is not well formed is named (every reply was read
+    already, so the connection stays usable)."""
+    for r in (reply, raw_reply):
+        if isinstance(r, redis.ResponseError):
+            raise BackendError(f"window features {wf.name!r}, entity {ent!r}: read failed: {r}")
+    try:
+        if head is None:
+            raw = events_of(raw_reply)
+        else:
+            raw = {} if raw_reply is None else {int(head): raw_reply}
+        if span is None:
+            return decode(reply, raw, wf.hop_ms)
+        return decode_range(reply, span[0], raw, wf.hop_ms)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(
+            f"window features {wf.name!r}, entity {ent!r}: the tile hash is malformed ({exc})"
+        ) from None

@@ -57,6 +57,7 @@ bench: $(BIN)/.dev  ## the benchmarks (each prints its ratio against a baseline 
 	$(BIN)/python bench/http.py
 	$(BIN)/python bench/materialize.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/cluster.py
 
 lock: | $(UV)  ## upgrade every locked dependency on purpose, then run the suite on it
 	$(UV) lock --upgrade

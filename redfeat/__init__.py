@@ -26,6 +26,7 @@ from .core.records import (
 )
 from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
 from .core.sources import CsvSource, ParquetSource, SqlSource
+from .core.time import Duration
 from .errors import (
     BackendError,
     ConfigurationError,
@@ -71,6 +72,7 @@ __all__ = [
     "ConflictError",
     "CsvSource",
     "Durability",
+    "Duration",
     "EmbeddedServer",
     "Entity",
     "EntityId",

@@ -214,23 +214,31 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
         sec, usec = client.time()  # alone: a cluster pipeline refuses a keyless command
         pipe = client.pipeline(transaction=False)
         for v in views:
-            pipe.xlen(k.feed(v))
-            pipe.xrevrange(k.feed(v), count=1)
-            pipe.xrange(k.feed(v), count=1)
+            for f in k.feeds(v):  # every partition's (one when not partitioned)
+                pipe.xlen(f)
+                pipe.xrevrange(f, count=1)
+                pipe.xrange(f, count=1)
             pipe.xlen(k.ingest(v))
             pipe.xinfo_groups(k.ingest(v))
             pipe.xlen(k.dead_letters(v))
-        replies = [None, *pipe.execute(raise_on_error=False)]
+        replies = pipe.execute(raise_on_error=False)
         now_ms = int(sec) * 1000 + int(usec) // 1000
         out: dict[str, Any] = {}
         second = client.pipeline(transaction=False)
         asks: list[tuple[str, str, str]] = []
-        for i, v in enumerate(views):
-            n, newest, oldest, ilen, groups, dead = replies[1 + 6 * i : 7 + 6 * i]
-            feed: dict[str, Any] = {"entries": int(n), "age_s": None, "span_s": None}
-            if newest and oldest:
-                feed["age_s"] = max(0, now_ms - _id_ms(_first_id(newest))) / 1000
-                feed["span_s"] = (_id_ms(_first_id(newest)) - _id_ms(_first_id(oldest))) / 1000
+        at = 0
+        nfeeds = max(1, k.partitions)
+        for v in views:
+            feeds = replies[at : at + 3 * nfeeds]
+            ilen, groups, dead = replies[at + 3 * nfeeds : at + 3 * nfeeds + 3]
+            at += 3 * nfeeds + 3
+            newest_ms = [_id_ms(_first_id(r)) for r in feeds[1::3] if r]
+            oldest_ms = [_id_ms(_first_id(r)) for r in feeds[2::3] if r]
+            entries = sum(int(n) for n in feeds[0::3] if not isinstance(n, Exception))
+            feed: dict[str, Any] = {"entries": entries, "age_s": None, "span_s": None}
+            if newest_ms and oldest_ms:
+                feed["age_s"] = max(0, now_ms - max(newest_ms)) / 1000
+                feed["span_s"] = (max(newest_ms) - min(oldest_ms)) / 1000
             if isinstance(groups, Exception):  # no stream yet: nothing was pushed
                 groups = []
             backlog = int(ilen) if not groups and not isinstance(ilen, Exception) else 0
@@ -291,18 +299,10 @@ def offline(ctx: Ctx, feeder: dict[str, Any] | None) -> dict[str, Any]:
     ``lag`` (entries not yet read; None without a group), ``pending`` (read, not yet in
     Parquet) and ``gap`` (entries trimmed before it read them); with a feeder in this
     process, its ``versions_written`` and ``gaps`` resynced from history."""
-    views: dict[str, Any] = {}
-    for v in ctx.registry.views():
-        parts = [
-            events.group_state(ctx.client, ctx.keys, v.name, events.OFFLINE_GROUP, k)
-            for k in range(max(1, ctx.keys.partitions))
-        ]
-        lags = [p["lag"] for p in parts]
-        views[v.name] = {
-            "pending": sum(p["pending"] for p in parts),
-            "lag": None if None in lags else sum(lags),
-            "gap": any(p["gap"] for p in parts),
-        }
+    views = {
+        v.name: events.group_state(ctx.client, ctx.keys, v.name, events.OFFLINE_GROUP)
+        for v in ctx.registry.views()
+    }
     return {"views": views, **(feeder or {})}
 
 
@@ -345,10 +345,16 @@ def entity_stats(ctx: Ctx, view: str, entity_id: str | int) -> EntityStats:
         if keeps:
             pipe.zcard(history)
             pipe.memory_usage(history, samples=0)
+            pipe.zrange(history, -1, -1)
         replies = pipe.execute()
     blob, pttl, mem = replies[0], int(replies[1]), int(replies[2] or 0)
-    kept = int(replies[3]) if keeps else (1 if blob is not None else 0)
-    mem += int(replies[4] or 0) if keeps else 0
+    kept = 1 if blob is not None else 0
+    if keeps:
+        # history holds the versions older than the latest (and the latest too with a ttl)
+        top = replies[5]
+        twice = blob is not None and bool(top) and top[0][1:9] == blob[8:16]
+        kept = int(replies[3]) + kept - twice
+        mem += int(replies[4] or 0)
     fields = {f.name: repr(f.dtype).removeprefix("t.") for f in res.view.fields}
     if blob is None:
         status = Status.EXPIRED if kept else Status.MISSING  # the latest key expired

@@ -37,7 +37,7 @@ from .core.records import (
 )
 from .core.registry import Registry
 from .core.schema import Entity, EntityId, FeatureService, FeatureView, Field
-from .core.time import Duration, duration_us
+from .core.time import duration_us
 from .errors import (
     BackendError,
     ConfigurationError,
@@ -46,6 +46,7 @@ from .errors import (
     backend_error,
     wrap_redis,
 )
+from .online.history import check_tag
 from .online.online import Online, Progress
 from .quality.service import Monitor, Quality
 from .reads import Reads
@@ -163,7 +164,7 @@ class FeatureStore:
         client: redis.Redis | RedisCluster | None = None,
         offline_dir: str | os.PathLike[str] | None = None,
         feed_cap: int = 100_000,
-        feed_retention: Duration | None = None,
+        feed_retention: str | float | None = None,
         cache: Cache | None = None,
         embedder: Any = None,
         partitions: int | None = None,
@@ -187,6 +188,11 @@ class FeatureStore:
         )
         dur = durability if isinstance(durability, Durability) else None
         mode = check_mode(durability if dur is None else dur.mode)
+        if client is None and mode == "replicated":
+            raise ConfigurationError(
+                "durability='replicated' needs a server with replicas (a Redis Cluster, or a "
+                "master with replicas, by URL or client=); the embedded server has none"
+            )
         if client is None:
             self._server = EmbeddedServer(data_dir, server_bin=server_bin, durability=mode)
             if not holds_data(self._server.dir):
@@ -253,7 +259,13 @@ class FeatureStore:
             self._closers.insert(0, offline.close)
             feeder = self._feeder = LogFeeder(ctx, offline).start()
             self._closers.insert(0, feeder.close)
-        self._online = Online(ctx, feed_cap, feed_retention_ms=retention_ms, observer=self._monitor)
+        self._online = Online(
+            ctx,
+            feed_cap,
+            feed_retention_ms=retention_ms,
+            observer=self._monitor,
+            replicate=dur.replicate if dur.replicated else None,
+        )
         self._transforms = _Lazy(_transform_registry)
         self._deriver = Deriver(ctx, self._transforms, reader=self)
         self._cache = cache
@@ -289,7 +301,7 @@ class FeatureStore:
         offline_dir: str | os.PathLike[str] | None = None,
         durability: str | Durability = "everysec",
         feed_cap: int = 100_000,
-        feed_retention: Duration | None = None,
+        feed_retention: str | float | None = None,
         **redis_kwargs: Any,
     ) -> FeatureStore:
         """Connect to redis://, rediss:// or unix:// (extra keywords go to redis-py), or to a
@@ -589,13 +601,25 @@ class FeatureStore:
 
     @timed("write")
     def write(
-        self, view: str, entity_id: EntityId, values: Mapping[str, Any], *, event_time: Any = None
+        self,
+        view: str,
+        entity_id: EntityId,
+        values: Mapping[str, Any],
+        *,
+        event_time: Any = None,
+        tag: str | None = None,
     ) -> Version:
         """Write one version of an entity's features (event_time: datetime or epoch s; now).
         ``Version.expired`` says the event time was already past the view's ttl: the
-        version is kept in history, but reads as missing."""
+        version is kept in history, but reads as missing. ``tag="v2"`` names the version
+        (read it back with ``version(view, id, tag="v2")``; the name moves with a later
+        write tagged the same; it is set right after the version is stored)."""
+        if tag is not None:
+            check_tag(view, tag)
         ent = self._reads.entity_id(view, entity_id)
         version = self._writes.write(view, ent, values, event_time)
+        if tag is not None and version.id:
+            self._training().tag(view, ent, tag, version.id)
         self._touched(view, ent)
         return self._stamped(view, version)
 
@@ -688,8 +712,8 @@ class FeatureStore:
         with wrap_redis(f"view {view!r}: deleting its streams failed"):
             removed += int(
                 ctx.client.unlink(
-                    ctx.keys.feed(view),
-                    ctx.keys.ingest(view),
+                    *ctx.keys.feeds(view),
+                    *ctx.keys.ingests(view),
                     ctx.keys.dead_letters(view),
                     ctx.keys.materialized(view),  # a view made again loads from the start
                 )
@@ -794,10 +818,30 @@ class FeatureStore:
         ent = self._reads.entity_id(view, entity_id, read=True)
         return self._training().history(view, ent, limit=limit)
 
-    def version(self, view: str, entity_id: EntityId, version_id: int) -> Version:
-        """One version by id (NotFoundError if it is not, or no longer, kept)."""
+    def version(
+        self,
+        view: str,
+        entity_id: EntityId,
+        version_id: int | None = None,
+        *,
+        tag: str | None = None,
+    ) -> Version:
+        """One version by id, or by the ``tag`` a write gave it (NotFoundError if it is
+        not, or no longer, kept)."""
         ent = self._reads.entity_id(view, entity_id, read=True)
-        return self._training().version(view, ent, version_id)
+        return self._training().version(view, ent, version_id, tag)
+
+    @timed("delete_version")
+    def delete_version(self, view: str, entity_id: EntityId, version_id: int) -> bool:
+        """Remove one version of an entity (and the tags naming it); if it was the latest,
+        the newest remaining version becomes the latest. Whether it was there. No change
+        event is recorded: readers of the feed see the version's write only."""
+        ent = self._reads.entity_id(view, entity_id)
+        res = self._ctx.registry.get(view)
+        gone = self._online.delete_version(res, ent, version_id)
+        if gone:
+            self._touched(view, ent)
+        return gone
 
     @timed("diff")
     def diff(self, view: str, entity_id: EntityId, a: Any, b: Any) -> dict[str, Any]:
@@ -1250,6 +1294,35 @@ class FeatureStore:
         from .stats import entity_stats
 
         return entity_stats(self._ctx, view, entity_id)
+
+    def estimate_memory(
+        self,
+        *,
+        entities: int,
+        features: int,
+        history: int = 1,
+        server: str | None = None,
+        profiles: bool = True,
+    ) -> int:
+        """Bytes one view of ``entities`` entities with ``features`` Float features and
+        ``history`` versions kept per entity needs on this store's server ("redis" 7.0 or
+        "valkey" by default; or name it), change feed (this store's ``feed_cap``) and
+        profiles included. From constants measured by bench/memory.py; see the README's
+        sizing model."""
+        from .core.sizing import constants_for, estimate
+
+        if server is None:
+            with wrap_redis("reading the server's version failed"):
+                info = self._client.info("server")
+            server = "valkey" if "valkey_version" in info else "redis"
+        return estimate(
+            constants_for(server),
+            entities=entities,
+            features=features,
+            history=history,
+            feed_cap=self._online.writer.feed_cap,
+            profiles=profiles,
+        )
 
     def stats(self, *, storage: bool = True) -> dict[str, Any]:
         """Per operation in this process: count, errors, mean/p50/p99 latency (ms) and

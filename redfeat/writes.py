@@ -638,7 +638,9 @@ class Recovery:
             return self.backfill(src, deps, force=False)
         wrote: dict[str, set[int]] = {}
         deleted: set[str] = set()
-        cursor: str | None = f"{max(lo_ms - 1, 0)}-18446744073709551615"
+        start = f"{max(lo_ms - 1, 0)}-18446744073709551615"
+        # in a partitioned project, the same point in every partition's feed
+        cursor: str | None = ",".join([start] * max(1, ctx.keys.partitions))
         hi_us = (hi_ms + 1) * 1000
         while True:
             try:
@@ -670,14 +672,19 @@ class Recovery:
         return n
 
     def _trimmed(self, src: Resolved, lo_ms: int) -> bool:
-        """Whether the feed may have lost entries from lo_ms on (capped by feed_cap)."""
-        try:
-            info = self._ctx.client.xinfo_stream(self._ctx.keys.feed(src.name))
-        except redis.ResponseError:
-            return False  # no feed at all: nothing was written since it was removed
-        except redis.RedisError as exc:
-            raise RedfeatError(f"view {src.name!r}: reading its change feed failed: {exc}") from exc
-        return trimmed_after(info, f"{max(lo_ms - 1, 0)}-{(1 << 64) - 1}") is not None
+        """Whether the feed (any partition's) may have lost entries from lo_ms on."""
+        for feed in self._ctx.keys.feeds(src.name):
+            try:
+                info = self._ctx.client.xinfo_stream(feed)
+            except redis.ResponseError:
+                continue  # no feed at all: nothing was written since it was removed
+            except redis.RedisError as exc:
+                raise RedfeatError(
+                    f"view {src.name!r}: reading its change feed failed: {exc}"
+                ) from exc
+            if trimmed_after(info, f"{max(lo_ms - 1, 0)}-{(1 << 64) - 1}") is not None:
+                return True
+        return False
 
     def _deleted(self, src: Resolved, deps: list[Resolved], ents: list[str]) -> int:
         """Entities deleted in the span: their derived values go too if the source has

@@ -185,7 +185,9 @@ def test_get_by_tuple_mapping_or_encoded_id(store: FeatureStore, client: redis.R
     assert [r.entity_id for r in rec] == ["u1,9", "u2,9"]
     assert store.get("pair_stats", ("u1", 9), as_of=T0 - H) is None
     assert store.get("pair_stats", ("u1", 9), as_of=T0) == want
-    # readable keys, one hash tag for the entity's latest and history
+    # readable keys, one hash tag for the entity's latest and history (which a second
+    # version creates: history holds the versions older than the latest)
+    store.write("pair_stats", ("u1", 9), {"txn_count": 1, "amount": 2.5}, event_time=T0 - H)
     keys = sorted(k.decode() for k in client.scan_iter(match=f"rf:{store.project}:{{pair*"))
     assert keys == [
         f"rf:{store.project}:{{pair_stats|u1,9}}",

@@ -245,6 +245,7 @@ def test_delete_entity_and_view(store: FeatureStore, client: redis.Redis) -> Non
     apply(store, "other")
     for i in range(1200):  # more than one SCAN batch
         store.write("v", f"e{i}", {"x": i}, event_time=T0)
+        store.write("v", f"e{i}", {"x": i + 1}, event_time=T0)  # a second: a history key
     store.write("other", "e1", {"x": 1})
     assert store.delete("v", "e5") is True
     assert store.delete("v", "e5") is False

@@ -266,6 +266,17 @@ def test_zero_vectors_and_missing_values(store: FeatureStore, indexes: list[Vect
 # -- validation ----------------------------------------------------------------------------
 
 
+def test_an_ip_or_l2_query_beyond_float32_is_refused(store: FeatureStore) -> None:
+    for metric in ("ip", "l2"):
+        apply(store, metric=metric, dim=4)
+        store.write("items", "a", {"emb": [1.0, 2.0, 3.0, 4.0], "age": 5})
+        with pytest.raises(ValidationError) as err:
+            store.similar("items", "emb", [1e39, 0.0, 0.0, 0.0])
+        assert err.value.problems[0].rule == "range"
+        assert store.similar("items", "emb", [3e38, 0.0, 0.0, 0.0], k=1)[0].entity_id == "a"
+        store.delete_view("items")
+
+
 def test_bad_queries_and_arguments_are_refused(
     store: FeatureStore, indexes: list[VectorIndex]
 ) -> None:
@@ -288,6 +299,10 @@ def test_bad_queries_and_arguments_are_refused(
             index.search(query)  # type: ignore[arg-type]
         (problem,) = err.value.problems
         assert (problem.view, problem.field, problem.rule) == ("items", "emb", rule)
+    # found by the HTTP bad-input test: a cosine query near the float limit overflowed its
+    # norm (a RuntimeWarning, a 500); cosine ignores scale, so it is the direction (1,1,1,1)
+    (match,) = index.search([1e308] * 4, k=1)
+    assert match.entity_id == "a" and match.score == pytest.approx(10 / np.sqrt(30 * 4))
     bad_args: list[dict[str, Any]] = [
         {"k": 0},
         {"k": True},

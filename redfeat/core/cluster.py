@@ -63,7 +63,7 @@ def _node(port: int, timeout: float = 5.0) -> redis.Redis:
     )
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     """n free ports whose cluster bus ports (+10000) are free too."""
     out: list[int] = []
     while len(out) < n:
@@ -155,7 +155,7 @@ class LocalCluster:
         self.stop()  # whatever is left of a broken one
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         n = self.masters * (1 + self.replicas)
-        ports = old.ports if old is not None and len(old.ports) == n else _free_ports(n)
+        ports = old.ports if old is not None and len(old.ports) == n else free_ports(n)
         fresh = not all((self.dir / f"node-{p}" / "nodes.conf").exists() for p in ports)
         if fresh:
             for p in ports:  # a half-made cluster is not reused

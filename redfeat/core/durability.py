@@ -18,8 +18,15 @@ Modes, weakest first (``MODES``):
 A store checks the server when it opens and on every (re)connect, before anything is sent
 on the new connection: a server below the promise is raised to it when the store runs it
 (the embedded server), confirmed write by write with WAITAOF where it has that, or refused
-(``ConfigurationError``). Issue 13 adds ``"replicated"`` after ``"always"``: WAIT for
-replicas, the same shape (a check at connect, a confirmation after each write call).
+(``ConfigurationError``).
+
+    replicated  (issue 13) a view write is acknowledged only once ``WAIT`` confirms that
+              ``replicas`` replicas (default 1) of the master that took it have it, within
+              ``replica_timeout_ms`` (default 1000): a master killed after the answer loses
+              nothing its replica takes over with. On a cluster, each node's part of a
+              write call is confirmed on its own connection. The server's own persistence
+              is checked as for "everysec". Not met: BackendError saying the write was
+              applied on the master and may still be lost (retrying it is safe).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import redis
 
 from ..errors import BackendError, ConfigurationError, backend_error
 
-MODES = ("everysec", "always")  # weakest first; "replicated" (issue 13) goes last
+MODES = ("everysec", "always", "replicated")  # weakest first
 CONFIRM_TIMEOUT_MS = 5000  # how long a write waits for WAITAOF before it is refused
 
 _log = logging.getLogger("redfeat.durability")
@@ -143,10 +150,24 @@ class Durability:
     call where the server's own setting does not already keep the promise."""
 
     def __init__(
-        self, mode: str, *, managed: bool = False, trust_waitaof: bool | None = None
+        self,
+        mode: str,
+        *,
+        managed: bool = False,
+        trust_waitaof: bool | None = None,
+        replicas: int = 1,
+        replica_timeout_ms: int = 1000,
     ) -> None:
         self.mode = check_mode(mode)
         self.managed = managed
+        for name, v, lo in (
+            ("replicas", replicas, 1),
+            ("replica_timeout_ms", replica_timeout_ms, 1),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigurationError(f"{name} must be an int >= {lo}, got {v!r}")
+        self.replicas = replicas
+        self.replica_timeout_ms = replica_timeout_ms
         # None: trust WAITAOF where the server is known to wait for the fsync (Redis >=
         # 8.0); True for a server you know does (a patched build), False never to use it
         self.trust_waitaof = trust_waitaof
@@ -243,7 +264,7 @@ class Durability:
     def _plan(self, p: Persistence) -> bool:
         """Whether each write call must be confirmed with WAITAOF; raises when the promise
         cannot be kept on this server."""
-        if self.mode == "everysec":
+        if self.mode in ("everysec", "replicated"):
             if p.keeps_nothing:
                 self._warn(
                     "nothing",
@@ -333,6 +354,33 @@ class Durability:
                 f"the server did not fsync the write within {CONFIRM_TIMEOUT_MS} ms "
                 "(WAITAOF): durability='always' cannot acknowledge it. The disk may be "
                 "slow or full; retrying the same write is safe"
+            )
+
+    @property
+    def replicated(self) -> bool:
+        return self.mode == "replicated"
+
+    def replicate(self, conn: Any) -> None:
+        """After writes on ``conn`` (durability "replicated"): return once ``replicas``
+        replicas have them (WAIT), else raise BackendError."""
+        try:
+            conn.send_command("WAIT", self.replicas, self.replica_timeout_ms)
+            got = int(conn.read_response())
+        except redis.RedisError as exc:
+            conn.disconnect()
+            raise backend_error(
+                "the write was applied on the master but its replication could not be "
+                "confirmed (WAIT): it may be lost if that master fails now; retrying the same "
+                "write is safe",
+                exc,
+            ) from exc
+        if got < self.replicas:
+            raise BackendError(
+                f"durability='replicated': the write was applied on the master, but only {got} "
+                f"of {self.replicas} replica(s) confirmed it within {self.replica_timeout_ms} ms "
+                "(WAIT): it may still be lost if that master fails before its replicas catch "
+                "up. Retrying the same write is safe; check the replicas (a failover just "
+                "happened, or a replica is down) or raise replica_timeout_ms"
             )
 
     def sync(self, client: redis.Redis, barrier_key: str) -> None:

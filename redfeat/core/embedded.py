@@ -43,7 +43,7 @@ from redis.retry import Retry
 from ..errors import BackendError, ConfigurationError, ConflictError, backend_error, wrap_redis
 from .durability import MODES, check_mode, strictest
 
-DURABILITY = {m: m for m in MODES}  # mode -> appendfsync
+DURABILITY = {"everysec": "everysec", "always": "always"}  # mode -> appendfsync
 _SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 START_TIMEOUT = 20.0
 LOAD_TIMEOUT = 600.0  # a large append-only file can take minutes to load
@@ -156,7 +156,11 @@ class EmbeddedServer:
         durability: str = "everysec",
         modules: Sequence[str] = (),
     ) -> None:
-        check_mode(durability)
+        if check_mode(durability) not in DURABILITY:
+            raise ConfigurationError(
+                f"durability {durability!r} needs replicas: the embedded server has none "
+                f"(use one of {sorted(DURABILITY)})"
+            )
         self.dir = default_home() if data_dir is None else Path(data_dir).expanduser().resolve()
         self.server_bin = server_bin
         self.durability = durability

@@ -4,7 +4,9 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
 
     rf:<project>:registry                 hash: definitions (views, entities, windows)
     rf:<project>:{<view>|<entity id>}     latest version of one entity (string)
-    rf:<project>:{<view>|<entity id>}:h   history of one entity (sorted set by event time)
+    rf:<project>:{<view>|<entity id>}:t   named versions of one entity (hash tag -> id)
+    rf:<project>:{<view>|<entity id>}:h   older versions of one entity (sorted set by event
+                                          time; the latest too for a view with a ttl)
     rf:<project>:{<window>|<entity id>}:w tiles of one entity's window features (hash)
     rf:<project>:{<window>|<entity id>}:we  raw events of those tiles (hash, by bucket)
     rf:<project>:feed:<view>              change feed: capped stream of change events
@@ -158,6 +160,10 @@ class Keys:
 
     def history(self, view: str, escaped_id: str) -> str:
         return self.tag(view, escaped_id) + ":h"
+
+    def tags(self, view: str, escaped_id: str) -> str:
+        """Hash: one entity's named versions, tag -> version id (``write(..., tag=)``)."""
+        return self.tag(view, escaped_id) + ":t"
 
     def window_tiles(self, name: str, escaped_id: str) -> str:
         """Hash: one entity's window-feature tiles, bucket id -> packed tile (windows.py)."""

@@ -17,6 +17,7 @@ from ..core.keys import Keys, escape_id
 from ..core.registry import Resolved
 from ..core.time import MAX_US, MIN_US
 from ..errors import backend_error
+from ..online.history import LATEST_HEAD
 from .arrow import empty_versions, versions_table
 
 DUMP_CHUNK = 500  # entities per pipelined batch
@@ -85,6 +86,7 @@ class Dumper:
         latest_only = res.hist_mode == "n"
         lo = "-inf" if start_us is None else str(start_us)
         hi = "+inf" if end_us is None else str(end_us)
+        span = (MIN_US if start_us is None else start_us, MAX_US if end_us is None else end_us)
         tables: list[pa.Table] = []
         gc_was_on = gc.isenabled()
         gc.disable()  # millions of small objects: the cyclic collector would rescan them all
@@ -96,21 +98,24 @@ class Dumper:
                     keys = [self.keys.latest(name, escape_id(e)) for e in chunk]
                     packed = pack("MGET", *keys)
                 else:
-                    hist = self.keys.history
+                    # history holds the versions older than the latest: both are read
+                    hist, latest = self.keys.history, self.keys.latest
+                    escs = [escape_id(e) for e in chunk]
                     packed = b"".join(
                         [
-                            pack("ZRANGEBYSCORE", hist(name, escape_id(e)), lo, hi, "WITHSCORES")
-                            for e in chunk
+                            pack("ZRANGEBYSCORE", hist(name, esc), lo, hi, "WITHSCORES")
+                            for esc in escs
                         ]
+                        + [pack("MGET", *[latest(name, esc) for esc in escs])]
                     )
                 conn.send_packed_command([packed])  # one buffer: one sendall
                 pending.append(chunk)
                 if len(pending) > 1:  # one batch stays in flight while the previous is read
-                    tables.append(self._batch(res, conn, pending.pop(0), latest_only))
+                    tables.append(self._batch(res, conn, pending.pop(0), latest_only, span))
                     if progress is not None:
                         progress(first, len(entities))
             while pending:
-                tables.append(self._batch(res, conn, pending.pop(0), latest_only))
+                tables.append(self._batch(res, conn, pending.pop(0), latest_only, span))
             if progress is not None:
                 progress(len(entities), len(entities))
         except redis.RedisError as exc:
@@ -133,7 +138,13 @@ class Dumper:
         return table
 
     @staticmethod
-    def _batch(res: Resolved, conn: Any, chunk: Sequence[str], latest_only: bool) -> pa.Table:
+    def _batch(
+        res: Resolved,
+        conn: Any,
+        chunk: Sequence[str],
+        latest_only: bool,
+        span: tuple[int, int] = (MIN_US, MAX_US),
+    ) -> pa.Table:
         if latest_only:  # one MGET: event_time (8) + version id (8) + payload per value
             blobs = conn.read_response()
             present = [i for i, b in enumerate(blobs) if b is not None]
@@ -146,7 +157,8 @@ class Dumper:
                 heads[1::2].astype(np.int64),
                 _decode_many([blobs[i][16:] for i in present]),
             )
-        replies = read_replies(conn, len(chunk))
+        replies = read_replies(conn, len(chunk) + 1)
+        _add_latest(replies, replies.pop(), span, str(getattr(conn, "protocol", 2)) == "3")
         counts = [len(r) for r in replies]
         nonempty = next((r for r in replies if r), None)
         if nonempty is None:
@@ -166,6 +178,27 @@ class Dumper:
             np.asarray(scores, dtype=np.float64).astype(np.int64),
             *_ids_and_payloads(members),
         )
+
+
+def _add_latest(
+    replies: list[Any], blobs: list[bytes | None], span: tuple[int, int], resp3: bool
+) -> None:
+    """Append each entity's latest version (newest of all, so last in event-time order) to
+    its history reply, unless outside the span or already there (a view with a ttl)."""
+    for i, blob in enumerate(blobs):
+        if blob is None:
+            continue
+        et = LATEST_HEAD.unpack_from(blob)[0]
+        if not span[0] <= et <= span[1]:
+            continue
+        rows = replies[i] = list(replies[i])
+        vid = blob[8:16]
+        member = b"\xcf" + blob[8:]
+        if resp3:  # [[member, score], ...]
+            if not rows or rows[-1][0][1:9] != vid:
+                rows.append([member, float(et)])
+        elif not rows or rows[-2][1:9] != vid:  # member, score, ... (scores as text)
+            rows.extend((member, str(et).encode()))
 
 
 def read_replies(conn: Any, n: int) -> list[Any]:

@@ -52,8 +52,7 @@ class LogFeeder:
         self._ctx = ctx
         self.log = log
         self.batch = batch
-        # (view, partition) whose group exists and whose pending entries were redone
-        self._ready: set[tuple[str, int]] = set()
+        self._ready: set[str] = set()  # views whose group exists and pending entries redone
         self.gaps = 0
         self.written = 0
         self.errors: list[Exception] = []
@@ -64,26 +63,25 @@ class LogFeeder:
     # -- one pass ----------------------------------------------------------------------
 
     def step(self, view: str) -> int:
-        """Log one batch of each partition of the view's feed; the number of entries taken."""
+        """Log one batch of the view's feed; the number of entries it took."""
         with self._lock:
-            return sum(self._step(view, k) for k in range(max(1, self._ctx.keys.partitions)))
+            return self._step(view)
 
-    def _step(self, view: str, k: int) -> int:
+    def _step(self, view: str) -> int:
         ctx = self._ctx
         if view in ctx.registry.window_specs():
-            return self._step_window(view, k)
+            return self._step_window(view)
         res = ctx.registry.get(view)
-        pending = (view, k) not in self._ready
+        pending = view not in self._ready
         if pending:
-            events.ensure_group(ctx.client, ctx.keys, view, GROUP, k)
-            if events.group_state(ctx.client, ctx.keys, view, GROUP, k)["gap"]:
-                self._resync(view, "the feed was trimmed past entries the log had not read")
+            events.ensure_group(ctx.client, ctx.keys, view, GROUP)
+            self._check_gap(view)
         batch = events.read_group(
-            ctx.client, ctx.keys, view, GROUP, CONSUMER, count=self.batch, pending=pending, k=k,
+            ctx.client, ctx.keys, view, GROUP, CONSUMER, count=self.batch, pending=pending,
         )  # fmt: skip
         if pending and not batch.ids:
-            self._ready.add((view, k))
-            return self._step(view, k)
+            self._ready.add(view)
+            return self._step(view)
         if batch.gap:
             self._resync(view, "entries were trimmed before they were logged")
         if batch.versions:
@@ -96,25 +94,25 @@ class LogFeeder:
                 [v.version_id for v in vs],
                 [decode(v.payload) for v in vs],
             )
-            self.log.write_named(res.view, table, _stem(batch.ids[0], k))
+            self.log.write_named(res.view, table, batch.ids[0].replace("-", "_").replace("/", "."))
             self.written += len(vs)
-        events.ack(ctx.client, ctx.keys, view, GROUP, batch.ids, k)
+        events.ack(ctx.client, ctx.keys, view, GROUP, batch.ids)
         return len(batch.ids)
 
-    def _step_window(self, name: str, k: int) -> int:
+    def _step_window(self, name: str) -> int:
         """One batch of a window features' feed: the events counted, as EVENTS rows."""
         ctx = self._ctx
-        pending = (name, k) not in self._ready
+        pending = name not in self._ready
         if pending:
-            events.ensure_group(ctx.client, ctx.keys, name, GROUP, k)
-            if events.group_state(ctx.client, ctx.keys, name, GROUP, k)["gap"]:
+            events.ensure_group(ctx.client, ctx.keys, name, GROUP)
+            if events.group_state(ctx.client, ctx.keys, name, GROUP)["gap"]:
                 self._gap(name, "the feed was trimmed past events the log had not read")
         batch = events.read_window_group(
-            ctx.client, ctx.keys, name, GROUP, CONSUMER, count=self.batch, pending=pending, k=k
+            ctx.client, ctx.keys, name, GROUP, CONSUMER, count=self.batch, pending=pending
         )
         if pending and not batch.ids:
-            self._ready.add((name, k))
-            return self._step_window(name, k)
+            self._ready.add(name)
+            return self._step_window(name)
         if batch.gap:
             self._gap(name, "events were trimmed before they were logged")
         if batch.events:
@@ -139,9 +137,9 @@ class LogFeeder:
                 },
                 schema=EVENTS,
             )
-            self.log.write_events(name, table, _stem(batch.ids[0], k))
+            self.log.write_events(name, table, batch.ids[0].replace("-", "_").replace("/", "."))
             self.written += n
-        events.ack(ctx.client, ctx.keys, name, GROUP, batch.ids, k)
+        events.ack(ctx.client, ctx.keys, name, GROUP, batch.ids)
         return len(batch.ids)
 
     def _gap(self, name: str, why: str) -> None:
@@ -152,6 +150,11 @@ class LogFeeder:
             name,
             why,
         )
+
+    def _check_gap(self, view: str) -> None:
+        state = events.group_state(self._ctx.client, self._ctx.keys, view, GROUP)
+        if state["gap"]:
+            self._resync(view, "the feed was trimmed past entries the log had not read")
 
     def _resync(self, view: str, why: str) -> None:
         """Every version Redis history keeps of the view, into the log."""
@@ -220,9 +223,3 @@ class LogFeeder:
     def counters(self) -> dict[str, int]:
         """What this feeder did: versions written to Parquet, gaps resynced from history."""
         return {"versions_written": self.written, "gaps": self.gaps}
-
-
-def _stem(entry_id: str, k: int) -> str:
-    """A batch's file name: its first entry id (ids of two partitions' feeds may be equal:
-    the partition goes first when there are several)."""
-    return entry_id.replace("-", "_") if k == 0 else f"{k}.{entry_id.replace('-', '_')}"

@@ -57,15 +57,25 @@ class Training:
         ent = normalize_id(view, entity_id, outcome=READ)
         return _history.history(self.client, self.keys, res, ent, limit)
 
-    def version(self, view: str, entity_id: str | int, version_id: int) -> Version:
-        """One version by id (NotFoundError if it is not, or no longer, kept)."""
+    def version(
+        self, view: str, entity_id: str | int, version_id: int | None, tag: str | None = None
+    ) -> Version:
+        """One version by id, or by the tag a write gave it (NotFoundError if it is not, or
+        no longer, kept)."""
         res = self.registry.get(view)
+        if (version_id is None) == (tag is None):
+            raise ConfigurationError(
+                f"view {view!r}: give a version id or tag=, one of them (got {version_id!r:.60}"
+                f" and tag={tag!r:.60})"
+            )
+        ent = normalize_id(view, entity_id, outcome=READ)
+        if tag is not None:
+            return _history.tagged(self.client, self.keys, res, ent, _history.check_tag(view, tag))
         if isinstance(version_id, bool) or not isinstance(version_id, int | np.integer):
             raise ConfigurationError(
                 f"view {view!r}: a version id is an int (Version.id), got {version_id!r:.60}"
             )
         version_id = int(version_id)
-        ent = normalize_id(view, entity_id, outcome=READ)
         found = _history.find_version(self.client, self.keys, res, ent, version_id)
         if found is not None:
             return found
@@ -73,6 +83,11 @@ class Training:
             f"view {view!r}, entity {entity_id!r}: no version {version_id} "
             "(never written, or trimmed by the view's history setting)"
         )
+
+    def tag(self, view: str, entity_id: str, tag: str, version_id: int) -> None:
+        """Name a version of an entity (``write(..., tag=)``)."""
+        res = self.registry.get(view)
+        _history.set_tag(self.client, self.keys, res, entity_id, tag, version_id)
 
     def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
         """What changed between two versions (ids, or datetimes read as-of):

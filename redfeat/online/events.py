@@ -156,6 +156,32 @@ def changes(
     return out, ",".join(p or "" for p in pos)
 
 
+def feed_end(client: redis.Redis, keys: Keys, view: str) -> str | None:
+    """The cursor of the view's newest event (composite in a partitioned project); None
+    when the feed is empty."""
+    ends: list[str] = []
+    with wrap_redis(f"view {view!r}: reading the change feed failed"):
+        for feed in keys.feeds(view):
+            last = client.xrevrange(feed, count=1)
+            ends.append(_text(last[0][0]) if last else "")
+    if not keys.partitions:
+        return ends[0] or None
+    return ",".join(ends) if any(ends) else None
+
+
+def later_cursor(a: str | None, b: str | None) -> str | None:
+    """The later of two cursors of one view (per partition, in a partitioned project)."""
+    if a is None or b is None:
+        return b if a is None else a
+    pa, pb = a.split(","), b.split(",")
+    if len(pa) != len(pb):
+        return b
+    return ",".join(
+        y if x == "" or (y != "" and _stream_id(y) > _stream_id(x)) else x
+        for x, y in zip(pa, pb, strict=True)
+    )
+
+
 def _changes_of(
     client: redis.Redis, feed: str, view: str, since: str | None, limit: int
 ) -> tuple[list[ChangeEvent], str | None]:
@@ -241,16 +267,10 @@ class Subscription:
         self._reconnected = True
 
     def _feed_end(self, view: str) -> str | None:
-        ends: list[str] = []
-        for feed in self._keys.feeds(view):
-            try:
-                last = self._client.xrevrange(feed, count=1)
-            except redis.RedisError:
-                return None
-            ends.append(_text(last[0][0]) if last else "")
-        if not self._keys.partitions:
-            return ends[0] or None
-        return ",".join(ends)
+        try:
+            return feed_end(self._client, self._keys, view)
+        except BackendError:
+            return None
 
     def _wanted(self, ev: ChangeEvent) -> bool:
         return self._ids is None or ev.entity_id in self._ids
@@ -430,15 +450,20 @@ class FeedBatch:
     gap: bool
 
 
-def ensure_group(client: redis.Redis, keys: Keys, view: str, group: str, k: int = 0) -> None:
-    """Create ``group`` on the view's feed, reading from its oldest kept entry (MKSTREAM: a
-    view nothing was written to yet gets an empty feed)."""
+# In a partitioned project (a cluster) a group reads every partition's feed; the ids of a
+# FeedBatch are then "<partition>/<entry id>", so that ack() finds each entry's stream.
+
+
+def ensure_group(client: redis.Redis, keys: Keys, view: str, group: str) -> None:
+    """Create ``group`` on the view's feed (each partition's), reading from its oldest kept
+    entry (MKSTREAM: a view nothing was written to yet gets an empty feed)."""
     with wrap_redis(f"view {view!r}: creating the feed's consumer group failed"):
-        try:
-            client.xgroup_create(keys.feed(view, k), group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for feed in keys.feeds(view):
+            try:
+                client.xgroup_create(feed, group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
 
 def _read_rows(
@@ -449,22 +474,27 @@ def _read_rows(
     consumer: str,
     count: int,
     pending: bool,
-    k: int,
 ) -> list[tuple[str, dict[str, Any] | None]]:
+    """Entries of ``name``'s feed for ``consumer``; in a partitioned project each
+    partition's feed in turn (up to ``count`` entries each; one entity's entries stay in
+    order, they are in one feed), ids tagged "<partition>/<entry id>" for ack()."""
+    rows: list[tuple[str, dict[str, Any] | None]] = []
     with wrap_redis(f"{name!r}: reading the change feed failed"):
-        reply = client.xreadgroup(
-            group, consumer, {keys.feed(name, k): "0" if pending else ">"}, count=count
-        )
-    rows: list[Any] = []
-    if isinstance(reply, dict):  # RESP3
-        for v in reply.values():
-            rows.extend(v[0] if v and isinstance(v[0], list) else v)
-    else:
-        for _, entries in reply or []:
-            rows.extend(entries)
-    return [
-        (_text(i), {_text(k): v for k, v in data.items()} if data else None) for i, data in rows
-    ]
+        for k, feed in enumerate(keys.feeds(name)):
+            reply = client.xreadgroup(group, consumer, {feed: "0" if pending else ">"}, count=count)
+            got: list[Any] = []
+            if isinstance(reply, dict):  # RESP3
+                for v in reply.values():
+                    got.extend(v[0] if v and isinstance(v[0], list) else v)
+            else:
+                for _, entries in reply or []:
+                    got.extend(entries)
+            tag = f"{k}/" if keys.partitions else ""
+            rows.extend(
+                (tag + _text(i), {_text(f): v for f, v in data.items()} if data else None)
+                for i, data in got
+            )
+    return rows
 
 
 def read_group(
@@ -476,7 +506,6 @@ def read_group(
     *,
     count: int,
     pending: bool,
-    k: int = 0,
 ) -> FeedBatch:
     """The next entries of a view's feed for ``consumer`` (``pending``: those delivered to
     it and not yet acknowledged, oldest first, as a restart must redo them; else new ones).
@@ -485,7 +514,7 @@ def read_group(
     ids: list[str] = []
     out: list[FeedVersion] = []
     gap = False
-    for entry_id, d in _read_rows(client, keys, view, group, consumer, count, pending, k):
+    for entry_id, d in _read_rows(client, keys, view, group, consumer, count, pending):
         ids.append(entry_id)
         if d is None:
             gap = True  # trimmed after delivery, before it was acknowledged
@@ -529,13 +558,12 @@ def read_window_group(
     *,
     count: int,
     pending: bool,
-    k: int = 0,
 ) -> WindowBatch:
-    """read_group for the feed of window features ``name`` (partition k)."""
+    """read_group for the feed of window features ``name``."""
     ids: list[str] = []
     out: list[tuple[str, int, bytes]] = []
     gap = False
-    for entry_id, d in _read_rows(client, keys, name, group, consumer, count, pending, k):
+    for entry_id, d in _read_rows(client, keys, name, group, consumer, count, pending):
         ids.append(entry_id)
         if d is None:
             gap = True
@@ -548,23 +576,40 @@ def read_window_group(
     return WindowBatch(ids, out, gap)
 
 
-def ack(client: redis.Redis, keys: Keys, view: str, group: str, ids: list[str], k: int = 0) -> None:
+def ack(client: redis.Redis, keys: Keys, view: str, group: str, ids: list[str]) -> None:
     """Acknowledge entries: the group will not deliver them again."""
-    if ids:
-        with wrap_redis(f"view {view!r}: acknowledging feed entries failed"):
-            client.xack(keys.feed(view, k), group, *ids)
+    if not ids:
+        return
+    by_feed: dict[str, list[str]] = {}
+    for i in ids:
+        k, _, entry = i.rpartition("/")
+        by_feed.setdefault(keys.feed(view, int(k or 0)), []).append(entry)
+    with wrap_redis(f"view {view!r}: acknowledging feed entries failed"):
+        for feed, entries in by_feed.items():
+            client.xack(feed, group, *entries)
 
 
-def group_state(
-    client: redis.Redis, keys: Keys, view: str, group: str, k: int = 0
-) -> dict[str, Any]:
+def group_state(client: redis.Redis, keys: Keys, view: str, group: str) -> dict[str, Any]:
     """How far ``group`` is behind on the view's feed: ``pending`` (delivered, not yet
     acknowledged), ``lag`` (entries not yet delivered; None when the server cannot tell, or
-    the group does not exist) and ``gap`` (entries were trimmed before the group read them)."""
+    the group does not exist) and ``gap`` (entries were trimmed before the group read them).
+    In a partitioned project: summed over the partitions (gap: in any)."""
+    states = [_group_state(client, feed, view, group) for feed in keys.feeds(view)]
+    if len(states) == 1:
+        return states[0]
+    lags = [s["lag"] for s in states]
+    return {
+        "pending": sum(s["pending"] for s in states),
+        "lag": None if any(lag is None for lag in lags) else sum(lags),
+        "gap": any(s["gap"] for s in states),
+    }
+
+
+def _group_state(client: redis.Redis, feed: str, view: str, group: str) -> dict[str, Any]:
     with wrap_redis(f"view {view!r}: reading the feed's groups failed"):
         try:
-            groups = client.xinfo_groups(keys.feed(view, k))
-            info = client.xinfo_stream(keys.feed(view, k))
+            groups = client.xinfo_groups(feed)
+            info = client.xinfo_stream(feed)
         except redis.ResponseError:
             return {"pending": 0, "lag": None, "gap": False}
     mine = next((g for g in groups if _text(g.get("name", "")) == group), None)
@@ -590,6 +635,6 @@ def group_state(
     if lag is None and not gap:
         # Redis 7.0 answers no lag once entries were trimmed; count what follows the cursor
         with wrap_redis(f"view {view!r}: reading the change feed failed"):
-            after = client.xrange(keys.feed(view, k), min=f"({last}", max="+", count=100_000)
+            after = client.xrange(feed, min=f"({last}", max="+", count=100_000)
         lag = len(after or [])
     return {"pending": int(mine.get("pending", 0)), "lag": lag, "gap": gap}

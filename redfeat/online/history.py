@@ -14,7 +14,7 @@ from ..core.keys import Keys, escape_id
 from ..core.records import Version
 from ..core.registry import Resolved
 from ..core.time import from_us, now_us, to_us
-from ..errors import NotFoundError, Problem, ValidationError, wrap_redis
+from ..errors import ConfigurationError, NotFoundError, Problem, ValidationError, wrap_redis
 
 LATEST_HEAD = struct.Struct(">qQ")  # latest value: event_time_us, version id
 _ID = struct.Struct(">xQ")  # history member: 0xCF, version id (see scripts.py)
@@ -53,6 +53,22 @@ def ttl_ok(res: Resolved, et_us: int, at_us: int | None = None) -> bool:
     return et_us >= (now_us() if at_us is None else at_us) - ttl
 
 
+def _merged(
+    res: Resolved, blob: bytes | None, rows: list[tuple[bytes, float]], limit: int
+) -> list[Version]:
+    """The latest value and history's versions (newest first) as one list, newest first.
+
+    The latest version has the greatest (event time, id) of all, so it comes first; it is
+    in history too for a view with a ttl (and for data written before history stopped
+    holding it twice): then it is not repeated."""
+    out = [from_member(res, m, s) for m, s in rows]
+    if blob:
+        top = from_latest(res, blob)
+        if not out or out[0].id != top.id:
+            out.insert(0, top)
+    return out[:limit]
+
+
 def history(
     client: redis.Redis, keys: Keys, res: Resolved, entity: str, limit: int
 ) -> list[Version]:
@@ -62,14 +78,11 @@ def history(
         if res.hist_mode == "n":
             blob = cast(bytes | None, client.get(keys.latest(res.name, esc)))
             return [from_latest(res, blob)] if blob else []
-        rows = cast(
-            list[tuple[bytes, float]],
-            client.zrevrange(keys.history(res.name, esc), 0, limit - 1, withscores=True),
-        )
-        if not rows:  # written while the view kept no history: the latest is all there is
-            blob = cast(bytes | None, client.get(keys.latest(res.name, esc)))
-            return [from_latest(res, blob)] if blob else []
-    return [from_member(res, m, s) for m, s in rows]
+        pipe = client.pipeline(transaction=False)
+        pipe.get(keys.latest(res.name, esc))
+        pipe.zrevrange(keys.history(res.name, esc), 0, limit - 1, withscores=True)
+        blob, rows = pipe.execute()
+    return _merged(res, blob, rows, limit)
 
 
 def get_many_as_of(
@@ -107,15 +120,16 @@ def get_many_as_of(
         replies = pipe.execute()
     for rows, blob in zip(replies[0::2], replies[1::2], strict=True):
         v = None
-        if rows:
+        # The latest version is the newest of all: in force at at_us if it had happened by
+        # then; otherwise history's newest version up to at_us is.
+        et = LATEST_HEAD.unpack_from(blob)[0] if blob else None
+        if et is not None and et <= at_us:
+            if not apply_ttl or ttl_ok(res, et, at_us):
+                v = from_latest(res, blob, readers)
+        elif rows:
             member, score = rows[0]
             if not apply_ttl or ttl_ok(res, int(score), at_us):
                 v = from_member(res, member, score, readers)
-        elif blob:
-            # written while the view kept no history: the latest value is all there is
-            et, _ = LATEST_HEAD.unpack_from(blob)
-            if et <= at_us and (not apply_ttl or ttl_ok(res, et, at_us)):
-                v = from_latest(res, blob, readers)
         out.append(v)
     return out
 
@@ -128,6 +142,39 @@ def find_version(
         if v.id == version_id:
             return v
     return None
+
+
+MAX_TAG = 256
+
+
+def check_tag(view: str, tag: object) -> str:
+    if not isinstance(tag, str) or not tag or len(tag.encode()) > MAX_TAG:
+        raise ConfigurationError(
+            f"view {view!r}: a tag is a non-empty str of at most {MAX_TAG} bytes "
+            f"(e.g. 'v2'), got {tag!r:.60}"
+        )
+    return tag
+
+
+def set_tag(
+    client: redis.Redis, keys: Keys, res: Resolved, entity: str, tag: str, vid: int
+) -> None:
+    """Name version ``vid`` of an entity ``tag`` (a later tag of that name moves it)."""
+    with wrap_redis(f"view {res.name!r}, entity {entity!r}: tagging a version failed"):
+        client.hset(keys.tags(res.name, escape_id(entity)), tag, vid)
+
+
+def tagged(client: redis.Redis, keys: Keys, res: Resolved, entity: str, tag: str) -> Version:
+    """The version an entity's ``tag`` names (NotFoundError if none, or no longer kept)."""
+    with wrap_redis(f"view {res.name!r}, entity {entity!r}: reading a tag failed"):
+        raw = cast(bytes | None, client.hget(keys.tags(res.name, escape_id(entity)), tag))
+    found = None if raw is None else find_version(client, keys, res, entity, int(raw))
+    if found is None:
+        raise NotFoundError(
+            f"view {res.name!r}, entity {entity!r}: no version tagged {tag!r} "
+            + ("(never tagged)" if raw is None else f"(version {int(raw)} is no longer kept)")
+        )
+    return found
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -5,6 +5,10 @@ Stored forms (see keys.py for names):
     latest key   string  = int64 BE event_time_us .. uint64 BE version_id .. payload
     history key  zset    score = event_time_us,
                          member = 0xCF .. uint64 BE version_id .. payload
+                         the versions older than the latest (for a view without ttl: the
+                         latest one is in the latest key only, not twice); with a ttl, the
+                         latest too, since its key expires. Readers merge the two and drop
+                         a version found in both (data written before this layout).
 
 A history member is two msgpack values back to back (0xCF is msgpack's uint64 marker, the
 payload a msgpack array), so many members joined decode in one call (offline.dump.Dumper).
@@ -253,15 +257,31 @@ for k = 1, nkeys, per do
       id = 0
     end
     if hkey and status ~= 4 then
-      redis.call('ZADD', hkey, et_s, '\207' .. struct.pack('>L', id) .. payload)
-      if not cur and ttl == 0 then
-        -- first version of a view without ttl: the history was empty, nothing to trim
-      elseif hmode == 'c' then
-        redis.call('ZREMRANGEBYRANK', hkey, 0, -hval - 1)
-      else
-        local newest = redis.call('ZRANGE', hkey, -1, -1, 'WITHSCORES')
-        local cutoff = string.format('%.0f', tonumber(newest[2]) - hval)
-        redis.call('ZREMRANGEBYSCORE', hkey, '-inf', '(' .. cutoff)
+      if ttl > 0 then
+        -- the latest key expires with the ttl: history keeps the latest version too
+        redis.call('ZADD', hkey, et_s, '\207' .. struct.pack('>L', id) .. payload)
+        if hmode == 'c' then
+          redis.call('ZREMRANGEBYRANK', hkey, 0, -hval - 1)
+        else
+          local newest = redis.call('ZRANGE', hkey, -1, -1, 'WITHSCORES')
+          local cutoff = string.format('%.0f', tonumber(newest[2]) - hval)
+          redis.call('ZREMRANGEBYSCORE', hkey, '-inf', '(' .. cutoff)
+        end
+      elseif cur then
+        -- Without a ttl the latest version lives in the latest key only: history holds
+        -- the older ones. Late data goes there; a new latest moves the one it replaces.
+        if status == 1 then
+          redis.call('ZADD', hkey, et_s, '\207' .. struct.pack('>L', id) .. payload)
+        else
+          redis.call('ZADD', hkey, string.format('%.0f', cur_et), '\207' .. string.sub(cur, 9))
+        end
+        if hmode == 'c' then
+          redis.call('ZREMRANGEBYRANK', hkey, 0, -hval)  -- keep COUNT - 1 besides the latest
+        else
+          local newest = status == 0 and et or cur_et
+          redis.call('ZREMRANGEBYSCORE', hkey, '-inf',
+            '(' .. string.format('%.0f', newest - hval))
+        end
       end
     end
   end
@@ -341,3 +361,52 @@ end
 return gone
 """
 )
+
+
+# DELETE_VERSION: remove one version of one entity; the newest remaining one becomes the
+# latest if it was the latest, and tags naming it go.
+#
+# KEYS[1] latest key, KEYS[2] history key, KEYS[3] tags hash
+# ARGV[1] version id, ARGV[2] ttl in ms (0 none; with a ttl history holds the latest too)
+# Returns 1 if the version was found, else 0.
+DELETE_VERSION = r"""
+local vid = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local found = 0
+-- history is bounded by the view's setting: a scan of one entity's versions
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if struct.unpack('>L', m, 2) == vid then
+    redis.call('ZREM', KEYS[2], m)
+    found = 1
+    break
+  end
+end
+local cur = redis.call('GET', KEYS[1])
+if cur and struct.unpack('>L', cur, 9) == vid then
+  found = 1
+  local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  if top[1] then
+    local et = tonumber(top[2])
+    local value = struct.pack('>lL', et, struct.unpack('>L', top[1], 2)) .. string.sub(top[1], 10)
+    if ttl > 0 then
+      local t = redis.call('TIME')
+      local exp = math.floor(et / 1000) + ttl
+      if exp > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then
+        redis.call('SET', KEYS[1], value, 'PXAT', exp)
+      else
+        redis.call('DEL', KEYS[1])
+      end
+    else
+      redis.call('ZREM', KEYS[2], top[1])  -- the latest lives in the latest key only
+      redis.call('SET', KEYS[1], value)
+    end
+  else
+    redis.call('DEL', KEYS[1])
+  end
+end
+local tags = redis.call('HGETALL', KEYS[3])
+for i = 1, #tags, 2 do
+  if tonumber(tags[i + 1]) == vid then redis.call('HDEL', KEYS[3], tags[i]) end
+end
+return found
+"""

@@ -19,6 +19,7 @@ from ..core.registry import Resolved
 from ..core.schema import Field
 from ..core.time import from_us, now_us, to_us
 from ..errors import (
+    ConfigurationError,
     ConflictError,
     Problem,
     ValidationError,
@@ -129,12 +130,16 @@ class Online:
         *,
         feed_retention_ms: int = 0,
         observer: WriteObserver | None = None,
+        replicate: Callable[[Any], None] | None = None,
     ) -> None:
         self.client = ctx.client
         self.keys = ctx.keys
         self.direct = ctx.direct
-        self.writer = Writer(ctx.client, ctx.keys, ctx.direct, feed_cap, feed_retention_ms)
+        self.writer = Writer(
+            ctx.client, ctx.keys, ctx.direct, feed_cap, feed_retention_ms, replicate=replicate
+        )
         self.delete_script = Script(scripts.DELETE)
+        self._delete_version = ctx.client.register_script(scripts.DELETE_VERSION)
         self.observer = observer  # validators and profiles (store.quality)
 
     def run_logged(
@@ -147,8 +152,8 @@ class Online:
         fields: Iterable[str] = (),
         superseded: Mapping[int, int] | None = None,
     ) -> list[int]:
-        """Writer.run (the write step puts new versions in the change feed, which feeds the
-        offline log: offline/feeder.py). ``superseded``: item index -> index of a later
+        """Writer.run (the write step puts new versions in the change feed, which feeds
+        the offline log: offline/feeder.py). ``superseded``: item index -> index of a later
         item of the same entity and event time; those are not sent and report that item's
         version as a duplicate (status 2)."""
         if superseded:
@@ -341,6 +346,8 @@ class Online:
             conn = self.direct.conn(keys[0])
             try:
                 (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_bounds])])
+                if self.writer.replicate is not None:
+                    self.writer.replicate(conn)
             except BaseException:
                 conn.disconnect()
                 raise
@@ -348,9 +355,28 @@ class Online:
 
         try:
             # a repeated delete finds nothing more to remove (and records no event)
-            return bool(self.direct.retrying(step, what=f"view {res.name!r}: delete"))
+            gone = bool(self.direct.retrying(step, what=f"view {res.name!r}: delete"))
+            self.client.unlink(self.keys.tags(res.name, esc))  # names of versions now gone
         except redis.RedisError as exc:
             raise backend_error(f"view {res.name!r}: delete failed", exc) from exc
+        return gone
+
+    def delete_version(self, res: Resolved, entity_id: Any, version_id: int) -> bool:
+        """Remove one version (the newest remaining one becomes the latest if it was the
+        latest) and the tags naming it, in one server step. Whether it was there."""
+        if isinstance(version_id, bool) or not isinstance(version_id, int) or version_id <= 0:
+            raise ConfigurationError(
+                f"view {res.name!r}: a version id is a positive int (Version.id), "
+                f"got {version_id!r:.60}"
+            )
+        esc = escape_id(normalize_id(res.name, entity_id))
+        keys = [
+            self.keys.latest(res.name, esc),
+            self.keys.history(res.name, esc),
+            self.keys.tags(res.name, esc),
+        ]
+        with wrap_redis(f"view {res.name!r}: deleting version {version_id} failed"):
+            return bool(self._delete_version(keys=keys, args=[version_id, res.ttl_ms]))
 
     # -- reads --------------------------------------------------------------------------
 

@@ -14,12 +14,14 @@ def entities_of(
     ctx: Ctx, res: Resolved, progress: Callable[[int], None] | None = None
 ) -> list[str]:
     """Every entity id of a view that has stored versions, sorted."""
-    suffix = "h" if res.hist_mode != "n" else ""  # the history key, else the latest one
+    # the latest key, and for views with history the history key too (the latest key of
+    # a view with a ttl expires; history alone may remain)
+    suffixes = ("", "h") if res.hist_mode != "n" else ("",)
     out: list[str] = []
     with wrap_redis(f"view {res.name!r}: listing entities failed"):
         for raw in ctx.client.scan_iter(match=ctx.keys.view_pattern(res.name), count=2000):
             parsed = ctx.keys.parse(raw)
-            if parsed is not None and parsed.suffix == suffix and parsed.entity is not None:
+            if parsed is not None and parsed.suffix in suffixes and parsed.entity is not None:
                 out.append(parsed.entity)
                 if progress is not None and len(out) % 10_000 == 0:
                     progress(len(out))

@@ -34,7 +34,12 @@ class Writer:
         direct: Direct,
         feed_cap: int,
         feed_retention_ms: int = 0,
+        *,
+        replicate: Callable[[Any], None] | None = None,
     ) -> None:
+        # replicate(conn): after the calls on a connection, confirm that replicas have them
+        # (durability "replicated"); raises when they do not
+        self.replicate = replicate
         self.client = client
         self.keys = keys
         self.direct = direct
@@ -124,6 +129,8 @@ class Writer:
             # caller would merge (increment) again
             for reply in self.script.stream(conn, calls, step, idempotent=mode != 1):
                 out.extend(reply)
+            if self.replicate is not None:
+                self.replicate(conn)
         except redis.ConnectionError as exc:
             conn.disconnect()
             raise BackendError(
@@ -190,6 +197,8 @@ class Writer:
                                 progress(len(reply) // 2)
 
                     self.script.stream(conn, [calls[c] for c in cs], got, idempotent=mode != 1)
+                    if self.replicate is not None:
+                        self.replicate(conn)
 
             self.direct.retrying(step, what=f"view {res.name!r}: write")
 

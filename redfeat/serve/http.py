@@ -619,7 +619,7 @@ class Api:
             self.entity_stats,
             "What is stored for one entity: fields, versions kept, bytes, expiry",
             response=wire.EntityStatsOut,
-            errors=(400, 404, 503),
+            errors=(400, 404, 422, 503),
         )
         self._range_ep = Endpoint(
             "GET",

@@ -101,7 +101,10 @@ class Conn:
             if not quiet:
                 notes.print(escape(f"server: {redact(self.url)}, project {project!r}"))
             return FeatureStore.from_url(
-                self.url, project=project, durability=self.durability, offline_dir=offline_dir
+                self.url,
+                project=project,
+                durability=self.durability,
+                offline_dir=offline_dir,
             )
         path = self.home_dir
         if not quiet:

@@ -50,7 +50,7 @@ from ..errors import (
     backend_error,
     wrap_redis,
 )
-from ..online.events import changes, subscribe
+from ..online.events import changes, feed_end, later_cursor, subscribe
 from ..online.scan import entities_of
 from .rows import F32, Hnsw, Mask, Rows
 
@@ -68,6 +68,7 @@ _INDEXES = ("exact", "hnsw")
 # a small subset directly is exact and cheaper than over-fetching candidates.
 _SMALL_SUBSET = 4096
 _MAX_ERRORS = 100
+_F32_MAX = float(np.finfo(np.float32).max)  # stored vectors are float32
 
 
 def _stream_id(entry: Any) -> tuple[int, int] | None:
@@ -183,6 +184,7 @@ class VectorIndex:
         self._seq = 0
         self._done = 0
         self._cursor: tuple[int, int] | None = None  # feed position noted (stream id)
+        self._parts_cursor: str | None = None  # the same in a partitioned project (composite)
         self._touched = False  # this store wrote the view: catch up with the feed first
         self._synced = 0.0  # monotonic time of the last comparison with the feed
         self._closed = False
@@ -307,11 +309,18 @@ class VectorIndex:
             )
         if not np.isfinite(q).all():
             raise refuse("finite", None, "query has NaN or infinite values")
+        peak = float(np.abs(q).max())
         if self.metric == "cosine":
-            norm = float(np.linalg.norm(q))
-            if norm == 0.0:
+            if peak == 0.0:
                 raise refuse("nonzero", 0.0, "a cosine query must not be all zeros")
-            q = q / norm
+            # scaled to its largest value first: the norm of values near the float limit
+            # overflows, and cosine does not depend on the scale
+            q = q / peak
+            q = q / float(np.linalg.norm(q))
+        elif peak > _F32_MAX:
+            raise refuse(
+                "range", peak, "query values must fit a float32 (|x| <= 3.4e38), as stored ones do"
+            )
         return q.astype(np.float32)
 
     def _search_locked(self, q: F32, k: int, where: Mapping[str, Any]) -> list[tuple[str, float]]:
@@ -512,6 +521,9 @@ class VectorIndex:
             self._move_cursor_locked(entry)
 
     def _move_cursor_locked(self, entry: str | None) -> None:
+        if self._ctx.keys.partitions:  # a composite cursor: per partition
+            self._parts_cursor = later_cursor(self._parts_cursor, entry)
+            return
         pos = _stream_id(entry)
         if pos is not None and (self._cursor is None or pos > self._cursor):
             self._cursor = pos
@@ -534,6 +546,8 @@ class VectorIndex:
         )
 
     def _feed_end(self) -> str | None:
+        if self._ctx.keys.partitions:
+            return feed_end(self._ctx.client, self._ctx.keys, self.view)
         info = self._feed_info()
         last = None if info is None else info[0]
         return None if last is None else f"{last[0]}-{last[1]}"
@@ -543,6 +557,9 @@ class VectorIndex:
         was trimmed past it), so that applying the noted work covers every write the
         server acknowledged before this call."""
         self._synced = time.monotonic()
+        if self._ctx.keys.partitions:
+            self._sync_partitions()
+            return
         with self._cond:
             cursor = self._cursor
         start = "-" if cursor is None else f"({cursor[0]}-{cursor[1]}"
@@ -568,6 +585,23 @@ class VectorIndex:
             self._move_cursor(f"{last[0]}-{last[1]}")
             return
         self._note(events, rebuild=len(events) >= _CATCH_UP_LIMIT)
+        self._move_cursor(end)
+
+    def _sync_partitions(self) -> None:
+        """_sync_feed of a partitioned project: every partition's feed after the composite
+        cursor (one read per partition)."""
+        with self._cond:
+            since = self._parts_cursor
+        try:
+            events, end = changes(
+                self._ctx.client, self._ctx.keys, self.view, since, _CATCH_UP_LIMIT
+            )
+        except FeedTrimmedError:
+            self._note([], rebuild=True)
+            self._move_cursor(self._feed_end())
+            return
+        if events:
+            self._note(events, rebuild=len(events) >= _CATCH_UP_LIMIT)
         self._move_cursor(end)
 
     # -- applying noted work ------------------------------------------------------------

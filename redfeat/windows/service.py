@@ -169,7 +169,8 @@ class Windows:
         self.window(name)
         removed = delete_view_data(self._ctx, name)
         with wrap_redis(f"window features {name!r}: deleting the feed failed"):
-            self.client.unlink(*self.keys.feeds(name))
+            for feed in self.keys.feeds(name):  # one by one: partitions span slots
+                self.client.unlink(feed)
         if not keep_definition:
             with wrap_redis("cannot write the registry"):
                 pipe = self.client.pipeline(transaction=True)
@@ -197,7 +198,7 @@ class Windows:
         keys = [
             self.keys.window_tiles(name, esc),
             self.keys.window_events(name, esc),
-            self.keys.feed(name, self.keys.partition(esc)),  # the tiles' slot on a cluster
+            self.keys.feed(name, self.keys.partition(esc)),
         ]
         args = [wf.span, b, b, self.feed_cap, esc, b, one_tile(v, off), _w.one_raw(v, off)]
         try:
@@ -285,12 +286,13 @@ class Windows:
         events = np.cumsum(np.add.reduceat(tiles["n"], st)).astype(np.int64)
         total = len(ts)
         bs = tiles["b"].tolist()
+        feed = self.keys.feed
         calls = (
             (
                 [
                     self.keys.window_tiles(wf.name, esc := escape_id(str(uniques[tcode[a]]))),
                     self.keys.window_events(wf.name, esc),
-                    self.keys.feed(wf.name, self.keys.partition(esc)),
+                    feed(wf.name, self.keys.partition(esc)),
                 ],
                 [wf.span, bs[a], bs[z - 1], self.feed_cap, esc, *pairs[3 * a : 3 * z]],
             )

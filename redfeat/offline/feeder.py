@@ -94,7 +94,7 @@ class LogFeeder:
                 [v.version_id for v in vs],
                 [decode(v.payload) for v in vs],
             )
-            self.log.write_named(res.view, table, batch.ids[0].replace("-", "_"))
+            self.log.write_named(res.view, table, batch.ids[0].replace("-", "_").replace("/", "."))
             self.written += len(vs)
         events.ack(ctx.client, ctx.keys, view, GROUP, batch.ids)
         return len(batch.ids)
@@ -137,7 +137,7 @@ class LogFeeder:
                 },
                 schema=EVENTS,
             )
-            self.log.write_events(name, table, batch.ids[0].replace("-", "_"))
+            self.log.write_events(name, table, batch.ids[0].replace("-", "_").replace("/", "."))
             self.written += n
         events.ack(ctx.client, ctx.keys, name, GROUP, batch.ids)
         return len(batch.ids)
@@ -195,7 +195,8 @@ class LogFeeder:
         while not stop.is_set():
             try:
                 busy = sum(self.step(v) for v in self.views())
-            except RedfeatError as exc:  # the server away for a moment: try again
+            except Exception as exc:  # the server away, a view deleted meanwhile: go on
+                _log.warning("offline log: a feed could not be logged yet (%s); trying again", exc)
                 self.errors.append(exc)
                 del self.errors[:-20]
                 busy = 0

@@ -32,7 +32,7 @@ from ..online.scan import delete_view_data
 from ..timeseries.tiles import MEM, WIRE_BYTES, one_tile, partials, to_wire
 from . import spec as _w
 from .rows import checked_events, events_table, finite, future_limit, refuse_future
-from .spec import WindowFeatures, decoded
+from .spec import WindowFeatures
 
 Definition = Entity | FeatureView | WindowFeatures
 _RECORD = Script(_w.RECORD)  # not idempotent: it adds into tiles, never replayed
@@ -390,7 +390,7 @@ class Windows:
             return self._read_tiles_on(wf, conn, [escs[i] for i in idx], fields, head)
 
         raw = self._ctx.direct.routed(all_keys, on_node, what=f"window features {wf.name!r}")
-        return [decoded(wf, e, r[0], r[1], span, head) for e, r in zip(ents, raw, strict=True)]
+        return [_w.decoded(wf, e, r[0], r[1], span, head) for e, r in zip(ents, raw, strict=True)]
 
     def _read_tiles_on(
         self,

@@ -430,8 +430,12 @@ def _quote(text: str) -> str:
 
 
 def _seg(v: Any) -> str:
-    """A path segment."""
-    return _quote(str(jsonable(v)))
+    """A path segment ("." and ".." percent-encoded, as a client must: bare, they are
+    dot-segments that URL normalisation removes, RFC 3986 section 5.2.4)."""
+    text = str(jsonable(v))
+    if text in (".", ".."):
+        return "%2E" * len(text)
+    return _quote(text)
 
 
 def _params(**kw: Any) -> list[tuple[str, str]]:

@@ -215,3 +215,12 @@ def test_new_options_are_in_the_openapi_document(api: httpx2.Client) -> None:
     latest = doc["paths"]["/views/{view}/entities/{entity_id}"]["get"]["parameters"]
     assert "cache" in {p["name"] for p in latest}
     assert "/views/{view}/entities/{entity_id}/stats" in doc["paths"]
+
+
+def test_dot_ids_are_reached_percent_encoded(api: httpx2.Client, store: FeatureStore) -> None:
+    # "." and ".." are dot-segments a client removes from a path (RFC 3986 5.2.4), so the
+    # ids travel as %2E and %2E%2E; the server must read them back as the ids themselves
+    for ent, seg in ((".", "%2E"), ("..", "%2E%2E")):
+        store.write("user_profile", ent, {"age": 40, "income": 1.0, "embedding": [0, 0, 0, 1]})
+        got = _ok(api.get(f"/views/user_profile/entities/{seg}"))
+        assert got["entity_id"] == ent and got["values"]["age"] == 40

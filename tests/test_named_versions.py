@@ -89,3 +89,12 @@ def test_delete_removes_the_tags_too(store: FeatureStore) -> None:
     store.write("v", "a", {"x": 2})
     with pytest.raises(NotFoundError):
         store.version("v", "a", tag="t")
+
+
+def test_an_int_id_is_tagged_as_its_str(store: FeatureStore) -> None:
+    # found by the bad-input property test: write(view, 7, ..., tag=) stored the version,
+    # then failed to tag it (TypeError)
+    _apply(store)
+    v = store.write("v", 7, {"x": 1}, event_time=T0, tag="v1")
+    assert store.version("v", 7, tag="v1") == v == store.version("v", "7", tag="v1")
+    assert store.delete_version("v", 7, v.id)

@@ -84,10 +84,11 @@ class Training:
             "(never written, or trimmed by the view's history setting)"
         )
 
-    def tag(self, view: str, entity_id: str, tag: str, version_id: int) -> None:
+    def tag(self, view: str, entity_id: str | int, tag: str, version_id: int) -> None:
         """Name a version of an entity (``write(..., tag=)``)."""
         res = self.registry.get(view)
-        _history.set_tag(self.client, self.keys, res, entity_id, tag, version_id)
+        ent = normalize_id(view, entity_id)  # an int id of a one-key entity is given as is
+        _history.set_tag(self.client, self.keys, res, ent, tag, version_id)
 
     def diff(self, view: str, entity_id: str | int, a: Any, b: Any) -> dict[str, Any]:
         """What changed between two versions (ids, or datetimes read as-of):

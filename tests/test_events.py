@@ -90,6 +90,10 @@ def test_subscription_iterates_and_covers_all_views(store: FeatureStore) -> None
     try:
         threading.Timer(0.2, lambda: store.write("v2", "z", {"x": 9})).start()
         for ev in sub:
+            if ev.kind == "gap":
+                # a dropped connection says so: on the shared Redis another test kills
+                # pub/sub clients (CLIENT KILL TYPE pubsub) while this one waits
+                continue
             assert (ev.view, ev.entity_id, ev.kind) == ("v2", "z", "write")
             break
     finally:

@@ -98,3 +98,13 @@ def test_an_int_id_is_tagged_as_its_str(store: FeatureStore) -> None:
     v = store.write("v", 7, {"x": 1}, event_time=T0, tag="v1")
     assert store.version("v", 7, tag="v1") == v == store.version("v", "7", tag="v1")
     assert store.delete_version("v", 7, v.id)
+
+
+def test_a_tag_that_is_not_unicode_is_refused_before_writing(store: FeatureStore) -> None:
+    # found by the bad-input property test: a lone surrogate failed after the write
+    _apply(store)
+    with pytest.raises(ConfigurationError, match="tag"):
+        store.write("v", "a", {"x": 1}, event_time=T0, tag="\ud800")
+    assert store.get("v", "a") is None
+    with pytest.raises(ConfigurationError, match="tag"):
+        store.version("v", "a", tag="\ud800")

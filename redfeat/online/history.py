@@ -8,6 +8,7 @@ from typing import Any, cast
 import numpy as np
 import redis
 
+from ..core.args import text
 from ..core.codec import Reader
 from ..core.conn import mget
 from ..core.keys import Keys, escape_id
@@ -148,6 +149,8 @@ MAX_TAG = 256
 
 
 def check_tag(view: str, tag: object) -> str:
+    if isinstance(tag, str):
+        text(f"view {view!r}: tag", tag)
     if not isinstance(tag, str) or not tag or len(tag.encode()) > MAX_TAG:
         raise ConfigurationError(
             f"view {view!r}: a tag is a non-empty str of at most {MAX_TAG} bytes "

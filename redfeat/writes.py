@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +24,7 @@ import redis
 
 from .core.context import Ctx
 from .core.durability import Durability
+from .core.embedded import pid_alive
 from .core.records import Status, Version, WriteReport
 from .core.registry import Resolved
 from .errors import (
@@ -463,20 +463,6 @@ def _take(rows: Any, index: list[int]) -> Any:
     return [rows[i] for i in index]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:  # a zombie is dead
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -524,7 +510,7 @@ class Recovery:
             since, _, beat = value.partition(":")
             who, _, rest = token.partition("|")
             pid = rest.partition("|")[0]
-            gone = who == host and pid.isdigit() and not _pid_alive(int(pid))
+            gone = who == host and pid.isdigit() and not pid_alive(int(pid))
             if not gone and now - int(beat) <= LEASE_TIMEOUT_MS:
                 continue
             sources = [v.name for v in ctx.registry.views() if ctx.registry.dependents(v.name)]

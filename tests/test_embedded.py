@@ -287,18 +287,18 @@ def test_close_returns_at_once_and_a_new_process_reads_every_write(
 def test_a_zombie_server_counts_as_stopped() -> None:
     # An exited daemon stays a zombie until init reaps it (a second or more in some
     # containers); waiting for that made close() take over a second.
-    from redfeat.core.embedded import _pid_alive
+    from redfeat.core.embedded import pid_alive
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.monotonic() + 10
-    while _pid_alive(child.pid) and time.monotonic() < deadline:
+    while pid_alive(child.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     try:
-        assert not _pid_alive(child.pid)  # not reaped yet: a zombie
+        assert not pid_alive(child.pid)  # not reaped yet: a zombie
         assert Path(f"/proc/{child.pid}").exists()
     finally:
         child.wait()
-    assert _pid_alive(os.getpid())
+    assert pid_alive(os.getpid())
 
 
 def test_data_dir_rule_is_shared_by_library_and_cli(

@@ -30,7 +30,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import BackendError, ConfigurationError
-from .embedded import default_binary
+from .embedded import default_binary, pid_alive
 
 SLOTS = 16_384
 START_TIMEOUT = 30.0
@@ -81,20 +81,6 @@ def free_ports(n: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
 class LocalCluster:
     """Start, inspect or stop the local cluster of one directory."""
 
@@ -133,7 +119,7 @@ class LocalCluster:
     def status(self) -> ClusterInfo | None:
         """The running cluster (every node answering, state ok), or None."""
         info = self._read()
-        if info is None or not all(_alive(p) for p in info.pids):
+        if info is None or not all(pid_alive(p) for p in info.pids):
             return None
         try:
             with contextlib.closing(_node(info.ports[0])) as c:
@@ -317,7 +303,7 @@ class LocalCluster:
             return False
         ran = False
         for port, pid in zip(info.ports, info.pids, strict=False):
-            if not _alive(pid):
+            if not pid_alive(pid):
                 continue
             ran = True
             with contextlib.suppress(redis.RedisError), contextlib.closing(_node(port)) as c:
@@ -353,6 +339,6 @@ class LocalCluster:
                     os.kill(pid, sig)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                if not _alive(pid):
+                if not pid_alive(pid):
                     return
                 time.sleep(0.005)

@@ -96,7 +96,8 @@ def holds_data(data_dir: str | os.PathLike[str]) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -191,7 +192,7 @@ class EmbeddedServer:
 
     def _state(self, info: ServerInfo) -> str:
         """ "up", "loading" (alive, still reading its append-only file) or "down"."""
-        if not _pid_alive(info.pid):
+        if not pid_alive(info.pid):
             return "down"
         try:
             with contextlib.closing(_admin(info, timeout=2)) as c:
@@ -484,7 +485,7 @@ class EmbeddedServer:
                     os.kill(pid, sig)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                if not _pid_alive(pid):
+                if not pid_alive(pid):
                     return
                 time.sleep(0.002)
 

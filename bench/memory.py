@@ -9,10 +9,11 @@ Command:
 For each server: an embedded Valkey (temporary directory, stopped at the end) and, if
 ``--url`` is given, that server (project "benchmem", its keys deleted at the end; nothing
 is flushed). Each case writes ``--entities`` entities of a view with 3 or 20 Float
-features, 1 or 10 versions each (history=10, the default), with or without the change
-feed and profiling, and reports ``used_memory`` deltas divided by the entities. The
-baseline is one HSET per entity of the same values (field names as keys, values as
-text). ``--sizing N`` also loads N entities (3 features, 1 version, defaults) and checks
+features, 1 or 10 versions each (history=10, the default), with or without the change feed
+(with or without payloads: "+log" is an attached offline log) and profiling, and reports
+``used_memory`` deltas divided by the entities. The baseline is one HSET per entity of the
+same values (field names as keys, values as text).
+``--sizing N`` also loads N entities (3 features, 1 version, defaults) and checks
 ``store.estimate_memory`` against the measured delta.
 """
 
@@ -67,9 +68,12 @@ def case(
     feed: bool,
     profile: bool,
     rng: random.Random,
+    log: bool = False,
 ) -> float:
     wipe(r)
     store = FeatureStore(client=r, project=PROJECT, feed_cap=100_000 if feed else 0)
+    if log:  # as an attached offline log does: feed entries carry the payloads
+        store._ctx.registry.attach_offline()
     try:
         view = FeatureView(
             "m", entity="user", fields=[Field(f"f{j}", t.Float) for j in range(features)]
@@ -86,6 +90,10 @@ def case(
     finally:
         store.close()
         wipe(r)
+
+
+# (feed, profiling, offline log attached: the feed carries payloads)
+CASES = ((True, True, False), (True, False, False), (True, False, True), (False, False, False))
 
 
 def hset_baseline(r: redis.Redis, entities: int, features: int, rng: random.Random) -> float:
@@ -115,7 +123,7 @@ def run(
     for features in features_list:
         base = hset_baseline(r, entities, features, rng)
         for versions in (1, 10):
-            for feed, profile in ((True, True), (True, False), (False, False)):
+            for feed, profile, log in CASES:
                 b = case(
                     r,
                     entities=entities,
@@ -124,10 +132,12 @@ def run(
                     feed=feed,
                     profile=profile,
                     rng=rng,
+                    log=log,
                 )
                 label = (
                     f"{features} features, {versions:>2} version(s), "
-                    f"feed {'on ' if feed else 'off'} profiling {'on ' if profile else 'off'}"
+                    f"feed {'+log' if log else 'on ' if feed else 'off'} "
+                    f"profiling {'on ' if profile else 'off'}"
                 )
                 feast = f"{FEAST_B:>8.0f}" if features == 3 else f"{'':>8}"
                 print(f"  {label:<46}{b:>9.1f}{base:>8.1f}{feast}", flush=True)

@@ -255,6 +255,9 @@ class FeatureStore:
             from .offline.feeder import LogFeeder
             from .offline.log import OfflineLog
 
+            # writers put payloads in the feed from now on (those that do not know yet
+            # within a second: the feeder reads versions of entries without them from Redis)
+            ctx.registry.attach_offline()
             offline = self._offline = OfflineLog(offline_dir)
             self._closers.insert(0, offline.close)
             feeder = self._feeder = LogFeeder(ctx, offline).start()
@@ -1308,8 +1311,9 @@ class FeatureStore:
         """Bytes one view of ``entities`` entities with ``features`` Float features and
         ``history`` versions kept per entity needs on this store's server ("redis" 7.0 or
         "valkey" by default; or name it), change feed (this store's ``feed_cap``) and
-        profiles included. From constants measured by bench/memory.py; see the README's
-        sizing model."""
+        profiles included (the feed with payloads once an offline log is attached to the
+        project). From constants measured by bench/memory.py; see the README's sizing
+        model."""
         from .core.sizing import constants_for, estimate
 
         if server is None:
@@ -1323,6 +1327,7 @@ class FeatureStore:
             history=history,
             feed_cap=self._online.writer.feed_cap,
             profiles=profiles,
+            offline=self._ctx.registry.offline_attached(),
         )
 
     def stats(self, *, storage: bool = True) -> dict[str, Any]:

@@ -156,6 +156,7 @@ def test_a_batch_written_but_not_acknowledged_is_not_written_twice(
     store: FeatureStore, tmp_path: Path
 ) -> None:
     store.apply(VIEW)
+    store._ctx.registry.attach_offline()  # feed entries carry payloads from here on
     store.write_many("v", [{"entity_id": f"e{j}", "x": j} for j in range(50)])
     ctx, log = store._ctx, OfflineLog(tmp_path)
     LogFeeder(ctx, log).views()
@@ -169,7 +170,7 @@ def test_a_batch_written_but_not_acknowledged_is_not_written_twice(
     res = ctx.registry.get("v")
     table = versions_table(
         res.view, res.codec.slots, [v.entity_id for v in vs], [v.event_us for v in vs],
-        [v.version_id for v in vs], [decode(v.payload) for v in vs],
+        [v.version_id for v in vs], [decode(v.payload or b"") for v in vs],
     )  # fmt: skip
     assert log.write_named(res.view, table, batch.ids[0].replace("-", "_")) == 50
     store.write_many("v", [{"entity_id": f"e{j}", "x": -j} for j in range(50)])

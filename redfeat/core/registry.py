@@ -2,8 +2,10 @@
 
 One hash per project (``rf:<project>:registry``): ``view:<name>``, ``entity:<name>`` and
 ``service:<name>`` hold JSON definitions, ``gen`` counts changes so processes notice them
-cheaply. A view's stored form adds its slot layout (see codec.py) and schema version; a
-feature service's keeps every version of its feature list.
+cheaply, and ``offline`` is set once an offline log is attached to the project (writers
+then put each version's payload in the change feed, which feeds the log). A view's
+stored form adds its slot layout (see codec.py) and schema version; a feature service's
+keeps every version of its feature list.
 """
 
 from __future__ import annotations
@@ -212,6 +214,7 @@ class Registry:
         self._services: dict[str, dict[str, Any]] = {}  # feature services: stored forms
         self._gen: int | None = None
         self._checked = 0.0
+        self._offline = False
 
     def load(self) -> None:
         with wrap_redis(f"cannot read the registry {self._key!r}"):
@@ -221,10 +224,13 @@ class Registry:
         windows: dict[str, dict[str, Any]] = {}
         services: dict[str, dict[str, Any]] = {}
         gen = 0
+        offline = False
         for k, v in raw.items():
             name = k.decode() if isinstance(k, bytes) else str(k)
             if name == "gen":
                 gen = int(v)
+            elif name == "offline":
+                offline = True
             elif name.startswith("view:"):
                 stored_views.append(msgspec.json.decode(v))
             elif name.startswith("entity:"):
@@ -235,6 +241,7 @@ class Registry:
                 services[name[8:]] = msgspec.json.decode(v)
         views = {d["name"]: _resolve(d, entities) for d in stored_views}
         self._views, self._entities, self._gen = views, entities, gen
+        self._offline = offline
         self._windows = windows
         self._services = services
         deps: dict[str, list[Resolved]] = {}
@@ -260,6 +267,21 @@ class Registry:
         """Re-check the change counter now (instead of at most once per REFRESH_SECONDS)."""
         self._checked = 0.0
         self._maybe_refresh()
+
+    def offline_attached(self) -> bool:
+        """Whether an offline log was ever attached to the project (cached like views: a
+        writer opened before the attach learns it within REFRESH_SECONDS of its next use
+        of the registry, e.g. its next write)."""
+        self._maybe_refresh()
+        return self._offline
+
+    def attach_offline(self) -> None:
+        """Record that the project has an offline log, once (bumps ``gen`` so every
+        process re-reads the registry within REFRESH_SECONDS)."""
+        with wrap_redis(f"cannot write the registry {self._key!r}"):
+            if self._client.hsetnx(self._key, "offline", 1):
+                self._client.hincrby(self._key, "gen", 1)
+        self.load()
 
     def get(self, name: str) -> Resolved:
         """The view ``name``; re-reads the registry once before giving up."""

@@ -1,8 +1,11 @@
 """The offline log fed durably from the change feed: a consumer group per view's feed.
 
-Every write step puts its new versions (payloads included) in the view's feed inside the
-same atomic step as the write, so what the server acknowledged is in the feed, whatever
-happens to the writer afterwards. The feeder reads each feed with the consumer group
+Every write step puts its new versions in the view's feed inside the same atomic step as
+the write, so what the server acknowledged is in the feed, whatever happens to the writer
+afterwards. Payloads come with them once an offline log is attached to the project
+(Registry.attach_offline, at FeatureStore(offline_dir=) and ``redfeat offline run``); the
+versions of entries written before, or by a writer that had not yet re-read the registry,
+are read from Redis by (entity, version id). The feeder reads each feed with the consumer group
 ``offline`` (consumer ``log``), writes a batch's versions as Parquet files named after the
 batch's first entry id, then acknowledges the entries (XACK):
 
@@ -31,6 +34,7 @@ import pyarrow as pa
 
 from ..core.codec import decode
 from ..core.context import Ctx
+from ..core.registry import Resolved
 from ..errors import RedfeatError
 from ..online import events
 from ..online.scan import entities_of
@@ -85,19 +89,44 @@ class LogFeeder:
         if batch.gap:
             self._resync(view, "entries were trimmed before they were logged")
         if batch.versions:
-            vs = batch.versions
+            vs = [v for v in batch.versions if v.payload is not None]
             table = versions_table(
                 res.view,
                 res.codec.slots,
                 [v.entity_id for v in vs],
                 [v.event_us for v in vs],
                 [v.version_id for v in vs],
-                [decode(v.payload) for v in vs],
+                [decode(v.payload) for v in vs if v.payload is not None],
             )
+            bare = [v for v in batch.versions if v.payload is None]
+            if bare:
+                table = pa.concat_tables([table, self._from_redis(res, bare)])
             self.log.write_named(res.view, table, batch.ids[0].replace("-", "_").replace("/", "."))
-            self.written += len(vs)
+            self.written += table.num_rows
         events.ack(ctx.client, ctx.keys, view, GROUP, batch.ids)
         return len(batch.ids)
+
+    def _from_redis(self, res: Resolved, bare: list[events.FeedVersion]) -> pa.Table:
+        """The versions of feed entries written without payloads (no offline log was
+        attached yet, or the writer did not know yet), read from Redis by (entity, id):
+        one bulk read of the entities' kept versions. Versions Redis no longer keeps
+        (trimmed by history, or replaced in a view without history) are a gap, said so."""
+        ctx = self._ctx
+        ents = sorted({v.entity_id for v in bare})
+        kept = Dumper(ctx.keys, ctx.direct).versions(res, ents)
+        want = {(v.entity_id, v.version_id) for v in bare}
+        pairs = zip(kept["entity_id"].to_pylist(), kept["version_id"].to_pylist(), strict=True)
+        found = [i for i, p in enumerate(pairs) if p in want]
+        missing = len(want) - len(found)
+        if missing:
+            self.gaps += 1
+            _log.warning(
+                "offline log, view %r: %d version(s) written before the offline log was "
+                "attached are no longer kept in Redis; they are not in the log",
+                res.name,
+                missing,
+            )
+        return kept.take(pa.array(found, pa.int64()))
 
     def _step_window(self, name: str) -> int:
         """One batch of a window features' feed: the events counted, as EVENTS rows."""

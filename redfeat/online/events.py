@@ -503,12 +503,14 @@ OFFLINE_GROUP = "offline"  # the group the offline log reads every view's feed w
 
 @dataclass(frozen=True, slots=True)
 class FeedVersion:
-    """One new version as the write step put it in the feed: the payload as stored."""
+    """One new version as the write step put it in the feed: the payload as stored, or None
+    when the entry carries no payloads (written while no offline log was attached: the
+    reader finds the version in Redis by id)."""
 
     entity_id: str
     version_id: int
     event_us: int
-    payload: bytes
+    payload: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,8 +584,8 @@ def read_group(
 ) -> FeedBatch:
     """The next entries of a view's feed for ``consumer`` (``pending``: those delivered to
     it and not yet acknowledged, oldest first, as a restart must redo them; else new ones).
-    Entries that carry no payloads (written before feeds carried them) and pending entries
-    trimmed meanwhile set ``gap``."""
+    Versions of entries that carry no payloads (written while no offline log was attached)
+    come with payload None; pending entries trimmed meanwhile set ``gap``."""
     ids: list[str] = []
     out: list[FeedVersion] = []
     gap = False
@@ -594,11 +596,15 @@ def read_group(
             continue
         if _text(d.get("k", b"")) != "w":
             continue  # deletes are not versions
-        if "p" not in d:
-            gap = True
-            continue
         ents = _raw(d["e"]).decode().split("\n") if d["e"] else []
         nums = np.frombuffer(_raw(d["v"]), dtype=">i8").reshape(-1, 2).tolist()
+        if "p" not in d:
+            out.extend(
+                FeedVersion(unescape_id(esc), int(vid), int(et), None)
+                for esc, (vid, et) in zip(ents, nums, strict=True)
+                if vid != 0
+            )
+            continue
         blob, at = _raw(d["p"]), 0
         for esc, (vid, et) in zip(ents, nums, strict=True):
             if vid == 0:

@@ -89,7 +89,8 @@ end
 # ARGV[7] feed bounds "<cap in versions> <retention ms, 0 none>" (FEED)
 # ARGV[8] event kind ("w"), ARGV[9] changed fields
 #         (comma-joined names), ARGV[10] the call's escaped entity ids joined by "\n"
-# ARGV[11..] per entity: event_time_us, payload[, expected latest ("" = none) | written_at]
+# ARGV[11] "1": feed entries carry the payloads (an offline log is attached), "0": not
+# ARGV[12..] per entity: event_time_us, payload[, expected latest ("" = none) | written_at]
 #
 # Events: every new version of the call goes into ONE stream entry and ONE message (a chunk
 # of up to 256 entities), so the feed costs two commands per call, not two per entity:
@@ -97,7 +98,8 @@ end
 #                 v: int64 BE (version id, event_time_us) per id; version id 0: the write
 #                 made no new version (a retry, or late data dropped),
 #                 p: the payload of every new version, in order, each as uint32 BE length
-#                 .. payload (the offline log is fed from the feed, not from history)}
+#                 .. payload; only with ARGV[11] "1": the offline log is fed from the
+#                 feed, and reads the versions of an entry without p from Redis}
 #   message      msgpack [entry id, kind, fields, ids, pairs], each as bin
 # Escaped ids never contain a newline (keys.py), so the join is unambiguous.
 #
@@ -117,6 +119,7 @@ local ttl = tonumber(ARGV[4])
 local cas = ARGV[5] == '1'
 local backfill = ARGV[5] == '2'
 local stride = (cas or backfill) and 3 or 2
+local with_pay = ARGV[11] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local channel = ARGV[6]
@@ -146,14 +149,14 @@ local out = {}
 -- it again (it is not the latest any more, so it would not be found as a duplicate).
 local final = {}
 if not cas and not backfill then
-  local b = 11
+  local b = 12
   for k = 1, nkeys, per do
     final[KEYS[k] .. '@' .. ARGV[b]] = b
     b = b + stride
   end
 end
 local superseded = {}  -- position in out of a superseded row -> its key@event time
-local a = 11
+local a = 12
 for k = 1, nkeys, per do
   local lkey = KEYS[k]
   local hkey = nil
@@ -289,7 +292,7 @@ for k = 1, nkeys, per do
     -- one (version id, event time) pair per entity of the call; id 0: no new version
     if status == 0 or status == 1 then
       ev_pairs[#ev_pairs + 1] = struct.pack('>ll', id, et)
-      ev_pay[#ev_pay + 1] = struct.pack('>I4', #payload) .. payload
+      if with_pay then ev_pay[#ev_pay + 1] = struct.pack('>I4', #payload) .. payload end
       ev_new = ev_new + 1
     else
       ev_pairs[#ev_pairs + 1] = ZERO16
@@ -311,8 +314,14 @@ if #dirty_order > 0 then
 end
 if ev_new > 0 then
   local ids, pairs = ARGV[10], table.concat(ev_pairs)
-  local entry = feed_add(KEYS[#KEYS], ev_new, ARGV[7], math.floor(now / 1000),
-    'k', ARGV[8], 'f', ARGV[9], 'e', ids, 'v', pairs, 'p', table.concat(ev_pay))
+  local entry
+  if with_pay then
+    entry = feed_add(KEYS[#KEYS], ev_new, ARGV[7], math.floor(now / 1000),
+      'k', ARGV[8], 'f', ARGV[9], 'e', ids, 'v', pairs, 'p', table.concat(ev_pay))
+  else
+    entry = feed_add(KEYS[#KEYS], ev_new, ARGV[7], math.floor(now / 1000),
+      'k', ARGV[8], 'f', ARGV[9], 'e', ids, 'v', pairs)
+  end
   redis.call('PUBLISH', channel, '\149' .. bin(entry) .. bin(ARGV[8]) .. bin(ARGV[9])
     .. bin(ids) .. bin(pairs))
 end

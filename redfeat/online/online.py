@@ -136,7 +136,13 @@ class Online:
         self.keys = ctx.keys
         self.direct = ctx.direct
         self.writer = Writer(
-            ctx.client, ctx.keys, ctx.direct, feed_cap, feed_retention_ms, replicate=replicate
+            ctx.client,
+            ctx.keys,
+            ctx.direct,
+            feed_cap,
+            feed_retention_ms,
+            replicate=replicate,
+            payloads=ctx.registry.offline_attached,
         )
         self.delete_script = Script(scripts.DELETE)
         self._delete_version = ctx.client.register_script(scripts.DELETE_VERSION)

@@ -36,7 +36,11 @@ class Writer:
         feed_retention_ms: int = 0,
         *,
         replicate: Callable[[Any], None] | None = None,
+        payloads: Callable[[], bool] = lambda: True,
     ) -> None:
+        # payloads(): whether feed entries carry the versions' payloads (an offline log is
+        # attached to the project: Registry.offline_attached)
+        self.payloads = payloads
         # replicate(conn): after the calls on a connection, confirm that replicas have them
         # (durability "replicated"); raises when they do not
         self.replicate = replicate
@@ -69,6 +73,7 @@ class Writer:
             "w",
             fields,
             "",  # the escaped ids of the call, filled in per call
+            "1" if channel and self.payloads() else "0",
         ]
         ids: list[str] = []
         keys: list[str] = []

@@ -115,6 +115,9 @@ def size_cmd(
     history: Annotated[int, typer.Option(min=1, help="versions kept per entity")] = 1,
     server: Annotated[str, typer.Option(help="redis (7.0) or valkey (9)")] = "redis",
     feed_cap: Annotated[int, typer.Option(min=0, help="the store's feed_cap")] = 100_000,
+    offline: Annotated[
+        bool, typer.Option("--offline-log", help="an offline log is attached (feed payloads)")
+    ] = False,
     master_gb: Annotated[
         float, typer.Option(help="memory per cluster master, GB, for the masters needed")
     ] = 25.0,
@@ -129,6 +132,7 @@ def size_cmd(
             features=features,
             history=history,
             feed_cap=feed_cap,
+            offline=offline,
         )
     except ConfigurationError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")

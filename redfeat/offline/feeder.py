@@ -109,11 +109,14 @@ class LogFeeder:
     def _from_redis(self, res: Resolved, bare: list[events.FeedVersion]) -> pa.Table:
         """The versions of feed entries written without payloads (no offline log was
         attached yet, or the writer did not know yet), read from Redis by (entity, id):
-        one bulk read of the entities' kept versions. Versions Redis no longer keeps
-        (trimmed by history, or replaced in a view without history) are a gap, said so."""
+        one bulk read of the entities' versions in the event-time span of those wanted
+        (not whole histories: a batch's versions are mostly recent). Versions Redis no
+        longer keeps (trimmed by history, or replaced in a view without history) are a
+        gap, said so."""
         ctx = self._ctx
         ents = sorted({v.entity_id for v in bare})
-        kept = Dumper(ctx.keys, ctx.direct).versions(res, ents)
+        lo, hi = min(v.event_us for v in bare), max(v.event_us for v in bare)
+        kept = Dumper(ctx.keys, ctx.direct).versions(res, ents, start_us=lo, end_us=hi)
         want = {(v.entity_id, v.version_id) for v in bare}
         pairs = zip(kept["entity_id"].to_pylist(), kept["version_id"].to_pylist(), strict=True)
         found = [i for i, p in enumerate(pairs) if p in want]

@@ -54,7 +54,7 @@ def connect() -> Any:
     import duckdb
 
     con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: its cursors too
     return con
 
 

@@ -146,21 +146,26 @@ class Training:
         self.sync()
         con = logsql.connect()
         root = self._offline.root
+        lock = threading.Lock()
+
+        def cursor() -> Any:
+            with lock:  # a connection is not for two threads at once: one cursor each
+                return con.cursor()
 
         def from_log(w: Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
-            got = logsql.versions(
-                con, root, w.res.view, list(w.features), pa.array(ents, pa.string()), lo, hi
-            )
+            cur = cursor()
+            try:
+                got = logsql.versions(
+                    cur, root, w.res.view, list(w.features), pa.array(ents, pa.string()), lo, hi
+                )
+            finally:
+                cur.close()
             if progress is not None:
                 progress(w.res.name, len(ents), len(ents))
             return got
 
-        direct_con = logsql.connect()  # the joins run on the frame's worker threads
-        lock = threading.Lock()
-
         def direct(w: Wanted, edf: Any, codes: Any, lo: int | None, hi: int | None) -> Any:
-            with lock:  # a connection is not for two threads at once: one cursor each
-                cur = direct_con.cursor()
+            cur = cursor()
             try:
                 return logsql.join(
                     cur, root, w.res.view, list(w.features), edf, codes, w.res.view.ttl_us,
@@ -173,7 +178,6 @@ class Training:
             return training_frame(entity_df, wanted, from_log, direct=direct, **opts)
         finally:
             con.close()
-            direct_con.close()
 
     def sync(self) -> None:
         """Log what the feeds hold that the log has not taken yet (with a feeder in this

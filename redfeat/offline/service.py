@@ -141,7 +141,7 @@ class Training:
         # into the scan, and Redis is not read at all.
         import pyarrow as pa
 
-        from . import logsql
+        from . import asof, logsql
 
         self.sync()
         con = logsql.connect()
@@ -164,8 +164,17 @@ class Training:
                 progress(w.res.name, len(ents), len(ents))
             return got
 
+        log = self._offline
+
         def direct(w: Wanted, edf: Any, codes: Any, lo: int | None, hi: int | None) -> Any:
-            cur = cursor()
+            feats = list(w.features)
+            runs = log.runs(w.res.view, ["entity_id", "event_time", "version_id", *feats], lo, hi)
+            if runs is None:
+                return None
+            got = asof.join(runs, feats, edf, codes, w.res.view.ttl_us)
+            if got is not None:
+                return got
+            cur = cursor()  # keys too wide for int64: DuckDB's ASOF JOIN
             try:
                 return logsql.join(
                     cur, root, w.res.view, list(w.features), edf, codes, w.res.view.ttl_us,

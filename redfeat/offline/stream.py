@@ -132,12 +132,16 @@ def write_frames(
 ) -> int:
     """The frame of each chunk appended to the Parquet file ``out`` (written to a temporary
     file beside it and renamed at the end: a failure leaves no partial file); rows written."""
+    if not isinstance(out, str | os.PathLike) or not str(out) or "\0" in str(out):
+        raise ConfigurationError(f"out must be the path of a file to write, got {out!r}")
     target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        raise ConfigurationError(f"out: {str(target)!r} is a directory; give a file's path")
     tmp = target.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{target.name}")
     writer: pq.ParquetWriter | None = None
     rows = 0
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         for chunk in chunks:
             frame = frame_of(chunk)
             if writer is None:
@@ -153,6 +157,8 @@ def write_frames(
         writer.close()
         writer = None
         os.replace(tmp, target)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigurationError(f"out: cannot write {str(target)!r}: {exc}") from None
     finally:
         if writer is not None:
             writer.close()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -131,7 +132,7 @@ def _cast_part(col: pa.ChunkedArray, integer: bool) -> pa.Array:
         # pandas turns an int column with a null into floats: whole numbers are int ids,
         # anything else (1.5, inf) is no id at all, and a mistake worth saying
         whole = pc.fill_null(pc.equal(pc.floor(col), col), True)
-        if not pc.all(whole).as_py():
+        if not pc.all(whole, min_count=0).as_py():
             bad = col.filter(pc.invert(whole))[0].as_py()
             raise ConfigurationError(
                 f"entity_df: a key column holds {bad!r}, which is no entity id (str or int)"
@@ -162,7 +163,7 @@ def entity_table(
 def join_table(table: pa.Table, ts_us: pa.Array, cols: list[str], key: Entity) -> pa.Table:
     return pa.table(
         {
-            "__rid": pa.array(range(table.num_rows), pa.int64()),
+            "__rid": pa.array(np.arange(table.num_rows, dtype=np.int64)),
             "entity_id": ids_of(table, cols, key),
             "__ts": ts_us,
         }
@@ -282,10 +283,12 @@ def training_frame(
             )
             groups[tuple(cols)] = (coded, pa.table({"entity_id": unique}), unique.to_pylist())
     columns: dict[str, pa.ChunkedArray] = {}
-    con = duckdb.connect()
+    con: Any = None  # a connection takes ~30 ms to open: only when a view is joined here
     # DuckDB releases the GIL: view k is joined on a worker thread while this thread reads
-    # the versions of view k+1 from Redis.
+    # the versions of view k+1 from Redis. Views joined where they lie (the log) run two at
+    # a time: one ASOF JOIN keeps about one core busy.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redfeat-join")
+    direct_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="redfeat-log-join")
     joins: list[tuple[Wanted, Future[pa.Table | None]]] = []
     try:
         for w in wanted:
@@ -295,13 +298,15 @@ def training_frame(
             # with a ttl, none older than the earliest row's window.
             lo = None if ttl is None or lo_all is None else lo_all - ttl
             if direct is not None and not filter_by_written_at and entities:
-                joins.append((w, pool.submit(direct, w, coded, codes, lo, hi)))
+                joins.append((w, direct_pool.submit(direct, w, coded, codes, lo, hi)))
                 continue
             versions = fetch(w, entities, lo, hi) if entities else None
             if versions is None or versions.num_rows == 0:
                 for f, out in zip(w.features, w.outputs, strict=True):
                     columns[out] = pa.chunked_array([pa.nulls(table.num_rows, _type(w, f))])
                 continue
+            if con is None:
+                con = duckdb.connect()
             job = pool.submit(join_view, con, coded, codes, versions, w, filter_by_written_at)
             joins.append((w, job))
         for w, job in joins:
@@ -314,7 +319,9 @@ def training_frame(
                 )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        con.close()
+        direct_pool.shutdown(wait=True, cancel_futures=True)
+        if con is not None:
+            con.close()
     # keep the caller's order of features
     columns = {o: columns[o] for w in wanted for o in w.outputs}
     if as_arrow:

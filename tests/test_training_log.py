@@ -130,3 +130,63 @@ def test_readme_sql_reproduces_a_training_frame(store: FeatureStore, tmp_path: P
         np.testing.assert_allclose(
             got[col], want[col].to_numpy(dtype=float, na_value=np.nan), equal_nan=True
         )
+
+
+def test_deletes_reach_the_log_and_frames_agree_with_redis(
+    store: FeatureStore, client: redis.Redis, tmp_path: Path
+) -> None:
+    """A delete is logged (a tombstone): frames, versions and scans of the log leave out
+    every version written before it, as Redis does; a version written after it counts;
+    compaction drops the deleted versions from the files for good."""
+    import pyarrow.parquet as pq
+
+    from redfeat import FeatureView, Field
+    from redfeat import types as t
+    from redfeat.offline.log import OfflineLog
+
+    view = FeatureView("v", entity="user", fields=[Field("x", t.Int)], history=10)
+    store.apply(view)
+    t0 = 1_700_000_000
+    for i in range(3):
+        store.write("v", "gone", {"x": i}, event_time=t0 + 3600 * i)
+        store.write("v", "kept", {"x": 10 + i}, event_time=t0 + 3600 * i)
+    assert store.delete("v", "gone")
+    store.write("v", "gone", {"x": 99}, event_time=t0 + 3600 * 3)  # after the delete: counts
+    rows = pd.DataFrame(
+        {
+            "entity_id": ["gone"] * 4 + ["kept"] * 4,
+            "event_time": [t0 + 3600 * i for i in range(4)] * 2,
+        }
+    )
+    from_log = store.training_frame(rows, ["v:x"])
+    with FeatureStore(client=client, project=store.project) as redis_only:
+        from_redis = plain(redis_only.training_frame(rows, ["v:x"]).x)
+        assert from_redis == [None, None, None, 99, 10, 11, 12, 12]
+    assert plain(from_log.x) == from_redis
+    # the written_at path (DuckDB over the log) leaves them out too
+    by_written = store.training_frame(rows, ["v:x"], filter_by_written_at=True)
+    assert plain(by_written.x)[:3] == [None, None, None]
+    log = OfflineLog(tmp_path / "log")
+    scanned = log.scan(view)
+    assert sorted(zip(scanned["entity_id"].to_pylist(), scanned["x"].to_pylist(), strict=True)) == [
+        ("gone", 99), ("kept", 10), ("kept", 11), ("kept", 12)
+    ]  # fmt: skip
+    deletes = log.deletes("v")
+    assert deletes is not None and deletes["entity_id"].to_pylist() == ["gone"]
+
+    def in_files() -> list[int]:
+        return sorted(
+            x.as_py()
+            for p in (tmp_path / "log" / "v").glob("schema=*/date=*/part-*.parquet")
+            for e, x in zip(*pq.read_table(p, columns=["entity_id", "x"]).columns, strict=True)
+            if e.as_py() == "gone"
+        )
+
+    assert in_files() == [0, 1, 2, 99]  # still on disk until compacted
+    log.compact("v")
+    assert in_files() == [99]
+    assert plain(store.training_frame(rows, ["v:x"]).x) == from_redis
+
+
+def plain(col: pd.Series) -> list[object]:
+    return [None if pd.isna(v) else v for v in col.tolist()]

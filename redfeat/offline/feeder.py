@@ -103,6 +103,19 @@ class LogFeeder:
                 table = pa.concat_tables([table, self._from_redis(res, bare)])
             self.log.write_named(res.view, table, batch.ids[0].replace("-", "_").replace("/", "."))
             self.written += table.num_rows
+        if batch.deletes:
+            # readers leave out every version of these entities written before the delete,
+            # as Redis no longer has them (and compaction drops them from the files)
+            self.log.write_deletes(
+                view,
+                pa.table(
+                    {
+                        "entity_id": pa.array([e for e, _ in batch.deletes], pa.string()),
+                        "deleted_at": pa.array([at for _, at in batch.deletes]).cast(TS),
+                    }
+                ),
+                batch.ids[0].replace("-", "_").replace("/", "."),
+            )
         events.ack(ctx.client, ctx.keys, view, GROUP, batch.ids)
         return len(batch.ids)
 
@@ -158,7 +171,8 @@ class LogFeeder:
                 times.append((bucket * hop + ev["o"].astype(np.int64)) * 1000)
                 values.append(ev["v"])
             n = len(ents)
-            first_ms = int(batch.ids[0].partition("-")[0])
+            # "<ms>-<seq>", or "p<partition>.<ms>-<seq>" on a cluster
+            first_ms = int(batch.ids[0].rpartition(".")[2].partition("-")[0])
             table = pa.table(
                 {
                     "entity_id": pa.array(ents, pa.string()),

@@ -3,9 +3,13 @@
 Layout under ``root``::
 
     <view>/schema=<schema_version>/date=<YYYY-MM-DD>/part-<name>.parquet
+    <view>/deletes/part-<name>.parquet
     <window features>/events/date=<YYYY-MM-DD>/part-<name>.parquet
 
-Views' files hold versions (EVENTS below for window features' raw events); ``<name>`` is the
+Views' files hold versions (EVENTS below for window features' raw events; DELETES for
+entities deleted: every version of the entity with a version id below ``deleted_at``, in
+microseconds, was deleted with it, as Redis deleted it; readers leave those out and
+``compact`` drops them from the files); ``<name>`` is the
 first feed entry id of the batch the file came from (``1733550000000_0``), ``resync_<us>``
 for a resync from history, or ``<unix ms>-<uuid8>`` for files written by ``append``.
 
@@ -64,6 +68,9 @@ EVENTS = pa.schema(
         pa.field("seq", pa.int64()),
     ]
 )
+# A delete: the entity, and the server time of the delete (every version written before it,
+# i.e. with a smaller version id, went with it).
+DELETES = pa.schema([pa.field("entity_id", pa.string()), pa.field("deleted_at", arrowio.TS)])
 _EVENT_ORDER = [
     ("entity_id", "ascending"),
     ("event_time", "ascending"),
@@ -179,6 +186,36 @@ class OfflineLog:
             _write_atomic(directory, part.sort_by(_EVENT_ORDER), stem)
             written += part.num_rows
         return written
+
+    def write_deletes(self, view: str, table: pa.Table, stem: str) -> int:
+        """Deleted entities (schema DELETES) as ``<view>/deletes/part-<stem>.parquet``,
+        skipped when that file exists (a redone batch, see write_named)."""
+        check_name("view", view)
+        if table.num_rows == 0:
+            return 0
+        directory = self.root / view / "deletes"
+        if (directory / f"{PART_PREFIX}{stem}{SUFFIX}").exists():
+            return 0
+        _write_atomic(directory, table.cast(DELETES), stem)
+        return int(table.num_rows)
+
+    def deletes(self, view: str) -> pa.Table | None:
+        """The latest delete of each deleted entity of ``view`` (entity_id, deleted_at), or
+        None when none was logged."""
+        check_name("view", view)
+        files = _list_parts(self.root / view / "deletes")
+        if not files:
+            return None
+        for attempt in range(_SCAN_ATTEMPTS):
+            try:
+                table = pa.concat_tables(pq.read_table(f, schema=DELETES) for f in files)
+                break
+            except FileNotFoundError:
+                if attempt == _SCAN_ATTEMPTS - 1:
+                    raise
+                files = _list_parts(self.root / view / "deletes")
+        agg = table.group_by("entity_id").aggregate([("deleted_at", "max")])
+        return pa.table({"entity_id": agg["entity_id"], "deleted_at": agg["deleted_at_max"]})
 
     def events_glob(self, name: str) -> str:
         """Every event file of window features ``name``, as a glob for DuckDB or Polars."""
@@ -296,14 +333,15 @@ class OfflineLog:
             return arrowio.empty_versions(view)
         # Priority for de-duplication: newest schema first, buffered rows before files.
         pieces.sort(key=lambda p: (-p[0], p[1]))
-        table = pa.concat_tables([p[2] for p in pieces])
+        table = without_deleted(pa.concat_tables([p[2] for p in pieces]), self.deletes(view.name))
         return _dedup(table).sort_by(_ORDER)
 
     def runs(
         self, view: FeatureView, columns: list[str], start_us: int | None, end_us: int | None
     ) -> pa.Table | None:
         """The logged rows of ``view`` in files, ``columns`` of its current schema (missing or
-        retyped ones null), event time within [start_us, end_us] (inclusive, None: open):
+        retyped ones null; entity_id and version_id among them), event time within
+        [start_us, end_us] (inclusive, None: open), without the versions deletes removed:
         each file's rows sorted by (entity, event time, version id), the files one after
         the other, neither merged nor de-duplicated (a join that merges the sorted runs
         itself reads this). None when nothing is logged."""
@@ -314,7 +352,7 @@ class OfflineLog:
         )
         if not pieces:
             return None
-        return pa.concat_tables([p[2] for p in pieces])
+        return without_deleted(pa.concat_tables([p[2] for p in pieces]), self.deletes(view.name))
 
     def _read_files(
         self,
@@ -360,17 +398,19 @@ class OfflineLog:
     # -- maintenance -----------------------------------------------------------------------
 
     def compact(self, view: str) -> int:
-        """Merge each partition's part files into one (de-duplicated); return files removed.
+        """Merge each partition's part files into one (de-duplicated, without the versions
+        logged deletes removed: a file holding some is rewritten); return files removed.
 
         Leftover ``.tmp-*`` files older than an hour are deleted too (not counted).
         """
         check_name("view", view)
         removed = 0
+        deletes = self.deletes(view)
         with self._compact_lock:
             for _, _, directory in list(self._partitions(view)):
                 _remove_stale_tmp(directory)
                 parts = _list_parts(directory)
-                if len(parts) < 2:
+                if not parts or (len(parts) < 2 and deletes is None):
                     continue
                 # Newest file first: its column order wins and its copy of a duplicate is kept.
                 try:
@@ -381,7 +421,11 @@ class OfflineLog:
                     merged = pa.concat_tables(tables, promote_options="default")
                 except (pa.ArrowInvalid, pa.ArrowTypeError):
                     continue  # a field changed type without a schema bump: leave as is
-                _write_atomic(directory, _dedup(merged).sort_by(_ORDER))
+                # versions deleted since they were logged go for good here
+                kept = without_deleted(merged, deletes)
+                if len(parts) == 1 and kept.num_rows == merged.num_rows:
+                    continue  # one file, nothing deleted in it: nothing to do
+                _write_atomic(directory, _dedup(kept).sort_by(_ORDER))
                 for p in parts:
                     try:
                         p.unlink()
@@ -392,6 +436,19 @@ class OfflineLog:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def without_deleted(table: pa.Table, deletes: pa.Table | None) -> pa.Table:
+    """``table`` (versions: entity_id, version_id, ...) without the versions a logged delete
+    removed: those of a deleted entity with a version id below its ``deleted_at``."""
+    if deletes is None or deletes.num_rows == 0 or table.num_rows == 0:
+        return table
+    at = pc.index_in(table["entity_id"], value_set=deletes["entity_id"])
+    if at.null_count == len(at):
+        return table
+    cut = pc.take(deletes["deleted_at"].cast(pa.int64()), at)  # null: never deleted
+    keep = pc.fill_null(pc.greater_equal(table["version_id"], cut), True)
+    return table.filter(keep)
 
 
 def _subdirs(path: Path) -> list[Path]:

@@ -41,6 +41,23 @@ def _source(con: Any, root: Path, name: str) -> tuple[str, set[str]] | None:
     return src, {r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {src}").fetchall()}
 
 
+def _register_deletes(con: Any, deletes: pa.Table | None) -> str:
+    """Register ``deletes`` as ``dels`` (deleted_at in us) and return the condition that
+    leaves out what they removed; "" without deletes."""
+    if deletes is None:
+        return ""
+    con.register(
+        "dels",
+        pa.table(
+            {
+                "entity_id": deletes["entity_id"],
+                "deleted_at": deletes["deleted_at"].cast(pa.int64()),
+            }
+        ),
+    )
+    return ERASED
+
+
 def _bounds(col: str, lo: int | None, hi: int | None) -> str:
     out = []
     if lo is not None:
@@ -66,29 +83,34 @@ def versions(
     ids: pa.Array,
     lo: int | None,
     hi: int | None,
+    deletes: pa.Table | None = None,
 ) -> pa.Table | None:
     """Logged versions of ``view`` for the entities ``ids`` with event time in [lo, hi] (us,
     inclusive), one row per (entity, version), grouped by entity and sorted by (event time,
-    version id); None when nothing is logged. A version logged twice (a resync overlapping
-    the feed) comes twice: the join keeps one of equal (entity, event time) rows anyway,
-    so the scan is not de-duplicated at this cost."""
+    version id), without those ``deletes`` (OfflineLog.deletes) removed; None when nothing
+    is logged. A version logged twice (a resync overlapping the feed) comes twice: the join
+    keeps one of equal (entity, event time) rows anyway, so the scan is not de-duplicated
+    at this cost."""
     found = _source(con, root, view.name)
     if found is None:
         return None
     src, have = found
-    cols = ", ".join(f'"{f}"' for f in features if f in have)
+    cols = ", ".join(f'v."{f}"' for f in features if f in have)
     con.register("__ids", pa.table({"entity_id": ids}))
+    erased = _register_deletes(con, deletes)
     try:
         sql = f"""
-            SELECT entity_id, event_time, written_at, version_id{", " if cols else ""}{cols}
-            FROM {src}
-            WHERE entity_id IN (SELECT entity_id FROM __ids)
-              AND {_bounds("event_time", lo, hi)}
-            ORDER BY entity_id, event_time, version_id
+            SELECT v.entity_id, v.event_time, v.written_at, v.version_id{", " if cols else ""}{cols}
+            FROM {src} v
+            WHERE v.entity_id IN (SELECT entity_id FROM __ids)
+              AND {_bounds("v.event_time", lo, hi)}{erased}
+            ORDER BY v.entity_id, v.event_time, v.version_id
         """
         table: pa.Table = con.sql(sql).to_arrow_table()
     finally:
         con.unregister("__ids")
+        if erased:
+            con.unregister("dels")
     schema = version_schema(view)
     keep = ["entity_id", "event_time", "written_at", "version_id", *features]
     target = pa.schema([schema.field(n) for n in keep])
@@ -115,9 +137,14 @@ ASOF LEFT JOIN (
            epoch_us(v.event_time)::HUGEINT * 18446744073709551616 + v.version_id AS __k, {features}
     FROM {source} v
     JOIN codes c ON v.entity_id = c.entity_id
-    WHERE {bounds}
+    WHERE {bounds}{erased}
 ) v ON e.entity_id = v.entity_id AND e.__k >= v.__k
 """
+
+# the versions a logged delete removed: an entity's, with a version id below its deleted_at
+ERASED = """
+      AND NOT EXISTS (SELECT 1 FROM dels d
+                      WHERE d.entity_id = v.entity_id AND v.version_id < d.deleted_at)"""
 
 
 def join(
@@ -130,10 +157,12 @@ def join(
     ttl: int | None,
     lo: int | None,
     hi: int | None,
+    deletes: pa.Table | None = None,
 ) -> pa.Table | None:
     """One view's features for every row of ``edf`` (__rid, entity_id as an int code into
-    ``codes``, __ts in us), read from the log's Parquet in one DuckDB query (FRAME_SQL);
-    None when nothing is logged. Columns in the view's Arrow types, missing ones null."""
+    ``codes``, __ts in us), read from the log's Parquet in one DuckDB query (FRAME_SQL),
+    without the versions ``deletes`` removed; None when nothing is logged. Columns in the
+    view's Arrow types, missing ones null."""
     found = _source(con, root, view.name)
     if found is None:
         return None
@@ -148,6 +177,7 @@ def join(
         features=", ".join(f'v."{f}"' for f in present) or "NULL AS __none",
         source=source,
         bounds=_bounds("v.event_time", lo, hi),
+        erased=_register_deletes(con, deletes),
     )
     con.register("edf", edf)
     con.register("codes", codes.append_column("code", pa.array(np.arange(codes.num_rows))))
@@ -156,6 +186,8 @@ def join(
     finally:
         con.unregister("edf")
         con.unregister("codes")
+        if deletes is not None:
+            con.unregister("dels")
     # rows come back in any order (no ORDER BY: a sort of the whole result); put each at
     # its __rid with one take per column
     where = np.empty(got.num_rows, np.int64)

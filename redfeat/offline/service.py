@@ -137,15 +137,16 @@ class Training:
 
             return training_frame(entity_df, wanted, fetch, **opts)
         # With the log: it is the system of record. What the feeds hold and the log has not
-        # taken yet goes into it first; then DuckDB reads the Parquet, entity and time pushed
-        # into the scan, and Redis is not read at all.
+        # taken yet goes into it first; then each view's logged versions are joined (asof.py,
+        # or DuckDB's ASOF JOIN where keys are too wide), and Redis is not read at all.
         import pyarrow as pa
 
         from . import asof, logsql
 
         self.sync()
         con = logsql.connect()
-        root = self._offline.root
+        log = self._offline
+        root = log.root
         lock = threading.Lock()
 
         def cursor() -> Any:
@@ -156,15 +157,14 @@ class Training:
             cur = cursor()
             try:
                 got = logsql.versions(
-                    cur, root, w.res.view, list(w.features), pa.array(ents, pa.string()), lo, hi
-                )
+                    cur, root, w.res.view, list(w.features), pa.array(ents, pa.string()), lo, hi,
+                    log.deletes(w.res.name),
+                )  # fmt: skip
             finally:
                 cur.close()
             if progress is not None:
                 progress(w.res.name, len(ents), len(ents))
             return got
-
-        log = self._offline
 
         def direct(w: Wanted, edf: Any, codes: Any, lo: int | None, hi: int | None) -> Any:
             feats = list(w.features)
@@ -178,7 +178,7 @@ class Training:
             try:
                 return logsql.join(
                     cur, root, w.res.view, list(w.features), edf, codes, w.res.view.ttl_us,
-                    lo, hi,
+                    lo, hi, log.deletes(w.res.name),
                 )  # fmt: skip
             finally:
                 cur.close()

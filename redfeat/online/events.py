@@ -516,12 +516,14 @@ class FeedVersion:
 @dataclass(frozen=True, slots=True)
 class FeedBatch:
     """Feed entries read by a consumer group: their ids (to acknowledge), the versions they
-    carry in order, and whether entries were trimmed from under the group (``gap``: the
-    versions of those are not here; resync from history)."""
+    carry in order, whether entries were trimmed from under the group (``gap``: the
+    versions of those are not here; resync from history), and the entities deleted, with
+    the server time of the delete in microseconds (every version written before it went)."""
 
     ids: list[str]
     versions: list[FeedVersion]
     gap: bool
+    deletes: list[tuple[str, int]]
 
 
 # In a partitioned project (a cluster) a group reads every partition's feed; the ids of a
@@ -588,16 +590,23 @@ def read_group(
     come with payload None; pending entries trimmed meanwhile set ``gap``."""
     ids: list[str] = []
     out: list[FeedVersion] = []
+    deletes: list[tuple[str, int]] = []
     gap = False
     for entry_id, d in _read_rows(client, keys, view, group, consumer, count, pending):
         ids.append(entry_id)
         if d is None:
             gap = True  # trimmed after delivery, before it was acknowledged
             continue
-        if _text(d.get("k", b"")) != "w":
-            continue  # deletes are not versions
+        kind = _text(d.get("k", b""))
+        if kind not in ("w", "d"):
+            continue
         ents = _raw(d["e"]).decode().split("\n") if d["e"] else []
         nums = np.frombuffer(_raw(d["v"]), dtype=">i8").reshape(-1, 2).tolist()
+        if kind == "d":  # (0, the server time of the delete) per entity
+            deletes.extend(
+                (unescape_id(esc), int(at)) for esc, (_, at) in zip(ents, nums, strict=True)
+            )
+            continue
         if "p" not in d:
             out.extend(
                 FeedVersion(unescape_id(esc), int(vid), int(et), None)
@@ -614,7 +623,7 @@ def read_group(
                 FeedVersion(unescape_id(esc), int(vid), int(et), blob[at + 4 : at + 4 + size])
             )
             at += 4 + size
-    return FeedBatch(ids, out, gap)
+    return FeedBatch(ids, out, gap, deletes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -714,7 +714,7 @@ class FeatureStore:
                 ctx.client.unlink(
                     *ctx.keys.feeds(view),
                     *ctx.keys.ingests(view),
-                    ctx.keys.dead_letters(view),
+                    *ctx.keys.dead_letter_streams(view),
                     ctx.keys.materialized(view),  # a view made again loads from the start
                 )
             )

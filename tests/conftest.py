@@ -116,6 +116,19 @@ def embedded_url(embedded: ServerInfo) -> str:
     return embedded.url()
 
 
+@pytest.fixture
+def backend_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The URL of the current backend, for a subprocess or ``FeatureStore.from_url``
+    (``redis+cluster://...`` on the cluster)."""
+    if backend == "url":
+        return os.environ["REDFEAT_TEST_URL"]
+    if backend == "cluster":
+        info: ClusterInfo = request.getfixturevalue("cluster")
+        return info.url()
+    server: ServerInfo = request.getfixturevalue("embedded")
+    return server.url()
+
+
 def _client(backend: str, request: pytest.FixtureRequest) -> redis.Redis:
     if backend == "url":
         return redis.Redis.from_url(os.environ["REDFEAT_TEST_URL"])
@@ -171,8 +184,6 @@ CLUSTER_GAPS = {
     "connection of the single-node pool",
     "test_a_write_from_another_process_is_searchable": "the test builds a single-node URL "
     "for the subprocess",
-    "test_a_killed_worker_loses_nothing_and_duplicates_nothing": "the test builds a "
-    "single-node client for the subprocess",
     "test_writes_from_another_process_invalidate": "the test builds a single-node client "
     "for the subprocess",
     "test_a_lost_connection_rebuilds_the_index": "CLIENT KILL reaches one node; the pub/sub "

@@ -13,6 +13,7 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:events:<view>            pub/sub channel of live change events
     rf:<project>:ingest:<view>            pushed rows for workers (stream, group "redfeat")
     rf:<project>:dead:<view>              rows workers refused, with the error (stream)
+    rf:<project>:pushed:<view>            pub/sub channel rung by a push (on a cluster)
     rf:<project>:mat:<view>               materialization: watermark, run in progress (hash)
     rf:<project>:vx:<view>:<field>:<sig>:<id>   mirror hash for a server vector index
     rf:<project>:vx:<view>:<field>:<sig>:idx    that FT index's name
@@ -32,6 +33,7 @@ many entities of one partition touches one slot, and splits each view's feed lik
     rf:<project>:{<view>|:<k>.<salt>}:<entity id>     latest (":h" history, ":w" tiles)
     rf:<project>:feed:{<view>|:<k>.<salt>}            change feed of partition k
     rf:<project>:ingest:{<view>|:<k>.<salt>}          pushed rows of partition k
+    rf:<project>:dead:{<view>|:<k>.<salt>}            dead letters of partition k
 
 k = crc32(escaped id) mod P; the salt is the smallest number that puts partition k's slot
 in the k-th P-th of the 16384 slots, so the partitions spread evenly over the masters.
@@ -200,11 +202,24 @@ class Keys:
         return f"{self.prefix}ingest:{view}"
 
     def ingests(self, view: str) -> list[str]:
+        """Every partition's ingest stream of a view (one when not partitioned)."""
         return [self.ingest(view, k) for k in range(max(1, self.partitions))]
 
-    def dead_letters(self, view: str) -> str:
-        """Stream: rows workers refused, with the error."""
+    def ingest_bell(self, view: str) -> str:
+        """Pub/sub channel (not a key): rung after rows are pushed on a cluster, where a
+        worker cannot block on streams of many slots at once."""
+        return f"{self.prefix}pushed:{view}"
+
+    def dead_letters(self, view: str, k: int = 0) -> str:
+        """Stream: rows workers refused, with the error; of partition k in a partitioned
+        project (on the slot of that partition's ingest stream)."""
+        if self.partitions:
+            return f"{self.prefix}dead:{self.part_tag(view, k)}"
         return f"{self.prefix}dead:{view}"
+
+    def dead_letter_streams(self, view: str) -> list[str]:
+        """Every partition's dead letters of a view (one when not partitioned)."""
+        return [self.dead_letters(view, k) for k in range(max(1, self.partitions))]
 
     def materialized(self, view: str) -> str:
         """Hash: how far a view's batch source is loaded (``watermark``, us) and the run in
@@ -274,7 +289,7 @@ class Keys:
             close = rest.find("}")
             return Parsed("ts", unescape_id(rest[4:close]), None, rest[close + 2 :])
         family, _, tail = rest.partition(":")
-        if family in ("feed", "ingest") and tail.startswith("{"):
+        if family in ("feed", "ingest", "dead") and tail.startswith("{"):
             view, _, part = tail[1:-1].partition("|:")
             return Parsed(family, view, None, part.partition(".")[0])
         if family in ("feed", "events", "ingest", "dead", "mat"):

@@ -25,6 +25,7 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
                                           of source writes to derive again
     rf:<project>:derive:lock              string with a ttl: held while those are derived
     rf:<project>:durability               string: WAITAOF barrier after a reconnect
+    rf:<project>:durability:{<tag>}       the same on one slot (one per node on a cluster)
 
 A project stored partitioned (on a Redis Cluster; ``partitions`` P > 0, kept in the
 registry) tags entity keys by partition instead of by entity, so that one write step of
@@ -262,6 +263,19 @@ class Keys:
     def durability(self) -> str:
         """String: written before WAITAOF when a write call spanned a reconnect."""
         return self.prefix + "durability"
+
+    def durability_near(self, key: str) -> str:
+        """The WAITAOF barrier on the slot of ``key`` (a key of this project with a hash
+        tag): on a cluster, each node's part of a write call is confirmed on its own."""
+        start = key.find("{")
+        end = key.find("}", start)
+        if start < 0 or end < 0:
+            return self.durability
+        return f"{self.prefix}durability:{key[start : end + 1]}"
+
+    def durability_slot(self, n: int) -> str:
+        """A WAITAOF barrier with the hash tag ``{n}``: some n puts one on each node."""
+        return f"{self.prefix}durability:{{{n}}}"
 
     def view_pattern(self, view: str) -> str:
         """SCAN MATCH pattern covering every key of one view ('{' is not special to MATCH)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, cast
 
 import redis
@@ -130,13 +131,13 @@ class Online:
         *,
         feed_retention_ms: int = 0,
         observer: WriteObserver | None = None,
-        replicate: Callable[[Any], None] | None = None,
+        confirm: Callable[[Any, str, str], AbstractContextManager[None]] | None = None,
     ) -> None:
         self.client = ctx.client
         self.keys = ctx.keys
         self.direct = ctx.direct
         self.writer = Writer(
-            ctx.client, ctx.keys, ctx.direct, feed_cap, feed_retention_ms, replicate=replicate
+            ctx.client, ctx.keys, ctx.direct, feed_cap, feed_retention_ms, confirm=confirm
         )
         self.delete_script = Script(scripts.DELETE)
         self._delete_version = ctx.client.register_script(scripts.DELETE_VERSION)
@@ -345,9 +346,9 @@ class Online:
         def step() -> int:
             conn = self.direct.conn(keys[0])
             try:
-                (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_bounds])])
-                if self.writer.replicate is not None:
-                    self.writer.replicate(conn)
+                with self.writer.confirming(conn, keys[0] if self.direct.cluster else None):
+                    bounds = self.writer.feed_bounds
+                    (n,) = self.delete_script.stream(conn, [(keys, [channel, bounds])])
             except BaseException:
                 conn.disconnect()
                 raise

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -129,6 +129,19 @@ def backend_url(backend: str, request: pytest.FixtureRequest) -> str:
     return server.url()
 
 
+def _kill_pubsub(client: redis.Redis) -> None:
+    if isinstance(client, RedisCluster):  # a subscriber's connection is on one of the nodes
+        client.client_kill_filter(_type="pubsub", target_nodes=RedisCluster.ALL_NODES)
+    else:
+        client.client_kill_filter(_type="pubsub")
+
+
+@pytest.fixture
+def kill_pubsub() -> Callable[[redis.Redis], None]:
+    """Drops every pub/sub connection of the backend (of each node of a cluster)."""
+    return _kill_pubsub
+
+
 def _client(backend: str, request: pytest.FixtureRequest) -> redis.Redis:
     if backend == "url":
         return redis.Redis.from_url(os.environ["REDFEAT_TEST_URL"])
@@ -173,22 +186,8 @@ CLUSTER_FILES = {
     "test_cache.py",
     "test_offlinelog.py",
 }
-# Known gaps on a cluster (issue 13, not done yet), skipped with the reason.
-CLUSTER_GAPS = {
-    "test_every_write_kind_records_an_event": "events of entities of different partitions "
-    "are ordered by their millisecond, not by the order they were written",
-    "test_subscriber_in_another_process_sees_each_entity_in_order": "the test builds a "
-    "single-node URL for the subprocess",
-    "test_get_by_tuple_mapping_or_encoded_id": "the test pins the single-node key layout",
-    "test_subscription_reports_a_gap_and_replays_after_reconnect": "kills a client "
-    "connection of the single-node pool",
-    "test_a_write_from_another_process_is_searchable": "the test builds a single-node URL "
-    "for the subprocess",
-    "test_writes_from_another_process_invalidate": "the test builds a single-node client "
-    "for the subprocess",
-    "test_a_lost_connection_rebuilds_the_index": "CLIENT KILL reaches one node; the pub/sub "
-    "connection may be on another",
-}
+# Behaviour that truly differs on a cluster (README "Scaling out"), skipped with the reason.
+CLUSTER_GAPS: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

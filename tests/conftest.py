@@ -166,7 +166,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 # The cluster backend runs the conformance files of the data path (views, events, windows,
 # series, alerts, training, derived views, quality, validation, vectors, ingest, the near
-# cache, the offline log): running every file on three
+# cache, the offline log) and of the HTTP API and CLI: running every file on three
 # backends would take the suite past 10 minutes on 2 cores. REDFEAT_TEST_CLUSTER=all runs
 # every file on it.
 CLUSTER_FILES = {
@@ -185,6 +185,15 @@ CLUSTER_FILES = {
     "test_ingest.py",
     "test_cache.py",
     "test_offlinelog.py",
+    # the HTTP API and the CLI (`--url redis+cluster://...`)
+    "test_server.py",
+    "test_http_routes.py",
+    "test_http_auth.py",
+    "test_http_metrics.py",
+    "test_http_openapi.py",
+    "test_api_regressions.py",
+    "test_server_regressions.py",
+    "test_cli_commands.py",
 }
 # Behaviour that truly differs on a cluster (README "Scaling out"), skipped with the reason.
 CLUSTER_GAPS: dict[str, str] = {}

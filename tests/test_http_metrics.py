@@ -90,7 +90,9 @@ def test_store_numbers_are_the_ones_stats_reports(http: TestClient, store: Featu
             assert value(m, f"{name}_bucket", op=op, le=repr(float(le))) == n, (op, le)
         assert value(m, "redfeat_store_operation_errors_total", op=op) == s["errors"] == 0
     ingest = stats["realtime"]["users"]["ingest"]
-    assert value(m, "redfeat_ingest_backlog", view="users") == ingest["backlog"] == 1  # 1 push
+    # 1 push: one batch (on a cluster one per partition of the rows' entities)
+    batches = len({store.keys.partition(e) for e in ("p1", "p2")})
+    assert value(m, "redfeat_ingest_backlog", view="users") == ingest["backlog"] == batches
     assert value(m, "redfeat_dead_letters", view="users") == 0
     assert value(m, "redfeat_ingest_lag_seconds", view="users") >= 0
     feed = stats["realtime"]["users"]["feed"]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -162,7 +163,7 @@ def entity_table(
 def join_table(table: pa.Table, ts_us: pa.Array, cols: list[str], key: Entity) -> pa.Table:
     return pa.table(
         {
-            "__rid": pa.array(range(table.num_rows), pa.int64()),
+            "__rid": pa.array(np.arange(table.num_rows, dtype=np.int64)),
             "entity_id": ids_of(table, cols, key),
             "__ts": ts_us,
         }
@@ -284,8 +285,10 @@ def training_frame(
     columns: dict[str, pa.ChunkedArray] = {}
     con = duckdb.connect()
     # DuckDB releases the GIL: view k is joined on a worker thread while this thread reads
-    # the versions of view k+1 from Redis.
+    # the versions of view k+1 from Redis. Views joined where they lie (the log) run two at
+    # a time: one ASOF JOIN keeps about one core busy.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redfeat-join")
+    direct_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="redfeat-log-join")
     joins: list[tuple[Wanted, Future[pa.Table | None]]] = []
     try:
         for w in wanted:
@@ -295,7 +298,7 @@ def training_frame(
             # with a ttl, none older than the earliest row's window.
             lo = None if ttl is None or lo_all is None else lo_all - ttl
             if direct is not None and not filter_by_written_at and entities:
-                joins.append((w, pool.submit(direct, w, coded, codes, lo, hi)))
+                joins.append((w, direct_pool.submit(direct, w, coded, codes, lo, hi)))
                 continue
             versions = fetch(w, entities, lo, hi) if entities else None
             if versions is None or versions.num_rows == 0:
@@ -314,6 +317,7 @@ def training_frame(
                 )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        direct_pool.shutdown(wait=True, cancel_futures=True)
         con.close()
     # keep the caller's order of features
     columns = {o: columns[o] for w in wanted for o in w.outputs}

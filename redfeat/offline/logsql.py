@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..core.schema import FeatureView
 from .arrow import version_schema
@@ -24,6 +25,20 @@ def _glob(root: Path, name: str, sub: str) -> str | None:
     if not any((root / name).glob(pattern)):
         return None
     return str(root / name / pattern).replace("'", "''")
+
+
+def _source(con: Any, root: Path, name: str) -> tuple[str, set[str]] | None:
+    """A view's logged versions as a DuckDB table expression and the columns they have;
+    None when nothing is logged. Files of several schema versions are read by name (and
+    described); with one schema version, the common case, one file's footer tells."""
+    files = _glob(root, name, "schema=*")
+    if files is None:
+        return None
+    if sum(1 for d in (root / name).glob("schema=*") if d.is_dir()) == 1:
+        first = next((root / name).glob("schema=*/date=*/part-*.parquet"))
+        return f"read_parquet('{files}')", set(pq.read_schema(first).names)
+    src = f"read_parquet('{files}', union_by_name = true)"
+    return src, {r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {src}").fetchall()}
 
 
 def _bounds(col: str, lo: int | None, hi: int | None) -> str:
@@ -57,11 +72,10 @@ def versions(
     version id); None when nothing is logged. A version logged twice (a resync overlapping
     the feed) comes twice: the join keeps one of equal (entity, event time) rows anyway,
     so the scan is not de-duplicated at this cost."""
-    files = _glob(root, view.name, "schema=*")
-    if files is None:
+    found = _source(con, root, view.name)
+    if found is None:
         return None
-    src = f"read_parquet('{files}', union_by_name = true)"
-    have = {r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+    src, have = found
     cols = ", ".join(f'"{f}"' for f in features if f in have)
     con.register("__ids", pa.table({"entity_id": ids}))
     try:
@@ -98,11 +112,10 @@ FROM (SELECT *, (__ts::HUGEINT << 64) + 9223372036854775807 AS __k FROM edf) e
 ASOF LEFT JOIN (
     SELECT c.code AS entity_id, epoch_us(v.event_time) AS et,
            (epoch_us(v.event_time)::HUGEINT << 64) + v.version_id AS __k, {features}
-    FROM read_parquet('{files}', union_by_name = true) v
+    FROM {source} v
     JOIN codes c ON v.entity_id = c.entity_id
     WHERE {bounds}
 ) v ON e.entity_id = v.entity_id AND e.__k >= v.__k
-ORDER BY e.__rid
 """
 
 
@@ -120,15 +133,10 @@ def join(
     """One view's features for every row of ``edf`` (__rid, entity_id as an int code into
     ``codes``, __ts in us), read from the log's Parquet in one DuckDB query (FRAME_SQL);
     None when nothing is logged. Columns in the view's Arrow types, missing ones null."""
-    files = _glob(root, view.name, "schema=*")
-    if files is None:
+    found = _source(con, root, view.name)
+    if found is None:
         return None
-    have = {
-        r[0]
-        for r in con.sql(
-            f"DESCRIBE SELECT * FROM read_parquet('{files}', union_by_name = true)"
-        ).fetchall()
-    }
+    source, have = found
     present = [f for f in features if f in have]
     ttl_cond = "" if ttl is None else f" AND v.et >= e.__ts - {int(ttl)}"
     columns = ", ".join(
@@ -137,16 +145,21 @@ def join(
     sql = FRAME_SQL.format(
         columns=columns or "NULL AS __none",
         features=", ".join(f'v."{f}"' for f in present) or "NULL AS __none",
-        files=files,
+        source=source,
         bounds=_bounds("v.event_time", lo, hi),
     )
     con.register("edf", edf)
-    con.register("codes", codes.append_column("code", pa.array(range(codes.num_rows), pa.int64())))
+    con.register("codes", codes.append_column("code", pa.array(np.arange(codes.num_rows))))
     try:
         got: pa.Table = con.sql(sql).to_arrow_table()
     finally:
         con.unregister("edf")
         con.unregister("codes")
+    # rows come back in any order (no ORDER BY: a sort of the whole result); put each at
+    # its __rid with one take per column
+    where = np.empty(got.num_rows, np.int64)
+    where[got["__rid"].to_numpy()] = np.arange(got.num_rows)
+    got = got.take(pa.array(where))
     schema = version_schema(view)
     out: dict[str, pa.ChunkedArray] = {}
     for f in features:

@@ -4,6 +4,7 @@ views, export and backfill. Window columns are joined on by the facade (``store.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -154,13 +155,19 @@ class Training:
                 progress(w.res.name, len(ents), len(ents))
             return got
 
-        direct_con = logsql.connect()  # the joins run on the frame's worker thread
+        direct_con = logsql.connect()  # the joins run on the frame's worker threads
+        lock = threading.Lock()
 
         def direct(w: Wanted, edf: Any, codes: Any, lo: int | None, hi: int | None) -> Any:
-            return logsql.join(
-                direct_con, root, w.res.view, list(w.features), edf, codes, w.res.view.ttl_us,
-                lo, hi,
-            )  # fmt: skip
+            with lock:  # a connection is not for two threads at once: one cursor each
+                cur = direct_con.cursor()
+            try:
+                return logsql.join(
+                    cur, root, w.res.view, list(w.features), edf, codes, w.res.view.ttl_us,
+                    lo, hi,
+                )  # fmt: skip
+            finally:
+                cur.close()
 
         try:
             return training_frame(entity_df, wanted, from_log, direct=direct, **opts)

@@ -177,6 +177,10 @@ class Worker:
         self._stop = threading.Event()
         self._own_first = True  # read this consumer's unacknowledged batches before new ones
         self._bell: Any = None  # on a cluster: the pub/sub connection pushes ring
+        self._lag_at = 0.0  # when the lag was last measured (monotonic)
+        # XAUTOCLAIM is one command per stream: sent while it finds batches, else at most
+        # once a second (or every claim_idle, if shorter)
+        self._claim_at: float | None = None
         # every stream read: key -> (view, partition)
         self._streams: dict[str, tuple[str, int]] = {}
         for v in self.views:
@@ -242,12 +246,16 @@ class Worker:
                     time.monotonic() - down_since,
                 )
                 down_since, wait = None, 0.0
-            self._measure_lag()
+            done = (max_batches is not None and self.stats.batches >= max_batches) or (
+                until_idle and got == 0
+            )
+            # the lag costs a command per stream: measured when idle, when done, and at
+            # most twice a second while busy
+            if done or got == 0 or time.monotonic() - self._lag_at >= 0.5:
+                self._measure_lag()
             if on_progress is not None:
                 on_progress(self.stats)
-            if max_batches is not None and self.stats.batches >= max_batches:
-                break
-            if until_idle and got == 0:
+            if done:
                 break
         return self.stats
 
@@ -293,29 +301,35 @@ class Worker:
         client: Any = self._ctx.client  # redis-py's stream replies are loosely typed
         start = "0" if own else ">"
         names = list(self._streams)
+        now = time.monotonic()
+        claim = self._claim_at is None or now - self._claim_at >= min(
+            1.0, self.claim_idle_ms / 1000
+        )
+        claiming = names if claim else []
         with wrap_redis("worker: reading the ingest streams failed"):
             pipe = client.pipeline(transaction=False)
-            for key in names:
+            for key in claiming:
                 pipe.xautoclaim(key, self.group, self.consumer, self.claim_idle_ms, "0-0", count=10)
             if self._ctx.direct.cluster is None:
-                claims = pipe.execute()
+                claims = pipe.execute() if claiming else []
                 # one node: one read of every stream, blocking until something comes
                 reply = client.xreadgroup(
                     self.group, self.consumer, dict.fromkeys(names, start), count=10, block=block
                 )
-                return list(zip(names, [c[1] if c else [] for c in claims], strict=True)), (
-                    _stream_pairs(reply)
-                )
-            # a cluster: a command cannot span slots; each stream read on its own, the
-            # commands pipelined per node, the nodes in parallel
-            for key in names:
-                pipe.xreadgroup(self.group, self.consumer, {key: start}, count=10)
-            replies = pipe.execute()
-        claims, reads = replies[: len(names)], replies[len(names) :]
-        pairs: list[Any] = []
-        for reply in reads:
-            pairs += _stream_pairs(reply)
-        return list(zip(names, [c[1] if c else [] for c in claims], strict=True)), pairs
+                pairs = _stream_pairs(reply)
+            else:
+                # a cluster: a command cannot span slots; each stream read on its own, the
+                # commands pipelined per node, the nodes in parallel
+                for key in names:
+                    pipe.xreadgroup(self.group, self.consumer, {key: start}, count=10)
+                replies = pipe.execute()
+                claims, reads = replies[: len(claiming)], replies[len(claiming) :]
+                pairs = [p for reply in reads for p in _stream_pairs(reply)]
+        claimed = list(zip(claiming, [c[1] if c else [] for c in claims], strict=True))
+        if claim:
+            # found some: claim again next round (there may be more), else in a while
+            self._claim_at = None if any(entries for _, entries in claimed) else now
+        return claimed, pairs
 
     def _ring_on(self) -> None:
         if self._bell is not None:
@@ -402,6 +416,7 @@ class Worker:
             replies = pipe.execute(raise_on_error=False)
         except redis.RedisError:
             return
+        self._lag_at = time.monotonic()
         lags: dict[str, int] = {}
         for key, groups in zip(names, replies, strict=True):
             if isinstance(groups, Exception):

@@ -35,6 +35,7 @@ import msgspec
 import redis
 
 from ..core.codec import normalize_id
+from ..core.conn import REDIRECTS
 from ..core.context import Ctx, Writer
 from ..core.keys import escape_id
 from ..core.time import to_us
@@ -112,8 +113,9 @@ def push(
     try:
         pipe.execute()
         if ctx.direct.cluster is not None and n:
-            # wake workers waiting for rows (on a cluster they cannot block on the streams)
-            ctx.client.publish(ctx.keys.ingest_bell(view), n)
+            # wake workers waiting for rows (on a cluster they cannot block on the streams),
+            # saying which partitions got some
+            ctx.client.publish(ctx.keys.ingest_bell(view), ",".join(map(str, sorted(batches))))
     except (redis.RedisError, TypeError) as exc:
         raise backend_error(f"view {view!r}: push failed", exc) from exc
     return n
@@ -178,6 +180,7 @@ class Worker:
         self._own_first = True  # read this consumer's unacknowledged batches before new ones
         self._bell: Any = None  # on a cluster: the pub/sub connection pushes ring
         self._lag_at = 0.0  # when the lag was last measured (monotonic)
+        self._hinted: set[str] = set()  # streams a push rang for since the last read
         # XAUTOCLAIM is one command per stream: sent while it finds batches, else at most
         # once a second (or every claim_idle, if shorter)
         self._claim_at: float | None = None
@@ -307,11 +310,15 @@ class Worker:
         )
         claiming = names if claim else []
         with wrap_redis("worker: reading the ingest streams failed"):
-            pipe = client.pipeline(transaction=False)
-            for key in claiming:
-                pipe.xautoclaim(key, self.group, self.consumer, self.claim_idle_ms, "0-0", count=10)
             if self._ctx.direct.cluster is None:
-                claims = pipe.execute() if claiming else []
+                claims: list[Any] = []
+                if claiming:
+                    pipe = client.pipeline(transaction=False)
+                    for key in claiming:
+                        pipe.xautoclaim(
+                            key, self.group, self.consumer, self.claim_idle_ms, "0-0", count=10
+                        )
+                    claims = pipe.execute()
                 # one node: one read of every stream, blocking until something comes
                 reply = client.xreadgroup(
                     self.group, self.consumer, dict.fromkeys(names, start), count=10, block=block
@@ -319,17 +326,47 @@ class Worker:
                 pairs = _stream_pairs(reply)
             else:
                 # a cluster: a command cannot span slots; each stream read on its own, the
-                # commands pipelined per node, the nodes in parallel
-                for key in names:
-                    pipe.xreadgroup(self.group, self.consumer, {key: start}, count=10)
-                replies = pipe.execute()
-                claims, reads = replies[: len(claiming)], replies[len(claiming) :]
-                pairs = [p for reply in reads for p in _stream_pairs(reply)]
+                # commands of each node sent at once, the nodes at once. Woken by a push,
+                # the streams it rang for alone (the next round reads them all again)
+                hinted, self._hinted = self._hinted, set()
+                reading = names
+                if hinted and not own:
+                    reading = [k for k in names if k in hinted]
+                    claim, claiming = False, []
+                claims, pairs = self._read_nodes(claiming, reading, start)
         claimed = list(zip(claiming, [c[1] if c else [] for c in claims], strict=True))
         if claim:
             # found some: claim again next round (there may be more), else in a while
             self._claim_at = None if any(entries for _, entries in claimed) else now
         return claimed, pairs
+
+    def _read_nodes(
+        self, claiming: list[str], reading: list[str], start: str
+    ) -> tuple[list[Any], list[Any]]:
+        """``_read`` on a cluster: XAUTOCLAIM and XREADGROUP per stream, raw replies."""
+        g, me = self.group, self.consumer
+        calls = [
+            (k, ("XAUTOCLAIM", k, g, me, self.claim_idle_ms, "0-0", "COUNT", 10)) for k in claiming
+        ] + [(k, ("XREADGROUP", "GROUP", g, me, "COUNT", 10, "STREAMS", k, start)) for k in reading]
+        direct = self._ctx.direct
+        try:
+            replies = direct.pipelined(calls)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        except REDIRECTS:
+            # what a lost reply delivered stays pending to this consumer: the run loop
+            # reads its own pending batches first after the BackendError this becomes
+            direct.refresh()
+            raise
+        claims = [[r[0], _entries(r[1])] for r in replies[: len(claiming)]]
+        pairs = [
+            (stream, _entries(entries))
+            for reply in replies[len(claiming) :]
+            # RESP3: {stream: entries}; RESP2: [[stream, entries]]
+            for stream, entries in (reply.items() if isinstance(reply, dict) else reply or [])
+        ]
+        return claims, pairs
 
     def _ring_on(self) -> None:
         if self._bell is not None:
@@ -359,12 +396,22 @@ class Worker:
                     return
                 msg = bell.get_message(timeout=min(left, 0.25))
                 if msg is not None and msg.get("type") == "message":
-                    while bell.get_message(timeout=0) is not None:
-                        pass
+                    while msg is not None:  # rings that came meanwhile: their streams too
+                        self._hint(msg)
+                        msg = bell.get_message(timeout=0)
                     return
         except redis.RedisError:
             self._ring_off()  # subscribed again on the next round
         self._stop.wait(max(0.0, min(0.2, deadline - time.monotonic())))
+
+    def _hint(self, msg: Mapping[str, Any]) -> None:
+        """The streams a push rang for (its message: the partitions it wrote to)."""
+        parsed = self._ctx.keys.parse(_text(msg.get("channel", b"")))
+        if parsed is None or parsed.name not in self.views:
+            return
+        for k in _text(msg.get("data", b"")).split(","):
+            if k.isdigit() and int(k) < max(1, self._ctx.keys.partitions):
+                self._hinted.add(self._ctx.keys.ingest(parsed.name, int(k)))
 
     def _process(self, stream: str, entry_id: Any, data: Mapping[Any, Any]) -> None:
         view, k = self._streams[_text(stream)]
@@ -433,6 +480,19 @@ class Worker:
 
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _entries(raw: Any) -> list[tuple[Any, dict[Any, Any] | None]]:
+    """Raw stream entries ``[[id, [field, value, ...] | nil], ...]`` as (id, {field: value})."""
+    return [
+        (
+            e[0],
+            e[1]
+            if e[1] is None or isinstance(e[1], dict)
+            else dict(zip(e[1][0::2], e[1][1::2], strict=True)),
+        )
+        for e in raw or []
+    ]
 
 
 def _stream_pairs(reply: Any) -> list[Any]:

@@ -14,12 +14,20 @@ versions already in pandas (so it does less work) and runs merge_asof per view.
 compacted before timing; training frames read it with DuckDB. The baseline is a plain
 DuckDB ASOF JOIN per view over the same Parquet files (no ttl, no tie rule: less work).
 Peak RSS of the process is printed at the end.
+
+``--log --stream N``: also an entity_df of N rows written to Parquet, joined by
+``write_training_frame`` (read and joined a chunk at a time) into a Parquet file, in a
+process of its own whose peak RSS is reported; the baseline is DuckDB doing the same join
+out of core (``COPY (... ASOF JOIN ...) TO``), also in a process of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -161,11 +169,103 @@ def log_run(args: argparse.Namespace, rng: np.random.Generator, tmp: str) -> Non
             print(f"  redfeat {min(runs):6.2f} s   plain DuckDB ASOF JOIN {base_s:6.2f} s   "
                   f"ratio {base_s / min(runs):.2f}x   results identical: "
                   f"{same(ours, theirs, features)}")  # fmt: skip
+        if args.stream:
+            stream_run(store, info.url(), root, Path(tmp), args.stream, args.entities, features)
         store.close()
     finally:
         server.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {peak:,.0f} MB")
+
+
+OURS = """
+import json, resource, sys, time
+from redfeat import FeatureStore
+url, project, log, src, out, features = sys.argv[1:7]
+store = FeatureStore.from_url(url, project=project, offline_dir=log)
+t0 = time.perf_counter()
+n = store.write_training_frame(out, src, features.split(","), chunk_rows=1_000_000)
+took = time.perf_counter() - t0
+store.close()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"rows": n, "s": took, "peak_mb": peak}))
+"""
+
+THEIRS = """
+import json, resource, sys, time
+import duckdb
+log, src, out = sys.argv[1:4]
+views = {"va": None, "vb": 6 * 3600, "vc": None}
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+t0 = time.perf_counter()
+sel, joins = [], []
+for v, ttl in views.items():
+    files = f"{log}/{v}/schema=*/date=*/part-*.parquet"
+    for i in range(5):
+        c = f"{v}.{v}_f{i}"
+        sel.append(c if ttl is None else
+                   f"CASE WHEN {v}.event_time >= e.event_time - INTERVAL {ttl} SECOND THEN {c} END")
+    joins.append(f"ASOF LEFT JOIN read_parquet('{files}') {v} "
+                 f"ON e.entity_id = {v}.entity_id AND e.event_time >= {v}.event_time")
+con.execute(f"COPY (SELECT e.*, {', '.join(sel)} FROM read_parquet('{src}') e {' '.join(joins)}) "
+            f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+took = time.perf_counter() - t0
+rows = con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchall()[0][0]
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"rows": rows, "s": took, "peak_mb": peak}))
+"""
+
+
+def stream_run(
+    store: FeatureStore,
+    url: str,
+    root: Path,
+    tmp: Path,
+    rows: int,
+    entities: int,
+    features: list[str],
+) -> None:
+    """write_training_frame over an entity_df of ``rows`` rows in Parquet, and DuckDB's own
+    out-of-core join, each in a fresh process: time and peak RSS."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp / "entity_df.parquet"
+    rng = np.random.default_rng(11)
+    schema = pa.schema([("entity_id", pa.string()), ("event_time", pa.timestamp("us", "UTC"))])
+    with pq.ParquetWriter(src, schema, compression="zstd") as w:
+        for start in range(0, rows, 1_000_000):
+            n = min(1_000_000, rows - start)
+            ids = np.char.add("u", rng.integers(0, entities, n).astype(str))
+            ts = (T0.timestamp() + rng.integers(0, 32 * 86400, n)) * 1_000_000
+            w.write_table(
+                pa.table(
+                    {"entity_id": ids, "event_time": ts.astype("datetime64[us]")}, schema=schema
+                )
+            )
+    mb = src.stat().st_size / 1e6
+    print(f"streamed training frame: {rows:,} entity rows in {mb:,.0f} MB of Parquet")
+    got = {}
+    ours_argv = [url, store.project, str(root), str(src), str(tmp / "ours.parquet")]
+    for who, code, argv in (
+        ("redfeat", OURS, [*ours_argv, ",".join(features)]),
+        ("duckdb", THEIRS, [str(root), str(src), str(tmp / "theirs.parquet")]),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            print(f"  {who} failed: {done.stderr[-2000:]}")
+            return
+        got[who] = json.loads(done.stdout.strip().splitlines()[-1])
+        r = got[who]
+        print(f"  {who:8s} {r['rows']:,} rows in {r['s']:6.1f} s, peak RSS {r['peak_mb']:,.0f} MB")
+    ours, theirs = got["redfeat"], got["duckdb"]
+    print(f"  ratio (time) {theirs['s'] / ours['s']:.2f}x   "
+          f"peak RSS {ours['peak_mb']:,.0f} MB vs DuckDB's {theirs['peak_mb']:,.0f} MB; "
+          f"input {src.stat().st_size / 1e6:,.0f} MB Parquet, output "
+          f"{(tmp / 'ours.parquet').stat().st_size / 1e6:,.0f} MB")  # fmt: skip
 
 
 def main() -> None:
@@ -174,6 +274,9 @@ def main() -> None:
     ap.add_argument("--versions", type=int, default=10)
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--log", action="store_true", help="training frames from the offline log")
+    ap.add_argument(
+        "--stream", type=int, default=0, help="with --log: also a streamed frame of this many rows"
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(7)
     if args.log:

@@ -543,15 +543,15 @@ def _flatten(row: dict[str, Any], dims: dict[str, int]) -> dict[str, Any]:
     return out
 
 
+_PLAIN = {str, int}
+
+
 def canonical_ids(res: Resolved, ids: list[Any]) -> list[Any]:
     """Ids in their canonical form where the view's entity needs it (tuples, mappings,
     composite or Int keys); plain ids of a plain entity pass as they are (checked later)."""
     key = res.key
-    if (
-        key.composite
-        or key.join_keys[0].dtype is Int
-        or not all(type(e) is str or type(e) is int for e in ids)
-    ):
+    # one set of the ids' types (in C) rather than a generator over them: ~5% of get_many(100)
+    if key.composite or key.join_keys[0].dtype is Int or not set(map(type, ids)) <= _PLAIN:
         return [normalize_id(res.name, e, i, outcome=READ, key=key) for i, e in enumerate(ids)]
     return ids
 

@@ -895,6 +895,48 @@ class FeatureStore:
             progress=progress,
         )
 
+    @timed("write_training_frame")
+    def write_training_frame(
+        self,
+        out: str | os.PathLike[str],
+        entity_df: Any,
+        features: Sequence[str] | None = None,
+        *,
+        service: str | FeatureService | None = None,
+        entity_column: str = "entity_id",
+        event_time_column: str = "event_time",
+        full_feature_names: bool = False,
+        filter_by_written_at: bool = False,
+        chunk_rows: int = 1_000_000,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """``training_frame`` for inputs larger than memory: written to the Parquet file
+        ``out`` ``chunk_rows`` rows at a time, in the input's order, so memory holds one
+        chunk's frame whatever the input's size. ``entity_df`` is a DataFrame, an Arrow
+        table, or the path of a Parquet file, a directory of Parquet files or a .csv file
+        (read batch by batch). ``progress(rows_done, rows_total)`` after each chunk. The file
+        appears only when complete. Returns the rows written."""
+        from .offline.stream import entity_chunks, write_frames
+
+        refs = self._reads.features_of(
+            args.names("write_training_frame: features", features), service, "training_frame"
+        )
+        opts: dict[str, Any] = dict(
+            entity_column=args.column("entity_column", entity_column),
+            event_time_column=args.column("event_time_column", event_time_column),
+            full_feature_names=full_feature_names,
+            filter_by_written_at=filter_by_written_at,
+            as_arrow=True,
+            progress=None,
+        )
+        chunks, total = entity_chunks(entity_df, chunk_rows)
+        return write_frames(
+            out,
+            chunks,
+            lambda chunk: self._reads.training_frame(chunk, refs, **opts),
+            None if progress is None else (lambda done: progress(done, total)),
+        )
+
     def versions(
         self,
         view: str,

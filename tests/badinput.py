@@ -11,6 +11,8 @@ requests.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +32,8 @@ SERIES = "s1"
 RULE = "hot"
 IDS: list[str | int] = ["u1", "u2", 7]
 NOW = datetime.now(UTC).replace(microsecond=0)
+# where write_training_frame writes (a file, not a key: outside the snapshots)
+FRAME_OUT = os.path.join(tempfile.gettempdir(), f"redfeat-badinput-{os.getpid()}", "f.parquet")
 
 
 def definitions() -> list[Any]:
@@ -119,6 +123,11 @@ def hostile() -> st.SearchStrategy[Any]:
         st.lists(st.sampled_from([1.5, "a", None, 1e308, "\ud800"]), max_size=3),
         frames,
     )
+
+
+def frame_arg(*good: Any) -> st.SearchStrategy[Any]:
+    """A good entity_df or a hostile frame (no hostile text: a text is a path to read)."""
+    return st.one_of(st.sampled_from(good), st.sampled_from(_frames()).map(lambda make: make()))
 
 
 def arg(*good: Any) -> st.SearchStrategy[Any]:
@@ -239,6 +248,13 @@ def reads(only: frozenset[str] | None = None) -> st.SearchStrategy[Call]:
             "training_frame",
             arg(pd.DataFrame({"entity_id": ["u1"], "event_time": [NOW]})),
             arg(["v:x"], ["v:x", "clicks:amount_sum_1h"]),
+        ),
+        _call(
+            "write_training_frame",
+            st.just(FRAME_OUT),
+            frame_arg(pd.DataFrame({"entity_id": ["u1"], "event_time": [NOW]})),
+            arg(["v:x"], ["v:x", "clicks:amount_sum_1h"]),
+            chunk_rows=arg(1, 1000),
         ),
         _call("changes", v, since=arg(None, "0-0"), limit=arg(10, 1000)),
         _call("dead_letters", v, arg(10)),

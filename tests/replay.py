@@ -2,7 +2,9 @@
 and bench/replay_consistency.py (bigger): writes and window events over many entities with late,
 out-of-order and duplicate arrivals, ties on event time and ttl boundaries; at sampled
 times t it records what `get` served live, then compares `get(as_of=t)`, `training_frame`
-at t from Redis and from the offline log, and a brute-force pandas reference.
+at t from Redis and from the offline log, and a brute-force pandas reference; for the
+view, for a derived view of it (written with the source's event time) and for window
+features.
 
 Semantics compared (Feast's): a read at t takes the version with the greatest (event time,
 version id) at or before t, within the ttl; window values count the events at or before t
@@ -25,11 +27,21 @@ import redis
 
 from redfeat import FeatureStore, FeatureView, Field, WindowFeatures
 from redfeat import types as t
+from redfeat.transforms import min_max
 
 TTL_S = 600
 HOP_MS = 60_000
 WINDOWS = {"5m": 300_000, "30m": 1_800_000}
 VIEW = FeatureView("p", entity="user", fields=[Field("x", t.Int)], ttl=f"{TTL_S}s", history=10**6)
+# derived from p on every write: nx = x / 1000, same entity, event time and ttl
+DERIVED = FeatureView(
+    "d",
+    entity="user",
+    source="p",
+    transforms=[min_max("x", 0, 1000, clip=False, output="nx")],
+    ttl=f"{TTL_S}s",
+    history=10**6,
+)
 WIN = WindowFeatures(
     "w", entity="user", source="v", aggs=["count", "sum", "last"], windows=list(WINDOWS), hop="1m"
 )
@@ -39,8 +51,8 @@ WIN = WindowFeatures(
 class Replay:
     writes: list[tuple[str, int, int, int]] = field(default_factory=list)  # ent, et_us, id, x
     events: list[tuple[str, int, float, int]] = field(default_factory=list)  # ent, ms, v, n
-    # (t in us, what was written and recorded by then, live view values, live windows)
-    samples: list[tuple[int, int, int, dict[str, Any], dict[str, Any]]] = field(
+    # (t in us, what was written and recorded by then, live view, derived and window values)
+    samples: list[tuple[int, int, int, dict[str, Any], dict[str, Any], dict[str, Any]]] = field(
         default_factory=list
     )
 
@@ -77,8 +89,9 @@ def run(store: FeatureStore, entities: int, ops: int, samples: int, seed: int) -
             time.sleep(0.002)  # the sample's time is after every write and record so far
             t_us = time.time_ns() // 1000
             views = dict(zip(ents, store.get_many("p", ents), strict=True))
+            derived = dict(zip(ents, store.get_many("d", ents), strict=True))
             wins = dict(zip(ents, store.get_many("w", ents, as_of=t_us / 1e6), strict=True))
-            rp.samples.append((t_us, len(rp.writes), len(rp.events), views, wins))
+            rp.samples.append((t_us, len(rp.writes), len(rp.events), views, derived, wins))
             time.sleep(0.002)
     return rp
 
@@ -94,6 +107,12 @@ def ref_view(rp: Replay, upto: int | None, ent: str, t_us: int, by_written: bool
     if best is None or best[0] < t_us - TTL_S * 1_000_000:
         return None
     return best[2]
+
+
+def ref_derived(rp: Replay, upto: int | None, ent: str, t_us: int, by_written: bool) -> Any:
+    """The derived view's nx at t: the source's x at t, divided by 1000."""
+    x = ref_view(rp, upto, ent, t_us, by_written)
+    return None if x is None else x / 1000
 
 
 def ref_window(rp: Replay, upto: int | None, ent: str, t_ms: int) -> dict[str, Any]:
@@ -133,10 +152,12 @@ def check(
                 bad.append((what, got, want))
 
     rows = []
-    for t_us, nw, ne, views, wins in rp.samples:
+    for t_us, nw, ne, views, derived, wins in rp.samples:
         for e in ents:
             live_v = None if views[e] is None else views[e]["x"]
             cmp(f"live view {e}@{t_us}", live_v, ref_view(rp, nw, e, t_us, False))
+            live_d = None if derived[e] is None else derived[e]["nx"]
+            cmp(f"live derived {e}@{t_us}", live_d, ref_derived(rp, nw, e, t_us, False))
             live_w = ref_window(rp, ne, e, t_us // 1000)
             for f, want in live_w.items():
                 cmp(f"live window {e}@{t_us} {f}", wins[e][f], want)
@@ -152,26 +173,39 @@ def check(
     )
     for store, name in ((redis_store, "redis"), (log_store, "log")):
         for by_written in (False, True):
-            frame = store.training_frame(df, ["p:x"], filter_by_written_at=by_written)
-            for (e, t_us), got in zip(rows, frame["x"].tolist(), strict=True):
+            frame = store.training_frame(df, ["p:x", "d:nx"], filter_by_written_at=by_written)
+            for (e, t_us), got, got_d in zip(
+                rows, frame["x"].tolist(), frame["nx"].tolist(), strict=True
+            ):
                 cmp(
                     f"{name} frame p {e}@{t_us} w={by_written}",
                     got,
                     ref_view(rp, None, e, t_us, by_written),
+                )
+                cmp(
+                    f"{name} frame d {e}@{t_us} w={by_written}",
+                    got_d,
+                    ref_derived(rp, None, e, t_us, by_written),
                 )
         wf = store.training_frame(df, feats)
         for i, (e, t_us) in enumerate(rows):
             want = ref_window(rp, None, e, t_us // 1000)
             for f, w in want.items():
                 cmp(f"{name} frame w {e}@{t_us} {f}", wf[f].iloc[i], w)
-    for t_us, _, _, _, _ in rp.samples[:: max(1, len(rp.samples) // 10)]:
+    for t_us, *_ in rp.samples[:: max(1, len(rp.samples) // 10)]:
         got_v = redis_store.get_many("p", ents, as_of=t_us / 1e6)
+        got_d = redis_store.get_many("d", ents, as_of=t_us / 1e6)
         got_w = redis_store.get_many("w", ents, as_of=t_us / 1e6)
-        for e, gv, gw in zip(ents, got_v, got_w, strict=True):
+        for e, gv, gd, gw in zip(ents, got_v, got_d, got_w, strict=True):
             cmp(
                 f"as_of view {e}@{t_us}",
                 None if gv is None else gv["x"],
                 ref_view(rp, None, e, t_us, False),
+            )
+            cmp(
+                f"as_of derived {e}@{t_us}",
+                None if gd is None else gd["nx"],
+                ref_derived(rp, None, e, t_us, False),
             )
             for f, want in ref_window(rp, None, e, t_us // 1000).items():
                 cmp(f"as_of window {e}@{t_us} {f}", None if gw is None else gw[f], want)
@@ -182,5 +216,5 @@ def check(
 def stores(client: redis.Redis, project: str, log_dir: Path) -> tuple[FeatureStore, FeatureStore]:
     """(the store that reads Redis, the one whose frames read the offline log)."""
     log_store = FeatureStore(client=client, project=project, offline_dir=log_dir)
-    log_store.apply(VIEW, WIN)
+    log_store.apply(VIEW, DERIVED, WIN)
     return FeatureStore(client=client, project=project), log_store

@@ -155,6 +155,14 @@ def test_training_frame_by_feature_service(store: FeatureStore, url: str, tmp_pa
     # the same frame as --features gives
     same = redfeat("training-frame", str(entities), "--features", "v:x", "-o", str(out), *conn)
     assert same.returncode == 0 and pq.read_table(out).column("x").to_pylist() == [1, 2]
+    # read and joined one row at a time: the same file
+    one = redfeat(
+        "training-frame", str(entities), "--features", "v:x", "--chunk-rows", "1", "-o",
+        str(out), *conn,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    assert "2 rows x 1 features" in one.stdout
+    assert pq.read_table(out).column("x").to_pylist() == [1, 2]
     for argv in ([], ["--service", "model", "--features", "v:x"]):
         bad = redfeat("training-frame", str(entities), "-o", str(out), *argv, *conn)
         assert bad.returncode == 2 and "--service NAME (one of them)" in bad.stderr, argv

@@ -132,7 +132,7 @@ def _cast_part(col: pa.ChunkedArray, integer: bool) -> pa.Array:
         # pandas turns an int column with a null into floats: whole numbers are int ids,
         # anything else (1.5, inf) is no id at all, and a mistake worth saying
         whole = pc.fill_null(pc.equal(pc.floor(col), col), True)
-        if not pc.all(whole).as_py():
+        if not pc.all(whole, min_count=0).as_py():
             bad = col.filter(pc.invert(whole))[0].as_py()
             raise ConfigurationError(
                 f"entity_df: a key column holds {bad!r}, which is no entity id (str or int)"
@@ -283,7 +283,7 @@ def training_frame(
             )
             groups[tuple(cols)] = (coded, pa.table({"entity_id": unique}), unique.to_pylist())
     columns: dict[str, pa.ChunkedArray] = {}
-    con = duckdb.connect()
+    con: Any = None  # a connection takes ~30 ms to open: only when a view is joined here
     # DuckDB releases the GIL: view k is joined on a worker thread while this thread reads
     # the versions of view k+1 from Redis. Views joined where they lie (the log) run two at
     # a time: one ASOF JOIN keeps about one core busy.
@@ -305,6 +305,8 @@ def training_frame(
                 for f, out in zip(w.features, w.outputs, strict=True):
                     columns[out] = pa.chunked_array([pa.nulls(table.num_rows, _type(w, f))])
                 continue
+            if con is None:
+                con = duckdb.connect()
             job = pool.submit(join_view, con, coded, codes, versions, w, filter_by_written_at)
             joins.append((w, job))
         for w, job in joins:
@@ -318,7 +320,8 @@ def training_frame(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         direct_pool.shutdown(wait=True, cancel_futures=True)
-        con.close()
+        if con is not None:
+            con.close()
     # keep the caller's order of features
     columns = {o: columns[o] for w in wanted for o in w.outputs}
     if as_arrow:

@@ -299,6 +299,23 @@ class OfflineLog:
         table = pa.concat_tables([p[2] for p in pieces])
         return _dedup(table).sort_by(_ORDER)
 
+    def runs(
+        self, view: FeatureView, columns: list[str], start_us: int | None, end_us: int | None
+    ) -> pa.Table | None:
+        """The logged rows of ``view`` in files, ``columns`` of its current schema (missing or
+        retyped ones null), event time within [start_us, end_us] (inclusive, None: open):
+        each file's rows sorted by (entity, event time, version id), the files one after
+        the other, neither merged nor de-duplicated (a join that merges the sorted runs
+        itself reads this). None when nothing is logged."""
+        full = arrowio.version_schema(view)
+        target = pa.schema([full.field(c) for c in columns])
+        pieces = self._read_files(
+            view.name, target, _time_filter(start_us, end_us), start_us, end_us
+        )
+        if not pieces:
+            return None
+        return pa.concat_tables([p[2] for p in pieces])
+
     def _read_files(
         self,
         name: str,

@@ -54,7 +54,7 @@ def connect() -> Any:
     import duckdb
 
     con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: its cursors too
     return con
 
 
@@ -103,15 +103,16 @@ def versions(
 
 
 # A training frame's join of one view over the log, as the README shows it: the ASOF JOIN
-# takes one inequality, so (event time, version id) become one HUGEINT key, the row's side
+# takes one inequality, so (event time, version id) become one HUGEINT key (event time x
+# 2^64 + version id: a product, not a shift, which DuckDB refuses before 1970), the row's side
 # carrying the largest version id: the greatest event time at or before the row's time
 # wins, ties to the last written; the ttl is checked on the winner.
 FRAME_SQL = """
 SELECT e.__rid, {columns}
-FROM (SELECT *, (__ts::HUGEINT << 64) + 9223372036854775807 AS __k FROM edf) e
+FROM (SELECT *, __ts::HUGEINT * 18446744073709551616 + 9223372036854775807 AS __k FROM edf) e
 ASOF LEFT JOIN (
     SELECT c.code AS entity_id, epoch_us(v.event_time) AS et,
-           (epoch_us(v.event_time)::HUGEINT << 64) + v.version_id AS __k, {features}
+           epoch_us(v.event_time)::HUGEINT * 18446744073709551616 + v.version_id AS __k, {features}
     FROM {source} v
     JOIN codes c ON v.entity_id = c.entity_id
     WHERE {bounds}

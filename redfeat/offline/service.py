@@ -141,26 +141,40 @@ class Training:
         # into the scan, and Redis is not read at all.
         import pyarrow as pa
 
-        from . import logsql
+        from . import asof, logsql
 
         self.sync()
         con = logsql.connect()
         root = self._offline.root
+        lock = threading.Lock()
+
+        def cursor() -> Any:
+            with lock:  # a connection is not for two threads at once: one cursor each
+                return con.cursor()
 
         def from_log(w: Wanted, ents: list[str], lo: int | None, hi: int | None) -> Any:
-            got = logsql.versions(
-                con, root, w.res.view, list(w.features), pa.array(ents, pa.string()), lo, hi
-            )
+            cur = cursor()
+            try:
+                got = logsql.versions(
+                    cur, root, w.res.view, list(w.features), pa.array(ents, pa.string()), lo, hi
+                )
+            finally:
+                cur.close()
             if progress is not None:
                 progress(w.res.name, len(ents), len(ents))
             return got
 
-        direct_con = logsql.connect()  # the joins run on the frame's worker threads
-        lock = threading.Lock()
+        log = self._offline
 
         def direct(w: Wanted, edf: Any, codes: Any, lo: int | None, hi: int | None) -> Any:
-            with lock:  # a connection is not for two threads at once: one cursor each
-                cur = direct_con.cursor()
+            feats = list(w.features)
+            runs = log.runs(w.res.view, ["entity_id", "event_time", "version_id", *feats], lo, hi)
+            if runs is None:
+                return None
+            got = asof.join(runs, feats, edf, codes, w.res.view.ttl_us)
+            if got is not None:
+                return got
+            cur = cursor()  # keys too wide for int64: DuckDB's ASOF JOIN
             try:
                 return logsql.join(
                     cur, root, w.res.view, list(w.features), edf, codes, w.res.view.ttl_us,
@@ -173,7 +187,6 @@ class Training:
             return training_frame(entity_df, wanted, from_log, direct=direct, **opts)
         finally:
             con.close()
-            direct_con.close()
 
     def sync(self) -> None:
         """Log what the feeds hold that the log has not taken yet (with a feeder in this

@@ -238,7 +238,10 @@ def export(
 @connected
 def training_frame_cmd(
     conn: Conn,
-    entities: Annotated[Path, typer.Argument(help="Parquet or CSV with entity_id, event_time")],
+    entities: Annotated[
+        Path,
+        typer.Argument(help="Parquet (a file or a directory) or CSV with entity_id, event_time"),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write")],
     features: Annotated[
         str | None, typer.Option(help="comma-separated view:feature list (or --service)")
@@ -250,43 +253,48 @@ def training_frame_cmd(
     event_time_column: str = "event_time",
     full_feature_names: bool = False,
     filter_by_written_at: bool = False,
+    chunk_rows: Annotated[
+        int, typer.Option(min=1, help="rows joined at a time (memory holds one chunk)")
+    ] = 1_000_000,
 ) -> None:
     """Point-in-time correct features for each (entity, time) row of ENTITIES: the
-    --features listed, or those of a feature --service."""
-    import pyarrow.csv as pacsv
+    --features listed, or those of a feature --service. ENTITIES (a Parquet file, a directory
+    of them, or a CSV) is read --chunk-rows rows at a time, so it may exceed memory."""
     import pyarrow.parquet as pq
-
-    from ..offline.transfer import write_parquet
 
     if (features is None) == (service is None):
         raise typer.BadParameter(
             "give the features to join: --features view:f,... or --service NAME (one of them)"
         )
-    table = pacsv.read_csv(entities) if entities.suffix == ".csv" else pq.read_table(entities)
     refs = None if features is None else [f.strip() for f in features.split(",") if f.strip()]
     with conn.open() as store, _progress() as bar:
-        tasks: dict[str, Any] = {}
-
-        def step(view: str, done: int, total: int) -> None:
-            if view not in tasks:
-                tasks[view] = bar.add_task(escape(f"reading {view}"), total=total)
-            bar.update(tasks[view], completed=done)
-
-        result = store.training_frame(
-            table,
+        task = bar.add_task("joining rows", total=None)
+        rows = store.write_training_frame(
+            out,
+            entities,
             refs,
             service=service,
             entity_column=entity_column,
             event_time_column=event_time_column,
             full_feature_names=full_feature_names,
             filter_by_written_at=filter_by_written_at,
-            as_arrow=True,
-            progress=step,
+            chunk_rows=chunk_rows,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    write_parquet(result, out)
-    n = result.num_columns - table.num_columns
+    n = len(pq.read_schema(out).names) - len(_input_columns(entities))
     what = "" if service is None else f" of service {service!r}"
-    console.print(escape(f"{result.num_rows:,} rows x {n} features{what} written to {out}"))
+    console.print(escape(f"{rows:,} rows x {n} features{what} written to {out}"))
+
+
+def _input_columns(path: Path) -> list[str]:
+    if path.suffix.lower() == ".csv":
+        import pyarrow.csv as pacsv
+
+        with pacsv.open_csv(path) as reader:
+            return list(reader.schema.names)
+    import pyarrow.dataset as ds
+
+    return list(ds.dataset(path, format="parquet").schema.names)
 
 
 @app.command("worker")

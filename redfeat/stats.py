@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
+from redis.cluster import RedisCluster
 
 from .core.codec import READ, normalize_id
 from .core.context import Ctx
@@ -179,13 +180,21 @@ def operations(metrics: Metrics) -> dict[str, dict[str, Any]]:
 
 
 def _server(client: redis.Redis) -> dict[str, Any]:
-    info: dict[str, Any] = client.info("memory")
+    """The server's memory and key count; on a cluster summed over the masters (memory,
+    keys; fragmentation: the worst master's), ``masters`` saying how many."""
+    if isinstance(client, RedisCluster):
+        reply: Any = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        infos = [reply] if "used_memory" in reply else list(reply.values())
+        dbsize = client.dbsize(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        infos, dbsize = [client.info("memory")], client.dbsize()
     return {
-        "used_memory": int(info["used_memory"]),
-        "used_memory_peak": int(info["used_memory_peak"]),
-        "maxmemory": int(info.get("maxmemory", 0)),
-        "fragmentation": float(info.get("mem_fragmentation_ratio", 0.0)),
-        "dbsize": int(client.dbsize()),
+        "used_memory": sum(int(i["used_memory"]) for i in infos),
+        "used_memory_peak": sum(int(i["used_memory_peak"]) for i in infos),
+        "maxmemory": sum(int(i.get("maxmemory", 0)) for i in infos),
+        "fragmentation": max(float(i.get("mem_fragmentation_ratio", 0.0)) for i in infos),
+        "dbsize": int(dbsize),
+        **({"masters": len(infos)} if isinstance(client, RedisCluster) else {}),
     }
 
 

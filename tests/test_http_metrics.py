@@ -9,7 +9,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.cluster import RedisCluster
 from starlette.testclient import TestClient
 
 from redfeat import FeatureStore, FeatureView, Field
@@ -121,3 +123,14 @@ def test_profile_flush_age_grows_until_a_flush(store: FeatureStore) -> None:
     store.stats()  # flushed again
     after = store.stats(storage=False)["profiles"]
     assert after["flush_age_s"] == 0.0 and after["last_flush_s"] is not None
+
+
+def test_server_numbers_count_every_master(store: FeatureStore, client: redis.Redis) -> None:
+    # on a cluster: summed over the masters (one node's INFO would show a third of it)
+    store.apply(FeatureView("users", entity="user", fields=[Field("spend", t.Float)]))
+    store.write_many("users", [{"entity_id": f"u{i}", "spend": 1.0} for i in range(300)])
+    server = store.stats(storage=False)["server"]
+    mine = sum(1 for _ in client.scan_iter(match=f"rf:{store.project}:*", count=1000))
+    assert server["dbsize"] >= mine >= 300
+    assert server["used_memory"] > 0
+    assert server.get("masters", 1) == (3 if isinstance(client, RedisCluster) else 1)

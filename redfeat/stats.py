@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
+from redis.cluster import RedisCluster
 
 from .core.codec import READ, normalize_id
 from .core.context import Ctx
@@ -179,13 +180,21 @@ def operations(metrics: Metrics) -> dict[str, dict[str, Any]]:
 
 
 def _server(client: redis.Redis) -> dict[str, Any]:
-    info: dict[str, Any] = client.info("memory")
+    """The server's memory and key count; on a cluster summed over the masters (memory,
+    keys; fragmentation: the worst master's), ``masters`` saying how many."""
+    if isinstance(client, RedisCluster):
+        reply: Any = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        infos = [reply] if "used_memory" in reply else list(reply.values())
+        dbsize = client.dbsize(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        infos, dbsize = [client.info("memory")], client.dbsize()
     return {
-        "used_memory": int(info["used_memory"]),
-        "used_memory_peak": int(info["used_memory_peak"]),
-        "maxmemory": int(info.get("maxmemory", 0)),
-        "fragmentation": float(info.get("mem_fragmentation_ratio", 0.0)),
-        "dbsize": int(client.dbsize()),
+        "used_memory": sum(int(i["used_memory"]) for i in infos),
+        "used_memory_peak": sum(int(i["used_memory_peak"]) for i in infos),
+        "maxmemory": sum(int(i.get("maxmemory", 0)) for i in infos),
+        "fragmentation": max(float(i.get("mem_fragmentation_ratio", 0.0)) for i in infos),
+        "dbsize": int(dbsize),
+        **({"masters": len(infos)} if isinstance(client, RedisCluster) else {}),
     }
 
 
@@ -206,7 +215,8 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
     event by the server's clock, the change-feed lag a consumer that is up to date with the
     feed can have; ``span_s``: how far back a cursor can resume) and the ingest stream
     (``backlog``: rows not yet read by a worker group, ``pending``: read, not acknowledged,
-    ``lag_s``: age of the oldest row not yet acknowledged, ``dead_letters``)."""
+    ``lag_s``: age of the oldest row not yet acknowledged, ``dead_letters``). In a
+    partitioned project each is summed (the ages: the oldest) over the partitions."""
     client: Any = ctx.client  # redis-py's stream replies are loosely typed
     k = ctx.keys
     views = [v.name for v in ctx.registry.views()]
@@ -218,20 +228,26 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
                 pipe.xlen(f)
                 pipe.xrevrange(f, count=1)
                 pipe.xrange(f, count=1)
-            pipe.xlen(k.ingest(v))
-            pipe.xinfo_groups(k.ingest(v))
-            pipe.xlen(k.dead_letters(v))
+            for i in k.ingests(v):
+                pipe.xlen(i)
+                pipe.xinfo_groups(i)
+            for d in k.dead_letter_streams(v):
+                pipe.xlen(d)
         replies = pipe.execute(raise_on_error=False)
         now_ms = int(sec) * 1000 + int(usec) // 1000
         out: dict[str, Any] = {}
         second = client.pipeline(transaction=False)
-        asks: list[tuple[str, str, str]] = []
+        asks: list[str] = []
+        unread: list[tuple[str, str]] = []  # (view, stream) pushed to, never read by a group
         at = 0
-        nfeeds = max(1, k.partitions)
+        nparts = max(1, k.partitions)
         for v in views:
-            feeds = replies[at : at + 3 * nfeeds]
-            ilen, groups, dead = replies[at + 3 * nfeeds : at + 3 * nfeeds + 3]
-            at += 3 * nfeeds + 3
+            feeds = replies[at : at + 3 * nparts]
+            at += 3 * nparts
+            streams = replies[at : at + 2 * nparts]
+            at += 2 * nparts
+            deads = replies[at : at + nparts]
+            at += nparts
             newest_ms = [_id_ms(_first_id(r)) for r in feeds[1::3] if r]
             oldest_ms = [_id_ms(_first_id(r)) for r in feeds[2::3] if r]
             entries = sum(int(n) for n in feeds[0::3] if not isinstance(n, Exception))
@@ -239,45 +255,51 @@ def realtime(ctx: Ctx) -> dict[str, Any]:
             if newest_ms and oldest_ms:
                 feed["age_s"] = max(0, now_ms - max(newest_ms)) / 1000
                 feed["span_s"] = (max(newest_ms) - min(oldest_ms)) / 1000
-            if isinstance(groups, Exception):  # no stream yet: nothing was pushed
-                groups = []
-            backlog = int(ilen) if not groups and not isinstance(ilen, Exception) else 0
-            pending = 0
-            for g in groups:
-                g = {_text(a): b for a, b in g.items()}
-                lag = g.get("lag")
-                backlog = max(backlog, int(ilen) if lag is None else int(lag))
-                pending += int(g.get("pending") or 0)
-                name, last = _text(g["name"]), _text(g.get("last-delivered-id") or "0-0")
-                second.xpending(k.ingest(v), name)
-                second.xrange(k.ingest(v), min=f"({last}", count=1)
-                asks.append((v, name, last))
+            backlog = pending = 0
+            for key, ilen, groups in zip(k.ingests(v), streams[0::2], streams[1::2], strict=True):
+                if isinstance(groups, Exception):  # no stream yet: nothing was pushed
+                    groups = []
+                n = 0 if isinstance(ilen, Exception) else int(ilen)
+                behind = n if not groups else 0
+                for g in groups:
+                    g = {_text(a): b for a, b in g.items()}
+                    lag = g.get("lag")
+                    behind = max(behind, n if lag is None else int(lag))
+                    pending += int(g.get("pending") or 0)
+                    last = _text(g.get("last-delivered-id") or "0-0")
+                    second.xpending(key, _text(g["name"]))
+                    second.xrange(key, min=f"({last}", count=1)
+                    asks.append(v)
+                if not groups and n:
+                    unread.append((v, key))
+                backlog += behind
             out[v] = {
                 "feed": feed,
                 "ingest": {
                     "backlog": backlog,
                     "pending": pending,
                     "lag_s": 0.0,
-                    "dead_letters": 0 if isinstance(dead, Exception) else int(dead),
+                    "dead_letters": sum(int(d) for d in deads if not isinstance(d, Exception)),
                 },
             }
-            if not groups and backlog:  # pushed, but no worker ever read it
-                first = client.xrange(k.ingest(v), count=1)
-                if first:
-                    out[v]["ingest"]["lag_s"] = max(0, now_ms - _id_ms(first[0][0])) / 1000
-        if asks:
+        for _v, key in unread:  # pushed, but no worker ever read it
+            second.xrange(key, count=1)
+        if asks or unread:
             more = second.execute(raise_on_error=False)
-            for j, (v, _name, _last) in enumerate(asks):
+            for j, v in enumerate(asks):
                 summary, undelivered = more[2 * j], more[2 * j + 1]
-                oldest_ms = []
+                oldest = []
                 if isinstance(summary, dict) and summary.get("pending"):
-                    oldest_ms.append(_id_ms(summary["min"]))
+                    oldest.append(_id_ms(summary["min"]))
                 if isinstance(undelivered, list) and undelivered:
-                    oldest_ms.append(_id_ms(undelivered[0][0]))
-                if oldest_ms:
-                    lag = max(0, now_ms - min(oldest_ms)) / 1000
+                    oldest.append(_id_ms(undelivered[0][0]))
+                if oldest:
                     ing = out[v]["ingest"]
-                    ing["lag_s"] = max(ing["lag_s"], lag)
+                    ing["lag_s"] = max(ing["lag_s"], max(0, now_ms - min(oldest)) / 1000)
+            for (v, _key), first in zip(unread, more[2 * len(asks) :], strict=True):
+                if isinstance(first, list) and first:
+                    ing = out[v]["ingest"]
+                    ing["lag_s"] = max(ing["lag_s"], max(0, now_ms - _id_ms(first[0][0])) / 1000)
     return out
 
 

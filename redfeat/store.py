@@ -21,7 +21,7 @@ from redis.cluster import RedisCluster
 from .core import args
 from .core.conn import Direct, cluster_from_url, detect_capabilities, is_cluster
 from .core.context import Ctx
-from .core.durability import Durability, check_mode
+from .core.durability import Durability, check_mode, check_replicas
 from .core.embedded import EmbeddedServer, ServerInfo, holds_data
 from .core.keys import Keys
 from .core.metrics import Metrics, timed
@@ -232,6 +232,8 @@ class FeatureStore:
                 conn.connect()
                 if dur.persistence is None:
                     dur.verify(conn)
+            if dur.replicated:
+                check_replicas(client, dur.replicas)
         except redis.RedisError as exc:
             self.close()
             raise backend_error("cannot reach the server", exc) from exc
@@ -267,7 +269,11 @@ class FeatureStore:
             feed_cap,
             feed_retention_ms=retention_ms,
             observer=self._monitor,
-            replicate=dur.replicate if dur.replicated else None,
+            # every node a write call touches confirms it: WAIT for its replicas; on a
+            # cluster also WAITAOF on each ("always"); one node's is confirmed per call
+            confirm=dur.on_node
+            if dur.replicated or (is_cluster(client) and dur.mode == "always")
+            else None,
         )
         self._transforms = _Lazy(_transform_registry)
         self._deriver = Deriver(ctx, self._transforms, reader=self)
@@ -717,7 +723,7 @@ class FeatureStore:
                 ctx.client.unlink(
                     *ctx.keys.feeds(view),
                     *ctx.keys.ingests(view),
-                    ctx.keys.dead_letters(view),
+                    *ctx.keys.dead_letter_streams(view),
                     ctx.keys.materialized(view),  # a view made again loads from the start
                 )
             )

@@ -83,15 +83,41 @@ class Writes:
     @contextlib.contextmanager
     def _confirmed(self) -> Iterator[None]:
         """Around one write call: once it returns, confirm its fsync where the promised
-        durability needs WAITAOF (this thread's raw connection carried the writes)."""
+        durability needs WAITAOF (this thread's raw connection carried the writes). On a
+        cluster the writer confirms each node's part itself, on that node."""
+        if self._ctx.direct.cluster is not None:
+            yield
+            return
         conn = self._ctx.direct.conn()
         mark = self._durability.mark(conn)
         yield
         self._durability.confirm(conn, mark, self._ctx.keys.durability)
 
     def sync(self) -> None:
-        """Confirm the fsync of writes made on the client's pool (push, window events)."""
-        self._durability.sync(self._ctx.client, self._ctx.keys.durability)
+        """Confirm the fsync of writes made on the client's pool (push, window events); on
+        a cluster on every master, in parallel (each with a barrier on one of its slots)."""
+        direct = self._ctx.direct
+        if direct.cluster is None:
+            self._durability.sync(self._ctx.client, self._ctx.keys.durability)
+            return
+        if not self._durability.confirms:
+            return
+        names = [str(n.name) for n in direct.cluster.get_primaries()]  # type: ignore[no-untyped-call]
+        barriers: dict[str, str] = {}
+        n = 0
+        while len(barriers) < len(names) and n < 100_000:
+            key = self._ctx.keys.durability_slot(n)
+            barriers.setdefault(direct.node_of(key), key)
+            n += 1
+
+        def node(name: str) -> None:
+            key = barriers[name]
+            direct.retrying(
+                lambda: self._durability.confirm_node(direct.conn(key), key),
+                what="confirming the fsync (WAITAOF)",
+            )
+
+        direct.parallel(node, [m for m in names if m in barriers])
 
     # -- the verbs ------------------------------------------------------------------------
 

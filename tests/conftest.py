@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -116,6 +116,32 @@ def embedded_url(embedded: ServerInfo) -> str:
     return embedded.url()
 
 
+@pytest.fixture
+def backend_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The URL of the current backend, for a subprocess or ``FeatureStore.from_url``
+    (``redis+cluster://...`` on the cluster)."""
+    if backend == "url":
+        return os.environ["REDFEAT_TEST_URL"]
+    if backend == "cluster":
+        info: ClusterInfo = request.getfixturevalue("cluster")
+        return info.url()
+    server: ServerInfo = request.getfixturevalue("embedded")
+    return server.url()
+
+
+def _kill_pubsub(client: redis.Redis) -> None:
+    if isinstance(client, RedisCluster):  # a subscriber's connection is on one of the nodes
+        client.client_kill_filter(_type="pubsub", target_nodes=RedisCluster.ALL_NODES)
+    else:
+        client.client_kill_filter(_type="pubsub")
+
+
+@pytest.fixture
+def kill_pubsub() -> Callable[[redis.Redis], None]:
+    """Drops every pub/sub connection of the backend (of each node of a cluster)."""
+    return _kill_pubsub
+
+
 def _client(backend: str, request: pytest.FixtureRequest) -> redis.Redis:
     if backend == "url":
         return redis.Redis.from_url(os.environ["REDFEAT_TEST_URL"])
@@ -140,7 +166,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 # The cluster backend runs the conformance files of the data path (views, events, windows,
 # series, alerts, training, derived views, quality, validation, vectors, ingest, the near
-# cache, the offline log): running every file on three
+# cache, the offline log) and of the HTTP API and CLI: running every file on three
 # backends would take the suite past 10 minutes on 2 cores. REDFEAT_TEST_CLUSTER=all runs
 # every file on it.
 CLUSTER_FILES = {
@@ -159,25 +185,18 @@ CLUSTER_FILES = {
     "test_ingest.py",
     "test_cache.py",
     "test_offlinelog.py",
+    # the HTTP API and the CLI (`--url redis+cluster://...`)
+    "test_server.py",
+    "test_http_routes.py",
+    "test_http_auth.py",
+    "test_http_metrics.py",
+    "test_http_openapi.py",
+    "test_api_regressions.py",
+    "test_server_regressions.py",
+    "test_cli_commands.py",
 }
-# Known gaps on a cluster (issue 13, not done yet), skipped with the reason.
-CLUSTER_GAPS = {
-    "test_every_write_kind_records_an_event": "events of entities of different partitions "
-    "are ordered by their millisecond, not by the order they were written",
-    "test_subscriber_in_another_process_sees_each_entity_in_order": "the test builds a "
-    "single-node URL for the subprocess",
-    "test_get_by_tuple_mapping_or_encoded_id": "the test pins the single-node key layout",
-    "test_subscription_reports_a_gap_and_replays_after_reconnect": "kills a client "
-    "connection of the single-node pool",
-    "test_a_write_from_another_process_is_searchable": "the test builds a single-node URL "
-    "for the subprocess",
-    "test_a_killed_worker_loses_nothing_and_duplicates_nothing": "the test builds a "
-    "single-node client for the subprocess",
-    "test_writes_from_another_process_invalidate": "the test builds a single-node client "
-    "for the subprocess",
-    "test_a_lost_connection_rebuilds_the_index": "CLIENT KILL reaches one node; the pub/sub "
-    "connection may be on another",
-}
+# Behaviour that truly differs on a cluster (README "Scaling out"), skipped with the reason.
+CLUSTER_GAPS: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -72,7 +72,7 @@ def test_lru_eviction_and_preload(client: redis.Redis, project: str) -> None:
 
 
 def test_writes_from_another_process_invalidate(
-    client: redis.Redis, project: str, embedded_url: str, backend: str
+    client: redis.Redis, project: str, backend_url: str
 ) -> None:
     store = cached(client, project)
     try:
@@ -82,16 +82,11 @@ def test_writes_from_another_process_invalidate(
         assert store.cache is not None
         hits = store.cache.hits
         assert store.get("v", "a") == {"x": 1} and store.cache.hits == hits + 1  # cached
-        url = embedded_url if backend == "embedded" else None
-        kwargs = "" if url else repr(dict(client.connection_pool.connection_kwargs))
         code = f"""
-            import redis
             from redfeat import FeatureStore
-            client = redis.Redis.from_url({url!r}) if {url!r} else redis.Redis(
-                host="127.0.0.1", port=6379, db=15)
-            FeatureStore(client=client, project={project!r}).write("v", "a", {{"x": 2}})
+            with FeatureStore.from_url({backend_url!r}, project={project!r}) as store:
+                store.write("v", "a", {{"x": 2}})
         """
-        assert kwargs is not None
         subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=True, timeout=60)
         assert wait_for(lambda: store.get("v", "a") == {"x": 2})
         assert store.cache is not None and store.cache.stats()["invalidations"] >= 1

@@ -22,9 +22,9 @@ T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 @pytest.fixture
-def url(backend: str, embedded: ServerInfo) -> str:
+def url(backend_url: str) -> str:
     """The URL of the ``store`` fixture's server, for a CLI in another process."""
-    return os.environ["REDFEAT_TEST_URL"] if backend == "url" else embedded.url()
+    return backend_url
 
 
 def redfeat(

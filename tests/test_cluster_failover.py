@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.cluster import ClusterNode, RedisCluster
 
 from redfeat import BackendError, ConfigurationError, FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.core.cluster import LocalCluster
+from redfeat.core.cluster import ClusterInfo, LocalCluster
+from redfeat.core.durability import Durability
 
 BATCHES = 40
 ROWS = 200
@@ -117,6 +119,51 @@ def test_replicated_writes_lose_nothing_acknowledged_when_a_master_dies(tmp_path
 def test_replicated_is_refused_without_replicas(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="replicas"):
         FeatureStore(data_dir=tmp_path / "home", durability="replicated")
+
+
+def test_replicated_is_refused_on_a_cluster_whose_masters_have_no_replica(
+    tmp_path: Path,
+) -> None:
+    local = LocalCluster(tmp_path / "cluster", masters=1, replicas=0)
+    info = local.start()
+    try:
+        with pytest.raises(ConfigurationError, match=r"master 127\.0\.0\.1:\d+ has 0.*Add"):
+            FeatureStore.from_url(info.url(), project="r0", durability="replicated")
+        FeatureStore.from_url(info.url(), project="r0").close()  # the default opens
+    finally:
+        local.stop()
+
+
+def _waitaofs(client: RedisCluster) -> dict[str, int]:
+    stats = client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+    return {n: int(s.get("cmdstat_waitaof", {}).get("calls", 0)) for n, s in stats.items()}
+
+
+def test_always_confirms_on_every_node_a_write_touched(cluster: ClusterInfo) -> None:
+    # The embedded binary's WAITAOF answers before the fsync under everysec (see
+    # core/durability.py): trusted here only to count where it is sent.
+    nodes = [ClusterNode(h, p) for h, p in cluster.startup_nodes()]  # type: ignore[no-untyped-call]
+    client = RedisCluster(startup_nodes=nodes)
+    store = FeatureStore(
+        client=client, project="always", durability=Durability("always", trust_waitaof=True)
+    )
+    try:
+        assert store.durability.confirms
+        store.apply(FeatureView("v", entity="e", fields=[Field("n", t.Int)], history=10))
+        before = _waitaofs(client)
+        store.write_many("v", [{"entity_id": f"e{i}", "n": i} for i in range(300)])
+        after = _waitaofs(client)
+        assert len(after) == 3 and all(after[n] > before.get(n, 0) for n in after)
+        before = after
+        store.push("v", [{"entity_id": f"e{i}", "n": i} for i in range(300)])
+        after = _waitaofs(client)
+        assert all(after[n] > before[n] for n in after)  # a push confirms on every master
+        assert store.get("v", "e299") == {"n": 299}
+    finally:
+        store.close()
+        for key in client.scan_iter(match="rf:always:*"):
+            client.unlink(key)
+        client.close()
 
 
 def test_server_start_cluster_serves_the_cli_by_url(tmp_path: Path) -> None:

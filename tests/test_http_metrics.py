@@ -9,7 +9,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.cluster import RedisCluster
 from starlette.testclient import TestClient
 
 from redfeat import FeatureStore, FeatureView, Field
@@ -90,7 +92,9 @@ def test_store_numbers_are_the_ones_stats_reports(http: TestClient, store: Featu
             assert value(m, f"{name}_bucket", op=op, le=repr(float(le))) == n, (op, le)
         assert value(m, "redfeat_store_operation_errors_total", op=op) == s["errors"] == 0
     ingest = stats["realtime"]["users"]["ingest"]
-    assert value(m, "redfeat_ingest_backlog", view="users") == ingest["backlog"] == 1  # 1 push
+    # 1 push: one batch (on a cluster one per partition of the rows' entities)
+    batches = len({store.keys.partition(e) for e in ("p1", "p2")})
+    assert value(m, "redfeat_ingest_backlog", view="users") == ingest["backlog"] == batches
     assert value(m, "redfeat_dead_letters", view="users") == 0
     assert value(m, "redfeat_ingest_lag_seconds", view="users") >= 0
     feed = stats["realtime"]["users"]["feed"]
@@ -119,3 +123,14 @@ def test_profile_flush_age_grows_until_a_flush(store: FeatureStore) -> None:
     store.stats()  # flushed again
     after = store.stats(storage=False)["profiles"]
     assert after["flush_age_s"] == 0.0 and after["last_flush_s"] is not None
+
+
+def test_server_numbers_count_every_master(store: FeatureStore, client: redis.Redis) -> None:
+    # on a cluster: summed over the masters (one node's INFO would show a third of it)
+    store.apply(FeatureView("users", entity="user", fields=[Field("spend", t.Float)]))
+    store.write_many("users", [{"entity_id": f"u{i}", "spend": 1.0} for i in range(300)])
+    server = store.stats(storage=False)["server"]
+    mine = sum(1 for _ in client.scan_iter(match=f"rf:{store.project}:*", count=1000))
+    assert server["dbsize"] >= mine >= 300
+    assert server["used_memory"] > 0
+    assert server.get("masters", 1) == (3 if isinstance(client, RedisCluster) else 1)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
@@ -38,16 +37,18 @@ def test_push_then_worker_writes_and_dead_letters(store: FeatureStore) -> None:
     assert store.run_worker(["v"], until_idle=True).rows == 0
 
 
-def _crash_mid_batch(kwargs: dict[str, Any], project: str) -> None:
-    """Read a batch, write part of it, die without acknowledging (kill -9 mid-batch)."""
-    store = FeatureStore(client=redis.Redis(**kwargs), project=project)
+def _crash_mid_batch(url: str, project: str, upto: int) -> None:
+    """Read the batch of e0's partition (all of them on one node), write its rows up to
+    x == ``upto``, die without acknowledging (kill -9 mid-batch)."""
+    store = FeatureStore.from_url(url, project=project)
     worker = store.worker(["v"], consumer="doomed")
     client: Any = store.client
-    reply = client.xreadgroup("redfeat", "doomed", {store.keys.prefix + "ingest:v": ">"}, count=1)
+    stream = store.keys.ingest("v", store.keys.partition("e0"))
+    reply = client.xreadgroup("redfeat", "doomed", {stream: ">"}, count=1)
     (_stream, ((_entry, data),)) = reply[0]
     import msgspec
 
-    rows = msgspec.msgpack.decode(data[b"rows"])[:100]
+    rows = [r for r in msgspec.msgpack.decode(data[b"rows"]) if r["x"] <= upto]
     from datetime import UTC, datetime
 
     for row in rows:
@@ -58,29 +59,29 @@ def _crash_mid_batch(kwargs: dict[str, Any], project: str) -> None:
 
 
 def test_a_killed_worker_loses_nothing_and_duplicates_nothing(
-    store: FeatureStore, client: redis.Redis
+    store: FeatureStore, backend_url: str
 ) -> None:
     setup(store)
     store.push("v", [{"entity_id": f"e{i}", "x": i} for i in range(400)])
     store.worker(["v"])  # creates the group before the crash
-    kwargs = {
-        k: v
-        for k, v in client.connection_pool.connection_kwargs.items()
-        if k in ("host", "port", "db", "password")
-    }
-    if "path" in client.connection_pool.connection_kwargs:
-        kwargs["unix_socket_path"] = client.connection_pool.connection_kwargs["path"]
-    proc = mp.get_context("spawn").Process(target=_crash_mid_batch, args=(kwargs, store.project))
+    # the rows of e0's batch (e0's partition's on a cluster; all of them on one node)
+    mine = [i for i in range(400) if store.keys.partition(f"e{i}") == store.keys.partition("e0")]
+    upto = mine[len(mine) // 2]
+    proc = mp.get_context("spawn").Process(
+        target=_crash_mid_batch, args=(backend_url, store.project, upto)
+    )
     proc.start()
     proc.join(60)
     assert proc.exitcode == -signal.SIGKILL
-    assert store.get("v", "e50") == {"x": 50}  # part of the batch was written
-    assert store.get("v", "e300") is None  # the rest was not
+    assert store.get("v", f"e{upto}") == {"x": upto}  # part of the batch was written
+    assert store.get("v", f"e{mine[-1]}") is None  # the rest was not
     stats = store.run_worker(["v"], until_idle=True, claim_idle=0.0)
     assert stats.claimed == 1
-    for i in (0, 50, 150, 399):
+    for i in {0, upto, mine[-1], 150, 399}:
         assert store.get("v", f"e{i}") == {"x": i}
         assert len(store.history("v", f"e{i}")) == 1  # the replay made no second version
+    got = store.get_many("v", [f"e{i}" for i in range(400)])
+    assert got == [{"x": i} for i in range(400)]
 
 
 def _wait_for(check: Any, seconds: float = 20.0) -> None:
@@ -117,3 +118,35 @@ def test_a_worker_waits_out_a_server_outage(
     finally:
         store.close()
         EmbeddedServer(data_dir).stop(force=True)
+
+
+def test_a_waiting_worker_takes_a_push_at_once_and_stats_count_every_partition(
+    store: FeatureStore,
+) -> None:
+    # On one node the worker blocks in XREADGROUP; on a cluster (streams on many slots) it
+    # waits on the push channel: either way a push is taken long before ``block`` ends.
+    setup(store)
+    rows: list[dict[str, Any]] = [{"entity_id": f"e{i}", "x": i} for i in range(100)]
+    rows.append({"entity_id": "bad", "x": -1})
+    parts = {store.keys.partition(str(r["entity_id"])) for r in rows}
+    store.push("v", rows)
+    ingest = store.stats(storage=False)["realtime"]["v"]["ingest"]
+    assert ingest["backlog"] == len(parts)  # one batch per partition the push touched
+    assert ingest["lag_s"] >= 0
+    store.run_worker(["v"], until_idle=True)
+    worker = store.worker(["v"], block=10.0)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)  # the worker found nothing and waits
+        started = time.monotonic()
+        store.push("v", [{"entity_id": f"e{i}", "x": i + 1} for i in range(100)])
+        _wait_for(lambda: store.get_many("v", ["e0", "e99"]) == [{"x": 1}, {"x": 100}])
+        assert time.monotonic() - started < 5.0
+    finally:
+        worker.stop()
+        thread.join(15)
+    assert not thread.is_alive()
+    ingest = store.stats(storage=False)["realtime"]["v"]["ingest"]
+    assert (ingest["backlog"], ingest["pending"], ingest["dead_letters"]) == (0, 0, 1)
+    assert [d["row"] for d in store.dead_letters("v")] == [{"entity_id": "bad", "x": -1}]

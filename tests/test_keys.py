@@ -109,6 +109,8 @@ def test_the_partitioned_layout() -> None:
         P.history("user_profile", "u1"): f"rf:shop:{tag}:u1:h",
         P.feed("user_profile", 3): "rf:shop:feed:{user_profile|:3.21}",
         P.ingest("user_profile", 3): "rf:shop:ingest:{user_profile|:3.21}",
+        P.dead_letters("user_profile", 3): "rf:shop:dead:{user_profile|:3.21}",
+        P.ingest_bell("user_profile"): "rf:shop:pushed:user_profile",
         P.alerts("rules"): "rf:shop:alerts:{a}:rules",
         P.alert_history("cpu_hot"): "rf:shop:alerts:{a}:history:cpu_hot",
         P.registry: "rf:shop:registry",
@@ -117,6 +119,7 @@ def test_the_partitioned_layout() -> None:
     for built, want in golden.items():
         assert built == want
     assert len(P.feeds("v")) == 16 and len(K.feeds("v")) == 1
+    assert len(P.ingests("v")) == len(P.dead_letter_streams("v")) == 16
 
 
 def test_partitioned_keys_parse_back_and_spread_over_the_slots() -> None:
@@ -129,6 +132,7 @@ def test_partitioned_keys_parse_back_and_spread_over_the_slots() -> None:
         P.window_tiles("w", "u1"): Parsed("entity", "w", "u1", "w"),
         P.feed("v", 7): Parsed("feed", "v", None, "7"),
         P.ingest("v", 0): Parsed("ingest", "v", None, "0"),
+        P.dead_letters("v", 5): Parsed("dead", "v", None, "5"),
         P.alerts("state"): Parsed("alerts", "state"),
     }
     for key, want in cases.items():

@@ -156,7 +156,7 @@ def test_pushed_rows_of_one_entity_replay_without_duplicates(store: FeatureStore
     import msgspec
 
     client: Any = store.client
-    ((_, data),) = client.xrange(store.keys.prefix + "ingest:v")
+    ((_, data),) = client.xrange(store.keys.ingest("v", store.keys.partition("a")))
     rows = msgspec.msgpack.decode(data[b"rows"])
     for row in rows:
         row["__event_time_us"] = datetime.fromtimestamp(row["__event_time_us"] / 1e6, UTC)

@@ -26,7 +26,6 @@ from starlette.testclient import TestClient
 
 from redfeat import FeatureStore, FeatureView, Field
 from redfeat import types as t
-from redfeat.core.embedded import ServerInfo
 from redfeat.quality.profiles import Profile, add_column
 from redfeat.serve.http import create_app
 from redfeat.serve.web import bins, svg
@@ -636,10 +635,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_redfeat_serve_over_real_http(embedded: ServerInfo, project: str, tmp_path: Path) -> None:
+def test_redfeat_serve_over_real_http(
+    backend_url: str, client: Any, project: str, tmp_path: Path
+) -> None:
+    # on every backend: `redfeat serve --url redis+cluster://...` on the cluster
     port = _free_port()
     exe = Path(sys.executable).with_name("redfeat")
-    env = {**os.environ, "REDFEAT_URL": embedded.url(), "REDFEAT_PROJECT": project}
+    env = {**os.environ, "REDFEAT_URL": backend_url, "REDFEAT_PROJECT": project}
     proc = subprocess.Popen(
         [str(exe), "serve", "--port", str(port)],
         env=env,
@@ -675,11 +677,10 @@ def test_redfeat_serve_over_real_http(embedded: ServerInfo, project: str, tmp_pa
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
-        client = embedded.client()  # the keys the served store wrote (quality counters)
+        # the keys the served store wrote (quality counters)
         batch = list(client.scan_iter(match=f"rf:{project}:*", count=1000))
         if batch:
             client.unlink(*batch)
-        client.close()
     # uvicorn re-raises the SIGTERM it caught once it has shut down (the store closed first)
     assert proc.returncode in (0, -signal.SIGTERM)
 

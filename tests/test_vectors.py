@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -410,21 +409,16 @@ def test_writes_and_deletes_from_another_store_are_searchable_within_100ms(
 
 
 def test_a_write_from_another_process_is_searchable(
-    store: FeatureStore,
-    embedded_url: str,
-    backend: str,
-    indexes: list[VectorIndex],
+    store: FeatureStore, backend_url: str, indexes: list[VectorIndex]
 ) -> None:
     apply(store, dim=4)
     store.write("items", "a", {"emb": [1.0, 0.0, 0.0, 0.0]})
     index = VectorIndex(store._ctx, store, "items", "emb")
     indexes.append(index)
     index.build()
-    url = embedded_url if backend == "embedded" else os.environ["REDFEAT_TEST_URL"]
     code = f"""
-        import redis
         from redfeat import FeatureStore
-        store = FeatureStore(client=redis.Redis.from_url({url!r}), project={store.project!r})
+        store = FeatureStore.from_url({backend_url!r}, project={store.project!r})
         store.write("items", "b", {{"emb": [0.0, 1.0, 0.0, 0.0]}})
     """
     subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=True, timeout=60)
@@ -432,7 +426,11 @@ def test_a_write_from_another_process_is_searchable(
 
 
 def test_a_lost_connection_rebuilds_the_index(
-    store: FeatureStore, client: redis.Redis, project: str, indexes: list[VectorIndex]
+    store: FeatureStore,
+    client: redis.Redis,
+    project: str,
+    indexes: list[VectorIndex],
+    kill_pubsub: Callable[[redis.Redis], None],
 ) -> None:
     apply(store, dim=4)
     index = VectorIndex(store._ctx, store, "items", "emb")
@@ -447,7 +445,7 @@ def test_a_lost_connection_rebuilds_the_index(
     time.sleep(0.2)
     assert len(index) == 1
     # ...and a lost connection means events may have been missed: the index reloads.
-    client.client_kill_filter(_type="pubsub")
+    kill_pubsub(client)
     assert wait_for(lambda: len(index) == 2, timeout=10) < 10
     assert ids(index.search([0.0, 0.0, 1.0, 0.0], k=1)) == ["quiet"]
 

@@ -31,9 +31,11 @@ on the new connection: a server below the promise is raised to it when the store
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,39 @@ def check_mode(mode: object) -> str:
     if not isinstance(mode, str) or mode not in MODES:
         raise ConfigurationError(f"durability must be one of {list(MODES)}, got {mode!r}")
     return mode
+
+
+def check_replicas(client: Any, replicas: int) -> None:
+    """For durability "replicated", when a store opens: every master (each one of a
+    cluster) has at least ``replicas`` replicas connected, else ConfigurationError saying
+    what to do (a write would otherwise be applied, then refused by WAIT)."""
+    from redis.cluster import RedisCluster
+
+    try:
+        if isinstance(client, RedisCluster):
+            reply = client.info("replication", target_nodes=RedisCluster.PRIMARIES)
+            if "role" in reply:  # one master: its reply as it is
+                reply = {str(client.get_primaries()[0].name): reply}  # type: ignore[no-untyped-call]
+            infos = dict(reply)
+        else:
+            infos = {"": client.info("replication")}
+    except redis.RedisError as exc:
+        raise backend_error("cannot read the replication state (INFO replication)", exc) from exc
+    short = {
+        node: int(info.get("connected_slaves") or 0)
+        for node, info in infos.items()
+        if int(info.get("connected_slaves") or 0) < replicas
+    }
+    if short:
+        where = ", ".join(
+            f"{'the server' if not node else 'master ' + node} has {n}" for node, n in short.items()
+        )
+        raise ConfigurationError(
+            f"durability='replicated' needs {replicas} replica(s) connected to every master; "
+            f"{where}. Add replicas (CLUSTER REPLICATE on a cluster, REPLICAOF on one "
+            "server; `redfeat server start --cluster 3` gives each master one), open with "
+            "Durability('replicated', replicas=N) for fewer, or use durability='everysec'"
+        )
 
 
 def strictest(*modes: str) -> str:
@@ -335,7 +370,7 @@ class Durability:
         if not self._confirm:
             return
         epoch = self._epochs.get(conn, 0)
-        reconnected = epoch - mark > (1 if mark == 0 else 0)
+        reconnected = mark < 0 or epoch - mark > (1 if mark == 0 else 0)
         try:
             if reconnected:
                 conn.send_command("SET", barrier_key, self.mode)
@@ -355,6 +390,27 @@ class Durability:
                 "(WAITAOF): durability='always' cannot acknowledge it. The disk may be "
                 "slow or full; retrying the same write is safe"
             )
+
+    @contextlib.contextmanager
+    def on_node(self, conn: Any, key: str, barrier: str) -> Iterator[None]:
+        """Around the writes of one call on ``conn``, one cluster node's connection (or the
+        one node's, for "replicated"): once they are sent, WAIT for the replicas
+        ("replicated") or WAITAOF on that node ("always", where it needs it), so that
+        every node a write call touched confirms it. ``barrier``: a key on the slot of
+        ``key``, written first when ``conn`` reconnected during the call."""
+        mark = self.mark(conn)
+        yield
+        if self.replicated:
+            self.replicate(conn)
+        else:
+            self.confirm(conn, mark, barrier)
+
+    def confirm_node(self, conn: Any, barrier: str) -> None:
+        """``sync`` for one node's raw connection: a write to ``barrier`` (on that node),
+        then WAITAOF, covers every write the node took before it."""
+        if not self._confirm:
+            return
+        self.confirm(conn, -1, barrier)  # mark -1: always write the barrier first
 
     @property
     def replicated(self) -> bool:

@@ -13,6 +13,7 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:events:<view>            pub/sub channel of live change events
     rf:<project>:ingest:<view>            pushed rows for workers (stream, group "redfeat")
     rf:<project>:dead:<view>              rows workers refused, with the error (stream)
+    rf:<project>:pushed:<view>            pub/sub channel rung by a push (on a cluster)
     rf:<project>:mat:<view>               materialization: watermark, run in progress (hash)
     rf:<project>:vx:<view>:<field>:<sig>:<id>   mirror hash for a server vector index
     rf:<project>:vx:<view>:<field>:<sig>:idx    that FT index's name
@@ -24,6 +25,7 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
                                           of source writes to derive again
     rf:<project>:derive:lock              string with a ttl: held while those are derived
     rf:<project>:durability               string: WAITAOF barrier after a reconnect
+    rf:<project>:durability:{<tag>}       the same on one slot (one per node on a cluster)
 
 A project stored partitioned (on a Redis Cluster; ``partitions`` P > 0, kept in the
 registry) tags entity keys by partition instead of by entity, so that one write step of
@@ -32,6 +34,7 @@ many entities of one partition touches one slot, and splits each view's feed lik
     rf:<project>:{<view>|:<k>.<salt>}:<entity id>     latest (":h" history, ":w" tiles)
     rf:<project>:feed:{<view>|:<k>.<salt>}            change feed of partition k
     rf:<project>:ingest:{<view>|:<k>.<salt>}          pushed rows of partition k
+    rf:<project>:dead:{<view>|:<k>.<salt>}            dead letters of partition k
 
 k = crc32(escaped id) mod P; the salt is the smallest number that puts partition k's slot
 in the k-th P-th of the 16384 slots, so the partitions spread evenly over the masters.
@@ -200,11 +203,24 @@ class Keys:
         return f"{self.prefix}ingest:{view}"
 
     def ingests(self, view: str) -> list[str]:
+        """Every partition's ingest stream of a view (one when not partitioned)."""
         return [self.ingest(view, k) for k in range(max(1, self.partitions))]
 
-    def dead_letters(self, view: str) -> str:
-        """Stream: rows workers refused, with the error."""
+    def ingest_bell(self, view: str) -> str:
+        """Pub/sub channel (not a key): rung after rows are pushed on a cluster, where a
+        worker cannot block on streams of many slots at once."""
+        return f"{self.prefix}pushed:{view}"
+
+    def dead_letters(self, view: str, k: int = 0) -> str:
+        """Stream: rows workers refused, with the error; of partition k in a partitioned
+        project (on the slot of that partition's ingest stream)."""
+        if self.partitions:
+            return f"{self.prefix}dead:{self.part_tag(view, k)}"
         return f"{self.prefix}dead:{view}"
+
+    def dead_letter_streams(self, view: str) -> list[str]:
+        """Every partition's dead letters of a view (one when not partitioned)."""
+        return [self.dead_letters(view, k) for k in range(max(1, self.partitions))]
 
     def materialized(self, view: str) -> str:
         """Hash: how far a view's batch source is loaded (``watermark``, us) and the run in
@@ -248,6 +264,19 @@ class Keys:
         """String: written before WAITAOF when a write call spanned a reconnect."""
         return self.prefix + "durability"
 
+    def durability_near(self, key: str) -> str:
+        """The WAITAOF barrier on the slot of ``key`` (a key of this project with a hash
+        tag): on a cluster, each node's part of a write call is confirmed on its own."""
+        start = key.find("{")
+        end = key.find("}", start)
+        if start < 0 or end < 0:
+            return self.durability
+        return f"{self.prefix}durability:{key[start : end + 1]}"
+
+    def durability_slot(self, n: int) -> str:
+        """A WAITAOF barrier with the hash tag ``{n}``: some n puts one on each node."""
+        return f"{self.prefix}durability:{{{n}}}"
+
     def view_pattern(self, view: str) -> str:
         """SCAN MATCH pattern covering every key of one view ('{' is not special to MATCH)."""
         return f"{self.prefix}{{{view}|*"
@@ -274,7 +303,7 @@ class Keys:
             close = rest.find("}")
             return Parsed("ts", unescape_id(rest[4:close]), None, rest[close + 2 :])
         family, _, tail = rest.partition(":")
-        if family in ("feed", "ingest") and tail.startswith("{"):
+        if family in ("feed", "ingest", "dead") and tail.startswith("{"):
             view, _, part = tail[1:-1].partition("|:")
             return Parsed(family, view, None, part.partition(".")[0])
         if family in ("feed", "events", "ingest", "dead", "mat"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, cast
 
 import redis
@@ -130,7 +131,7 @@ class Online:
         *,
         feed_retention_ms: int = 0,
         observer: WriteObserver | None = None,
-        replicate: Callable[[Any], None] | None = None,
+        confirm: Callable[[Any, str, str], AbstractContextManager[None]] | None = None,
     ) -> None:
         self.client = ctx.client
         self.keys = ctx.keys
@@ -141,7 +142,7 @@ class Online:
             ctx.direct,
             feed_cap,
             feed_retention_ms,
-            replicate=replicate,
+            confirm=confirm,
             payloads=ctx.registry.offline_attached,
         )
         self.delete_script = Script(scripts.DELETE)
@@ -351,9 +352,9 @@ class Online:
         def step() -> int:
             conn = self.direct.conn(keys[0])
             try:
-                (n,) = self.delete_script.stream(conn, [(keys, [channel, self.writer.feed_bounds])])
-                if self.writer.replicate is not None:
-                    self.writer.replicate(conn)
+                with self.writer.confirming(conn, keys[0] if self.direct.cluster else None):
+                    bounds = self.writer.feed_bounds
+                    (n,) = self.delete_script.stream(conn, [(keys, [channel, bounds])])
             except BaseException:
                 conn.disconnect()
                 raise

@@ -3,8 +3,10 @@ streams the WRITE script over chunks of entities (see scripts.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import redis
@@ -35,15 +37,16 @@ class Writer:
         feed_cap: int,
         feed_retention_ms: int = 0,
         *,
-        replicate: Callable[[Any], None] | None = None,
+        confirm: Callable[[Any, str, str], AbstractContextManager[None]] | None = None,
         payloads: Callable[[], bool] = lambda: True,
     ) -> None:
         # payloads(): whether feed entries carry the versions' payloads (an offline log is
         # attached to the project: Registry.offline_attached)
         self.payloads = payloads
-        # replicate(conn): after the calls on a connection, confirm that replicas have them
-        # (durability "replicated"); raises when they do not
-        self.replicate = replicate
+        # confirm(conn, key, barrier): around the calls on one connection (one cluster
+        # node's), confirms them once sent: WAIT for replicas (durability "replicated"),
+        # WAITAOF on that node ("always" on a cluster); raises when they are not
+        self.confirm = confirm
         self.client = client
         self.keys = keys
         self.direct = direct
@@ -107,6 +110,14 @@ class Writer:
             args[9] = "\n".join(ids)
             yield keys, args
 
+    def confirming(self, conn: Any, key: str | None) -> AbstractContextManager[None]:
+        """The durability check around write calls on ``conn`` (``key``: one they write,
+        for the barrier on its slot; None on one node)."""
+        if self.confirm is None:
+            return contextlib.nullcontext()
+        barrier = self.keys.durability if key is None else self.keys.durability_near(key)
+        return self.confirm(conn, key or barrier, barrier)
+
     def run(
         self,
         res: Resolved,
@@ -134,10 +145,9 @@ class Writer:
             # plain writes and backfills dedupe a repeated version, so a replay after a
             # timeout is safe; a compare-and-set replay would fail its own check and the
             # caller would merge (increment) again
-            for reply in self.script.stream(conn, calls, step, idempotent=mode != 1):
-                out.extend(reply)
-            if self.replicate is not None:
-                self.replicate(conn)
+            with self.confirming(conn, None):
+                for reply in self.script.stream(conn, calls, step, idempotent=mode != 1):
+                    out.extend(reply)
         except redis.ConnectionError as exc:
             conn.disconnect()
             raise BackendError(
@@ -203,9 +213,8 @@ class Writer:
                             if progress is not None:
                                 progress(len(reply) // 2)
 
-                    self.script.stream(conn, [calls[c] for c in cs], got, idempotent=mode != 1)
-                    if self.replicate is not None:
-                        self.replicate(conn)
+                    with self.confirming(conn, calls[cs[0]][0][-1]):
+                        self.script.stream(conn, [calls[c] for c in cs], got, idempotent=mode != 1)
 
             self.direct.retrying(step, what=f"view {res.name!r}: write")
 

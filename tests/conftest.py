@@ -185,6 +185,7 @@ CLUSTER_FILES = {
     "test_ingest.py",
     "test_cache.py",
     "test_offlinelog.py",
+    "test_training_log.py",  # the offline log fed from partitioned feeds, windows, deletes
     # the HTTP API and the CLI (`--url redis+cluster://...`)
     "test_server.py",
     "test_http_routes.py",

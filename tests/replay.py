@@ -55,6 +55,9 @@ class Replay:
     samples: list[tuple[int, int, int, dict[str, Any], dict[str, Any], dict[str, Any]]] = field(
         default_factory=list
     )
+    # per-entity indexes of writes and events, built for the lengths they were built at
+    index_w: tuple[int, dict[str, list[tuple[int, int, int, int]]]] = (-1, {})
+    index_e: tuple[int, dict[str, list[tuple[int, int, float, int]]]] = (-1, {})
 
 
 def run(store: FeatureStore, entities: int, ops: int, samples: int, seed: int) -> Replay:
@@ -96,11 +99,31 @@ def run(store: FeatureStore, entities: int, ops: int, samples: int, seed: int) -
     return rp
 
 
+def _writes_of(rp: Replay, ent: str) -> list[tuple[int, int, int, int]]:
+    """(index in rp.writes, event time, id, x) of one entity's writes: the references scan
+    one entity's, not every write (quadratic at the bench's sizes)."""
+    if rp.index_w[0] != len(rp.writes):
+        rp.index_w = (len(rp.writes), {})
+        for i, (e, et, vid, x) in enumerate(rp.writes):
+            rp.index_w[1].setdefault(e, []).append((i, et, vid, x))
+    return rp.index_w[1].get(ent, [])
+
+
+def _events_of(rp: Replay, ent: str) -> list[tuple[int, int, float, int]]:
+    """(index in rp.events, ms, value, n) of one entity's window events."""
+    if rp.index_e[0] != len(rp.events):
+        rp.index_e = (len(rp.events), {})
+        for i, (e, ms, v, n) in enumerate(rp.events):
+            rp.index_e[1].setdefault(e, []).append((i, ms, v, n))
+    return rp.index_e[1].get(ent, [])
+
+
 def ref_view(rp: Replay, upto: int | None, ent: str, t_us: int, by_written: bool) -> Any:
     """The version's x a read at t takes (None: none, or older than the ttl)."""
     best = None
-    for e, et, vid, x in rp.writes[:upto]:
-        if e != ent or et > t_us or (by_written and vid > t_us):
+    end = len(rp.writes) if upto is None else upto
+    for i, et, vid, x in _writes_of(rp, ent):
+        if i >= end or et > t_us or (by_written and vid > t_us):
             continue
         if best is None or (et, vid) > (best[0], best[1]):
             best = (et, vid, x)
@@ -119,7 +142,8 @@ def ref_window(rp: Replay, upto: int | None, ent: str, t_ms: int) -> dict[str, A
     out: dict[str, Any] = {}
     for label, w in WINDOWS.items():
         lo = (t_ms - w) // HOP_MS * HOP_MS
-        sel = [(ms, n, v) for e, ms, v, n in rp.events[:upto] if e == ent and lo <= ms <= t_ms]
+        end = len(rp.events) if upto is None else upto
+        sel = [(ms, n, v) for i, ms, v, n in _events_of(rp, ent) if i < end and lo <= ms <= t_ms]
         sel.sort()
         out[f"v_count_{label}"] = len(sel)
         out[f"v_sum_{label}"] = float(sum(v for _, _, v in sel))

@@ -229,8 +229,29 @@ def test_writes_and_reads_survive_resharding_under_load(tmp_path: Path) -> None:
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
+        # a worker reads the ingest streams meanwhile, one of them in the slot that moves:
+        # the redirects it meets are no outage (it reads again with the new slot map)
+        worker = store.worker(["v"], block=0.2)
+        worked = threading.Thread(target=worker.run, daemon=True)
+        worked.start()
+        pushed: list[str] = []
+
+        def push() -> None:
+            try:
+                for b in range(10_000):
+                    ents = [f"p{b}-{i}" for i in range(ROWS)]
+                    store.push("v", [{"entity_id": e, "n": b} for e in ents])
+                    pushed.extend(ents)
+                    if moved.is_set() and b % 10 == 0 and len(after) >= 10:
+                        return
+                    time.sleep(0.01)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
         th = threading.Thread(target=write)
         th.start()
+        pusher = threading.Thread(target=push)
+        pusher.start()
         while len(acked) < 5 and th.is_alive():
             time.sleep(0.05)
         # migrate the slot of partition 0 while the writes go on (what redis-cli
@@ -245,7 +266,15 @@ def test_writes_and_reads_survive_resharding_under_load(tmp_path: Path) -> None:
             _cmd(nodes[p], "CLUSTER", "SETSLOT", slot, "NODE", ids[target])
         moved.set()
         th.join(120)
-        assert not th.is_alive() and errors == [], errors
+        pusher.join(120)
+        assert not th.is_alive() and not pusher.is_alive() and errors == [], errors
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and None in store.get_many("v", pushed):
+            time.sleep(0.1)
+        worker.stop()
+        worked.join(10)
+        assert None not in store.get_many("v", pushed)  # every pushed row written
+        assert worker.stats.outages == 0
         got = store.get_many("v", [f"e{b}-{i}" for b in acked for i in range(ROWS)])
         assert all(g is not None for g in got)  # nothing lost
         part0 = [f"e{b}-{i}" for b in acked for i in range(ROWS)]

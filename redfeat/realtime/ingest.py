@@ -223,9 +223,23 @@ class Worker:
     ) -> WorkerStats:
         down_since: float | None = None
         wait = 0.0
+        redirected = 0
         while not self._stop.is_set():
             try:
                 got = self._round(until_idle)
+                redirected = 0
+            except _Redirected:
+                # not an outage: read again with the new slot map, 10 ms apart while a slot
+                # is being migrated, 0.5 s apart if that lasts over a second
+                self._own_first = True
+                redirected += 1
+                if redirected <= _REDIRECTS_BEFORE_OUTAGE:
+                    self._stop.wait(0.01)
+                    continue
+                self._ring_off()
+                self._stop.wait(min(self.max_backoff, 0.5))
+                redirected = 0
+                continue
             except BackendError as exc:
                 self._own_first = True  # what this consumer had read stays pending
                 self._ring_off()
@@ -355,10 +369,11 @@ class Worker:
                 if isinstance(reply, Exception):
                     raise reply
         except REDIRECTS:
-            # what a lost reply delivered stays pending to this consumer: the run loop
-            # reads its own pending batches first after the BackendError this becomes
+            # a slot moved (resharding, a failover): the next round reads with the new map.
+            # What a lost reply delivered stays pending to this consumer: the run loop
+            # reads its own pending batches first
             direct.refresh()
-            raise
+            raise _Redirected from None
         claims = [[r[0], _entries(r[1])] for r in replies[: len(claiming)]]
         pairs = [
             (stream, _entries(entries))
@@ -493,6 +508,14 @@ def _entries(raw: Any) -> list[tuple[Any, dict[Any, Any] | None]]:
         )
         for e in raw or []
     ]
+
+
+class _Redirected(Exception):
+    """A cluster node answered MOVED, ASK or TRYAGAIN to a worker's read (a slot moved);
+    never leaves the worker."""
+
+
+_REDIRECTS_BEFORE_OUTAGE = 100  # ~1 s of reads 10 ms apart, then 0.5 s waits
 
 
 def _stream_pairs(reply: Any) -> list[Any]:

@@ -68,7 +68,9 @@ def test_a_writer_that_does_not_know_yet_loses_nothing(
     root = tmp_path / "log"
     with FeatureStore(client=client, project=project, offline_dir=root) as logged:
         # within REFRESH_SECONDS of the attach the writer may still write without payloads
-        writer.write_many("v", [{"entity_id": "a", "x": 2}, {"entity_id": "b", "x": 3}])
+        # (single writes: write_many re-reads the registry first, so it knows at once)
+        writer.write("v", "a", {"x": 2})
+        writer.write("v", "b", {"x": 3})
         assert b"p" not in _entries(client, project)[-1]
         assert logged._feeder is not None
         logged._feeder.drain()

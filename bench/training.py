@@ -15,7 +15,7 @@ compacted before timing; training frames read it with DuckDB. The baseline is a 
 DuckDB ASOF JOIN per view over the same Parquet files (no ttl, no tie rule: less work).
 Peak RSS of the process is printed at the end.
 
-``--log --stream N``: also an entity_df of N rows written to Parquet, joined by
+``--log --stream N [N ...]``: also an entity_df of N rows (for each N) written to Parquet, joined by
 ``write_training_frame`` (read and joined a chunk at a time) into a Parquet file, in a
 process of its own whose peak RSS is reported; the baseline is DuckDB doing the same join
 out of core (``COPY (... ASOF JOIN ...) TO``), also in a process of its own.
@@ -169,8 +169,8 @@ def log_run(args: argparse.Namespace, rng: np.random.Generator, tmp: str) -> Non
             print(f"  redfeat {min(runs):6.2f} s   plain DuckDB ASOF JOIN {base_s:6.2f} s   "
                   f"ratio {base_s / min(runs):.2f}x   results identical: "
                   f"{same(ours, theirs, features)}")  # fmt: skip
-        if args.stream:
-            stream_run(store, info.url(), root, Path(tmp), args.stream, args.entities, features)
+        for n in args.stream:
+            stream_run(store, info.url(), root, Path(tmp), n, args.entities, features)
         store.close()
     finally:
         server.stop()
@@ -179,7 +179,13 @@ def log_run(args: argparse.Namespace, rng: np.random.Generator, tmp: str) -> Non
 
 
 OURS = """
-import json, resource, sys, time
+import json, sys, time
+def peak_mb():
+    # VmHWM belongs to this program's memory map; ru_maxrss would carry the forking
+    # parent's peak across execve
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 from redfeat import FeatureStore
 url, project, log, src, out, features = sys.argv[1:7]
 store = FeatureStore.from_url(url, project=project, offline_dir=log)
@@ -187,12 +193,17 @@ t0 = time.perf_counter()
 n = store.write_training_frame(out, src, features.split(","), chunk_rows=1_000_000)
 took = time.perf_counter() - t0
 store.close()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"rows": n, "s": took, "peak_mb": peak}))
+print(json.dumps({"rows": n, "s": took, "peak_mb": peak_mb()}))
 """
 
 THEIRS = """
-import json, resource, sys, time
+import json, sys, time
+def peak_mb():
+    # VmHWM belongs to this program's memory map; ru_maxrss would carry the forking
+    # parent's peak across execve
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 import duckdb
 log, src, out = sys.argv[1:4]
 views = {"va": None, "vb": 6 * 3600, "vc": None}
@@ -212,8 +223,7 @@ con.execute(f"COPY (SELECT e.*, {', '.join(sel)} FROM read_parquet('{src}') e {'
             f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
 took = time.perf_counter() - t0
 rows = con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchall()[0][0]
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"rows": rows, "s": took, "peak_mb": peak}))
+print(json.dumps({"rows": rows, "s": took, "peak_mb": peak_mb()}))
 """
 
 
@@ -275,7 +285,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--log", action="store_true", help="training frames from the offline log")
     ap.add_argument(
-        "--stream", type=int, default=0, help="with --log: also a streamed frame of this many rows"
+        "--stream",
+        type=int,
+        nargs="*",
+        default=[],
+        help="with --log: also streamed frames of these many rows (each in its own process)",
     )
     args = ap.parse_args()
     rng = np.random.default_rng(7)

@@ -3,19 +3,35 @@
 Stored forms (see keys.py for names):
 
     latest key   string  = int64 BE event_time_us .. uint64 BE version_id .. payload
-    history key  zset    score = event_time_us,
-                         member = 0xCF .. uint64 BE version_id .. payload
-                         the versions older than the latest (for a view without ttl: the
-                         latest one is in the latest key only, not twice); with a ttl, the
-                         latest too, since its key expires. Readers merge the two and drop
-                         a version found in both (data written before this layout).
+    history key  string  = one entity's kept versions in one chunk, newest first:
+                 int64 BE et_0 .. uint64 BE id_0                  the newest version's
+                 .. varint n .. varint #meta .. varint span       span = et_0 - et_(n-1)
+                 .. meta .. payload_0 .. payload_1 .. ... payload_(n-1)
+        meta     per version i, newest first: varint(2 x #payload_i + s_i)
+                 .. varint(et_(i-1) - et_i) .. varint(|id_(i-1) - id_i|), where s_i is 1
+                 when id_i > id_(i-1) (the deltas of version 0 are 0)
+        varint   LEB128: 7 bits a byte, low first, the high bit set on all but the last
 
-A history member is two msgpack values back to back (0xCF is msgpack's uint64 marker, the
-payload a msgpack array), so many members joined decode in one call (offline.dump.Dumper).
+The history key holds the versions older than the latest (for a view without ttl: the
+latest one is in the latest key only, not twice); with a ttl, the latest too, since its
+key expires. Readers merge the two and drop a version found in both (data written before
+this layout). Versions are ordered by event time, then id: the last written wins ties.
+
+Why a chunk and not a sorted set: a version in a listpack zset costs its member (0xCF, the
+id, the payload) and a score, ~47-50 B for 3 Floats, and a member over 64 bytes (more than
+5 Floats) makes the zset a skiplist of ~330 B a version; here a version costs its payload
+and ~5-7 bytes of deltas, whatever its width. The meta sits apart from the payloads so that
+the trimming of the oldest works from the end of both (a varint read backwards: its last
+byte is the only one under 0x80), a reader decodes the meta of many chunks with a few numpy
+calls and all their payloads with one msgpack call (history.decode_chunks), and the 16-byte
+head answers "the newest kept version" without a walk. The payload length's low bit
+carries the id delta's sign, so that every number stays an unsigned integer below 2^53
+(Lua numbers are doubles; times and ids are microseconds between 1900 and 2200).
+Data written before this layout (a zset history key) is converted by the first write
+touching it (CHUNK's ch_zset); readers read either (history.read_chunks).
 
 Version ids are the server clock in microseconds at write time (so they also give
-``written_at``), bumped past the entity's previous id so that they only grow. In a history
-zset, versions with equal event time sort by member, i.e. by id: the last written wins ties.
+``written_at``), bumped past the entity's previous id so that they only grow.
 """
 
 from __future__ import annotations
@@ -75,6 +91,183 @@ local function feed_add(fkey, n, bounds, now_ms, ...)
 end
 """
 
+# CHUNK: the Lua functions WRITE and DELETE_VERSION use to read and change a history chunk
+# (the stored form is in the module docstring). A chunk is parsed into a table {et, id, n,
+# span, meta, pays}; ch_insert, ch_cut and ch_remove change it; ch_bytes makes it a string
+# again (nil when empty: the key is deleted). The common write (a version in front, the
+# oldest out at the end) touches the first record's and the last record's meta only.
+CHUNK = r"""
+local function vput(v)
+  if v < 128 then return string.char(v) end
+  local out = {}
+  while v >= 128 do
+    local r = v % 128
+    out[#out + 1] = r + 128
+    v = (v - r) / 128
+  end
+  out[#out + 1] = v
+  return string.char(unpack(out))
+end
+local function vget(s, i)
+  local b = string.byte(s, i)
+  if b < 128 then return b, i + 1 end
+  local v, m = 0, 1
+  while b >= 128 do
+    v = v + (b - 128) * m
+    m = m * 128
+    i = i + 1
+    b = string.byte(s, i)
+  end
+  return v + b * m, i + 1
+end
+-- the varint that ends at byte j: its value and its first byte
+local function vback(s, j)
+  local i = j
+  while i > 1 and string.byte(s, i - 1) >= 128 do i = i - 1 end
+  return (vget(s, i)), i
+end
+local function ch_rec(len, dt, did)
+  if did < 0 then return vput(len * 2 + 1) .. vput(dt) .. vput(-did) end
+  return vput(len * 2) .. vput(dt) .. vput(did)
+end
+-- one record's meta at offset m: payload length, event time and id deltas, next offset
+local function ch_next(meta, m)
+  local lf, dt, did
+  lf, m = vget(meta, m)
+  dt, m = vget(meta, m)
+  did, m = vget(meta, m)
+  local s = lf % 2
+  if s == 1 then did = -did end
+  return (lf - s) / 2, dt, did, m
+end
+local function ch_read(s)
+  if not s then return {n = 0, span = 0, meta = '', pays = ''} end
+  local et, id = struct.unpack('>lL', s)
+  local n, i = vget(s, 17)
+  local ml, span
+  ml, i = vget(s, i)
+  span, i = vget(s, i)
+  return {et = et, id = id, n = n, span = span, meta = string.sub(s, i, i + ml - 1),
+    pays = string.sub(s, i + ml)}
+end
+local function ch_bytes(c)
+  if c.n == 0 then return nil end
+  return struct.pack('>lL', c.et, c.id) .. vput(c.n) .. vput(#c.meta) .. vput(c.span)
+    .. c.meta .. c.pays
+end
+-- a chunk of {et, id, payload} versions given newest first
+local function ch_list(list)
+  local c = {n = #list, span = 0, meta = '', pays = ''}
+  if c.n == 0 then return c end
+  local metas, pays = {}, {}
+  local pet, pid = list[1][1], list[1][2]
+  for i, v in ipairs(list) do
+    metas[i] = ch_rec(#v[3], pet - v[1], pid - v[2])
+    pays[i] = v[3]
+    pet, pid = v[1], v[2]
+  end
+  c.et, c.id, c.span = list[1][1], list[1][2], list[1][1] - pet
+  c.meta, c.pays = table.concat(metas), table.concat(pays)
+  return c
+end
+-- every version of a chunk as {et, id, payload}, newest first
+local function ch_versions(c)
+  local out = {}
+  local m, p, et, id = 1, 1, c.et, c.id
+  for k = 1, c.n do
+    local len, dt, did
+    len, dt, did, m = ch_next(c.meta, m)
+    et, id = et - dt, id - did
+    out[k] = {et, id, string.sub(c.pays, p, p + len - 1)}
+    p = p + len
+  end
+  return out
+end
+-- a history key written before chunks: a zset (score event time, member 0xCF .. id ..
+-- payload, oldest first)
+local function ch_zset(key)
+  local rows = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local list = {}
+  for i = #rows - 1, 1, -2 do
+    local m = rows[i]
+    list[#list + 1] = {tonumber(rows[i + 1]), struct.unpack('>L', m, 2), string.sub(m, 10)}
+  end
+  return ch_list(list)
+end
+-- a history key's chunk; converted: whether it was a zset (to be written back as a chunk)
+local function ch_get(key)
+  local raw = redis.pcall('GET', key)
+  if type(raw) == 'table' and raw.err then return ch_zset(key), true end
+  return ch_read(raw), false
+end
+-- the version in place, before the first one older than it (event time, then id)
+local function ch_insert(c, et, id, payload)
+  local len = #payload
+  if c.n == 0 then
+    c.et, c.id, c.n, c.span, c.meta, c.pays = et, id, 1, 0, ch_rec(len, 0, 0), payload
+    return
+  end
+  local m, p, ket, kid, pet, pid = 1, 1, c.et, c.id, nil, nil
+  for k = 1, c.n do
+    local klen, dt, did, m2 = ch_next(c.meta, m)
+    ket, kid = ket - dt, kid - did
+    if ket < et or (ket == et and kid <= id) then
+      local new
+      if k == 1 then
+        new = ch_rec(len, 0, 0)
+        c.span = c.span + (et - ket)
+        c.et, c.id = et, id
+      else
+        new = ch_rec(len, pet - et, pid - id)
+      end
+      c.meta = string.sub(c.meta, 1, m - 1) .. new .. ch_rec(klen, et - ket, id - kid)
+        .. string.sub(c.meta, m2)
+      c.pays = string.sub(c.pays, 1, p - 1) .. payload .. string.sub(c.pays, p)
+      c.n = c.n + 1
+      return
+    end
+    pet, pid, m, p = ket, kid, m2, p + klen
+  end
+  c.meta = c.meta .. ch_rec(len, pet - et, pid - id)
+  c.pays = c.pays .. payload
+  c.span = c.et - et
+  c.n = c.n + 1
+end
+-- the id of a kept version at event time et with this payload (a backfill's: an id in
+-- [want, want + 256)), or nil
+local function ch_find(c, et, payload, want)
+  local m, p, ket, kid = 1, 1, c.et, c.id
+  for _ = 1, c.n do
+    local len, dt, did
+    len, dt, did, m = ch_next(c.meta, m)
+    ket, kid = ket - dt, kid - did
+    if ket < et then return nil end
+    if ket == et and len == #payload and string.sub(c.pays, p, p + len - 1) == payload
+        and (not want or (kid >= want and kid < want + 256)) then
+      return kid
+    end
+    p = p + len
+  end
+  return nil
+end
+-- drop the oldest versions while more than keep are kept or the oldest is before cutoff:
+-- from the end of meta and payloads, one string.sub each whatever the number dropped
+local function ch_cut(c, keep, cutoff)
+  local n, span, mend, pend = c.n, c.span, #c.meta, #c.pays
+  while n > 0 and (n > keep or c.et - span < cutoff) do
+    local _, i = vback(c.meta, mend)
+    local dt, lf
+    dt, i = vback(c.meta, i - 1)
+    lf, i = vback(c.meta, i - 1)
+    mend, pend, span, n = i - 1, pend - (lf - lf % 2) / 2, span - dt, n - 1
+  end
+  if n < c.n then
+    c.n, c.span, c.meta, c.pays = n, span, string.sub(c.meta, 1, mend), string.sub(c.pays, 1, pend)
+  end
+end
+"""
+
+
 # WRITE: write versions of one or more entities, each as one atomic step.
 #
 # KEYS: per entity, its latest key, then (when the view keeps history) its history key;
@@ -109,6 +302,7 @@ end
 # 3 CAS mismatch, 4 late data for a view without history: dropped (id 0).
 WRITE = (
     FEED
+    + CHUNK
     + r"""
 -- msgpack bin32: the ids and pairs are bytes, not text
 local function bin(s) return '\198' .. struct.pack('>I4', #s) .. s end
@@ -137,6 +331,42 @@ local fetched = redis.call('MGET', unpack(lkeys))
 local latest = {}
 for i, key in ipairs(lkeys) do
   if latest[key] == nil then latest[key] = fetched[i] end
+end
+-- History chunks the same way: one MGET, one MSET (and one DEL of emptied ones) at the end.
+-- MGET reads a key of another type as nil: a nil chunk is looked at again (TYPE) once a
+-- write needs it, in case it is a zset written before chunks (converted, then written).
+local hraw, hist, hist_order = {}, {}, {}
+local old_layout = false  -- whether a nil chunk may be a zset (one EXISTS tells for all)
+if per == 2 then
+  local hkeys, absent = {}, {}
+  for k = 2, nkeys, per do hkeys[#hkeys + 1] = KEYS[k] end
+  local got = redis.call('MGET', unpack(hkeys))
+  for i, key in ipairs(hkeys) do
+    hraw[key] = got[i]
+    if not got[i] then absent[#absent + 1] = key end
+  end
+  old_layout = #absent > 0 and redis.call('EXISTS', unpack(absent)) > 0
+end
+-- the chunk of a history key, parsed once per call; `changed` marks it to be written back
+local function chunk(hkey, changed)
+  local c = hist[hkey]
+  if not c then
+    local raw = hraw[hkey]
+    if raw then
+      c = ch_read(raw)
+    elseif old_layout and redis.call('TYPE', hkey).ok == 'zset' then
+      c = ch_zset(hkey)
+      changed = true  -- converted by the first write touching it
+    else
+      c = ch_read(nil)
+    end
+    hist[hkey] = c
+  end
+  if changed and not c.changed then
+    c.changed = true
+    hist_order[#hist_order + 1] = hkey
+  end
+  return c
 end
 local dirty, dirty_order = {}, {}
 -- the last id given to each entity in this call: a late write does not move the latest
@@ -188,11 +418,10 @@ for k = 1, nkeys, per do
   elseif not status and hkey and ttl > 0 then
     -- The latest key expired with the ttl: history still knows the newest version, so an
     -- older write stays late instead of becoming the latest.
-    local top = redis.call('ZRANGE', hkey, -1, -1, 'WITHSCORES')
-    if top[1] then
-      newest_et = tonumber(top[2])
-      local top_id = struct.unpack('>L', top[1], 2)
-      if not lastid[lkey] or lastid[lkey] < top_id then lastid[lkey] = top_id end
+    local c = chunk(hkey)
+    if c.n > 0 then
+      newest_et = c.et
+      if not lastid[lkey] or lastid[lkey] < c.id then lastid[lkey] = c.id end
     end
   end
   if not status and hkey and newest_et ~= nil and et <= newest_et
@@ -200,17 +429,13 @@ for k = 1, nkeys, per do
     -- A retry of a write older than the newest version is found in history. At the same
     -- event time as the latest, a different payload is a new write (last written wins),
     -- not the retry of an earlier one: A, B, A at one timestamp ends on A.
-    local same = redis.call('ZRANGEBYSCORE', hkey, et_s, et_s)
     -- a backfilled version is the same one only with its written_at as id (or the few
     -- ids after it that rows sharing a written_at in one call get)
     local want = backfill and tonumber(ARGV[a + 2]) or nil
-    for _, m in ipairs(same) do
-      local mid = struct.unpack('>L', m, 2)
-      if string.sub(m, 10) == payload and (not want or (mid >= want and mid < want + 256)) then
-        id = mid
-        status = 2
-        break
-      end
+    local mid = ch_find(chunk(hkey), et, payload, want)
+    if mid then
+      id = mid
+      status = 2
     end
   end
   if not status then
@@ -262,28 +487,29 @@ for k = 1, nkeys, per do
     if hkey and status ~= 4 then
       if ttl > 0 then
         -- the latest key expires with the ttl: history keeps the latest version too
-        redis.call('ZADD', hkey, et_s, '\207' .. struct.pack('>L', id) .. payload)
+        local c = chunk(hkey, true)
+        ch_insert(c, et, id, payload)
         if hmode == 'c' then
-          redis.call('ZREMRANGEBYRANK', hkey, 0, -hval - 1)
+          ch_cut(c, hval, -math.huge)
         else
-          local newest = redis.call('ZRANGE', hkey, -1, -1, 'WITHSCORES')
-          local cutoff = string.format('%.0f', tonumber(newest[2]) - hval)
-          redis.call('ZREMRANGEBYSCORE', hkey, '-inf', '(' .. cutoff)
+          ch_cut(c, math.huge, c.et - hval)
         end
       elseif cur then
         -- Without a ttl the latest version lives in the latest key only: history holds
-        -- the older ones. Late data goes there; a new latest moves the one it replaces.
+        -- the older ones. Late data goes there; a new latest moves the one it replaces
+        -- (unless history has it already: data written before history stopped holding
+        -- the latest twice).
+        local c = chunk(hkey, true)
         if status == 1 then
-          redis.call('ZADD', hkey, et_s, '\207' .. struct.pack('>L', id) .. payload)
+          ch_insert(c, et, id, payload)
         else
-          redis.call('ZADD', hkey, string.format('%.0f', cur_et), '\207' .. string.sub(cur, 9))
+          local cur_id = struct.unpack('>L', cur, 9)
+          if c.n == 0 or c.id ~= cur_id then ch_insert(c, cur_et, cur_id, string.sub(cur, 17)) end
         end
         if hmode == 'c' then
-          redis.call('ZREMRANGEBYRANK', hkey, 0, -hval)  -- keep COUNT - 1 besides the latest
+          ch_cut(c, hval - 1, -math.huge)  -- keep COUNT - 1 besides the latest
         else
-          local newest = status == 0 and et or cur_et
-          redis.call('ZREMRANGEBYSCORE', hkey, '-inf',
-            '(' .. string.format('%.0f', newest - hval))
+          ch_cut(c, math.huge, (status == 0 and et or cur_et) - hval)
         end
       end
     end
@@ -304,14 +530,22 @@ for k = 1, nkeys, per do
   a = a + stride
 end
 for pos, fkey in pairs(superseded) do out[pos] = final[fkey] end
-if #dirty_order > 0 then
-  local kv = {}
-  for _, key in ipairs(dirty_order) do
-    kv[#kv + 1] = key
-    kv[#kv + 1] = dirty[key]
-  end
-  redis.call('MSET', unpack(kv))
+local kv, gone = {}, {}
+for _, key in ipairs(dirty_order) do
+  kv[#kv + 1] = key
+  kv[#kv + 1] = dirty[key]
 end
+for _, hkey in ipairs(hist_order) do
+  local bytes = ch_bytes(hist[hkey])
+  if bytes then
+    kv[#kv + 1] = hkey
+    kv[#kv + 1] = bytes
+  else
+    gone[#gone + 1] = hkey  -- trimmed to nothing (or an empty zset converted)
+  end
+end
+if #kv > 0 then redis.call('MSET', unpack(kv)) end
+if #gone > 0 then redis.call('DEL', unpack(gone)) end
 if ev_new > 0 then
   local ids, pairs = ARGV[10], table.concat(ev_pairs)
   local entry
@@ -378,25 +612,29 @@ return gone
 # KEYS[1] latest key, KEYS[2] history key, KEYS[3] tags hash
 # ARGV[1] version id, ARGV[2] ttl in ms (0 none; with a ttl history holds the latest too)
 # Returns 1 if the version was found, else 0.
-DELETE_VERSION = r"""
+DELETE_VERSION = (
+    CHUNK
+    + r"""
 local vid = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local found = 0
--- history is bounded by the view's setting: a scan of one entity's versions
-for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if struct.unpack('>L', m, 2) == vid then
-    redis.call('ZREM', KEYS[2], m)
-    found = 1
+local c, changed = ch_get(KEYS[2])
+-- history is bounded by the view's setting: a walk over one entity's versions
+local list = ch_versions(c)
+for i, v in ipairs(list) do
+  if v[2] == vid then
+    table.remove(list, i)
+    found, changed = 1, true
     break
   end
 end
 local cur = redis.call('GET', KEYS[1])
 if cur and struct.unpack('>L', cur, 9) == vid then
   found = 1
-  local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-  if top[1] then
-    local et = tonumber(top[2])
-    local value = struct.pack('>lL', et, struct.unpack('>L', top[1], 2)) .. string.sub(top[1], 10)
+  local top = list[1]
+  if top then
+    local et = top[1]
+    local value = struct.pack('>lL', et, top[2]) .. top[3]
     if ttl > 0 then
       local t = redis.call('TIME')
       local exp = math.floor(et / 1000) + ttl
@@ -406,12 +644,17 @@ if cur and struct.unpack('>L', cur, 9) == vid then
         redis.call('DEL', KEYS[1])
       end
     else
-      redis.call('ZREM', KEYS[2], top[1])  -- the latest lives in the latest key only
+      table.remove(list, 1)  -- the latest lives in the latest key only
+      changed = true
       redis.call('SET', KEYS[1], value)
     end
   else
     redis.call('DEL', KEYS[1])
   end
+end
+if changed then
+  local bytes = ch_bytes(ch_list(list))
+  if bytes then redis.call('SET', KEYS[2], bytes) else redis.call('DEL', KEYS[2]) end
 end
 local tags = redis.call('HGETALL', KEYS[3])
 for i = 1, #tags, 2 do
@@ -419,3 +662,4 @@ for i = 1, #tags, 2 do
 end
 return found
 """
+)

@@ -347,8 +347,9 @@ if per == 2 then
   end
   old_layout = #absent > 0 and redis.call('EXISTS', unpack(absent)) > 0
 end
--- the chunk of a history key, parsed once per call; `changed` marks it to be written back
-local function chunk(hkey, changed)
+-- the chunk of a history key, parsed once per call; `changed` marks it to be written back;
+-- cur: the entity's latest value
+local function chunk(hkey, cur, changed)
   local c = hist[hkey]
   if not c then
     local raw = hraw[hkey]
@@ -357,6 +358,12 @@ local function chunk(hkey, changed)
     elseif old_layout and redis.call('TYPE', hkey).ok == 'zset' then
       c = ch_zset(hkey)
       changed = true  -- converted by the first write touching it
+      if ttl == 0 and cur and c.n > 0 and c.id == struct.unpack('>L', cur, 9) then
+        -- even older data held the latest in history too: not kept twice from now on
+        local list = ch_versions(c)
+        table.remove(list, 1)
+        c = ch_list(list)
+      end
     else
       c = ch_read(nil)
     end
@@ -418,7 +425,7 @@ for k = 1, nkeys, per do
   elseif not status and hkey and ttl > 0 then
     -- The latest key expired with the ttl: history still knows the newest version, so an
     -- older write stays late instead of becoming the latest.
-    local c = chunk(hkey)
+    local c = chunk(hkey, cur)
     if c.n > 0 then
       newest_et = c.et
       if not lastid[lkey] or lastid[lkey] < c.id then lastid[lkey] = c.id end
@@ -432,7 +439,7 @@ for k = 1, nkeys, per do
     -- a backfilled version is the same one only with its written_at as id (or the few
     -- ids after it that rows sharing a written_at in one call get)
     local want = backfill and tonumber(ARGV[a + 2]) or nil
-    local mid = ch_find(chunk(hkey), et, payload, want)
+    local mid = ch_find(chunk(hkey, cur), et, payload, want)
     if mid then
       id = mid
       status = 2
@@ -487,7 +494,7 @@ for k = 1, nkeys, per do
     if hkey and status ~= 4 then
       if ttl > 0 then
         -- the latest key expires with the ttl: history keeps the latest version too
-        local c = chunk(hkey, true)
+        local c = chunk(hkey, cur, true)
         ch_insert(c, et, id, payload)
         if hmode == 'c' then
           ch_cut(c, hval, -math.huge)
@@ -499,7 +506,7 @@ for k = 1, nkeys, per do
         -- the older ones. Late data goes there; a new latest moves the one it replaces
         -- (unless history has it already: data written before history stopped holding
         -- the latest twice).
-        local c = chunk(hkey, true)
+        local c = chunk(hkey, cur, true)
         if status == 1 then
           ch_insert(c, et, id, payload)
         else

@@ -451,6 +451,6 @@ class Online:
                 heads = read_chunks(self.client, hkeys, pipe.execute(raise_on_error=False))
             for i, head in zip(missing, heads, strict=True):
                 if head:
-                    et = LATEST_HEAD.unpack_from(head)[0]
+                    et = int.from_bytes(head[:8], "big", signed=True)
                     records[i] = Record(ents[i], Status.EXPIRED, from_us(et), None)
         return records

@@ -392,3 +392,34 @@ def test_zset_rows_become_the_same_chunk() -> None:
     rows = [(b"\xcf" + v.to_bytes(8, "big") + p, float(et)) for et, v, p in reversed(versions)]
     assert zset_chunk(rows) == encode_chunk(versions)
     assert zset_chunk([]) is None
+
+
+def test_extreme_times_and_ids_stay_exact_through_the_script(store: FeatureStore) -> None:
+    # Lua numbers are doubles: every delta must stay exact, the zigzag of an id delta too
+    store.apply(FeatureView("far", entity="user", fields=[Field("x", t.Int)], history=10))
+    lo = datetime(1900, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+    hi = datetime(2199, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    early = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+    mid = datetime(2000, 1, 1, tzinfo=UTC)
+    rows = [
+        (lo, hi, 1),
+        (hi, early, 2),
+        (lo, early.replace(second=1), 3),
+        (mid, hi - (hi - lo) / 3, 4),
+    ]
+    frame = pd.DataFrame(
+        {
+            "entity_id": ["u"] * len(rows),
+            "event_time": [r[0] for r in rows],
+            "written_at": [r[1] for r in rows],
+            "x": [r[2] for r in rows],
+        }
+    )
+    store.import_frame("far", frame, written_at_column="written_at")
+    store.write("far", "u", {"x": 5}, event_time=lo + (hi - lo) / 2)  # late: a walk and insert
+    got = [(to_us(v.event_time), v.id, v.values["x"]) for v in store.history("far", "u")]
+    assert {x: (et, vid) for et, vid, x in got if x != 5} == {
+        x: (to_us(et), to_us(wa)) for et, wa, x in rows
+    }
+    assert got == sorted(got, reverse=True)  # event time, then id, newest first
+    assert [x for _, _, x in got] == [2, 5, 4, 1, 3]

@@ -58,9 +58,9 @@ def encode_chunk(versions: Sequence[tuple[int, int, bytes]]) -> bytes | None:
     pet, pid = et0, id0
     for et, vid, payload in versions:
         did = pid - vid
-        _put(2 * len(payload) + (did < 0), meta)
+        _put(len(payload), meta)
         _put(pet - et, meta)
-        _put(abs(did), meta)
+        _put(2 * did if did >= 0 else -2 * did - 1, meta)
         pet, pid = et, vid
     head = bytearray(LATEST_HEAD.pack(et0, id0))
     for v in (len(versions), len(meta), et0 - pet):
@@ -90,13 +90,13 @@ def chunk_versions(blob: bytes | None) -> list[tuple[int, int, bytes]]:
     p = end
     out = []
     for _ in range(n):
-        lf, i = _varint(blob, i)
+        size, i = _varint(blob, i)
         dt, i = _varint(blob, i)
-        did, i = _varint(blob, i)
+        zz, i = _varint(blob, i)
         et -= dt
-        vid += did if lf & 1 else -did
-        out.append((et, vid, blob[p : p + (lf >> 1)]))
-        p += lf >> 1
+        vid -= (zz >> 1) ^ -(zz & 1)
+        out.append((et, vid, blob[p : p + size]))
+        p += size
     return out
 
 
@@ -151,9 +151,10 @@ def decode_chunks(blobs: Sequence[bytes | None]) -> Chunks:
     first = np.cumsum(counts) - counts
     owner = np.repeat(np.arange(len(blobs), dtype=np.int64), counts)
     v = _varints(b"".join(metas))
-    lf, dt, did = v[0::3], v[1::3], v[2::3]
+    size, dt, zz = v[0::3], v[1::3], v[2::3]
     # uint64 arithmetic wraps: the sums run over every chunk, the differences are exact
-    did = np.where(lf & np.uint64(1), np.uint64(0) - did, did)
+    half = zz >> np.uint64(1)
+    did = np.where(zz & np.uint64(1), ~half, half)  # ~m is -m - 1 in two's complement
     h = np.asarray(heads, dtype=np.uint64)
     present = np.flatnonzero(counts)
     rank = np.repeat(np.arange(len(present)), counts[present])
@@ -161,7 +162,7 @@ def decode_chunks(blobs: Sequence[bytes | None]) -> Chunks:
     cdt, cdid = np.cumsum(dt), np.cumsum(did)
     et_ = (h[0::2][rank] - (cdt - cdt[starts])).view(np.int64)
     ids = (h[1::2][rank] - (cdid - cdid[starts])).view(np.int64)
-    start = np.concatenate(([0], np.cumsum((lf >> np.uint64(1)).astype(np.int64))))
+    start = np.concatenate(([0], np.cumsum(size.astype(np.int64))))
     return Chunks(counts, first, owner, et_, ids, start, b"".join(pays))
 
 

@@ -7,10 +7,11 @@ Stored forms (see keys.py for names):
                  int64 BE et_0 .. uint64 BE id_0                  the newest version's
                  .. varint n .. varint #meta .. varint span       span = et_0 - et_(n-1)
                  .. meta .. payload_0 .. payload_1 .. ... payload_(n-1)
-        meta     per version i, newest first: varint(2 x #payload_i + s_i)
-                 .. varint(et_(i-1) - et_i) .. varint(|id_(i-1) - id_i|), where s_i is 1
-                 when id_i > id_(i-1) (the deltas of version 0 are 0)
+        meta     per version i, newest first: varint(#payload_i)
+                 .. varint(et_(i-1) - et_i) .. zigzag(id_(i-1) - id_i)
+                 (the deltas of version 0 are 0)
         varint   LEB128: 7 bits a byte, low first, the high bit set on all but the last
+        zigzag   the varint of 2d for d >= 0, of -2d - 1 for d < 0
 
 The history key holds the versions older than the latest (for a view without ttl: the
 latest one is in the latest key only, not twice); with a ttl, the latest too, since its
@@ -24,9 +25,9 @@ and ~5-7 bytes of deltas, whatever its width. The meta sits apart from the paylo
 the trimming of the oldest works from the end of both (a varint read backwards: its last
 byte is the only one under 0x80), a reader decodes the meta of many chunks with a few numpy
 calls and all their payloads with one msgpack call (history.decode_chunks), and the 16-byte
-head answers "the newest kept version" without a walk. The payload length's low bit
-carries the id delta's sign, so that every number stays an unsigned integer below 2^53
-(Lua numbers are doubles; times and ids are microseconds between 1900 and 2200).
+head answers "the newest kept version" without a walk. Lua numbers are doubles, exact to
+2^53: times and ids (microseconds between 1900 and 2200) and their differences are; a
+zigzag value may not be, so CHUNK makes its first byte apart (zput).
 Data written before this layout (a zset history key) is converted by the first write
 touching it (CHUNK's ch_zset); readers read either (history.read_chunks).
 
@@ -92,21 +93,61 @@ end
 """
 
 # CHUNK: the Lua functions WRITE and DELETE_VERSION use to read and change a history chunk
-# (the stored form is in the module docstring). A chunk is parsed into a table {et, id, n,
-# span, meta, pays}; ch_insert, ch_cut and ch_remove change it; ch_bytes makes it a string
-# again (nil when empty: the key is deleted). The common write (a version in front, the
-# oldest out at the end) touches the first record's and the last record's meta only.
+# (the stored form is in the module docstring). Each takes a chunk's string (false: none)
+# and returns the new one (nil: empty, the key goes). The common write, a version in front
+# and the oldest out at the end, is ch_push: it reads the head, the first record and the
+# records it drops, and makes the new string with one concatenation; anything else (late
+# data, a removal, a conversion) goes through the list of versions (ch_versions, ch_list).
 CHUNK = r"""
-local function vput(v)
-  if v < 128 then return string.char(v) end
-  local out = {}
+-- varints are made as bytes in buf and turned into one string by string.char: no table
+-- and no small string per number
+local buf = {}
+local function vbuf(v, k)
   while v >= 128 do
     local r = v % 128
-    out[#out + 1] = r + 128
+    buf[k] = r + 128
     v = (v - r) / 128
+    k = k + 1
   end
-  out[#out + 1] = v
-  return string.char(unpack(out))
+  buf[k] = v
+  return k + 1
+end
+local function vlen(v)
+  local n = 1
+  while v >= 128 do
+    v = (v - v % 128) / 128
+    n = n + 1
+  end
+  return n
+end
+-- zigzag: 2d or -2d - 1 would be inexact past 2^53, so the first byte (the sign and six
+-- bits) is made apart and the rest is the plain varint of what is left
+local function zsplit(d)
+  local m, s = d, 0
+  if d < 0 then m, s = -d - 1, 1 end
+  local low = m % 64
+  return 2 * low + s, (m - low) / 64
+end
+local function zbuf(d, k)
+  local first, rest = zsplit(d)
+  if rest == 0 then
+    buf[k] = first
+    return k + 1
+  end
+  buf[k] = first + 128
+  return vbuf(rest, k + 1)
+end
+local function zlen(d)
+  local _, rest = zsplit(d)
+  if rest == 0 then return 1 end
+  return 1 + vlen(rest)
+end
+local function vput(v)
+  if v < 128 then return string.char(v) end
+  return string.char(unpack(buf, 1, vbuf(v, 1) - 1))
+end
+local function zput(d)
+  return string.char(unpack(buf, 1, zbuf(d, 1) - 1))
 end
 local function vget(s, i)
   local b = string.byte(s, i)
@@ -120,71 +161,90 @@ local function vget(s, i)
   end
   return v + b * m, i + 1
 end
--- the varint that ends at byte j: its value and its first byte
+-- the varint that ends at byte j: its value and its first byte (the byte before a varint
+-- is the last of another one, under 128, and a chunk's meta starts past byte 16). A
+-- zigzag's value read so is not its value. Up to four bytes are read in one call.
 local function vback(s, j)
-  local i = j
-  while i > 1 and string.byte(s, i - 1) >= 128 do i = i - 1 end
-  return (vget(s, i)), i
+  local a, b, c, d, e = string.byte(s, j - 4, j)
+  if d < 128 then return e, j end
+  if c < 128 then return e * 128 + d - 128, j - 1 end
+  if b < 128 then return (e * 128 + d - 128) * 128 + c - 128, j - 2 end
+  if a < 128 then return ((e * 128 + d - 128) * 128 + c - 128) * 128 + b - 128, j - 3 end
+  local v = e
+  while d >= 128 do
+    v = v * 128 + d - 128
+    j = j - 1
+    d = string.byte(s, j - 1)
+  end
+  return v, j
 end
-local function ch_rec(len, dt, did)
-  if did < 0 then return vput(len * 2 + 1) .. vput(dt) .. vput(-did) end
-  return vput(len * 2) .. vput(dt) .. vput(did)
+local function zget(str, i)
+  local b = string.byte(str, i)
+  local rest = 0
+  if b >= 128 then
+    b = b - 128
+    rest, i = vget(str, i + 1)
+  else
+    i = i + 1
+  end
+  local s = b % 2
+  local m = (b - s) / 2 + rest * 64
+  if s == 1 then return -m - 1, i end
+  return m, i
 end
--- one record's meta at offset m: payload length, event time and id deltas, next offset
-local function ch_next(meta, m)
-  local lf, dt, did
-  lf, m = vget(meta, m)
-  dt, m = vget(meta, m)
-  did, m = vget(meta, m)
-  local s = lf % 2
-  if s == 1 then did = -did end
-  return (lf - s) / 2, dt, did, m
-end
-local function ch_read(s)
-  if not s then return {n = 0, span = 0, meta = '', pays = ''} end
+-- a chunk's head: newest event time and id, versions, meta length, span, meta's offset
+local function ch_head(s)
   local et, id = struct.unpack('>lL', s)
-  local n, i = vget(s, 17)
-  local ml, span
+  -- the common head in one read: a byte each for the count and meta length, a span of
+  -- up to four bytes (a chunk is at least 23 bytes long)
+  local n, ml, a, b, c, d = string.byte(s, 17, 22)
+  if n < 128 and ml < 128 then
+    if a < 128 then return et, id, n, ml, a, 20 end
+    if b < 128 then return et, id, n, ml, a - 128 + b * 128, 21 end
+    if c < 128 then return et, id, n, ml, a - 128 + (b - 128 + c * 128) * 128, 22 end
+    if d and d < 128 then
+      return et, id, n, ml, a - 128 + (b - 128 + (c - 128 + d * 128) * 128) * 128, 23
+    end
+  end
+  local span, i
+  n, i = vget(s, 17)
   ml, i = vget(s, i)
   span, i = vget(s, i)
-  return {et = et, id = id, n = n, span = span, meta = string.sub(s, i, i + ml - 1),
-    pays = string.sub(s, i + ml)}
-end
-local function ch_bytes(c)
-  if c.n == 0 then return nil end
-  return struct.pack('>lL', c.et, c.id) .. vput(c.n) .. vput(#c.meta) .. vput(c.span)
-    .. c.meta .. c.pays
-end
--- a chunk of {et, id, payload} versions given newest first
-local function ch_list(list)
-  local c = {n = #list, span = 0, meta = '', pays = ''}
-  if c.n == 0 then return c end
-  local metas, pays = {}, {}
-  local pet, pid = list[1][1], list[1][2]
-  for i, v in ipairs(list) do
-    metas[i] = ch_rec(#v[3], pet - v[1], pid - v[2])
-    pays[i] = v[3]
-    pet, pid = v[1], v[2]
-  end
-  c.et, c.id, c.span = list[1][1], list[1][2], list[1][1] - pet
-  c.meta, c.pays = table.concat(metas), table.concat(pays)
-  return c
+  return et, id, n, ml, span, i
 end
 -- every version of a chunk as {et, id, payload}, newest first
-local function ch_versions(c)
+local function ch_versions(s)
   local out = {}
-  local m, p, et, id = 1, 1, c.et, c.id
-  for k = 1, c.n do
+  if not s then return out end
+  local et, id, n, ml, _, m = ch_head(s)
+  local p = m + ml
+  for k = 1, n do
     local len, dt, did
-    len, dt, did, m = ch_next(c.meta, m)
+    len, m = vget(s, m)
+    dt, m = vget(s, m)
+    did, m = zget(s, m)
     et, id = et - dt, id - did
-    out[k] = {et, id, string.sub(c.pays, p, p + len - 1)}
+    out[k] = {et, id, string.sub(s, p, p + len - 1)}
     p = p + len
   end
   return out
 end
--- a history key written before chunks: a zset (score event time, member 0xCF .. id ..
--- payload, oldest first)
+-- the chunk of {et, id, payload} versions given newest first
+local function ch_list(list)
+  if #list == 0 then return nil end
+  local metas, pays = {}, {}
+  local pet, pid = list[1][1], list[1][2]
+  for i, v in ipairs(list) do
+    metas[i] = vput(#v[3]) .. vput(pet - v[1]) .. zput(pid - v[2])
+    pays[i] = v[3]
+    pet, pid = v[1], v[2]
+  end
+  local meta = table.concat(metas)
+  return struct.pack('>lL', list[1][1], list[1][2]) .. vput(#list) .. vput(#meta)
+    .. vput(list[1][1] - pet) .. meta .. table.concat(pays)
+end
+-- the versions of a history key written before chunks: a zset (score event time, member
+-- 0xCF .. id .. payload, oldest first), newest first
 local function ch_zset(key)
   local rows = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
   local list = {}
@@ -192,57 +252,28 @@ local function ch_zset(key)
     local m = rows[i]
     list[#list + 1] = {tonumber(rows[i + 1]), struct.unpack('>L', m, 2), string.sub(m, 10)}
   end
-  return ch_list(list)
+  return list
 end
 -- a history key's chunk; converted: whether it was a zset (to be written back as a chunk)
 local function ch_get(key)
   local raw = redis.pcall('GET', key)
-  if type(raw) == 'table' and raw.err then return ch_zset(key), true end
-  return ch_read(raw), false
-end
--- the version in place, before the first one older than it (event time, then id)
-local function ch_insert(c, et, id, payload)
-  local len = #payload
-  if c.n == 0 then
-    c.et, c.id, c.n, c.span, c.meta, c.pays = et, id, 1, 0, ch_rec(len, 0, 0), payload
-    return
-  end
-  local m, p, ket, kid, pet, pid = 1, 1, c.et, c.id, nil, nil
-  for k = 1, c.n do
-    local klen, dt, did, m2 = ch_next(c.meta, m)
-    ket, kid = ket - dt, kid - did
-    if ket < et or (ket == et and kid <= id) then
-      local new
-      if k == 1 then
-        new = ch_rec(len, 0, 0)
-        c.span = c.span + (et - ket)
-        c.et, c.id = et, id
-      else
-        new = ch_rec(len, pet - et, pid - id)
-      end
-      c.meta = string.sub(c.meta, 1, m - 1) .. new .. ch_rec(klen, et - ket, id - kid)
-        .. string.sub(c.meta, m2)
-      c.pays = string.sub(c.pays, 1, p - 1) .. payload .. string.sub(c.pays, p)
-      c.n = c.n + 1
-      return
-    end
-    pet, pid, m, p = ket, kid, m2, p + klen
-  end
-  c.meta = c.meta .. ch_rec(len, pet - et, pid - id)
-  c.pays = c.pays .. payload
-  c.span = c.et - et
-  c.n = c.n + 1
+  if type(raw) == 'table' and raw.err then return ch_list(ch_zset(key)) or false, true end
+  return raw, false
 end
 -- the id of a kept version at event time et with this payload (a backfill's: an id in
 -- [want, want + 256)), or nil
-local function ch_find(c, et, payload, want)
-  local m, p, ket, kid = 1, 1, c.et, c.id
-  for _ = 1, c.n do
+local function ch_find(s, et, payload, want)
+  if not s then return nil end
+  local ket, kid, n, ml, _, m = ch_head(s)
+  local p = m + ml
+  for _ = 1, n do
     local len, dt, did
-    len, dt, did, m = ch_next(c.meta, m)
+    len, m = vget(s, m)
+    dt, m = vget(s, m)
+    did, m = zget(s, m)
     ket, kid = ket - dt, kid - did
     if ket < et then return nil end
-    if ket == et and len == #payload and string.sub(c.pays, p, p + len - 1) == payload
+    if ket == et and len == #payload and string.sub(s, p, p + len - 1) == payload
         and (not want or (kid >= want and kid < want + 256)) then
       return kid
     end
@@ -250,20 +281,53 @@ local function ch_find(c, et, payload, want)
   end
   return nil
 end
--- drop the oldest versions while more than keep are kept or the oldest is before cutoff:
--- from the end of meta and payloads, one string.sub each whatever the number dropped
-local function ch_cut(c, keep, cutoff)
-  local n, span, mend, pend = c.n, c.span, #c.meta, #c.pays
-  while n > 0 and (n > keep or c.et - span < cutoff) do
-    local _, i = vback(c.meta, mend)
-    local dt, lf
-    dt, i = vback(c.meta, i - 1)
-    lf, i = vback(c.meta, i - 1)
-    mend, pend, span, n = i - 1, pend - (lf - lf % 2) / 2, span - dt, n - 1
+-- drop the oldest of a list while more than keep are kept or the oldest is before cutoff
+local function ch_cut(list, keep, cutoff)
+  while #list > 0 and (#list > keep or list[#list][1] < cutoff) do list[#list] = nil end
+  return list
+end
+-- the version (et, id, payload) in place, before the first one older than it (event time,
+-- then id), then the oldest dropped as ch_cut does; the new chunk
+local function ch_add(s, et, id, payload, keep, cutoff)
+  if s then
+    local et0, id0, n, ml, span, m = ch_head(s)
+    if et > et0 or (et == et0 and id >= id0) then
+      -- ch_push: the new version goes in front; the first record's deltas become its
+      -- distance to it (they were 0: two zero bytes after its length)
+      local len1, m2 = vget(s, m)
+      m2 = m2 + 2
+      local pstart = m + ml
+      local mend, pend, old = pstart - 1, #s, n
+      while old > 0 and (old + 1 > keep or et0 - span < cutoff) do
+        local _, j = vback(s, mend)
+        local dt, len
+        dt, j = vback(s, j - 1)
+        len, j = vback(s, j - 1)
+        mend, pend, span, old = j - 1, pend - len, span - dt, old - 1
+      end
+      if old > 0 then
+        -- the first record's and the new one's meta, then the head's varints: each as
+        -- one string (numbers under 128 written inline: the common case)
+        local dt, did, len = et - et0, id - id0, #payload
+        local k = 3
+        if len < 128 then buf[1], k = len, 2 else k = vbuf(len, 1) end
+        buf[k], buf[k + 1] = 0, 0
+        if len1 < 128 then buf[k + 2], k = len1, k + 3 else k = vbuf(len1, k + 2) end
+        k = zbuf(did, vbuf(dt, k))
+        local front = string.char(unpack(buf, 1, k - 1))
+        k = vbuf(old + 1, 1)
+        k = vbuf(span + dt, vbuf(#front + mend - m2 + 1, k))
+        return struct.pack('>lL', et, id) .. string.char(unpack(buf, 1, k - 1)) .. front
+          .. string.sub(s, m2, mend) .. payload .. string.sub(s, pstart, pend)
+      end
+      s = false  -- every older version dropped: the new one alone, if kept
+    end
   end
-  if n < c.n then
-    c.n, c.span, c.meta, c.pays = n, span, string.sub(c.meta, 1, mend), string.sub(c.pays, 1, pend)
-  end
+  local list = ch_versions(s)
+  local k = 1
+  while list[k] and (list[k][1] > et or (list[k][1] == et and list[k][2] > id)) do k = k + 1 end
+  table.insert(list, k, {et, id, payload})
+  return ch_list(ch_cut(list, keep, cutoff))
 end
 """
 
@@ -335,7 +399,7 @@ end
 -- History chunks the same way: one MGET, one MSET (and one DEL of emptied ones) at the end.
 -- MGET reads a key of another type as nil: a nil chunk is looked at again (TYPE) once a
 -- write needs it, in case it is a zset written before chunks (converted, then written).
-local hraw, hist, hist_order = {}, {}, {}
+local hraw, hseen, hchanged, hist_order = {}, {}, {}, {}
 local old_layout = false  -- whether a nil chunk may be a zset (one EXISTS tells for all)
 if per == 2 then
   local hkeys, absent = {}, {}
@@ -347,33 +411,30 @@ if per == 2 then
   end
   old_layout = #absent > 0 and redis.call('EXISTS', unpack(absent)) > 0
 end
--- the chunk of a history key, parsed once per call; `changed` marks it to be written back;
--- cur: the entity's latest value
-local function chunk(hkey, cur, changed)
-  local c = hist[hkey]
-  if not c then
-    local raw = hraw[hkey]
-    if raw then
-      c = ch_read(raw)
-    elseif old_layout and redis.call('TYPE', hkey).ok == 'zset' then
-      c = ch_zset(hkey)
-      changed = true  -- converted by the first write touching it
-      if ttl == 0 and cur and c.n > 0 and c.id == struct.unpack('>L', cur, 9) then
-        -- even older data held the latest in history too: not kept twice from now on
-        local list = ch_versions(c)
-        table.remove(list, 1)
-        c = ch_list(list)
-      end
-    else
-      c = ch_read(nil)
-    end
-    hist[hkey] = c
-  end
-  if changed and not c.changed then
-    c.changed = true
+-- a history key's new chunk (nil: none left), written back at the end
+local function store(hkey, s)
+  if not hchanged[hkey] then
+    hchanged[hkey] = true
     hist_order[#hist_order + 1] = hkey
   end
-  return c
+  hraw[hkey] = s or false
+end
+-- a history key's chunk (false: none); a zset written before chunks is converted at first
+-- sight. cur: the entity's latest value
+local function chunk(hkey, cur)
+  local s = hraw[hkey]
+  if not s and old_layout and not hseen[hkey] then
+    hseen[hkey] = true
+    if redis.call('TYPE', hkey).ok == 'zset' then
+      local list = ch_zset(hkey)
+      if ttl == 0 and cur and list[1] and list[1][2] == struct.unpack('>L', cur, 9) then
+        table.remove(list, 1)  -- even older data held the latest in history too
+      end
+      s = ch_list(list) or false
+      store(hkey, s)
+    end
+  end
+  return s
 end
 local dirty, dirty_order = {}, {}
 -- the last id given to each entity in this call: a late write does not move the latest
@@ -425,10 +486,11 @@ for k = 1, nkeys, per do
   elseif not status and hkey and ttl > 0 then
     -- The latest key expired with the ttl: history still knows the newest version, so an
     -- older write stays late instead of becoming the latest.
-    local c = chunk(hkey, cur)
-    if c.n > 0 then
-      newest_et = c.et
-      if not lastid[lkey] or lastid[lkey] < c.id then lastid[lkey] = c.id end
+    local s = chunk(hkey, cur)
+    if s then
+      local top_id
+      newest_et, top_id = struct.unpack('>lL', s)
+      if not lastid[lkey] or lastid[lkey] < top_id then lastid[lkey] = top_id end
     end
   end
   if not status and hkey and newest_et ~= nil and et <= newest_et
@@ -494,29 +556,29 @@ for k = 1, nkeys, per do
     if hkey and status ~= 4 then
       if ttl > 0 then
         -- the latest key expires with the ttl: history keeps the latest version too
-        local c = chunk(hkey, cur, true)
-        ch_insert(c, et, id, payload)
-        if hmode == 'c' then
-          ch_cut(c, hval, -math.huge)
-        else
-          ch_cut(c, math.huge, c.et - hval)
+        local s = chunk(hkey, cur)
+        local keep, cutoff = hval, -math.huge
+        if hmode ~= 'c' then
+          local newest = et  -- history's newest once this one is in
+          if s then newest = math.max(et, (struct.unpack('>l', s))) end
+          keep, cutoff = math.huge, newest - hval
         end
+        store(hkey, ch_add(s, et, id, payload, keep, cutoff))
       elseif cur then
         -- Without a ttl the latest version lives in the latest key only: history holds
-        -- the older ones. Late data goes there; a new latest moves the one it replaces
-        -- (unless history has it already: data written before history stopped holding
-        -- the latest twice).
-        local c = chunk(hkey, cur, true)
+        -- the older ones (COUNT - 1 besides the latest). Late data goes there; a new
+        -- latest moves the one it replaces, unless history has it already (a view that
+        -- had a ttl).
+        local s = chunk(hkey, cur)
+        local keep, cutoff = hval - 1, -math.huge
+        if hmode ~= 'c' then keep, cutoff = math.huge, (status == 0 and et or cur_et) - hval end
+        local cur_id = struct.unpack('>L', cur, 9)
         if status == 1 then
-          ch_insert(c, et, id, payload)
+          store(hkey, ch_add(s, et, id, payload, keep, cutoff))
+        elseif s and struct.unpack('>L', s, 9) == cur_id then
+          store(hkey, ch_list(ch_cut(ch_versions(s), keep, cutoff)))
         else
-          local cur_id = struct.unpack('>L', cur, 9)
-          if c.n == 0 or c.id ~= cur_id then ch_insert(c, cur_et, cur_id, string.sub(cur, 17)) end
-        end
-        if hmode == 'c' then
-          ch_cut(c, hval - 1, -math.huge)  -- keep COUNT - 1 besides the latest
-        else
-          ch_cut(c, math.huge, (status == 0 and et or cur_et) - hval)
+          store(hkey, ch_add(s, cur_et, cur_id, string.sub(cur, 17), keep, cutoff))
         end
       end
     end
@@ -543,7 +605,7 @@ for _, key in ipairs(dirty_order) do
   kv[#kv + 1] = dirty[key]
 end
 for _, hkey in ipairs(hist_order) do
-  local bytes = ch_bytes(hist[hkey])
+  local bytes = hraw[hkey]
   if bytes then
     kv[#kv + 1] = hkey
     kv[#kv + 1] = bytes
@@ -625,9 +687,9 @@ DELETE_VERSION = (
 local vid = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local found = 0
-local c, changed = ch_get(KEYS[2])
+local s, changed = ch_get(KEYS[2])
 -- history is bounded by the view's setting: a walk over one entity's versions
-local list = ch_versions(c)
+local list = ch_versions(s)
 for i, v in ipairs(list) do
   if v[2] == vid then
     table.remove(list, i)
@@ -660,7 +722,7 @@ if cur and struct.unpack('>L', cur, 9) == vid then
   end
 end
 if changed then
-  local bytes = ch_bytes(ch_list(list))
+  local bytes = ch_list(list)
   if bytes then redis.call('SET', KEYS[2], bytes) else redis.call('DEL', KEYS[2]) end
 end
 local tags = redis.call('HGETALL', KEYS[3])

@@ -212,18 +212,23 @@ local function ch_head(s)
   span, i = vget(s, i)
   return et, id, n, ml, span, i
 end
+-- the record at meta offset m, the one after version (et, id): its payload's length,
+-- its event time and id, the next record's offset
+local function ch_next(s, m, et, id)
+  local len, dt, did
+  len, m = vget(s, m)
+  dt, m = vget(s, m)
+  did, m = zget(s, m)
+  return len, et - dt, id - did, m
+end
 -- every version of a chunk as {et, id, payload}, newest first
 local function ch_versions(s)
   local out = {}
   if not s then return out end
   local et, id, n, ml, _, m = ch_head(s)
-  local p = m + ml
+  local p, len = m + ml, nil
   for k = 1, n do
-    local len, dt, did
-    len, m = vget(s, m)
-    dt, m = vget(s, m)
-    did, m = zget(s, m)
-    et, id = et - dt, id - did
+    len, et, id, m = ch_next(s, m, et, id)
     out[k] = {et, id, string.sub(s, p, p + len - 1)}
     p = p + len
   end
@@ -265,13 +270,9 @@ end
 local function ch_find(s, et, payload, want)
   if not s then return nil end
   local ket, kid, n, ml, _, m = ch_head(s)
-  local p = m + ml
+  local p, len = m + ml, nil
   for _ = 1, n do
-    local len, dt, did
-    len, m = vget(s, m)
-    dt, m = vget(s, m)
-    did, m = zget(s, m)
-    ket, kid = ket - dt, kid - did
+    len, ket, kid, m = ch_next(s, m, ket, kid)
     if ket < et then return nil end
     if ket == et and len == #payload and string.sub(s, p, p + len - 1) == payload
         and (not want or (kid >= want and kid < want + 256)) then

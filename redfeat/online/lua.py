@@ -178,20 +178,6 @@ local function vback(s, j)
   end
   return v, j
 end
-local function zget(str, i)
-  local b = string.byte(str, i)
-  local rest = 0
-  if b >= 128 then
-    b = b - 128
-    rest, i = vget(str, i + 1)
-  else
-    i = i + 1
-  end
-  local s = b % 2
-  local m = (b - s) / 2 + rest * 64
-  if s == 1 then return -m - 1, i end
-  return m, i
-end
 -- a chunk's head: newest event time and id, versions, meta length, span, meta's offset
 local function ch_head(s)
   local et, id = struct.unpack('>lL', s)
@@ -212,23 +198,73 @@ local function ch_head(s)
   span, i = vget(s, i)
   return et, id, n, ml, span, i
 end
--- the record at meta offset m, the one after version (et, id): its payload's length,
--- its event time and id, the next record's offset
-local function ch_next(s, m, et, id)
-  local len, dt, did
-  len, m = vget(s, m)
-  dt, m = vget(s, m)
-  did, m = zget(s, m)
-  return len, et - dt, id - did, m
+-- Walks read the meta a window of bytes at a time into a table (one string.byte call),
+-- then decode from the table: a byte read from a table costs a fraction of a call.
+local function tget(t, j)
+  local b = t[j]
+  if b < 128 then return b, j + 1 end
+  local v, m = 0, 1
+  while b >= 128 do
+    v = v + (b - 128) * m
+    m = m * 128
+    j = j + 1
+    b = t[j]
+  end
+  return v + b * m, j + 1
+end
+local function tzget(t, j)
+  local b = t[j]
+  local rest = 0
+  if b >= 128 then
+    b = b - 128
+    rest, j = tget(t, j + 1)
+  else
+    j = j + 1
+  end
+  local sg = b % 2
+  local v = (b - sg) / 2 + rest * 64
+  if sg == 1 then return -v - 1, j end
+  return v, j
+end
+-- the record whose meta starts at byte m of s: its payload length, deltas and the next
+-- record's offset, read through the window t (t[i - base] is byte i of s, 64 of them;
+-- read again when the record may pass its end: a record's meta is at most 28 bytes)
+local function ch_rec_at(s, t, base, m)
+  if not t or m + 32 > base + 64 then t, base = {string.byte(s, m, m + 63)}, m - 1 end
+  local len, dt, did, j
+  len, j = tget(t, m - base)
+  dt, j = tget(t, j)
+  did, j = tzget(t, j)
+  return t, base, len, dt, did, j + base
+end
+-- where version (et, id) goes in chunk s: before record k, the first older one (event
+-- time, then id; n + 1: none), whose meta and payload start at mk and pk; the record
+-- before it's event time and id; record k's payload length, event time, id and the next
+-- record's meta offset
+local function ch_walk(s, et, id)
+  local pet, pid, n, ml, _, m = ch_head(s)
+  local p, t, base = m + ml, nil, 0
+  for k = 1, n do
+    local len, dt, did, mnext
+    t, base, len, dt, did, mnext = ch_rec_at(s, t, base, m)
+    local ket, kid = pet - dt, pid - did
+    if ket < et or (ket == et and kid <= id) then
+      return k, m, p, pet, pid, len, ket, kid, mnext
+    end
+    pet, pid, m, p = ket, kid, mnext, p + len
+  end
+  return n + 1, m, p, pet, pid
 end
 -- every version of a chunk as {et, id, payload}, newest first
 local function ch_versions(s)
   local out = {}
   if not s then return out end
   local et, id, n, ml, _, m = ch_head(s)
-  local p, len = m + ml, nil
+  local p, t, base = m + ml, nil, 0
   for k = 1, n do
-    len, et, id, m = ch_next(s, m, et, id)
+    local len, dt, did
+    t, base, len, dt, did, m = ch_rec_at(s, t, base, m)
+    et, id = et - dt, id - did
     out[k] = {et, id, string.sub(s, p, p + len - 1)}
     p = p + len
   end
@@ -270,9 +306,11 @@ end
 local function ch_find(s, et, payload, want)
   if not s then return nil end
   local ket, kid, n, ml, _, m = ch_head(s)
-  local p, len = m + ml, nil
+  local p, t, base = m + ml, nil, 0
   for _ = 1, n do
-    len, ket, kid, m = ch_next(s, m, ket, kid)
+    local len, dt, did
+    t, base, len, dt, did, m = ch_rec_at(s, t, base, m)
+    ket, kid = ket - dt, kid - did
     if ket < et then return nil end
     if ket == et and len == #payload and string.sub(s, p, p + len - 1) == payload
         and (not want or (kid >= want and kid < want + 256)) then
@@ -282,53 +320,148 @@ local function ch_find(s, et, payload, want)
   end
   return nil
 end
+-- The same steps on a list of versions (ch_versions), for an entity written more than
+-- once in a call: decoded once, changed in place, made a string once (ch_list).
 -- drop the oldest of a list while more than keep are kept or the oldest is before cutoff
 local function ch_cut(list, keep, cutoff)
   while #list > 0 and (#list > keep or list[#list][1] < cutoff) do list[#list] = nil end
   return list
 end
--- the version (et, id, payload) in place, before the first one older than it (event time,
--- then id), then the oldest dropped as ch_cut does; the new chunk
-local function ch_add(s, et, id, payload, keep, cutoff)
-  if s then
-    local et0, id0, n, ml, span, m = ch_head(s)
-    if et > et0 or (et == et0 and id >= id0) then
-      -- ch_push: the new version goes in front; the first record's deltas become its
-      -- distance to it (they were 0: two zero bytes after its length)
-      local len1, m2 = vget(s, m)
-      m2 = m2 + 2
-      local pstart = m + ml
-      local mend, pend, old = pstart - 1, #s, n
-      while old > 0 and (old + 1 > keep or et0 - span < cutoff) do
-        local _, j = vback(s, mend)
-        local dt, len
-        dt, j = vback(s, j - 1)
-        len, j = vback(s, j - 1)
-        mend, pend, span, old = j - 1, pend - len, span - dt, old - 1
-      end
-      if old > 0 then
-        -- the first record's and the new one's meta, then the head's varints: each as
-        -- one string (numbers under 128 written inline: the common case)
-        local dt, did, len = et - et0, id - id0, #payload
-        local k = 3
-        if len < 128 then buf[1], k = len, 2 else k = vbuf(len, 1) end
-        buf[k], buf[k + 1] = 0, 0
-        if len1 < 128 then buf[k + 2], k = len1, k + 3 else k = vbuf(len1, k + 2) end
-        k = zbuf(did, vbuf(dt, k))
-        local front = string.char(unpack(buf, 1, k - 1))
-        k = vbuf(old + 1, 1)
-        k = vbuf(span + dt, vbuf(#front + mend - m2 + 1, k))
-        return struct.pack('>lL', et, id) .. string.char(unpack(buf, 1, k - 1)) .. front
-          .. string.sub(s, m2, mend) .. payload .. string.sub(s, pstart, pend)
-      end
-      s = false  -- every older version dropped: the new one alone, if kept
+local function l_find(list, et, payload, want)
+  for _, v in ipairs(list) do
+    if v[1] < et then return nil end
+    if v[1] == et and v[3] == payload and (not want or (v[2] >= want and v[2] < want + 256)) then
+      return v[2]
     end
   end
-  local list = ch_versions(s)
+  return nil
+end
+local function l_add(list, et, id, payload, keep, cutoff)
   local k = 1
   while list[k] and (list[k][1] > et or (list[k][1] == et and list[k][2] > id)) do k = k + 1 end
   table.insert(list, k, {et, id, payload})
-  return ch_list(ch_cut(list, keep, cutoff))
+  return ch_cut(list, keep, cutoff)
+end
+-- Drop the records of s from the end (its meta ends at byte mend, its payloads at pend;
+-- the last kept one is record `last`, the oldest one's event time et0 - span) while the
+-- records kept, with `extra` more, are more than keep or the oldest is before cutoff; never
+-- record `floor` or one before. What is left: mend, pend, span, last.
+local function ch_drop(s, mend, pend, span, last, extra, floor, keep, cutoff, et0)
+  while last >= floor and (last + extra > keep or et0 - span < cutoff) do
+    local _, j = vback(s, mend)
+    local dt, len
+    dt, j = vback(s, j - 1)
+    len, j = vback(s, j - 1)
+    mend, pend, span, last = j - 1, pend - len, span - dt, last - 1
+  end
+  return mend, pend, span, last
+end
+-- a chunk's head (the newest's et and id, then its varints) and the meta of the records
+-- from m1 (the two records whose deltas change: made as one string), then the rest
+local function ch_build(et, id, n, span, mid, s, m, m1, m2, mend, p1, payload, p2, pend)
+  local ml = (m1 - m) + #mid + (mend - m2 + 1)
+  local k = vbuf(span, vbuf(ml, vbuf(n, 1)))
+  return struct.pack('>lL', et, id) .. string.char(unpack(buf, 1, k - 1))
+    .. string.sub(s, m, m1 - 1) .. mid .. string.sub(s, m2, mend)
+    .. string.sub(s, p1, p2 - 1) .. payload .. string.sub(s, p2, pend)
+end
+-- the meta of two records as one string: (len, dt, did), then (len2, dt2, did2) if len2
+local function ch_recs(len, dt, did, len2, dt2, did2)
+  local k = zbuf(did, vbuf(dt, vbuf(len, 1)))
+  if len2 then k = zbuf(did2, vbuf(dt2, vbuf(len2, k))) end
+  return string.char(unpack(buf, 1, k - 1))
+end
+-- the chunk trimmed as ch_drop does (s itself when nothing goes)
+local function ch_trim(s, keep, cutoff)
+  local et0, id0, n, ml, span, m = ch_head(s)
+  local pstart = m + ml
+  local mend, pend, span2, last = ch_drop(s, pstart - 1, #s, span, n, 0, 1, keep, cutoff, et0)
+  if last == n then return s end
+  if last == 0 then return nil end
+  return ch_build(et0, id0, last, span2, '', s, m, m, m, mend, pstart, '', pstart, pend)
+end
+-- The version (et, id, payload) in place, before the first one older than it (event
+-- time, then id), then the oldest dropped while more than keep are kept or the oldest is
+-- before cutoff; the new chunk. Works on the string: the records before the new one are
+-- walked, the dropped ones read from the end, and only the new record's meta and the next
+-- one's are made; the rest is copied once, in one concatenation.
+local function ch_add(s, et, id, payload, keep, cutoff)
+  local len = #payload
+  if not s then
+    if keep < 1 or et < cutoff then return nil end
+    return ch_list({{et, id, payload}})
+  end
+  local et0, id0, n, ml, span, m = ch_head(s)
+  local pstart = m + ml
+  if et > et0 or (et == et0 and id >= id0) then
+    -- The common write: the new version in front. The first record's deltas (0: two zero
+    -- bytes after its length) become its distance to it; the head's varints and the two
+    -- records' meta are made as one string.
+    local len1, m2 = vget(s, m)
+    m2 = m2 + 2
+    local mend, pend, old
+    mend, pend, span, old = ch_drop(s, pstart - 1, #s, span, n, 1, 1, keep, cutoff, et0)
+    if old > 0 then
+      local dt, did = et - et0, id - id0
+      local ml2 = vlen(len) + 2 + vlen(len1) + vlen(dt) + zlen(did) + mend - m2 + 1
+      local k = vbuf(len, vbuf(span + dt, vbuf(ml2, vbuf(old + 1, 1))))
+      buf[k], buf[k + 1] = 0, 0
+      k = zbuf(did, vbuf(dt, vbuf(len1, k + 2)))
+      return struct.pack('>lL', et, id) .. string.char(unpack(buf, 1, k - 1))
+        .. string.sub(s, m2, mend) .. payload .. string.sub(s, pstart, pend)
+    end
+    if keep < 1 or et < cutoff then return nil end
+    return ch_list({{et, id, payload}})  -- every older version dropped
+  end
+  if et < et0 - span and (n + 1 > keep or et < cutoff) then
+    return ch_trim(s, keep, cutoff)  -- older than every kept one, and not kept
+  end
+  local k, mk, pk, pet, pid, klen, ket, kid, mnext = ch_walk(s, et, id)
+  if k > n and (n + 1 > keep or et < cutoff) then
+    return ch_trim(s, keep, cutoff)
+  end
+  local mend, pend, last = pstart - 1, #s, n
+  mend, pend, span, last = ch_drop(s, mend, pend, span, last, 1, k, keep, cutoff, et0)
+  if last >= k then
+    -- record k stays: its deltas become its distance to the new version
+    local mid = ch_recs(len, pet - et, pid - id, klen, et - ket, id - kid)
+    return ch_build(et0, id0, last + 1, span, mid, s, m, mk, mnext, mend, pstart, payload, pk,
+      pend)
+  end
+  if last + 1 > keep or et < cutoff then
+    -- the new version would go too: the rare case, through the list
+    return ch_list(l_add(ch_versions(s), et, id, payload, keep, cutoff))
+  end
+  -- the new version is the oldest kept
+  return ch_build(et0, id0, k, et0 - et, ch_recs(len, pet - et, pid - id), s, m, mk, mk, mk - 1,
+    pstart, payload, pk, pk - 1)
+end
+-- a history in either form (h: a chunk string, false for none, or a list of versions):
+-- its newest version's event time and id (nil: none), a kept version by payload, the new
+-- form after an insert or a trim, its string (nil: none)
+local function h_top(h)
+  if type(h) == 'table' then
+    if h[1] then return h[1][1], h[1][2] end
+    return nil
+  end
+  if h then return struct.unpack('>lL', h) end
+  return nil
+end
+local function h_find(h, et, payload, want)
+  if type(h) == 'table' then return l_find(h, et, payload, want) end
+  return ch_find(h, et, payload, want)
+end
+local function h_add(h, et, id, payload, keep, cutoff)
+  if type(h) == 'table' then return l_add(h, et, id, payload, keep, cutoff) end
+  return ch_add(h, et, id, payload, keep, cutoff)
+end
+local function h_trim(h, keep, cutoff)
+  if type(h) == 'table' then return ch_cut(h, keep, cutoff) end
+  return ch_trim(h, keep, cutoff)
+end
+local function h_bytes(h)
+  if type(h) == 'table' then return ch_list(h) end
+  return h
 end
 """
 
@@ -401,10 +534,14 @@ end
 -- MGET reads a key of another type as nil: a nil chunk is looked at again (TYPE) once a
 -- write needs it, in case it is a zset written before chunks (converted, then written).
 local hraw, hseen, hchanged, hist_order = {}, {}, {}, {}
+local multi = {}  -- history keys of entities written more than once in this call
 local old_layout = false  -- whether a nil chunk may be a zset (one EXISTS tells for all)
 if per == 2 then
   local hkeys, absent = {}, {}
-  for k = 2, nkeys, per do hkeys[#hkeys + 1] = KEYS[k] end
+  for k = 2, nkeys, per do
+    hkeys[#hkeys + 1] = KEYS[k]
+    multi[KEYS[k]] = multi[KEYS[k]] ~= nil
+  end
   local got = redis.call('MGET', unpack(hkeys))
   for i, key in ipairs(hkeys) do
     hraw[key] = got[i]
@@ -412,30 +549,35 @@ if per == 2 then
   end
   old_layout = #absent > 0 and redis.call('EXISTS', unpack(absent)) > 0
 end
--- a history key's new chunk (nil: none left), written back at the end
-local function store(hkey, s)
+-- a history key's new form (nil: none left), written back at the end
+local function store(hkey, h)
   if not hchanged[hkey] then
     hchanged[hkey] = true
     hist_order[#hist_order + 1] = hkey
   end
-  hraw[hkey] = s or false
+  hraw[hkey] = h or false
 end
--- a history key's chunk (false: none); a zset written before chunks is converted at first
+-- a history key's history (CHUNK's h: a string, false, or, for an entity written more
+-- than once in the call, a list); a zset written before chunks is converted at first
 -- sight. cur: the entity's latest value
 local function chunk(hkey, cur)
-  local s = hraw[hkey]
-  if not s and old_layout and not hseen[hkey] then
+  local h = hraw[hkey]
+  if not h and old_layout and not hseen[hkey] then
     hseen[hkey] = true
     if redis.call('TYPE', hkey).ok == 'zset' then
       local list = ch_zset(hkey)
       if ttl == 0 and cur and list[1] and list[1][2] == struct.unpack('>L', cur, 9) then
         table.remove(list, 1)  -- even older data held the latest in history too
       end
-      s = ch_list(list) or false
-      store(hkey, s)
+      h = list
+      store(hkey, multi[hkey] and list or ch_list(list))
     end
   end
-  return s
+  if multi[hkey] and type(h) ~= 'table' then
+    h = ch_versions(h)
+    hraw[hkey] = h
+  end
+  return hraw[hkey]
 end
 local dirty, dirty_order = {}, {}
 -- the last id given to each entity in this call: a late write does not move the latest
@@ -487,10 +629,9 @@ for k = 1, nkeys, per do
   elseif not status and hkey and ttl > 0 then
     -- The latest key expired with the ttl: history still knows the newest version, so an
     -- older write stays late instead of becoming the latest.
-    local s = chunk(hkey, cur)
-    if s then
-      local top_id
-      newest_et, top_id = struct.unpack('>lL', s)
+    local top_et, top_id = h_top(chunk(hkey, cur))
+    if top_et then
+      newest_et = top_et
       if not lastid[lkey] or lastid[lkey] < top_id then lastid[lkey] = top_id end
     end
   end
@@ -502,7 +643,7 @@ for k = 1, nkeys, per do
     -- a backfilled version is the same one only with its written_at as id (or the few
     -- ids after it that rows sharing a written_at in one call get)
     local want = backfill and tonumber(ARGV[a + 2]) or nil
-    local mid = ch_find(chunk(hkey, cur), et, payload, want)
+    local mid = h_find(chunk(hkey, cur), et, payload, want)
     if mid then
       id = mid
       status = 2
@@ -557,29 +698,29 @@ for k = 1, nkeys, per do
     if hkey and status ~= 4 then
       if ttl > 0 then
         -- the latest key expires with the ttl: history keeps the latest version too
-        local s = chunk(hkey, cur)
+        local h = chunk(hkey, cur)
         local keep, cutoff = hval, -math.huge
         if hmode ~= 'c' then
-          local newest = et  -- history's newest once this one is in
-          if s then newest = math.max(et, (struct.unpack('>l', s))) end
-          keep, cutoff = math.huge, newest - hval
+          local newest = h_top(h) or et  -- history's newest once this one is in
+          keep, cutoff = math.huge, math.max(et, newest) - hval
         end
-        store(hkey, ch_add(s, et, id, payload, keep, cutoff))
+        store(hkey, h_add(h, et, id, payload, keep, cutoff))
       elseif cur then
         -- Without a ttl the latest version lives in the latest key only: history holds
         -- the older ones (COUNT - 1 besides the latest). Late data goes there; a new
         -- latest moves the one it replaces, unless history has it already (a view that
         -- had a ttl).
-        local s = chunk(hkey, cur)
+        local h = chunk(hkey, cur)
         local keep, cutoff = hval - 1, -math.huge
         if hmode ~= 'c' then keep, cutoff = math.huge, (status == 0 and et or cur_et) - hval end
         local cur_id = struct.unpack('>L', cur, 9)
+        local _, top_id = h_top(h)
         if status == 1 then
-          store(hkey, ch_add(s, et, id, payload, keep, cutoff))
-        elseif s and struct.unpack('>L', s, 9) == cur_id then
-          store(hkey, ch_list(ch_cut(ch_versions(s), keep, cutoff)))
+          store(hkey, h_add(h, et, id, payload, keep, cutoff))
+        elseif top_id == cur_id then
+          store(hkey, h_trim(h, keep, cutoff))
         else
-          store(hkey, ch_add(s, cur_et, cur_id, string.sub(cur, 17), keep, cutoff))
+          store(hkey, h_add(h, cur_et, cur_id, string.sub(cur, 17), keep, cutoff))
         end
       end
     end
@@ -606,7 +747,7 @@ for _, key in ipairs(dirty_order) do
   kv[#kv + 1] = dirty[key]
 end
 for _, hkey in ipairs(hist_order) do
-  local bytes = hraw[hkey]
+  local bytes = h_bytes(hraw[hkey])
   if bytes then
     kv[#kv + 1] = hkey
     kv[#kv + 1] = bytes

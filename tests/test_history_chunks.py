@@ -423,3 +423,23 @@ def test_extreme_times_and_ids_stay_exact_through_the_script(store: FeatureStore
     }
     assert got == sorted(got, reverse=True)  # event time, then id, newest first
     assert [x for _, _, x in got] == [2, 5, 4, 1, 3]
+
+
+def test_wide_rows_and_long_histories(store: FeatureStore, client: redis.Redis) -> None:
+    # payloads over 127 bytes (two-byte lengths) and heads over 127 versions or meta bytes
+    wide = [Field(f"f{j}", t.Float) for j in range(20)]
+    store.apply(FeatureView("wide", entity="user", fields=wide, history=5))
+    store.apply(FeatureView("long", entity="user", fields=[Field("x", t.Int)], history=300))
+    order = list(range(0, 40, 3)) + [4, 22, 38]  # in order, then late ones
+    for k in order:
+        store.write("wide", "u", {f"f{j}": k + j / 100 for j in range(20)}, event_time=1000 + k)
+    got = [(v.event_time.timestamp(), v.values["f3"]) for v in store.history("wide", "u")]
+    assert got == [(1000 + k, k + 0.03) for k in sorted(order, reverse=True)[:5]]
+    ks = list(range(0, 400, 2)) + list(range(1, 120, 2))
+    store.write_many("long", [{"entity_id": "u", "x": k, "et": 1000 + k} for k in ks[:150]],
+                     event_time_column="et")  # fmt: skip
+    for k in ks[150:]:
+        store.write("long", "u", {"x": k}, event_time=1000 + k)
+    got_x = [v.values["x"] for v in store.history("long", "u", limit=1000)]
+    assert got_x == sorted(ks, reverse=True)[:300]
+    assert len(client.get(store.keys.history("long", "u")) or b"") < 300 * 12

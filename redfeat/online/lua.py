@@ -149,18 +149,6 @@ end
 local function zput(d)
   return string.char(unpack(buf, 1, zbuf(d, 1) - 1))
 end
-local function vget(s, i)
-  local b = string.byte(s, i)
-  if b < 128 then return b, i + 1 end
-  local v, m = 0, 1
-  while b >= 128 do
-    v = v + (b - 128) * m
-    m = m * 128
-    i = i + 1
-    b = string.byte(s, i)
-  end
-  return v + b * m, i + 1
-end
 -- the varint that ends at byte j: its value and its first byte (the byte before a varint
 -- is the last of another one, under 128, and a chunk's meta starts past byte 16). A
 -- zigzag's value read so is not its value. Up to four bytes are read in one call.
@@ -177,26 +165,6 @@ local function vback(s, j)
     d = string.byte(s, j - 1)
   end
   return v, j
-end
--- a chunk's head: newest event time and id, versions, meta length, span, meta's offset
-local function ch_head(s)
-  local et, id = struct.unpack('>lL', s)
-  -- the common head in one read: a byte each for the count and meta length, a span of
-  -- up to four bytes (a chunk is at least 23 bytes long)
-  local n, ml, a, b, c, d = string.byte(s, 17, 22)
-  if n < 128 and ml < 128 then
-    if a < 128 then return et, id, n, ml, a, 20 end
-    if b < 128 then return et, id, n, ml, a - 128 + b * 128, 21 end
-    if c < 128 then return et, id, n, ml, a - 128 + (b - 128 + c * 128) * 128, 22 end
-    if d and d < 128 then
-      return et, id, n, ml, a - 128 + (b - 128 + (c - 128 + d * 128) * 128) * 128, 23
-    end
-  end
-  local span, i
-  n, i = vget(s, 17)
-  ml, i = vget(s, i)
-  span, i = vget(s, i)
-  return et, id, n, ml, span, i
 end
 -- Walks read the meta a window of bytes at a time into a table (one string.byte call),
 -- then decode from the table: a byte read from a table costs a fraction of a call.
@@ -225,6 +193,26 @@ local function tzget(t, j)
   local v = (b - sg) / 2 + rest * 64
   if sg == 1 then return -v - 1, j end
   return v, j
+end
+-- a chunk's head: newest event time and id, versions, meta length, span, meta's offset
+local function ch_head(s)
+  local et, id = struct.unpack('>lL', s)
+  -- the common head in one read: a byte each for the count and meta length, a span of
+  -- up to four bytes (a chunk is at least 23 bytes long)
+  local n, ml, a, b, c, d = string.byte(s, 17, 22)
+  if n < 128 and ml < 128 then
+    if a < 128 then return et, id, n, ml, a, 20 end
+    if b < 128 then return et, id, n, ml, a - 128 + b * 128, 21 end
+    if c < 128 then return et, id, n, ml, a - 128 + (b - 128 + c * 128) * 128, 22 end
+    if d and d < 128 then
+      return et, id, n, ml, a - 128 + (b - 128 + (c - 128 + d * 128) * 128) * 128, 23
+    end
+  end
+  local t, span, j = {string.byte(s, 17, 46)}, nil, nil
+  n, j = tget(t, 1)
+  ml, j = tget(t, j)
+  span, j = tget(t, j)
+  return et, id, n, ml, span, 16 + j
 end
 -- the record whose meta starts at byte m of s: its payload length, deltas and the next
 -- record's offset, read through the window t (t[i - base] is byte i of s, 64 of them;
@@ -397,8 +385,12 @@ local function ch_add(s, et, id, payload, keep, cutoff)
     -- The common write: the new version in front. The first record's deltas (0: two zero
     -- bytes after its length) become its distance to it; the head's varints and the two
     -- records' meta are made as one string.
-    local len1, m2 = vget(s, m)
-    m2 = m2 + 2
+    local len1, m2 = string.byte(s, m), m + 3
+    if len1 >= 128 then
+      local j
+      len1, j = tget({string.byte(s, m, m + 9)}, 1)
+      m2 = m + j + 1
+    end
     local mend, pend, old
     mend, pend, span, old = ch_drop(s, pstart - 1, #s, span, n, 1, 1, keep, cutoff, et0)
     if old > 0 then

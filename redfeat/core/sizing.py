@@ -34,8 +34,8 @@ class Constants:
 # the keys it counts. history_key and per_version: history chunks, `--versions 1,2,5,10
 # --lean`, a least-squares fit over both widths (bench/RESULTS.md, Memory); the chunk's
 # rounding up to the allocator's size classes is in them, on average
-REDIS_7 = Constants(93.5, 1.14, 149.5, 12.6, 19.4)
-VALKEY_9 = Constants(73.6, 1.12, 85.2, 8.9, 30.7)
+REDIS_7 = Constants(93.5, 1.14, 149.8, 11.6, 19.4)
+VALKEY_9 = Constants(73.6, 1.12, 84.9, 8.9, 30.7)
 PROFILES = 32_768  # a view's hourly profiles (measured 15-31 KB for 20k-100k entities)
 
 

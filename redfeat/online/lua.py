@@ -377,7 +377,10 @@ local function ch_add(s, et, id, payload, keep, cutoff)
   local len = #payload
   if not s then
     if keep < 1 or et < cutoff then return nil end
-    return ch_list({{et, id, payload}})
+    -- a chunk of one: count 1, meta length, span 0, its meta (length, two zero deltas)
+    local k = vbuf(len, 4)
+    buf[1], buf[2], buf[3], buf[k], buf[k + 1] = 1, k - 2, 0, 0, 0
+    return struct.pack('>lL', et, id) .. string.char(unpack(buf, 1, k + 1)) .. payload
   end
   local et0, id0, n, ml, span, m = ch_head(s)
   local pstart = m + ml
@@ -529,17 +532,26 @@ local hraw, hseen, hchanged, hist_order = {}, {}, {}, {}
 local multi = {}  -- history keys of entities written more than once in this call
 local old_layout = false  -- whether a nil chunk may be a zset (one EXISTS tells for all)
 if per == 2 then
+  -- Only the chunks a write may read: without a ttl, an entity with no latest value has
+  -- no history to read (a first write writes none); one read later in the call (its
+  -- entity written again) is a GET of its own (chunk).
   local hkeys, absent = {}, {}
-  for k = 2, nkeys, per do
-    hkeys[#hkeys + 1] = KEYS[k]
-    multi[KEYS[k]] = multi[KEYS[k]] ~= nil
+  for i, lkey in ipairs(lkeys) do
+    local hkey = KEYS[2 * i]
+    multi[hkey] = multi[hkey] ~= nil
+    if (ttl > 0 or fetched[i]) and hraw[hkey] == nil then
+      hkeys[#hkeys + 1] = hkey
+      hraw[hkey] = false
+    end
   end
-  local got = redis.call('MGET', unpack(hkeys))
-  for i, key in ipairs(hkeys) do
-    hraw[key] = got[i]
-    if not got[i] then absent[#absent + 1] = key end
+  if #hkeys > 0 then
+    local got = redis.call('MGET', unpack(hkeys))
+    for i, key in ipairs(hkeys) do
+      hraw[key] = got[i]
+      if not got[i] then absent[#absent + 1] = key end
+    end
+    old_layout = #absent > 0 and redis.call('EXISTS', unpack(absent)) > 0
   end
-  old_layout = #absent > 0 and redis.call('EXISTS', unpack(absent)) > 0
 end
 -- a history key's new form (nil: none left), written back at the end
 local function store(hkey, h)
@@ -554,16 +566,23 @@ end
 -- sight. cur: the entity's latest value
 local function chunk(hkey, cur)
   local h = hraw[hkey]
-  if not h and old_layout and not hseen[hkey] then
-    hseen[hkey] = true
-    if redis.call('TYPE', hkey).ok == 'zset' then
-      local list = ch_zset(hkey)
-      if ttl == 0 and cur and list[1] and list[1][2] == struct.unpack('>L', cur, 9) then
-        table.remove(list, 1)  -- even older data held the latest in history too
-      end
-      h = list
-      store(hkey, multi[hkey] and list or ch_list(list))
+  local zset = false
+  if h == nil then
+    h = redis.pcall('GET', hkey)
+    zset = type(h) == 'table'  -- WRONGTYPE: a zset
+    if zset then h = false end
+    hraw[hkey] = h
+  elseif not h and old_layout and not hseen[hkey] then
+    zset = redis.call('TYPE', hkey).ok == 'zset'
+  end
+  hseen[hkey] = true
+  if zset then
+    local list = ch_zset(hkey)
+    if ttl == 0 and cur and list[1] and list[1][2] == struct.unpack('>L', cur, 9) then
+      table.remove(list, 1)  -- even older data held the latest in history too
     end
+    h = list
+    store(hkey, multi[hkey] and list or ch_list(list))
   end
   if multi[hkey] and type(h) ~= 'table' then
     h = ch_versions(h)

@@ -522,26 +522,28 @@ local lkeys = {}
 for k = 1, nkeys, per do lkeys[#lkeys + 1] = KEYS[k] end
 local fetched = redis.call('MGET', unpack(lkeys))
 local latest = {}
+local multi = {}  -- history keys of entities written more than once in this call
 for i, key in ipairs(lkeys) do
-  if latest[key] == nil then latest[key] = fetched[i] end
+  if latest[key] == nil then
+    latest[key] = fetched[i]
+  elseif per == 2 then
+    multi[KEYS[2 * i]] = true
+  end
 end
 -- History chunks the same way: one MGET, one MSET (and one DEL of emptied ones) at the end.
 -- MGET reads a key of another type as nil: a nil chunk is looked at again (TYPE) once a
 -- write needs it, in case it is a zset written before chunks (converted, then written).
 local hraw, hseen, hchanged, hist_order = {}, {}, {}, {}
-local multi = {}  -- history keys of entities written more than once in this call
 local old_layout = false  -- whether a nil chunk may be a zset (one EXISTS tells for all)
 if per == 2 then
   -- Only the chunks a write may read: without a ttl, an entity with no latest value has
   -- no history to read (a first write writes none); one read later in the call (its
   -- entity written again) is a GET of its own (chunk).
   local hkeys, absent = {}, {}
-  for i, lkey in ipairs(lkeys) do
-    local hkey = KEYS[2 * i]
-    multi[hkey] = multi[hkey] ~= nil
-    if (ttl > 0 or fetched[i]) and hraw[hkey] == nil then
-      hkeys[#hkeys + 1] = hkey
-      hraw[hkey] = false
+  for i = 1, #lkeys do
+    if (ttl > 0 or fetched[i]) and hraw[KEYS[2 * i]] == nil then
+      hkeys[#hkeys + 1] = KEYS[2 * i]
+      hraw[KEYS[2 * i]] = false
     end
   end
   if #hkeys > 0 then

@@ -21,13 +21,13 @@ this layout). Versions are ordered by event time, then id: the last written wins
 Why a chunk and not a sorted set: a version in a listpack zset costs its member (0xCF, the
 id, the payload) and a score, ~47-50 B for 3 Floats, and a member over 64 bytes (more than
 5 Floats) makes the zset a skiplist of ~330 B a version; here a version costs its payload
-and ~5-7 bytes of deltas, whatever its width. The meta sits apart from the payloads so that
+and ~7 bytes of meta (for versions seconds apart), whatever its width. The meta sits apart from the payloads so that
 the trimming of the oldest works from the end of both (a varint read backwards: its last
 byte is the only one under 0x80), a reader decodes the meta of many chunks with a few numpy
 calls and all their payloads with one msgpack call (history.decode_chunks), and the 16-byte
 head answers "the newest kept version" without a walk. Lua numbers are doubles, exact to
 2^53: times and ids (microseconds between 1900 and 2200) and their differences are; a
-zigzag value may not be, so CHUNK makes its first byte apart (zput).
+zigzag value may not be, so CHUNK makes its first byte apart (zsplit).
 Data written before this layout (a zset history key) is converted by the first write
 touching it (CHUNK's ch_zset); readers read either (history.read_chunks).
 
@@ -93,11 +93,14 @@ end
 """
 
 # CHUNK: the Lua functions WRITE and DELETE_VERSION use to read and change a history chunk
-# (the stored form is in the module docstring). Each takes a chunk's string (false: none)
-# and returns the new one (nil: empty, the key goes). The common write, a version in front
-# and the oldest out at the end, is ch_push: it reads the head, the first record and the
-# records it drops, and makes the new string with one concatenation; anything else (late
-# data, a removal, a conversion) goes through the list of versions (ch_versions, ch_list).
+# (the stored form is in the module docstring). ch_add, ch_trim and ch_find take a chunk's
+# string (false: none) and return the new one (nil: empty, the key goes). The common
+# write, a version in front and the oldest out at the end, reads the head, the first
+# record's length and the dropped records' meta from the end, and makes the new string
+# with one concatenation; a late version walks the records newer than it. An entity
+# written several times in one call, a removal and a conversion use the list of versions
+# instead (ch_versions, l_add, ch_cut, ch_list): decoded once, encoded once. h_* take
+# either form.
 CHUNK = r"""
 -- varints are made as bytes in buf and turned into one string by string.char: no table
 -- and no small string per number

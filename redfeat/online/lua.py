@@ -21,11 +21,12 @@ this layout). Versions are ordered by event time, then id: the last written wins
 Why a chunk and not a sorted set: a version in a listpack zset costs its member (0xCF, the
 id, the payload) and a score, ~47-50 B for 3 Floats, and a member over 64 bytes (more than
 5 Floats) makes the zset a skiplist of ~330 B a version; here a version costs its payload
-and ~7 bytes of meta (for versions seconds apart), whatever its width. The meta sits apart from the payloads so that
-the trimming of the oldest works from the end of both (a varint read backwards: its last
-byte is the only one under 0x80), a reader decodes the meta of many chunks with a few numpy
-calls and all their payloads with one msgpack call (history.decode_chunks), and the 16-byte
-head answers "the newest kept version" without a walk. Lua numbers are doubles, exact to
+and ~7 bytes of meta (versions seconds apart), whatever its width. The meta sits apart
+from the payloads so that the trimming of the oldest works from the end of both (a varint
+read backwards: its last byte is the only one under 0x80), a reader decodes the meta of
+many chunks with a few numpy calls and all their payloads with one msgpack call
+(history.decode_chunks), and the 16-byte head answers "the newest kept version" without a
+walk. Lua numbers are doubles, exact to
 2^53: times and ids (microseconds between 1900 and 2200) and their differences are; a
 zigzag value may not be, so CHUNK makes its first byte apart (zsplit).
 Data written before this layout (a zset history key) is converted by the first write

@@ -4,7 +4,8 @@ values and Feast's measured 186 B (issue 18), on the embedded Valkey and on Redi
 Command:
 
     .venv/bin/python bench/memory.py [--entities 20000] [--url redis://127.0.0.1:6379/15]
-                                     [--sizing 1000000]
+                                     [--sizing 1000000] [--features 3,20] [--versions 1,10]
+                                     [--lean]
 
 For each server: an embedded Valkey (temporary directory, stopped at the end) and, if
 ``--url`` is given, that server (project "benchmem", its keys deleted at the end; nothing
@@ -14,7 +15,9 @@ features, 1 or 10 versions each (history=10, the default), with or without the c
 ``used_memory`` deltas divided by the entities. The baseline is one HSET per entity of the
 same values (field names as keys, values as text).
 ``--sizing N`` also loads N entities (3 features, 1 version, defaults) and checks
-``store.estimate_memory`` against the measured delta.
+``store.estimate_memory`` against the measured delta. ``--versions 1,2,10`` separates the
+history key's own cost from each version's (core/sizing.py's h and b); ``--lean`` runs
+only the cases without feed and profiling (what those constants are fitted on).
 """
 
 from __future__ import annotations
@@ -114,7 +117,13 @@ def hset_baseline(r: redis.Redis, entities: int, features: int, rng: random.Rand
 
 
 def run(
-    name: str, r: redis.Redis, entities: int, sizing: int, features_list: tuple[int, ...]
+    name: str,
+    r: redis.Redis,
+    entities: int,
+    sizing: int,
+    features_list: tuple[int, ...],
+    versions_list: tuple[int, ...] = (1, 10),
+    cases: tuple[tuple[bool, bool, bool], ...] = CASES,
 ) -> None:
     rng = random.Random(7)
     ver = r.info("server").get("valkey_version") or r.info("server")["redis_version"]
@@ -122,8 +131,8 @@ def run(
     print(f"  {'case':<46}{'redfeat':>9}{'HSET':>8}{'Feast':>8}")
     for features in features_list:
         base = hset_baseline(r, entities, features, rng)
-        for versions in (1, 10):
-            for feed, profile, log in CASES:
+        for versions in versions_list:
+            for feed, profile, log in cases:
                 b = case(
                     r,
                     entities=entities,
@@ -173,19 +182,23 @@ def main() -> None:
     ap.add_argument("--url", default=None)
     ap.add_argument("--sizing", type=int, default=0)
     ap.add_argument("--features", default="3,20", help="feature counts, comma-separated")
+    ap.add_argument("--versions", default="1,10", help="versions per entity, comma-separated")
+    ap.add_argument("--lean", action="store_true", help="only feed off, profiling off")
     args = ap.parse_args()
     feats = tuple(int(f) for f in args.features.split(","))
+    vers = tuple(int(v) for v in args.versions.split(","))
+    cases = ((False, False, False),) if args.lean else CASES
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedServer(tmp)
         info = server.ensure(keep_running=True)
         try:
-            run("embedded Valkey", info.client(), args.entities, args.sizing, feats)
+            run("embedded Valkey", info.client(), args.entities, args.sizing, feats, vers, cases)
         finally:
             server.stop()
     if args.url:
         r = redis.Redis.from_url(args.url)
         try:
-            run("Redis", r, args.entities, args.sizing, feats)
+            run("Redis", r, args.entities, args.sizing, feats, vers, cases)
         finally:
             r.close()
 

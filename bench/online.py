@@ -124,6 +124,11 @@ def run(raw: redis.Redis, rng: random.Random, args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     store.write_many("narrow", wrows)
     ours_rate = m / (time.perf_counter() - t0)
+    # the same entities again: each row moves its entity's latest version into history
+    again = [{**row, "score": rng.random()} for row in wrows]
+    t0 = time.perf_counter()
+    store.write_many("narrow", again)
+    again_rate = m / (time.perf_counter() - t0)
     # Runs after the default one, on a fuller server (which slows writes a little).
     quiet = FeatureStore(client=raw, project="bench_nofeed", feed_cap=0)
     quiet.apply(narrow)
@@ -146,6 +151,10 @@ def run(raw: redis.Redis, rng: random.Random, args: argparse.Namespace) -> None:
         f"   ratio {ours_rate / base_rate:.2f}x"
     )
     print(f"  redfeat without change events (feed_cap=0) {quiet_rate:>10,.0f} rows/s")
+    print(
+        f"  redfeat, the same entities again (into history) {again_rate:>10,.0f} rows/s"
+        f"   ratio {again_rate / base_rate:.2f}x"
+    )
 
     print("\nmemory, 3 numeric features per entity, history=0")
     lean = FeatureView(

@@ -26,7 +26,7 @@ from .core.records import EntityStats, Status
 from .core.time import to_us
 from .errors import wrap_redis
 from .online import events
-from .online.history import from_latest, ttl_ok
+from .online.history import LATEST_HEAD, chunk_head, from_latest, read_chunks, ttl_ok
 from .timeseries.spec import SeriesRegistry
 
 # Histogram edges for exporters (seconds): each counts the operations whose fine bucket
@@ -365,17 +365,20 @@ def entity_stats(ctx: Ctx, view: str, entity_id: str | int) -> EntityStats:
         pipe.pttl(latest)
         pipe.memory_usage(latest, samples=0)
         if keeps:
-            pipe.zcard(history)
+            pipe.get(history)
             pipe.memory_usage(history, samples=0)
-            pipe.zrange(history, -1, -1)
-        replies = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
+        for r in replies[:3] + replies[4:]:
+            if isinstance(r, Exception):
+                raise r
+        chunk = read_chunks(ctx.client, [history], replies[3:4])[0] if keeps else None
     blob, pttl, mem = replies[0], int(replies[1]), int(replies[2] or 0)
     kept = 1 if blob is not None else 0
     if keeps:
         # history holds the versions older than the latest (and the latest too with a ttl)
-        top = replies[5]
-        twice = blob is not None and bool(top) and top[0][1:9] == blob[8:16]
-        kept = int(replies[3]) + kept - twice
+        _, top, n = chunk_head(chunk) if chunk else (0, 0, 0)
+        twice = blob is not None and n > 0 and top == LATEST_HEAD.unpack_from(blob)[1]
+        kept = n + kept - twice
         mem += int(replies[4] or 0)
     fields = {f.name: repr(f.dtype).removeprefix("t.") for f in res.view.fields}
     if blob is None:

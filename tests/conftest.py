@@ -186,6 +186,7 @@ CLUSTER_FILES = {
     "test_cache.py",
     "test_offlinelog.py",
     "test_training_log.py",  # the offline log fed from partitioned feeds, windows, deletes
+    "test_history_chunks.py",  # history chunks: the write step's rules, the old layout
     # the HTTP API and the CLI (`--url redis+cluster://...`)
     "test_server.py",
     "test_http_routes.py",

@@ -5,8 +5,8 @@ Layout (readable in redis-cli; ``{...}`` is the Redis Cluster hash tag)::
     rf:<project>:registry                 hash: definitions (views, entities, windows)
     rf:<project>:{<view>|<entity id>}     latest version of one entity (string)
     rf:<project>:{<view>|<entity id>}:t   named versions of one entity (hash tag -> id)
-    rf:<project>:{<view>|<entity id>}:h   older versions of one entity (sorted set by event
-                                          time; the latest too for a view with a ttl)
+    rf:<project>:{<view>|<entity id>}:h   older versions of one entity (a string: one chunk,
+                                          online/lua.py; the latest too with a ttl)
     rf:<project>:{<window>|<entity id>}:w tiles of one entity's window features (hash)
     rf:<project>:{<window>|<entity id>}:we  raw events of those tiles (hash, by bucket)
     rf:<project>:feed:<view>              change feed: capped stream of change events

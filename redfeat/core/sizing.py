@@ -1,14 +1,14 @@
 """The memory a view needs, from constants measured by bench/memory.py (issue 18).
 
-bytes = entities x (a + h + b x (versions - 1)) + buckets + feed + profiles, where ``a`` is one
-entity's latest key, ``h`` the history key an entity gets with its second version, ``b``
-each further version kept, ``feed`` the change feed (at most ``feed_cap`` versions; the
-payloads too once an offline log is attached) and
-``profiles`` the quality profiles of the view; ``buckets`` is the server's key table (8
-bytes x the next power of two of the number of keys). A history member is the version id and the
-payload (msgpack: 1-3 bytes of array header, 9 per Float, 1-9 per Int); while members fit
-in 64 bytes (zset-max-listpack-value) the history is a listpack, beyond that a skiplist,
-which costs several times more per version.
+bytes = entities x (a + h + (P + b) x (versions - 1)) + buckets + feed + profiles, where
+``a`` is one entity's latest key, ``h`` the history key an entity gets with its second
+version (the key and its chunk's head), ``P + b`` each further version kept: its payload
+(msgpack: 1-3 bytes of array header, 9 per Float, 1-9 per Int) and ``b``, its deltas of
+event time and id (a few bytes each: versions written seconds to days apart) and the
+allocator's rounding of the chunk (online/lua.py's docstring has the stored form);
+``feed`` is the change feed (at most ``feed_cap`` versions; the payloads too once an
+offline log is attached) and ``profiles`` the quality profiles of the view; ``buckets``
+is the server's key table (8 bytes x the next power of two of the number of keys).
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ from dataclasses import dataclass
 
 from ..errors import ConfigurationError
 
-LISTPACK_VALUE = 64  # zset-max-listpack-value: the default on Redis 7.0 and Valkey
-LISTPACK_ENTRIES = 128  # zset-max-listpack-entries
-
 
 @dataclass(frozen=True, slots=True)
 class Constants:
@@ -27,16 +24,18 @@ class Constants:
 
     latest: float  # latest key without its payload
     per_payload_byte: float  # latest key growth per payload byte (allocator classes)
-    history_key: tuple[float, float]  # the history key itself: listpack, skiplist
-    per_version: tuple[float, float]  # each older version besides its member bytes
+    history_key: float  # the history key itself (with its chunk's head)
+    per_version: float  # each older version besides its payload
     feed_per_version: float  # without payloads (with an offline log: + payload + 4 bytes)
 
 
-# bench/memory.py, 20,000 entities, 3 and 20 Float features, 1, 2 and 10 versions, less
-# the main dictionary's buckets (8 bytes x the next power of two of the key count), which
-# the estimate adds for the keys it counts
-REDIS_7 = Constants(93.5, 1.14, (113.2, 861.0), (10.5, 137.2), 19.4)
-VALKEY_9 = Constants(73.6, 1.12, (62.7, 771.7), (13.1, 54.8), 30.7)
+# bench/memory.py, 20,000 entities, 3 and 20 Float features, less the main dictionary's
+# buckets (8 bytes x the next power of two of the key count), which the estimate adds for
+# the keys it counts. history_key and per_version: history chunks, `--versions 1,2,5,10
+# --lean`, a least-squares fit over both widths (bench/RESULTS.md, Memory); the chunk's
+# rounding up to the allocator's size classes is in them, on average
+REDIS_7 = Constants(93.5, 1.14, 149.8, 11.6, 19.4)
+VALKEY_9 = Constants(73.6, 1.12, 84.9, 8.9, 30.7)
 PROFILES = 32_768  # a view's hourly profiles (measured 15-31 KB for 20k-100k entities)
 
 
@@ -71,12 +70,9 @@ def estimate(
             f"history must be the versions kept per entity, an int >= 1, got {history!r}"
         )
     p = payload_bytes(features)
-    member = 9 + p
-    skip = member > LISTPACK_VALUE or history - 1 > LISTPACK_ENTRIES
     per_entity = constants.latest + constants.per_payload_byte * p
     if history > 1:
-        per_entity += constants.history_key[skip]
-        per_entity += (history - 1) * (member + constants.per_version[skip])
+        per_entity += constants.history_key + (history - 1) * (p + constants.per_version)
     feed = min(entities * history, feed_cap) * (constants.feed_per_version + (p + 4) * offline)
     keys = entities * (2 if history > 1 else 1)
     return round(entities * per_entity + _buckets(keys) + feed + (PROFILES if profiles else 0))

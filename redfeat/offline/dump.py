@@ -17,15 +17,16 @@ from ..core.keys import Keys, escape_id
 from ..core.registry import Resolved
 from ..core.time import MAX_US, MIN_US
 from ..errors import backend_error
-from ..online.history import LATEST_HEAD
+from ..online.history import decode_chunks, zset_chunk
 from .arrow import empty_versions, versions_table
 
 DUMP_CHUNK = 500  # entities per pipelined batch
 
 
 class Dumper:
-    """Bulk reads of stored versions: pipelined ZRANGEBYSCORE (or MGET for latest-only
-    views) on a raw connection, turned into an Arrow table a batch at a time."""
+    """Bulk reads of stored versions: pipelined GETs of history chunks and an MGET of the
+    latest values (an MGET only for latest-only views) on a raw connection, turned into an
+    Arrow table a batch at a time."""
 
     def __init__(self, keys: Keys, direct: Direct) -> None:
         self.keys = keys
@@ -65,13 +66,7 @@ class Dumper:
             done += len(idx)
         if not tables:
             return empty_versions(res.view)
-        table = pa.concat_tables(tables)
-        rank = {e: i for i, e in enumerate(entities)}
-        order = np.argsort(
-            np.asarray([rank[e] for e in table["entity_id"].to_pylist()], dtype=np.int64),
-            kind="stable",
-        )
-        return table.take(pa.array(order))
+        return _in_order(pa.concat_tables(tables), entities)
 
     def _versions_on(
         self,
@@ -84,10 +79,9 @@ class Dumper:
     ) -> pa.Table:
         name = res.name
         latest_only = res.hist_mode == "n"
-        lo = "-inf" if start_us is None else str(start_us)
-        hi = "+inf" if end_us is None else str(end_us)
         span = (MIN_US if start_us is None else start_us, MAX_US if end_us is None else end_us)
         tables: list[pa.Table] = []
+        old: list[str] = []  # entities whose history was written before chunks (a zset)
         gc_was_on = gc.isenabled()
         gc.disable()  # millions of small objects: the cyclic collector would rescan them all
         try:
@@ -102,20 +96,19 @@ class Dumper:
                     hist, latest = self.keys.history, self.keys.latest
                     escs = [escape_id(e) for e in chunk]
                     packed = b"".join(
-                        [
-                            pack("ZRANGEBYSCORE", hist(name, esc), lo, hi, "WITHSCORES")
-                            for esc in escs
-                        ]
+                        [pack("GET", hist(name, esc)) for esc in escs]
                         + [pack("MGET", *[latest(name, esc) for esc in escs])]
                     )
                 conn.send_packed_command([packed])  # one buffer: one sendall
                 pending.append(chunk)
                 if len(pending) > 1:  # one batch stays in flight while the previous is read
-                    tables.append(self._batch(res, conn, pending.pop(0), latest_only, span))
+                    tables.append(self._batch(res, conn, pending.pop(0), latest_only, span, old))
                     if progress is not None:
                         progress(first, len(entities))
             while pending:
-                tables.append(self._batch(res, conn, pending.pop(0), latest_only, span))
+                tables.append(self._batch(res, conn, pending.pop(0), latest_only, span, old))
+            if old:  # nothing in flight now: the zsets are read on the same connection
+                tables.append(self._old_layout(res, conn, old, span))
             if progress is not None:
                 progress(len(entities), len(entities))
         except redis.RedisError as exc:
@@ -128,6 +121,8 @@ class Dumper:
             if gc_was_on:
                 gc.enable()
         table = pa.concat_tables(tables) if tables else empty_versions(res.view)
+        if old:
+            table = _in_order(table, entities)
         if latest_only and (start_us is not None or end_us is not None):
             et_us = pc.cast(table["event_time"], pa.int64())
             keep = pc.and_(
@@ -144,6 +139,7 @@ class Dumper:
         chunk: Sequence[str],
         latest_only: bool,
         span: tuple[int, int] = (MIN_US, MAX_US),
+        old: list[str] | None = None,
     ) -> pa.Table:
         if latest_only:  # one MGET: event_time (8) + version id (8) + payload per value
             blobs = conn.read_response()
@@ -157,77 +153,138 @@ class Dumper:
                 heads[1::2].astype(np.int64),
                 _decode_many([blobs[i][16:] for i in present]),
             )
-        replies = read_replies(conn, len(chunk) + 1)
-        _add_latest(replies, replies.pop(), span, str(getattr(conn, "protocol", 2)) == "3")
-        counts = [len(r) for r in replies]
-        nonempty = next((r for r in replies if r), None)
-        if nonempty is None:
-            return empty_versions(res.view)
-        if isinstance(nonempty[0], list):  # RESP3: [[member, score], ...]
-            members = [p[0] for r in replies for p in r]
-            scores = [p[1] for r in replies for p in r]
-        else:  # RESP2: [member, score, member, score, ...], scores as strings
-            members = [m for r in replies for m in r[0::2]]
-            scores = [float(x) for r in replies for x in r[1::2]]
-            counts = [c // 2 for c in counts]
-        owner = np.repeat(np.arange(len(chunk), dtype=np.int64), counts)
-        return versions_table(
-            res.view,
-            res.codec.slots,
-            pa.array(chunk, pa.string()).take(pa.array(owner)),
-            np.asarray(scores, dtype=np.float64).astype(np.int64),
-            *_ids_and_payloads(members),
+        replies = read_replies(conn, len(chunk) + 1, errors=True)
+        latest = replies.pop()
+        if isinstance(latest, Exception):
+            raise latest
+        wrong = [i for i, r in enumerate(replies) if isinstance(r, Exception)]
+        if wrong:
+            for i in wrong:  # written before chunks: read again once nothing is in flight
+                if not str(replies[i]).startswith("WRONGTYPE") or old is None:
+                    raise replies[i]
+                old.append(chunk[i])
+                replies[i] = latest[i] = None
+        return versions_of(res, chunk, replies, latest, span)
+
+    def _old_layout(
+        self, res: Resolved, conn: Any, ents: list[str], span: tuple[int, int]
+    ) -> pa.Table:
+        """Versions of entities whose history is a zset written before chunks."""
+        escs = [escape_id(e) for e in ents]
+        hkeys = [self.keys.history(res.name, esc) for esc in escs]
+        conn.send_packed_command(
+            [
+                b"".join([pack("ZRANGE", k, 0, -1, "WITHSCORES") for k in hkeys])
+                + pack("MGET", *[self.keys.latest(res.name, esc) for esc in escs])
+            ]
         )
+        replies = read_replies(conn, len(ents) + 1)
+        latest = replies.pop()
+        chunks = []
+        for r in replies:
+            rows = (
+                [(p[0], p[1]) for p in r]
+                if r and isinstance(r[0], list)
+                else list(zip(r[0::2], [float(x) for x in r[1::2]], strict=True))
+            )
+            chunks.append(zset_chunk(rows))
+        return versions_of(res, ents, chunks, latest, span)
 
 
-def _add_latest(
-    replies: list[Any], blobs: list[bytes | None], span: tuple[int, int], resp3: bool
-) -> None:
-    """Append each entity's latest version (newest of all, so last in event-time order) to
-    its history reply, unless outside the span or already there (a view with a ttl)."""
-    for i, blob in enumerate(blobs):
-        if blob is None:
-            continue
-        et = LATEST_HEAD.unpack_from(blob)[0]
-        if not span[0] <= et <= span[1]:
-            continue
-        rows = replies[i] = list(replies[i])
-        vid = blob[8:16]
-        member = b"\xcf" + blob[8:]
-        if resp3:  # [[member, score], ...]
-            if not rows or rows[-1][0][1:9] != vid:
-                rows.append([member, float(et)])
-        elif not rows or rows[-2][1:9] != vid:  # member, score, ... (scores as text)
-            rows.extend((member, str(et).encode()))
+def versions_of(
+    res: Resolved,
+    ents: Sequence[str],
+    chunks: Sequence[bytes | None],
+    latest: Sequence[bytes | None],
+    span: tuple[int, int],
+) -> pa.Table:
+    """The versions of ``ents`` from their history chunks and latest values, event time in
+    ``span``: grouped by entity, sorted by (event time, version id) within each."""
+    ch = decode_chunks(chunks)
+    # each entity's latest version: the newest of all, unless history holds it too (a view
+    # with a ttl, or data written before history stopped holding it twice)
+    lat = {i: b for i, b in enumerate(latest) if b is not None}
+    heads = np.frombuffer(b"".join([b[:16] for b in lat.values()]), dtype=">i8")
+    lat_owner = np.fromiter(lat, dtype=np.int64, count=len(lat))
+    lat_et, lat_id = heads[0::2].astype(np.int64), heads[1::2].astype(np.int64)
+    top = ch.ids[np.minimum(ch.first[lat_owner], len(ch.ids) - 1)] if len(ch.ids) else -1
+    dup = (ch.counts[lat_owner] > 0) & (top == lat_id)
+    take_lat = (span[0] <= lat_et) & (lat_et <= span[1]) & ~dup
+    take = (span[0] <= ch.et) & (ch.et <= span[1])
+    pays: list[bytes | memoryview] = [lat[i][16:] for i in lat_owner[take_lat].tolist()]
+    if take.all():
+        pays.append(ch.pays)
+    else:  # the versions in span are a run of each chunk (newest first): a slice per run
+        idx = np.flatnonzero(take)
+        if len(idx):
+            cut = np.flatnonzero(np.diff(idx) != 1) + 1
+            firsts, lasts = idx[np.r_[0, cut]], idx[np.r_[cut - 1, len(idx) - 1]]
+            view = memoryview(ch.pays)
+            pays += [
+                view[a:b]
+                for a, b in zip(
+                    ch.start[firsts].tolist(), ch.start[lasts + 1].tolist(), strict=True
+                )
+            ]
+    owner = np.concatenate((lat_owner[take_lat], ch.owner[take]))
+    if not len(owner):
+        return empty_versions(res.view)
+    et = np.concatenate((lat_et[take_lat], ch.et[take]))
+    ids = np.concatenate((lat_id[take_lat], ch.ids[take]))
+    values = _decode_many(pays, len(owner))
+    order = np.lexsort((ids, et, owner))
+    return versions_table(
+        res.view,
+        res.codec.slots,
+        pa.array(ents, pa.string()).take(pa.array(owner[order])),
+        et[order],
+        ids[order],
+        [values[i] for i in order.tolist()],
+    )
 
 
-def read_replies(conn: Any, n: int) -> list[Any]:
+def _in_order(table: pa.Table, entities: Sequence[str]) -> pa.Table:
+    """``table`` (grouped by entity) with the entities in the order of ``entities``."""
+    rank = {e: i for i, e in enumerate(entities)}
+    order = np.argsort(
+        np.asarray([rank[e] for e in table["entity_id"].to_pylist()], dtype=np.int64),
+        kind="stable",
+    )
+    return table.take(pa.array(order))
+
+
+def read_replies(conn: Any, n: int, *, errors: bool = False) -> list[Any]:
     """Read n pipelined replies. Straight from redis-py's hiredis reader when it has one:
-    half the cost of conn.read_response() per reply, which matters at 100k+ replies."""
+    half the cost of conn.read_response() per reply, which matters at 100k+ replies.
+    ``errors``: an error reply is returned in its place rather than raised (once every
+    reply is read, so that the connection stays usable)."""
     parser = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
     fill = getattr(parser, "read_from_socket", None)
-    if reader is None or fill is None or not hasattr(reader, "gets"):
-        return [conn.read_response() for _ in range(n)]
     out: list[Any] = []
-    while len(out) < n:
-        reply = reader.gets()
-        if reply is False or type(reply) is object:  # redis-py's "not enough data" sentinel
-            fill()
-        elif isinstance(reply, redis.ResponseError):
-            raise reply
-        else:
-            out.append(reply)
+    if reader is None or fill is None or not hasattr(reader, "gets"):
+        for _ in range(n):
+            try:
+                out.append(conn.read_response())
+            except redis.ResponseError as exc:
+                out.append(exc)
+    else:
+        while len(out) < n:
+            reply = reader.gets()
+            if reply is False or type(reply) is object:  # redis-py's "not enough data" sentinel
+                fill()
+            else:
+                out.append(reply)
+    if not errors:
+        for reply in out:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
     return out
 
 
-def _ids_and_payloads(members: list[bytes]) -> tuple[np.ndarray, list[Any]]:
-    """History members are msgpack (uint64 id, array of values) pairs: one decode for all."""
-    flat: list[Any] = decode(b"\xdd" + (2 * len(members)).to_bytes(4, "big") + b"".join(members))
-    return np.array(flat[0::2], dtype=np.int64), flat[1::2]
-
-
-def _decode_many(parts: list[bytes]) -> list[Any]:
-    """Decode many msgpack values with one call: frame them as one msgpack array."""
-    result: list[Any] = decode(b"\xdd" + len(parts).to_bytes(4, "big") + b"".join(parts))
+def _decode_many(parts: list[Any], n: int | None = None) -> list[Any]:
+    """Decode many msgpack values with one call: frame them as one msgpack array (``n``
+    values in ``parts``, which may hold several each; one each by default)."""
+    count = len(parts) if n is None else n
+    result: list[Any] = decode(b"\xdd" + count.to_bytes(4, "big") + b"".join(parts))
     return result

@@ -1,8 +1,11 @@
-"""Versions: history of an entity, time travel (as-of reads)."""
+"""Versions: history of an entity, time travel (as-of reads), and the stored form of a
+history key (a chunk of versions, see lua.py's docstring) from the client side."""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -17,8 +20,184 @@ from ..core.registry import Resolved
 from ..core.time import from_us, now_us, to_us
 from ..errors import ConfigurationError, NotFoundError, Problem, ValidationError, wrap_redis
 
-LATEST_HEAD = struct.Struct(">qQ")  # latest value: event_time_us, version id
-_ID = struct.Struct(">xQ")  # history member: 0xCF, version id (see scripts.py)
+LATEST_HEAD = struct.Struct(">qQ")  # latest value (and a chunk's head): event_time_us, id
+_ID = struct.Struct(">xQ")  # a member of a history zset written before chunks: 0xCF, id
+_U64 = 1 << 64
+
+# -- the chunk: one entity's kept versions in one string (lua.py's docstring) -------------
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    v = b[i]
+    if v < 0x80:
+        return v, i + 1
+    out, shift = v & 0x7F, 7
+    while True:
+        i += 1
+        v = b[i]
+        out |= (v & 0x7F) << shift
+        if v < 0x80:
+            return out, i + 1
+        shift += 7
+
+
+def _put(v: int, out: bytearray) -> None:
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def encode_chunk(versions: Sequence[tuple[int, int, bytes]]) -> bytes | None:
+    """The chunk of ``versions`` (event_time_us, id, payload), given newest first (event
+    time, then id, descending), as WRITE stores it; None for none (no key)."""
+    if not versions:
+        return None
+    meta = bytearray()
+    et0, id0, _ = versions[0]
+    pet, pid = et0, id0
+    for et, vid, payload in versions:
+        did = pid - vid
+        _put(len(payload), meta)
+        _put(pet - et, meta)
+        _put(2 * did if did >= 0 else -2 * did - 1, meta)
+        pet, pid = et, vid
+    head = bytearray(LATEST_HEAD.pack(et0, id0))
+    for v in (len(versions), len(meta), et0 - pet):
+        _put(v, head)
+    return bytes(head + meta) + b"".join(p for _, _, p in versions)
+
+
+def _head(blob: bytes) -> tuple[int, int, int, int, int]:
+    """A chunk's newest event time and id, its number of versions and where its meta is."""
+    et, vid = LATEST_HEAD.unpack_from(blob)
+    n, i = _varint(blob, 16)
+    size, i = _varint(blob, i)
+    _, i = _varint(blob, i)  # the span (for the script's trimming by duration)
+    return et, vid, n, i, i + size
+
+
+def chunk_head(blob: bytes) -> tuple[int, int, int]:
+    """A chunk's newest event time and id, and how many versions it holds."""
+    return _head(blob)[:3]
+
+
+def chunk_versions(blob: bytes | None) -> list[tuple[int, int, bytes]]:
+    """A chunk's versions (event_time_us, id, payload), newest first."""
+    if not blob:
+        return []
+    et, vid, n, i, end = _head(blob)
+    p = end
+    out = []
+    for _ in range(n):
+        size, i = _varint(blob, i)
+        dt, i = _varint(blob, i)
+        zz, i = _varint(blob, i)
+        et -= dt
+        vid -= (zz >> 1) ^ -(zz & 1)
+        out.append((et, vid, blob[p : p + size]))
+        p += size
+    return out
+
+
+def zset_chunk(rows: Sequence[tuple[bytes, float]]) -> bytes | None:
+    """The chunk of a history zset written before chunks (ZRANGE ... WITHSCORES rows,
+    oldest first; members 0xCF .. id .. payload)."""
+    return encode_chunk([(int(s), _ID.unpack_from(m)[0], bytes(m[9:])) for m, s in reversed(rows)])
+
+
+def _varints(buf: bytes) -> np.ndarray:
+    """Every varint of ``buf``, in order (uint64)."""
+    b = np.frombuffer(buf, dtype=np.uint8)
+    last = b < 0x80
+    if last.all():  # every value under 128: the common case of short deltas
+        return b.astype(np.uint64)
+    starts = np.flatnonzero(np.concatenate(([True], last[:-1])))
+    pos = np.arange(len(b)) - np.repeat(starts, np.diff(np.append(starts, len(b))))
+    vals = (b & 0x7F).astype(np.uint64) << (7 * pos).astype(np.uint64)
+    out: np.ndarray = np.add.reduceat(vals, starts)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Chunks:
+    """The versions of many chunks, decoded together: record r belongs to chunk owner[r];
+    each chunk's records are contiguous, newest first, the first at first[chunk] (when
+    counts[chunk] > 0); record r's payload is pays[start[r]:start[r + 1]] (end at the last)."""
+
+    counts: np.ndarray  # versions per chunk
+    first: np.ndarray  # index of each chunk's first (newest) record
+    owner: np.ndarray  # int64 per record
+    et: np.ndarray  # int64 event times (us)
+    ids: np.ndarray  # int64 version ids
+    start: np.ndarray  # int64 offsets into pays, one more than there are records
+    pays: bytes  # every payload, chunk after chunk
+
+
+def decode_chunks(blobs: Sequence[bytes | None]) -> Chunks:
+    """Decode many chunks: the meta of all of them with a few numpy calls (no Python step
+    per version), their payloads left joined for one msgpack call."""
+    counts = np.zeros(len(blobs), dtype=np.int64)
+    heads: list[int] = []
+    metas: list[bytes] = []
+    pays: list[bytes] = []
+    for k, blob in enumerate(blobs):
+        if blob:
+            et, vid, n, i, end = _head(blob)
+            counts[k] = n
+            heads += (et % _U64, vid)
+            metas.append(blob[i:end])
+            pays.append(blob[end:])
+    first = np.cumsum(counts) - counts
+    owner = np.repeat(np.arange(len(blobs), dtype=np.int64), counts)
+    v = _varints(b"".join(metas))
+    size, dt, zz = v[0::3], v[1::3], v[2::3]
+    # uint64 arithmetic wraps: the sums run over every chunk, the differences are exact
+    half = zz >> np.uint64(1)
+    did = np.where(zz & np.uint64(1), ~half, half)  # ~m is -m - 1 in two's complement
+    h = np.asarray(heads, dtype=np.uint64)
+    present = np.flatnonzero(counts)
+    rank = np.repeat(np.arange(len(present)), counts[present])
+    starts = first[owner]
+    cdt, cdid = np.cumsum(dt), np.cumsum(did)
+    et_ = (h[0::2][rank] - (cdt - cdt[starts])).view(np.int64)
+    ids = (h[1::2][rank] - (cdid - cdid[starts])).view(np.int64)
+    start = np.concatenate(([0], np.cumsum(size.astype(np.int64))))
+    return Chunks(counts, first, owner, et_, ids, start, b"".join(pays))
+
+
+def read_chunks(
+    client: redis.Redis, hkeys: Sequence[str], replies: Sequence[Any]
+) -> list[bytes | None]:
+    """GET replies of history keys (a pipeline run with raise_on_error=False) as chunks: a
+    key written before chunks (a zset: WRONGTYPE) is read as a zset and converted; any other
+    error is raised."""
+    out: list[bytes | None] = []
+    old: list[int] = []
+    for i, r in enumerate(replies):
+        if isinstance(r, redis.ResponseError) and str(r).startswith("WRONGTYPE"):
+            old.append(i)
+            out.append(None)
+        elif isinstance(r, Exception):
+            raise r
+        else:
+            out.append(r)
+    if old:
+        pipe = client.pipeline(transaction=False)
+        for i in old:
+            pipe.zrange(hkeys[i], 0, -1, withscores=True)
+        for i, rows in zip(old, pipe.execute(), strict=True):
+            out[i] = zset_chunk(rows)
+    return out
+
+
+def _ok(reply: Any) -> Any:
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+# -- reads --------------------------------------------------------------------------------
 
 
 def as_of_us(view: str, as_of: Any) -> int:
@@ -30,16 +209,10 @@ def as_of_us(view: str, as_of: Any) -> int:
         ) from None
 
 
-def from_member(
-    res: Resolved, member: bytes, score: float, readers: Reader | None = None
+def _version(
+    res: Resolved, et: int, vid: int, payload: bytes | memoryview, readers: Reader | None = None
 ) -> Version:
-    (vid,) = _ID.unpack_from(member)
-    return Version(
-        vid,
-        from_us(int(score)),
-        from_us(vid),
-        res.codec.decode(memoryview(member)[9:], readers),
-    )
+    return Version(vid, from_us(et), from_us(vid), res.codec.decode(payload, readers))
 
 
 def from_latest(res: Resolved, blob: bytes, readers: Reader | None = None) -> Version:
@@ -54,19 +227,20 @@ def ttl_ok(res: Resolved, et_us: int, at_us: int | None = None) -> bool:
     return et_us >= (now_us() if at_us is None else at_us) - ttl
 
 
-def _merged(
-    res: Resolved, blob: bytes | None, rows: list[tuple[bytes, float]], limit: int
-) -> list[Version]:
-    """The latest value and history's versions (newest first) as one list, newest first.
+def _merged(res: Resolved, blob: bytes | None, chunk: bytes | None, limit: int) -> list[Version]:
+    """The latest value and history's versions as one list, newest first.
 
     The latest version has the greatest (event time, id) of all, so it comes first; it is
     in history too for a view with a ttl (and for data written before history stopped
     holding it twice): then it is not repeated."""
-    out = [from_member(res, m, s) for m, s in rows]
+    kept = chunk_versions(chunk)
+    out: list[Version] = []
     if blob:
         top = from_latest(res, blob)
-        if not out or out[0].id != top.id:
-            out.insert(0, top)
+        if not kept or kept[0][1] != top.id:
+            out.append(top)
+    for et, vid, payload in kept[: max(0, limit - len(out))]:
+        out.append(_version(res, et, vid, payload))
     return out[:limit]
 
 
@@ -79,11 +253,13 @@ def history(
         if res.hist_mode == "n":
             blob = cast(bytes | None, client.get(keys.latest(res.name, esc)))
             return [from_latest(res, blob)] if blob else []
+        hkey = keys.history(res.name, esc)
         pipe = client.pipeline(transaction=False)
         pipe.get(keys.latest(res.name, esc))
-        pipe.zrevrange(keys.history(res.name, esc), 0, limit - 1, withscores=True)
-        blob, rows = pipe.execute()
-    return _merged(res, blob, rows, limit)
+        pipe.get(hkey)
+        blob, raw = pipe.execute(raise_on_error=False)
+        (chunk,) = read_chunks(client, [hkey], [raw])
+    return _merged(res, _ok(blob), chunk, limit)
 
 
 def get_many_as_of(
@@ -111,26 +287,32 @@ def get_many_as_of(
                         v = from_latest(res, blob, readers)
                 out.append(v)
             return out
+        hkeys = [keys.history(res.name, escape_id(e)) for e in entities]
         pipe = client.pipeline(transaction=False)
-        for e in entities:
-            esc = escape_id(e)
-            pipe.zrevrangebyscore(
-                keys.history(res.name, esc), at_us, "-inf", start=0, num=1, withscores=True
-            )
-            pipe.get(keys.latest(res.name, esc))
-        replies = pipe.execute()
-    for rows, blob in zip(replies[0::2], replies[1::2], strict=True):
+        for e, hkey in zip(entities, hkeys, strict=True):
+            pipe.get(hkey)
+            pipe.get(keys.latest(res.name, escape_id(e)))
+        replies = pipe.execute(raise_on_error=False)
+        chunks = read_chunks(client, hkeys, replies[0::2])
+    ch = decode_chunks(chunks)
+    # each entity's first (newest) kept version at or before at_us: chunks are newest first
+    hit = np.flatnonzero(ch.et <= at_us)
+    owners, at = np.unique(ch.owner[hit], return_index=True)
+    found = dict(zip(owners.tolist(), hit[at].tolist(), strict=True))
+    for k, blob in enumerate(replies[1::2]):
         v = None
         # The latest version is the newest of all: in force at at_us if it had happened by
         # then; otherwise history's newest version up to at_us is.
-        et = LATEST_HEAD.unpack_from(blob)[0] if blob else None
+        et = LATEST_HEAD.unpack_from(_ok(blob))[0] if blob else None
         if et is not None and et <= at_us:
             if not apply_ttl or ttl_ok(res, et, at_us):
                 v = from_latest(res, blob, readers)
-        elif rows:
-            member, score = rows[0]
-            if not apply_ttl or ttl_ok(res, int(score), at_us):
-                v = from_member(res, member, score, readers)
+        elif k in found:
+            r = found[k]
+            r_et = int(ch.et[r])
+            if not apply_ttl or ttl_ok(res, r_et, at_us):
+                pay = memoryview(ch.pays)[ch.start[r] : ch.start[r + 1]]
+                v = _version(res, r_et, int(ch.ids[r]), pay, readers)
         out.append(v)
     return out
 

@@ -28,7 +28,7 @@ from ..errors import (
     wrap_redis,
 )
 from . import lua as scripts
-from .history import LATEST_HEAD, from_latest, get_many_as_of, ttl_ok
+from .history import LATEST_HEAD, from_latest, get_many_as_of, read_chunks, ttl_ok
 from .writer import Item, Writer, tally
 
 CAS_RETRIES = 200
@@ -442,14 +442,15 @@ class Online:
                 records.append(Record(ents[i], Status.PRESENT, from_us(et), values))
         if missing and ttl is not None and res.hist_mode != "n":
             # The latest key expired with its ttl; history still says the entity existed.
+            # A chunk starts with its newest event time: 8 bytes are enough.
+            hkeys = [self.keys.history(res.name, escape_id(ents[i])) for i in missing]
             with wrap_redis(f"view {res.name!r}: read failed"):
                 pipe = self.client.pipeline(transaction=False)
-                for i in missing:
-                    pipe.zrevrange(
-                        self.keys.history(res.name, escape_id(ents[i])), 0, 0, withscores=True
-                    )
-                replies = pipe.execute()
-            for i, rows in zip(missing, replies, strict=True):
-                if rows:
-                    records[i] = Record(ents[i], Status.EXPIRED, from_us(int(rows[0][1])), None)
+                for hkey in hkeys:
+                    pipe.getrange(hkey, 0, 7)
+                heads = read_chunks(self.client, hkeys, pipe.execute(raise_on_error=False))
+            for i, head in zip(missing, heads, strict=True):
+                if head:
+                    et = int.from_bytes(head[:8], "big", signed=True)
+                    records[i] = Record(ents[i], Status.EXPIRED, from_us(et), None)
         return records

@@ -112,6 +112,10 @@ class Parsed(NamedTuple):
     suffix: str = ""
 
 
+# the suffix of an entity's history key, after its latest key
+HISTORY = ":h"
+
+
 class Keys:
     """Key builder (and parser) for one project."""
 
@@ -162,7 +166,15 @@ class Keys:
         return self.tag(view, escaped_id)
 
     def history(self, view: str, escaped_id: str) -> str:
-        return self.tag(view, escaped_id) + ":h"
+        return self.tag(view, escaped_id) + HISTORY
+
+    def latest_affix(self, view: str, partition: int) -> tuple[str, str]:
+        """What comes before and after an escaped id in the latest keys of ``view`` (of
+        ``partition`` when the project is partitioned): the write step builds thousands of
+        keys a call, the entities of one partition, without a crc32 for each."""
+        if self.partitions:
+            return f"{self.prefix}{self.part_tag(view, partition)}:", ""
+        return f"{self.prefix}{{{view}|", "}"
 
     def tags(self, view: str, escaped_id: str) -> str:
         """Hash: one entity's named versions, tag -> version id (``write(..., tag=)``)."""

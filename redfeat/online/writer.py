@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from ..core.conn import Direct, Script
-from ..core.keys import Keys
+from ..core.keys import HISTORY, Keys
 from ..core.records import WriteReport
 from ..core.registry import Resolved
 from ..errors import BackendError, backend_error
@@ -81,10 +81,7 @@ class Writer:
         ids: list[str] = []
         keys: list[str] = []
         args: list[Any] = list(head)
-        if self.keys.partitions:
-            pre, post = f"{self.keys.prefix}{self.keys.part_tag(res.name, k)}:", ""
-        else:
-            pre, post = self.keys.tag(res.name, "")[:-1], "}"  # "rf:<project>:{<view>|"
+        pre, post = self.keys.latest_affix(res.name, k)
         two = res.keys_per_entity == 2
         n = 0
         for esc, et_us, payload, expected in items:
@@ -92,7 +89,7 @@ class Writer:
             key = pre + esc + post
             keys.append(key)
             if two:
-                keys.append(key + ":h")
+                keys.append(key + HISTORY)
             args.append(et_us)
             args.append(payload)
             if mode == 1:

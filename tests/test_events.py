@@ -99,8 +99,9 @@ def test_subscription_iterates_and_covers_all_views(store: FeatureStore) -> None
     apply(store, "v1")
     apply(store, "v2")
     sub = store.subscribe()
+    timer = threading.Timer(0.2, lambda: store.write("v2", "z", {"x": 9}))
     try:
-        threading.Timer(0.2, lambda: store.write("v2", "z", {"x": 9})).start()
+        timer.start()
         for ev in sub:
             if ev.kind == "gap":
                 # a dropped connection says so: on the shared Redis another test kills
@@ -110,6 +111,7 @@ def test_subscription_iterates_and_covers_all_views(store: FeatureStore) -> None
             break
     finally:
         sub.close()
+        timer.join(10)  # the write ends in this test (its event can come before it returns)
 
 
 def test_subscription_reports_a_gap_and_replays_after_reconnect(
@@ -176,12 +178,16 @@ def test_subscription_as_async_iterator(store: FeatureStore) -> None:
 
     async def main() -> ChangeEvent:
         sub = store.subscribe("v")
+        timer = threading.Timer(0.2, lambda: store.write("v", "async", {"x": 1}))
         try:
-            threading.Timer(0.2, lambda: store.write("v", "async", {"x": 1})).start()
+            timer.start()
             async for ev in sub:
                 return ev
         finally:
             sub.close()
+            # the event can arrive before write() returns: the write ends within this test,
+            # not in the next one (after the project's keys are gone)
+            timer.join(10)
         raise AssertionError("no event")
 
     ev = asyncio.run(asyncio.wait_for(main(), timeout=10))

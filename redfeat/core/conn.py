@@ -82,6 +82,7 @@ class Direct:
     Cluster: ``conn(key)`` is the connection to the master that holds ``key``'s slot."""
 
     def __init__(self, client: redis.Redis | RedisCluster) -> None:
+        self.client = client
         self.cluster: RedisCluster | None = client if isinstance(client, RedisCluster) else None
         self._pool = client.connection_pool if isinstance(client, redis.Redis) else None
         self._local = threading.local()

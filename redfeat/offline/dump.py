@@ -12,12 +12,12 @@ import pyarrow.compute as pc
 import redis
 
 from ..core.codec import decode
-from ..core.conn import Direct, pack
+from ..core.conn import Direct, mget, pack
 from ..core.keys import Keys, escape_id
 from ..core.registry import Resolved
 from ..core.time import MAX_US, MIN_US
 from ..errors import backend_error
-from ..online.history import decode_chunks, zset_chunk
+from ..online.history import decode_chunks, zset_chunks
 from .arrow import empty_versions, versions_table
 
 DUMP_CHUNK = 500  # entities per pipelined batch
@@ -107,8 +107,8 @@ class Dumper:
                         progress(first, len(entities))
             while pending:
                 tables.append(self._batch(res, conn, pending.pop(0), latest_only, span, old))
-            if old:  # nothing in flight now: the zsets are read on the same connection
-                tables.append(self._old_layout(res, conn, old, span))
+            if old:
+                tables.append(self._old_layout(res, old, span))
             if progress is not None:
                 progress(len(entities), len(entities))
         except redis.RedisError as exc:
@@ -166,28 +166,12 @@ class Dumper:
                 replies[i] = latest[i] = None
         return versions_of(res, chunk, replies, latest, span)
 
-    def _old_layout(
-        self, res: Resolved, conn: Any, ents: list[str], span: tuple[int, int]
-    ) -> pa.Table:
+    def _old_layout(self, res: Resolved, ents: list[str], span: tuple[int, int]) -> pa.Table:
         """Versions of entities whose history is a zset written before chunks."""
         escs = [escape_id(e) for e in ents]
-        hkeys = [self.keys.history(res.name, esc) for esc in escs]
-        conn.send_packed_command(
-            [
-                b"".join([pack("ZRANGE", k, 0, -1, "WITHSCORES") for k in hkeys])
-                + pack("MGET", *[self.keys.latest(res.name, esc) for esc in escs])
-            ]
-        )
-        replies = read_replies(conn, len(ents) + 1)
-        latest = replies.pop()
-        chunks = []
-        for r in replies:
-            rows = (
-                [(p[0], p[1]) for p in r]
-                if r and isinstance(r[0], list)
-                else list(zip(r[0::2], [float(x) for x in r[1::2]], strict=True))
-            )
-            chunks.append(zset_chunk(rows))
+        client = self.direct.client
+        chunks = zset_chunks(client, [self.keys.history(res.name, esc) for esc in escs])
+        latest = mget(client, [self.keys.latest(res.name, esc) for esc in escs])
         return versions_of(res, ents, chunks, latest, span)
 
 

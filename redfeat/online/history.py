@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 
 from ..core.args import text
 from ..core.codec import Reader
@@ -167,7 +168,7 @@ def decode_chunks(blobs: Sequence[bytes | None]) -> Chunks:
 
 
 def read_chunks(
-    client: redis.Redis, hkeys: Sequence[str], replies: Sequence[Any]
+    client: redis.Redis | RedisCluster, hkeys: Sequence[str], replies: Sequence[Any]
 ) -> list[bytes | None]:
     """GET replies of history keys (a pipeline run with raise_on_error=False) as chunks: a
     key written before chunks (a zset: WRONGTYPE) is read as a zset and converted; any other
@@ -182,13 +183,19 @@ def read_chunks(
             raise r
         else:
             out.append(r)
-    if old:
-        pipe = client.pipeline(transaction=False)
-        for i in old:
-            pipe.zrange(hkeys[i], 0, -1, withscores=True)
-        for i, rows in zip(old, pipe.execute(), strict=True):
-            out[i] = zset_chunk(rows)
+    for i, chunk in zip(old, zset_chunks(client, [hkeys[i] for i in old]), strict=True):
+        out[i] = chunk
     return out
+
+
+def zset_chunks(client: redis.Redis | RedisCluster, hkeys: Sequence[str]) -> list[bytes | None]:
+    """The chunks of history keys written before chunks (zsets), read as they are."""
+    if not hkeys:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for hkey in hkeys:
+        pipe.zrange(hkey, 0, -1, withscores=True)
+    return [zset_chunk(rows) for rows in pipe.execute()]
 
 
 def _ok(reply: Any) -> Any:
